@@ -1,0 +1,1 @@
+"""facenormals.benchmarks: reported figures for speed goals (never asserted in tests)."""

@@ -1,0 +1,19 @@
+"""facenormals: real-time surface normals of human faces from a colour camera, fused with RGB-D depth.
+
+Implements "Cross-modal Deep Face Normals with Deactivable Skip Connections" (Abrevaya, Boukhayma,
+Torr, Boyer, CVPR 2020). Normal convention: camera space, +x right, +y up, +z toward the camera.
+"""
+
+from __future__ import annotations
+
+__version__ = "0.1.0"
+
+__all__ = ["__version__", "create_model"]
+
+
+def __getattr__(name: str):  # lazy: `import facenormals` must not pull in torch
+    if name == "create_model":
+        from facenormals.model import create_model
+
+        return create_model
+    raise AttributeError(f"module 'facenormals' has no attribute {name!r}")

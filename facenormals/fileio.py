@@ -1,0 +1,158 @@
+"""Reading and writing the project's files: RGB images, normal maps, masks, depth.
+
+Every reader raises :class:`DataError` naming the file and what is wrong with it.
+Images are returned as RGB uint8 H×W×3 (never BGR), normal maps as float32 H×W×3 in the
+convention of :mod:`facenormals.conventions`.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import cv2
+import numpy as np
+
+from facenormals.atomic import atomic_path
+from facenormals.conventions import UNIT_TOLERANCE, decode_normals, encode_normals
+
+
+class DataError(ValueError):
+    """A data file is missing, unreadable or violates the project's conventions."""
+
+
+def _imread(path: Path, flags: int) -> np.ndarray:
+    if not path.is_file():
+        raise DataError(f"{path}: file not found")
+    data = np.fromfile(path, dtype=np.uint8)
+    image = cv2.imdecode(data, flags) if data.size else None
+    if image is None:
+        raise DataError(f"{path}: not a readable image")
+    return image
+
+
+def read_rgb(path: str | Path) -> np.ndarray:
+    """Read an image as RGB uint8; grayscale is replicated to 3 channels, alpha dropped."""
+    path = Path(path)
+    image = _imread(path, cv2.IMREAD_UNCHANGED)
+    if image.dtype == np.uint16:
+        image = (image >> 8).astype(np.uint8)
+    if image.dtype != np.uint8:
+        raise DataError(f"{path}: unsupported image dtype {image.dtype}")
+    if image.ndim == 2:
+        return np.repeat(image[..., None], 3, axis=2)
+    if image.shape[2] == 4:
+        image = image[..., :3]
+    return cv2.cvtColor(image, cv2.COLOR_BGR2RGB)
+
+
+def write_rgb(path: str | Path, rgb: np.ndarray) -> None:
+    """Write an RGB uint8 image atomically (format from the suffix)."""
+    if rgb.dtype != np.uint8 or rgb.ndim != 3 or rgb.shape[2] != 3:
+        raise DataError(f"{path}: expected RGB uint8 H×W×3, got {rgb.dtype} {rgb.shape}")
+    _imwrite(Path(path), cv2.cvtColor(rgb, cv2.COLOR_RGB2BGR))
+
+
+def _imwrite(path: Path, image: np.ndarray) -> None:
+    with atomic_path(path) as tmp:
+        if not cv2.imwrite(str(tmp), image):
+            raise DataError(f"{path}: OpenCV could not write this image")
+
+
+def read_normals(path: str | Path, check_unit: bool = True, mask: np.ndarray | None = None) -> np.ndarray:
+    """Read a normal map from 16-bit/8-bit PNG or float32 .npy (H×W×3, our convention).
+
+    Pixels where the encoded value is exactly zero in all channels are treated as "no normal".
+    With ``check_unit``, the normals inside ``mask`` (or all non-empty pixels) must be unit length.
+    """
+    path = Path(path)
+    if path.suffix.lower() == ".npy":
+        if not path.is_file():
+            raise DataError(f"{path}: file not found")
+        try:
+            normals = np.load(path, allow_pickle=False)
+        except (ValueError, OSError) as err:
+            raise DataError(f"{path}: not a readable .npy file ({err})") from err
+        if normals.dtype != np.float32:
+            raise DataError(f"{path}: .npy normal maps must be float32, got {normals.dtype}")
+        if normals.ndim == 3 and normals.shape[0] == 3 and normals.shape[2] != 3:
+            normals = np.moveaxis(normals, 0, -1)
+    else:
+        raw = _imread(path, cv2.IMREAD_UNCHANGED)
+        if raw.ndim != 3 or raw.shape[2] != 3:
+            raise DataError(f"{path}: normal maps need 3 channels, got shape {raw.shape}")
+        if raw.dtype == np.uint16:
+            scale = 65535.0
+        elif raw.dtype == np.uint8:
+            scale = 255.0
+        else:
+            raise DataError(f"{path}: normal PNGs must be 8- or 16-bit, got {raw.dtype}")
+        encoded = cv2.cvtColor(raw, cv2.COLOR_BGR2RGB)
+        empty = ~encoded.any(axis=2)
+        normals = decode_normals(encoded.astype(np.float32) / scale)
+        normals[empty] = 0.0
+    if normals.ndim != 3 or normals.shape[2] != 3:
+        raise DataError(f"{path}: normal maps must be H×W×3, got shape {normals.shape}")
+    if not np.isfinite(normals).all():
+        raise DataError(f"{path}: normal map contains NaN or infinite values")
+    if check_unit:
+        check_unit_normals(normals, mask, path)
+    return normals.astype(np.float32, copy=False)
+
+
+def check_unit_normals(normals: np.ndarray, mask: np.ndarray | None, source: str | Path) -> None:
+    length = np.linalg.norm(normals, axis=2)
+    region = mask.astype(bool) if mask is not None else length > 0
+    bad = np.abs(length[region] - 1.0) > UNIT_TOLERANCE
+    if bad.any():
+        raise DataError(
+            f"{source}: {int(bad.sum())} of {int(region.sum())} normals are not unit length "
+            f"(lengths {length[region][bad].min():.3f}..{length[region][bad].max():.3f})"
+        )
+
+
+def write_normals(path: str | Path, normals: np.ndarray, mask: np.ndarray | None = None) -> None:
+    """Write a normal map as 16-bit PNG or float32 .npy (by suffix); outside ``mask`` is stored as 0."""
+    path = Path(path)
+    normals = np.asarray(normals, dtype=np.float32)
+    if normals.ndim != 3 or normals.shape[2] != 3:
+        raise DataError(f"{path}: normal maps must be H×W×3, got shape {normals.shape}")
+    empty = ~np.asarray(mask, dtype=bool) if mask is not None else ~np.any(normals != 0, axis=2)
+    if path.suffix.lower() == ".npy":
+        out = normals.copy()
+        out[empty] = 0.0
+        with atomic_path(path) as tmp, open(tmp, "wb") as handle:
+            np.save(handle, out)
+        return
+    encoded = np.clip(np.round(encode_normals(normals) * 65535.0), 1, 65535).astype(np.uint16)
+    encoded[empty] = 0  # 0 in all channels = "no normal"; valid pixels never encode to all-zero
+    _imwrite(path, cv2.cvtColor(encoded, cv2.COLOR_RGB2BGR))
+
+
+def read_mask(path: str | Path) -> np.ndarray:
+    """Read a facial mask PNG (255 = face) as bool H×W."""
+    path = Path(path)
+    raw = _imread(path, cv2.IMREAD_UNCHANGED)
+    if raw.ndim == 3:
+        raw = raw[..., 0]
+    if raw.dtype != np.uint8:
+        raise DataError(f"{path}: masks must be 8-bit, got {raw.dtype}")
+    return raw > 127
+
+
+def write_mask(path: str | Path, mask: np.ndarray) -> None:
+    _imwrite(Path(path), np.where(np.asarray(mask, dtype=bool), 255, 0).astype(np.uint8))
+
+
+def read_depth_mm(path: str | Path) -> np.ndarray:
+    """Read a uint16 depth PNG in millimetres (0 = missing)."""
+    path = Path(path)
+    raw = _imread(path, cv2.IMREAD_UNCHANGED)
+    if raw.dtype != np.uint16 or raw.ndim != 2:
+        raise DataError(f"{path}: depth must be single-channel uint16 (mm), got {raw.dtype} {raw.shape}")
+    return raw
+
+
+def write_depth_mm(path: str | Path, depth_mm: np.ndarray) -> None:
+    if depth_mm.dtype != np.uint16 or depth_mm.ndim != 2:
+        raise DataError(f"{path}: depth must be uint16 H×W, got {depth_mm.dtype} {depth_mm.shape}")
+    _imwrite(Path(path), depth_mm)

@@ -1,0 +1,242 @@
+"""The cross-modal network of Abrevaya et al. (CVPR 2020) with deactivable skip connections.
+
+    E_I  image encoder   (ResNet-18 + the official full-resolution branch)
+    E_N  normal encoder  (ResNet-18)
+    D_N  normal decoder  (five deactivable max-merge skips from E_I)
+    D_I  image decoder   (no skips)
+
+The layout follows the authors' released code (``ResNetUNet``): the latent is layer4's output,
+D_N starts with a 1×1 conv+ReLU projection of it, every decoder stage is
+"bilinear ×2 upsample (align_corners=True) → merge skip → 3×3 conv+ReLU", the four
+lower skips pass a 1×1 conv+ReLU first, and the fifth skip is the full-resolution branch.
+Active skip: ``cat(x[:, :C-m], max(x[:, C-m:], skip))``; inactive: x passes unchanged.
+
+Widths are data (``WIDTHS``); variants (``VARIANTS``) drop parts for the paper's ablation.
+``create_model`` is the one constructor.
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, field, fields, replace
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from facenormals.conventions import CONVENTION_VERSION
+from facenormals.resnet import ResNet18Encoder, conv_relu
+
+
+@dataclass(frozen=True)
+class DecoderWidths:
+    """Channels of a decoder: optional 1×1 latent projection, four 3×3 stages, the full-resolution head."""
+
+    latent: int | None
+    stages: tuple[int, int, int, int]
+    head: int
+
+
+@dataclass(frozen=True)
+class WidthSpec:
+    normal_decoder: DecoderWidths
+    image_decoder: DecoderWidths
+    # m_i of the five skips, coarse to fine: layer3, layer2, layer1, layer0, full resolution
+    skip_chs: tuple[int, int, int, int, int]
+
+
+WIDTHS: dict[str, WidthSpec] = {
+    # The official widths: 512→768 latent projection, 640/320/320/192, 64 at full resolution.
+    "paper": WidthSpec(
+        normal_decoder=DecoderWidths(768, (640, 320, 320, 192), 64),
+        image_decoder=DecoderWidths(None, (512, 256, 256, 128), 64),
+        skip_chs=(256, 128, 64, 64, 64),
+    ),
+    # ~8× fewer decoder MACs: the image→normal path is dominated by the ResNet-18 encoder.
+    "fast": WidthSpec(
+        normal_decoder=DecoderWidths(256, (128, 64, 32, 32), 16),
+        image_decoder=DecoderWidths(None, (128, 64, 32, 32), 16),
+        skip_chs=(64, 32, 32, 16, 16),
+    ),
+}
+
+# variant → (has normal encoder E_N, has image decoder D_I, has skips)
+VARIANTS: dict[str, tuple[bool, bool, bool]] = {
+    "full": (True, True, True),
+    "no-skip": (True, True, False),
+    "no-normal-encoder": (False, True, True),
+    "plain": (False, False, True),  # E_I + D_N, skips always active: an ordinary U-Net
+}
+
+
+@dataclass(frozen=True)
+class ModelCfg:
+    """Everything needed to rebuild a model; stored in every checkpoint and exported file."""
+
+    arch: str = "fast"
+    variant: str = "full"
+    input_size: int = 256
+    in_chans: int = 3
+    convention_version: int = CONVENTION_VERSION
+    extra: dict[str, str] = field(default_factory=dict)  # provenance notes, e.g. licence of converted weights
+
+    def __post_init__(self) -> None:
+        if self.arch not in WIDTHS:
+            raise ValueError(f"unknown arch {self.arch!r}; choose one of {sorted(WIDTHS)}")
+        if self.variant not in VARIANTS:
+            raise ValueError(f"unknown variant {self.variant!r}; choose one of {sorted(VARIANTS)}")
+        if self.input_size % 32:
+            raise ValueError(f"input_size must be a multiple of 32, got {self.input_size}")
+
+    @property
+    def widths(self) -> WidthSpec:
+        return WIDTHS[self.arch]
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, data: dict) -> ModelCfg:
+        known = {f.name for f in fields(cls)}
+        unknown = set(data) - known
+        if unknown:
+            raise ValueError(f"model config has unknown keys {sorted(unknown)}")
+        return cls(**data)
+
+
+def upsample2x(x: torch.Tensor) -> torch.Tensor:
+    return F.interpolate(x, scale_factor=2.0, mode="bilinear", align_corners=True)
+
+
+def max_merge(x: torch.Tensor, skip: torch.Tensor) -> torch.Tensor:
+    """Merge a skip into the last m channels of x by element-wise max (m = skip channels)."""
+    m = skip.shape[1]
+    return torch.cat([x[:, :-m], torch.maximum(x[:, -m:], skip)], dim=1)
+
+
+class SkipAdapters(nn.Module):
+    """The 1×1 conv+ReLU on the four lower E_I stages (the official ``layerK_1x1``).
+
+    The full-resolution skip needs none: E_I's full-resolution branch already has m_4 channels.
+    """
+
+    def __init__(self, encoder_chs: tuple[int, ...], skip_chs: tuple[int, ...]) -> None:
+        """Both fine to coarse: layer0, layer1, layer2, layer3."""
+        super().__init__()
+        self.convs = nn.ModuleList(conv_relu(c, m, 1) for c, m in zip(encoder_chs, skip_chs, strict=True))
+
+    def forward(self, features: list[torch.Tensor]) -> list[torch.Tensor]:
+        """features: E_I outputs [full, layer0..layer4] → skips coarse to fine [l3, l2, l1, l0, full]."""
+        full, lower = features[0], features[1:5]
+        adapted = [conv(f) for conv, f in zip(self.convs, lower, strict=True)]
+        return adapted[::-1] + [full]
+
+
+class Decoder(nn.Module):
+    """Five upsampling stages from the H/32 latent to full resolution, then a 1×1 conv to 3 channels.
+
+    With ``skip_chs`` set, stage i can merge skip i (active) or ignore it (inactive).
+    """
+
+    def __init__(self, in_chs: int, widths: DecoderWidths, skip_chs: tuple[int, ...] | None = None,
+                 out_chs: int = 3) -> None:
+        super().__init__()
+        self.latent_proj = conv_relu(in_chs, widths.latent, 1) if widths.latent else None
+        chs = widths.latent or in_chs
+        blocks = []
+        for i, width in enumerate((*widths.stages, widths.head)):
+            if skip_chs is not None and skip_chs[i] > chs:
+                raise ValueError(f"decoder stage {i}: skip has {skip_chs[i]} channels but the decoder only {chs}")
+            blocks.append(conv_relu(chs, width, 3))
+            chs = width
+        self.blocks = nn.ModuleList(blocks)
+        self.last = nn.Conv2d(chs, out_chs, 1)
+        self.skip_chs = skip_chs
+
+    def forward(self, latent: torch.Tensor, skips: list[torch.Tensor] | None = None) -> torch.Tensor:
+        x = self.latent_proj(latent) if self.latent_proj is not None else latent
+        for i, block in enumerate(self.blocks):
+            x = upsample2x(x)
+            if skips is not None:
+                x = max_merge(x, skips[i])
+            x = block(x)
+        return self.last(x)
+
+
+def l2_normalize(raw: torch.Tensor) -> torch.Tensor:
+    return F.normalize(raw, dim=1, eps=1e-6)
+
+
+class ImageToNormal(nn.Module):
+    """The inference path E_I → D_N with skips active: what gets exported. Holds no D_I or E_N."""
+
+    def __init__(self, image_encoder: ResNet18Encoder, skips: SkipAdapters | None, normal_decoder: Decoder,
+                 cfg: ModelCfg) -> None:
+        super().__init__()
+        self.image_encoder = image_encoder
+        self.skip_connections = skips
+        self.normal_decoder = normal_decoder
+        self.cfg = cfg
+
+    def forward_raw(self, image: torch.Tensor) -> torch.Tensor:
+        features = self.image_encoder(image)
+        skips = self.skip_connections(features) if self.skip_connections is not None else None
+        return self.normal_decoder(features[-1], skips)
+
+    def forward(self, image: torch.Tensor) -> torch.Tensor:
+        """image N×C×H×W RGB in [0, 1] → unit normals N×3×H×W (our convention)."""
+        return l2_normalize(self.forward_raw(image))
+
+
+class CrossModalNet(nn.Module):
+    """E_I, E_N, D_N, D_I with the paper's four translation paths."""
+
+    def __init__(self, cfg: ModelCfg) -> None:
+        super().__init__()
+        self.cfg = cfg
+        has_normal_encoder, has_image_decoder, has_skips = VARIANTS[cfg.variant]
+        spec = cfg.widths
+        full_res = spec.skip_chs[4] if has_skips else 0
+        self.image_encoder = ResNet18Encoder(cfg.in_chans, full_res_chs=full_res)
+        self.normal_encoder = ResNet18Encoder(3) if has_normal_encoder else None
+        enc_chs = tuple(info.num_chs for info in self.image_encoder.feature_info if info.reduction in (16, 8, 4, 2))
+        self.skip_connections = SkipAdapters(enc_chs, spec.skip_chs[3::-1]) if has_skips else None
+        self.normal_decoder = Decoder(512, spec.normal_decoder, spec.skip_chs if has_skips else None)
+        self.image_decoder = Decoder(512, spec.image_decoder) if has_image_decoder else None
+
+    @property
+    def image_to_normal_path(self) -> ImageToNormal:
+        """The exportable E_I → D_N module, sharing this network's weights."""
+        return ImageToNormal(self.image_encoder, self.skip_connections, self.normal_decoder, self.cfg)
+
+    def image_to_normal(self, image: torch.Tensor) -> torch.Tensor:
+        return self.image_to_normal_path(image)
+
+    def image_to_normal_and_image(self, image: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """One E_I pass feeding D_N (skips active) and D_I: the paired step of the paper."""
+        if self.image_decoder is None:
+            raise RuntimeError(f"variant {self.cfg.variant!r} has no image decoder")
+        features = self.image_encoder(image)
+        skips = self.skip_connections(features) if self.skip_connections is not None else None
+        normals = l2_normalize(self.normal_decoder(features[-1], skips))
+        return normals, self.image_decoder(features[-1])
+
+    def image_to_image(self, image: torch.Tensor) -> torch.Tensor:
+        if self.image_decoder is None:
+            raise RuntimeError(f"variant {self.cfg.variant!r} has no image decoder")
+        return self.image_decoder(self.image_encoder(image)[-1])
+
+    def normal_to_normal_raw(self, normals: torch.Tensor) -> torch.Tensor:
+        if self.normal_encoder is None:
+            raise RuntimeError(f"variant {self.cfg.variant!r} has no normal encoder")
+        return self.normal_decoder(self.normal_encoder(normals)[-1], None)  # skips inactive
+
+    def normal_to_normal(self, normals: torch.Tensor) -> torch.Tensor:
+        return l2_normalize(self.normal_to_normal_raw(normals))
+
+    def forward(self, image: torch.Tensor) -> torch.Tensor:
+        return self.image_to_normal(image)
+
+
+def create_model(arch: str = "fast", variant: str = "full", **overrides: object) -> CrossModalNet:
+    """The one constructor: ``create_model("paper", "no-skip", input_size=256)``."""
+    return CrossModalNet(replace(ModelCfg(arch=arch, variant=variant), **overrides))

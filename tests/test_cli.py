@@ -1,0 +1,22 @@
+import subprocess
+import sys
+
+from facenormals.cli import main
+
+
+def test_model_info_reports_both_widths(capsys):
+    assert main(["model-info", "--size", "128"]) == 0
+    out = capsys.readouterr().out
+    assert "fast:" in out and "paper:" in out and "image→normal" in out
+
+
+def test_unknown_verb_suggests():
+    result = subprocess.run([sys.executable, "-m", "facenormals.cli", "model-inf"], capture_output=True, text=True)
+    assert result.returncode == 2 and "model-info" in result.stderr
+
+
+def test_bad_checkpoint_error_names_file(tmp_path, capsys):
+    bad = tmp_path / "bad.safetensors"
+    bad.write_bytes(b"junk")
+    assert main(["model-info", "--model", str(bad)]) == 1
+    assert str(bad) in capsys.readouterr().err

@@ -1,0 +1,1 @@
+"""facenormals.training"""
