@@ -128,7 +128,7 @@ class SkipAdapters(nn.Module):
         """features: E_I outputs [full, layer0..layer4] → skips coarse to fine [l3, l2, l1, l0, full]."""
         full, lower = features[0], features[1:5]
         adapted = [conv(f) for conv, f in zip(self.convs, lower, strict=True)]
-        return adapted[::-1] + [full]
+        return [*adapted[::-1], full]
 
 
 class Decoder(nn.Module):

@@ -92,4 +92,4 @@ class ResNet18Encoder(nn.Module):
         x2 = self.layer2(x1)
         x3 = self.layer3(x2)
         x4 = self.layer4(x3)
-        return features + [x0, x1, x2, x3, x4]
+        return [*features, x0, x1, x2, x3, x4]

@@ -34,7 +34,7 @@ def test_reader_classifies_kinds(tmp_path: Path):
 def test_missing_mask(tmp_path: Path):
     _write_mixed(tmp_path)
     (tmp_path / "masks" / "img.png").unlink()
-    with pytest.raises(DataError, match="no mask.*img"):
+    with pytest.raises(DataError, match=r"no mask.*img"):
         scan_dataset(tmp_path)
 
 

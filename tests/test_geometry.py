@@ -42,8 +42,8 @@ def test_crop_pixels_match_frame(rng):
     points = np.array([[centre - half, centre - half], [centre + half, centre + half]])
     box = square_box(points)
     crop = face_crop(frame, points, size=256)
-    x0 = int(round(box.cx - box.side / 2 + 0.5))
-    y0 = int(round(box.cy - box.side / 2 + 0.5))
+    x0 = round(box.cx - box.side / 2 + 0.5)
+    y0 = round(box.cy - box.side / 2 + 0.5)
     assert box.side == pytest.approx(256.0)
     np.testing.assert_array_equal(crop.image[10:-10, 10:-10], frame[y0 + 10:y0 + 246, x0 + 10:x0 + 246])
 

@@ -1,8 +1,8 @@
 import pytest
 import torch
 
-from facenormals.model import VARIANTS, WIDTHS, ImageToNormal, create_model
 from facenormals.complexity import count_gmac
+from facenormals.model import VARIANTS, WIDTHS, ImageToNormal, create_model
 
 SIZE = 64
 
