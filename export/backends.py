@@ -1,0 +1,354 @@
+"""Inference backends: one call signature for torch, ONNX Runtime (CPU, CUDA, TensorRT EP) and TensorRT engines.
+
+Every backend maps a float32 batch N×C×S×S, RGB in [0, 1], to float32 N×3×S×S unit normals in the
+project's camera convention (+x right, +y up, +z toward the camera). ``C`` (``in_chans``) and ``S``
+(``input_size``) come from the model (checkpoint config, ONNX metadata or engine sidecar), never assumed.
+
+    backend = create_backend("auto")            # the shipped default model, best provider that really runs
+    warm_up(backend)
+    normals = backend(batch)
+
+``providers`` lists what is *actually* active (``session.get_providers()`` for ONNX Runtime): asking
+for CUDA on a machine without it warns and falls back, or raises with ``strict=True``.
+"""
+
+from __future__ import annotations
+
+import os
+import warnings
+from pathlib import Path
+from typing import Protocol, runtime_checkable
+
+import numpy as np
+
+BACKEND_NAMES = ("torch", "ort-cpu", "ort-cuda", "ort-trt", "tensorrt", "auto")
+
+# ONNX Runtime execution providers each ORT backend asks for, best first (CPU is the last resort).
+ORT_PROVIDERS: dict[str, tuple[str, ...]] = {
+    "ort-cpu": ("CPUExecutionProvider",),
+    "ort-cuda": ("CUDAExecutionProvider", "CPUExecutionProvider"),
+    "ort-trt": ("TensorrtExecutionProvider", "CUDAExecutionProvider", "CPUExecutionProvider"),
+}
+
+
+class BackendError(RuntimeError):
+    """A backend cannot run here (missing provider, wrong model file, incompatible engine)."""
+
+
+@runtime_checkable
+class Backend(Protocol):
+    """N×C×S×S float32 RGB [0, 1] → N×3×S×S float32 unit normals."""
+
+    name: str
+    input_size: int
+    in_chans: int
+    providers: list[str]
+
+    def __call__(self, batch: np.ndarray) -> np.ndarray: ...
+
+
+# ---------------------------------------------------------------------------------------------- machine
+
+
+def physical_cores() -> int:
+    """Physical cores this process may use: SMT siblings count once (intra-op threads beyond that only contend)."""
+    allowed = sorted(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else list(range(os.cpu_count() or 1))
+    cores: set[str] = set()
+    for cpu in allowed:
+        siblings = Path(f"/sys/devices/system/cpu/cpu{cpu}/topology/thread_siblings_list")
+        try:
+            cores.add(siblings.read_text().strip())
+        except OSError:
+            cores.add(str(cpu))
+    return max(1, len(cores))
+
+
+def cache_dir() -> Path:
+    """Per-user cache for exported ONNX files and TensorRT engine/timing caches (``FACENORMALS_CACHE`` overrides)."""
+    root = os.environ.get("FACENORMALS_CACHE") or os.path.join(
+        os.environ.get("XDG_CACHE_HOME") or os.path.expanduser("~/.cache"), "facenormals")
+    path = Path(root)
+    path.mkdir(parents=True, exist_ok=True)
+    return path
+
+
+def _check_batch(batch: np.ndarray, in_chans: int, size: int, name: str) -> np.ndarray:
+    if not isinstance(batch, np.ndarray) or batch.ndim != 4 or batch.shape[1:] != (in_chans, size, size):
+        shape = getattr(batch, "shape", type(batch).__name__)
+        raise ValueError(f"{name}: expected a batch N×{in_chans}×{size}×{size}, got {shape}")
+    return np.ascontiguousarray(batch, dtype=np.float32)
+
+
+def _model_kind(model: Path) -> str:
+    suffix = model.suffix.lower()
+    if suffix == ".safetensors":
+        return "checkpoint"
+    if suffix == ".onnx":
+        return "onnx"
+    if suffix in (".engine", ".plan", ".trt"):
+        return "engine"
+    raise ValueError(f"{model}: unknown model file type {suffix!r} (expected .safetensors, .onnx or .engine)")
+
+
+def _resolve(model: str | Path | None) -> Path:
+    from facenormals.zoo import resolve_model
+
+    path = resolve_model(None if model is None else str(model))
+    if not path.is_file():
+        raise FileNotFoundError(f"model file not found: {path}")
+    return path
+
+
+# ---------------------------------------------------------------------------------------------- torch
+
+
+class TorchBackend:
+    """The reference: ``ImageToNormal`` from a checkpoint, fp32 (or fp16 autocast on CUDA)."""
+
+    def __init__(self, checkpoint: Path, device: str = "cpu", fp16: bool = False,
+                 threads: int | None = None) -> None:
+        import torch
+
+        from facenormals.checkpoint import load_image_to_normal
+
+        if device.startswith("cuda") and not torch.cuda.is_available():
+            raise BackendError("torch: CUDA requested but torch.cuda.is_available() is False")
+        if device == "cpu":
+            torch.set_num_threads(threads or physical_cores())
+        self.torch = torch
+        self.device = torch.device(device)
+        self.fp16 = fp16 and self.device.type == "cuda"
+        self.module = load_image_to_normal(checkpoint, map_location=self.device)
+        self.input_size = self.module.cfg.input_size
+        self.in_chans = self.module.cfg.in_chans
+        self.name = "torch"
+        self.providers = [f"torch-{self.device.type}" + ("-fp16" if self.fp16 else "")]
+
+    def __call__(self, batch: np.ndarray) -> np.ndarray:
+        batch = _check_batch(batch, self.in_chans, self.input_size, self.name)
+        torch = self.torch
+        with torch.inference_mode():
+            x = torch.from_numpy(batch).to(self.device, non_blocking=True)
+            with torch.autocast(self.device.type, dtype=torch.float16, enabled=self.fp16):
+                out = self.module(x)
+            return out.float().cpu().numpy()
+
+
+# ---------------------------------------------------------------------------------------------- ONNX Runtime
+
+
+def onnx_for_checkpoint(checkpoint: Path, fp16: bool = False) -> Path:
+    """Export (once) and cache the ONNX of a checkpoint; keyed by the checkpoint's content hash."""
+    from facenormals.export.onnx_export import export_onnx
+
+    from facenormals.checkpoint import file_sha256
+
+    digest = file_sha256(checkpoint)[:16]
+    target = cache_dir() / "onnx" / f"{checkpoint.stem}-{digest}{'-fp16' if fp16 else ''}.onnx"
+    if not target.is_file():
+        export_onnx(checkpoint, target, fp16=fp16, check_parity=False)
+    return target
+
+
+def provider_options(provider: str, fp16: bool = False, int8: bool = False, device_id: int = 0,
+                     cache: Path | None = None) -> dict[str, object]:
+    """Documented ONNX Runtime provider options: TensorRT EP engine/timing caches and precision, CUDA EP device."""
+    if provider == "TensorrtExecutionProvider":
+        cache = cache or cache_dir() / "trt-ep"
+        cache.mkdir(parents=True, exist_ok=True)
+        return {
+            "device_id": device_id,
+            "trt_fp16_enable": fp16,
+            "trt_int8_enable": int8,  # with a Q/DQ model TensorRT uses the explicit scales, no calibration table
+            "trt_engine_cache_enable": True,
+            "trt_engine_cache_path": str(cache),
+            "trt_timing_cache_enable": True,
+            "trt_timing_cache_path": str(cache),
+            "trt_builder_optimization_level": 3,
+        }
+    if provider == "CUDAExecutionProvider":
+        return {"device_id": device_id, "cudnn_conv_algo_search": "EXHAUSTIVE", "do_copy_in_default_stream": True}
+    return {}
+
+
+def onnx_model_info(onnx_path: Path) -> tuple[int, int, dict[str, str]]:
+    """(in_chans, input_size, metadata) of an exported model, from its metadata or, failing that, its input shape."""
+    import onnx
+
+    model = onnx.load(str(onnx_path), load_external_data=False)
+    meta = {p.key: p.value for p in model.metadata_props}
+    dims = [d.dim_value for d in model.graph.input[0].type.tensor_type.shape.dim]
+    in_chans = int(meta.get("in_chans") or dims[1] or 3)
+    size = int(meta.get("size") or dims[2] or 0)
+    if not size:
+        raise BackendError(f"{onnx_path}: input size unknown (no 'size' metadata and a dynamic height)")
+    return in_chans, size, meta
+
+
+class OrtBackend:
+    """An ONNX Runtime session over an exported model (fp32, fp16-cast or INT8 Q/DQ)."""
+
+    def __init__(self, name: str, onnx_path: Path, fp16: bool = False, threads: int | None = None,
+                 strict: bool = False, device_id: int = 0, cache: Path | None = None) -> None:
+        import onnxruntime as ort
+
+        wanted = ORT_PROVIDERS[name]
+        available = set(ort.get_available_providers())
+        in_chans, size, meta = onnx_model_info(onnx_path)
+        int8 = meta.get("precision") == "int8"
+        requested = [p for p in wanted if p in available]
+        missing = [p for p in wanted if p not in available]
+        if wanted[0] not in available:
+            message = (f"{name}: {wanted[0]} is not in this onnxruntime build (available: {sorted(available)}); "
+                       "install the 'gpu' extra (onnxruntime-gpu)")
+            if strict:
+                raise BackendError(message)
+            warnings.warn(message + f"; falling back to {requested[0]}", RuntimeWarning, stacklevel=3)
+        options = ort.SessionOptions()
+        options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+        options.intra_op_num_threads = threads or physical_cores()
+        options.inter_op_num_threads = 1
+        options.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
+        providers = [(p, provider_options(p, fp16=fp16, int8=int8, device_id=device_id, cache=cache))
+                     for p in requested]
+        self.session = ort.InferenceSession(str(onnx_path), sess_options=options, providers=providers)
+        self.providers = list(self.session.get_providers())
+        # A provider can be available in the build yet fail to load (no CUDA driver, missing libcudnn).
+        dropped = [p for p in requested if p not in self.providers]
+        if dropped and not missing:
+            message = f"{name}: requested {dropped} but ONNX Runtime runs on {self.providers}"
+            if strict:
+                raise BackendError(message)
+            warnings.warn(message, RuntimeWarning, stacklevel=3)
+        self.name = name
+        self.model_path = onnx_path
+        self.metadata = meta
+        self.in_chans = in_chans
+        self.input_size = size
+        self.input_name = self.session.get_inputs()[0].name
+        self.output_name = self.session.get_outputs()[0].name
+
+    def __call__(self, batch: np.ndarray) -> np.ndarray:
+        batch = _check_batch(batch, self.in_chans, self.input_size, self.name)
+        return self.session.run([self.output_name], {self.input_name: batch})[0]
+
+
+# ---------------------------------------------------------------------------------------------- TensorRT
+
+
+class TensorRTBackend:
+    """A serialized TensorRT engine run with ``execute_async_v3`` on torch CUDA tensors."""
+
+    def __init__(self, engine_path: Path, rebuild_from: Path | None = None) -> None:
+        from facenormals.export.tensorrt_runner import TensorRTRunner
+
+        self.runner = TensorRTRunner(engine_path, rebuild_from=rebuild_from)
+        self.name = "tensorrt"
+        self.in_chans = self.runner.in_chans
+        self.input_size = self.runner.input_size
+        self.providers = [f"tensorrt-{self.runner.header.trt_version}-{self.runner.header.precision}"]
+
+    def __call__(self, batch: np.ndarray) -> np.ndarray:
+        batch = _check_batch(batch, self.in_chans, self.input_size, self.name)
+        return self.runner.run_numpy(batch)
+
+
+# ---------------------------------------------------------------------------------------------- factory
+
+
+def _torch_cuda_available() -> bool:
+    try:
+        import torch
+    except ImportError:
+        return False
+    return torch.cuda.is_available()
+
+
+def _onnx_path(model: Path, fp16: bool) -> Path:
+    kind = _model_kind(model)
+    if kind == "onnx":
+        return model
+    if kind == "checkpoint":
+        return onnx_for_checkpoint(model, fp16=fp16)
+    raise ValueError(f"{model}: a TensorRT engine runs only on the 'tensorrt' backend")
+
+
+def create_backend(name: str, model: str | Path | None = None, **options: object) -> Backend:
+    """Build a backend by name.
+
+    ``model``: a checkpoint (``.safetensors``), an ``.onnx`` (fp32, fp16-cast or INT8 Q/DQ) or a TensorRT
+    ``.engine``; None means the shipped default (``facenormals.zoo.resolve_model(None)``).
+    Options: ``device`` ("cpu"/"cuda", torch), ``fp16`` (torch CUDA autocast; ORT TensorRT EP precision;
+    fp16 export of a checkpoint for ORT CUDA), ``threads`` (CPU intra-op threads, default physical cores),
+    ``strict`` (raise instead of falling back to another provider), ``device_id``, ``cache`` (TRT EP cache
+    folder), ``rebuild_from`` (ONNX to rebuild an incompatible engine from).
+    """
+    if name not in BACKEND_NAMES:
+        raise ValueError(f"unknown backend {name!r}; choose one of {', '.join(BACKEND_NAMES)}")
+    path = _resolve(model)
+    fp16 = bool(options.pop("fp16", False))
+    threads = options.pop("threads", None)
+    if name == "auto":
+        return _auto_backend(path, fp16=fp16, threads=threads, **options)
+    if name == "torch":
+        if _model_kind(path) != "checkpoint":
+            raise ValueError(f"{path}: the torch backend needs a .safetensors checkpoint")
+        device = str(options.pop("device", "cuda" if _torch_cuda_available() else "cpu"))
+        _no_extra(name, options)
+        return TorchBackend(path, device=device, fp16=fp16, threads=threads)
+    if name == "tensorrt":
+        if _model_kind(path) != "engine":
+            raise ValueError(f"{path}: the tensorrt backend needs an engine; build one with 'facenormals export trt'")
+        rebuild_from = options.pop("rebuild_from", None)
+        _no_extra(name, options)
+        return TensorRTBackend(path, rebuild_from=Path(rebuild_from) if rebuild_from else None)
+    strict = bool(options.pop("strict", False))
+    device_id = int(options.pop("device_id", 0))
+    cache = options.pop("cache", None)
+    _no_extra(name, options)
+    # The CUDA EP gains from an fp16 graph; the TensorRT EP takes fp32 and builds fp16 itself.
+    onnx_path = _onnx_path(path, fp16=fp16 and name == "ort-cuda")
+    return OrtBackend(name, onnx_path, fp16=fp16, threads=threads, strict=strict, device_id=device_id,
+                      cache=Path(cache) if cache else None)
+
+
+def _no_extra(name: str, options: dict[str, object]) -> None:
+    if options:
+        raise TypeError(f"backend {name!r} got unknown options {sorted(options)}")
+
+
+def _auto_backend(path: Path, fp16: bool, threads: object, **options: object) -> Backend:
+    """The fastest backend that really runs: TensorRT engine > ORT TensorRT EP > ORT CUDA > torch CUDA > ORT CPU."""
+    import onnxruntime as ort
+
+    kind = _model_kind(path)
+    if kind == "engine":
+        return create_backend("tensorrt", path, **options)
+    available = set(ort.get_available_providers())
+    candidates: list[tuple[str, dict[str, object]]] = []
+    if "TensorrtExecutionProvider" in available:
+        candidates.append(("ort-trt", {"fp16": True, "strict": True}))
+    if "CUDAExecutionProvider" in available:
+        candidates.append(("ort-cuda", {"strict": True}))
+    if kind == "checkpoint" and _torch_cuda_available():
+        candidates.append(("torch", {"device": "cuda", "fp16": True}))
+    candidates.append(("ort-cpu", {"strict": True}))
+    errors = []
+    for name, extra in candidates:
+        try:
+            backend = create_backend(name, path, threads=threads, **{**extra, **options})
+        except (BackendError, ImportError, RuntimeError) as err:  # provider present in the build but unusable here
+            errors.append(f"{name}: {err}")
+            warnings.warn(f"auto: {name} does not run here ({err}); trying the next backend", RuntimeWarning,
+                          stacklevel=2)
+            continue
+        return backend
+    raise BackendError("auto: no backend runs here:\n  " + "\n  ".join(errors))
+
+
+def warm_up(backend: Backend, batch_sizes: tuple[int, ...] = (1,), runs: int = 2) -> None:
+    """Run a few zero batches so first-call costs (allocations, kernel selection, TRT EP builds) are paid up front."""
+    for n in batch_sizes:
+        dummy = np.zeros((n, backend.in_chans, backend.input_size, backend.input_size), np.float32)
+        for _ in range(runs):
+            backend(dummy)
