@@ -1,0 +1,191 @@
+"""The training run's typed configuration, read from one TOML or JSON file.
+
+Every field has a default; unknown keys fail loudly with a near-miss suggestion. The run writes
+the fully resolved config next to its checkpoints (``config.json``), so a run is reproducible from
+its folder alone.
+
+>>> cfg = config_from_dict({"model": {"arch": "fast"}, "phases": [{"steps": 10, "size": 64}]})
+>>> cfg.total_steps, cfg.phase_at(9).size
+(10, 64)
+"""
+
+from __future__ import annotations
+
+import difflib
+import json
+import sys
+from dataclasses import asdict, dataclass, field, fields, is_dataclass
+from pathlib import Path
+from typing import Any, get_type_hints
+
+from facenormals.model import VARIANTS, WIDTHS
+
+BATCH_KINDS = ("paired", "image-only", "normal-only")
+
+
+@dataclass(frozen=True)
+class ModelSection:
+    arch: str = "fast"
+    variant: str = "full"
+    init: str | None = None  # a full checkpoint to start from (weights only; a fresh optimiser)
+
+    def __post_init__(self) -> None:
+        if self.arch not in WIDTHS:
+            raise ValueError(f"model.arch {self.arch!r} unknown; choose one of {sorted(WIDTHS)}")
+        if self.variant not in VARIANTS:
+            raise ValueError(f"model.variant {self.variant!r} unknown; choose one of {sorted(VARIANTS)}")
+
+
+@dataclass(frozen=True)
+class DataSection:
+    train: tuple[str, ...] = ()  # dataset folders; each sample's kind comes from its files
+    val: tuple[str, ...] = ()  # paired dataset folders scored for "best" (mean angular error)
+    preview: tuple[str, ...] = ()  # folders of real crops drawn in the sample-prediction PNG
+    # relative frequency of each batch kind; kinds with no data or no step for the variant are dropped
+    mix: dict[str, float] = field(default_factory=lambda: {"paired": 0.5, "image-only": 0.25, "normal-only": 0.25})
+    num_workers: int = 0
+    val_max_images: int = 64
+    preview_max_images: int = 6
+
+    def __post_init__(self) -> None:
+        bad = set(self.mix) - set(BATCH_KINDS)
+        if bad:
+            raise ValueError(f"data.mix has unknown batch kinds {sorted(bad)}; use {list(BATCH_KINDS)}")
+        if any(w < 0 for w in self.mix.values()) or not any(w > 0 for w in self.mix.values()):
+            raise ValueError(f"data.mix weights must be ≥ 0 with at least one > 0, got {self.mix}")
+
+
+@dataclass(frozen=True)
+class AugmentSection:
+    """Image-side augmentations (sim-to-real) and geometric ones applied to image, normals and mask alike."""
+
+    flip: float = 0.5  # horizontal flip probability (normal x is negated)
+    rotate_deg: float = 10.0  # in-plane rotation range ± (normal xy rotated with it)
+    scale: float = 0.08  # zoom range ±
+    shift: float = 0.04  # translation range ± (fraction of the side)
+    brightness: float = 0.3
+    contrast: float = 0.3
+    saturation: float = 0.4
+    hue_gain: float = 0.15  # per-channel gain range ± (white balance / tint)
+    gamma: float = 0.35  # log-uniform gamma range ±
+    grayscale: float = 0.1
+    blur: float = 0.3  # probability of a Gaussian blur
+    blur_sigma: float = 1.5
+    noise: float = 0.4  # probability of Gaussian noise
+    noise_std: float = 0.04
+    jpeg: float = 0.4  # probability of JPEG re-encoding
+    jpeg_quality: tuple[int, int] = (30, 95)
+    occluder: float = 0.3  # probability of one random occluder (ellipse/rectangle, flat or textured)
+
+
+@dataclass(frozen=True)
+class Phase:
+    steps: int
+    size: int = 256
+    batch_size: int = 16
+
+    def __post_init__(self) -> None:
+        if self.steps <= 0:
+            raise ValueError(f"phase steps must be > 0, got {self.steps}")
+        if self.size % 32:
+            raise ValueError(f"phase size must be a multiple of 32, got {self.size}")
+        if self.batch_size <= 0:
+            raise ValueError(f"phase batch_size must be > 0, got {self.batch_size}")
+
+
+@dataclass(frozen=True)
+class OptimSection:
+    lr: float = 1e-4  # the paper: Adam, 1e-4
+    betas: tuple[float, float] = (0.9, 0.999)
+    weight_decay: float = 0.0
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    run_dir: str = "runs/default"
+    seed: int = 0
+    threads: int = 0  # torch intra-op threads; 0 = torch's default
+    model: ModelSection = field(default_factory=ModelSection)
+    data: DataSection = field(default_factory=DataSection)
+    augment: AugmentSection = field(default_factory=AugmentSection)
+    optim: OptimSection = field(default_factory=OptimSection)
+    phases: tuple[Phase, ...] = (Phase(steps=1000),)
+    log_every: int = 10
+    val_every: int = 200  # steps (0 = only at the end)
+    checkpoint_every_s: float = 300.0
+    checkpoint_every_steps: int = 0  # 0 = time-based only
+    preview_every: int = 0  # steps between sample-prediction PNGs (0 = with each validation)
+
+    @property
+    def total_steps(self) -> int:
+        return sum(p.steps for p in self.phases)
+
+    def phase_at(self, step: int) -> Phase:
+        """The phase that step ``step`` (0-based) belongs to."""
+        end = 0
+        for phase in self.phases:
+            end += phase.steps
+            if step < end:
+                return phase
+        return self.phases[-1]
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+
+def _build(cls: type, data: Any, where: str) -> Any:
+    """Recursively build dataclass ``cls`` from plain data, rejecting unknown keys."""
+    if not isinstance(data, dict):
+        raise ValueError(f"{where}: expected a table/object, got {type(data).__name__}")
+    hints = get_type_hints(cls)
+    names = {f.name for f in fields(cls)}
+    unknown = set(data) - names
+    if unknown:
+        key = sorted(unknown)[0]
+        close = difflib.get_close_matches(key, names, n=1)
+        raise ValueError(f"{where}: unknown key {key!r}" + (f"; did you mean {close[0]!r}?" if close else ""))
+    kwargs = {}
+    for name, value in data.items():
+        hint = hints[name]
+        label = f"{where}.{name}" if where else name
+        if is_dataclass(hint):
+            kwargs[name] = _build(hint, value, label)
+        elif name == "phases":
+            kwargs[name] = tuple(_build(Phase, item, f"{label}[{i}]") for i, item in enumerate(value))
+        elif isinstance(value, list):
+            kwargs[name] = tuple(value)
+        else:
+            kwargs[name] = value
+    return cls(**kwargs)
+
+
+def config_from_dict(data: dict) -> TrainConfig:
+    cfg = _build(TrainConfig, data, "")
+    if not cfg.phases:
+        raise ValueError("phases: at least one phase is needed")
+    return cfg
+
+
+def load_config(path: str | Path) -> TrainConfig:
+    """Read a ``.toml`` or ``.json`` config file."""
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"config file not found: {path}")
+    text = path.read_text(encoding="utf-8")
+    try:
+        if path.suffix.lower() == ".toml":
+            if sys.version_info >= (3, 11):
+                import tomllib
+            else:  # pragma: no cover
+                import tomli as tomllib
+            data = tomllib.loads(text)
+        elif path.suffix.lower() == ".json":
+            data = json.loads(text)
+        else:
+            raise ValueError(f"{path}: config must be .toml or .json")
+    except (ValueError, json.JSONDecodeError) as err:
+        raise ValueError(f"{path}: cannot parse config ({err})") from err
+    try:
+        return config_from_dict(data)
+    except (TypeError, ValueError) as err:
+        raise ValueError(f"{path}: {err}") from err

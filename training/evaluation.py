@@ -1,0 +1,155 @@
+"""The paper's evaluation protocol on dataset folders of 256² crops with normals and masks.
+
+For each set: per image, the mean angular error over the mask; the set reports mean ± std of those
+means across images and the % of all mask pixels under 20°, 25°, 30° (``facenormals.metrics``).
+Grayscale images are replicated to 3 channels by ``facenormals.fileio.read_rgb``.
+
+Models: a facenormals checkpoint (the image→normal path in PyTorch) or an ONNX file run with a
+plain ONNX Runtime session (input ``image`` N×3×H×W RGB in [0, 1], output ``normals`` N×3×H×W).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import torch
+from tqdm import tqdm
+
+from facenormals.dataset import SampleFiles, SampleKind, load_sample, scan_dataset
+from facenormals.metrics import MetricAccumulator, SetMetrics
+from facenormals.model import ImageToNormal
+
+Predictor = Callable[[np.ndarray], np.ndarray]  # N×3×H×W float32 images in [0, 1] → N×3×H×W normals
+
+
+def torch_predictor(module: ImageToNormal) -> Predictor:
+    module = module.eval()
+
+    def predict(images: np.ndarray) -> np.ndarray:
+        with torch.inference_mode():
+            return module(torch.from_numpy(images)).numpy()
+
+    return predict
+
+
+def onnx_predictor(path: str | Path) -> Predictor:
+    import onnxruntime as ort
+
+    session = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+    names = [i.name for i in session.get_inputs()]
+    outputs = [o.name for o in session.get_outputs()]
+    if "image" not in names or "normals" not in outputs:
+        raise ValueError(f"{path}: ONNX model needs input 'image' and output 'normals', has {names} → {outputs}")
+    dtype = np.float16 if session.get_inputs()[names.index("image")].type == "tensor(float16)" else np.float32
+
+    def predict(images: np.ndarray) -> np.ndarray:
+        return np.asarray(session.run(["normals"], {"image": images.astype(dtype)})[0], dtype=np.float32)
+
+    return predict
+
+
+def load_predictor(spec: str | Path) -> Predictor:
+    """A checkpoint (.safetensors) or an ONNX file (.onnx) → predictor."""
+    path = Path(spec)
+    if not path.is_file():
+        raise FileNotFoundError(f"model file not found: {path}")
+    if path.suffix.lower() == ".onnx":
+        return onnx_predictor(path)
+    from facenormals.checkpoint import load_image_to_normal
+
+    return torch_predictor(load_image_to_normal(path))
+
+
+def paired_samples(folder: str | Path) -> list[SampleFiles]:
+    """The scorable samples (image + normals + mask) of a dataset folder."""
+    samples = [s for s in scan_dataset(folder) if s.kind is SampleKind.PAIRED]
+    if not samples:
+        raise ValueError(f"{folder}: no paired samples (images/ + normals/ + masks/) to evaluate")
+    return samples
+
+
+@dataclass
+class LoadedBatch:
+    names: list[str]
+    images: np.ndarray  # N×3×H×W float32 in [0, 1]
+    images_u8: list[np.ndarray]  # H×W×3 RGB uint8 (for the baseline)
+    normals: list[np.ndarray]  # H×W×3
+    masks: list[np.ndarray]  # H×W bool
+
+
+def batches(samples: list[SampleFiles], batch_size: int) -> Iterator[LoadedBatch]:
+    """Load samples in batches of one image size (sizes may differ between batches)."""
+    pending: list = []
+    for files in samples:
+        sample = load_sample(files)
+        if pending and (len(pending) == batch_size or pending[0].image.shape != sample.image.shape):
+            yield _stack(pending)
+            pending = []
+        pending.append(sample)
+    if pending:
+        yield _stack(pending)
+
+
+def _stack(samples: list) -> LoadedBatch:
+    images = np.stack([s.image.transpose(2, 0, 1) for s in samples]).astype(np.float32) / np.float32(255.0)
+    return LoadedBatch([s.name for s in samples], images, [s.image for s in samples],
+                       [s.normals for s in samples], [s.mask for s in samples])
+
+
+@dataclass
+class SetResult:
+    metrics: SetMetrics
+    per_image_deg: dict[str, float] = field(default_factory=dict)
+    no_face: int = 0  # baseline only: images where MediaPipe found no face (scored as missing, see below)
+
+
+def evaluate_predictor(predictor: Predictor, samples: list[SampleFiles], batch_size: int = 8,
+                       label: str = "eval") -> SetResult:
+    accumulator = MetricAccumulator()
+    per_image: dict[str, float] = {}
+    with tqdm(total=len(samples), desc=label, unit="img", leave=False) as bar:
+        for batch in batches(samples, batch_size):
+            preds = predictor(batch.images).transpose(0, 2, 3, 1)
+            for name, pred, target, mask in zip(batch.names, preds, batch.normals, batch.masks, strict=True):
+                per_image[name] = accumulator.add(pred, target, mask)
+            bar.update(len(batch.names))
+    return SetResult(accumulator.result(), per_image)
+
+
+def evaluate_mesh_baseline(samples: list[SampleFiles], label: str = "mediapipe-mesh") -> SetResult:
+    """The MediaPipe face-mesh baseline: mesh normals rasterised on the same crops (``facenormals.mesh_prior``).
+
+    Images where MediaPipe finds no face are counted in ``no_face`` and left out of the metrics.
+    """
+    from facenormals.training.mesh_baseline import MeshBaseline
+
+    baseline = MeshBaseline()
+    accumulator = MetricAccumulator()
+    per_image: dict[str, float] = {}
+    no_face = 0
+    try:
+        for files in tqdm(samples, desc=label, unit="img", leave=False):
+            sample = load_sample(files)
+            pred, valid = baseline.predict(sample.image)
+            if pred is None:
+                no_face += 1
+                continue
+            # pixels the mesh does not cover count as wrong by 90° (a flat guess would not be free)
+            pred = np.where(valid[..., None], pred, np.array([0.0, 0.0, 0.0], np.float32))
+            pred[~valid] = _orthogonal_to(sample.normals[~valid])
+            per_image[files.name] = accumulator.add(pred, sample.normals, sample.mask)
+    finally:
+        baseline.close()
+    if not per_image:
+        raise RuntimeError(f"{label}: MediaPipe found no face in any of {len(samples)} images")
+    return SetResult(accumulator.result(), per_image, no_face)
+
+
+def _orthogonal_to(normals: np.ndarray) -> np.ndarray:
+    """A unit vector at 90° to each normal: the score of a pixel with no prediction."""
+    helper = np.where(np.abs(normals[:, 2:3]) < 0.9, np.array([[0.0, 0.0, 1.0]]), np.array([[1.0, 0.0, 0.0]]))
+    ortho = np.cross(normals, helper)
+    return (ortho / np.maximum(np.linalg.norm(ortho, axis=1, keepdims=True), 1e-8)).astype(np.float32)

@@ -1,0 +1,88 @@
+"""The paper's training schedule: which optimisation steps each kind of mini-batch triggers.
+
+    paired batch       → normal→normal (skips inactive), then image→normal + image→image
+                         (skips active, the two losses summed with equal weights)
+    image-only batch   → image→image
+    normal-only batch  → normal→normal
+
+Each step is one forward, one backward and one optimiser update. Ablation variants use the same
+schedule; a step that needs a module the variant lacks is skipped (``plain`` has no D_I, so its
+paired step is image→normal alone; ``no-normal-encoder`` has no normal→normal step).
+
+>>> [s.value for s in steps_for_batch("paired", "full")]
+['normal->normal', 'image->normal+image']
+>>> [s.value for s in steps_for_batch("paired", "plain")]
+['image->normal']
+>>> steps_for_batch("image-only", "plain")
+()
+"""
+
+from __future__ import annotations
+
+import enum
+
+import torch
+from torch import nn
+
+from facenormals.model import VARIANTS, CrossModalNet
+from facenormals.training.losses import masked_cosine_distance, masked_l2
+
+
+class StepKind(str, enum.Enum):
+    NORMAL_TO_NORMAL = "normal->normal"
+    IMAGE_TO_NORMAL_AND_IMAGE = "image->normal+image"
+    IMAGE_TO_NORMAL = "image->normal"  # the paired step of variants without D_I
+    IMAGE_TO_IMAGE = "image->image"
+
+
+def steps_for_batch(batch_kind: str, variant: str) -> tuple[StepKind, ...]:
+    """The ordered optimisation steps for one batch of ``batch_kind`` under ``variant``."""
+    has_normal_encoder, has_image_decoder, _ = VARIANTS[variant]
+    if batch_kind == "paired":
+        steps = [StepKind.NORMAL_TO_NORMAL] if has_normal_encoder else []
+        steps.append(StepKind.IMAGE_TO_NORMAL_AND_IMAGE if has_image_decoder else StepKind.IMAGE_TO_NORMAL)
+        return tuple(steps)
+    if batch_kind == "image-only":
+        return (StepKind.IMAGE_TO_IMAGE,) if has_image_decoder else ()
+    if batch_kind == "normal-only":
+        return (StepKind.NORMAL_TO_NORMAL,) if has_normal_encoder else ()
+    raise ValueError(f"unknown batch kind {batch_kind!r}")
+
+
+def normal_encoder_input(normals: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+    """E_N's input: the ground-truth normal map with zeros outside the mask."""
+    return normals * mask.to(normals.dtype)
+
+
+class StepLosses(nn.Module):
+    """Wraps the network so that each step is one ``forward`` call (what DistributedDataParallel needs).
+
+    ``forward(kind, batch)`` returns ``(total, parts)``: the loss to back-propagate and its named terms.
+    ``batch`` holds ``image`` (N×3×H×W in [0, 1]), ``normals`` (N×3×H×W), ``mask`` (N×1×H×W).
+    """
+
+    def __init__(self, net: CrossModalNet) -> None:
+        super().__init__()
+        self.net = net
+
+    def forward(self, kind: StepKind, batch: dict[str, torch.Tensor]) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+        mask = batch["mask"]
+        if kind is StepKind.NORMAL_TO_NORMAL:
+            target = batch["normals"]
+            pred = self.net.normal_to_normal(normal_encoder_input(target, mask))
+            loss = masked_cosine_distance(pred, target, mask)
+            return loss, {"n2n": loss.detach()}
+        if kind is StepKind.IMAGE_TO_NORMAL_AND_IMAGE:
+            image = batch["image"]
+            normals, recon = self.net.image_to_normal_and_image(image)
+            normal_loss = masked_cosine_distance(normals, batch["normals"], mask)
+            image_loss = masked_l2(recon, image, mask)
+            return normal_loss + image_loss, {"i2n": normal_loss.detach(), "i2i": image_loss.detach()}
+        if kind is StepKind.IMAGE_TO_NORMAL:
+            loss = masked_cosine_distance(self.net.image_to_normal(batch["image"]), batch["normals"], mask)
+            return loss, {"i2n": loss.detach()}
+        if kind is StepKind.IMAGE_TO_IMAGE:
+            image = batch["image"]
+            loss = masked_l2(self.net.image_to_image(image), image, mask)
+            return loss, {"i2i": loss.detach()}
+        raise ValueError(f"unknown step kind {kind!r}")

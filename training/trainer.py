@@ -1,0 +1,213 @@
+"""The training loop: the paper's schedule over a batch plan, with exact resume and rank-0 bookkeeping."""
+
+from __future__ import annotations
+
+import json
+import math
+import random
+import signal
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+from tqdm import tqdm
+
+from facenormals.atomic import atomic_path, write_text_atomic
+from facenormals.checkpoint import load_checkpoint
+from facenormals.dataset import SampleFiles
+from facenormals.fileio import write_rgb
+from facenormals.metrics import MetricAccumulator
+from facenormals.model import CrossModalNet, create_model
+from facenormals.training import checkpointing, ddp
+from facenormals.training.config import TrainConfig
+from facenormals.training.loaders import fixed_samples, load_item, scan_by_kind, train_batches
+from facenormals.training.logs import ScalarLog, normals_to_rgb, plot_curves, prediction_grid
+from facenormals.training.schedule import StepLosses, steps_for_batch
+
+VAL_SIZE = 256  # validation follows the evaluation protocol: full-size crops
+
+
+@dataclass
+class TrainResult:
+    steps: int
+    best_val_deg: float | None
+    run_dir: Path
+
+
+def seed_everything(seed: int) -> None:
+    random.seed(seed)
+    np.random.seed(seed)
+    torch.manual_seed(seed)
+
+
+def build_model(cfg: TrainConfig) -> CrossModalNet:
+    model = create_model(cfg.model.arch, cfg.model.variant)
+    if cfg.model.init:
+        source = load_checkpoint(cfg.model.init)
+        if source.cfg.arch != cfg.model.arch or source.cfg.variant != cfg.model.variant:
+            raise ValueError(f"model.init {cfg.model.init}: is {source.cfg.arch}/{source.cfg.variant}, "
+                             f"config asks for {cfg.model.arch}/{cfg.model.variant}")
+        model.load_state_dict(source.state_dict())
+    return model
+
+
+def validate(model: CrossModalNet, samples: list[SampleFiles], batch_size: int = 8) -> float:
+    """Mean angular error (°) of the image→normal path on ``samples`` at 256², no augmentation."""
+    accumulator = MetricAccumulator()
+    path = model.image_to_normal_path
+    was_training = model.training
+    model.eval()
+    with torch.inference_mode():
+        for start in range(0, len(samples), batch_size):
+            items = [load_item(f, VAL_SIZE, None, None) for f in samples[start:start + batch_size]]
+            preds = path(torch.from_numpy(np.stack([i["image"] for i in items]))).numpy()
+            for item, pred in zip(items, preds, strict=True):
+                accumulator.add(pred.transpose(1, 2, 0), item["normals"].transpose(1, 2, 0), item["mask"][0] > 0.5)
+    model.train(was_training)
+    return accumulator.result().mean_deg
+
+
+def write_preview(model: CrossModalNet, samples: list[SampleFiles], path: Path) -> None:
+    """One row per sample: input crop, predicted normals, ground truth (when it has one)."""
+    if not samples:
+        return
+    was_training = model.training
+    model.eval()
+    rows = []
+    with torch.inference_mode():
+        for files in samples:
+            item = load_item(files, VAL_SIZE, None, None)
+            if "image" not in item:
+                continue
+            pred = model.image_to_normal(torch.from_numpy(item["image"][None]))[0].numpy().transpose(1, 2, 0)
+            mask = item["mask"][0] > 0.5
+            row = [np.round(item["image"].transpose(1, 2, 0) * 255).astype(np.uint8), normals_to_rgb(pred)]
+            if "normals" in item:
+                row.append(normals_to_rgb(item["normals"].transpose(1, 2, 0), mask))
+            rows.append(row)
+    model.train(was_training)
+    if rows:
+        write_rgb(path, prediction_grid(rows))
+
+
+class _Stop(Exception):
+    """SIGTERM: finish the current step, checkpoint, exit."""
+
+
+def _raise_stop(signum: int, frame: object) -> None:
+    raise _Stop()
+
+
+def train(cfg: TrainConfig, info: ddp.DistInfo | None = None) -> TrainResult:
+    info = info or ddp.DistInfo()
+    if cfg.threads > 0:
+        torch.set_num_threads(cfg.threads)
+    run_dir = Path(cfg.run_dir)
+    run_dir.mkdir(parents=True, exist_ok=True)
+    seed_everything(cfg.seed + info.rank)
+    groups = scan_by_kind(cfg.data.train)
+    val_samples = fixed_samples(cfg.data.val, "paired", cfg.data.val_max_images) if cfg.data.val else []
+    preview_samples = (fixed_samples(cfg.data.preview, "image-only", cfg.data.preview_max_images)
+                       if cfg.data.preview else []) + val_samples[:2]
+
+    model = build_model(cfg)
+    optimizer = torch.optim.Adam(model.parameters(), lr=cfg.optim.lr, betas=cfg.optim.betas,
+                                 weight_decay=cfg.optim.weight_decay)
+    config_dict = cfg.to_dict()
+    progress = checkpointing.load_state(run_dir, model, optimizer) or checkpointing.Progress()
+    if progress.step == 0:
+        seed_everything(cfg.seed + info.rank)
+    if info.is_main:
+        write_text_atomic(run_dir / "config.json", json.dumps(config_dict, indent=2) + "\n")
+        counts = {k: len(v) for k, v in groups.items()}
+        print(f"run {run_dir}: {cfg.model.arch}/{cfg.model.variant}, samples per kind {counts}, "
+              f"{len(val_samples)} validation images, resuming at step {progress.step}/{cfg.total_steps}", flush=True)
+    wrapped = ddp.wrap(StepLosses(model), info)
+    model.train()
+
+    log = ScalarLog(run_dir, progress.step) if info.is_main else None
+    previous = signal.signal(signal.SIGTERM, _raise_stop) if info.is_main and not info.distributed else None
+    last_save = time.monotonic()
+    started = time.monotonic() - progress.elapsed_s
+    bar = tqdm(total=cfg.total_steps, initial=progress.step, desc="train", unit="step", disable=not info.is_main,
+               dynamic_ncols=True)
+
+    def checkpoint() -> None:
+        nonlocal last_save
+        if info.is_main:
+            progress.elapsed_s = time.monotonic() - started
+            checkpointing.save_state(run_dir, model, optimizer, progress, config_dict)
+        last_save = time.monotonic()
+
+    def run_validation(step: int) -> None:
+        if not info.is_main:
+            return
+        if val_samples:
+            val = validate(model, val_samples)
+            if progress.best_val_deg is None or val < progress.best_val_deg:
+                progress.best_val_deg, progress.best_step = val, step
+                checkpointing.save_best(run_dir, model, progress, config_dict)
+            log.write(step=step, kind="val", val_mean_deg=f"{val:.4f}", elapsed_s=f"{time.monotonic() - started:.1f}")
+            bar.write(f"step {step}: validation mean {val:.2f}° (best {progress.best_val_deg:.2f}° at "
+                      f"{progress.best_step})")
+        write_preview(model, preview_samples, run_dir / "predictions.png")
+        plot_curves(run_dir)
+
+    try:
+        tick = time.monotonic()
+        for step, kind, batch in train_batches(cfg, groups, progress.step, info.world, info.rank):
+            parts: dict[str, float] = {}
+            for step_kind in steps_for_batch(kind, cfg.model.variant):
+                optimizer.zero_grad(set_to_none=True)
+                loss, terms = wrapped(step_kind, batch)
+                if not math.isfinite(float(loss.detach())):
+                    raise FloatingPointError(f"step {step} ({step_kind.value}): loss is {float(loss.detach())}")
+                loss.backward()
+                optimizer.step()
+                parts.update({k: float(v) for k, v in terms.items()})
+            progress.step = step + 1
+            now = time.monotonic()
+            rate = len(next(iter(batch.values()))) * info.world / max(now - tick, 1e-9)
+            tick = now
+            bar.update(1)
+            if info.is_main and (step % cfg.log_every == 0 or progress.step == cfg.total_steps):
+                bar.set_postfix({**{k: f"{v:.4f}" for k, v in parts.items()}, "img/s": f"{rate:.1f}"})
+                log.write(step=step, kind=kind, samples_per_s=f"{rate:.2f}",
+                          elapsed_s=f"{now - started:.1f}", **{k: f"{v:.5f}" for k, v in parts.items()})
+            if cfg.val_every and progress.step % cfg.val_every == 0 and progress.step < cfg.total_steps:
+                run_validation(progress.step)
+            due_time = time.monotonic() - last_save >= cfg.checkpoint_every_s
+            due_step = cfg.checkpoint_every_steps and progress.step % cfg.checkpoint_every_steps == 0
+            if due_time or due_step:
+                checkpoint()
+        if progress.step >= cfg.total_steps:
+            run_validation(progress.step)
+        checkpoint()
+        ddp.check_replicas_in_sync(model, info)
+    except (KeyboardInterrupt, _Stop):
+        checkpoint()
+        if info.is_main:
+            bar.write(f"interrupted: state saved at step {progress.step} in {run_dir / checkpointing.LAST}")
+        raise KeyboardInterrupt from None
+    finally:
+        bar.close()
+        if log is not None:
+            log.close()
+        if previous is not None:
+            signal.signal(signal.SIGTERM, previous)
+    if info.is_main and not val_samples:  # no validation: the final weights are the run's model
+        progress.best_step = progress.step
+        checkpointing.save_best(run_dir, model, progress, config_dict)
+    return TrainResult(progress.step, progress.best_val_deg, run_dir)
+
+
+def export_weights(best: Path, out: Path, provenance: dict) -> None:
+    """The shipped form of a trained model: fp16, image→normal path only."""
+    from facenormals.checkpoint import read_header, save_checkpoint
+
+    model = load_checkpoint(best)
+    merged = {**read_header(best).get("provenance", {}), **provenance}
+    with atomic_path(out) as tmp:
+        save_checkpoint(model, tmp, provenance=merged, half=True, inference_only=True)
