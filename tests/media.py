@@ -1,0 +1,103 @@
+"""Test media made on the spot: videos written with OpenCV, image folders, RGB-D folders (plain and TUM layout) and a
+RealSense ``.db3`` recorded through ``rs.software_device`` + ``rs.recorder``. Nothing is downloaded or committed.
+
+Frames carry their index so tests can check order and completeness after lossy coding: frame i is a uniform image
+of grey level ``level(i)`` (MJPG keeps a flat image's mean within a grey level or two).
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import cv2
+import numpy as np
+
+
+def level(index: int) -> int:
+    """Grey level of frame ``index`` (indices repeat every 24 frames)."""
+    return 20 + 9 * (index % 24)
+
+
+def indexed_frame(index: int, width: int = 64, height: int = 48) -> np.ndarray:
+    """RGB uint8 frame whose mean is ``level(index)``, with a little texture so codecs treat it as an image."""
+    frame = np.full((height, width, 3), level(index), np.uint8)
+    frame[::8, :, 1] += 2
+    return frame
+
+
+def decode_index(rgb: np.ndarray) -> int:
+    return round((float(rgb[..., 0].mean()) - 20) / 9)
+
+
+def write_video(path: Path, frames: int = 12, width: int = 64, height: int = 48, fps: float = 30.0) -> Path:
+    """An MJPG AVI (readable by every OpenCV FFmpeg build) of ``frames`` indexed frames."""
+    writer = cv2.VideoWriter(str(path), cv2.VideoWriter_fourcc(*"MJPG"), fps, (width, height))
+    assert writer.isOpened(), f"OpenCV cannot write {path}"
+    for i in range(frames):
+        writer.write(cv2.cvtColor(indexed_frame(i, width, height), cv2.COLOR_RGB2BGR))
+    writer.release()
+    return path
+
+
+def truncate(path: Path, fraction: float) -> Path:
+    """Cut a file to ``fraction`` of its bytes, as an interrupted copy or a full disk would."""
+    data = path.read_bytes()
+    path.write_bytes(data[: int(len(data) * fraction)])
+    return path
+
+
+def write_image_folder(folder: Path, frames: int = 5, corrupt: tuple[int, ...] = (), width: int = 64, height: int = 48) -> Path:
+    """``000.png``, ``001.png``, …; the indices in ``corrupt`` hold bytes that are not an image."""
+    folder.mkdir(parents=True, exist_ok=True)
+    for i in range(frames):
+        path = folder / f"{i:03d}.png"
+        if i in corrupt:
+            path.write_bytes(b"\x89PNG\r\n\x1a\n truncated, not an image")
+        else:
+            cv2.imwrite(str(path), cv2.cvtColor(indexed_frame(i, width, height), cv2.COLOR_RGB2BGR))
+    return folder
+
+
+def plane_depth(index: int, width: int, height: int, base_units: int = 1000) -> np.ndarray:
+    """uint16 depth whose value encodes the frame index, with a 0 (missing) corner."""
+    depth = np.full((height, width), base_units + 10 * index, np.uint16)
+    depth[:2, :2] = 0
+    return depth
+
+
+def write_rgbd_folder(
+    root: Path, frames: int = 4, width: int = 64, height: int = 48, intrinsics: dict | None = None
+) -> Path:
+    """``color/*.png``, ``depth/*.png`` (uint16) and ``intrinsics.json`` of a registered sensor (depth_scale 1 mm)."""
+    (root / "color").mkdir(parents=True, exist_ok=True)
+    (root / "depth").mkdir(parents=True, exist_ok=True)
+    for i in range(frames):
+        cv2.imwrite(str(root / "color" / f"{i:04d}.png"), cv2.cvtColor(indexed_frame(i, width, height), cv2.COLOR_RGB2BGR))
+        cv2.imwrite(str(root / "depth" / f"{i:04d}.png"), plane_depth(i, width, height))
+    meta = intrinsics or {"width": width, "height": height, "fx": 50.0, "fy": 50.0, "cx": 31.5, "cy": 23.5,
+                          "depth_scale_m": 0.001}
+    (root / "intrinsics.json").write_text(json.dumps(meta))
+    return root
+
+
+def write_tum_folder(root: Path, frames: int = 4, width: int = 64, height: int = 48) -> Path:
+    """The TUM RGB-D layout: rgb/ and depth/ named by timestamp, rgb.txt/depth.txt lists (depth 5000 units per metre,
+    stamps offset by 7 ms as the real dataset's are), plus one extra depth frame with no colour partner."""
+    (root / "rgb").mkdir(parents=True, exist_ok=True)
+    (root / "depth").mkdir(parents=True, exist_ok=True)
+    header = "# timestamp filename\n# made by tests/media.py\n# \n"
+    rgb_lines, depth_lines = [header], [header]
+    for i in range(frames):
+        t_rgb = 1305031102.175304 + i / 30.0
+        t_depth = t_rgb + 0.007
+        cv2.imwrite(str(root / "rgb" / f"{t_rgb:.6f}.png"), cv2.cvtColor(indexed_frame(i, width, height), cv2.COLOR_RGB2BGR))
+        cv2.imwrite(str(root / "depth" / f"{t_depth:.6f}.png"), plane_depth(i, width, height, base_units=5000))
+        rgb_lines.append(f"{t_rgb:.6f} rgb/{t_rgb:.6f}.png\n")
+        depth_lines.append(f"{t_depth:.6f} depth/{t_depth:.6f}.png\n")
+    t_extra = 1305031102.175304 + frames / 30.0 + 0.5
+    cv2.imwrite(str(root / "depth" / f"{t_extra:.6f}.png"), plane_depth(99, width, height, base_units=5000))
+    depth_lines.append(f"{t_extra:.6f} depth/{t_extra:.6f}.png\n")
+    (root / "rgb.txt").write_text("".join(rgb_lines))
+    (root / "depth.txt").write_text("".join(depth_lines))
+    return root
