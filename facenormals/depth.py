@@ -1,0 +1,177 @@
+"""Depth maps: validity and holes, alignment to the colour camera, back-projection and normals.
+
+Conventions:
+    * Depth ``d`` is the distance along the optical axis in metres (> 0); invalid pixels are NaN.
+      Raw sensor depth (uint16, 0 = missing) becomes metres with :func:`depth_to_metres`.
+    * 3-D points and normals are in our camera space (:mod:`facenormals.conventions`): +x right, +y **up**,
+      +z toward the camera. A pinhole camera therefore looks down **-z**: the pixel (u, v) at depth d is
+      ``((u - cx) / fx · d, -(v - cy) / fy · d, -d)``.
+    * Calibration extrinsics (:mod:`facenormals.calibration.calibfile`) use the OpenCV / RealSense frame
+      (x right, y down, z forward); :func:`align_depth_to_colour` works in that frame internally.
+
+>>> import numpy as np
+>>> from facenormals.realtime.frame import Intrinsics
+>>> intr = Intrinsics(width=5, height=5, fx=100.0, fy=100.0, cx=2.0, cy=2.0)
+>>> normals, valid = normals_from_depth(np.full((5, 5), 0.5, np.float32), intr)
+>>> (normals[2, 2].round(3) + 0.0).tolist(), bool(valid[2, 2])
+([0.0, 0.0, 1.0], True)
+"""
+
+from __future__ import annotations
+
+import cv2
+import numpy as np
+
+from facenormals.realtime.frame import Intrinsics
+
+
+class DepthError(ValueError):
+    """Depth that cannot be used: wrong shape or type, nothing valid, or not matching its calibration."""
+
+
+def depth_to_metres(depth: np.ndarray, scale_m: float | None = None) -> np.ndarray:
+    """Raw depth → float32 metres with NaN where missing.
+
+    ``uint16`` (sensor units, 0 = missing) needs ``scale_m`` (metres per unit, e.g. 0.001 for millimetres).
+    Float input is taken as metres already; zero, negative, NaN and infinite values all become NaN.
+    """
+    depth = np.asarray(depth)
+    if depth.ndim != 2:
+        raise DepthError(f"depth must be a single-channel H×W map, got shape {depth.shape}")
+    if np.issubdtype(depth.dtype, np.integer):
+        if scale_m is None or not np.isfinite(scale_m) or scale_m <= 0:
+            raise DepthError(f"integer depth needs a positive depth scale (metres per unit), got {scale_m!r}")
+        metres = depth.astype(np.float32) * np.float32(scale_m)
+    elif np.issubdtype(depth.dtype, np.floating):
+        metres = depth.astype(np.float32, copy=True)
+    else:
+        raise DepthError(f"unsupported depth dtype {depth.dtype}")
+    with np.errstate(invalid="ignore"):
+        metres[~(np.isfinite(metres) & (metres > 0))] = np.nan
+    return metres
+
+
+def hole_mask(depth_m: np.ndarray) -> np.ndarray:
+    """True where depth is missing (NaN, ≤ 0 or infinite)."""
+    with np.errstate(invalid="ignore"):
+        return ~(np.isfinite(depth_m) & (depth_m > 0))
+
+
+def check_matches(depth: np.ndarray, intrinsics: Intrinsics, what: str = "depth") -> None:
+    """Raise :class:`DepthError` when a map's size differs from its intrinsics' image size."""
+    if depth.shape[:2] != (intrinsics.height, intrinsics.width):
+        raise DepthError(f"{what} is {depth.shape[1]}×{depth.shape[0]} but its intrinsics are for "
+                         f"{intrinsics.width}×{intrinsics.height}: wrong calibration or unaligned stream")
+
+
+def pixel_rays(intrinsics: Intrinsics, shape: tuple[int, int] | None = None) -> np.ndarray:
+    """H×W×3 float32 rays in our camera space with z = -1: the point at depth d is ``d · ray``."""
+    height, width = shape if shape is not None else (intrinsics.height, intrinsics.width)
+    u = (np.arange(width, dtype=np.float32) - np.float32(intrinsics.cx)) / np.float32(intrinsics.fx)
+    v = -(np.arange(height, dtype=np.float32) - np.float32(intrinsics.cy)) / np.float32(intrinsics.fy)
+    rays = np.empty((height, width, 3), dtype=np.float32)
+    rays[..., 0] = u[None, :]
+    rays[..., 1] = v[:, None]
+    rays[..., 2] = -1.0
+    return rays
+
+
+def backproject(depth_m: np.ndarray, intrinsics: Intrinsics) -> np.ndarray:
+    """H×W depth (metres, NaN = missing) → H×W×3 points in our camera space (NaN where missing)."""
+    return pixel_rays(intrinsics, depth_m.shape) * depth_m[..., None]
+
+
+def normals_from_points(points: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Unit normals of an organised point map by neighbour cross products.
+
+    Central differences where both neighbours exist, one-sided next to holes and borders. Returns
+    (normals H×W×3 float32, zero where undefined; valid bool H×W).
+    """
+    valid = np.isfinite(points).all(axis=2)
+
+    def derivative(axis: int) -> np.ndarray:
+        pad = [(0, 0)] * 3
+        pad[axis] = (1, 1)
+        padded = np.pad(np.where(valid[..., None], points, np.nan), pad, constant_values=np.nan)
+        lo = padded[:-2] if axis == 0 else padded[:, :-2]
+        hi = padded[2:] if axis == 0 else padded[:, 2:]
+        central = (hi - lo) * 0.5
+        forward, backward = hi - points, points - lo
+        out = np.where(np.isfinite(central), central, np.where(np.isfinite(forward), forward, backward))
+        return out
+
+    with np.errstate(invalid="ignore"):
+        d_du, d_dv = derivative(1), derivative(0)
+        # rows grow downwards (toward -y): dv × du points toward the camera for a frontal surface
+        normals = np.cross(d_dv, d_du)
+        length = np.linalg.norm(normals, axis=2)
+    ok = valid & np.isfinite(length) & (length > 1e-12)
+    normals = np.where(ok[..., None], normals / np.where(ok, length, 1.0)[..., None], 0.0).astype(np.float32)
+    return normals, ok
+
+
+def normals_from_depth(depth_m: np.ndarray, intrinsics: Intrinsics) -> tuple[np.ndarray, np.ndarray]:
+    """Normals (our camera space) of a depth map by back-projection and neighbour cross products."""
+    return normals_from_points(backproject(depth_m, intrinsics))
+
+
+def fill_holes(depth_m: np.ndarray, region: np.ndarray | None = None, sigmas: tuple[float, ...] = (2.0, 6.0, 18.0)) -> np.ndarray:
+    """Fill missing depth inside ``region`` by normalised convolution at growing scales.
+
+    A smooth guess for holes (e.g. a solver's start); pixels that were valid keep their value.
+    """
+    holes = hole_mask(depth_m)
+    target = holes if region is None else holes & region
+    if not target.any():
+        return depth_m.copy()
+    if holes.all():
+        raise DepthError("no valid depth to fill holes from")
+    weight = (~holes).astype(np.float32)
+    values = np.where(holes, 0.0, depth_m).astype(np.float32)
+    filled = depth_m.copy()
+    todo = target.copy()
+    for sigma in sigmas:
+        num = cv2.GaussianBlur(values, (0, 0), sigma)
+        den = cv2.GaussianBlur(weight, (0, 0), sigma)
+        ok = todo & (den > 1e-3)
+        filled[ok] = num[ok] / den[ok]
+        todo &= ~ok
+    if todo.any():
+        filled[todo] = np.nanmedian(depth_m)
+    return filled
+
+
+def align_depth_to_colour(depth_m: np.ndarray, depth_intrinsics: Intrinsics, colour_intrinsics: Intrinsics,
+                          rotation: np.ndarray, translation_m: np.ndarray, fill_cracks: bool = True) -> np.ndarray:
+    """Reproject depth into the colour camera (its pixels, its optical-axis distance), nearest surface wins.
+
+    ``rotation`` (3×3) and ``translation_m`` (3) map depth-camera points to colour-camera points in the
+    OpenCV frame (x right, y down, z forward): ``X_colour = R · X_depth + t``. Lens distortion of both cameras
+    is ignored except through their undistorted pinhole models. Splatting to a finer colour grid leaves
+    cracks; ``fill_cracks`` closes them with the nearest neighbouring surface.
+    """
+    check_matches(depth_m, depth_intrinsics, "depth")
+    rotation = np.asarray(rotation, dtype=np.float64).reshape(3, 3)
+    translation_m = np.asarray(translation_m, dtype=np.float64).reshape(3)
+    rows, cols = np.nonzero(~hole_mask(depth_m))
+    d = depth_m[rows, cols].astype(np.float64)
+    points = np.stack([(cols - depth_intrinsics.cx) / depth_intrinsics.fx * d,
+                       (rows - depth_intrinsics.cy) / depth_intrinsics.fy * d, d], axis=1)
+    points = points @ rotation.T + translation_m
+    z = points[:, 2]
+    front = z > 1e-6
+    u = np.round(points[front, 0] / z[front] * colour_intrinsics.fx + colour_intrinsics.cx).astype(np.int64)
+    v = np.round(points[front, 1] / z[front] * colour_intrinsics.fy + colour_intrinsics.cy).astype(np.int64)
+    z = z[front]
+    inside = (u >= 0) & (u < colour_intrinsics.width) & (v >= 0) & (v < colour_intrinsics.height)
+    out = np.full((colour_intrinsics.height, colour_intrinsics.width), np.inf, dtype=np.float32)
+    np.minimum.at(out, (v[inside], u[inside]), z[inside].astype(np.float32))
+    if fill_cracks:
+        for _ in range(2):  # two passes close the gaps of up to 2× upsampling
+            closest = cv2.erode(out, np.ones((3, 3), np.uint8))
+            # a crack has surface on at least half its sides; outside a straight silhouette only 3 of 8
+            neighbours = cv2.boxFilter(np.isfinite(out).astype(np.float32), -1, (3, 3), normalize=False)
+            cracks = np.isinf(out) & np.isfinite(closest) & (neighbours >= 4)
+            out[cracks] = closest[cracks]
+    out[np.isinf(out)] = np.nan
+    return out

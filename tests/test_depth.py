@@ -1,0 +1,111 @@
+"""Depth maps: validity, back-projection, normals by cross products, alignment to the colour camera."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from facenormals.conventions import angular_error_deg
+from facenormals.depth import (
+    DepthError,
+    align_depth_to_colour,
+    backproject,
+    depth_to_metres,
+    fill_holes,
+    hole_mask,
+    normals_from_depth,
+    pixel_rays,
+)
+from facenormals.realtime.frame import Intrinsics
+
+INTR = Intrinsics(width=80, height=60, fx=90.0, fy=90.0, cx=39.5, cy=29.5)
+
+
+def plane_depth(normal: np.ndarray, offset: float, intr: Intrinsics) -> np.ndarray:
+    """Depth of the plane n·P = offset (our camera space) along each pixel ray."""
+    rays = pixel_rays(intr).astype(np.float64)
+    return (offset / (rays @ normal)).astype(np.float32)
+
+
+def sphere_depth(intr: Intrinsics, centre_z: float = 0.6, radius: float = 0.1):
+    rays = pixel_rays(intr).astype(np.float64)
+    centre = np.array([0.0, 0.0, -centre_z])
+    a, b, c = (rays**2).sum(-1), -2 * rays @ centre, centre @ centre - radius**2
+    disc = b * b - 4 * a * c
+    hit = disc > 0
+    t = (-b - np.sqrt(np.where(hit, disc, 0))) / (2 * a)
+    normals = (rays * t[..., None] - centre) / radius
+    return np.where(hit, t, np.nan).astype(np.float32), normals.astype(np.float32), hit
+
+
+def test_raw_depth_units_and_invalid_values():
+    raw = np.array([[0, 1000], [500, 65535]], dtype=np.uint16)
+    metres = depth_to_metres(raw, 0.001)
+    assert np.isnan(metres[0, 0]) and metres[0, 1] == pytest.approx(1.0)
+    floats = np.array([[np.nan, -1.0], [np.inf, 0.7]], dtype=np.float32)
+    assert hole_mask(depth_to_metres(floats)).tolist() == [[True, True], [True, False]]
+    with pytest.raises(DepthError, match="depth scale"):
+        depth_to_metres(raw)
+    with pytest.raises(DepthError, match="single-channel"):
+        depth_to_metres(np.zeros((4, 4, 3), np.uint16), 0.001)
+
+
+def test_backprojection_convention_y_up_z_toward_camera():
+    depth = np.full((INTR.height, INTR.width), 2.0, np.float32)
+    points = backproject(depth, INTR)
+    assert points[0, 0, 1] > 0  # top row is +y (up)
+    assert points[0, 0, 0] < 0  # left column is -x
+    assert np.allclose(points[..., 2], -2.0)  # in front of a camera looking down -z
+
+
+def test_tilted_plane_normals_are_exact():
+    normal = np.array([0.3, -0.4, 0.8])
+    normal /= np.linalg.norm(normal)
+    depth = plane_depth(normal, -0.9 * normal[2], INTR)  # passes through (0, 0, -0.9)
+    normals, valid = normals_from_depth(depth, INTR)
+    assert valid.all()
+    err = angular_error_deg(normals, np.broadcast_to(normal, normals.shape).astype(np.float32))
+    assert err.max() < 0.05
+
+
+def test_sphere_normals_and_holes():
+    intr = Intrinsics(96, 96, 150.0, 150.0, 47.5, 47.5)
+    depth, truth, hit = sphere_depth(intr)
+    depth[40:44, 40:44] = np.nan  # a hole: its neighbours fall back to one-sided differences
+    normals, valid = normals_from_depth(depth, intr)
+    assert not valid[40:44, 40:44].any()
+    inner = hit & valid
+    inner[:, :] &= np.hypot(*np.meshgrid(np.arange(96) - 47.5, np.arange(96) - 47.5)) < 18
+    assert angular_error_deg(normals[inner], truth[inner]).mean() < 0.5
+    filled = fill_holes(depth, hit)
+    assert np.isfinite(filled[40:44, 40:44]).all()
+    assert np.nanmax(np.abs(filled[40:44, 40:44] - sphere_depth(intr)[0][40:44, 40:44])) < 0.002
+
+
+def test_all_holes_cannot_be_filled():
+    with pytest.raises(DepthError, match="no valid depth"):
+        fill_holes(np.full((8, 8), np.nan, np.float32))
+
+
+def test_align_identity_and_baseline_shift():
+    depth = np.full((INTR.height, INTR.width), 1.0, np.float32)
+    same = align_depth_to_colour(depth, INTR, INTR, np.eye(3), np.zeros(3))
+    assert np.allclose(same, depth)
+    # the colour camera sits 10 cm to the left: X_colour = X_depth + (0.1, 0, 0); points move 9 px right
+    shifted = align_depth_to_colour(depth, INTR, INTR, np.eye(3), np.array([0.1, 0.0, 0.0]))
+    assert np.isnan(shifted[:, :9]).all() and np.allclose(shifted[:, 9:], 1.0)
+
+
+def test_align_upsampling_closes_cracks_not_silhouettes():
+    colour = Intrinsics(160, 120, 180.0, 180.0, 79.75, 59.75)
+    depth = np.full((INTR.height, INTR.width), np.nan, np.float32)
+    depth[10:50, 20:60] = 0.8
+    aligned = align_depth_to_colour(depth, INTR, colour, np.eye(3), np.zeros(3))
+    inside = aligned[25:95, 45:115]
+    assert np.isfinite(inside).all() and np.allclose(inside, 0.8)
+    assert np.isnan(aligned[:15]).all()
+
+
+def test_align_rejects_wrong_resolution():
+    with pytest.raises(DepthError, match="80×60"):
+        align_depth_to_colour(np.ones((48, 64), np.float32), INTR, INTR, np.eye(3), np.zeros(3))
