@@ -1,0 +1,260 @@
+"""Latency benchmark of the realtime pipeline: the real loop (capture → detect → infer → render) on a
+source, measured per frame; results as JSON and a plot.
+
+Two pacing modes:
+
+* ``realtime`` (default): a file source is released at its frame rate like a camera, with latest-frame
+  queues — FPS is what a live user sees (at most the source rate), latency includes waiting for a busy
+  stage, and frames the pipeline cannot keep up with are dropped and counted.
+* ``max``: every frame, as fast as possible (blocking queues) — FPS is the pipeline's capacity;
+  latency then includes time spent queued behind earlier frames.
+
+Times are wall-clock milliseconds from ``time.perf_counter``/``monotonic_ns``; on CUDA (torch and
+TensorRT backends) inference is also timed with CUDA events (stage ``infer_gpu``).
+"""
+
+from __future__ import annotations
+
+import datetime
+import os
+import platform
+from collections import defaultdict
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from facenormals.realtime.pipeline import FrameRecord, FrameResult, Pipeline
+from facenormals.realtime.smoothing import landmark_jitter
+
+# Stages the pipeline's own code runs on every frame, besides inference (capture is the source's cost).
+OVERHEAD_STAGES = ("detect", "crop", "paste", "render", "sink")
+PERCENTILES = (50, 95, 99)
+
+
+@dataclass(frozen=True)
+class BenchConfig:
+    source: str = "sample"
+    backend: str = "auto"
+    model: str | None = None
+    frames: int = 300
+    warmup: int = 30
+    max_faces: int = 1
+    pace: str = "realtime"  # realtime | max
+    view: str = "normals"
+    threads: int | None = None
+
+
+def _percentiles(values: list[float]) -> dict[str, float]:
+    if not values:
+        return {f"p{p}": float("nan") for p in PERCENTILES}
+    array = np.asarray(values, dtype=np.float64)
+    return {f"p{p}": round(float(np.percentile(array, p)), 3) for p in PERCENTILES}
+
+
+def latency_summary(records: list[FrameRecord]) -> dict:
+    """End-to-end and per-stage percentiles (ms) over ``records``, plus the non-inference overhead."""
+    stages: dict[str, list[float]] = defaultdict(list)
+    totals, overhead = [], []
+    for record in records:
+        for name, ms in record.timings.items():
+            if name != "total":
+                stages[name].append(ms)
+        if "total" in record.timings:
+            totals.append(record.timings["total"])
+        overhead.append(sum(record.timings.get(name, 0.0) for name in OVERHEAD_STAGES))
+    summary = {name: _percentiles(values) for name, values in stages.items()}
+    summary["overhead"] = _percentiles(overhead)
+    return {"latency_ms": _percentiles(totals), "stages": summary}
+
+
+class JitterProbe:
+    """Collects raw and smoothed landmarks per face track, for the jitter metric."""
+
+    def __init__(self) -> None:
+        self.raw: dict[int, list[np.ndarray]] = defaultdict(list)
+        self.smooth: dict[int, list[np.ndarray]] = defaultdict(list)
+        self.sides: dict[int, list[float]] = defaultdict(list)
+
+    def __call__(self, result: FrameResult) -> None:
+        for face in result.faces:
+            self.raw[face.track_id].append(face.raw_landmarks)
+            self.smooth[face.track_id].append(face.landmarks)
+            self.sides[face.track_id].append(face.box.side)
+
+    def summary(self) -> dict:
+        """Frame-weighted mean over tracks of :func:`landmark_jitter` (‰ of the face size)."""
+        def mean(tracks: dict[int, list[np.ndarray]]) -> float:
+            pairs = [(landmark_jitter(seq, self.sides[tid]), len(seq)) for tid, seq in tracks.items() if len(seq) >= 3]
+            if not pairs:
+                return float("nan")
+            return round(float(np.average([j for j, _ in pairs], weights=[n for _, n in pairs])), 3)
+
+        return {"raw": mean(self.raw), "smoothed": mean(self.smooth), "unit": "permille of face size per frame²",
+                "tracks": len(self.raw)}
+
+
+class CudaEventTimer:
+    """Wraps a backend; times each call with CUDA events on the current stream (GPU time, not host time)."""
+
+    def __init__(self, backend) -> None:
+        import torch
+
+        self.backend, self.torch = backend, torch
+        self.name, self.input_size = backend.name, backend.input_size
+        self.in_chans, self.providers = backend.in_chans, backend.providers
+        self.ms: list[float] = []
+
+    def __call__(self, batch: np.ndarray) -> np.ndarray:
+        start, end = self.torch.cuda.Event(enable_timing=True), self.torch.cuda.Event(enable_timing=True)
+        start.record()
+        out = self.backend(batch)
+        end.record()
+        end.synchronize()
+        self.ms.append(start.elapsed_time(end))
+        return out
+
+
+def _uses_cuda(backend) -> bool:
+    try:
+        import torch
+    except ImportError:
+        return False
+    on_gpu = any("cuda" in p.lower() or "tensorrt" in p.lower() for p in backend.providers)
+    return on_gpu and backend.name in ("torch", "tensorrt") and torch.cuda.is_available()
+
+
+def machine_info() -> dict:
+    """What the figures were measured on, including the load (other processes) at the time."""
+    info = {
+        "date_utc": datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ"),
+        "platform": platform.platform(),
+        "python": platform.python_version(),
+        "cpu": _cpu_model(),
+        "cpus_usable": len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count(),
+        "load_avg_1m": round(os.getloadavg()[0], 2) if hasattr(os, "getloadavg") else None,
+    }
+    for module in ("torch", "onnxruntime", "mediapipe", "cv2", "numpy"):
+        try:
+            info[module] = __import__(module).__version__
+        except ImportError:
+            info[module] = None
+    try:
+        import torch
+
+        if torch.cuda.is_available():
+            info["gpu"] = torch.cuda.get_device_name(0)
+    except ImportError:
+        pass
+    return info
+
+
+def _cpu_model() -> str:
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or "unknown"
+
+
+def run_benchmark(cfg: BenchConfig) -> dict:
+    """Run the pipeline on ``cfg.source`` and return the JSON-ready result."""
+    from facenormals.export.backends import create_backend, warm_up
+    from facenormals.realtime.detect import create_detector
+    from facenormals.realtime.render import FrameRenderer, RenderState
+    from facenormals.realtime.sources.base import open_source, parse_spec
+
+    if cfg.pace not in ("realtime", "max"):
+        raise ValueError(f"pace must be 'realtime' or 'max', got {cfg.pace!r}")
+    if cfg.frames < 2 or cfg.warmup < 0:
+        raise ValueError(f"need frames ≥ 2 and warmup ≥ 0 (got {cfg.frames}, {cfg.warmup})")
+    backend = create_backend(cfg.backend, cfg.model, **({"threads": cfg.threads} if cfg.threads else {}))
+    warm_up(backend, runs=5)
+    gpu_timer = CudaEventTimer(backend) if _uses_cuda(backend) else None
+    total = cfg.frames + cfg.warmup
+    options = {"frames": total} if parse_spec(cfg.source).kind in ("sample", "sample-rgbd") else {}
+    load_before = machine_info()["load_avg_1m"]
+    probe = JitterProbe()
+    with open_source(cfg.source, **options) as source:
+        detector = create_detector(cfg.max_faces)
+        renderer = FrameRenderer(RenderState(view=cfg.view), backend.name)
+        pace = (source.fps or 30.0) if cfg.pace == "realtime" and not source.live else None
+        pipeline = Pipeline(source, detector, gpu_timer or backend, renderer, max_frames=total, pace_fps=pace,
+                            live=True if pace else None, on_result=probe, handle_signals=False)
+        try:
+            report = pipeline.run()
+        finally:
+            detector.close()
+        live = pipeline.live
+    measured = [r for r in report.records if r.id >= cfg.warmup]
+    if len(measured) < 2:
+        raise RuntimeError(f"only {len(measured)} frames after warm-up: is the source shorter than "
+                           f"{total} frames, or were faces/frames lost? ({report.summary()})")
+    span_s = (measured[-1].t_done_ns - measured[0].t_done_ns) * 1e-9
+    summary = latency_summary(measured)
+    if gpu_timer is not None:
+        summary["stages"]["infer_gpu"] = _percentiles(gpu_timer.ms[cfg.warmup:])
+    machine = machine_info()
+    machine["load_avg_1m_before"] = load_before
+    faces = [r.faces for r in measured]
+    return {
+        "fps": round((len(measured) - 1) / span_s, 2) if span_s > 0 else float("nan"),
+        **summary,
+        "dropped": report.dropped_total,
+        "dropped_by_queue": report.dropped,
+        "frames": len(measured),
+        "frames_captured": report.frames_in,
+        "warmup_frames": cfg.warmup,
+        "corrupt": report.corrupt,
+        "faces_per_frame": round(float(np.mean(faces)), 3),
+        "jitter": probe.summary(),
+        "backend": backend.name,
+        "providers": list(backend.providers),
+        "model": str(cfg.model) if cfg.model else "default",
+        "source": cfg.source,
+        "pace": cfg.pace,
+        "live_queues": live,
+        "source_fps": pace,
+        "machine": machine,
+        "per_frame": [{"id": r.id, "faces": r.faces, **{k: round(v, 3) for k, v in r.timings.items()}} for r in measured],
+    }
+
+
+def plot_result(result: dict, path: str | Path) -> None:
+    """Per-frame latency timeline (left) and per-stage p50/p95 bars (right)."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    frames = result["per_frame"]
+    fig, (left, right) = plt.subplots(1, 2, figsize=(11, 3.8), gridspec_kw={"width_ratios": [1.6, 1]})
+    ids = [f["id"] for f in frames]
+    left.plot(ids, [f.get("total", np.nan) for f in frames], lw=1, label="end to end")
+    left.plot(ids, [f.get("infer", np.nan) for f in frames], lw=1, label="infer")
+    left.plot(ids, [sum(f.get(s, 0.0) for s in OVERHEAD_STAGES) for f in frames], lw=1, label="all but infer")
+    left.set(xlabel="frame id", ylabel="ms", title=f"{result['backend']}: {result['fps']:.1f} FPS, "
+             f"p95 {result['latency_ms']['p95']:.0f} ms, {result['dropped']} dropped")
+    left.legend(loc="upper right", fontsize=8)
+    left.grid(alpha=0.3)
+    names = [n for n in ("capture", "detect", "crop", "infer", "infer_gpu", "paste", "render", "sink", "overhead")
+             if n in result["stages"]]
+    p50 = [result["stages"][n]["p50"] for n in names]
+    p95 = [result["stages"][n]["p95"] for n in names]
+    right.barh(names, p95, color="#f4a582", label="p95")
+    right.barh(names, p50, color="#4393c3", label="p50")
+    right.invert_yaxis()
+    right.set(xlabel="ms", title="per stage")
+    right.legend(fontsize=8)
+    right.grid(alpha=0.3, axis="x")
+    machine = result["machine"]
+    fig.suptitle(f"{machine['cpu']} ×{machine['cpus_usable']}, load {machine['load_avg_1m']}, {machine['date_utc']}",
+                 fontsize=8)
+    fig.tight_layout()
+    from facenormals.atomic import atomic_path
+
+    with atomic_path(path) as tmp:
+        fig.savefig(tmp, dpi=100)
+    plt.close(fig)

@@ -1,0 +1,57 @@
+"""``facenormals bench``: per-stage and end-to-end latency of the realtime pipeline, as JSON and a plot."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+
+from facenormals.atomic import write_text_atomic
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--source", default="sample", help="frame source spec (default: the embedded sample)")
+    parser.add_argument("--backend", default="auto", help="tensorrt, ort-trt, ort-cuda, ort-cpu, torch or auto (default)")
+    parser.add_argument("--model", help="checkpoint, .onnx (fp32 or INT8 Q/DQ) or .engine; default: the shipped model")
+    parser.add_argument("--frames", type=int, default=300, help="measured frames (default 300)")
+    parser.add_argument("--warmup", type=int, default=30, help="frames run before measuring (default 30)")
+    parser.add_argument("--pace", choices=("realtime", "max"), default="realtime",
+                        help="realtime: replay files at their frame rate with live queues (default); max: every "
+                             "frame as fast as possible")
+    parser.add_argument("--max-faces", type=int, default=1, metavar="K")
+    parser.add_argument("--view", default="normals", help="view rendered during the run (default normals)")
+    parser.add_argument("--threads", type=int, help="CPU threads for inference (default: physical cores)")
+    parser.add_argument("--json", type=Path, help="write the result here")
+    parser.add_argument("--plot", type=Path, help="write a latency plot (PNG) here")
+
+
+def main(args: argparse.Namespace) -> int:
+    from facenormals.realtime.bench import BenchConfig, plot_result, run_benchmark
+
+    cfg = BenchConfig(source=args.source, backend=args.backend, model=args.model, frames=args.frames,
+                      warmup=args.warmup, max_faces=args.max_faces, pace=args.pace, view=args.view, threads=args.threads)
+    result = run_benchmark(cfg)
+    print(format_summary(result))
+    if args.json is not None:
+        write_text_atomic(args.json, json.dumps(result, indent=2))
+        print(f"wrote {args.json}", file=sys.stderr)
+    if args.plot is not None:
+        plot_result(result, args.plot)
+        print(f"wrote {args.plot}", file=sys.stderr)
+    return 0
+
+
+def format_summary(result: dict) -> str:
+    lat, stages = result["latency_ms"], result["stages"]
+    lines = [f"{result['backend']} ({', '.join(result['providers'])}), {result['source']}, pace {result['pace']}: "
+             f"{result['fps']:.1f} FPS over {result['frames']} frames, {result['dropped']} dropped",
+             f"end to end ms: p50 {lat['p50']:.1f}  p95 {lat['p95']:.1f}  p99 {lat['p99']:.1f}",
+             "stage        p50      p95"]
+    lines += [f"{name:<10} {v['p50']:7.2f}  {v['p95']:7.2f}" for name, v in stages.items()]
+    jitter = result["jitter"]
+    lines.append(f"landmark jitter (‰ face size): raw {jitter['raw']}, smoothed {jitter['smoothed']}")
+    machine = result["machine"]
+    lines.append(f"machine: {machine['cpu']} ×{machine['cpus_usable']}, load {machine['load_avg_1m_before']} → "
+                 f"{machine['load_avg_1m']}, {machine['date_utc']}")
+    return "\n".join(lines)

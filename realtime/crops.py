@@ -1,0 +1,113 @@
+"""Faces of one frame → one network batch, and the network's normals → back into the frame.
+
+Crops come from :func:`facenormals.geometry.face_crop` (the paper's 1.2× square, hull mask) and go
+into one N×3×S×S float32 batch, RGB in [0, 1]. Batches are written into a small ring of preallocated
+buffers: the pipeline has at most a few batches in flight, so no per-frame allocation is needed.
+
+Pasting back uses :func:`facenormals.geometry.paste_back` on the crop's bounding region only (a
+translated crop matrix), not on the whole frame: the work scales with the face, not the frame.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import numpy as np
+
+from facenormals.geometry import Crop, face_crop, paste_back
+from facenormals.realtime.detect import Face
+
+_INV_255 = np.float32(1.0 / 255.0)
+
+
+@dataclass(frozen=True)
+class FaceBatch:
+    """The network input for one frame: ``inputs`` N×3×S×S (N = number of faces, may be 0)."""
+
+    inputs: np.ndarray
+    crops: tuple[Crop, ...]
+
+
+@dataclass(frozen=True)
+class FaceNormals:
+    """One face's normals pasted into the frame region ``[y0:y1, x0:x1]``.
+
+    ``normals`` float32 h×w×3 (unit inside ``valid``, NaN outside), ``valid`` bool h×w.
+    """
+
+    x0: int
+    y0: int
+    normals: np.ndarray
+    valid: np.ndarray
+
+    @property
+    def region(self) -> tuple[slice, slice]:
+        height, width = self.valid.shape
+        return slice(self.y0, self.y0 + height), slice(self.x0, self.x0 + width)
+
+
+class CropBatcher:
+    """Crops all faces of a frame into one batch; buffers are reused round-robin."""
+
+    def __init__(self, size: int, max_faces: int, ring: int = 6) -> None:
+        if size < 16 or max_faces < 1 or ring < 2:
+            raise ValueError(f"invalid batcher size={size}, max_faces={max_faces}, ring={ring}")
+        self.size = size
+        self._buffers = [np.empty((max_faces, 3, size, size), dtype=np.float32) for _ in range(ring)]
+        self._next = 0
+
+    def __call__(self, rgb: np.ndarray, faces: list[Face]) -> FaceBatch:
+        buffer = self._buffers[self._next]
+        self._next = (self._next + 1) % len(self._buffers)
+        faces = faces[: len(buffer)]
+        crops = []
+        for i, face in enumerate(faces):
+            crop = face_crop(rgb, face.landmarks, size=self.size)
+            np.multiply(crop.image.transpose(2, 0, 1), _INV_255, out=buffer[i], casting="unsafe")
+            crops.append(crop)
+        return FaceBatch(buffer[: len(crops)], tuple(crops))
+
+
+def crop_region(crop: Crop, frame_shape: tuple[int, int]) -> tuple[int, int, int, int] | None:
+    """Integer frame rectangle (x0, y0, x1, y1) covered by the crop square, clipped; None if outside."""
+    height, width = frame_shape
+    x_lo, y_lo, x_hi, y_hi = crop.box.as_xyxy()
+    x0, y0 = max(0, math.floor(x_lo)), max(0, math.floor(y_lo))
+    x1, y1 = min(width, math.ceil(x_hi) + 1), min(height, math.ceil(y_hi) + 1)
+    if x1 <= x0 or y1 <= y0:
+        return None
+    return x0, y0, x1, y1
+
+
+def paste_face(normals_chw: np.ndarray, crop: Crop, frame_shape: tuple[int, int]) -> FaceNormals | None:
+    """One face's 3×S×S normals → its frame region (None when the face lies outside the frame)."""
+    region = crop_region(crop, frame_shape)
+    if region is None:
+        return None
+    x0, y0, x1, y1 = region
+    # Region pixel p' is frame pixel p' + (x0, y0): shift the crop matrix's translation accordingly.
+    matrix = crop.matrix.copy()
+    matrix[:, 2] += matrix[:, :2] @ np.array([x0, y0], dtype=np.float64)
+    crop_normals = np.ascontiguousarray(normals_chw.transpose(1, 2, 0), dtype=np.float32)
+    normals, valid = paste_back(crop_normals, crop.mask, matrix, (y1 - y0, x1 - x0))
+    return FaceNormals(x0, y0, normals, valid)
+
+
+def paste_batch(normals: np.ndarray, crops: tuple[Crop, ...], frame_shape: tuple[int, int]) -> list[FaceNormals]:
+    """All faces of a frame: ``normals`` N×3×S×S from the backend, in the order of ``crops``."""
+    if len(normals) != len(crops):
+        raise ValueError(f"backend returned {len(normals)} normal maps for {len(crops)} faces")
+    pasted = (paste_face(n, crop, frame_shape) for n, crop in zip(normals, crops, strict=True))
+    return [face for face in pasted if face is not None]
+
+
+def full_normal_map(faces: list[FaceNormals], frame_shape: tuple[int, int]) -> tuple[np.ndarray, np.ndarray]:
+    """Frame-sized (normals H×W×3 float32, zero outside; valid H×W) for saving; later faces win overlaps."""
+    normals = np.zeros((*frame_shape, 3), dtype=np.float32)
+    valid = np.zeros(frame_shape, dtype=bool)
+    for face in faces:
+        rows, cols = face.region
+        normals[rows, cols][face.valid] = face.normals[face.valid]
+        valid[rows, cols] |= face.valid
+    return normals, valid

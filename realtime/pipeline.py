@@ -1,0 +1,424 @@
+"""The realtime loop: capture → detect → infer → render/sink, one thread per stage, bounded queues.
+
+* Live sources (cameras, or a file replayed at its frame rate with ``pace_fps``) use latest-frame
+  queues of one slot: a stage that falls behind finds only the newest item; stale ones are dropped and
+  counted, so latency stays bounded. File sources use blocking queues: every frame is processed.
+* Frame ids and capture timestamps travel end to end; each stage adds its milliseconds to
+  ``frame.timings`` and the last one adds ``total`` (capture → written).
+* One stop :class:`threading.Event`. A stage exception stops every stage and is raised after the
+  sinks are closed as :class:`PipelineError` naming the stage and frame id. SIGINT/SIGTERM and a
+  sink's quit request stop the loop the same way; videos are finalised, the report is returned.
+
+Render and sinks run on the calling (main) thread: GUI windows and signal handling both want it.
+"""
+
+from __future__ import annotations
+
+import collections
+import dataclasses
+import logging
+import signal
+import threading
+import time
+from collections.abc import Callable, Iterable, Iterator
+from dataclasses import dataclass, field
+from typing import Any, Protocol
+
+import numpy as np
+
+from facenormals.geometry import Crop
+from facenormals.realtime.crops import CropBatcher, FaceBatch, FaceNormals, paste_batch
+from facenormals.realtime.detect import Detector, Face, FrameError
+from facenormals.realtime.frame import Frame
+
+log = logging.getLogger(__name__)
+
+STAGES = ("capture", "detect", "infer", "render", "sink")
+_POLL_S = 0.1  # safety net only: waits are woken by notify; this bounds a missed wake-up
+
+
+class PipelineError(RuntimeError):
+    """A stage failed: which stage, on which frame, and the original exception (``__cause__``)."""
+
+    def __init__(self, stage: str, frame_id: int | None, cause: BaseException) -> None:
+        where = f"frame {frame_id}" if frame_id is not None else "before the first frame"
+        super().__init__(f"pipeline stage {stage!r} failed on {where}: {type(cause).__name__}: {cause}")
+        self.stage, self.frame_id, self.cause = stage, frame_id, cause
+        self.report: PipelineReport | None = None
+
+
+@dataclass
+class FrameResult:
+    """Everything known about one frame after inference: what views draw and sinks save."""
+
+    frame: Frame
+    faces: list[Face]
+    crops: tuple[Crop, ...] = ()
+    crop_normals: np.ndarray | None = None  # backend output N×3×S×S
+    normals: list[FaceNormals] = field(default_factory=list)  # pasted into the frame
+
+
+class Sink(Protocol):
+    def write(self, result: FrameResult, image: np.ndarray) -> None: ...
+
+    def close(self) -> None: ...
+
+
+Renderer = Callable[[FrameResult, "LoopStats"], np.ndarray]
+
+
+class _Stopped(Exception):
+    """Internal: the stop event was set while a stage waited."""
+
+
+_END = object()  # end-of-stream marker; never dropped
+
+
+class StageQueue:
+    """A bounded hand-over between two stages.
+
+    ``latest=True``: a put into a full queue replaces the oldest waiting item (counted in ``dropped``),
+    so the consumer always gets the newest frame. ``latest=False``: the producer waits (back-pressure).
+    Both wake up and raise when the stop event is set.
+    """
+
+    def __init__(self, name: str, maxsize: int, latest: bool, stop: threading.Event) -> None:
+        self.name, self.maxsize, self.latest = name, maxsize, latest
+        self._stop = stop
+        self._items: collections.deque[Any] = collections.deque()
+        self._cond = threading.Condition()
+        self.dropped = 0
+
+    def put(self, item: Any) -> None:
+        with self._cond:
+            if item is _END:
+                pass  # never dropped and never waits: the queue may hold one item more
+            elif self.latest:
+                while len(self._items) >= self.maxsize:
+                    self._items.popleft()
+                    self.dropped += 1
+            else:
+                while len(self._items) >= self.maxsize:
+                    if self._stop.is_set():
+                        raise _Stopped
+                    self._cond.wait(_POLL_S)
+            self._items.append(item)
+            self._cond.notify_all()
+
+    def get(self) -> Any:
+        with self._cond:
+            while not self._items:
+                if self._stop.is_set():
+                    raise _Stopped
+                self._cond.wait(_POLL_S)
+            item = self._items.popleft()
+            self._cond.notify_all()
+            return item
+
+    def wake(self) -> None:
+        with self._cond:
+            self._cond.notify_all()
+
+
+@dataclass
+class LoopStats:
+    """Running figures for the HUD: smoothed FPS and drop counts."""
+
+    fps: float = 0.0
+    dropped: int = 0
+    frames: int = 0
+    _last_ns: int | None = None
+
+    def tick(self, now_ns: int) -> None:
+        if self._last_ns is not None:
+            dt = (now_ns - self._last_ns) * 1e-9
+            if dt > 0:
+                self.fps = 1.0 / dt if self.fps == 0 else 0.9 * self.fps + 0.1 / dt
+        self._last_ns = now_ns
+        self.frames += 1
+
+
+@dataclass
+class FrameRecord:
+    """Per-frame measurements kept for the report and the benchmark."""
+
+    id: int
+    t_capture_ns: int
+    t_done_ns: int
+    faces: int
+    timings: dict[str, float]
+
+
+@dataclass
+class PipelineReport:
+    frames_in: int = 0
+    frames_out: int = 0
+    corrupt: int = 0
+    dropped: dict[str, int] = field(default_factory=dict)
+    duration_s: float = 0.0
+    stopped_by: str = "end"  # end | max-frames | signal | sink | error
+    records: list[FrameRecord] = field(default_factory=list)
+    error: str | None = None
+
+    @property
+    def dropped_total(self) -> int:
+        return sum(self.dropped.values())
+
+    @property
+    def fps(self) -> float:
+        return self.frames_out / self.duration_s if self.duration_s > 0 else 0.0
+
+    def summary(self) -> str:
+        return (f"{self.frames_out} frames in {self.duration_s:.1f} s ({self.fps:.1f} FPS), "
+                f"{self.dropped_total} dropped, {self.corrupt} corrupt, stopped by {self.stopped_by}")
+
+
+def _ms_since(t0: float) -> float:
+    return (time.perf_counter() - t0) * 1000.0
+
+
+class Pipeline:
+    """Wire a frame iterable, a detector, a backend, a renderer and sinks into the threaded loop.
+
+    ``frames``: any iterable of :class:`Frame` (a Source). ``live``: latest-frame queues (True for
+    cameras; defaults to ``source.live``). ``pace_fps``: replay a file at that rate as if live (frames
+    restamped on release). ``max_frames``: stop after that many captured frames. ``on_result`` sees
+    every finished result (the benchmark collects landmarks there).
+    """
+
+    def __init__(self, frames: Iterable[Frame], detector: Detector, backend: Callable[[np.ndarray], np.ndarray],
+                 renderer: Renderer, sinks: Iterable[Sink] = (), *, input_size: int | None = None,
+                 live: bool | None = None, pace_fps: float | None = None, max_frames: int | None = None,
+                 queue_size: int = 4, on_result: Callable[[FrameResult], None] | None = None,
+                 handle_signals: bool = True, keep_records: int = 100_000) -> None:
+        self.frames = frames
+        self.detector = detector
+        self.backend = backend
+        self.renderer = renderer
+        self.sinks = list(sinks)
+        self.live = bool(getattr(frames, "live", False)) if live is None else live
+        if pace_fps is not None and pace_fps > 0:
+            self.live = True
+        self.pace_fps = pace_fps if pace_fps and pace_fps > 0 else None
+        self.max_frames = max_frames
+        self.on_result = on_result
+        self.handle_signals = handle_signals
+        size = input_size or getattr(backend, "input_size", None)
+        if not size:
+            raise ValueError("input_size unknown: pass it or use a backend with an input_size attribute")
+        self.stop_event = threading.Event()
+        qsize = 1 if self.live else queue_size
+        self.queues = {name: StageQueue(name, qsize, self.live, self.stop_event)
+                       for name in ("frames", "batches", "results")}
+        # Batch buffers in flight: one per queue slot, plus those held by detect and infer.
+        self.batcher = CropBatcher(int(size), detector.max_faces, ring=qsize + 3)
+        self.stats = LoopStats()
+        self.report = PipelineReport()
+        self._records: collections.deque[FrameRecord] = collections.deque(maxlen=keep_records)
+        self._error: PipelineError | None = None
+        self._error_lock = threading.Lock()
+        self._stop_reason: str | None = None
+        self._stage_now = "render"  # render or sink: which part of the main-thread stage is running
+
+    # -- control ------------------------------------------------------------------------------------------
+    def stop(self, reason: str = "signal") -> None:
+        """Ask every stage to finish (idempotent, thread-safe, callable from a signal handler)."""
+        if self._stop_reason is None:
+            self._stop_reason = reason
+        self.stop_event.set()
+        for q in self.queues.values():
+            q.wake()
+
+    def _fail(self, stage: str, frame_id: int | None, err: BaseException) -> None:
+        with self._error_lock:
+            if self._error is None:
+                error = PipelineError(stage, frame_id, err)
+                error.__cause__ = err
+                self._error = error
+                log.error("%s", error, exc_info=err)
+        self.stop("error")
+
+    def _worker(self, stage: str, body: Callable[[list[int | None]], None]) -> threading.Thread:
+        current: list[int | None] = [None]  # frame id being processed, for the error report
+
+        def run() -> None:
+            try:
+                body(current)
+            except _Stopped:
+                pass
+            except BaseException as err:  # every failure must stop the pipeline, with context
+                self._fail(stage, current[0], err)
+
+        return threading.Thread(target=run, name=f"facenormals-{stage}", daemon=True)
+
+    # -- stages -------------------------------------------------------------------------------------------
+    def _paced(self, frames: Iterator[Frame]) -> Iterator[Frame]:
+        period_ns = int(1e9 / self.pace_fps) if self.pace_fps else 0
+        start = time.monotonic_ns()
+        for i, frame in enumerate(frames):
+            delay = start + i * period_ns - time.monotonic_ns()
+            if delay > 0 and self.stop_event.wait(delay * 1e-9):
+                return
+            yield dataclasses.replace(frame, t_capture_ns=time.monotonic_ns())
+
+    def _capture(self, current: list[int | None]) -> None:
+        out = self.queues["frames"]
+        frames: Iterator[Frame] = iter(self.frames)
+        if self.pace_fps:
+            frames = self._paced(frames)
+        current[0] = 0  # a read failure is reported against the id the next frame would have had
+        while not self.stop_event.is_set():
+            if self.max_frames is not None and self.report.frames_in >= self.max_frames:
+                self._stop_reason = self._stop_reason or "max-frames"
+                break
+            t0 = time.perf_counter()
+            frame = next(frames, None)
+            if frame is None:
+                break
+            frame.timings["capture"] = _ms_since(t0)
+            self.report.frames_in += 1
+            current[0] = frame.id + 1
+            out.put(frame)
+        out.put(_END)
+
+    def _detect(self, current: list[int | None]) -> None:
+        inq, out = self.queues["frames"], self.queues["batches"]
+        while True:
+            frame = inq.get()
+            if frame is _END:
+                out.put(_END)
+                return
+            current[0] = frame.id
+            t0 = time.perf_counter()
+            try:
+                faces = self.detector.detect(frame.rgb, frame.t_capture_ns)
+            except FrameError as err:
+                self.report.corrupt += 1
+                log.warning("frame %d skipped: %s", frame.id, err)
+                continue
+            t1 = time.perf_counter()
+            batch = self.batcher(frame.rgb, faces)
+            frame.timings["detect"] = (t1 - t0) * 1000.0
+            frame.timings["crop"] = _ms_since(t1)
+            out.put((frame, faces, batch))
+
+    def _infer(self, current: list[int | None]) -> None:
+        inq, out = self.queues["batches"], self.queues["results"]
+        while True:
+            item = inq.get()
+            if item is _END:
+                out.put(_END)
+                return
+            frame, faces, batch = item
+            batch: FaceBatch
+            current[0] = frame.id
+            t0 = time.perf_counter()
+            normals = self.backend(batch.inputs) if len(batch.crops) else None
+            frame.timings["infer"] = _ms_since(t0)
+            out.put(FrameResult(frame, faces, batch.crops, normals))
+
+    def _render_loop(self) -> None:
+        inq = self.queues["results"]
+        current: int | None = None
+        try:
+            while True:
+                result = inq.get()
+                if result is _END:
+                    return
+                current = result.frame.id
+                self._finish(result)
+                if any(getattr(sink, "wants_stop", False) for sink in self.sinks):
+                    self.stop("sink")
+                    return
+        except _Stopped:
+            return
+        except KeyboardInterrupt:
+            self.stop("signal")
+        except Exception as err:  # reported as a stage failure with its frame id
+            self._fail(self._stage_now, current, err)
+
+    def _finish(self, result: FrameResult) -> None:
+        frame = result.frame
+        t0 = time.perf_counter()
+        if result.crop_normals is not None:
+            result.normals = paste_batch(result.crop_normals, result.crops, frame.rgb.shape[:2])
+        t1 = time.perf_counter()
+        frame.timings["paste"] = (t1 - t0) * 1000.0
+        self.stats.dropped = sum(q.dropped for q in self.queues.values())
+        image = self.renderer(result, self.stats)
+        t2 = time.perf_counter()
+        frame.timings["render"] = (t2 - t1) * 1000.0
+        self._stage_now = "sink"
+        for sink in self.sinks:
+            sink.write(result, image)
+        self._stage_now = "render"
+        frame.timings["sink"] = _ms_since(t2)
+        done = time.monotonic_ns()
+        frame.timings["total"] = (done - frame.t_capture_ns) * 1e-6
+        self.stats.tick(done)
+        self.report.frames_out += 1
+        self._records.append(FrameRecord(frame.id, frame.t_capture_ns, done, len(result.faces), dict(frame.timings)))
+        if self.on_result is not None:
+            self.on_result(result)
+
+    # -- run ----------------------------------------------------------------------------------------------
+    def run(self) -> PipelineReport:
+        """Run to the end of the stream, a stop request or an error; always closes the sinks.
+
+        Returns the report; raises :class:`PipelineError` (with ``.report``) if a stage failed.
+        """
+        restore = self._install_signal_handlers()
+        threads = [self._worker("capture", self._capture), self._worker("detect", self._detect),
+                   self._worker("infer", self._infer)]
+        start = time.perf_counter()
+        try:
+            for thread in threads:
+                thread.start()
+            self._render_loop()
+        except KeyboardInterrupt:
+            self.stop("signal")
+        finally:
+            self.stop(self._stop_reason or "end")
+            for thread in threads:
+                thread.join(timeout=5.0)
+                if thread.is_alive():
+                    log.warning("%s did not finish within 5 s (blocked in a device read?)", thread.name)
+            self.report.duration_s = time.perf_counter() - start
+            self._close_sinks()
+            restore()
+        self.report.stopped_by = "error" if self._error else (self._stop_reason or "end")
+        self.report.dropped = {name: q.dropped for name, q in self.queues.items()}
+        self.report.records = list(self._records)
+        if self._error is not None:
+            self.report.error = str(self._error)
+            self._error.report = self.report
+            raise self._error
+        return self.report
+
+    def _close_sinks(self) -> None:
+        for sink in self.sinks:
+            try:
+                sink.close()
+            except Exception as err:  # close the others; the first failure is reported
+                if self._error is None:
+                    self._error = PipelineError("sink", None, err)
+                    self._error.__cause__ = err
+
+    def _install_signal_handlers(self) -> Callable[[], None]:
+        """SIGINT/SIGTERM → clean stop (main thread only; elsewhere signals are the caller's business)."""
+        if not self.handle_signals or threading.current_thread() is not threading.main_thread():
+            return lambda: None
+        previous = {sig: signal.getsignal(sig) for sig in (signal.SIGINT, signal.SIGTERM)}
+
+        def handler(signum: int, _frame: object) -> None:
+            log.info("signal %d: stopping", signum)
+            self.stop("signal")
+
+        for sig in previous:
+            signal.signal(sig, handler)
+
+        def restore() -> None:
+            for sig, old in previous.items():
+                signal.signal(sig, old)
+
+        return restore
