@@ -25,6 +25,7 @@ from __future__ import annotations
 import contextlib
 import inspect
 import logging
+import threading
 import time
 from abc import ABC, abstractmethod
 from collections.abc import Iterator
@@ -77,6 +78,7 @@ class Source(ABC):
     def __init__(self) -> None:
         self._next_id = 0
         self._closed = False
+        self._stop_requested = threading.Event()
 
     # -- metadata ---------------------------------------------------------------------------------------------
     @property
@@ -110,7 +112,7 @@ class Source(ABC):
 
     def frames(self) -> Iterator[Frame]:
         """Frames until the end of the stream (or ``close``)."""
-        while not self._closed:
+        while not self._closed and not self._stop_requested.is_set():
             capture = self._read()
             t_capture_ns = time.monotonic_ns()
             if capture is None:
@@ -131,6 +133,11 @@ class Source(ABC):
         )
         self._next_id += 1
         return frame
+
+    def stop(self) -> None:
+        """Ask the stream to end after the current frame; safe from any thread (``close`` is not: call it from the
+        reading thread, or after it has finished)."""
+        self._stop_requested.set()
 
     def close(self) -> None:
         if not self._closed:
