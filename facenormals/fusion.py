@@ -1,0 +1,505 @@
+"""Depth refinement from predicted normals (Nehab, Rusinkiewicz, Davis, Ramamoorthi, SIGGRAPH 2005).
+
+One unknown depth ``Z`` per pixel of the face crop; the point is ``P = Z · ray`` (:func:`facenormals.depth.pixel_rays`).
+The energy is a position term plus two tangent-orthogonality terms per pixel, all linear in ``Z``::
+
+    E(Z) = Σ_p  w_p (Z_p − D_p)²                    (D: measured depth; w_p = λ where measured)
+         + Σ_(p,q) w_pq (n̄_pq · (Z_q ray_q − Z_p ray_p))²   over right and down neighbours
+
+with ``n̄_pq`` the mean of the two pixels' predicted normals. Its normal equations form a symmetric
+positive-definite 5-point stencil, solved either
+
+* matrix-free by (batched) Jacobi-preconditioned conjugate gradients in torch — on CUDA for the realtime loop,
+  the same code on CPU; warm-started from the previous frame's solution; or
+* as a sparse matrix by CHOLMOD (``scikit-sparse``, when installed) or SciPy's SuperLU.
+
+The normals fix the high frequencies, the depth the low ones; the crossover wavelength is about 2π/√λ pixels.
+Before fusing, the predicted normals are rotated so that their heavily smoothed version matches the normals
+of the smoothed depth: a network's low-frequency bias (a face turned a few degrees too far) would otherwise bend
+the refined surface away from the measurement.
+
+Conventions: normals and rays in our camera space (+x right, +y up, +z toward the camera), depth in metres
+along the optical axis, NaN = missing. Everything here works in crop pixels; :func:`crop_intrinsics` gives the
+pinhole model of an axis-aligned crop.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass
+
+import cv2
+import numpy as np
+import scipy.sparse
+import scipy.sparse.linalg
+import torch
+
+from facenormals.depth import DepthError, fill_holes, hole_mask, normals_from_depth, pixel_rays
+from facenormals.realtime.frame import Intrinsics
+
+SOLVERS = ("auto", "cg", "cholmod", "splu")
+
+
+def cholmod_available() -> bool:
+    try:
+        import sksparse.cholmod  # noqa: F401
+    except ImportError:
+        return False
+    return True
+
+
+@dataclass(frozen=True)
+class FusionConfig:
+    """Knobs of the fusion; the defaults are tuned on the synthetic benchmark (benchmarks/fusion.py)."""
+
+    position_weight: float = 0.01       # λ: depth vs normals; crossover wavelength ≈ 2π/√λ pixels
+    bias_sigma_px: float = 12.0         # Gaussian σ (crop pixels) of the low-frequency bias correction
+    correct_bias: bool = True
+    outlier_m: float = 0.015            # depth further than this from its 7×7 median is dropped (flying pixels)
+    min_valid_fraction: float = 0.05    # less measured depth than this in the face region → DepthError
+    solver: str = "auto"                # auto: CG on CUDA, else CHOLMOD when installed, else CG on CPU
+    max_iterations: int = 400
+    levels: int = 1                     # CG: coarse-to-fine levels (1 = plain CG)
+    tolerance: float = 1e-4             # CG: ‖b − A z‖ / ‖b‖ (its error shows at ~0.01° and ~μm on the sphere test)
+
+
+@dataclass(frozen=True)
+class FusionProblem:
+    """Normal equations ``A z = w_p · D`` of the energy in 5-point stencil form (crop pixels).
+
+    ``ax/bx/wx`` are H×(W−1) (edge p → right neighbour: residual ``ax·Z_right − bx·Z_p``),
+    ``ay/by/wy`` are (H−1)×W (edge p → neighbour below). Outside ``region`` z is pinned to ``target``.
+    """
+
+    target: np.ndarray
+    w_pos: np.ndarray
+    ax: np.ndarray
+    bx: np.ndarray
+    wx: np.ndarray
+    ay: np.ndarray
+    by: np.ndarray
+    wy: np.ndarray
+    region: np.ndarray
+
+    @property
+    def shape(self) -> tuple[int, int]:
+        return self.target.shape
+
+
+@dataclass(frozen=True)
+class FusionResult:
+    """Refined depth (metres, NaN outside ``region``), its normals, the bias-corrected input normals, solver facts."""
+
+    depth_m: np.ndarray
+    normals: np.ndarray
+    corrected_normals: np.ndarray
+    region: np.ndarray
+    solver: str
+    iterations: int
+    seconds: float
+
+
+def crop_intrinsics(intrinsics: Intrinsics, matrix: np.ndarray, size: int) -> Intrinsics:
+    """Pinhole intrinsics of a crop made with the 2×3 scale+translation ``matrix`` (frame → crop pixels)."""
+    matrix = np.asarray(matrix, dtype=np.float64)
+    if abs(matrix[0, 1]) > 1e-9 or abs(matrix[1, 0]) > 1e-9:
+        raise ValueError("crop matrices must be axis-aligned (scale + translation)")
+    sx, sy = matrix[0, 0], matrix[1, 1]
+    return Intrinsics(width=size, height=size, fx=intrinsics.fx * sx, fy=intrinsics.fy * sy,
+                      cx=intrinsics.cx * sx + matrix[0, 2], cy=intrinsics.cy * sy + matrix[1, 2])
+
+
+def crop_depth(depth_m: np.ndarray, matrix: np.ndarray, size: int) -> np.ndarray:
+    """Warp frame depth (metres, NaN = missing) into a crop; bilinear among valid pixels only.
+
+    A crop pixel whose footprint is mostly holes stays NaN, so holes are not smeared across edges.
+    """
+    valid = ~hole_mask(depth_m)
+    values = np.where(valid, depth_m, 0.0).astype(np.float32)
+    flags = cv2.INTER_LINEAR
+    warp = {"dsize": (size, size), "flags": flags, "borderMode": cv2.BORDER_CONSTANT, "borderValue": 0}
+    num = cv2.warpAffine(values, np.asarray(matrix, np.float64), **warp)
+    den = cv2.warpAffine(valid.astype(np.float32), np.asarray(matrix, np.float64), **warp)
+    out = np.full((size, size), np.nan, dtype=np.float32)
+    ok = den > 0.5
+    out[ok] = num[ok] / den[ok]
+    return out
+
+
+def warp_crop(previous: np.ndarray, previous_matrix: np.ndarray, matrix: np.ndarray) -> np.ndarray:
+    """Move a crop-space map (e.g. last frame's refined depth) into this frame's crop: a warm start."""
+    size = previous.shape[0]
+    prev_full = np.vstack([np.asarray(previous_matrix, np.float64), [0.0, 0.0, 1.0]])
+    cur_full = np.vstack([np.asarray(matrix, np.float64), [0.0, 0.0, 1.0]])
+    relative = (cur_full @ np.linalg.inv(prev_full))[:2]
+    return cv2.warpAffine(previous.astype(np.float32), relative, (size, size), flags=cv2.INTER_LINEAR,
+                          borderMode=cv2.BORDER_CONSTANT, borderValue=np.nan)
+
+
+def _smooth_normals(normals: np.ndarray, weight: np.ndarray, sigma: float) -> np.ndarray:
+    """Normalised Gaussian smoothing of a normal map over ``weight``; renormalised."""
+    w = weight.astype(np.float32)
+    num = cv2.GaussianBlur(normals * w[..., None], (0, 0), sigma)
+    den = cv2.GaussianBlur(w, (0, 0), sigma)
+    out = num / np.maximum(den, 1e-6)[..., None]
+    return out / np.maximum(np.linalg.norm(out, axis=2, keepdims=True), 1e-6)
+
+
+def smooth_depth(depth_m: np.ndarray, sigma: float) -> np.ndarray:
+    """Gaussian smoothing among valid pixels (NaN stays NaN)."""
+    valid = ~hole_mask(depth_m)
+    num = cv2.GaussianBlur(np.where(valid, depth_m, 0.0).astype(np.float32), (0, 0), sigma)
+    den = cv2.GaussianBlur(valid.astype(np.float32), (0, 0), sigma)
+    return np.where(valid, num / np.maximum(den, 1e-6), np.nan).astype(np.float32)
+
+
+def rotate_between(v: np.ndarray, a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    """Apply, per pixel, the smallest rotation taking unit ``a`` to unit ``b`` to vectors ``v`` (…×3).
+
+    Rodrigues with ``c = a × b``: ``R v = v + c × v + c × (c × v) / (1 + a · b)``.
+    """
+    c = np.cross(a, b)
+    cos = np.sum(a * b, axis=-1, keepdims=True)
+    cv = np.cross(c, v)
+    return v + cv + np.cross(c, cv) / np.maximum(1.0 + cos, 1e-6)
+
+
+def rotate_by_vector(v: np.ndarray, omega: np.ndarray) -> np.ndarray:
+    """Rotate vectors ``v`` (…×3) by per-pixel rotation vectors ``omega`` (axis × angle in radians)."""
+    angle = np.linalg.norm(omega, axis=-1, keepdims=True)
+    axis = omega / np.maximum(angle, 1e-12)
+    cos, sin = np.cos(angle), np.sin(angle)
+    return v * cos + np.cross(axis, v) * sin + axis * np.sum(axis * v, axis=-1, keepdims=True) * (1.0 - cos)
+
+
+def correct_normal_bias(normals: np.ndarray, depth_m: np.ndarray, intrinsics: Intrinsics, region: np.ndarray,
+                        sigma: float) -> np.ndarray:
+    """Rotate predicted normals so their σ-smoothed version matches the normals of the smoothed depth.
+
+    The rotation is measured where the Gaussian sees no region border (a one-sided average bends both
+    fields differently there) and spread from there over the whole region as a smooth rotation-vector field.
+    """
+    pre = 2.0  # light pre-smoothing of the depth against per-pixel noise; the normals get the same
+    depth_normals, depth_ok = normals_from_depth(smooth_depth(depth_m, pre), intrinsics)
+    support = depth_ok & region
+    depth_low = _smooth_normals(depth_normals, support, sigma)
+    pred_low = _smooth_normals(_smooth_normals(normals, support, pre), support, sigma)
+    cross = np.cross(pred_low, depth_low)
+    sin = np.linalg.norm(cross, axis=-1, keepdims=True)
+    cos = np.sum(pred_low * depth_low, axis=-1, keepdims=True)
+    omega = cross / np.maximum(sin, 1e-12) * np.arctan2(sin, cos)
+    distance = cv2.distanceTransform(support.astype(np.uint8), cv2.DIST_L2, 5)
+    interior = distance > min(sigma, 0.5 * float(distance.max()))
+    weight = interior.astype(np.float32)
+    num = cv2.GaussianBlur(np.where(interior[..., None], omega, 0.0).astype(np.float32), (0, 0), sigma)
+    den = cv2.GaussianBlur(weight, (0, 0), sigma)
+    far = den < 1e-3  # beyond the blur's reach: the interior's mean rotation
+    omega = num / np.maximum(den, 1e-3)[..., None]
+    if far.any():
+        omega[far] = omega[interior].mean(axis=0) if interior.any() else 0.0
+    corrected = rotate_by_vector(normals, omega)
+    corrected /= np.maximum(np.linalg.norm(corrected, axis=2, keepdims=True), 1e-6)
+    return np.where(region[..., None], corrected, 0.0).astype(np.float32)
+
+
+def build_problem(target: np.ndarray, measured: np.ndarray, normals: np.ndarray, region: np.ndarray,
+                  intrinsics: Intrinsics, position_weight: float) -> FusionProblem:
+    """Stencil coefficients of the energy for one crop.
+
+    ``target`` is the depth the position term pulls toward (hole-filled), ``measured`` marks where that is a
+    measurement (weight λ); elsewhere in the region a tiny weight keeps the system definite.
+    """
+    rays = pixel_rays(intrinsics, target.shape)
+    w_pos = np.where(region, np.where(measured, position_weight, position_weight * 1e-4), 1.0).astype(np.float32)
+
+    def edges(n_p: np.ndarray, n_q: np.ndarray, r_p: np.ndarray, r_q: np.ndarray, ok: np.ndarray):
+        n = n_p + n_q
+        n /= np.maximum(np.linalg.norm(n, axis=-1, keepdims=True), 1e-6)
+        a = np.sum(n * r_q, axis=-1)
+        b = np.sum(n * r_p, axis=-1)
+        return a.astype(np.float32), b.astype(np.float32), ok.astype(np.float32)
+
+    ax, bx, wx = edges(normals[:, :-1], normals[:, 1:], rays[:, :-1], rays[:, 1:], region[:, :-1] & region[:, 1:])
+    ay, by, wy = edges(normals[:-1], normals[1:], rays[:-1], rays[1:], region[:-1] & region[1:])
+    target = np.where(region, target, 0.0).astype(np.float32)
+    return FusionProblem(target, w_pos, ax, bx, wx, ay, by, wy, region)
+
+
+# ---------------------------------------------------------------------------------------------- CG (torch)
+
+def _stencil_tensors(problems: list[FusionProblem], device: torch.device, dtype: torch.dtype) -> dict[str, torch.Tensor]:
+    names = ("w_pos", "ax", "bx", "wx", "ay", "by", "wy", "target")
+    return {k: torch.from_numpy(np.stack([getattr(p, k) for p in problems])).to(device=device, dtype=dtype)
+            for k in names}
+
+
+def _apply(t: dict[str, torch.Tensor], z: torch.Tensor) -> torch.Tensor:
+    """A·z for a batch B×H×W."""
+    out = t["w_pos"] * z
+    qx = t["wx"] * (t["ax"] * z[:, :, 1:] - t["bx"] * z[:, :, :-1])
+    out[:, :, 1:] += t["ax"] * qx
+    out[:, :, :-1] -= t["bx"] * qx
+    qy = t["wy"] * (t["ay"] * z[:, 1:, :] - t["by"] * z[:, :-1, :])
+    out[:, 1:, :] += t["ay"] * qy
+    out[:, :-1, :] -= t["by"] * qy
+    return out
+
+
+def _diagonal(t: dict[str, torch.Tensor]) -> torch.Tensor:
+    d = t["w_pos"].clone()
+    d[:, :, 1:] += t["wx"] * t["ax"] ** 2
+    d[:, :, :-1] += t["wx"] * t["bx"] ** 2
+    d[:, 1:, :] += t["wy"] * t["ay"] ** 2
+    d[:, :-1, :] += t["wy"] * t["by"] ** 2
+    return d
+
+
+def solve_cg(problems: list[FusionProblem], inits: list[np.ndarray], device: str | torch.device = "cpu",
+             max_iterations: int = 400, tolerance: float = 1e-5) -> tuple[list[np.ndarray], int]:
+    """Batched Jacobi-preconditioned conjugate gradients, matrix-free, warm-started from ``inits``.
+
+    The residual of the start is formed in float64 and CG iterates on the float32 correction, so float32
+    precision limits the correction (≈ millimetres), not the depth (≈ metres). Stops when every problem's
+    ‖b − A z‖ / ‖b‖ < ``tolerance``. Returns (solutions, iterations used).
+    """
+    device = torch.device(device)
+    # iterate only over the bounding box of all regions: outside, z stays pinned at the start
+    rows, cols = np.nonzero(np.any([p.region for p in problems], axis=0))
+    if rows.size == 0:
+        return [np.asarray(x, np.float32) for x in inits], 0
+    r0, r1, c0, c1 = rows.min(), rows.max() + 1, cols.min(), cols.max() + 1
+    window = [_window(p, r0, r1, c0, c1) for p in problems]
+    t64 = _stencil_tensors(window, device, torch.float64)
+    x0 = torch.from_numpy(np.stack([x[r0:r1, c0:c1] for x in inits])).to(device=device, dtype=torch.float64)
+    b = t64["w_pos"] * t64["target"]
+    b_norm = torch.linalg.vector_norm(b.flatten(1), dim=1).clamp_min(1e-30)
+    r = (b - _apply(t64, x0)).float()
+    t = {k: v.float() for k, v in t64.items()}
+    inv_diag = 1.0 / _diagonal(t).clamp_min(1e-12)
+    b_norm = b_norm.float()
+    x = torch.zeros_like(r)
+    z = inv_diag * r
+    p = z.clone()
+    rz = (r * z).sum(dim=(1, 2))
+    iterations = 0
+    active = torch.ones(len(problems), dtype=torch.bool, device=device)
+    for iterations in range(1, max_iterations + 1):  # noqa: B007 - the count is returned
+        q = _apply(t, p)
+        alpha = torch.where(active, rz / (p * q).sum(dim=(1, 2)).clamp_min(1e-30), 0.0)
+        x += alpha[:, None, None] * p
+        r -= alpha[:, None, None] * q
+        rel = torch.linalg.vector_norm(r.flatten(1), dim=1) / b_norm
+        active = rel >= tolerance
+        if not bool(active.any()):
+            break
+        z = inv_diag * r
+        rz_new = (r * z).sum(dim=(1, 2))
+        beta = rz_new / rz.clamp_min(1e-30)
+        p = z + beta[:, None, None] * p
+        rz = rz_new
+    else:
+        iterations = max_iterations
+    solution = (x0 + x.double()).cpu().numpy()
+    out = [np.array(x, dtype=np.float32) for x in inits]
+    for full, part in zip(out, solution, strict=True):
+        full[r0:r1, c0:c1] = part
+    return out, iterations
+
+
+def _window(p: FusionProblem, r0: int, r1: int, c0: int, c1: int) -> FusionProblem:
+    return FusionProblem(p.target[r0:r1, c0:c1], p.w_pos[r0:r1, c0:c1], p.ax[r0:r1, c0:c1 - 1], p.bx[r0:r1, c0:c1 - 1],
+                         p.wx[r0:r1, c0:c1 - 1], p.ay[r0:r1 - 1, c0:c1], p.by[r0:r1 - 1, c0:c1], p.wy[r0:r1 - 1, c0:c1],
+                         p.region[r0:r1, c0:c1])
+
+
+# ---------------------------------------------------------------------------------------------- sparse direct
+
+def to_sparse(problem: FusionProblem) -> tuple[scipy.sparse.csc_matrix, np.ndarray, np.ndarray]:
+    """The normal equations restricted to region pixels: (A, b, flat pixel indices of the unknowns)."""
+    height, width = problem.shape
+    index = np.full(height * width, -1, dtype=np.int64)
+    flat = np.flatnonzero(problem.region)
+    index[flat] = np.arange(flat.size)
+    diag = _diagonal(_stencil_tensors([problem], torch.device("cpu"), torch.float64))[0].numpy().ravel()
+    grid = np.arange(height * width).reshape(height, width)
+    rows, cols, vals = [index[flat]], [index[flat]], [diag[flat]]
+    for p, q, w, a, b in ((grid[:, :-1], grid[:, 1:], problem.wx, problem.ax, problem.bx),
+                          (grid[:-1], grid[1:], problem.wy, problem.ay, problem.by)):
+        on = w > 0
+        i, j = index[p[on]], index[q[on]]
+        v = -(w[on].astype(np.float64) * a[on] * b[on])
+        rows += [i, j]
+        cols += [j, i]
+        vals += [v, v]
+    n = flat.size
+    matrix = scipy.sparse.csc_matrix((np.concatenate(vals), (np.concatenate(rows), np.concatenate(cols))), shape=(n, n))
+    rhs = (problem.w_pos.astype(np.float64) * problem.target).ravel()[flat]
+    return matrix, rhs, flat
+
+
+def solve_direct(problem: FusionProblem, method: str = "cholmod") -> np.ndarray:
+    """Exact solve of one crop by sparse Cholesky (CHOLMOD) or LU (SuperLU)."""
+    matrix, rhs, flat = to_sparse(problem)
+    if method == "cholmod":
+        from sksparse.cholmod import cholesky
+
+        solution = cholesky(matrix)(rhs)
+    elif method == "splu":
+        solution = scipy.sparse.linalg.splu(matrix, permc_spec="COLAMD").solve(rhs)
+    else:
+        raise ValueError(f"unknown direct solver {method!r}")
+    out = problem.target.astype(np.float64).ravel().copy()
+    out[flat] = solution
+    return out.reshape(problem.shape).astype(np.float32)
+
+
+# ---------------------------------------------------------------------------------------------- per crop
+
+@dataclass(frozen=True)
+class PreparedCrop:
+    """One crop's linear system, its start, and what built it (kept for the coarse levels)."""
+
+    problem: FusionProblem
+    init: np.ndarray
+    corrected_normals: np.ndarray
+    intrinsics: Intrinsics
+    measured: np.ndarray
+    position_weight: float
+
+
+def prepare(depth_m: np.ndarray, normals: np.ndarray, mask: np.ndarray, intrinsics: Intrinsics,
+            config: FusionConfig = FusionConfig(), init: np.ndarray | None = None) -> PreparedCrop:
+    """Validate one crop, drop outliers, correct the normals' bias, build the linear system and a start."""
+    if depth_m.ndim != 2 or normals.shape != (*depth_m.shape, 3) or mask.shape != depth_m.shape:
+        raise DepthError(f"crop shapes differ: depth {depth_m.shape}, normals {normals.shape}, mask {mask.shape}")
+    if depth_m.shape != (intrinsics.height, intrinsics.width):
+        raise DepthError(f"crop is {depth_m.shape[1]}×{depth_m.shape[0]} but its intrinsics are for "
+                         f"{intrinsics.width}×{intrinsics.height}")
+    normals = np.nan_to_num(np.asarray(normals, dtype=np.float32))
+    length = np.linalg.norm(normals, axis=2)
+    region = np.asarray(mask, bool) & (length > 0.5)
+    normals = np.where(region[..., None], normals / np.maximum(length, 1e-6)[..., None], 0.0).astype(np.float32)
+    depth = np.where(region, depth_m, np.nan).astype(np.float32)
+    measured = ~hole_mask(depth)
+    if region.sum() == 0:
+        raise DepthError("empty face region: no pixel has both the mask and a predicted normal")
+    if measured.sum() < max(config.min_valid_fraction * region.sum(), 16):
+        raise DepthError(f"too little valid depth in the face region: {int(measured.sum())} of {int(region.sum())} "
+                         f"pixels (need {config.min_valid_fraction:.0%}); sensor too close/far or depth not aligned")
+    if config.outlier_m > 0:
+        median = cv2.medianBlur(np.nan_to_num(fill_holes(depth, region)), 5)
+        median = cv2.medianBlur(median, 5)
+        measured &= np.abs(np.nan_to_num(depth) - median) < config.outlier_m
+        depth = np.where(measured, depth, np.nan).astype(np.float32)
+    filled = fill_holes(depth, region)
+    corrected = (correct_normal_bias(normals, depth, intrinsics, region, config.bias_sigma_px)
+                 if config.correct_bias else normals)
+    problem = build_problem(filled, measured, corrected, region, intrinsics, config.position_weight)
+    start = fill_holes(smooth_depth(depth, 2.0), region)
+    if init is not None:
+        usable = region & np.isfinite(init) & (init > 0)
+        start = np.where(usable, init, start)
+    start = np.where(region, start, problem.target).astype(np.float32)
+    return PreparedCrop(problem, start, corrected, intrinsics, measured, config.position_weight)
+
+
+def _pool(x: np.ndarray) -> np.ndarray:
+    """2×2 sums (odd trailing rows/columns dropped)."""
+    h, w = x.shape[0] // 2 * 2, x.shape[1] // 2 * 2
+    x = x[:h, :w]
+    return x[0::2, 0::2] + x[1::2, 0::2] + x[0::2, 1::2] + x[1::2, 1::2]
+
+
+def coarser(crop: PreparedCrop) -> PreparedCrop:
+    """The same crop at half resolution: λ×4 keeps the crossover at the same physical wavelength."""
+    region_f = crop.problem.region.astype(np.float32)
+    count = _pool(region_f)
+    region = count >= 2
+    normals = np.stack([_pool(crop.corrected_normals[..., k]) for k in range(3)], axis=-1)
+    normals /= np.maximum(np.linalg.norm(normals, axis=2, keepdims=True), 1e-6)
+    target = _pool(crop.problem.target * region_f) / np.maximum(count, 1)
+    init = _pool(crop.init * region_f) / np.maximum(count, 1)
+    measured = region & (_pool(crop.measured.astype(np.float32)) >= 2)
+    h, w = region.shape
+    intr = crop.intrinsics
+    # pixel centres: coarse pixel c covers fine pixels 2c and 2c+1, centred at 2c + 0.5
+    coarse = Intrinsics(width=w, height=h, fx=intr.fx / 2, fy=intr.fy / 2, cx=(intr.cx - 0.5) / 2, cy=(intr.cy - 0.5) / 2)
+    lam = crop.position_weight * 4.0
+    problem = build_problem(target, measured, np.where(region[..., None], normals, 0.0), region, coarse, lam)
+    return PreparedCrop(problem, np.where(region, init, problem.target).astype(np.float32),
+                        normals.astype(np.float32), coarse, measured, lam)
+
+
+def _finer_start(crop: PreparedCrop, coarse_solution: np.ndarray, coarse_region: np.ndarray) -> np.ndarray:
+    """Upsample a coarse solution as the fine start; fine pixels the coarse grid missed keep their own start."""
+    h, w = crop.init.shape
+    ok = coarse_region.astype(np.float32)
+    num = cv2.resize(np.where(coarse_region, coarse_solution, 0.0).astype(np.float32), (w // 2 * 2, h // 2 * 2),
+                     interpolation=cv2.INTER_LINEAR)
+    den = cv2.resize(ok, (w // 2 * 2, h // 2 * 2), interpolation=cv2.INTER_LINEAR)
+    up = crop.init.copy()
+    sub = up[: num.shape[0], : num.shape[1]]
+    good = (den > 0.99) & crop.problem.region[: num.shape[0], : num.shape[1]]
+    sub[good] = num[good] / den[good]
+    return up
+
+
+def solve_multilevel(crops: list[PreparedCrop], levels: int, device: str | torch.device, max_iterations: int,
+                     tolerance: float) -> tuple[list[np.ndarray], int]:
+    """CG coarse to fine: each level starts from the upsampled solution of the level below.
+
+    The depth already holds the low frequencies; the coarse levels carry the normals' mid frequencies
+    across the face in a quarter of the work, so the finest level needs few iterations.
+    Returns (solutions, iterations at the finest level).
+    """
+    if levels > 1 and min(crops[0].init.shape) >= 32:
+        coarse = [coarser(c) for c in crops]
+        solutions, _ = solve_multilevel(coarse, levels - 1, device, max_iterations, tolerance)
+        crops = [PreparedCrop(c.problem, _finer_start(c, s, k.problem.region), c.corrected_normals, c.intrinsics,
+                              c.measured, c.position_weight) for c, s, k in zip(crops, solutions, coarse, strict=True)]
+    return solve_cg([c.problem for c in crops], [c.init for c in crops], device, max_iterations, tolerance)
+
+
+def resolve_solver(name: str, device: str | torch.device = "cpu") -> str:
+    if name not in SOLVERS:
+        raise ValueError(f"unknown fusion solver {name!r}; choose from {SOLVERS}")
+    if name == "auto":
+        if torch.device(device).type == "cuda":
+            return "cg"
+        return "cholmod" if cholmod_available() else "cg"
+    if name == "cholmod" and not cholmod_available():
+        raise RuntimeError("solver 'cholmod' needs scikit-sparse (pip install scikit-sparse, with libsuitesparse-dev)")
+    return name
+
+
+def fuse_many(crops: list[PreparedCrop], config: FusionConfig = FusionConfig(),
+              device: str | torch.device = "cpu") -> list[FusionResult]:
+    """Solve several prepared crops: one batched CG (all crops the same size) or one direct solve each."""
+    if not crops:
+        return []
+    solver = resolve_solver(config.solver, device)
+    start = time.perf_counter()
+    if solver == "cg":
+        depths, iterations = solve_multilevel(crops, config.levels, device, config.max_iterations, config.tolerance)
+    else:
+        depths, iterations = [solve_direct(c.problem, solver) for c in crops], 1
+    seconds = (time.perf_counter() - start) / len(crops)
+    results = []
+    for crop, depth in zip(crops, depths, strict=True):
+        region = crop.problem.region
+        depth = np.where(region, depth, np.nan).astype(np.float32)
+        normals, ok = normals_from_depth(depth, crop.intrinsics)
+        normals[~(ok & region)] = 0.0
+        results.append(FusionResult(depth, normals, crop.corrected_normals, region, solver, iterations, seconds))
+    return results
+
+
+def fuse(depth_m: np.ndarray, normals: np.ndarray, mask: np.ndarray, intrinsics: Intrinsics,
+         config: FusionConfig = FusionConfig(), init: np.ndarray | None = None,
+         device: str | torch.device = "cpu") -> FusionResult:
+    """Refine one crop's depth (metres, NaN = missing) with its predicted normals; see the module docstring.
+
+    ``init``: a warm start, e.g. the previous frame's refined depth moved by :func:`warp_crop`.
+    Raises :class:`DepthError` when the crop holds too little valid depth to anchor the surface.
+    """
+    return fuse_many([prepare(depth_m, normals, mask, intrinsics, config, init)], config, device)[0]

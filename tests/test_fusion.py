@@ -1,0 +1,165 @@
+"""Position + normal fusion (Nehab et al. 2005) on analytic surfaces with known normals."""
+
+from __future__ import annotations
+
+import dataclasses
+
+import numpy as np
+import pytest
+import torch
+
+from facenormals.conventions import angular_error_deg
+from facenormals.depth import DepthError, normals_from_depth, pixel_rays
+from facenormals.fusion import (
+    FusionConfig,
+    cholmod_available,
+    crop_depth,
+    crop_intrinsics,
+    fuse,
+    prepare,
+    rotate_between,
+    solve_cg,
+    solve_direct,
+    warp_crop,
+)
+from facenormals.realtime.frame import Intrinsics
+
+SIZE = 96
+INTR = Intrinsics(SIZE, SIZE, 240.0, 240.0, (SIZE - 1) / 2, (SIZE - 1) / 2)
+
+
+def sphere(intr: Intrinsics = INTR, centre_z: float = 0.6, radius: float = 0.1):
+    """Exact perspective depth and normals of a sphere, and a mask kept 3 px off its grazing rim."""
+    rays = pixel_rays(intr).astype(np.float64)
+    centre = np.array([0.0, 0.0, -centre_z])
+    a, b, c = (rays**2).sum(-1), -2 * rays @ centre, centre @ centre - radius**2
+    disc = b * b - 4 * a * c
+    hit = disc > 0
+    t = (-b - np.sqrt(np.where(hit, disc, 0))) / (2 * a)
+    normals = ((rays * t[..., None] - centre) / radius).astype(np.float32)
+    normals[~hit] = 0
+    u, v = np.meshgrid(np.arange(intr.width) - intr.cx, np.arange(intr.height) - intr.cy)
+    inner = np.hypot(u, v) < np.hypot(u, v)[hit].max() - 3
+    return np.where(hit, t, np.nan).astype(np.float32), normals, hit & inner
+
+
+def plane(intr: Intrinsics = INTR):
+    normal = np.array([0.25, 0.2, 0.95])
+    normal /= np.linalg.norm(normal)
+    depth = (-0.6 * normal[2] / (pixel_rays(intr).astype(np.float64) @ normal)).astype(np.float32)
+    return depth, np.broadcast_to(normal, (intr.height, intr.width, 3)).astype(np.float32).copy(), np.ones(depth.shape, bool)
+
+
+def noisy(depth: np.ndarray, sigma_m: float, seed: int) -> np.ndarray:
+    return depth + np.random.default_rng(seed).normal(0, sigma_m, depth.shape).astype(np.float32)
+
+
+def rmse_mm(depth: np.ndarray, truth: np.ndarray, mask: np.ndarray) -> float:
+    return float(np.sqrt(np.nanmean((depth - truth)[mask] ** 2)) * 1000)
+
+
+@pytest.mark.parametrize("surface", [plane, sphere])
+def test_fusion_recovers_known_normals_and_beats_raw_depth(surface):
+    depth, normals, mask = surface()
+    measured = noisy(depth, 0.002, seed=1)
+    raw_normals, _ = normals_from_depth(measured, INTR)
+    result = fuse(measured, normals, mask, INTR, FusionConfig(solver="cg"))
+    raw_err = angular_error_deg(raw_normals[mask], normals[mask]).mean()
+    fused_err = angular_error_deg(result.normals[mask], normals[mask]).mean()
+    assert fused_err < 1.0 < raw_err / 10
+    assert rmse_mm(result.depth_m, depth, mask) < 0.5 * rmse_mm(measured, depth, mask)
+    assert np.isnan(result.depth_m[~mask]).all()
+
+
+def test_bias_correction_removes_a_tilted_network():
+    depth, normals, mask = sphere()
+    measured = noisy(depth, 0.001, seed=2)
+    angle = np.radians(8.0)  # every predicted normal rotated 8° about the vertical axis
+    rot = np.array([[np.cos(angle), 0, np.sin(angle)], [0, 1, 0], [-np.sin(angle), 0, np.cos(angle)]], np.float32)
+    tilted = normals @ rot.T
+    trust_normals = FusionConfig(position_weight=0.001, solver="cg")  # low λ: the normals shape the whole sphere
+    plain = fuse(measured, tilted, mask, INTR, dataclasses.replace(trust_normals, correct_bias=False))
+    corrected = fuse(measured, tilted, mask, INTR, trust_normals)
+    err = angular_error_deg(corrected.normals[mask], normals[mask]).mean()
+    assert err < 1.0 < 3.0 < angular_error_deg(plain.normals[mask], normals[mask]).mean()
+    assert rmse_mm(corrected.depth_m, depth, mask) <= rmse_mm(measured, depth, mask)
+
+
+def test_holes_are_filled_from_the_normals():
+    depth, normals, mask = sphere()
+    measured = noisy(depth, 0.001, seed=3)
+    measured[30:50, 30:50] = np.nan
+    result = fuse(measured, normals, mask, INTR, FusionConfig(solver="cg"))
+    hole = np.zeros_like(mask)
+    hole[30:50, 30:50] = True
+    assert np.isfinite(result.depth_m[hole & mask]).all()
+    assert rmse_mm(result.depth_m, depth, hole & mask) < 1.0
+
+
+def test_solvers_agree():
+    depth, normals, mask = sphere()
+    crop = prepare(noisy(depth, 0.002, seed=4), normals, mask, INTR)
+    (cg,), _ = solve_cg([crop.problem], [crop.init], tolerance=1e-7, max_iterations=2000)
+    lu = solve_direct(crop.problem, "splu")
+    assert np.abs(cg - lu)[mask].max() < 2e-5  # metres
+    if cholmod_available():
+        assert np.abs(solve_direct(crop.problem, "cholmod") - lu)[mask].max() < 1e-6
+
+
+def test_warm_start_converges_in_fewer_iterations():
+    depth, normals, mask = sphere()
+    config = FusionConfig(solver="cg")
+    first = fuse(noisy(depth, 0.002, seed=5), normals, mask, INTR, config)
+    second_depth = noisy(depth, 0.002, seed=6)  # the next frame: same face, new sensor noise
+    cold = fuse(second_depth, normals, mask, INTR, config)
+    warm = fuse(second_depth, normals, mask, INTR, config, init=first.depth_m)
+    assert warm.iterations < cold.iterations
+    assert np.abs(warm.depth_m - cold.depth_m)[mask].max() < 1e-4
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
+def test_batched_cg_on_gpu_matches_cpu():
+    depth, normals, mask = sphere()
+    crops = [prepare(noisy(depth, 0.002, seed=s), normals, mask, INTR) for s in (7, 8)]
+    gpu, _ = solve_cg([c.problem for c in crops], [c.init for c in crops], device="cuda", tolerance=1e-6)
+    cpu, _ = solve_cg([c.problem for c in crops], [c.init for c in crops], device="cpu", tolerance=1e-6)
+    for a, b in zip(gpu, cpu, strict=True):
+        assert np.abs(a - b)[mask].max() < 1e-5
+
+
+def test_unusable_depth_raises_clear_errors():
+    depth, normals, mask = sphere()
+    with pytest.raises(DepthError, match="too little valid depth"):
+        fuse(np.zeros_like(depth), normals, mask, INTR)
+    with pytest.raises(DepthError, match="too little valid depth"):
+        fuse(np.full_like(depth, np.nan), normals, mask, INTR)
+    with pytest.raises(DepthError, match="crop shapes differ"):
+        fuse(depth[:64, :64], normals, mask, INTR)
+    with pytest.raises(DepthError, match="intrinsics"):
+        fuse(depth, normals, mask, Intrinsics(64, 64, 100.0, 100.0, 32.0, 32.0))
+    with pytest.raises(DepthError, match="empty face region"):
+        fuse(depth, np.zeros_like(normals), mask, INTR)
+
+
+def test_crop_geometry_is_a_pinhole_camera():
+    frame = Intrinsics(320, 240, 300.0, 300.0, 160.0, 120.0)
+    matrix = np.array([[1.6, 0.0, -150.0], [0.0, 1.6, -60.0]])
+    crop = crop_intrinsics(frame, matrix, 128)
+    point = np.array([0.03, -0.02, 0.5])  # OpenCV frame: metres, y down, z forward
+    u, v = frame.fx * point[0] / point[2] + frame.cx, frame.fy * point[1] / point[2] + frame.cy
+    uc, vc = matrix @ [u, v, 1.0]
+    assert uc == pytest.approx(crop.fx * point[0] / point[2] + crop.cx)
+    assert vc == pytest.approx(crop.fy * point[1] / point[2] + crop.cy)
+    depth = np.full((240, 320), 0.5, np.float32)
+    depth[:, :100] = np.nan  # frame column 100 is crop column 10
+    cropped = crop_depth(depth, matrix, 128)
+    assert np.isnan(cropped[:, :9]).all() and np.allclose(cropped[:, 11:], 0.5)
+    back = warp_crop(cropped, matrix, matrix)
+    assert np.allclose(back[:, 11:], 0.5)
+
+
+def test_rotation_between_vectors():
+    a = np.array([[0.0, 0.0, 1.0]])
+    b = np.array([[0.0, np.sin(0.3), np.cos(0.3)]])
+    assert np.allclose(rotate_between(a, a, b), b, atol=1e-6)
+    assert np.allclose(rotate_between(np.array([[1.0, 0, 0]]), a, b), [[1.0, 0, 0]], atol=1e-6)
