@@ -1,0 +1,105 @@
+"""``facenormals data render|photos``: build dataset folders from 3-D faces and from real photos/videos."""
+
+from __future__ import annotations
+
+import argparse
+import os
+from pathlib import Path
+
+from facenormals.fileio import DataError
+
+DEFAULT_SHARED = Path(os.environ.get("FACENORMALS_SHARED", Path(__file__).resolve().parents[3] / "shared"))
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    sub = parser.add_subparsers(dest="action", required=True, metavar="render|photos")
+    r = sub.add_parser("render", help="render paired (image + normals) or normal-only samples from 3-D faces")
+    r.add_argument("--source", default="ict", help="'ict' (ICT-FaceKit random faces) or a folder/file of meshes")
+    r.add_argument("--count", type=int, required=True, help="samples to produce (indices start..start+count-1)")
+    r.add_argument("--out", type=Path, required=True, help="dataset folder (created; existing samples are kept)")
+    r.add_argument("--seed", type=int, default=0, help="run seed; sample i uses the stream (seed, i)")
+    r.add_argument("--kind", choices=("paired", "normal-only"), default="paired")
+    r.add_argument("--start", type=int, default=0, help="first sample index")
+    r.add_argument("--workers", type=int, default=2, help="processes (default 2: the machine's cores)")
+    r.add_argument("--size", type=int, default=256)
+    r.add_argument("--camera", choices=("mixed", "pinhole", "weak-perspective"), default="mixed")
+    r.add_argument("--max-angle-deg", type=float, default=45.0, help="the paper: rotation angle in ±45°")
+    r.add_argument("--hard-fraction", type=float, default=0.0,
+                   help="share of samples with strong rotations (35–55°) and harsh side light (validation)")
+    r.add_argument("--backgrounds", nargs="*", type=Path, default=None,
+                   help="photo/video files or folders to cut backgrounds from (default: ../shared/data/photos "
+                        "and video when present; none given → procedural backgrounds only)")
+    r.add_argument("--ict", type=Path, default=None, help="path of ict_facekit.npz (default: ../shared/data/...)")
+    r.add_argument("--james", type=Path, default=None,
+                   help="folder with james.obj/.jpg/.ljson: transfer its texture onto a share of ICT faces "
+                        "(default: ../shared/data/james when present)")
+    r.add_argument("--p-transfer", type=float, default=0.15, help="share of ICT faces with the transferred texture")
+    r.add_argument("--units", choices=("auto", "mm", "cm", "m"), default="auto", help="units of user meshes")
+    r.add_argument("--prefix", default=None, help="sample name prefix (default: 'ict' or 'mesh')")
+    r.add_argument("--no-contact-sheet", action="store_true")
+    p = sub.add_parser("photos", help="crop real faces from photos/videos into image-only samples")
+    p.add_argument("--in", dest="inputs", type=Path, nargs="+", required=True, help="photo folders, photos or videos")
+    p.add_argument("--out", type=Path, required=True)
+    p.add_argument("--every", type=int, default=5, help="use every N-th video frame")
+    p.add_argument("--min-face", type=float, default=40.0, help="skip faces shorter than this (pixels)")
+    p.add_argument("--size", type=int, default=256)
+    p.add_argument("--no-contact-sheet", action="store_true")
+
+
+def main(args: argparse.Namespace) -> int:
+    if args.action == "render":
+        return _render(args)
+    return _photos(args)
+
+
+def _default_backgrounds() -> list[Path]:
+    data = DEFAULT_SHARED / "data"
+    return [p for p in (data / "photos", data / "video") if p.is_dir()]
+
+
+def _render(args: argparse.Namespace) -> int:
+    from facenormals.training.data import synth
+    from facenormals.training.data.contact_sheet import contact_sheet
+    from facenormals.training.data.jobs import collect_params_csv, run_parallel
+    from facenormals.training.data.render_job import RenderJob
+
+    if args.count < 1:
+        raise ValueError(f"--count must be at least 1, got {args.count}")
+    if not 0 < args.max_angle_deg <= 180:
+        raise ValueError(f"--max-angle-deg must be in (0, 180], got {args.max_angle_deg}")
+    if args.source != "ict" and not Path(args.source).exists():
+        raise DataError(f"{args.source}: mesh folder or file not found")
+    backgrounds = _default_backgrounds() if args.backgrounds is None else list(args.backgrounds)
+    james = args.james
+    if james is None and (DEFAULT_SHARED / "data" / "james" / "james.obj").is_file():
+        james = DEFAULT_SHARED / "data" / "james"
+    settings = synth.RenderSettings(size=args.size, kind=args.kind, camera=args.camera,
+                                    max_angle=float(__import__("math").radians(args.max_angle_deg)),
+                                    hard_fraction=args.hard_fraction)
+    job = RenderJob(out=args.out, source=args.source, seed=args.seed, kind=args.kind,
+                    prefix=args.prefix or ("ict" if args.source == "ict" else "mesh"), settings=settings,
+                    backgrounds=backgrounds, ict_path=args.ict, james_dir=james if args.source == "ict" else None,
+                    p_transfer=args.p_transfer, units=args.units)
+    if args.source == "ict":
+        from facenormals.training.data.ict import IctModel, default_ict_path
+
+        IctModel(args.ict or default_ict_path())  # fail fast with a clear message, before the workers start
+    args.out.mkdir(parents=True, exist_ok=True)
+    report = run_parallel(job, range(args.start, args.start + args.count), args.workers, f"render {args.kind}")
+    collect_params_csv(args.out)
+    print(f"{args.out}: {report.summary()}")
+    if not args.no_contact_sheet and (report.written or report.existing):
+        print(f"contact sheet: {contact_sheet(args.out, args.out / 'contact_sheet.png')}")
+    return 0 if report.written + report.existing > 0 else 1
+
+
+def _photos(args: argparse.Namespace) -> int:
+    from facenormals.training.data.photos_job import crop_photos
+
+    report = crop_photos(args.inputs, args.out, every=args.every, min_face_px=args.min_face, size=args.size)
+    print(f"{args.out}: {report.summary()}")
+    if not args.no_contact_sheet and (report.written or report.existing):
+        from facenormals.training.data.contact_sheet import contact_sheet
+
+        print(f"contact sheet: {contact_sheet(args.out, args.out / 'contact_sheet.png')}")
+    return 0 if report.written + report.existing > 0 else 1

@@ -1,0 +1,175 @@
+"""Face sources for the renderer: random ICT-FaceKit faces, and user meshes (see meshes.py)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+import cv2
+import numpy as np
+
+from facenormals.fileio import DataError
+from facenormals.training.data import albedo, ict, meshes, photos
+from facenormals.training.data.synth import SceneMesh
+
+
+class IctSource:
+    """Random ICT identities (N(0, 1)), expressions and gaze, with procedural or transferred albedo."""
+
+    name = "ict"
+
+    def __init__(self, path: str | Path | None = None, transfer: albedo.TransferredAlbedo | None = None,
+                 p_transfer: float = 0.15) -> None:
+        self.model = ict.IctModel(path)
+        self.layout = albedo.face_layout(self.model)
+        self.oval_ids = np.array(ict.FACE_OVAL, np.int64)
+        self.transfer = transfer
+        self.p_transfer = p_transfer if transfer is not None else 0.0
+
+    def sample(self, rng: np.random.Generator, with_albedo: bool = True) -> SceneMesh:
+        shape = self.model.sample(rng)
+        params: dict = {"source": "ict", "identity_norm": round(float(np.linalg.norm(shape.identity)), 3),
+                        "expressions": {self.model.expression_names[i]: round(float(shape.expression[i]), 3)
+                                        for i in np.nonzero(shape.expression)[0]},
+                        "gaze_deg": [round(g, 2) for g in shape.gaze]}
+        colors = shininess = None
+        if with_albedo:
+            if rng.random() < self.p_transfer:
+                colors, shininess, albedo_params = self.transfer.sample(self.layout, rng)
+            else:
+                colors, shininess, albedo_params = albedo.procedural_albedo(self.model, self.layout, rng)
+            params.update(albedo_params)
+        verts = shape.vertices
+        return SceneMesh(vertices=verts, faces=self.model.faces, oval=verts[self.oval_ids], mm_per_unit=10.0,
+                         albedo=colors, shininess=shininess, params=params)
+
+
+FACE_OVAL_LANDMARKS = (10, 21, 54, 58, 67, 93, 103, 109, 127, 132, 136, 148, 149, 150, 152, 162, 172, 176, 234, 251,
+                       284, 288, 297, 323, 332, 338, 356, 361, 365, 377, 378, 379, 389, 397, 400, 454)
+"""MediaPipe's FACEMESH_FACE_OVAL landmark ids (the outline whose hull is the realtime path's mask)."""
+
+
+@dataclass
+class PreparedMesh:
+    path: Path
+    vertices: np.ndarray
+    faces: np.ndarray
+    oval: np.ndarray
+    mm_per_unit: float
+    albedo: np.ndarray | None
+    texture: np.ndarray | None
+    uv: np.ndarray | None
+    faces_uv: np.ndarray | None
+
+
+class MeshSource:
+    """Meshes from a folder, used in turn (sample i renders mesh i mod n) with random pose, light and crop."""
+
+    name = "mesh"
+
+    def __init__(self, folder: str | Path, units: str = "auto") -> None:
+        self.paths = meshes.list_meshes(folder)
+        self.units = units
+        self._cache: dict[Path, PreparedMesh | DataError] = {}
+        self._landmarker = None
+
+    def prepare(self, path: Path) -> PreparedMesh:
+        if path not in self._cache:
+            try:
+                self._cache[path] = self._prepare(path)
+            except DataError as err:
+                self._cache[path] = err
+        entry = self._cache[path]
+        if isinstance(entry, DataError):
+            raise entry
+        return entry
+
+    def _prepare(self, path: Path) -> PreparedMesh:
+        mesh = meshes.load_mesh(path)
+        mm = meshes.guess_mm_per_unit(mesh.vertices, self.units)
+        texture = albedo.srgb_to_linear(mesh.texture.astype(np.float32) / 255.0) if mesh.texture is not None else None
+        colors = albedo.srgb_to_linear(mesh.colors) if mesh.colors is not None else None
+        oval = self._face_oval(mesh, texture, colors)
+        return PreparedMesh(path, mesh.vertices, mesh.faces, oval, mm, colors, texture, mesh.uv, mesh.faces_uv)
+
+    def _face_oval(self, mesh: meshes.LoadedMesh, texture: np.ndarray | None, colors: np.ndarray | None) -> np.ndarray:
+        """3-D outline points: MediaPipe's face oval found on a frontal render, else from sidecar landmarks."""
+        if self._landmarker is None:
+            self._landmarker = photos.FaceLandmarker(max_faces=1)
+        image, xy, _frags, front = frontal_render(mesh.vertices, mesh.faces, texture, mesh.uv, mesh.faces_uv, colors)
+        faces = self._landmarker(image)
+        if faces:
+            pts = faces[0][list(FACE_OVAL_LANDMARKS)]
+            cand = np.nonzero(front)[0]
+            ids = [int(cand[np.argmin(np.sum((xy[cand] - p) ** 2, 1))]) for p in pts]
+            return mesh.vertices[ids]
+        if mesh.landmarks is not None and len(mesh.landmarks) >= 17:
+            return oval_from_landmarks(mesh.landmarks)
+        raise DataError(f"{mesh.path}: MediaPipe found no face on a frontal render and there is no landmark "
+                        "file (NAME.ljson or NAME.landmarks.npy/.txt, 68×3): is the face toward +z with +y up?")
+
+    def sample(self, rng: np.random.Generator, index: int, with_albedo: bool = True) -> SceneMesh:
+        path = self.paths[index % len(self.paths)]
+        prep = self.prepare(path)
+        params = {"source": "mesh", "mesh": path.name}
+        colors = prep.albedo
+        texture = prep.texture if with_albedo else None
+        if with_albedo and texture is None and colors is None:
+            tone = albedo.sample_skin_tone(rng)
+            colors = np.tile(tone, (len(prep.vertices), 1))
+            params["albedo"] = "uniform-skin-tone"
+        else:
+            params["albedo"] = "texture" if texture is not None else "vertex-colors"
+        return SceneMesh(vertices=prep.vertices, faces=prep.faces, oval=prep.oval, mm_per_unit=prep.mm_per_unit,
+                         albedo=colors if with_albedo else None, texture=texture,
+                         uv=prep.uv, faces_uv=prep.faces_uv, cull_backfaces=False, params=params)
+
+
+def oval_from_landmarks(landmarks68: np.ndarray) -> np.ndarray:
+    """Approximate outline from 68 landmarks: the jaw (0–16) plus the brows raised by ⅓ of the face height."""
+    jaw = landmarks68[:17]
+    brows = landmarks68[17:27] if len(landmarks68) >= 27 else jaw[[0, -1]]
+    height = float(np.ptp(landmarks68[:, 1]))
+    return np.vstack([jaw, brows + np.array([0.0, height / 3.0, 0.0], np.float32)]).astype(np.float32)
+
+
+def frontal_render(vertices: np.ndarray, faces: np.ndarray, texture: np.ndarray | None, uv: np.ndarray | None,
+                   faces_uv: np.ndarray | None, colors: np.ndarray | None, size: int = 512):
+    """A soft-lit frontal view that MediaPipe can read: (RGB uint8, vertex pixels V×2, fragments, front-facing V)."""
+    from facenormals.conventions import normalize
+    from facenormals.training.data.lighting import Lighting, shade
+    from facenormals.training.data.renderer import rasterize, vertex_normals
+
+    lo, hi = vertices.min(0), vertices.max(0)
+    centre = (lo + hi) / 2
+    extent = float(max(hi[0] - lo[0], hi[1] - lo[1]))
+    distance = extent * 4.0
+    focal = size * 0.9 * distance / extent
+    v = vertices - centre
+    depth = distance - v[:, 2]
+    xy = np.stack([size / 2 + focal * v[:, 0] / depth, size / 2 - focal * v[:, 1] / depth], 1)
+    frags = rasterize(xy, depth, faces, (size, size), cull_backfaces=False)
+    vn = vertex_normals(vertices, faces)
+    n = normalize(frags.interpolate_vertices(vn, faces))
+    n[n[..., 2] < 0] *= -1
+    if texture is not None and uv is not None and faces_uv is not None:
+        uvs = frags.interpolate(uv[faces_uv])
+        th, tw = texture.shape[:2]
+        alb = cv2.remap(texture, (uvs[..., 0] * tw - 0.5).astype(np.float32),
+                        ((1 - uvs[..., 1]) * th - 0.5).astype(np.float32), cv2.INTER_LINEAR)
+    elif colors is not None:
+        alb = frags.interpolate_vertices(colors, faces)
+    else:
+        alb = np.full((size, size, 3), 0.35, np.float32)
+    light = Lighting(np.array([0.0, 0.3, 0.95], np.float32) / np.float32(np.hypot(0.3, 0.95)), 1.0,
+                     np.ones(3, np.float32))
+    light.sh[0] = 0.5 / 0.886227
+    img = np.zeros((size, size, 3), np.float32)
+    c = frags.covered
+    img[c] = shade(n[c], alb[c], light)
+    img = np.clip(img / max(float(np.percentile(img[c], 98)), 1e-4) * 0.9, 0, 1) ** (1 / 2.2)
+    img[~c] = 0.5
+    front = np.zeros(len(vertices), bool)
+    visible = np.unique(faces[frags.tri[c]])
+    front[visible] = vn[visible, 2] > 0
+    return (img * 255).astype(np.uint8), xy, frags, front

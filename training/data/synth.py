@@ -1,0 +1,161 @@
+"""One synthetic sample: pose a face mesh by the paper's protocol, light it, render and post-process it.
+
+Convention: model space has the face looking toward +z, +y up (ICT and James already do); camera space
+is OpenGL's (+x right, +y up, +z toward the camera), so the normals written are the project's convention.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import cv2
+import numpy as np
+
+from facenormals.conventions import normalize
+from facenormals.geometry import hull_mask
+from facenormals.training.data import augment, lighting
+from facenormals.training.data.camera import crop_camera
+from facenormals.training.data.renderer import Fragments, rasterize, vertex_normals
+
+PAPER_MAX_ANGLE = np.pi / 4
+
+
+@dataclass
+class SceneMesh:
+    """A face mesh ready to render. Units are arbitrary but ``mm_per_unit`` converts them to millimetres."""
+
+    vertices: np.ndarray  # V×3 model space, face toward +z
+    faces: np.ndarray  # F×3, counter-clockwise from outside
+    oval: np.ndarray  # K×3 points tracing the facial outline: mask hull and crop square
+    mm_per_unit: float
+    albedo: np.ndarray | None = None  # V×3 linear RGB
+    shininess: np.ndarray | None = None  # V specular weight
+    texture: np.ndarray | None = None  # H×W×3 linear RGB
+    uv: np.ndarray | None = None  # T×2 (v = 0 at the bottom row)
+    faces_uv: np.ndarray | None = None  # F×3 indices into uv
+    pivot: np.ndarray | None = None  # rotation centre (default: centre of the oval)
+    cull_backfaces: bool = True
+    params: dict = field(default_factory=dict)
+
+
+@dataclass
+class RenderSettings:
+    size: int = 256
+    kind: str = "paired"  # or "normal-only"
+    camera: str = "mixed"  # pinhole, weak-perspective or mixed (80 % pinhole)
+    max_angle: float = PAPER_MAX_ANGLE
+    hard_fraction: float = 0.0  # validation: strong rotations and harsh side light
+    crop_jitter: bool = True
+
+
+@dataclass
+class Rendered:
+    mask: np.ndarray
+    normals: np.ndarray
+    image: np.ndarray | None
+    depth_mm: np.ndarray
+    params: dict
+
+
+def random_rotation(rng: np.random.Generator, max_angle: float, min_angle: float = 0.0) -> tuple[np.ndarray, float, np.ndarray]:
+    """The paper's protocol: axis uniform on the sphere, angle uniform in [−max, max] (|angle| ≥ min_angle)."""
+    axis = rng.standard_normal(3)
+    axis /= np.linalg.norm(axis)
+    angle = float(rng.uniform(min_angle, max_angle) * rng.choice([-1.0, 1.0]))
+    rot, _ = cv2.Rodrigues((axis * angle).reshape(3, 1))
+    return axis.astype(np.float32), angle, rot.astype(np.float64)
+
+
+def euler_yaw_pitch_roll(rot: np.ndarray) -> tuple[float, float, float]:
+    """Head pose angles (degrees) of a camera-space rotation: yaw about y, pitch about x, roll about z."""
+    yaw = np.degrees(np.arctan2(rot[0, 2], rot[2, 2]))
+    pitch = np.degrees(np.arcsin(-np.clip(rot[1, 2], -1, 1)))
+    roll = np.degrees(np.arctan2(rot[1, 0], rot[1, 1]))
+    return float(yaw), float(pitch), float(roll)
+
+
+def render(mesh: SceneMesh, settings: RenderSettings, rng: np.random.Generator,
+           backgrounds: augment.Backgrounds | None = None) -> Rendered:
+    size = settings.size
+    hard = rng.random() < settings.hard_fraction
+    if hard:
+        axis, angle, rot = random_rotation(rng, np.radians(55), np.radians(35))
+    else:
+        axis, angle, rot = random_rotation(rng, settings.max_angle)
+    cam_kind = settings.camera
+    if cam_kind == "mixed":
+        cam_kind = "pinhole" if rng.random() < 0.8 else "weak-perspective"
+    pivot = mesh.pivot if mesh.pivot is not None else mesh.oval.mean(axis=0)
+    face_height = float(np.ptp(mesh.oval[:, 1]))
+    distance = face_height * rng.uniform(2.5, 9.0)  # ~45–160 cm for an 18 cm face
+    offset = np.array([0.0, 0.0, -distance])
+    verts = (mesh.vertices - pivot) @ rot.T + offset
+    oval = (mesh.oval - pivot) @ rot.T + offset
+    shift = tuple(np.clip(rng.normal(0, 0.03, 2), -0.08, 0.08)) if settings.crop_jitter else (0.0, 0.0)
+    scale = float(rng.uniform(0.94, 1.08)) if settings.crop_jitter else 1.0
+    camera, _ = crop_camera(cam_kind, oval, size, shift, scale)
+    xy, depth = camera.project(verts)
+    frags = rasterize(xy, depth, mesh.faces, (size, size), cull_backfaces=mesh.cull_backfaces)
+    covered = frags.covered
+    vn = vertex_normals(mesh.vertices, mesh.faces) @ rot.T.astype(np.float32)
+    shading_normals = normalize(frags.interpolate_vertices(vn, mesh.faces))
+    if not mesh.cull_backfaces:
+        # unknown winding: a visible surface always faces the viewer, so flip normals that point away
+        points = frags.interpolate_vertices(verts, mesh.faces)
+        away = np.sum(shading_normals * points, axis=2) > 0
+        shading_normals[away] *= -1
+    normals = shading_normals.copy()
+    oval_xy, _ = camera.project(oval)
+    mask = hull_mask(oval_xy, (size, size)) & covered
+    depth_mm = np.clip(np.round(frags.depth * mesh.mm_per_unit), 0, 65535).astype(np.uint16)
+    depth_mm[~covered] = 0
+    yaw, pitch, roll = euler_yaw_pitch_roll(rot)
+    params = {"rotation_axis": [round(float(v), 5) for v in axis], "rotation_angle_deg": round(np.degrees(angle), 4),
+              "yaw_deg": round(yaw, 3), "pitch_deg": round(pitch, 3), "roll_deg": round(roll, 3),
+              "rotation_matrix": [[round(float(v), 6) for v in row] for row in rot],
+              "camera": {k: (round(v, 4) if isinstance(v, float) else v) for k, v in camera.as_dict().items()},
+              "distance_mm": round(distance * mesh.mm_per_unit, 1), "crop_shift": [round(float(s), 4) for s in shift],
+              "crop_scale": round(scale, 4), "hard": bool(hard), **mesh.params}
+    normals[~mask] = 0.0
+    image = None
+    if settings.kind == "paired":
+        image, shade_params = _shade_image(mesh, frags, shading_normals, mask, verts, rng, hard, backgrounds, size)
+        params.update(shade_params)
+    return Rendered(mask, normals, image, depth_mm, params)
+
+
+def _shade_image(mesh: SceneMesh, frags: Fragments, normals_all: np.ndarray, mask: np.ndarray, verts: np.ndarray,
+                 rng: np.random.Generator, hard: bool, backgrounds: augment.Backgrounds | None,
+                 size: int) -> tuple[np.ndarray, dict]:
+    """Shade every covered pixel (not only the mask), tone-map, composite on a background, degrade."""
+    covered = frags.covered
+    light = lighting.sample_lighting(rng, harsh=hard)
+    if mesh.texture is not None and mesh.uv is not None and mesh.faces_uv is not None:
+        uv = frags.interpolate(mesh.uv[mesh.faces_uv])
+        th, tw = mesh.texture.shape[:2]
+        albedo_img = cv2.remap(mesh.texture, (uv[..., 0] * tw - 0.5).astype(np.float32),
+                               ((1 - uv[..., 1]) * th - 0.5).astype(np.float32), cv2.INTER_LINEAR,
+                               borderMode=cv2.BORDER_REPLICATE)
+    elif mesh.albedo is not None:
+        albedo_img = frags.interpolate_vertices(mesh.albedo, mesh.faces)
+    else:
+        grey = np.full((len(mesh.vertices), 3), rng.uniform(0.2, 0.6), np.float32)
+        albedo_img = frags.interpolate_vertices(grey, mesh.faces)
+    if mesh.texture is None:
+        albedo_img = albedo_img * augment.skin_detail((size, size), rng, float(rng.uniform(0.01, 0.04)))
+    shin = (frags.interpolate_vertices(mesh.shininess[:, None], mesh.faces)[..., 0]
+            if mesh.shininess is not None else None)
+    points = frags.interpolate_vertices(verts, mesh.faces)
+    idx = covered
+    radiance = np.zeros((size, size, 3), np.float32)
+    radiance[idx] = lighting.shade(normals_all[idx], albedo_img[idx], light,
+                                   specular_mask=shin[idx] if shin is not None else None,
+                                   view=normalize(-points[idx]))
+    face = mask if mask.any() else covered
+    albedo_lum = float(albedo_img[face].mean()) if face.any() else 0.18
+    display, tone = augment.tone_map(radiance, face, rng, albedo_lum)
+    bg, bg_kind = backgrounds.sample(size, rng) if backgrounds is not None else (
+        augment.procedural_background(size, rng), "procedural")
+    image = augment.composite(display, covered, bg)
+    image, deg = augment.degrade(image, rng)
+    return image, {**light.as_dict(), **tone, **deg, "background": bg_kind}
