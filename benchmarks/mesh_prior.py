@@ -1,0 +1,71 @@
+"""Latency of the MediaPipe mesh prior: landmarks → crop points → rasterised normals, and MediaPipe itself.
+
+    python -m facenormals.benchmarks.mesh_prior [--size 256] [--runs 300]
+
+Uses skimage's astronaut photo (public domain, NASA). Prints medians and 90th percentiles in ms; the first
+call (numba compile or cache load) is reported separately and excluded.
+"""
+
+from __future__ import annotations
+
+import argparse
+import time
+from collections.abc import Callable
+
+import numpy as np
+
+from facenormals import mesh_prior
+from facenormals.geometry import face_crop
+
+
+def time_ms(fn: Callable[[], object], runs: int) -> tuple[float, float]:
+    samples = []
+    for _ in range(runs):
+        start = time.perf_counter()
+        fn()
+        samples.append((time.perf_counter() - start) * 1e3)
+    return float(np.median(samples)), float(np.percentile(samples, 90))
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--size", type=int, default=256, help="crop side in pixels")
+    parser.add_argument("--runs", type=int, default=300)
+    args = parser.parse_args(argv)
+
+    from skimage.data import astronaut
+
+    image = astronaut()
+    with mesh_prior.create_face_mesh() as face_mesh:
+        result = face_mesh.process(image)
+        if not result.multi_face_landmarks:
+            raise SystemExit("MediaPipe found no face on the astronaut photo")
+        landmarks = mesh_prior.landmarks_to_array(result.multi_face_landmarks[0])
+        frame_xy = np.column_stack([landmarks[:, 0] * image.shape[1] - 0.5, landmarks[:, 1] * image.shape[0] - 0.5])
+        crop = face_crop(image, frame_xy, size=args.size)
+        triangles = mesh_prior.mesh_triangles(close_holes=True)
+        points = mesh_prior.landmarks_in_crop(landmarks, image.shape, crop.matrix)
+
+        start = time.perf_counter()
+        mesh_prior.rasterize_mesh_normals(points, triangles, args.size)
+        first = (time.perf_counter() - start) * 1e3
+        rows = [
+            ("landmarks_in_crop", time_ms(lambda: mesh_prior.landmarks_in_crop(landmarks, image.shape, crop.matrix),
+                                          args.runs)),
+            ("rasterize_mesh_normals", time_ms(lambda: mesh_prior.rasterize_mesh_normals(points, triangles, args.size),
+                                               args.runs)),
+            ("mesh_normals_from_landmarks (both)",
+             time_ms(lambda: mesh_prior.mesh_normals_from_landmarks(landmarks, image.shape, crop.matrix, args.size),
+                     args.runs)),
+            ("MediaPipe FaceMesh static, on the crop (context)",
+             time_ms(lambda: face_mesh.process(crop.image), max(args.runs // 10, 5))),
+        ]
+    print(f"mesh prior at {args.size}², {len(triangles)} triangles; first call (numba compile/cache load) {first:.0f} ms")
+    print("| step | median ms | p90 ms |\n|---|---|---|")
+    for name, (median, p90) in rows:
+        print(f"| {name} | {median:.2f} | {p90:.2f} |")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

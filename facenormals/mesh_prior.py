@@ -1,0 +1,264 @@
+"""MediaPipe face-mesh normals rasterised on a crop: the coarse-geometry prior and the `mediapipe-mesh` baseline.
+
+Convention: crop points are in crop pixel units in our camera frame: x = crop column (right), y = −crop row
+(**up**), z toward the camera, with pixel centres at integer coordinates (as in :mod:`facenormals.geometry`).
+The projection is orthographic (MediaPipe's landmarks are weak-perspective: x, y on the image, z a relative
+depth on the scale of x), so a triangle's normal is the cross product of its edges in this frame.
+
+MediaPipe landmarks (``mp.solutions.face_mesh``): x, y normalised by the image width and height, z normalised
+by the width, **smaller z = closer to the camera**. 468 mesh points, 478 with ``refine_landmarks`` (the ten
+iris points belong to no triangle and are ignored).
+
+The triangle list is MediaPipe's canonical face tessellation (852 triangles, consistently wound), stored in
+``assets/face_mesh_triangles.npy`` — derived from ``FACEMESH_TESSELATION`` in the mediapipe wheel
+(Apache-2.0, © Google LLC; see :func:`derive_tessellation_triangles`). The tessellation leaves the eyes and
+the mouth open; :func:`mesh_triangles` closes them by default with strips between the lids / lips, so the
+prior also covers the eyes and a closed mouth.
+
+The rasteriser is a per-pixel z-buffer over the triangles' pixel centres, compiled with numba (about
+0.5 ms for the face mesh at 256²; ``benchmarks/mesh_prior.py``). Pixels outside coverage hold the zero
+vector (the project's "no normal"); when MediaPipe finds no face, :func:`empty_prior` gives all zeros
+and no coverage.
+
+>>> mesh_triangles().shape
+(852, 3)
+>>> mesh_triangles(close_holes=True).shape[0] - 852  # (16-2) + (16-2) + (20-2) strip triangles
+46
+"""
+
+from __future__ import annotations
+
+import ast
+import inspect
+from functools import lru_cache
+from pathlib import Path
+
+import numba
+import numpy as np
+
+ASSET = Path(__file__).resolve().parent / "assets" / "face_mesh_triangles.npy"
+NUM_MESH_POINTS = 468  # the tessellated points; refine_landmarks adds 10 iris points after them
+# One corner of each hole: the strip closing a hole starts there (eye corners, inner mouth corner).
+HOLE_CORNERS = (33, 362, 78)
+
+
+def derive_tessellation_triangles() -> np.ndarray:
+    """MediaPipe's triangles from the installed wheel's ``FACEMESH_TESSELATION`` source.
+
+    The frozenset loses the order, but its source literal lists every triangle as three consecutive directed
+    edges (a, b), (b, c), (c, a): reading the literal in order recovers the triangles with their winding.
+    """
+    from mediapipe.python.solutions import face_mesh_connections
+
+    tree = ast.parse(inspect.getsource(face_mesh_connections))
+    edges = None
+    for node in tree.body:
+        if isinstance(node, ast.Assign) and getattr(node.targets[0], "id", "") == "FACEMESH_TESSELATION":
+            edges = ast.literal_eval(node.value.args[0])
+    if edges is None or len(edges) % 3:
+        raise RuntimeError("mediapipe's FACEMESH_TESSELATION literal is missing or not made of edge triples")
+    edges = np.asarray(edges, dtype=np.int64).reshape(-1, 3, 2)
+    closed = (edges[:, 0, 1] == edges[:, 1, 0]) & (edges[:, 1, 1] == edges[:, 2, 0]) & (edges[:, 2, 1] == edges[:, 0, 0])
+    if not closed.all():
+        raise RuntimeError("FACEMESH_TESSELATION edges do not form triangles in source order")
+    # MediaPipe's source order is already counter-clockwise seen from outside in our y-up frame
+    return np.ascontiguousarray(edges[:, :, 0]).astype(np.int16)
+
+
+def boundary_loops(triangles: np.ndarray) -> list[np.ndarray]:
+    """Closed loops of boundary vertices, each following the triangles' winding (the surface on its left)."""
+    directed = {(int(a), int(b)) for tri in triangles for a, b in ((tri[0], tri[1]), (tri[1], tri[2]), (tri[2], tri[0]))}
+    nxt = {a: b for a, b in directed if (b, a) not in directed}
+    loops, seen = [], set()
+    for start in sorted(nxt):
+        if start in seen:
+            continue
+        loop, v = [], start
+        while v not in seen:
+            seen.add(v)
+            loop.append(v)
+            v = nxt[v]
+        loops.append(np.array(loop))
+    return loops
+
+
+def strip_fill(loop: np.ndarray, corner: int) -> np.ndarray:
+    """Triangles closing a hole bounded by ``loop``: a zig-zag strip between its two sides from ``corner``.
+
+    The hole is on the right of the loop's direction, so the fill walks it backwards to keep the winding.
+    """
+    poly = loop[::-1]
+    poly = np.roll(poly, -int(np.nonzero(poly == corner)[0][0]))
+    i, j, out = 1, len(poly) - 1, [(poly[0], poly[1], poly[-1])]
+    while j - i > 1:
+        if len(out) % 2:
+            out.append((poly[i], poly[i + 1], poly[j]))
+            i += 1
+        else:
+            out.append((poly[i], poly[j - 1], poly[j]))
+            j -= 1
+    return np.array(out, dtype=np.int16)
+
+
+@lru_cache(maxsize=2)
+def _triangles(close_holes: bool) -> np.ndarray:
+    base = np.load(ASSET, allow_pickle=False).astype(np.int64)
+    if not close_holes:
+        return base
+    fills = []
+    for loop in boundary_loops(base):
+        corner = [c for c in HOLE_CORNERS if c in loop]
+        if corner:  # the outer contour has none: it stays open
+            fills.append(strip_fill(loop, corner[0]))
+    return np.concatenate([base, *fills]).astype(np.int64)
+
+
+def mesh_triangles(close_holes: bool = False) -> np.ndarray:
+    """(T, 3) int vertex indices of the face mesh, wound counter-clockwise seen from outside (our frame).
+
+    ``close_holes`` adds the strips over both eyes and the mouth (what the prior rasterises).
+    """
+    return _triangles(close_holes).copy()
+
+
+def landmarks_to_array(face_landmarks: object) -> np.ndarray:
+    """A MediaPipe ``NormalizedLandmarkList`` → float64 (N, 3) of normalised x, y, z."""
+    return np.array([(p.x, p.y, p.z) for p in face_landmarks.landmark], dtype=np.float64)
+
+
+def landmarks_in_crop(landmarks_norm: np.ndarray, frame_shape: tuple[int, ...],
+                      crop_matrix: np.ndarray) -> np.ndarray:
+    """MediaPipe normalised landmarks of a frame → crop points (N, 3) in crop pixels, our frame (x right, y up, z to camera).
+
+    ``frame_shape`` is the (rows, cols[, 3]) of the image MediaPipe saw; ``crop_matrix`` the 2×3 affine
+    frame → crop (e.g. ``Crop.matrix``); its scale also scales the depth.
+    """
+    points = np.asarray(landmarks_norm, dtype=np.float64)
+    if points.ndim != 2 or points.shape[1] != 3 or len(points) < NUM_MESH_POINTS:
+        raise ValueError(f"expected MediaPipe landmarks of shape (468 or 478, 3), got {points.shape}")
+    if not np.isfinite(points).all():
+        raise ValueError("landmarks contain NaN or infinite values")
+    matrix = np.asarray(crop_matrix, dtype=np.float64)
+    if matrix.shape != (2, 3):
+        raise ValueError(f"expected a 2×3 crop matrix, got shape {matrix.shape}")
+    height, width = frame_shape[:2]
+    # normalised 0..1 spans the image edges; our pixel centres are integers, so shift by half a pixel
+    frame_xy = np.stack([points[:, 0] * width - 0.5, points[:, 1] * height - 0.5], axis=1)
+    crop_xy = frame_xy @ matrix[:, :2].T + matrix[:, 2]
+    scale = float(np.sqrt(abs(np.linalg.det(matrix[:, :2]))))
+    depth = -points[:, 2] * width * scale  # MediaPipe: smaller z = closer; ours: +z toward the camera
+    return np.stack([crop_xy[:, 0], -crop_xy[:, 1], depth], axis=1)
+
+
+def vertex_normals(points: np.ndarray, triangles: np.ndarray) -> np.ndarray:
+    """Area-weighted unit vertex normals (N, 3) of a CCW-from-outside mesh in our frame."""
+    v0, v1, v2 = (points[triangles[:, k]] for k in range(3))
+    face = np.cross(v1 - v0, v2 - v0)  # length = 2 × area: area weighting for free
+    sums = np.zeros_like(points)
+    for k in range(3):
+        for c in range(3):
+            sums[:, c] += np.bincount(triangles[:, k], weights=face[:, c], minlength=len(points))
+    return sums / np.maximum(np.linalg.norm(sums, axis=1, keepdims=True), 1e-12)
+
+
+@numba.njit(cache=True, nogil=True)
+def _zbuffer_kernel(cols: np.ndarray, rows: np.ndarray, depth: np.ndarray, normals_v: np.ndarray,
+                    triangles: np.ndarray, out: np.ndarray, zbuf: np.ndarray) -> None:  # pragma: no cover - JIT
+    """Per front triangle, every pixel centre inside it: keep the nearest, write its smooth normal."""
+    size = out.shape[0]
+    for t in range(triangles.shape[0]):
+        i0, i1, i2 = triangles[t, 0], triangles[t, 1], triangles[t, 2]
+        c0, c1, c2 = cols[i0], cols[i1], cols[i2]
+        r0, r1, r2 = rows[i0], rows[i1], rows[i2]
+        det = (c1 - c0) * (r2 - r0) - (c2 - c0) * (r1 - r0)
+        if det >= -1e-9:  # front faces are CCW in the y-up frame: clockwise in (col, row)
+            continue
+        inv = 1.0 / det
+        col_lo = max(int(np.ceil(min(c0, c1, c2))), 0)
+        col_hi = min(int(np.floor(max(c0, c1, c2))), size - 1)
+        row_lo = max(int(np.ceil(min(r0, r1, r2))), 0)
+        row_hi = min(int(np.floor(max(r0, r1, r2))), size - 1)
+        for r in range(row_lo, row_hi + 1):
+            for c in range(col_lo, col_hi + 1):
+                w1 = ((c - c0) * (r2 - r0) - (c2 - c0) * (r - r0)) * inv
+                w2 = ((c1 - c0) * (r - r0) - (c - c0) * (r1 - r0)) * inv
+                w0 = 1.0 - w1 - w2
+                if w0 < -1e-9 or w1 < -1e-9 or w2 < -1e-9:
+                    continue
+                z = w0 * depth[i0] + w1 * depth[i1] + w2 * depth[i2]
+                if z <= zbuf[r, c]:
+                    continue
+                zbuf[r, c] = z
+                nx = w0 * normals_v[i0, 0] + w1 * normals_v[i1, 0] + w2 * normals_v[i2, 0]
+                ny = w0 * normals_v[i0, 1] + w1 * normals_v[i1, 1] + w2 * normals_v[i2, 1]
+                nz = w0 * normals_v[i0, 2] + w1 * normals_v[i1, 2] + w2 * normals_v[i2, 2]
+                length = max(np.sqrt(nx * nx + ny * ny + nz * nz), 1e-12)
+                out[r, c, 0] = nx / length
+                out[r, c, 1] = ny / length
+                out[r, c, 2] = nz / length
+
+
+def rasterize_mesh_normals(points_crop_xyz: np.ndarray, triangles: np.ndarray,
+                           size: int = 256) -> tuple[np.ndarray, np.ndarray]:
+    """Smooth-shaded normals of a mesh seen orthographically on a size×size crop, with a z-buffer.
+
+    ``points_crop_xyz`` (N, 3) in crop pixels, our frame (see the module docstring); ``triangles`` (T, 3)
+    wound CCW from outside. Back faces are culled; a pixel belongs to the nearest front triangle that
+    contains its centre; area-weighted vertex normals are interpolated barycentrically and renormalised.
+    Returns (normals size×size×3 float32, unit inside coverage, zero outside; coverage size×size bool).
+    The loop is compiled by numba (cached on disk after the first call).
+    """
+    points = np.asarray(points_crop_xyz, dtype=np.float64)
+    triangles = np.ascontiguousarray(triangles, dtype=np.int64)
+    if points.ndim != 2 or points.shape[1] != 3:
+        raise ValueError(f"expected crop points of shape (N, 3), got {points.shape}")
+    if triangles.ndim != 2 or triangles.shape[1] != 3 or triangles.size == 0:
+        raise ValueError(f"expected triangles of shape (T, 3), got {triangles.shape}")
+    if triangles.min() < 0 or triangles.max() >= len(points):
+        raise ValueError(f"triangle indices out of range for {len(points)} points")
+    if not np.isfinite(points).all():
+        raise ValueError("crop points contain NaN or infinite values")
+    normals_v = vertex_normals(points, triangles)
+    out = np.zeros((size, size, 3), dtype=np.float32)
+    zbuf = np.full((size, size), -np.inf)
+    cols, rows, depth = (np.ascontiguousarray(v) for v in (points[:, 0], -points[:, 1], points[:, 2]))
+    _zbuffer_kernel(cols, rows, depth, normals_v, triangles, out, zbuf)
+    return out, zbuf > -np.inf
+
+
+def empty_prior(size: int = 256) -> tuple[np.ndarray, np.ndarray]:
+    """The no-mesh fallback: zero normals ("no normal") and no coverage."""
+    return np.zeros((size, size, 3), dtype=np.float32), np.zeros((size, size), dtype=bool)
+
+
+def mesh_normals_from_landmarks(landmarks_norm: np.ndarray, frame_shape: tuple[int, ...],
+                                crop_matrix: np.ndarray, size: int = 256) -> tuple[np.ndarray, np.ndarray]:
+    """Landmarks of a frame + the frame → crop matrix → (normals, coverage) on the size×size crop."""
+    points = landmarks_in_crop(landmarks_norm, frame_shape, crop_matrix)
+    return rasterize_mesh_normals(points, mesh_triangles(close_holes=True), size)
+
+
+def create_face_mesh() -> object:
+    """A static-image MediaPipe FaceMesh with iris refinement (use as a context manager)."""
+    import mediapipe as mp
+
+    return mp.solutions.face_mesh.FaceMesh(static_image_mode=True, max_num_faces=1, refine_landmarks=True,
+                                           min_detection_confidence=0.5)
+
+
+def mesh_normals_for_crop(crop_rgb_uint8: np.ndarray, face_mesh: object) -> tuple[np.ndarray, np.ndarray, bool]:
+    """Run MediaPipe on a square RGB crop and rasterise its mesh normals at the crop's size.
+
+    ``face_mesh``: a ``mp.solutions.face_mesh.FaceMesh`` (see :func:`create_face_mesh`). Returns
+    (normals S×S×3 float32, coverage S×S bool, found); with no face found, :func:`empty_prior` and False.
+    """
+    crop = np.asarray(crop_rgb_uint8)
+    if crop.dtype != np.uint8 or crop.ndim != 3 or crop.shape[2] != 3 or crop.shape[0] != crop.shape[1]:
+        raise ValueError(f"expected a square RGB uint8 crop S×S×3, got {crop.dtype} {crop.shape}")
+    size = crop.shape[0]
+    result = face_mesh.process(np.ascontiguousarray(crop))
+    if not result.multi_face_landmarks:
+        return (*empty_prior(size), False)
+    landmarks = landmarks_to_array(result.multi_face_landmarks[0])
+    identity = np.array([[1.0, 0.0, 0.0], [0.0, 1.0, 0.0]])
+    return (*mesh_normals_from_landmarks(landmarks, crop.shape, identity, size), True)

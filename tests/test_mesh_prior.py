@@ -1,0 +1,199 @@
+"""The MediaPipe mesh prior: triangle list, landmark conversion, rasteriser (analytic cases), real MediaPipe."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from scipy.spatial import Delaunay
+
+from facenormals import mesh_prior
+from facenormals.conventions import angular_error_deg, sphere_normals
+from facenormals.geometry import face_crop
+
+
+def ccw_triangulation(points_xy: np.ndarray) -> np.ndarray:
+    """Delaunay triangles of points in our y-up frame, wound counter-clockwise (front faces)."""
+    tri = Delaunay(points_xy).simplices.copy()
+    a, b, c = (points_xy[tri[:, k]] for k in range(3))
+    cross = (b[:, 0] - a[:, 0]) * (c[:, 1] - a[:, 1]) - (b[:, 1] - a[:, 1]) * (c[:, 0] - a[:, 0])
+    tri[cross < 0] = tri[cross < 0][:, ::-1]
+    return tri
+
+
+def brute_force_zbuffer(points: np.ndarray, triangles: np.ndarray, size: int) -> np.ndarray:
+    """Reference: per pixel, the nearest front triangle containing its centre, its smooth normal (NaN if none)."""
+    normals_v = mesh_prior.vertex_normals(points, triangles)
+    rows, cols = np.mgrid[0:size, 0:size].reshape(2, -1).astype(np.float64)
+    best_depth = np.full(rows.size, -np.inf)
+    out = np.full((rows.size, 3), np.nan)
+    for tri in triangles:
+        (c0, c1, c2), (r0, r1, r2) = points[tri, 0], -points[tri, 1]
+        det = (c1 - c0) * (r2 - r0) - (c2 - c0) * (r1 - r0)
+        if det >= -1e-9:
+            continue  # back face or degenerate
+        w1 = ((cols - c0) * (r2 - r0) - (c2 - c0) * (rows - r0)) / det
+        w2 = ((c1 - c0) * (rows - r0) - (cols - c0) * (r1 - r0)) / det
+        w0 = 1 - w1 - w2
+        inside = (w0 >= 0) & (w1 >= 0) & (w2 >= 0)
+        depth = w0 * points[tri[0], 2] + w1 * points[tri[1], 2] + w2 * points[tri[2], 2]
+        wins = inside & (depth > best_depth)
+        best_depth[wins] = depth[wins]
+        n = w0[wins, None] * normals_v[tri[0]] + w1[wins, None] * normals_v[tri[1]] + w2[wins, None] * normals_v[tri[2]]
+        out[wins] = n / np.linalg.norm(n, axis=1, keepdims=True)
+    return out.reshape(size, size, 3)
+
+
+def test_shipped_triangles_match_the_installed_mediapipe() -> None:
+    shipped = mesh_prior.mesh_triangles()
+    assert shipped.shape == (852, 3)
+    np.testing.assert_array_equal(shipped, mesh_prior.derive_tessellation_triangles())
+
+
+def test_closed_mesh_keeps_only_the_outer_contour_and_a_consistent_winding() -> None:
+    open_loops = mesh_prior.boundary_loops(mesh_prior.mesh_triangles())
+    assert sorted(len(loop) for loop in open_loops) == [16, 16, 20, 36]  # eyes, mouth, face contour
+    closed = mesh_prior.mesh_triangles(close_holes=True)
+    assert [len(loop) for loop in mesh_prior.boundary_loops(closed)] == [36]
+    directed = [(a, b) for t in closed for a, b in ((t[0], t[1]), (t[1], t[2]), (t[2], t[0]))]
+    assert len(set(directed)) == len(directed)  # every edge used once per direction: one orientation
+
+
+def test_tilted_plane_gives_its_exact_normal() -> None:
+    size = 64
+    normal = np.array([0.3, -0.2, 0.9])
+    normal /= np.linalg.norm(normal)
+    xy = np.stack(np.meshgrid(np.linspace(5, 58, 6), -np.linspace(5, 58, 6)), axis=-1).reshape(-1, 2)
+    z = -(normal[0] * xy[:, 0] + normal[1] * xy[:, 1]) / normal[2]  # n · p = 0
+    points = np.column_stack([xy, z])
+    normals, coverage = mesh_prior.rasterize_mesh_normals(points, ccw_triangulation(xy), size)
+    assert coverage[10:54, 10:54].all() and not coverage[:4].any()
+    err = angular_error_deg(normals[coverage], np.broadcast_to(normal, (coverage.sum(), 3)))
+    assert err.max() < 0.01
+    assert (normals[~coverage] == 0).all()
+
+
+def test_sphere_landmarks_give_sphere_normals() -> None:
+    size, radius_frac = 128, 0.45
+    radius = radius_frac * size
+    centre = (size - 1) / 2.0
+    # vertices on a polar grid: dense rings, exactly on the sphere
+    rings = [np.zeros((1, 2))]
+    for r in np.linspace(0, 0.995, 25)[1:]:
+        angles = np.linspace(0, 2 * np.pi, max(8, int(100 * r)), endpoint=False)
+        rings.append(r * np.column_stack([np.cos(angles), np.sin(angles)]))
+    unit = np.concatenate(rings)
+    z = np.sqrt(1.0 - (unit**2).sum(axis=1))
+    points = np.column_stack([centre + radius * unit[:, 0], -centre + radius * unit[:, 1], radius * z])
+    normals, coverage = mesh_prior.rasterize_mesh_normals(points, ccw_triangulation(unit), size)
+    expected, inside = sphere_normals(size, radius_frac)
+    core = inside & (np.linalg.norm(np.stack(np.mgrid[0:size, 0:size]) - centre, axis=0) < 0.8 * radius)
+    assert coverage[core].all()
+    err = angular_error_deg(normals[core], expected[core])
+    assert err.mean() < 1.0 and np.percentile(err, 99) < 2.0
+
+
+def test_nearer_surface_wins_where_two_overlap() -> None:
+    size = 64
+    square = np.array([[8, -8], [56, -8], [56, -56], [8, -56]], dtype=np.float64)
+    far = np.column_stack([square, np.full(4, -10.0)])  # facing +z
+    near = np.column_stack([square * 0.5 + [16, -16], [20, 20, 10, 10]])  # tilted, nearer
+    points = np.concatenate([near, far])
+    quad = np.array([[0, 2, 1], [0, 3, 2]])  # clockwise in (col, row) = CCW in our frame
+    triangles = np.concatenate([quad + 4, quad])  # the far quad listed last: order must not matter
+    normals, coverage = mesh_prior.rasterize_mesh_normals(points, triangles, size)
+    tilt = np.cross(near[2] - near[0], near[1] - near[0])  # corners 0, 2, 1 are the CCW order
+    tilt /= np.linalg.norm(tilt)
+    assert coverage[8:57, 8:57].all() and not coverage[:7].any()
+    assert angular_error_deg(normals[32, 32], tilt) < 0.01
+    assert angular_error_deg(normals[12, 12], np.array([0.0, 0.0, 1.0])) < 0.01
+
+
+@pytest.fixture(scope="module")
+def astronaut() -> tuple[np.ndarray, np.ndarray]:
+    """skimage's astronaut photo (public domain, NASA) and MediaPipe's 478 landmarks on it."""
+    skimage_data = pytest.importorskip("skimage.data")
+    image = skimage_data.astronaut()
+    with mesh_prior.create_face_mesh() as face_mesh:
+        result = face_mesh.process(image)
+    assert result.multi_face_landmarks, "MediaPipe found no face on the astronaut photo"
+    return image, mesh_prior.landmarks_to_array(result.multi_face_landmarks[0])
+
+
+def frame_pixels(landmarks: np.ndarray, shape: tuple[int, ...]) -> np.ndarray:
+    return np.column_stack([landmarks[:, 0] * shape[1] - 0.5, landmarks[:, 1] * shape[0] - 0.5])
+
+
+def test_landmarks_in_crop_signs_and_scale(astronaut: tuple[np.ndarray, np.ndarray]) -> None:
+    image, landmarks = astronaut
+    crop = face_crop(image, frame_pixels(landmarks, image.shape))
+    points = mesh_prior.landmarks_in_crop(landmarks, image.shape, crop.matrix)
+    assert points.shape == (478, 3)
+    np.testing.assert_allclose(points[:, 0], frame_pixels(landmarks, image.shape) @ crop.matrix[0, :2] + crop.matrix[0, 2])
+    assert points[10, 1] > points[152, 1]  # forehead top above the chin: y is up
+    assert points[4, 2] > points[234, 2]  # nose tip nearer the camera than the cheek edge
+    scale = crop.matrix[0, 0]
+    np.testing.assert_allclose(points[:, 2], -landmarks[:, 2] * image.shape[1] * scale)
+
+
+def test_astronaut_mesh_normals_have_our_signs(astronaut: tuple[np.ndarray, np.ndarray]) -> None:
+    image, landmarks = astronaut
+    crop = face_crop(image, frame_pixels(landmarks, image.shape))
+    normals, coverage = mesh_prior.mesh_normals_from_landmarks(landmarks, image.shape, crop.matrix)
+    points = mesh_prior.landmarks_in_crop(landmarks, image.shape, crop.matrix)
+
+    def at(index: int) -> np.ndarray:
+        col, row = round(points[index, 0]), round(-points[index, 1])
+        assert coverage[row, col]
+        return normals[row, col]
+
+    assert at(151)[1] > 0.05  # forehead faces up
+    assert at(152)[1] < -0.3  # chin faces down
+    assert at(4)[2] > 0.8  # nose tip faces the camera
+    assert at(280)[0] > 0.3 and at(50)[0] < -0.3  # image-right cheek faces right, image-left faces left
+    # the mesh covers the facial hull, eyes and mouth included
+    assert (coverage & crop.mask).sum() > 0.97 * crop.mask.sum()
+    assert coverage[round(-points[468, 1]), round(points[468, 0])]  # an iris centre: eye closed over
+
+
+def test_rasterisation_matches_a_per_pixel_zbuffer_on_a_turned_face(astronaut: tuple[np.ndarray, np.ndarray]) -> None:
+    """Turn the face 50° so the nose hides part of the far eye and cheek: the nearest surface must win."""
+    image, landmarks = astronaut
+    crop = face_crop(image, frame_pixels(landmarks, image.shape), size=64)
+    points = mesh_prior.landmarks_in_crop(landmarks, image.shape, crop.matrix)
+    centre = points[:468].mean(axis=0)
+    angle = np.radians(50)
+    turn = np.array([[np.cos(angle), 0, np.sin(angle)], [0, 1, 0], [-np.sin(angle), 0, np.cos(angle)]])
+    turned = (points - centre) @ turn.T + centre
+    triangles = mesh_prior.mesh_triangles(close_holes=True)
+    normals, coverage = mesh_prior.rasterize_mesh_normals(turned, triangles, 64)
+    reference = brute_force_zbuffer(turned, triangles, 64)
+    np.testing.assert_array_equal(coverage, np.isfinite(reference[..., 0]))
+    assert angular_error_deg(normals[coverage], reference[coverage].astype(np.float32)).max() < 0.01
+
+
+def test_mesh_normals_for_crop_on_a_real_crop(astronaut: tuple[np.ndarray, np.ndarray]) -> None:
+    image, landmarks = astronaut
+    crop = face_crop(image, frame_pixels(landmarks, image.shape))
+    with mesh_prior.create_face_mesh() as face_mesh:
+        normals, coverage, found = mesh_prior.mesh_normals_for_crop(crop.image, face_mesh)
+    assert found and normals.shape == (256, 256, 3) and normals.dtype == np.float32
+    from_frame, frame_coverage = mesh_prior.mesh_normals_from_landmarks(landmarks, image.shape, crop.matrix)
+    both = coverage & frame_coverage
+    assert both.sum() > 0.9 * frame_coverage.sum()
+    assert np.median(angular_error_deg(normals[both], from_frame[both])) < 8.0  # two MediaPipe runs, one face
+
+
+def test_no_face_gives_the_empty_prior(rng: np.random.Generator) -> None:
+    noise = rng.integers(0, 255, (128, 128, 3), dtype=np.uint8)
+    with mesh_prior.create_face_mesh() as face_mesh:
+        normals, coverage, found = mesh_prior.mesh_normals_for_crop(noise, face_mesh)
+    assert not found and not coverage.any() and (normals == 0).all() and normals.shape == (128, 128, 3)
+
+
+def test_bad_inputs_name_the_problem() -> None:
+    with pytest.raises(ValueError, match="468 or 478"):
+        mesh_prior.landmarks_in_crop(np.zeros((68, 3)), (256, 256), np.eye(2, 3))
+    with pytest.raises(ValueError, match="out of range"):
+        mesh_prior.rasterize_mesh_normals(np.zeros((3, 3)), np.array([[0, 1, 5]]), 32)
+    with pytest.raises(ValueError, match="square RGB uint8"):
+        mesh_prior.mesh_normals_for_crop(np.zeros((10, 20, 3), np.uint8), face_mesh=None)
