@@ -16,6 +16,7 @@ from pathlib import Path
 
 import numpy as np
 import torch
+from scipy.ndimage import distance_transform_edt
 from tqdm import tqdm
 
 from facenormals.dataset import SampleFiles, SampleKind, load_sample, scan_dataset
@@ -103,7 +104,8 @@ def _stack(samples: list) -> LoadedBatch:
 class SetResult:
     metrics: SetMetrics
     per_image_deg: dict[str, float] = field(default_factory=dict)
-    no_face: int = 0  # baseline only: images where MediaPipe found no face (scored as missing, see below)
+    no_face: int = 0  # baseline only: images where MediaPipe found no face (left out of its metrics)
+    coverage_pct: float = 100.0  # baseline only: % of mask pixels the rasterised mesh covers
 
 
 def evaluate_predictor(predictor: Predictor, samples: list[SampleFiles], batch_size: int = 8,
@@ -119,37 +121,35 @@ def evaluate_predictor(predictor: Predictor, samples: list[SampleFiles], batch_s
     return SetResult(accumulator.result(), per_image)
 
 
+def fill_uncovered(normals: np.ndarray, covered: np.ndarray) -> np.ndarray:
+    """Give each pixel outside ``covered`` the normal of the nearest covered pixel (the mesh edge, extended)."""
+    if covered.all():
+        return normals
+    _, (rows, cols) = distance_transform_edt(~covered, return_indices=True)
+    return normals[rows, cols]
+
+
 def evaluate_mesh_baseline(samples: list[SampleFiles], label: str = "mediapipe-mesh") -> SetResult:
     """The MediaPipe face-mesh baseline: mesh normals rasterised on the same crops (``facenormals.mesh_prior``).
 
-    Images where MediaPipe finds no face are counted in ``no_face`` and left out of the metrics.
+    Mask pixels the mesh does not reach take the nearest mesh normal; images where MediaPipe finds no
+    face are counted in ``no_face`` and left out of the metrics.
     """
-    from facenormals.training.mesh_baseline import MeshBaseline
+    from facenormals.mesh_prior import create_face_mesh, mesh_normals_for_crop
 
-    baseline = MeshBaseline()
     accumulator = MetricAccumulator()
     per_image: dict[str, float] = {}
-    no_face = 0
-    try:
+    no_face, covered_px, mask_px = 0, 0, 0
+    with create_face_mesh() as face_mesh:
         for files in tqdm(samples, desc=label, unit="img", leave=False):
             sample = load_sample(files)
-            pred, valid = baseline.predict(sample.image)
-            if pred is None:
+            normals, coverage, found = mesh_normals_for_crop(sample.image, face_mesh)
+            if not found or not coverage.any():
                 no_face += 1
                 continue
-            # pixels the mesh does not cover count as wrong by 90° (a flat guess would not be free)
-            pred = np.where(valid[..., None], pred, np.array([0.0, 0.0, 0.0], np.float32))
-            pred[~valid] = _orthogonal_to(sample.normals[~valid])
-            per_image[files.name] = accumulator.add(pred, sample.normals, sample.mask)
-    finally:
-        baseline.close()
+            covered_px += int((coverage & sample.mask).sum())
+            mask_px += int(sample.mask.sum())
+            per_image[files.name] = accumulator.add(fill_uncovered(normals, coverage), sample.normals, sample.mask)
     if not per_image:
         raise RuntimeError(f"{label}: MediaPipe found no face in any of {len(samples)} images")
-    return SetResult(accumulator.result(), per_image, no_face)
-
-
-def _orthogonal_to(normals: np.ndarray) -> np.ndarray:
-    """A unit vector at 90° to each normal: the score of a pixel with no prediction."""
-    helper = np.where(np.abs(normals[:, 2:3]) < 0.9, np.array([[0.0, 0.0, 1.0]]), np.array([[1.0, 0.0, 0.0]]))
-    ortho = np.cross(normals, helper)
-    return (ortho / np.maximum(np.linalg.norm(ortho, axis=1, keepdims=True), 1e-8)).astype(np.float32)
+    return SetResult(accumulator.result(), per_image, no_face, 100.0 * covered_px / max(mask_px, 1))

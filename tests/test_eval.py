@@ -1,0 +1,133 @@
+"""facenormals eval: analytic answers on synthetic sets, ONNX and checkpoint models, the MediaPipe baseline, JSON schema."""
+
+from __future__ import annotations
+
+import json
+import math
+from pathlib import Path
+
+import numpy as np
+import onnx
+import pytest
+from onnx import TensorProto, helper
+
+from facenormals.checkpoint import save_checkpoint
+from facenormals.cli import main as cli_main
+from facenormals.conventions import decode_normals, encode_normals, normalize, sphere_normals
+from facenormals.dataset import DatasetWriter
+from facenormals.model import create_model
+
+SET_KEYS = {"n_images", "mean_deg", "std_deg", "pct_below_20", "pct_below_25", "pct_below_30"}
+
+
+def _onnx_model(path: Path, constant: tuple[float, float, float] | None) -> Path:
+    """An ONNX model with the project's I/O contract: constant normals, or normalize(2·image − 1)."""
+    image = helper.make_tensor_value_info("image", TensorProto.FLOAT, ["N", 3, "H", "W"])
+    normals = helper.make_tensor_value_info("normals", TensorProto.FLOAT, ["N", 3, "H", "W"])
+    inits = [helper.make_tensor("two", TensorProto.FLOAT, [], [2.0]), helper.make_tensor("one", TensorProto.FLOAT, [], [1.0])]
+    if constant is None:
+        nodes = [helper.make_node("Mul", ["image", "two"], ["scaled"]), helper.make_node("Sub", ["scaled", "one"], ["raw"]),
+                 helper.make_node("LpNormalization", ["raw"], ["normals"], axis=1, p=2)]
+    else:
+        inits += [helper.make_tensor("zero", TensorProto.FLOAT, [], [0.0]),
+                  helper.make_tensor("const", TensorProto.FLOAT, [1, 3, 1, 1], list(constant))]
+        nodes = [helper.make_node("Mul", ["image", "zero"], ["zeros"]), helper.make_node("Add", ["zeros", "const"], ["normals"])]
+    graph = helper.make_graph(nodes, "test", [image], [normals], inits)
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+    onnx.save(model, str(path))
+    return path
+
+
+def _sphere_set(root: Path, count: int = 3, size: int = 64) -> Path:
+    """Spheres whose image encodes their normals exactly (the normals are the decoded 8-bit image)."""
+    writer = DatasetWriter(root, normal_format="npy")
+    for i in range(count):
+        normals, mask = sphere_normals(size, radius_frac=0.3 + 0.05 * i)
+        image = np.round(encode_normals(normals) * 255).astype(np.uint8)
+        exact = normalize(decode_normals(image.astype(np.float32) / 255.0))
+        exact[~mask] = 0
+        writer.write(f"sphere{i}", mask, image=image, normals=exact)
+    return root
+
+
+def _eval(tmp_path: Path, *args: str) -> dict:
+    out = tmp_path / "result.json"
+    assert cli_main(["eval", *args, "--json", str(out)]) == 0
+    return json.loads(out.read_text())
+
+
+def test_ground_truth_model_scores_zero(tmp_path: Path):
+    data = _sphere_set(tmp_path / "spheres")
+    report = _eval(tmp_path, "--data", str(data), "--model", str(_onnx_model(tmp_path / "gt.onnx", None)))
+    metrics = report["sets"]["spheres"]
+    assert metrics["n_images"] == 3
+    assert metrics["mean_deg"] < 0.01 and metrics["pct_below_20"] == 100.0
+
+
+def test_constant_frontal_on_a_sphere_gives_the_analytic_mean(tmp_path: Path):
+    """For (0,0,1) the error at radius r is asin(r); over the disc E[asin r] = π/4 = 45°, P(err < t) = sin²t."""
+    writer = DatasetWriter(tmp_path / "sphere", normal_format="npy")
+    normals, mask = sphere_normals(256)
+    writer.write("s", mask, image=np.zeros((256, 256, 3), np.uint8), normals=normals)
+    report = _eval(tmp_path, "--data", str(tmp_path / "sphere"),
+                   "--model", str(_onnx_model(tmp_path / "c.onnx", (0.0, 0.0, 1.0))))
+    metrics = report["sets"]["sphere"]
+    assert metrics["mean_deg"] == pytest.approx(45.0, abs=0.3)
+    assert metrics["std_deg"] == 0.0  # one image
+    for t in (20, 25, 30):
+        assert metrics[f"pct_below_{t}"] == pytest.approx(100 * math.sin(math.radians(t)) ** 2, abs=0.5)
+
+
+def test_checkpoint_model_and_json_schema(tmp_path: Path):
+    data = _sphere_set(tmp_path / "a", count=2)
+    other = _sphere_set(tmp_path / "b", count=1)
+    ckpt = tmp_path / "m.safetensors"
+    save_checkpoint(create_model("fast"), ckpt)
+    report = _eval(tmp_path, "--data", str(data), "--data", str(other), "--model", str(ckpt),
+                   "--variants", f"full={ckpt}", f"again={ckpt}")
+    assert set(report) == {"model", "sets", "baselines", "variants"}
+    assert report["model"] == str(ckpt) and report["baselines"] == {}
+    assert set(report["sets"]) == {"a", "b"}
+    for metrics in report["sets"].values():
+        assert set(metrics) == SET_KEYS
+    assert report["variants"]["full"]["sets"] == report["sets"]  # same checkpoint, same numbers
+    assert report["sets"]["a"]["n_images"] == 2
+
+
+def test_mediapipe_baseline_on_a_real_face_counts_missed_faces(tmp_path: Path):
+    """Real MediaPipe on the astronaut photo (public domain, shipped in scikit-image), plus a faceless sphere."""
+    from skimage import data as skdata
+
+    from facenormals.geometry import face_crop
+    from facenormals.mesh_prior import create_face_mesh, landmarks_to_array, mesh_normals_for_crop
+
+    photo = skdata.astronaut()
+    with create_face_mesh() as mesh:
+        found = mesh.process(photo)
+        points = landmarks_to_array(found.multi_face_landmarks[0])[:, :2] * [photo.shape[1], photo.shape[0]]
+        crop = face_crop(photo, points)
+        truth, covered, ok = mesh_normals_for_crop(crop.image, mesh)
+    assert ok
+    mask = crop.mask & covered
+    writer = DatasetWriter(tmp_path / "faces", normal_format="npy")
+    writer.write("astronaut", mask, image=crop.image, normals=np.where(mask[..., None], truth, 0))
+    sphere, sphere_mask = sphere_normals(256)
+    writer.write("sphere", sphere_mask, image=np.full((256, 256, 3), 90, np.uint8), normals=sphere)
+    report = _eval(tmp_path, "--data", str(tmp_path / "faces"), "--model",
+                   str(_onnx_model(tmp_path / "c.onnx", (0.0, 0.0, 1.0))), "--baseline", "mediapipe-mesh")
+    base = report["baselines"]["mediapipe-mesh"]
+    assert set(base["sets"]["faces"]) == SET_KEYS
+    assert base["no_face"] == {"faces": 1}
+    assert base["sets"]["faces"]["n_images"] == 1
+    # the baseline rasterises the same mesh that made the ground truth: near 0°, and far better than a constant
+    assert base["sets"]["faces"]["mean_deg"] < 2.0
+    assert report["sets"]["faces"]["n_images"] == 2
+
+
+def test_bad_inputs_name_the_problem(tmp_path: Path, capsys):
+    (tmp_path / "empty").mkdir()
+    assert cli_main(["eval", "--data", str(tmp_path / "empty"), "--model", str(tmp_path / "none.onnx")]) == 1
+    assert "empty" in capsys.readouterr().err
+    data = _sphere_set(tmp_path / "s", count=1)
+    assert cli_main(["eval", "--data", str(data), "--model", str(tmp_path / "none.onnx")]) == 1
+    assert "none.onnx" in capsys.readouterr().err

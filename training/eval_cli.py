@@ -1,0 +1,98 @@
+"""``facenormals eval``: the paper's metrics on dataset folders, optionally with the MediaPipe-mesh baseline.
+
+    facenormals eval --data DIR [--data DIR ...] --model CKPT|ONNX [--json FILE] [--baseline mediapipe-mesh]
+    facenormals eval --data DIR --variants full=A.safetensors no-skip=B.safetensors ...   (ablation table)
+
+JSON (``--json``)::
+
+    {"model": str, "sets": {NAME: {"n_images", "mean_deg", "std_deg", "pct_below_20", "pct_below_25", "pct_below_30"}},
+     "baselines": {"mediapipe-mesh": {"sets": {...same...}, "no_face": {NAME: int}, "coverage_pct": {NAME: float}}},
+     "variants": {VARIANT: {"model": str, "sets": {...same...}}}}        # the last two only when asked for
+
+NAME is the dataset folder's name.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import time
+from pathlib import Path
+
+from facenormals.atomic import write_text_atomic
+from facenormals.metrics import SetMetrics
+from facenormals.zoo import resolve_model
+
+BASELINES = ("mediapipe-mesh",)
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--data", action="append", required=True, metavar="DIR",
+                        help="dataset folder of crops with images/, normals/, masks/ (repeatable)")
+    parser.add_argument("--model", help="checkpoint (.safetensors) or ONNX file; default: the shipped model")
+    parser.add_argument("--json", metavar="FILE", help="also write the results as JSON")
+    parser.add_argument("--baseline", action="append", choices=BASELINES, default=[],
+                        help="also score a baseline on the same crops")
+    parser.add_argument("--variants", nargs="+", metavar="NAME=CKPT",
+                        help="score several checkpoints into one ablation table (paper Fig. 7)")
+    parser.add_argument("--batch-size", type=int, default=8)
+
+
+def _row(name: str, m: SetMetrics, note: str = "") -> str:
+    return (f"  {name:<24}{m.n_images:>7}  {m.mean_deg:6.2f} ± {m.std_deg:5.2f}   {m.pct_below_20:6.1f}"
+            f" {m.pct_below_25:6.1f} {m.pct_below_30:6.1f}  {note}")
+
+
+HEADER = f"  {'':<24}{'images':>7}  {'mean ± std (°)':<15}  {'<20°':>6} {'<25°':>6} {'<30°':>6}"
+
+
+def _parse_variants(specs: list[str]) -> dict[str, Path]:
+    out = {}
+    for spec in specs:
+        name, sep, path = spec.partition("=")
+        if not sep or not name or not path:
+            raise ValueError(f"--variants expects NAME=CKPT, got {spec!r}")
+        out[name] = resolve_model(path)
+    return out
+
+
+def main(args: argparse.Namespace) -> int:
+    from facenormals.training.evaluation import evaluate_mesh_baseline, evaluate_predictor, load_predictor, paired_samples
+
+    sets = {Path(d).resolve().name: paired_samples(d) for d in args.data}
+    model_path = resolve_model(args.model)
+    report: dict = {"model": str(model_path), "sets": {}, "baselines": {}}
+    predictor = load_predictor(model_path)
+    for name, samples in sets.items():
+        started = time.perf_counter()
+        result = evaluate_predictor(predictor, samples, args.batch_size, label=name)
+        rate = len(samples) / (time.perf_counter() - started)
+        report["sets"][name] = result.metrics.as_dict()
+        print(f"{name}: {model_path.name} ({rate:.1f} images/s, loading included)")
+        print(HEADER)
+        print(_row("model", result.metrics))
+        for baseline in args.baseline:
+            base = evaluate_mesh_baseline(samples, label=baseline)
+            entry = report["baselines"].setdefault(baseline, {"sets": {}, "no_face": {}, "coverage_pct": {}})
+            entry["sets"][name] = base.metrics.as_dict()
+            entry["no_face"][name] = base.no_face
+            entry["coverage_pct"][name] = round(base.coverage_pct, 2)
+            note = f"no face in {base.no_face}/{len(samples)}; mesh covers {base.coverage_pct:.1f}% of the mask"
+            print(_row(baseline, base.metrics, note))
+    if args.variants:
+        variants = _parse_variants(args.variants)
+        report["variants"] = {}
+        print("\nablation (mean ± std °, paper Fig. 7 layout):")
+        print(f"  {'variant':<24}" + "".join(f"{name:>22}" for name in sets))
+        for label, path in variants.items():
+            variant_predictor = load_predictor(path)
+            entry = {"model": str(path), "sets": {}}
+            for name, samples in sets.items():
+                entry["sets"][name] = evaluate_predictor(variant_predictor, samples, args.batch_size, label).metrics.as_dict()
+            report["variants"][label] = entry
+            cells = "".join(f"{m['mean_deg']:>14.2f} ± {m['std_deg']:5.2f}" for m in entry["sets"].values())
+            print(f"  {label:<24}{cells}")
+    if args.json:
+        write_text_atomic(args.json, json.dumps(report, indent=2) + "\n")
+        print(f"wrote {args.json}")
+    return 0
