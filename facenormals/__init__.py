@@ -8,7 +8,7 @@ from __future__ import annotations
 
 __version__ = "0.1.0"
 
-__all__ = ["__version__", "create_model"]
+__all__ = ["FaceNormals", "__version__", "create_model"]
 
 
 def __getattr__(name: str):  # lazy: `import facenormals` must not pull in torch
@@ -16,4 +16,8 @@ def __getattr__(name: str):  # lazy: `import facenormals` must not pull in torch
         from facenormals.model import create_model
 
         return create_model
+    if name == "FaceNormals":
+        from facenormals.api import FaceNormals
+
+        return FaceNormals
     raise AttributeError(f"module 'facenormals' has no attribute {name!r}")

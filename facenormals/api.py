@@ -1,0 +1,243 @@
+"""The three-line Python API: face normals (and, with depth, refined depth) for images in memory or on disk.
+
+    from facenormals import FaceNormals
+    fn = FaceNormals()                       # shipped default model, fastest backend that runs here
+    faces = fn("photo.jpg")                  # or an RGB uint8 H×W×3 array; a list of either → a list of lists
+
+Each face is a :class:`FaceResult`: normals pasted into the frame (H×W×3, unit inside the mask, NaN
+outside), the frame mask, the crop square, the landmarks, and the crop-space normals the network
+produced. All faces of all images go through the network as one batch.
+
+Conventions: images are RGB (never BGR); normals are camera space, +x right, +y up, +z toward the
+camera (``facenormals.conventions``); landmarks are pixels (x, y) with the origin at the centre of the
+top-left pixel (``facenormals.geometry``); depth is metres, NaN where missing.
+
+Detection uses MediaPipe's face mesh in still-image mode (each image on its own, no tracking between
+calls), with the same landmark convention and :class:`facenormals.realtime.detect.Face` type as the
+realtime loop; pass ``detector=facenormals.realtime.detect.create_detector(...)`` for video frames,
+where tracking and smoothing help.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+import cv2
+import numpy as np
+
+from facenormals.geometry import Crop, SquareBox, face_crop, invert_affine, paste_back
+
+ImageInput = np.ndarray | str | Path
+
+
+@dataclass(frozen=True)
+class FaceResult:
+    """One face of one image. Frame-sized arrays are H×W of the input image; crop arrays S×S (S = model input)."""
+
+    normals: np.ndarray        # float32 H×W×3, unit inside ``mask``, NaN outside
+    mask: np.ndarray           # bool H×W: the face's landmark hull, where ``normals`` is valid
+    box: SquareBox             # the crop square in frame pixels (the paper's 1.2× landmark square)
+    landmarks: np.ndarray      # float32 (478, 2) face-mesh landmarks, frame pixels (x, y)
+    crop_normals: np.ndarray   # float32 S×S×3 unit normals of the whole crop, as the network gave them
+    crop_mask: np.ndarray      # bool S×S landmark hull in the crop
+    crop_matrix: np.ndarray    # 2×3 affine, frame pixels → crop pixels
+    depth: np.ndarray | None = None       # float32 H×W refined depth (metres, NaN outside) when depth was given
+    crop_depth: np.ndarray | None = None  # float32 S×S refined depth in the crop
+
+
+# ------------------------------------------------------------------------------------------------ inputs
+
+
+def load_image(image: ImageInput) -> np.ndarray:
+    """A path or an array → RGB uint8 H×W×3; anything else is a ValueError naming what was given."""
+    if isinstance(image, (str, Path)):
+        from facenormals.fileio import read_rgb
+
+        return read_rgb(image)
+    if not isinstance(image, np.ndarray):
+        raise TypeError(f"expected an RGB uint8 array or an image path, got {type(image).__name__}")
+    if image.dtype != np.uint8 or image.ndim != 3 or image.shape[2] != 3:
+        hint = " (float image? pass np.uint8 RGB in 0..255)" if np.issubdtype(image.dtype, np.floating) else ""
+        raise ValueError(f"expected an RGB uint8 H×W×3 image, got {image.dtype} {image.shape}{hint}")
+    return np.ascontiguousarray(image)
+
+
+def _as_intrinsics(intrinsics: object, shape: tuple[int, int]):
+    """An ``Intrinsics``, or a 3×3 pinhole matrix for an image of ``shape`` (rows, cols)."""
+    from facenormals.realtime.frame import Intrinsics
+
+    if isinstance(intrinsics, Intrinsics):
+        return intrinsics
+    matrix = np.asarray(intrinsics, dtype=np.float64)
+    if matrix.shape != (3, 3):
+        raise ValueError(f"intrinsics must be an Intrinsics or a 3×3 matrix, got shape {matrix.shape}")
+    return Intrinsics(width=shape[1], height=shape[0], fx=float(matrix[0, 0]), fy=float(matrix[1, 1]),
+                      cx=float(matrix[0, 2]), cy=float(matrix[1, 2]))
+
+
+def _is_one_camera(intrinsics: object) -> bool:
+    return intrinsics is None or not isinstance(intrinsics, (list, tuple)) or np.asarray(intrinsics).shape == (3, 3)
+
+
+def _per_image(value: object, count: int, shared: bool, what: str) -> list:
+    """One value per image: a single value is shared by all images, a list must have one per image."""
+    if value is None:
+        return [None] * count
+    if shared:
+        return [value] * count
+    if isinstance(value, np.ndarray) and value.ndim == 2:
+        raise ValueError(f"got {count} images but one array of {what}: pass a list, one per image")
+    values = list(value)  # type: ignore[call-overload]
+    if len(values) != count:
+        raise ValueError(f"got {count} images but {len(values)} {what}")
+    return values
+
+
+# -------------------------------------------------------------------------------------------- detection
+
+
+class StillImageDetector:
+    """MediaPipe face mesh (bundled model, 478 landmarks with irises) in static mode: every image on its own."""
+
+    def __init__(self, max_faces: int = 4, min_detection_confidence: float = 0.5) -> None:
+        import mediapipe as mp  # ~1 s to import: only when an API object is built
+
+        self.max_faces = max_faces
+        self._mesh = mp.solutions.face_mesh.FaceMesh(
+            static_image_mode=True, max_num_faces=max_faces, refine_landmarks=True,
+            min_detection_confidence=min_detection_confidence)
+
+    def detect(self, rgb: np.ndarray, t_capture_ns: int = 0) -> list:
+        from facenormals.geometry import square_box
+        from facenormals.realtime.detect import Face, check_frame
+
+        rgb = check_frame(rgb)
+        scale = np.array([rgb.shape[1], rgb.shape[0]], dtype=np.float32)
+        faces = []
+        for track_id, mesh in enumerate(self._mesh.process(rgb).multi_face_landmarks or ()):
+            points = np.array([(p.x, p.y) for p in mesh.landmark], dtype=np.float32) * scale - 0.5
+            if np.isfinite(points).all() and np.ptp(points, axis=0).max() > 0:
+                faces.append(Face(points, points, track_id, square_box(points)))
+        return faces
+
+    def close(self) -> None:
+        self._mesh.close()
+
+
+# ---------------------------------------------------------------------------------------------- the API
+
+
+class FaceNormals:
+    """Faces → normals (and refined depth). ``FaceNormals(model=None, backend="auto", max_faces=4)``.
+
+    ``model``: a checkpoint (``.safetensors``, e.g. from ``convert-official``), an ``.onnx`` or a TensorRT
+    ``.engine``; None = the shipped default. ``backend``: a name of ``facenormals.export.backends``
+    (``auto`` picks the fastest one that runs here). ``detector``: anything with
+    ``detect(rgb, t_capture_ns) -> list[Face]``; default :class:`StillImageDetector`.
+    """
+
+    def __init__(self, model: str | Path | None = None, backend: str = "auto", max_faces: int = 4,
+                 detector: object | None = None, **backend_options: object) -> None:
+        from facenormals.export.backends import create_backend
+
+        self.backend = create_backend(backend, model, **backend_options)
+        self.input_size = int(self.backend.input_size)
+        if self.backend.in_chans != 3:
+            raise ValueError(f"{model}: the model takes {self.backend.in_chans} input channels; "
+                             "this API feeds RGB images (3 channels)")
+        self.detector = detector if detector is not None else StillImageDetector(max_faces)
+
+    def __enter__(self) -> FaceNormals:
+        return self
+
+    def __exit__(self, *_exc: object) -> None:
+        self.close()
+
+    def close(self) -> None:
+        self.detector.close()
+
+    def __call__(self, images: ImageInput | Sequence[ImageInput], depth: object = None, intrinsics: object = None,
+                 depth_scale_m: float | None = 0.001) -> list[FaceResult] | list[list[FaceResult]]:
+        """One image → its faces; a list (or an N×H×W×3 array) of images → one list of faces per image.
+
+        ``depth`` (with ``intrinsics``, an ``Intrinsics`` or 3×3 matrix of the RGB image): depth aligned to
+        the RGB image, uint16 in units of ``depth_scale_m`` metres (default millimetres) or float metres;
+        a list of them for a list of images. Adds the refined depth of each face (``facenormals.fusion``).
+        """
+        single = isinstance(images, (str, Path)) or (isinstance(images, np.ndarray) and images.ndim == 3)
+        batch = [images] if single else list(images)
+        depths = _per_image(depth, len(batch), single, "depth maps")
+        cameras = _per_image(intrinsics, len(batch), single or _is_one_camera(intrinsics), "intrinsics")
+        if any(d is not None and k is None for d, k in zip(depths, cameras, strict=True)):
+            raise ValueError("depth needs the intrinsics of the RGB image it is aligned to (intrinsics=...)")
+        frames = [load_image(image) for image in batch]
+        results = self._infer(frames)
+        for i, (frame, depth_i, camera) in enumerate(zip(frames, depths, cameras, strict=True)):
+            if depth_i is not None and results[i]:
+                results[i] = fuse_faces(results[i], depth_i, _as_intrinsics(camera, frame.shape[:2]),
+                                        depth_scale_m, frame.shape[:2])
+        return results[0] if single else results
+
+    def _infer(self, frames: list[np.ndarray]) -> list[list[FaceResult]]:
+        crops: list[tuple[int, object, Crop]] = []
+        for i, frame in enumerate(frames):
+            for face in self.detector.detect(frame, time.monotonic_ns()):
+                crops.append((i, face, face_crop(frame, face.landmarks, size=self.input_size)))
+        results: list[list[FaceResult]] = [[] for _ in frames]
+        if not crops:
+            return results
+        batch = np.stack([crop.to_tensor_array() for _, _, crop in crops])  # all faces, one inference
+        normals = self.backend(batch)
+        for (i, face, crop), chw in zip(crops, normals, strict=True):
+            crop_normals = np.ascontiguousarray(chw.transpose(1, 2, 0), dtype=np.float32)
+            frame_normals, valid = paste_back(crop_normals, crop.mask, crop.matrix, frames[i].shape[:2])
+            results[i].append(FaceResult(frame_normals, valid, crop.box, face.landmarks, crop_normals,
+                                         crop.mask, crop.matrix))
+        return results
+
+
+# --------------------------------------------------------------------------------------------- RGB-D
+
+
+def fuse_faces(faces: list[FaceResult], depth: np.ndarray, intrinsics, depth_scale_m: float | None,
+               frame_shape: tuple[int, int]) -> list[FaceResult]:
+    """Refine each face's depth with its normals (``facenormals.fusion``), in crop space, then paste it back."""
+    try:
+        from facenormals import fusion
+    except ImportError as err:
+        raise NotImplementedError("depth fusion needs facenormals.fusion (the RGB-D refinement), which this "
+                                  f"installation lacks ({err}); call without depth= for normals only") from err
+    from dataclasses import replace
+
+    from facenormals.depth import check_matches, depth_to_metres
+
+    metres = depth_to_metres(depth, depth_scale_m)
+    check_matches(metres, intrinsics)
+    if metres.shape != frame_shape:
+        raise ValueError(f"depth is {metres.shape[1]}×{metres.shape[0]} but the image is "
+                         f"{frame_shape[1]}×{frame_shape[0]}: align depth to the colour image first")
+    prepared = []
+    for face in faces:
+        size = face.crop_mask.shape[0]
+        prepared.append(fusion.prepare(fusion.crop_depth(metres, face.crop_matrix, size), face.crop_normals,
+                                       face.crop_mask, fusion.crop_intrinsics(intrinsics, face.crop_matrix, size)))
+    fused = fusion.fuse_many(prepared)
+    return [replace(face, crop_depth=result.depth_m, depth=paste_depth(result.depth_m, face.crop_matrix, frame_shape))
+            for face, result in zip(faces, fused, strict=True)]
+
+
+def paste_depth(crop_depth_m: np.ndarray, matrix: np.ndarray, frame_shape: tuple[int, int]) -> np.ndarray:
+    """Crop-space depth (metres, NaN outside) → the frame; bilinear among valid pixels, NaN elsewhere."""
+    height, width = frame_shape
+    valid = np.isfinite(crop_depth_m)
+    inverse = invert_affine(matrix)
+    warp = {"dsize": (width, height), "flags": cv2.INTER_LINEAR, "borderMode": cv2.BORDER_CONSTANT, "borderValue": 0}
+    num = cv2.warpAffine(np.where(valid, crop_depth_m, 0.0).astype(np.float32), inverse, **warp)
+    den = cv2.warpAffine(valid.astype(np.float32), inverse, **warp)
+    out = np.full((height, width), np.nan, dtype=np.float32)
+    ok = den > 0.5
+    out[ok] = num[ok] / den[ok]
+    return out
