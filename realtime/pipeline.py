@@ -6,7 +6,8 @@
 * Frame ids and capture timestamps travel end to end; each stage adds its milliseconds to
   ``frame.timings`` and the last one adds ``total`` (capture → written).
 * One stop :class:`threading.Event`. A stage exception stops every stage and is raised after the
-  sinks are closed as :class:`PipelineError` naming the stage and frame id. SIGINT/SIGTERM and a
+  sinks are closed as :class:`PipelineError` naming the stage and frame id (a source failing
+  mid-stream first lets the frames it already delivered through). SIGINT/SIGTERM and a
   sink's quit request stop the loop the same way; videos are finalised, the report is returned.
 
 Render and sinks run on the calling (main) thread: GUI windows and signal handling both want it.
@@ -154,6 +155,7 @@ class PipelineReport:
     frames_in: int = 0
     frames_out: int = 0
     corrupt: int = 0
+    unfinished: int = 0  # captured but still in flight when a stop request came: discarded
     dropped: dict[str, int] = field(default_factory=dict)
     duration_s: float = 0.0
     stopped_by: str = "end"  # end | max-frames | signal | sink | error
@@ -170,7 +172,8 @@ class PipelineReport:
 
     def summary(self) -> str:
         return (f"{self.frames_out} frames in {self.duration_s:.1f} s ({self.fps:.1f} FPS), "
-                f"{self.dropped_total} dropped, {self.corrupt} corrupt, stopped by {self.stopped_by}")
+                f"{self.dropped_total} dropped, {self.corrupt} corrupt, {self.unfinished} unfinished, "
+                f"stopped by {self.stopped_by}")
 
 
 def _ms_since(t0: float) -> float:
@@ -229,14 +232,15 @@ class Pipeline:
         for q in self.queues.values():
             q.wake()
 
-    def _fail(self, stage: str, frame_id: int | None, err: BaseException) -> None:
+    def _fail(self, stage: str, frame_id: int | None, err: BaseException, stop: bool = True) -> None:
         with self._error_lock:
             if self._error is None:
                 error = PipelineError(stage, frame_id, err)
                 error.__cause__ = err
                 self._error = error
                 log.error("%s", error, exc_info=err)
-        self.stop("error")
+        if stop:
+            self.stop("error")
 
     def _worker(self, stage: str, body: Callable[[list[int | None]], None]) -> threading.Thread:
         current: list[int | None] = [None]  # frame id being processed, for the error report
@@ -272,7 +276,12 @@ class Pipeline:
                 self._stop_reason = self._stop_reason or "max-frames"
                 break
             t0 = time.perf_counter()
-            frame = next(frames, None)
+            try:
+                frame = next(frames, None)
+            except Exception as err:
+                # A source that dies mid-stream: finish the frames already captured, then report it.
+                self._fail("capture", current[0], err, stop=False)
+                break
             if frame is None:
                 break
             frame.timings["capture"] = _ms_since(t0)
@@ -389,6 +398,8 @@ class Pipeline:
         self.report.stopped_by = "error" if self._error else (self._stop_reason or "end")
         self.report.dropped = {name: q.dropped for name, q in self.queues.items()}
         self.report.records = list(self._records)
+        report = self.report
+        report.unfinished = report.frames_in - report.frames_out - report.dropped_total - report.corrupt
         if self._error is not None:
             self.report.error = str(self._error)
             self._error.report = self.report

@@ -1,0 +1,234 @@
+"""The threaded pipeline end to end on real components: OpenCV videos, MediaPipe, the torch and ONNX Runtime
+backends on a real (random-weight) network, real sinks."""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import numpy as np
+import pytest
+from pipeline_media import count_video_frames, face_photo, moving_face_frames, small_checkpoint, two_faces, write_video
+
+from facenormals.fileio import read_normals
+from facenormals.realtime.detect import create_detector
+from facenormals.realtime.frame import Frame
+from facenormals.realtime.pipeline import Pipeline, PipelineError, StageQueue, _Stopped
+from facenormals.realtime.render import FrameRenderer, RenderState
+from facenormals.realtime.sinks import SaveDirSink, VideoSink
+from facenormals.realtime.sources.base import SourceError, open_source
+
+
+@pytest.fixture(scope="module")
+def checkpoint(tmp_path_factory) -> Path:
+    return small_checkpoint(tmp_path_factory.mktemp("model") / "small.safetensors")
+
+
+@pytest.fixture(scope="module")
+def backend(checkpoint):
+    from facenormals.export.backends import create_backend
+
+    return create_backend("torch", checkpoint, device="cpu")
+
+
+@pytest.fixture(scope="module")
+def face_video(tmp_path_factory) -> Path:
+    return write_video(tmp_path_factory.mktemp("media") / "face.mp4", moving_face_frames(8))
+
+
+class CountingBackend:
+    """The real backend, recording the batch shape of each call."""
+
+    def __init__(self, backend, fail_on_call: int | None = None) -> None:
+        self.backend, self.fail_on_call = backend, fail_on_call
+        self.input_size = backend.input_size
+        self.shapes: list[tuple[int, ...]] = []
+
+    def __call__(self, batch: np.ndarray) -> np.ndarray:
+        self.shapes.append(batch.shape)
+        if self.fail_on_call is not None and len(self.shapes) == self.fail_on_call:
+            raise RuntimeError("device lost")
+        return self.backend(batch)
+
+
+def frames_of(images: list[np.ndarray], start_ns: int = 0) -> Iterator[Frame]:
+    for i, rgb in enumerate(images):
+        yield Frame(id=i, t_capture_ns=start_ns + i * 33_000_000, rgb=rgb)
+
+
+def make_pipeline(frames, backend, sinks=(), max_faces: int = 1, **kwargs) -> Pipeline:
+    return Pipeline(frames, create_detector(max_faces), backend, FrameRenderer(RenderState(), "torch"), sinks,
+                    handle_signals=False, **kwargs)
+
+
+def assert_accounted(report, stopped: bool = False) -> None:
+    """Every captured frame is written, dropped or skipped as corrupt; only a stop request leaves a few
+    in flight (one per queue slot and stage at most)."""
+    assert report.frames_in == report.frames_out + report.dropped_total + report.corrupt + report.unfinished
+    assert 0 <= report.unfinished <= (6 if stopped else 0)
+
+
+def test_video_file_every_frame_in_order(face_video, backend, tmp_path):
+    results = []
+    out = tmp_path / "out.mp4"
+    with open_source(f"video:{face_video}") as source:
+        pipeline = make_pipeline(source, backend, [VideoSink(out, fps=15), SaveDirSink(tmp_path / "save", "png")],
+                                 on_result=results.append)
+        report = pipeline.run()
+    assert not pipeline.live and report.stopped_by == "end"
+    assert report.frames_out == 8 and report.dropped_total == 0
+    assert [r.id for r in report.records] == list(range(8))
+    assert all(r.faces == 1 for r in report.records)
+    for record in report.records:
+        t = record.timings
+        assert {"capture", "detect", "crop", "infer", "paste", "render", "sink", "total"} <= set(t)
+        assert t["total"] >= t["detect"] + t["infer"] + t["render"]
+        assert record.t_done_ns > record.t_capture_ns
+    assert count_video_frames(out) == 8
+    assert not list(tmp_path.glob(".*partial*"))  # the partial file was renamed into place
+    saved = sorted((tmp_path / "save" / "normals").glob("*.png"))
+    assert [p.stem for p in saved] == [f"{i:06d}" for i in range(8)]
+    normals = read_normals(saved[0])  # 16-bit PNG, unit length where valid
+    valid = np.any(normals != 0, axis=2)
+    assert 1000 < valid.sum() < 0.6 * valid.size
+    # Pasted normals are unit vectors, exactly where the face's hull mask lands.
+    face = results[0].normals[0]
+    np.testing.assert_allclose(np.linalg.norm(face.normals[face.valid], axis=1), 1.0, atol=1e-4)
+    assert np.isnan(face.normals[~face.valid]).all()
+
+
+def test_frames_without_faces_skip_inference(backend):
+    blank = np.full((240, 320, 3), 60, np.uint8)
+    photo = face_photo()[40:280, :]
+    counting = CountingBackend(backend)
+    report = make_pipeline(frames_of([blank, photo, blank, photo, blank]), counting).run()
+    assert [r.faces for r in report.records] == [0, 1, 0, 1, 0]
+    assert counting.shapes == [(1, 3, 64, 64)] * 2  # no call for empty frames
+    assert report.frames_out == 5
+
+
+def test_several_faces_in_one_batch(backend):
+    counting = CountingBackend(backend)
+    results = []
+    report = make_pipeline(frames_of([two_faces()] * 3), counting, max_faces=2, on_result=results.append).run()
+    assert counting.shapes == [(2, 3, 64, 64)] * 3  # both faces of a frame in one call
+    assert all(len(r.normals) == 2 for r in results)
+    xs = sorted(face.x0 for face in results[-1].normals)
+    assert xs[0] < 320 <= xs[1]  # one face each side
+    assert report.frames_out == 3
+
+
+def test_corrupt_frame_is_skipped_and_counted(backend):
+    frames = moving_face_frames(4)
+    broken = [frames[0], frames[1], np.frombuffer(b"\x89PNG\r\n\x1a\n broken", np.uint8), frames[2], frames[3]]
+    report = make_pipeline(frames_of(broken), backend).run()
+    assert report.corrupt == 1 and report.frames_out == 4
+    assert [r.id for r in report.records] == [0, 1, 3, 4]
+    assert_accounted(report)
+
+
+def test_source_dying_mid_stream_is_reported_and_video_finalised(face_video, backend, tmp_path):
+    def dying() -> Iterator[Frame]:
+        with open_source(f"video:{face_video}") as source:
+            for frame in source:
+                if frame.id == 3:
+                    raise SourceError("camera 0: read failed (device unplugged)")
+                yield frame
+
+    out = tmp_path / "partial-run.mp4"
+    with pytest.raises(PipelineError, match=r"'capture' failed on frame 3.*unplugged") as caught:
+        make_pipeline(dying(), backend, [VideoSink(out, fps=15)]).run()
+    err = caught.value
+    assert err.stage == "capture" and err.frame_id == 3 and isinstance(err.__cause__, SourceError)
+    assert err.report is not None and err.report.frames_out == 3 and err.report.stopped_by == "error"
+    assert count_video_frames(out) == 3
+    assert not [t for t in threading.enumerate() if t.name.startswith("facenormals-")]
+
+
+def test_stage_exception_stops_every_stage(backend, tmp_path):
+    failing = CountingBackend(backend, fail_on_call=3)
+    out = tmp_path / "run.mp4"
+    started = time.monotonic()
+    with pytest.raises(PipelineError, match="'infer' failed on frame 2: RuntimeError: device lost") as caught:
+        make_pipeline(frames_of(moving_face_frames(30)), failing, [VideoSink(out, fps=15)]).run()
+    assert caught.value.frame_id == 2
+    assert time.monotonic() - started < 60  # finished: no hang waiting on a dead stage
+    assert not [t for t in threading.enumerate() if t.name.startswith("facenormals-")]
+    assert count_video_frames(out) == caught.value.report.frames_out == 2
+
+
+class SlowSink:
+    def __init__(self, delay_s: float) -> None:
+        self.delay_s, self.frames = delay_s, 0
+
+    def write(self, result, image) -> None:
+        time.sleep(self.delay_s)
+        self.frames += 1
+
+    def close(self) -> None:
+        pass
+
+
+def test_slow_sink_drops_stale_frames_and_latency_stays_bounded(backend):
+    """Frames released at 30 FPS into a sink that takes 0.12 s: blocking queues would let latency grow by
+    ~90 ms per frame (≈ 3.5 s by frame 40); latest-frame queues drop instead and keep it flat."""
+    delay = 0.12
+    sink = SlowSink(delay)
+    report = make_pipeline(frames_of(moving_face_frames(8) * 5), backend, [sink], pace_fps=30).run()
+    assert report.dropped_total > 10
+    assert_accounted(report)
+    totals = [r.timings["total"] / 1000.0 for r in report.records]
+    stage_s = max(r.timings["detect"] + r.timings["infer"] for r in report.records) / 1000.0
+    bound = 3 * delay + 3 * stage_s + 0.1  # queue slot + sink + the frame's own stages, with margin
+    assert max(totals) < bound, (totals, bound)
+    assert np.mean(totals[-3:]) < np.mean(totals[:3]) + bound  # no growth over the run
+
+
+def test_stop_request_from_another_thread_ends_the_run(face_video, backend):
+    with open_source(f"video:{face_video}", loop=True) as source:
+        pipeline = make_pipeline(source, backend, pace_fps=30)
+        timer = threading.Timer(1.0, pipeline.stop, kwargs={"reason": "signal"})
+        timer.start()
+        report = pipeline.run()
+    assert report.stopped_by == "signal" and report.frames_out > 0
+    assert_accounted(report, stopped=True)
+
+
+def test_max_frames(face_video, backend):
+    with open_source(f"video:{face_video}") as source:
+        report = make_pipeline(source, backend, max_frames=3).run()
+    assert report.frames_out == 3 and report.stopped_by == "max-frames"
+
+
+def test_latest_queue_keeps_the_newest_and_counts():
+    stop = threading.Event()
+    queue = StageQueue("frames", 1, latest=True, stop=stop)
+    for i in range(5):
+        queue.put(i)
+    assert queue.get() == 4 and queue.dropped == 4
+    stop.set()
+    with pytest.raises(_Stopped):
+        queue.get()  # stopped and empty: raises instead of blocking
+
+
+def test_backend_parity_torch_vs_onnxruntime(checkpoint, backend, monkeypatch, tmp_path):
+    """The same crops through torch and ONNX Runtime CPU give the same normals."""
+    from facenormals.conventions import angular_error_deg
+    from facenormals.export.backends import create_backend
+    from facenormals.realtime.crops import CropBatcher
+
+    monkeypatch.setenv("FACENORMALS_CACHE", str(tmp_path / "cache"))
+    ort = create_backend("ort-cpu", checkpoint)
+    assert ort.providers == ["CPUExecutionProvider"]
+    detector = create_detector(2)
+    try:
+        faces = detector.detect(two_faces(), 0)
+    finally:
+        detector.close()
+    batch = CropBatcher(ort.input_size, 2)(two_faces(), faces)
+    a, b = backend(batch.inputs), ort(batch.inputs)
+    assert a.shape == b.shape == (2, 3, 64, 64)
+    error = angular_error_deg(a.transpose(0, 2, 3, 1), b.transpose(0, 2, 3, 1))
+    assert float(error.mean()) < 0.05 and float(error.max()) < 1.0
