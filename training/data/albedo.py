@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import itertools
 from dataclasses import dataclass
-from typing import Protocol
 
 import cv2
 import numpy as np
@@ -218,10 +217,6 @@ def procedural_albedo(model: ict.IctModel, layout: FaceLayout,
               "stubble": round(float(stubble), 3), "hair": bool(hair.any())}
     shininess = specular_weights(layout) * (1 - 0.85 * hair)
     return np.clip(base, 0.0, 1.0).astype(np.float32), shininess.astype(np.float32), params
-
-
-class TransferredAlbedo(Protocol):
-    def sample(self, layout: FaceLayout, rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray, dict]: ...
 
 
 def hair_weights(layout: FaceLayout, rng: np.random.Generator, v: np.ndarray) -> np.ndarray:

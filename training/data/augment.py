@@ -112,8 +112,9 @@ def _load_images(src: Path, max_video_frames: int) -> list[np.ndarray]:
 
 def procedural_background(size: int, rng: np.random.Generator) -> np.ndarray:
     """A plausible out-of-focus backdrop: a colour gradient, soft blobs and a little texture."""
-    base = rng.uniform(0.05, 0.9, 3).astype(np.float32)
-    other = np.clip(base + rng.normal(0, 0.25, 3), 0, 1).astype(np.float32)
+    grey = rng.uniform(0.05, 0.85)
+    base = np.clip(grey + rng.normal(0, 0.12, 3), 0, 1).astype(np.float32)  # walls: mostly muted colours
+    other = np.clip(base * rng.uniform(0.5, 1.5) + rng.normal(0, 0.08, 3), 0, 1).astype(np.float32)
     angle = rng.uniform(0, 2 * np.pi)
     ys, xs = np.mgrid[0:size, 0:size].astype(np.float32) / size
     t = np.clip((np.cos(angle) * (xs - 0.5) + np.sin(angle) * (ys - 0.5)) + 0.5, 0, 1)[..., None]

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import numpy as np
 from tqdm import tqdm
 
 from facenormals.dataset import DatasetWriter
@@ -46,7 +47,7 @@ def crop_photos(inputs: list[Path], out: Path, every: int = 5, min_face_px: floa
                     image, mask, landmarks = faces[k]
                     name = f"{frame.name}_f{k}"
                     write_params(out, name, {"kind": "image-only", "source": "photo", "frame": frame.name,
-                                             "face": k, "face_height_px": round(float(landmarks[:, 1].ptp()), 1)})
+                                             "face": k, "face_height_px": round(float(np.ptp(landmarks[:, 1])), 1)})
                     writer.write(name, mask, image=image)
                     report.written += 1
     finally:

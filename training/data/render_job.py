@@ -29,12 +29,9 @@ class RenderJob(SampleJob):
         from facenormals.training.data import sources
 
         if self.source == "ict":
-            transfer = None
-            if self.james_dir is not None and self.kind == "paired" and self.p_transfer > 0 and _has_transfer():
-                from facenormals.training.data.transfer import JamesTransfer
-
-                transfer = JamesTransfer.from_folder(self.james_dir, ict_path=self.ict_path)
-            self._source = sources.IctSource(self.ict_path, transfer=transfer, p_transfer=self.p_transfer)
+            self._source = sources.IctSource(self.ict_path, p_transfer=self.p_transfer)
+            if self.james_dir is not None and self.kind == "paired" and self.p_transfer > 0:
+                self._source.enable_transfer(self.james_dir)
         else:
             self._source = sources.MeshSource(self.source, units=self.units)
         self._backgrounds = augment.Backgrounds(self.backgrounds) if self.kind == "paired" else None
@@ -65,8 +62,3 @@ class RenderJob(SampleJob):
                            depth_mm=result.depth_mm if paired else None)
         return "written"
 
-
-def _has_transfer() -> bool:
-    import importlib.util
-
-    return importlib.util.find_spec("facenormals.training.data.transfer") is not None

@@ -18,13 +18,20 @@ class IctSource:
 
     name = "ict"
 
-    def __init__(self, path: str | Path | None = None, transfer: albedo.TransferredAlbedo | None = None,
-                 p_transfer: float = 0.15) -> None:
+    def __init__(self, path: str | Path | None = None, p_transfer: float = 0.0) -> None:
         self.model = ict.IctModel(path)
         self.layout = albedo.face_layout(self.model)
         self.oval_ids = np.array(ict.FACE_OVAL, np.int64)
-        self.transfer = transfer
-        self.p_transfer = p_transfer if transfer is not None else 0.0
+        self.transfer = None
+        self.p_transfer = 0.0
+        self._p_transfer = p_transfer
+
+    def enable_transfer(self, scan_folder: str | Path) -> None:
+        """Give a share of the faces the texture of a scan (see transfer.py)."""
+        from facenormals.training.data.transfer import JamesTransfer
+
+        self.transfer = JamesTransfer.from_folder(scan_folder, self.model)
+        self.p_transfer = self._p_transfer
 
     def sample(self, rng: np.random.Generator, with_albedo: bool = True) -> SceneMesh:
         shape = self.model.sample(rng)
@@ -34,10 +41,10 @@ class IctSource:
                         "gaze_deg": [round(g, 2) for g in shape.gaze]}
         colors = shininess = None
         if with_albedo:
-            if rng.random() < self.p_transfer:
-                colors, shininess, albedo_params = self.transfer.sample(self.layout, rng)
-            else:
-                colors, shininess, albedo_params = albedo.procedural_albedo(self.model, self.layout, rng)
+            use_transfer = rng.random() < self.p_transfer
+            colors, shininess, albedo_params = albedo.procedural_albedo(self.model, self.layout, rng)
+            if use_transfer:
+                colors, shininess, albedo_params = self.transfer.sample(self.layout, rng, colors, shininess)
             params.update(albedo_params)
         verts = shape.vertices
         return SceneMesh(vertices=verts, faces=self.model.faces, oval=verts[self.oval_ids], mm_per_unit=10.0,
