@@ -126,6 +126,18 @@ def test_converted_fixture_reproduces_official_outputs(converted):
     assert np.allclose(unit, official_raw_to_normals(normals_raw[:1]), atol=1e-5)
 
 
+def test_converted_checkpoint_runs_unchanged_on_onnx_runtime(converted, tmp_path, monkeypatch):
+    """The converted file is an ordinary checkpoint: the ONNX export and ORT backend give the official normals."""
+    from facenormals.export.backends import create_backend
+
+    monkeypatch.setenv("FACENORMALS_CACHE", str(tmp_path))
+    backend = create_backend("ort-cpu", converted[0])
+    normals = backend(np.load(DATA / "input_image.npy"))
+    official = official_raw_to_normals(_expected("expected_image_normals_raw.npy"))
+    angles = np.degrees(np.arccos(np.clip(np.sum(normals * official, axis=1), -1.0, 1.0)))
+    assert angles.max() < 0.2  # float16 storage of the expected raw values, nothing else
+
+
 def test_converted_checkpoint_records_licence_and_provenance(converted):
     path, _ = converted
     header = read_header(path)
@@ -197,6 +209,10 @@ def test_files_that_are_not_the_checkpoint_fail_clearly(tmp_path, capsys):
         convert_official(text, out)
     with pytest.raises(OfficialCheckpointError, match=r"0 of 7 keys recognised[\s\S]*missing \(238\)"):
         convert_official(other, out)
+    legacy = tmp_path / "legacy.pth"  # the pre-1.6 (non-zip) format of the authors' PyTorch 0.3/0.4 era
+    torch.save(torch.load(other, weights_only=True), legacy, _use_new_zipfile_serialization=False)
+    with pytest.raises(OfficialCheckpointError, match=r"0 of 7 keys recognised"):
+        convert_official(legacy, out)
     with pytest.raises(OfficialCheckpointError, match="--allow-pickle"):
         convert_official(module, out)
     with pytest.raises(OfficialCheckpointError, match="unexpected \\(2\\): weight, bias"):
