@@ -6,7 +6,7 @@ returns a float32 map in metres with 0 where the sensor would report no depth. T
 1. **Occlusion shadows** (stereo/structured light): a background pixel is not seen by the second view when a nearer
    surface lies within its disparity difference ``f·b·(1/z_near − 1/z_far)`` pixels towards the second view, so
    shadows fall left of near objects (default profiles) and widen with the depth jump, as on real sensors.
-2. **Edge holes**: pixels on a depth discontinuity (3×3 range above ``edge_jump_m``) are lost with
+2. **Edge holes**: pixels on a depth discontinuity (3×3 range and Laplacian above ``edge_jump_m``) are lost with
    probability ``edge_hole_prob``.
 3. **Flying pixels**: surviving discontinuity pixels are, with probability ``flying_prob``, a blend between the near
    and far surface (the mixed-pixel effect of stereo windows and ToF).
@@ -117,7 +117,9 @@ def add_sensor_noise(
     z = np.where(valid, clean, 0.0).astype(np.float32)
 
     near, far = _local_min_max(z, valid)
-    edge = valid & (far - near > prof.edge_jump_m)
+    # A discontinuity jumps (3×3 range) and bends (Laplacian): a steep but continuous plane only does the first.
+    bend = np.abs(cv2.Laplacian(z, cv2.CV_32F, ksize=1))
+    edge = valid & (far - near > prof.edge_jump_m) & (bend > prof.edge_jump_m)
     holes = _occlusion_shadow(z, valid, intrinsics.fx * prof.baseline_m, prof.shadow_side)
     holes |= edge & (rng.random(z.shape, dtype=np.float32) < prof.edge_hole_prob)
 
@@ -127,7 +129,7 @@ def add_sensor_noise(
 
     angle = _view_angle_deg(clean, valid, intrinsics)
     ramp = np.clip((angle - prof.grazing_deg) / (90.0 - prof.grazing_deg), 0.0, 1.0) * prof.grazing_hole_prob
-    holes |= ~edge & (rng.random(z.shape, dtype=np.float32) < ramp)
+    holes |= ~flying & (rng.random(z.shape, dtype=np.float32) < ramp)  # steep surfaces and jumps alike
     holes |= rng.random(z.shape, dtype=np.float32) < prof.dropout_prob
 
     fb = prof.focal_baseline_px_m
@@ -160,11 +162,11 @@ def _local_min_max(z: np.ndarray, valid: np.ndarray) -> tuple[np.ndarray, np.nda
 
 
 def _occlusion_shadow(z: np.ndarray, valid: np.ndarray, focal_baseline_img: float, side: int) -> np.ndarray:
-    """Pixels hidden from the second view: some pixel k columns towards ``side`` has a disparity larger by ≥ k + 1.
+    """Pixels hidden from the second view: some pixel k columns towards ``side`` has a disparity larger by more than k.
 
-    With g(u) = d(u) − side·u the test "exists k > 0: d(u + side·k) − d(u) ≥ k" becomes "the running maximum of g
-    beyond u reaches g(u)": one cumulative maximum per row instead of a loop over shifts. The extra pixel of margin
-    keeps slanted but continuous surfaces from shadowing themselves through noise-level disparity steps.
+    With g(u) = d(u) − side·u the test "exists k > 0: d(u + side·k) − d(u) > k" becomes "the running maximum of g
+    beyond u exceeds g(u)": one cumulative maximum per row instead of a loop over shifts. Runs on the clean depth, so
+    only real geometry (jumps, surfaces steeper than one disparity pixel per pixel) casts shadows.
     """
     with np.errstate(divide="ignore"):
         disparity = np.where(valid, focal_baseline_img / np.maximum(z, 1e-6), -np.inf).astype(np.float32)
@@ -176,7 +178,7 @@ def _occlusion_shadow(z: np.ndarray, valid: np.ndarray, focal_baseline_img: floa
     else:
         beyond = np.maximum.accumulate(g, axis=1)
         beyond = np.concatenate([np.full_like(beyond[:, :1], -np.inf), beyond[:, :-1]], axis=1)
-    return valid & (beyond >= g + 1.0)
+    return valid & (beyond > g)
 
 
 def _view_angle_deg(z: np.ndarray, valid: np.ndarray, k: Intrinsics) -> np.ndarray:
