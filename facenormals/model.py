@@ -13,6 +13,13 @@ Active skip: ``cat(x[:, :C-m], max(x[:, C-m:], skip))``; inactive: x passes unch
 
 Widths are data (``WIDTHS``); variants (``VARIANTS``) drop parts for the paper's ablation.
 ``create_model`` is the one constructor.
+
+Mesh prior (``ModelCfg.prior``, issue 9): with ``"absolute"`` or ``"residual"``, E_I's input is
+N×7×H×W = RGB, the MediaPipe mesh normals (zero where uncovered) and their coverage
+(:func:`with_prior`). ``"residual"`` reads D_N's output as the normal in the prior's frame (rotated by
+the rotation taking +z to the prior; identity where there is no coverage), so the network predicts
+detail on top of the coarse geometry; its normal→normal path uses a heavily smoothed copy of its
+input as the prior (:func:`coarse_prior`).
 """
 
 from __future__ import annotations
@@ -59,6 +66,11 @@ WIDTHS: dict[str, WidthSpec] = {
     ),
 }
 
+# ModelCfg.prior: how E_I uses the MediaPipe mesh prior (see the module docstring)
+PRIOR_MODES = ("none", "absolute", "residual")
+PRIOR_CHANS = 4  # prior normals (3, zero where uncovered) + coverage (1), after the RGB channels
+COARSE_PRIOR_FACTOR = 16  # normal→normal prior: the input averaged over 16×16 blocks (~ the mesh's resolution)
+
 # variant → (has normal encoder E_N, has image decoder D_I, has skips)
 VARIANTS: dict[str, tuple[bool, bool, bool]] = {
     "full": (True, True, True),
@@ -78,6 +90,7 @@ class ModelCfg:
     in_chans: int = 3
     convention_version: int = CONVENTION_VERSION
     extra: dict[str, str] = field(default_factory=dict)  # provenance notes, e.g. licence of converted weights
+    prior: str = "none"  # "none" | "absolute" | "residual": the mesh-prior input (PRIOR_MODES)
 
     def __post_init__(self) -> None:
         if self.arch not in WIDTHS:
@@ -86,6 +99,16 @@ class ModelCfg:
             raise ValueError(f"unknown variant {self.variant!r}; choose one of {sorted(VARIANTS)}")
         if self.input_size % 32:
             raise ValueError(f"input_size must be a multiple of 32, got {self.input_size}")
+        if self.prior not in PRIOR_MODES:
+            raise ValueError(f"unknown prior {self.prior!r}; choose one of {list(PRIOR_MODES)}")
+        if self.prior != "none" and self.in_chans != 3 + PRIOR_CHANS:
+            raise ValueError(f"prior {self.prior!r} needs in_chans = {3 + PRIOR_CHANS} (RGB + prior normals + "
+                             f"coverage), got {self.in_chans}")
+
+    @property
+    def image_chans(self) -> int:
+        """Channels D_I reconstructs: the input minus the prior channels."""
+        return self.in_chans - PRIOR_CHANS if self.prior != "none" else self.in_chans
 
     @property
     def widths(self) -> WidthSpec:
@@ -166,6 +189,54 @@ def l2_normalize(raw: torch.Tensor) -> torch.Tensor:
     return F.normalize(raw, dim=1, eps=1e-6)
 
 
+def with_prior(image: torch.Tensor, prior_normals: torch.Tensor | None = None,
+               coverage: torch.Tensor | None = None) -> torch.Tensor:
+    """E_I's input for a prior model: N×7×H×W = RGB, prior normals × coverage, coverage.
+
+    No prior (``None``: MediaPipe found no mesh) gives zeros and coverage 0 — what every pixel outside the
+    mesh looks like in training, so the network needs no special case for it.
+    """
+    n, _, h, w = image.shape
+    if prior_normals is None:
+        prior_normals = image.new_zeros(n, 3, h, w)
+        coverage = image.new_zeros(n, 1, h, w)
+    elif coverage is None:
+        raise ValueError("with_prior: prior normals given without their coverage")
+    coverage = coverage.to(image.dtype).reshape(n, 1, h, w)
+    return torch.cat([image, prior_normals.to(image.dtype) * coverage, coverage], dim=1)
+
+
+def rotate_from_prior(raw: torch.Tensor, prior_normals: torch.Tensor, coverage: torch.Tensor) -> torch.Tensor:
+    """Rotate D_N's output by the rotation taking +z to the prior normal (identity where coverage is 0).
+
+    Rodrigues for a = +z, b = p: R·r = r + v×r + v×(v×r) / (1 + p_z) with v = a×b = (−p_y, p_x, 0).
+    Rotations keep length, so normalising before or after is the same.
+    """
+    p = prior_normals * coverage
+    px, py = p[:, 0:1], p[:, 1:2]
+    pz = p[:, 2:3] + (1.0 - coverage)  # no coverage: p = +z, R = I
+    rx, ry, rz = raw[:, 0:1], raw[:, 1:2], raw[:, 2:3]
+    dot = px * rx + py * ry
+    k = 1.0 / (1.0 + pz).clamp_min(1e-3)  # p_z > 0 for the front faces of a mesh
+    return torch.cat([rx + px * rz - k * px * dot,
+                      ry + py * rz - k * py * dot,
+                      rz - dot - k * (px * px + py * py) * rz], dim=1)
+
+
+def coarse_prior(normals: torch.Tensor, factor: int = COARSE_PRIOR_FACTOR) -> tuple[torch.Tensor, torch.Tensor]:
+    """A heavily smoothed copy of a normal map (zero = no normal) and its coverage: the normal→normal prior.
+
+    Averaging over factor×factor blocks, then bilinear upsampling, leaves roughly the detail the 468-point
+    MediaPipe mesh has; it exists for every normal-only sample (no landmarks or MediaPipe run needed).
+    """
+    valid = (normals.abs().sum(dim=1, keepdim=True) > 0).to(normals.dtype)
+    size = normals.shape[-2:]
+    small = F.avg_pool2d(normals * valid, factor, ceil_mode=True)
+    smooth = l2_normalize(F.interpolate(small, size=size, mode="bilinear", align_corners=False))
+    coverage = valid * (smooth.abs().sum(dim=1, keepdim=True) > 0).to(normals.dtype)
+    return smooth * coverage, coverage
+
+
 class ImageToNormal(nn.Module):
     """The inference path E_I → D_N with skips active: what gets exported. Holds no D_I or E_N."""
 
@@ -180,11 +251,19 @@ class ImageToNormal(nn.Module):
     def forward_raw(self, image: torch.Tensor) -> torch.Tensor:
         features = self.image_encoder(image)
         skips = self.skip_connections(features) if self.skip_connections is not None else None
-        return self.normal_decoder(features[-1], skips)
+        return _apply_prior(self.cfg, self.normal_decoder(features[-1], skips), image)
 
     def forward(self, image: torch.Tensor) -> torch.Tensor:
-        """image N×C×H×W RGB in [0, 1] → unit normals N×3×H×W (our convention)."""
+        """image N×C×H×W RGB in [0, 1] (C = 7 with a prior: :func:`with_prior`) → unit normals N×3×H×W."""
         return l2_normalize(self.forward_raw(image))
+
+
+def _apply_prior(cfg: ModelCfg, raw: torch.Tensor, image: torch.Tensor) -> torch.Tensor:
+    """D_N's raw output → raw normals: rotated onto the prior for ``residual`` models, unchanged otherwise."""
+    if cfg.prior != "residual":
+        return raw
+    chans = cfg.image_chans
+    return rotate_from_prior(raw, image[:, chans:chans + 3], image[:, chans + 3:chans + 4])
 
 
 class CrossModalNet(nn.Module):
@@ -201,7 +280,11 @@ class CrossModalNet(nn.Module):
         enc_chs = tuple(info.num_chs for info in self.image_encoder.feature_info if info.reduction in (16, 8, 4, 2))
         self.skip_connections = SkipAdapters(enc_chs, spec.skip_chs[3::-1]) if has_skips else None
         self.normal_decoder = Decoder(512, spec.normal_decoder, spec.skip_chs if has_skips else None)
-        self.image_decoder = Decoder(512, spec.image_decoder) if has_image_decoder else None
+        self.image_decoder = Decoder(512, spec.image_decoder, out_chs=cfg.image_chans) if has_image_decoder else None
+        if cfg.prior == "residual":  # start from the prior itself: D_N's output ≈ +z in the prior's frame
+            with torch.no_grad():
+                self.normal_decoder.last.weight.mul_(0.1)
+                self.normal_decoder.last.bias.copy_(torch.tensor([0.0, 0.0, 1.0]))
 
     @property
     def image_to_normal_path(self) -> ImageToNormal:
@@ -217,7 +300,7 @@ class CrossModalNet(nn.Module):
             raise RuntimeError(f"variant {self.cfg.variant!r} has no image decoder")
         features = self.image_encoder(image)
         skips = self.skip_connections(features) if self.skip_connections is not None else None
-        normals = l2_normalize(self.normal_decoder(features[-1], skips))
+        normals = l2_normalize(_apply_prior(self.cfg, self.normal_decoder(features[-1], skips), image))
         return normals, self.image_decoder(features[-1])
 
     def image_to_image(self, image: torch.Tensor) -> torch.Tensor:
@@ -228,7 +311,10 @@ class CrossModalNet(nn.Module):
     def normal_to_normal_raw(self, normals: torch.Tensor) -> torch.Tensor:
         if self.normal_encoder is None:
             raise RuntimeError(f"variant {self.cfg.variant!r} has no normal encoder")
-        return self.normal_decoder(self.normal_encoder(normals)[-1], None)  # skips inactive
+        raw = self.normal_decoder(self.normal_encoder(normals)[-1], None)  # skips inactive
+        if self.cfg.prior == "residual":  # detail on top of a smoothed copy of the input
+            return rotate_from_prior(raw, *coarse_prior(normals))
+        return raw
 
     def normal_to_normal(self, normals: torch.Tensor) -> torch.Tensor:
         return l2_normalize(self.normal_to_normal_raw(normals))
@@ -238,5 +324,10 @@ class CrossModalNet(nn.Module):
 
 
 def create_model(arch: str = "fast", variant: str = "full", **overrides: object) -> CrossModalNet:
-    """The one constructor: ``create_model("paper", "no-skip", input_size=256)``."""
+    """The one constructor: ``create_model("paper", "no-skip", input_size=256)``.
+
+    ``prior="absolute"|"residual"`` sets ``in_chans`` to 7 unless it is given.
+    """
+    if overrides.get("prior", "none") != "none":
+        overrides.setdefault("in_chans", 3 + PRIOR_CHANS)
     return CrossModalNet(replace(ModelCfg(arch=arch, variant=variant), **overrides))

@@ -1,0 +1,123 @@
+"""The mesh-prior model variants: shapes for both widths, the residual rotation, the no-mesh fallback, checkpoints."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+from scipy.spatial.transform import Rotation
+
+from facenormals.checkpoint import load_checkpoint, load_image_to_normal, save_checkpoint
+from facenormals.conventions import sphere_normals
+from facenormals.model import ModelCfg, coarse_prior, create_model, rotate_from_prior, with_prior
+
+SIZE = 64
+
+
+def random_unit(n: int, generator: torch.Generator, front: bool = True) -> torch.Tensor:
+    v = torch.randn(n, 3, SIZE, SIZE, generator=generator)
+    if front:
+        v[:, 2] = v[:, 2].abs() + 0.2
+    return torch.nn.functional.normalize(v, dim=1)
+
+
+def angle_deg(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
+    cos = torch.nn.functional.cosine_similarity(a, b, dim=1).clamp(-1, 1)
+    return torch.rad2deg(torch.acos(cos))
+
+
+@pytest.mark.parametrize(("arch", "prior"), [("fast", "absolute"), ("fast", "residual"), ("paper", "residual")])
+def test_prior_variants_take_seven_channels_and_keep_every_path(arch: str, prior: str) -> None:
+    torch.manual_seed(0)
+    model = create_model(arch, "full", prior=prior).eval()
+    assert model.cfg.in_chans == 7 and model.image_encoder.conv1.in_channels == 7
+    g = torch.Generator().manual_seed(0)
+    image = torch.rand(2, 3, SIZE, SIZE, generator=g)
+    x = with_prior(image, random_unit(2, g), torch.ones(2, 1, SIZE, SIZE))
+    with torch.no_grad():
+        normals = model.image_to_normal(x)
+        assert normals.shape == (2, 3, SIZE, SIZE)
+        assert torch.allclose(normals.norm(dim=1), torch.ones(2, SIZE, SIZE), atol=1e-4)
+        both, recon = model.image_to_normal_and_image(x)
+        assert torch.allclose(both, normals, atol=1e-5)
+        assert recon.shape == (2, 3, SIZE, SIZE)  # D_I reconstructs the RGB only
+        assert model.image_to_image(x).shape == (2, 3, SIZE, SIZE)
+        assert model.normal_to_normal(normals).shape == (2, 3, SIZE, SIZE)
+        assert torch.allclose(model.image_to_normal_path(x), normals, atol=1e-5)
+
+
+def test_prior_needs_seven_input_channels() -> None:
+    with pytest.raises(ValueError, match="in_chans = 7"):
+        ModelCfg(prior="residual", in_chans=3)
+    with pytest.raises(ValueError, match="unknown prior"):
+        ModelCfg(prior="mesh", in_chans=7)
+    assert ModelCfg().prior == "none"  # RGB-only models are unchanged
+
+
+def test_rotation_takes_z_to_the_prior_and_matches_rodrigues() -> None:
+    g = torch.Generator().manual_seed(1)
+    prior = random_unit(1, g)
+    raw = random_unit(1, g, front=False) * 3.0
+    covered = torch.ones(1, 1, SIZE, SIZE)
+    z = torch.zeros(1, 3, SIZE, SIZE)
+    z[:, 2] = 1.0
+    assert torch.allclose(rotate_from_prior(z, prior, covered), prior, atol=1e-5)
+    out = rotate_from_prior(raw, prior, covered)
+    for row, col in ((0, 0), (17, 40), (63, 5)):
+        p = prior[0, :, row, col].double().numpy()
+        rotation, _ = Rotation.align_vectors([p], [[0.0, 0.0, 1.0]])
+        # the minimal rotation: axis ⟂ both, so check it against the explicit one
+        expected = rotation.apply(raw[0, :, row, col].double().numpy())
+        np.testing.assert_allclose(out[0, :, row, col].double().numpy(), expected, atol=1e-4)
+    assert torch.allclose(out.norm(dim=1), raw.norm(dim=1), atol=1e-4)  # a rotation keeps length
+    assert torch.equal(rotate_from_prior(raw, prior, torch.zeros_like(covered)), raw)  # no coverage: identity
+
+
+def test_residual_model_starts_at_the_prior() -> None:
+    torch.manual_seed(0)
+    model = create_model("fast", "full", prior="residual").eval()
+    g = torch.Generator().manual_seed(2)
+    prior = random_unit(1, g)
+    with torch.no_grad():
+        out = model.image_to_normal(with_prior(torch.rand(1, 3, SIZE, SIZE, generator=g), prior, torch.ones(1, 1, SIZE, SIZE)))
+    assert angle_deg(out, prior).mean() < 10.0  # at initialisation, the mesh baseline plus small noise
+
+
+@pytest.mark.parametrize("prior", ["absolute", "residual"])
+def test_no_mesh_fallback_runs_and_matches_explicit_zeros(prior: str) -> None:
+    torch.manual_seed(0)
+    model = create_model("fast", "full", prior=prior).eval()
+    image = torch.rand(1, 3, SIZE, SIZE)
+    fallback = with_prior(image)
+    assert torch.equal(fallback[:, 3:], torch.zeros(1, 4, SIZE, SIZE))
+    explicit = with_prior(image, torch.ones(1, 3, SIZE, SIZE), torch.zeros(1, 1, SIZE, SIZE))
+    assert torch.equal(fallback, explicit)  # normals under coverage 0 are never seen
+    with torch.no_grad():
+        normals = model.image_to_normal(fallback)
+    assert torch.isfinite(normals).all()
+    assert torch.allclose(normals.norm(dim=1), torch.ones(1, SIZE, SIZE), atol=1e-4)
+    with pytest.raises(ValueError, match="coverage"):
+        with_prior(image, torch.ones(1, 3, SIZE, SIZE))
+
+
+def test_coarse_prior_keeps_the_low_frequencies() -> None:
+    normals, mask = sphere_normals(SIZE)
+    t = torch.from_numpy(normals.transpose(2, 0, 1)[None].copy())
+    smooth, coverage = coarse_prior(t, factor=8)
+    assert torch.equal(coverage[0, 0] > 0, torch.from_numpy(mask))
+    err = angle_deg(smooth, t)[0][torch.from_numpy(mask)]
+    assert 0.5 < err.median() < 8.0  # smoothed, not copied, yet the same shape
+    assert (smooth[0, :, ~torch.from_numpy(mask)] == 0).all()
+
+
+def test_prior_config_survives_checkpoints(tmp_path) -> None:
+    torch.manual_seed(0)
+    model = create_model("fast", "full", prior="residual").eval()
+    path = tmp_path / "prior.safetensors"
+    save_checkpoint(model, path)
+    x = with_prior(torch.rand(1, 3, SIZE, SIZE), random_unit(1, torch.Generator().manual_seed(3)),
+                   torch.ones(1, 1, SIZE, SIZE))
+    reloaded, path_only = load_checkpoint(path), load_image_to_normal(path)
+    assert reloaded.cfg.prior == "residual" and path_only.cfg.in_chans == 7
+    with torch.no_grad():
+        assert torch.allclose(path_only(x), model.image_to_normal(x), atol=1e-5)
