@@ -1,0 +1,153 @@
+"""TensorRT engine build from an exported ONNX file, for TensorRT 10 and 11.
+
+TensorRT 10 builds precision from builder flags (weak typing) or, opt-in, from the graph (strongly typed).
+TensorRT 11 removed the precision flags: every network is strongly typed, so FP16 comes from an FP16-cast
+ONNX (``export/fp16.py``) and INT8 from a Q/DQ ONNX (``calibrate int8 --target trt``). ``plan_build``
+decides, from the ONNX metadata and the TensorRT major version, which ONNX to parse and which flags to
+set; it needs no TensorRT and is tested on CPU. ``build_engine`` then drives the builder: an optimisation
+profile over the batch, a persistent timing cache, and the JSON sidecar (``engine_header.py``).
+"""
+
+from __future__ import annotations
+
+import hashlib
+from dataclasses import dataclass
+from pathlib import Path
+
+import onnx
+
+from facenormals.atomic import write_bytes_atomic
+from facenormals.export.engine_header import EngineHeader, write_header
+
+PRECISIONS = ("fp32", "fp16", "int8")
+
+
+@dataclass(frozen=True)
+class BuildPlan:
+    cast_fp16: bool  # parse the FP16-cast graph made from this fp32 ONNX
+    strongly_typed: bool  # precisions come from the graph
+    builder_flags: tuple[str, ...]  # names in trt.BuilderFlag (TensorRT 10 weak typing only)
+
+
+def import_tensorrt() -> object:
+    try:
+        import tensorrt as trt
+    except ImportError as err:
+        raise RuntimeError("TensorRT is not installed (pip install 'facenormals[gpu]' on a machine with an NVIDIA GPU "
+                           f"and driver): {err}") from err
+    return trt
+
+
+def trt_major(version: str) -> int:
+    try:
+        return int(version.split(".")[0])
+    except ValueError:
+        raise ValueError(f"unparseable TensorRT version {version!r}") from None
+
+
+def plan_build(onnx_meta: dict[str, str], qdq_problems: list[str], precision: str, major: int) -> BuildPlan:
+    """Which graph and flags build ``precision`` on TensorRT ``major`` from an ONNX with this metadata."""
+    if precision not in PRECISIONS:
+        raise ValueError(f"unknown precision {precision!r}; choose one of {', '.join(PRECISIONS)}")
+    if major < 10:
+        raise ValueError(f"TensorRT {major}.x is not supported (10 or newer: name-based I/O, execute_async_v3)")
+    source = onnx_meta.get("precision", "fp32")
+    if precision == "int8":
+        if source != "int8":
+            raise ValueError(f"--int8 needs the Q/DQ model from 'facenormals calibrate int8 --target trt', "
+                             f"this ONNX is {source}")
+        if qdq_problems:
+            raise ValueError("this Q/DQ model is not TensorRT-compatible (calibrate with --target trt): "
+                             + "; ".join(qdq_problems[:3]) + (" ..." if len(qdq_problems) > 3 else ""))
+        # Explicit quantisation. TRT 10 weak typing may also pick fp16 for the unquantised layers (the head).
+        return BuildPlan(False, major >= 11, () if major >= 11 else ("INT8", "FP16"))
+    if source == "int8":
+        raise ValueError(f"this ONNX is INT8 Q/DQ; build it with --int8, or pass the fp32/fp16 export for {precision}")
+    if precision == "fp32":
+        if source != "fp32":
+            raise ValueError(f"an fp32 engine needs the fp32 ONNX, this one is {source}")
+        return BuildPlan(False, major >= 11, ())
+    # fp16
+    if source == "fp16":
+        return BuildPlan(False, True, ())
+    if major >= 11:
+        return BuildPlan(True, True, ())  # no FP16 flag any more: cast the graph, keep I/O and the head fp32
+    return BuildPlan(False, False, ("FP16",))
+
+
+def gpu_identity() -> tuple[str, str]:
+    """(name, "major.minor" compute capability) of the current CUDA device."""
+    import torch
+
+    if not torch.cuda.is_available():
+        raise RuntimeError("no CUDA GPU visible to torch: TensorRT engines are built on the GPU they will run on")
+    major, minor = torch.cuda.get_device_capability()
+    return torch.cuda.get_device_name(), f"{major}.{minor}"
+
+
+def default_timing_cache(compute_capability: str, trt_version: str) -> Path:
+    from facenormals.export.backends import cache_dir
+
+    return cache_dir() / "trt" / f"timing-sm{compute_capability.replace('.', '')}-trt{trt_version}.cache"
+
+
+def build_engine(onnx_path: str | Path, out: str | Path, precision: str = "fp16",
+                 batch: tuple[int, int, int] = (1, 4, 8), timing_cache: str | Path | None = None,
+                 workspace_gb: float = 2.0) -> EngineHeader:
+    """Build and write ``out`` (a plain TensorRT plan) and its sidecar; returns the header."""
+    from facenormals.calibration.int8 import trt_qdq_problems
+    from facenormals.export.backends import onnx_model_info
+    from facenormals.export.fp16 import to_fp16
+
+    onnx_path, out = Path(onnx_path), Path(out)
+    if not onnx_path.is_file():
+        raise FileNotFoundError(f"ONNX model not found: {onnx_path}")
+    if not 1 <= batch[0] <= batch[1] <= batch[2]:
+        raise ValueError(f"batch profile must satisfy 1 ≤ min ≤ opt ≤ max, got {batch}")
+    model = onnx.load(str(onnx_path))
+    in_chans, size, meta = onnx_model_info(onnx_path)
+    problems = trt_qdq_problems(model) if meta.get("precision") == "int8" else []
+    trt = import_tensorrt()
+    plan = plan_build(meta, problems, precision, trt_major(trt.__version__))
+    gpu_name, capability = gpu_identity()
+    if plan.cast_fp16:
+        model = to_fp16(model)
+    onnx_bytes = model.SerializeToString()
+
+    logger = trt.Logger(trt.Logger.WARNING)
+    builder = trt.Builder(logger)
+    flags = 0
+    strongly_typed_flag = getattr(trt.NetworkDefinitionCreationFlag, "STRONGLY_TYPED", None)
+    if plan.strongly_typed and strongly_typed_flag is not None:  # opt-in on 10.x; accepted and implied on 11.x
+        flags |= 1 << int(strongly_typed_flag)
+    network = builder.create_network(flags)
+    parser = trt.OnnxParser(network, logger)
+    if not parser.parse(onnx_bytes):
+        errors = [str(parser.get_error(i)) for i in range(parser.num_errors)]
+        raise RuntimeError(f"{onnx_path}: TensorRT's ONNX parser failed:\n  " + "\n  ".join(errors))
+    config = builder.create_builder_config()
+    config.set_memory_pool_limit(trt.MemoryPoolType.WORKSPACE, int(workspace_gb * (1 << 30)))
+    for flag in plan.builder_flags:
+        config.set_flag(getattr(trt.BuilderFlag, flag))
+    input_name = network.get_input(0).name
+    profile = builder.create_optimization_profile()
+    profile.set_shape(input_name, *[(n, in_chans, size, size) for n in batch])
+    config.add_optimization_profile(profile)
+
+    cache_path = Path(timing_cache) if timing_cache else default_timing_cache(capability, trt.__version__)
+    cache = config.create_timing_cache(cache_path.read_bytes() if cache_path.is_file() else b"")
+    config.set_timing_cache(cache, ignore_mismatch=False)
+    serialized = builder.build_serialized_network(network, config)
+    if serialized is None:
+        raise RuntimeError(f"{onnx_path}: TensorRT failed to build a {precision} engine (see the log above)")
+    engine_bytes = bytes(serialized)
+    write_bytes_atomic(cache_path, bytes(config.get_timing_cache().serialize()))
+    write_bytes_atomic(out, engine_bytes)
+    header = EngineHeader(
+        trt_version=trt.__version__, gpu_name=gpu_name, compute_capability=capability, precision=precision,
+        strongly_typed=plan.strongly_typed, batch=tuple(batch), in_chans=in_chans, size=size,
+        input_name=input_name, output_name=network.get_output(0).name,
+        onnx_sha256=hashlib.sha256(onnx_path.read_bytes()).hexdigest(),
+        engine_sha256=hashlib.sha256(engine_bytes).hexdigest(), model=meta)
+    write_header(out, header)
+    return header
