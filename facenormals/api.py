@@ -21,6 +21,7 @@ where tracking and smoothing help.
 from __future__ import annotations
 
 import time
+import warnings
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -45,6 +46,7 @@ class FaceResult:
     crop_mask: np.ndarray      # bool S×S landmark hull in the crop
     crop_matrix: np.ndarray    # 2×3 affine, frame pixels → crop pixels
     depth: np.ndarray | None = None       # float32 H×W refined depth (metres, NaN outside) when depth was given
+    #                                       (None with a warning where the face has too little valid depth)
     crop_depth: np.ndarray | None = None  # float32 S×S refined depth in the crop
 
 
@@ -212,21 +214,28 @@ def fuse_faces(faces: list[FaceResult], depth: np.ndarray, intrinsics, depth_sca
                                   f"installation lacks ({err}); call without depth= for normals only") from err
     from dataclasses import replace
 
-    from facenormals.depth import check_matches, depth_to_metres
+    from facenormals.depth import DepthError, check_matches, depth_to_metres
 
     metres = depth_to_metres(depth, depth_scale_m)
     check_matches(metres, intrinsics)
     if metres.shape != frame_shape:
         raise ValueError(f"depth is {metres.shape[1]}×{metres.shape[0]} but the image is "
                          f"{frame_shape[1]}×{frame_shape[0]}: align depth to the colour image first")
-    prepared = []
-    for face in faces:
+    prepared, kept = [], []
+    for i, face in enumerate(faces):
         size = face.crop_mask.shape[0]
-        prepared.append(fusion.prepare(fusion.crop_depth(metres, face.crop_matrix, size), face.crop_normals,
-                                       face.crop_mask, fusion.crop_intrinsics(intrinsics, face.crop_matrix, size)))
-    fused = fusion.fuse_many(prepared)
-    return [replace(face, crop_depth=result.depth_m, depth=paste_depth(result.depth_m, face.crop_matrix, frame_shape))
-            for face, result in zip(faces, fused, strict=True)]
+        try:
+            prepared.append(fusion.prepare(fusion.crop_depth(metres, face.crop_matrix, size), face.crop_normals,
+                                           face.crop_mask, fusion.crop_intrinsics(intrinsics, face.crop_matrix, size)))
+        except DepthError as err:  # this face is out of the sensor's range: keep its normals, no depth
+            warnings.warn(f"face {i}: no refined depth ({err})", RuntimeWarning, stacklevel=3)
+            continue
+        kept.append(i)
+    out = list(faces)
+    for i, result in zip(kept, fusion.fuse_many(prepared), strict=True):
+        out[i] = replace(faces[i], crop_depth=result.depth_m,
+                         depth=paste_depth(result.depth_m, faces[i].crop_matrix, frame_shape))
+    return out
 
 
 def paste_depth(crop_depth_m: np.ndarray, matrix: np.ndarray, frame_shape: tuple[int, int]) -> np.ndarray:

@@ -152,6 +152,10 @@ def test_depth_is_refined_per_face_when_fusion_is_available(api, astronaut):
     assert np.isfinite(inside).mean() > 0.95
     assert abs(float(np.nanmedian(inside)) - 0.6) < 0.01  # the wall stays where the sensor saw it
     assert np.isnan(face.depth[~face.mask]).mean() > 0.99
+    # a face the sensor did not see keeps its normals and gets no depth, with a warning
+    with pytest.warns(RuntimeWarning, match="no refined depth"):
+        blind = api(astronaut, depth=np.zeros_like(depth), intrinsics=camera)[0]
+    assert blind.depth is None and blind.mask.sum() == face.mask.sum()
 
 
 # ------------------------------------------------------------------------------------------ README example

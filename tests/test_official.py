@@ -46,7 +46,6 @@ def converted(official_state, tmp_path_factory) -> tuple[Path, object]:
 
 
 def _paper_model(path: Path):
-    torch.set_num_threads(2)
     return load_checkpoint(path).eval()
 
 
