@@ -238,6 +238,38 @@ def mesh_normals_from_landmarks(landmarks_norm: np.ndarray, frame_shape: tuple[i
     return rasterize_mesh_normals(points, mesh_triangles(close_holes=True), size)
 
 
+# Stored priors of a dataset folder (``facenormals data prior``): priors/NAME.npy holds MediaPipe's landmarks
+# (float32 478×3, normalised to that sample's image); priors/index.csv lists every image with found 0/1.
+PRIORS_DIR = "priors"
+PRIOR_INDEX = "index.csv"
+
+
+def stored_prior_path(root: str | Path, name: str) -> Path:
+    return Path(root) / PRIORS_DIR / f"{name}.npy"
+
+
+def read_stored_landmarks(root: str | Path, name: str) -> np.ndarray | None:
+    """The stored landmarks of sample ``name``, or None when MediaPipe found no face (or none were computed)."""
+    path = stored_prior_path(root, name)
+    if not path.is_file():
+        return None
+    landmarks = np.load(path, allow_pickle=False)
+    if landmarks.ndim != 2 or landmarks.shape[1] != 3 or len(landmarks) < NUM_MESH_POINTS:
+        raise ValueError(f"{path}: expected MediaPipe landmarks (468 or 478, 3), got {landmarks.shape}")
+    return landmarks.astype(np.float64)
+
+
+def stored_prior(root: str | Path, name: str, shape: tuple[int, ...]) -> tuple[np.ndarray, np.ndarray]:
+    """(normals, coverage) of a sample's stored prior on its own square image of ``shape``; empty if none."""
+    if shape[0] != shape[1]:
+        raise ValueError(f"sample '{name}' in {root}: the prior needs a square crop, got {shape[:2]}")
+    landmarks = read_stored_landmarks(root, name)
+    if landmarks is None:
+        return empty_prior(shape[0])
+    identity = np.array([[1.0, 0.0, 0.0], [0.0, 1.0, 0.0]])
+    return mesh_normals_from_landmarks(landmarks, shape, identity, shape[0])
+
+
 def create_face_mesh() -> object:
     """A static-image MediaPipe FaceMesh with iris refinement (use as a context manager)."""
     import mediapipe as mp

@@ -197,3 +197,24 @@ def test_bad_inputs_name_the_problem() -> None:
         mesh_prior.rasterize_mesh_normals(np.zeros((3, 3)), np.array([[0, 1, 5]]), 32)
     with pytest.raises(ValueError, match="square RGB uint8"):
         mesh_prior.mesh_normals_for_crop(np.zeros((10, 20, 3), np.uint8), face_mesh=None)
+
+
+def test_data_prior_command_stores_landmarks_and_records_misses(astronaut, tmp_path, rng) -> None:
+    from facenormals.dataset import DatasetWriter
+    from facenormals.training.data.prior_cli import compute_priors, read_index
+
+    image, landmarks = astronaut
+    crop = face_crop(image, frame_pixels(landmarks, image.shape), size=128)
+    writer = DatasetWriter(tmp_path)
+    writer.write("face", crop.mask, image=crop.image)
+    writer.write("noise", crop.mask, image=rng.integers(0, 255, (128, 128, 3), dtype=np.uint8))
+    writer.write("geometry", crop.mask, normals=np.where(crop.mask[..., None], [0.0, 0.0, 1.0], 0.0).astype(np.float32))
+
+    assert compute_priors(tmp_path) == (1, 1, 0)  # normal-only samples need no stored prior
+    assert read_index(tmp_path) == {"face": True, "noise": False}
+    normals, coverage = mesh_prior.stored_prior(tmp_path, "face", (128, 128, 3))
+    assert (coverage & crop.mask).sum() > 0.9 * crop.mask.sum()
+    assert normals[coverage][:, 2].mean() > 0.5
+    empty_normals, empty_coverage = mesh_prior.stored_prior(tmp_path, "noise", (128, 128, 3))
+    assert not empty_coverage.any() and not empty_normals.any()
+    assert compute_priors(tmp_path) == (0, 0, 2)  # resumes: nothing recomputed

@@ -12,7 +12,7 @@ DEFAULT_SHARED = Path(os.environ.get("FACENORMALS_SHARED", Path(__file__).resolv
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    sub = parser.add_subparsers(dest="action", required=True, metavar="render|photos")
+    sub = parser.add_subparsers(dest="action", required=True, metavar="render|photos|prior")
     r = sub.add_parser("render", help="render paired (image + normals) or normal-only samples from 3-D faces")
     r.add_argument("--source", default="ict", help="'ict' (ICT-FaceKit random faces) or a folder/file of meshes")
     r.add_argument("--count", type=int, required=True, help="samples to produce (indices start..start+count-1)")
@@ -44,11 +44,18 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     p.add_argument("--min-face", type=float, default=40.0, help="skip faces shorter than this (pixels)")
     p.add_argument("--size", type=int, default=256)
     p.add_argument("--no-contact-sheet", action="store_true")
+    from facenormals.training.data import prior_cli  # mesh priors (issue 9)
+
+    prior_cli.add_arguments(sub.add_parser("prior", help="store MediaPipe mesh priors for the images of dataset folders"))
 
 
 def main(args: argparse.Namespace) -> int:
     if args.action == "render":
         return _render(args)
+    if args.action == "prior":
+        from facenormals.training.data import prior_cli
+
+        return prior_cli.main(args)
     return _photos(args)
 
 
