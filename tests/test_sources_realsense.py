@@ -81,6 +81,11 @@ def test_alignment_matches_an_independent_reprojection(recording):
         assert abs(near_cols.max() - (COLOUR_K[0] * x / 0.5 + COLOUR_K[2])) <= 1.5
 
 
+def test_file_as_an_option(recording):
+    with open_source("realsense", file=recording) as source:
+        assert not source.live and len(list(source)) >= 7
+
+
 def test_real_time_playback_is_live(recording):
     with RealSenseSource(file=recording, real_time=True) as source:
         assert source.live
@@ -94,6 +99,8 @@ def test_errors(rs, tmp_path):
         open_source(f"realsense:{tmp_path / 'missing.bag'}")
     with pytest.raises(SourceError, match="option"):
         open_source(f"realsense:{tmp_path / 'missing.bag'}", exposure=3)
+    with pytest.raises(SourceError, match=r"does not take option\(s\) file"):
+        open_source(f"realsense:{tmp_path / 'a.bag'}", file="b.bag")  # the spec already names the file
     if len(rs.context().query_devices()) == 0:
         with pytest.raises(SourceError, match="no RealSense camera connected"):
             open_source("realsense")

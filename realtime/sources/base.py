@@ -247,13 +247,17 @@ def _factory(spec: SourceSpec) -> tuple[Any, tuple[Any, ...]]:
     if kind == "realsense":
         from facenormals.realtime.sources.realsense import RealSenseSource
 
-        if arg is not None and Path(arg).suffix.lower() in REALSENSE_SUFFIXES:
+        if arg is None:
+            return RealSenseSource, ()  # first camera, or serial=/file= given as options
+        if Path(arg).suffix.lower() in REALSENSE_SUFFIXES:
             return _with_kw(RealSenseSource, file=arg), ()
         return _with_kw(RealSenseSource, serial=arg), ()
     if kind == "kinect":
         from facenormals.realtime.sources.kinect import KinectSource
 
-        if arg is not None and arg.isdigit():
+        if arg is None:
+            return KinectSource, ()
+        if arg.isdigit():
             return _with_kw(KinectSource, device=int(arg)), ()
         return _with_kw(KinectSource, file=arg), ()
     if kind == "rgbd":
