@@ -61,7 +61,7 @@ class AugmentSection:
 
     flip: float = 0.5  # horizontal flip probability (normal x is negated)
     rotate_deg: float = 10.0  # in-plane rotation range ± (normal xy rotated with it)
-    scale: float = 0.08  # zoom range ±
+    scale: float = 0.12  # zoom range ±
     shift: float = 0.04  # translation range ± (fraction of the side)
     brightness: float = 0.3
     contrast: float = 0.3
@@ -69,11 +69,11 @@ class AugmentSection:
     hue_gain: float = 0.15  # per-channel gain range ± (white balance / tint)
     gamma: float = 0.35  # log-uniform gamma range ±
     grayscale: float = 0.1
-    blur: float = 0.3  # probability of a Gaussian blur
+    blur: float = 0.25  # probability of a Gaussian blur
     blur_sigma: float = 1.5
-    noise: float = 0.4  # probability of Gaussian noise
+    noise: float = 0.3  # probability of Gaussian noise
     noise_std: float = 0.04
-    jpeg: float = 0.4  # probability of JPEG re-encoding
+    jpeg: float = 0.3  # probability of JPEG re-encoding
     jpeg_quality: tuple[int, int] = (30, 95)
     occluder: float = 0.3  # probability of one random occluder (ellipse/rectangle, flat or textured)
 

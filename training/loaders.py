@@ -9,6 +9,7 @@ of loader workers, and no loader state needs saving beyond the step.
 
 from __future__ import annotations
 
+import time
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -18,6 +19,7 @@ import torch
 from torch.utils.data import DataLoader, Dataset, DistributedSampler
 
 from facenormals.dataset import SampleFiles, SampleKind, load_sample, scan_dataset
+from facenormals.fileio import DataError
 from facenormals.training.augment import geometric_matrix, photometric, warp_image, warp_mask, warp_normals
 from facenormals.training.config import BATCH_KINDS, AugmentSection, TrainConfig
 from facenormals.training.schedule import steps_for_batch
@@ -25,11 +27,23 @@ from facenormals.training.schedule import steps_for_batch
 KIND_OF_SAMPLE = {SampleKind.PAIRED: "paired", SampleKind.IMAGE_ONLY: "image-only", SampleKind.NORMAL_ONLY: "normal-only"}
 
 
+def _scan_settled(folder: str, tries: int = 30) -> list[SampleFiles]:
+    """scan_dataset, retried while a writer is mid-sample (its mask lands last)."""
+    for attempt in range(tries):
+        try:
+            return scan_dataset(folder)
+        except DataError as err:
+            if "have no mask" not in str(err) or attempt == tries - 1:
+                raise
+            time.sleep(1.0)
+    raise AssertionError("unreachable")
+
+
 def scan_by_kind(folders: tuple[str, ...] | list[str]) -> dict[str, list[SampleFiles]]:
     """All samples of ``folders`` grouped by batch kind (sorted, so the order is reproducible)."""
     groups: dict[str, list[SampleFiles]] = {kind: [] for kind in BATCH_KINDS}
     for folder in folders:
-        for files in scan_dataset(folder):
+        for files in _scan_settled(folder):
             groups[KIND_OF_SAMPLE[files.kind]].append(files)
     return groups
 
