@@ -21,6 +21,7 @@ class PinholeCamera:
     focal: float
     cx: float
     cy: float
+    perspective = True
 
     def project(self, points: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         points = np.asarray(points, dtype=np.float64)
@@ -40,6 +41,7 @@ class WeakPerspectiveCamera:
     scale: float
     cx: float
     cy: float
+    perspective = False
 
     def project(self, points: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         points = np.asarray(points, dtype=np.float64)

@@ -67,7 +67,7 @@ def _default_backgrounds() -> list[Path]:
 def _render(args: argparse.Namespace) -> int:
     from facenormals.training.data import synth
     from facenormals.training.data.contact_sheet import contact_sheet
-    from facenormals.training.data.jobs import collect_params_csv, run_parallel
+    from facenormals.training.data.jobs import collect_params_csv, remove_stale_temporaries, run_parallel
     from facenormals.training.data.render_job import RenderJob
 
     if args.count < 1:
@@ -92,6 +92,7 @@ def _render(args: argparse.Namespace) -> int:
 
         IctModel(args.ict or default_ict_path())  # fail fast with a clear message, before the workers start
     args.out.mkdir(parents=True, exist_ok=True)
+    remove_stale_temporaries(args.out)
     report = run_parallel(job, range(args.start, args.start + args.count), args.workers, f"render {args.kind}")
     collect_params_csv(args.out)
     print(f"{args.out}: {report.summary()}")
@@ -101,7 +102,10 @@ def _render(args: argparse.Namespace) -> int:
 
 
 def _photos(args: argparse.Namespace) -> int:
+    from facenormals.training.data.jobs import remove_stale_temporaries
     from facenormals.training.data.photos_job import crop_photos
+
+    remove_stale_temporaries(args.out)
 
     report = crop_photos(args.inputs, args.out, every=args.every, min_face_px=args.min_face, size=args.size)
     print(f"{args.out}: {report.summary()}")

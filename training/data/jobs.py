@@ -150,3 +150,16 @@ def collect_params_csv(root: Path) -> Path | None:
     writer.writerows(rows)
     write_text_atomic(out, text.getvalue())
     return out
+
+
+def remove_stale_temporaries(root: Path) -> int:
+    """Delete temporary files left by a killed run (facenormals.atomic names them '.TARGET.xxxx')."""
+    removed = 0
+    for sub in ("images", "normals", "masks", "depth", "params"):
+        folder = root / sub
+        if folder.is_dir():
+            for path in folder.glob(".*"):
+                if path.is_file():
+                    path.unlink(missing_ok=True)
+                    removed += 1
+    return removed

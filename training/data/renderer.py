@@ -55,11 +55,13 @@ class Fragments:
 
 
 def rasterize(screen_xy: np.ndarray, depth: np.ndarray, faces: np.ndarray, size: tuple[int, int],
-              cull_backfaces: bool = True) -> Fragments:
+              cull_backfaces: bool = True, perspective: bool = True) -> Fragments:
     """Rasterise triangles given projected vertices.
 
     screen_xy: V×2 pixel coordinates (x right, y down); depth: V positive distances; faces: F×3 indices,
     counter-clockwise seen from the camera (+z toward the viewer) when ``cull_backfaces``.
+    ``perspective``: interpolate with 1/depth weights (pinhole); False for (weak-)orthographic projections,
+    where attributes are affine in screen space.
     """
     height, width = size
     faces = np.asarray(faces, dtype=np.int64)
@@ -96,7 +98,8 @@ def rasterize(screen_xy: np.ndarray, depth: np.ndarray, faces: np.ndarray, size:
         sel = ids[bucket == level]
         side = 1 << int(level)
         for chunk in np.array_split(sel, max(1, len(sel) * side * side // 2_000_000 + 1)):
-            keys.append(_fragment_keys(chunk, side, xy, z, faces, area, x0, x1, y0, y1, width, zmin, zscale, bits))
+            keys.append(_fragment_keys(chunk, side, xy, z, faces, area, x0, x1, y0, y1, width, zmin, zscale, bits,
+                                      perspective))
     tri = np.full(height * width, -1, dtype=np.int32)
     if keys:
         allkeys = np.concatenate(keys)
@@ -108,13 +111,13 @@ def rasterize(screen_xy: np.ndarray, depth: np.ndarray, faces: np.ndarray, size:
             winners = allkeys[first]
             tri[winners >> (depth_bits + tri_bits)] = (winners & ((1 << tri_bits) - 1)).astype(np.int32)
     tri = tri.reshape(height, width)
-    bary, dep = _barycentrics(tri, xy, z, faces)
+    bary, dep = _barycentrics(tri, xy, z, faces, perspective)
     return Fragments(tri, bary, dep)
 
 
 def _fragment_keys(chunk: np.ndarray, side: int, xy: np.ndarray, z: np.ndarray, faces: np.ndarray,
                    area: np.ndarray, x0: np.ndarray, x1: np.ndarray, y0: np.ndarray, y1: np.ndarray,
-                   width: int, zmin: float, zscale: float, bits: tuple[int, int]) -> np.ndarray:
+                   width: int, zmin: float, zscale: float, bits: tuple[int, int], perspective: bool) -> np.ndarray:
     """Sortable int64 keys (pixel, quantised depth, triangle) of the candidate pixels inside each triangle."""
     offs = np.arange(side)
     px = x0[chunk, None, None] + offs[None, None, :]
@@ -132,17 +135,20 @@ def _fragment_keys(chunk: np.ndarray, side: int, xy: np.ndarray, z: np.ndarray, 
     eps = -1e-7  # closed edges: shared edges are drawn twice, never missed
     inside = inside_box & (w_a >= eps) & (w_b >= eps) & (w_c >= eps)
     zf = z[f]
-    inv_depth = w_a / zf[:, 0, None, None] + w_b / zf[:, 1, None, None] + w_c / zf[:, 2, None, None]
     n, row, col = np.nonzero(inside)
-    dep = 1.0 / inv_depth[n, row, col]
+    wa, wb, wc = w_a[n, row, col], w_b[n, row, col], w_c[n, row, col]
+    zn = zf[n]
+    dep = (1.0 / (wa / zn[:, 0] + wb / zn[:, 1] + wc / zn[:, 2]) if perspective
+           else wa * zn[:, 0] + wb * zn[:, 1] + wc * zn[:, 2])
     depth_bits, tri_bits = bits
     dq = np.clip((dep - zmin) * zscale, 0, (1 << depth_bits) - 1).astype(np.int64)
     pix = py[n, row, 0] * width + px[n, 0, col]
     return (pix << (depth_bits + tri_bits)) | (dq << tri_bits) | chunk[n]
 
 
-def _barycentrics(tri: np.ndarray, xy: np.ndarray, z: np.ndarray, faces: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """Perspective-correct barycentrics and depth of the winning triangle at each covered pixel."""
+def _barycentrics(tri: np.ndarray, xy: np.ndarray, z: np.ndarray, faces: np.ndarray,
+                  perspective: bool) -> tuple[np.ndarray, np.ndarray]:
+    """Barycentrics (perspective-correct when ``perspective``) and depth of the winning triangle per pixel."""
     height, width = tri.shape
     bary = np.zeros((height, width, 3), dtype=np.float32)
     depth = np.zeros((height, width), dtype=np.float32)
@@ -156,10 +162,14 @@ def _barycentrics(tri: np.ndarray, xy: np.ndarray, z: np.ndarray, faces: np.ndar
     w_a = ((b[:, 0] - px) * (c[:, 1] - py) - (b[:, 1] - py) * (c[:, 0] - px)) / area
     w_b = ((c[:, 0] - px) * (a[:, 1] - py) - (c[:, 1] - py) * (a[:, 0] - px)) / area
     screen = np.clip(np.stack([w_a, w_b, 1.0 - w_a - w_b], axis=1), 0.0, 1.0)
-    persp = screen / z[f]
-    inv_depth = persp.sum(axis=1, keepdims=True)
-    bary[rows, cols] = (persp / inv_depth).astype(np.float32)
-    depth[rows, cols] = (1.0 / inv_depth[:, 0]).astype(np.float32)
+    if perspective:
+        persp = screen / z[f]
+        inv_depth = persp.sum(axis=1, keepdims=True)
+        bary[rows, cols] = (persp / inv_depth).astype(np.float32)
+        depth[rows, cols] = (1.0 / inv_depth[:, 0]).astype(np.float32)
+    else:
+        bary[rows, cols] = screen.astype(np.float32)
+        depth[rows, cols] = np.sum(screen * z[f], axis=1).astype(np.float32)
     return bary, depth
 
 

@@ -95,7 +95,8 @@ def render(mesh: SceneMesh, settings: RenderSettings, rng: np.random.Generator,
     scale = float(rng.uniform(0.94, 1.08)) if settings.crop_jitter else 1.0
     camera, _ = crop_camera(cam_kind, oval, size, shift, scale)
     xy, depth = camera.project(verts)
-    frags = rasterize(xy, depth, mesh.faces, (size, size), cull_backfaces=mesh.cull_backfaces)
+    frags = rasterize(xy, depth, mesh.faces, (size, size), cull_backfaces=mesh.cull_backfaces,
+                      perspective=camera.perspective)
     covered = frags.covered
     vn = vertex_normals(mesh.vertices, mesh.faces) @ rot.T.astype(np.float32)
     shading_normals = normalize(frags.interpolate_vertices(vn, mesh.faces))
