@@ -1,0 +1,156 @@
+"""Inference backends: one contract across torch and ONNX Runtime; real providers reported; honest fallbacks."""
+
+from __future__ import annotations
+
+import importlib.util
+import warnings
+from pathlib import Path
+
+import numpy as np
+import onnxruntime as ort
+import pytest
+import torch
+
+from facenormals.checkpoint import save_checkpoint
+from facenormals.export.backends import (
+    Backend,
+    BackendError,
+    create_backend,
+    onnx_for_checkpoint,
+    physical_cores,
+    warm_up,
+)
+from facenormals.export.parity import angular_deviation_deg, load_face_crops
+from facenormals.model import create_model
+from facenormals.zoo import model_path
+
+SIZE = 64
+HAS_CUDA_EP = "CUDAExecutionProvider" in ort.get_available_providers()
+
+
+@pytest.fixture(autouse=True)
+def private_cache(tmp_path_factory: pytest.TempPathFactory, monkeypatch: pytest.MonkeyPatch) -> Path:
+    cache = tmp_path_factory.getbasetemp() / "backend-cache"
+    monkeypatch.setenv("FACENORMALS_CACHE", str(cache))
+    return cache
+
+
+@pytest.fixture(scope="module")
+def checkpoint(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    torch.manual_seed(4)
+    path = tmp_path_factory.mktemp("backends") / "fast64.safetensors"
+    save_checkpoint(create_model("fast", "full", input_size=SIZE), path)
+    return path
+
+
+@pytest.fixture(scope="module")
+def crops() -> object:
+    return load_face_crops(None, size=SIZE)
+
+
+def test_torch_and_ort_cpu_agree_on_a_real_face(checkpoint: Path, crops: object) -> None:
+    reference = create_backend("torch", checkpoint, device="cpu")
+    candidate = create_backend("ort-cpu", checkpoint)
+    for backend in (reference, candidate):
+        assert isinstance(backend, Backend)
+        assert (backend.in_chans, backend.input_size) == (3, SIZE)
+    assert reference.providers == ["torch-cpu"]
+    assert candidate.providers == ["CPUExecutionProvider"]
+    expected, got = reference(crops.images), candidate(crops.images)
+    assert got.shape == expected.shape == (len(crops), 3, SIZE, SIZE) and got.dtype == np.float32
+    np.testing.assert_allclose(np.linalg.norm(got, axis=1), 1.0, atol=1e-4)
+    assert angular_deviation_deg(expected, got, crops.masks).max() <= 0.1
+
+
+def test_checkpoint_export_is_cached_by_content(checkpoint: Path, private_cache: Path) -> None:
+    first = onnx_for_checkpoint(checkpoint)
+    assert first.is_relative_to(private_cache) and first.suffix == ".onnx"
+    stamp = first.stat().st_mtime_ns
+    backend = create_backend("ort-cpu", checkpoint)
+    assert backend.model_path == first and first.stat().st_mtime_ns == stamp  # reused, not re-exported
+
+
+def test_onnx_file_loads_directly_with_threads_for_this_machine(checkpoint: Path) -> None:
+    onnx_path = onnx_for_checkpoint(checkpoint)
+    backend = create_backend("ort-cpu", onnx_path)
+    options = backend.session.get_session_options()
+    assert options.intra_op_num_threads == physical_cores() >= 1
+    assert backend.metadata["arch"] == "fast"
+    assert create_backend("ort-cpu", onnx_path, threads=1).session.get_session_options().intra_op_num_threads == 1
+    warm_up(backend, batch_sizes=(1, 2))
+
+
+def test_input_channels_come_from_the_model(tmp_path: Path) -> None:
+    """A model with extra input channels (e.g. a prior) is served without code changes."""
+    path = tmp_path / "four.safetensors"
+    save_checkpoint(create_model("fast", "plain", input_size=SIZE, in_chans=4), path, inference_only=True)
+    for name in ("torch", "ort-cpu"):
+        backend = create_backend(name, path)
+        assert backend.in_chans == 4
+        assert backend(np.random.default_rng(0).random((2, 4, SIZE, SIZE), dtype=np.float32)).shape == (2, 3, SIZE, SIZE)
+        with pytest.raises(ValueError, match=f"expected a batch N×4×{SIZE}×{SIZE}"):
+            backend(np.zeros((1, 3, SIZE, SIZE), np.float32))
+
+
+@pytest.mark.skipif(HAS_CUDA_EP, reason="checks the fallback where the CUDA execution provider is absent")
+@pytest.mark.parametrize("name", ["ort-cuda", "ort-trt"])
+def test_missing_gpu_provider_warns_and_reports_what_really_runs(name: str, checkpoint: Path) -> None:
+    with pytest.warns(RuntimeWarning, match="not in this onnxruntime build.*falling back to CPUExecutionProvider"):
+        backend = create_backend(name, checkpoint)
+    assert backend.providers == ["CPUExecutionProvider"]
+    with pytest.raises(BackendError, match="install the 'gpu' extra"):
+        create_backend(name, checkpoint, strict=True)
+
+
+def test_auto_picks_a_backend_that_really_runs(checkpoint: Path, crops: object) -> None:
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", RuntimeWarning)  # on a CPU machine auto must not need a fallback
+        backend = create_backend("auto", checkpoint)
+    if not HAS_CUDA_EP and not torch.cuda.is_available():
+        assert backend.name == "ort-cpu" and backend.providers == ["CPUExecutionProvider"]
+    assert backend(crops.images).shape == (len(crops), 3, SIZE, SIZE)
+
+
+def test_bad_requests_fail_clearly(checkpoint: Path, tmp_path: Path) -> None:
+    with pytest.raises(ValueError, match="unknown backend 'onnx'"):
+        create_backend("onnx", checkpoint)
+    with pytest.raises(TypeError, match="unknown options"):
+        create_backend("ort-cpu", checkpoint, precision="int4")
+    with pytest.raises(ValueError, match=r"needs a \.safetensors checkpoint"):
+        create_backend("torch", onnx_for_checkpoint(checkpoint))
+    with pytest.raises(ValueError, match="needs an engine"):
+        create_backend("tensorrt", checkpoint)
+    weird = tmp_path / "model.pt"
+    weird.write_bytes(b"x")
+    with pytest.raises(ValueError, match="unknown model file type"):
+        create_backend("ort-cpu", weird)
+    with pytest.raises(FileNotFoundError, match="model file not found"):
+        create_backend("ort-cpu", tmp_path / "absent.onnx")
+
+
+@pytest.mark.skipif(importlib.util.find_spec("tensorrt") is not None, reason="checks the message without TensorRT")
+def test_tensorrt_backend_without_tensorrt_says_so(tmp_path: Path) -> None:
+    engine = tmp_path / "m.engine"
+    engine.write_bytes(b"plan")
+    with pytest.raises(RuntimeError, match="TensorRT is not installed"):
+        create_backend("tensorrt", engine)
+
+
+def test_default_model_is_the_shipped_one_or_a_clear_error() -> None:
+    try:
+        shipped = model_path()
+    except FileNotFoundError:
+        with pytest.raises(FileNotFoundError, match="no shipped model"):
+            create_backend("ort-cpu", None)
+        return
+    backend = create_backend("ort-cpu", None)
+    assert backend.metadata["source_name"] == shipped.name
+
+
+@pytest.mark.gpu
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="no CUDA GPU")
+def test_torch_cuda_fp16_matches_cpu(checkpoint: Path, crops: object) -> None:
+    cpu = create_backend("torch", checkpoint, device="cpu")
+    gpu = create_backend("torch", checkpoint, device="cuda", fp16=True)
+    assert gpu.providers == ["torch-cuda-fp16"]
+    assert angular_deviation_deg(cpu(crops.images), gpu(crops.images), crops.masks).max() <= 0.5
