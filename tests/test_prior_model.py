@@ -121,3 +121,45 @@ def test_prior_config_survives_checkpoints(tmp_path) -> None:
     assert reloaded.cfg.prior == "residual" and path_only.cfg.in_chans == 7
     with torch.no_grad():
         assert torch.allclose(path_only(x), model.image_to_normal(x), atol=1e-5)
+
+
+def test_training_feeds_the_stored_mesh_prior(tmp_path) -> None:
+    """A residual prior model trains end to end on a real face crop whose prior MediaPipe computed."""
+    skimage_data = pytest.importorskip("skimage.data")
+    from facenormals import mesh_prior
+    from facenormals.checkpoint import read_config
+    from facenormals.dataset import DatasetWriter, scan_dataset
+    from facenormals.geometry import face_crop
+    from facenormals.training.config import config_from_dict
+    from facenormals.training.data.prior_cli import compute_priors
+    from facenormals.training.loaders import load_item
+    from facenormals.training.trainer import train
+
+    image = skimage_data.astronaut()
+    with mesh_prior.create_face_mesh() as face_mesh:
+        landmarks = mesh_prior.landmarks_to_array(face_mesh.process(image).multi_face_landmarks[0])
+    xy = np.column_stack([landmarks[:, 0] * image.shape[1] - 0.5, landmarks[:, 1] * image.shape[0] - 0.5])
+    crop = face_crop(image, xy, size=128)
+    truth, coverage = mesh_prior.mesh_normals_from_landmarks(landmarks, image.shape, crop.matrix, 128)
+    root = tmp_path / "data"
+    writer = DatasetWriter(root, normal_format="npy")
+    writer.write("face", coverage, image=crop.image, normals=truth)
+    writer.write("shape", coverage, normals=truth)  # normal-only: its prior is the smoothed input, in the model
+    compute_priors(root)
+
+    item = load_item(next(s for s in scan_dataset(root) if s.name == "face"), 64, None, None, prior=True)
+    assert item["prior"].shape == (4, 64, 64)
+    covered = item["prior"][3] > 0.5
+    assert covered.mean() > 0.3
+    cos = (item["prior"][:3] * item["normals"]).sum(axis=0)[covered & (item["mask"][0] > 0.5)]
+    assert np.median(cos) > 0.95  # MediaPipe on the crop ≈ MediaPipe on the photo
+
+    cfg = config_from_dict({
+        "run_dir": str(tmp_path / "run"), "threads": 1, "val_every": 0, "checkpoint_every_s": 1e9,
+        "model": {"arch": "fast", "variant": "full", "prior": "residual"},
+        "data": {"train": [str(root)], "val": [str(root)], "mix": {"paired": 1.0, "normal-only": 1.0}},
+        "phases": [{"steps": 3, "size": 64, "batch_size": 1}],
+    })
+    result = train(cfg)
+    assert result.steps == 3 and result.best_val_deg is not None and np.isfinite(result.best_val_deg)
+    assert read_config(tmp_path / "run" / "best.safetensors").prior == "residual"

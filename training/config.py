@@ -18,7 +18,7 @@ from dataclasses import asdict, dataclass, field, fields, is_dataclass
 from pathlib import Path
 from typing import Any, get_type_hints
 
-from facenormals.model import VARIANTS, WIDTHS
+from facenormals.model import PRIOR_MODES, VARIANTS, WIDTHS
 
 BATCH_KINDS = ("paired", "image-only", "normal-only")
 
@@ -28,10 +28,13 @@ class ModelSection:
     arch: str = "fast"
     variant: str = "full"
     init: str | None = None  # a full checkpoint to start from (weights only; a fresh optimiser)
+    prior: str = "none"  # MediaPipe mesh prior input (issue 9): "none" | "absolute" | "residual"
 
     def __post_init__(self) -> None:
         if self.arch not in WIDTHS:
             raise ValueError(f"model.arch {self.arch!r} unknown; choose one of {sorted(WIDTHS)}")
+        if self.prior not in PRIOR_MODES:
+            raise ValueError(f"model.prior {self.prior!r} unknown; choose one of {list(PRIOR_MODES)}")
         if self.variant not in VARIANTS:
             raise ValueError(f"model.variant {self.variant!r} unknown; choose one of {sorted(VARIANTS)}")
 

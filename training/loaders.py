@@ -56,12 +56,16 @@ class SampleKey:
     seed: tuple[int, ...] | None  # None: no augmentation (validation, previews)
 
 
+PRIOR_DROPOUT = 0.1  # share of training images shown without their mesh prior: the no-face fallback
+
+
 def load_item(files: SampleFiles, size: int, rng: np.random.Generator | None,
-              augment: AugmentSection | None) -> dict[str, np.ndarray]:
+              augment: AugmentSection | None, prior: bool = False) -> dict[str, np.ndarray]:
     """Load one sample, warp it to ``size`` (with random geometry when ``rng`` is set), augment its image.
 
     Returns channel-first float32 arrays: ``image`` 3×S×S, ``normals`` 3×S×S (zero outside the mask),
-    ``mask`` 1×S×S.
+    ``mask`` 1×S×S; with ``prior``, samples with an image also get ``prior`` 4×S×S (mesh normals, coverage)
+    from the folder's stored MediaPipe landmarks (``facenormals data prior``), warped like the normals.
     """
     sample = load_sample(files)
     src = sample.mask.shape[0]
@@ -76,23 +80,38 @@ def load_item(files: SampleFiles, size: int, rng: np.random.Generator | None,
         if rng is not None and augment is not None:
             image = photometric(image, mask, rng, augment)
         out["image"] = image.transpose(2, 0, 1)
+        if prior:
+            out["prior"] = _prior_channels(files, sample.image.shape, matrix, size, rng)
     out["mask"] = mask[None].astype(np.float32)
     return {k: np.ascontiguousarray(v) for k, v in out.items()}
+
+
+def _prior_channels(files: SampleFiles, shape: tuple[int, ...], matrix: np.ndarray, size: int,
+                    rng: np.random.Generator | None) -> np.ndarray:
+    from facenormals.mesh_prior import empty_prior, stored_prior
+
+    normals, coverage = stored_prior(files.image.parent.parent, files.name, shape)
+    if rng is not None and rng.random() < PRIOR_DROPOUT:
+        normals, coverage = empty_prior(shape[0])
+    warped, covered = warp_normals(normals, coverage, matrix, size)
+    return np.concatenate([warped.transpose(2, 0, 1), covered[None].astype(np.float32)])
 
 
 class KindDatasets(Dataset):
     """Map-style dataset keyed by :class:`SampleKey` over the samples of every kind."""
 
-    def __init__(self, groups: dict[str, list[SampleFiles]], augment: AugmentSection | None) -> None:
+    def __init__(self, groups: dict[str, list[SampleFiles]], augment: AugmentSection | None,
+                 prior: bool = False) -> None:
         self.groups = groups
         self.augment = augment
+        self.prior = prior
 
     def __len__(self) -> int:
         return sum(len(v) for v in self.groups.values())
 
     def __getitem__(self, key: SampleKey) -> dict[str, np.ndarray]:
         rng = np.random.default_rng(list(key.seed)) if key.seed is not None else None
-        return load_item(self.groups[key.kind][key.index], key.size, rng, self.augment)
+        return load_item(self.groups[key.kind][key.index], key.size, rng, self.augment, self.prior)
 
 
 def collate(items: list[dict[str, np.ndarray]]) -> dict[str, torch.Tensor]:
@@ -190,7 +209,7 @@ def train_batches(cfg: TrainConfig, groups: dict[str, list[SampleFiles]], start_
                   rank: int = 0) -> Iterator[tuple[int, str, dict[str, torch.Tensor]]]:
     """(step, batch kind, batch tensors) from ``start_step`` to the end of the run."""
     plan = BatchPlan(cfg, groups, world, rank)
-    dataset = KindDatasets(groups, cfg.augment)
+    dataset = KindDatasets(groups, cfg.augment, prior=cfg.model.prior != "none")
     loader = DataLoader(dataset, batch_sampler=_PlanBatches(plan, start_step), collate_fn=collate,
                         num_workers=cfg.data.num_workers, persistent_workers=False)
     steps = ((step, kind) for step, kind, _ in plan.iterate(start_step))

@@ -49,6 +49,13 @@ def steps_for_batch(batch_kind: str, variant: str) -> tuple[StepKind, ...]:
     raise ValueError(f"unknown batch kind {batch_kind!r}")
 
 
+def image_input(batch: dict[str, torch.Tensor]) -> torch.Tensor:
+    """E_I's input: the RGB image, followed by the mesh prior's 4 channels when the batch has them."""
+    if "prior" in batch:
+        return torch.cat([batch["image"], batch["prior"].to(batch["image"].dtype)], dim=1)
+    return batch["image"]
+
+
 def normal_encoder_input(normals: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
     """E_N's input: the ground-truth normal map with zeros outside the mask."""
     return normals * mask.to(normals.dtype)
@@ -74,15 +81,15 @@ class StepLosses(nn.Module):
             return loss, {"n2n": loss.detach()}
         if kind is StepKind.IMAGE_TO_NORMAL_AND_IMAGE:
             image = batch["image"]
-            normals, recon = self.net.image_to_normal_and_image(image)
+            normals, recon = self.net.image_to_normal_and_image(image_input(batch))
             normal_loss = masked_cosine_distance(normals, batch["normals"], mask)
             image_loss = masked_l2(recon, image, mask)
             return normal_loss + image_loss, {"i2n": normal_loss.detach(), "i2i": image_loss.detach()}
         if kind is StepKind.IMAGE_TO_NORMAL:
-            loss = masked_cosine_distance(self.net.image_to_normal(batch["image"]), batch["normals"], mask)
+            loss = masked_cosine_distance(self.net.image_to_normal(image_input(batch)), batch["normals"], mask)
             return loss, {"i2n": loss.detach()}
         if kind is StepKind.IMAGE_TO_IMAGE:
             image = batch["image"]
-            loss = masked_l2(self.net.image_to_image(image), image, mask)
+            loss = masked_l2(self.net.image_to_image(image_input(batch)), image, mask)
             return loss, {"i2i": loss.detach()}
         raise ValueError(f"unknown step kind {kind!r}")

@@ -24,7 +24,7 @@ from facenormals.training import checkpointing, ddp
 from facenormals.training.config import TrainConfig
 from facenormals.training.loaders import fixed_samples, load_item, scan_by_kind, train_batches
 from facenormals.training.logs import ScalarLog, normals_to_rgb, plot_curves, prediction_grid
-from facenormals.training.schedule import StepLosses, steps_for_batch
+from facenormals.training.schedule import StepLosses, image_input, steps_for_batch
 
 VAL_SIZE = 256  # validation follows the evaluation protocol: full-size crops
 
@@ -43,7 +43,8 @@ def seed_everything(seed: int) -> None:
 
 
 def build_model(cfg: TrainConfig) -> CrossModalNet:
-    model = create_model(cfg.model.arch, cfg.model.variant)
+    prior = {"prior": cfg.model.prior} if cfg.model.prior != "none" else {}  # mesh-prior input (issue 9)
+    model = create_model(cfg.model.arch, cfg.model.variant, **prior)
     if cfg.model.init:
         source = load_checkpoint(cfg.model.init)
         if source.cfg.arch != cfg.model.arch or source.cfg.variant != cfg.model.variant:
@@ -59,10 +60,12 @@ def validate(model: CrossModalNet, samples: list[SampleFiles], batch_size: int =
     path = model.image_to_normal_path
     was_training = model.training
     model.eval()
+    prior = model.cfg.prior != "none"
     with torch.inference_mode():
         for start in range(0, len(samples), batch_size):
-            items = [load_item(f, VAL_SIZE, None, None) for f in samples[start:start + batch_size]]
-            preds = path(torch.from_numpy(np.stack([i["image"] for i in items]))).numpy()
+            items = [load_item(f, VAL_SIZE, None, None, prior) for f in samples[start:start + batch_size]]
+            batch = {k: torch.from_numpy(np.stack([i[k] for i in items])) for k in ("image", "prior") if k in items[0]}
+            preds = path(image_input(batch)).numpy()
             for item, pred in zip(items, preds, strict=True):
                 accumulator.add(pred.transpose(1, 2, 0), item["normals"].transpose(1, 2, 0), item["mask"][0] > 0.5)
     model.train(was_training)
@@ -78,10 +81,11 @@ def write_preview(model: CrossModalNet, samples: list[SampleFiles], path: Path) 
     rows = []
     with torch.inference_mode():
         for files in samples:
-            item = load_item(files, VAL_SIZE, None, None)
+            item = load_item(files, VAL_SIZE, None, None, model.cfg.prior != "none")
             if "image" not in item:
                 continue
-            pred = model.image_to_normal(torch.from_numpy(item["image"][None]))[0].numpy().transpose(1, 2, 0)
+            batch = {k: torch.from_numpy(item[k][None]) for k in ("image", "prior") if k in item}
+            pred = model.image_to_normal(image_input(batch))[0].numpy().transpose(1, 2, 0)
             mask = item["mask"][0] > 0.5
             row = [np.round(item["image"].transpose(1, 2, 0) * 255).astype(np.uint8), normals_to_rgb(pred)]
             if "normals" in item:
