@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import argparse
 
-from facenormals.checkpoint import load_checkpoint
+from facenormals.checkpoint import read_config
 from facenormals.complexity import path_costs
-from facenormals.model import VARIANTS, WIDTHS, create_model
+from facenormals.model import VARIANTS, WIDTHS, CrossModalNet, create_model
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -19,7 +19,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 def main(args: argparse.Namespace) -> int:
     if args.model:
-        models = [(args.model, load_checkpoint(args.model))]
+        # costs depend on the architecture only: rebuilding from the config also covers inference-only files
+        models = [(args.model, CrossModalNet(read_config(args.model)))]
     else:
         models = [(arch, create_model(arch, args.variant, input_size=args.size)) for arch in args.arch or sorted(WIDTHS)]
     for label, model in models:

@@ -20,3 +20,13 @@ def test_bad_checkpoint_error_names_file(tmp_path, capsys):
     bad.write_bytes(b"junk")
     assert main(["model-info", "--model", str(bad)]) == 1
     assert str(bad) in capsys.readouterr().err
+
+
+def test_model_info_on_inference_only_checkpoint(tmp_path, capsys):
+    from facenormals.checkpoint import save_checkpoint
+    from facenormals.model import create_model
+
+    path = tmp_path / "infer.safetensors"
+    save_checkpoint(create_model("fast"), path, inference_only=True)
+    assert main(["model-info", "--model", str(path), "--size", "64"]) == 0
+    assert "arch=fast" in capsys.readouterr().out
