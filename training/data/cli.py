@@ -6,8 +6,6 @@ import argparse
 import os
 from pathlib import Path
 
-from facenormals.fileio import DataError
-
 DEFAULT_SHARED = Path(os.environ.get("FACENORMALS_SHARED", Path(__file__).resolve().parents[3] / "shared"))
 
 
@@ -74,8 +72,10 @@ def _render(args: argparse.Namespace) -> int:
         raise ValueError(f"--count must be at least 1, got {args.count}")
     if not 0 < args.max_angle_deg <= 180:
         raise ValueError(f"--max-angle-deg must be in (0, 180], got {args.max_angle_deg}")
-    if args.source != "ict" and not Path(args.source).exists():
-        raise DataError(f"{args.source}: mesh folder or file not found")
+    if args.source != "ict":
+        from facenormals.training.data.meshes import list_meshes
+
+        list_meshes(args.source)  # fail here with a clear message, not inside the worker processes
     backgrounds = _default_backgrounds() if args.backgrounds is None else list(args.backgrounds)
     james = args.james
     if james is None and (DEFAULT_SHARED / "data" / "james" / "james.obj").is_file():

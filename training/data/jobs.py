@@ -56,16 +56,22 @@ class SampleJob:
 
 
 _JOB: SampleJob | None = None
+_SETUP_ERROR: str | None = None
 
 
 def _init_worker(job: SampleJob) -> None:
-    global _JOB
+    # an initializer that raises makes multiprocessing respawn workers forever: report it per sample instead
+    global _JOB, _SETUP_ERROR
     _JOB = job
-    job.setup()
+    try:
+        job.setup()
+    except Exception as err:  # any setup failure becomes a counted, reported skip
+        _SETUP_ERROR = f"worker setup failed: {err}"
 
 
 def _run_index(index: int) -> tuple[int, str]:
-    assert _JOB is not None
+    if _SETUP_ERROR is not None or _JOB is None:
+        return index, _SETUP_ERROR or "worker not set up"
     return index, _JOB.run(index)
 
 
