@@ -19,6 +19,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--pace", choices=("realtime", "max"), default="realtime",
                         help="realtime: replay files at their frame rate with live queues (default); max: every "
                              "frame as fast as possible")
+    parser.add_argument("--no-preload", action="store_true",
+                        help="read file sources during the run (default: read ahead, replay from memory)")
     parser.add_argument("--max-faces", type=int, default=1, metavar="K")
     parser.add_argument("--view", default="normals", help="view rendered during the run (default normals)")
     parser.add_argument("--threads", type=int, help="CPU threads for inference (default: physical cores)")
@@ -30,7 +32,8 @@ def main(args: argparse.Namespace) -> int:
     from facenormals.realtime.bench import BenchConfig, plot_result, run_benchmark
 
     cfg = BenchConfig(source=args.source, backend=args.backend, model=args.model, frames=args.frames,
-                      warmup=args.warmup, max_faces=args.max_faces, pace=args.pace, view=args.view, threads=args.threads)
+                      warmup=args.warmup, max_faces=args.max_faces, pace=args.pace, view=args.view, threads=args.threads,
+                      preload=not args.no_preload)
     result = run_benchmark(cfg)
     print(format_summary(result))
     if args.json is not None:

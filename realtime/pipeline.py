@@ -229,6 +229,9 @@ class Pipeline:
         if self._stop_reason is None:
             self._stop_reason = reason
         self.stop_event.set()
+        source_stop = getattr(self.frames, "stop", None)
+        if callable(source_stop):
+            source_stop()  # a source blocked in a device read ends after its current frame
         for q in self.queues.values():
             q.wake()
 

@@ -66,13 +66,13 @@ def main(args: argparse.Namespace) -> int:
     from facenormals.realtime.sources.base import open_source
 
     get_view(args.view)  # an unavailable view fails before a camera or model is opened
-    options = {"threads": args.threads} if args.threads else {}
-    backend = create_backend(args.backend, args.model, **options)
-    warm_up(backend)
-    print(f"facenormals run: backend {backend.name} on {', '.join(backend.providers)}", file=sys.stderr)
-
     source = open_source(args.source) if args.source else open_default_source(args.frames)
     with source:
+        options = {"threads": args.threads} if args.threads else {}
+        backend = create_backend(args.backend, args.model, **options)
+        warm_up(backend)
+        print(f"facenormals run: backend {backend.name} on {', '.join(backend.providers)}; source {source!r}",
+              file=sys.stderr)
         window = not args.headless and has_display()
         out = args.out
         if out is None and not window and args.save_dir is None:

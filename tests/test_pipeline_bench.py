@@ -1,0 +1,61 @@
+"""``facenormals bench`` on a real video, a real (random-weight) network and real MediaPipe."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+from pipeline_media import moving_face_frames, small_checkpoint, write_video
+
+from facenormals.cli import main as cli_main
+from facenormals.realtime.bench import BenchConfig, latency_summary, run_benchmark
+from facenormals.realtime.pipeline import FrameRecord
+
+
+@pytest.fixture(scope="module")
+def media(tmp_path_factory):
+    root = tmp_path_factory.mktemp("bench")
+    return small_checkpoint(root / "small.safetensors"), write_video(root / "face.mp4", moving_face_frames(10))
+
+
+def test_bench_cli_writes_json_and_plot(media, tmp_path, capsys):
+    ckpt, video = media
+    out, plot = tmp_path / "bench.json", tmp_path / "bench.png"
+    code = cli_main(["bench", "--source", f"video:{video}", "--backend", "torch", "--model", str(ckpt),
+                     "--frames", "8", "--warmup", "2", "--pace", "max", "--json", str(out), "--plot", str(plot)])
+    assert code == 0
+    result = json.loads(out.read_text())
+    assert {"fps", "latency_ms", "stages", "dropped", "frames", "backend", "machine"} <= set(result)
+    assert set(result["latency_ms"]) == {"p50", "p95", "p99"}
+    for stage in ("detect", "crop", "infer", "paste", "render", "overhead"):
+        assert {"p50", "p95"} <= set(result["stages"][stage])
+    assert result["frames"] == 8 and result["backend"] == "torch" and result["dropped"] == 0
+    assert result["faces_per_frame"] == 1.0 and result["fps"] > 0
+    assert result["latency_ms"]["p50"] <= result["latency_ms"]["p95"] <= result["latency_ms"]["p99"]
+    assert result["jitter"]["tracks"] == 1 and result["jitter"]["raw"] > 0
+    assert result["machine"]["cpus_usable"] >= 1 and result["preloaded"]
+    assert plot.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    assert "FPS" in capsys.readouterr().out
+
+
+def test_realtime_pace_replays_at_the_source_rate(media):
+    ckpt, video = media
+    result = run_benchmark(BenchConfig(source=f"video:{video}", backend="torch", model=str(ckpt), frames=12,
+                                       warmup=2, pace="realtime"))
+    assert result["live_queues"] and result["source_fps"] == pytest.approx(15.0)
+    assert result["fps"] <= 15.0 * 1.1  # never faster than the frames arrive
+    assert result["frames"] + result["dropped"] >= 12 - 1
+
+
+def test_latency_summary_percentiles():
+    records = [FrameRecord(i, 0, 1, 1, {"detect": float(i), "infer": 10.0, "total": 20.0 + i}) for i in range(101)]
+    summary = latency_summary(records)
+    assert summary["latency_ms"] == {"p50": 70.0, "p95": 115.0, "p99": 119.0}
+    assert summary["stages"]["detect"]["p50"] == 50.0
+    assert summary["stages"]["overhead"]["p95"] == 95.0  # everything but inference (and capture)
+
+
+def test_bench_rejects_bad_settings(media):
+    ckpt, video = media
+    with pytest.raises(ValueError, match="pace"):
+        run_benchmark(BenchConfig(source=f"video:{video}", backend="torch", model=str(ckpt), pace="fast"))
