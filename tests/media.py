@@ -111,54 +111,12 @@ def record_realsense(
     depth_k: tuple[float, float, float, float],
     depth_units_m: float = 0.001,
     translation_m: tuple[float, float, float] = (0.0, 0.0, 0.0),
-    fps: int = 30,
 ) -> Path:
-    """Record colour (RGB uint8) + depth (uint16) frames to a RealSense ``.db3``/``.bag`` with the SDK's own recorder
-    on an ``rs.software_device``: two sensors like a D400 (depth with ``depth_units``, colour rgb8), intrinsics
-    (fx, fy, cx, cy) per stream and a depth→colour extrinsic translation. Played back, it is a real recording."""
-    from facenormals.realtime.sources.realsense import import_pyrealsense2
+    """A real RealSense ``.db3`` (the SDK's recorder on an ``rs.software_device``) of these frames; intrinsics are
+    (fx, fy, cx, cy) of each stream, sizes from the first frames."""
+    from facenormals.realtime.frame import Intrinsics
+    from facenormals.realtime.sources.realsense_recorder import write_realsense_recording
 
-    rs = import_pyrealsense2()
-
-    def stream(kind, uid, image, fmt, bpp, k):
-        intr = rs.intrinsics()
-        intr.width, intr.height = image.shape[1], image.shape[0]
-        intr.fx, intr.fy, intr.ppx, intr.ppy = k
-        intr.model, intr.coeffs = rs.distortion.none, [0.0] * 5
-        vs = rs.video_stream()
-        vs.type, vs.index, vs.uid, vs.fps, vs.bpp, vs.fmt = kind, 0, uid, fps, bpp, fmt
-        vs.width, vs.height, vs.intrinsics = intr.width, intr.height, intr
-        return vs
-
-    device = rs.software_device()
-    depth_sensor, colour_sensor = device.add_sensor("Depth"), device.add_sensor("Color")
-    depth_sensor.add_read_only_option(rs.option.depth_units, depth_units_m)
-    depth_profile = depth_sensor.add_video_stream(stream(rs.stream.depth, 0, depth[0], rs.format.z16, 2, depth_k))
-    colour_profile = colour_sensor.add_video_stream(stream(rs.stream.color, 1, colour[0], rs.format.rgb8, 3, colour_k))
-    extrinsics = rs.extrinsics()
-    extrinsics.rotation = [1.0, 0.0, 0.0, 0.0, 1.0, 0.0, 0.0, 0.0, 1.0]
-    extrinsics.translation = list(translation_m)
-    depth_profile.register_extrinsics_to(colour_profile, extrinsics)
-
-    recorder = rs.recorder(str(path), device, False)  # uncompressed: exact pixels back
-    depth_sensor.open(depth_profile)
-    colour_sensor.open(colour_profile)
-    syncer = rs.syncer()
-    depth_sensor.start(syncer)
-    colour_sensor.start(syncer)
-    alive = []  # the SDK reads the pixel buffers after on_video_frame returns: keep them until the sensors stop
-    for i, (rgb, dep) in enumerate(zip(colour, depth, strict=True)):
-        for sensor, profile, image, bpp in ((depth_sensor, depth_profile, dep, 2), (colour_sensor, colour_profile, rgb, 3)):
-            pixels = np.ascontiguousarray(image)
-            alive.append(pixels)
-            frame = rs.software_video_frame()  # a fresh one per call: reusing one corrupts the SDK's heap
-            frame.pixels, frame.bpp, frame.stride = pixels, bpp, image.shape[1] * bpp
-            frame.timestamp, frame.frame_number = (i + 1) * 1000.0 / fps, i
-            frame.domain, frame.profile = rs.timestamp_domain.hardware_clock, profile.as_video_stream_profile()
-            sensor.on_video_frame(frame)
-    for sensor in (depth_sensor, colour_sensor):
-        sensor.stop()
-        sensor.close()
-    recorder.pause()
-    del recorder  # closes the file
-    return path
+    ck = Intrinsics(colour[0].shape[1], colour[0].shape[0], *colour_k)
+    dk = Intrinsics(depth[0].shape[1], depth[0].shape[0], *depth_k)
+    return write_realsense_recording(path, colour, depth, ck, dk, depth_units_m, translation_m)

@@ -174,11 +174,11 @@ class PhotoDepth:
     face_depth_m: float  # nose tip distance at scale 1
 
 
-@functools.lru_cache(maxsize=1)
+@functools.lru_cache(maxsize=4)
 def photo_face_depth(width: int = 640, height: int = 480) -> PhotoDepth:
     """Rasterise the MediaPipe face mesh of the photo into a depth map (photo pixel grid), consistent with a
     pinhole camera of :data:`HFOV_DEG` at frame size ``width``×``height``."""
-    landmarks = face_mesh_landmarks(sample_photo())
+    landmarks = photo_landmarks()
     focal = pinhole_from_fov(width, height, HFOV_DEG).fx
     size = sample_photo().shape[1]
     face_px = np.ptp(landmarks[:, 0]) * size * PHOTO_TO_FRAME_SCALE  # face width in frame pixels
@@ -205,6 +205,12 @@ def _fill_eyes_and_mouth(depth: np.ndarray, vertices: np.ndarray) -> np.ndarray:
         depth = depth.copy()
         depth[ys, xs] = np.nan_to_num(filled, nan=0.0)
     return depth
+
+
+@functools.lru_cache(maxsize=1)
+def photo_landmarks() -> np.ndarray:
+    """The photo's face mesh (MediaPipe runs once per process, whatever frame sizes are asked for)."""
+    return face_mesh_landmarks(sample_photo())
 
 
 def face_mesh_landmarks(rgb: np.ndarray) -> np.ndarray:
