@@ -40,6 +40,7 @@ class FaceLayout:
 
     lips: np.ndarray
     brows: np.ndarray
+    lid_margin: np.ndarray  # lashes and lid edge around the eye opening
     cheeks: np.ndarray
     nose: np.ndarray
     under_eye: np.ndarray
@@ -92,6 +93,11 @@ def face_layout(model: ict.IctModel) -> FaceLayout:
         line = lm[lo:hi, :2] + np.array([0, 0.15], np.float32)
         brow = np.maximum(brow, _soft(_dist_to_polyline(xy, line), 0.45, 0.35))
     brows = brow * front * (v[:, 2] > 6.0)
+    lid = np.zeros(len(v), np.float32)
+    for eye in (lm[36:42], lm[42:48]):
+        loop = np.vstack([eye[:, :2], eye[:1, :2]])
+        lid = np.maximum(lid, _soft(_dist_to_polyline(xy, loop), 0.22, 0.2))
+    lid_margin = lid * (region == ict.FACE) * (v[:, 2] > 6.0)
     cheeks = np.zeros(len(v), np.float32)
     for a, b in ((2, 31), (14, 35)):
         centre = (lm[a] * 0.55 + lm[b] * 0.45)
@@ -128,7 +134,8 @@ def face_layout(model: ict.IctModel) -> FaceLayout:
     centre = np.array([0.0, 3.0, -1.0], np.float32)
     head_dir = (v - centre) / np.maximum(np.linalg.norm(v - centre, axis=1, keepdims=True), 1e-6)
     return FaceLayout(
-        lips=lips, brows=brows.astype(np.float32), cheeks=cheeks.astype(np.float32), nose=nose,
+        lips=lips, brows=brows.astype(np.float32), lid_margin=lid_margin.astype(np.float32),
+        cheeks=cheeks.astype(np.float32), nose=nose,
         under_eye=under_eye.astype(np.float32), beard=beard.astype(np.float32), t_zone=t_zone, pupil=pupil,
         iris=iris, sclera=sclera,
         mouth_inside=((region == ict.MOUTH_SOCKET) | (region == ict.GUMS)).astype(np.float32),
@@ -191,12 +198,16 @@ def procedural_albedo(model: ict.IctModel, layout: FaceLayout,
     bw = layout.brows * brow_strength
     brow_color = np.minimum(hair_color, base.mean(0) * 0.5) * 0.7 + hair_color * 0.3
     base = base * (1 - bw[:, None]) + (brow_color * 0.8 + base * 0.2) * bw[:, None]
+    lashes = layout.lid_margin * rng.uniform(0.5, 0.9)
+    base = base * (1 - lashes[:, None]) + (np.minimum(hair_color, base.mean(0)) * 0.4) * lashes[:, None]
     hair = hair_weights(layout, rng, v) if rng.random() > 0.08 else np.zeros(len(v), np.float32)
     hair_tex = hair_color * (1 + 0.25 * layout.field(layout.bank_high, rng))[:, None]
     base = base * (1 - hair[:, None]) + hair_tex * hair[:, None]
     # eyes and mouth
-    iris_color = srgb_to_linear(IRIS_SRGB[rng.integers(len(IRIS_SRGB))] * rng.uniform(0.8, 1.2))
-    sclera = srgb_to_linear(np.array([0.78, 0.72, 0.68], np.float32) * rng.uniform(0.75, 0.95))
+    # darker skin: brown eyes; lighter skin: any iris colour
+    iris_pick = rng.integers(2) if lum < 0.1 else rng.integers(len(IRIS_SRGB))
+    iris_color = srgb_to_linear(IRIS_SRGB[iris_pick] * rng.uniform(0.8, 1.2))
+    sclera = srgb_to_linear(np.array([0.78, 0.72, 0.68], np.float32) * rng.uniform(0.65, 0.85))
     eyes = np.clip(layout.sclera + layout.iris, 0, 1)
     r = layout.eye_radial
     iris_r = rng.uniform(0.55, 0.62)  # cm; the cornea carries the iris pattern (the iris mesh sits behind it)
