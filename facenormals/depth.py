@@ -175,3 +175,25 @@ def align_depth_to_colour(depth_m: np.ndarray, depth_intrinsics: Intrinsics, col
             out[cracks] = closest[cracks]
     out[np.isinf(out)] = np.nan
     return out
+
+
+def depth_in_colour(raw_depth: np.ndarray, calibration, depth_scale_m: float | None = None) -> np.ndarray:
+    """Raw sensor depth → metres in the colour camera's pixels, using a calibration file's contents.
+
+    ``calibration`` is a :class:`facenormals.calibration.calibfile.Calibration`. With a depth camera in it, the
+    depth is reprojected (:func:`align_depth_to_colour`). Without one (a colour-only file) the depth must
+    already be aligned (same size as the colour image: e.g. RealSense ``rs.align`` output) and is only scaled
+    — the documented fallback. ``depth_scale_m`` overrides the file's scale.
+    """
+    scale = depth_scale_m if depth_scale_m is not None else calibration.depth_scale_m
+    if calibration.depth is None or calibration.rotation is None:
+        if raw_depth.shape[:2] != (calibration.colour.height, calibration.colour.width):
+            raise DepthError(f"depth is {raw_depth.shape[1]}×{raw_depth.shape[0]}, the colour camera "
+                             f"{calibration.colour.width}×{calibration.colour.height}, and the calibration has no depth "
+                             "camera to reproject with: run `facenormals calibrate rgbd`")
+        if scale is None and np.issubdtype(np.asarray(raw_depth).dtype, np.integer):
+            raise DepthError("the calibration has no depth scale: run `facenormals calibrate rgbd` or pass the scale")
+        return depth_to_metres(raw_depth, scale)
+    metres = depth_to_metres(raw_depth, scale)
+    return align_depth_to_colour(metres, calibration.depth, calibration.colour, calibration.rotation,
+                                 calibration.translation_m)

@@ -109,3 +109,19 @@ def test_align_upsampling_closes_cracks_not_silhouettes():
 def test_align_rejects_wrong_resolution():
     with pytest.raises(DepthError, match="80×60"):
         align_depth_to_colour(np.ones((48, 64), np.float32), INTR, INTR, np.eye(3), np.zeros(3))
+
+
+def test_depth_in_colour_with_and_without_a_depth_calibration():
+    from facenormals.calibration.calibfile import Calibration
+    from facenormals.depth import depth_in_colour
+
+    raw = np.full((INTR.height, INTR.width), 800, np.uint16)
+    full = Calibration(INTR, INTR, np.eye(3), np.array([0.1, 0.0, 0.0]), 0.001)
+    aligned = depth_in_colour(raw, full)
+    assert np.isnan(aligned[:, :9]).all() and np.allclose(aligned[:, 12:], 0.8)
+    colour_only = Calibration(INTR, depth_scale_m=None)
+    assert np.allclose(depth_in_colour(raw, colour_only, depth_scale_m=0.001), 0.8)  # already aligned: scaled only
+    with pytest.raises(DepthError, match="no depth scale"):
+        depth_in_colour(raw, colour_only)
+    with pytest.raises(DepthError, match="no depth camera"):
+        depth_in_colour(np.zeros((10, 10), np.uint16), colour_only, 0.001)

@@ -163,3 +163,83 @@ def test_rotation_between_vectors():
     b = np.array([[0.0, np.sin(0.3), np.cos(0.3)]])
     assert np.allclose(rotate_between(a, a, b), b, atol=1e-6)
     assert np.allclose(rotate_between(np.array([[1.0, 0, 0]]), a, b), [[1.0, 0, 0]], atol=1e-6)
+
+
+# ---------------------------------------------------------------------------------------------- outputs
+
+
+def sphere_frame(noise_m: float = 0.002):
+    """A 160×120 RGB-D frame of a sphere (uint16 mm depth with sensor noise) and its true normals."""
+    from facenormals.realtime.frame import Frame
+
+    intr = Intrinsics(160, 120, 200.0, 200.0, 79.5, 59.5)
+    depth, normals, mask = sphere(intr, centre_z=0.5, radius=0.08)
+    noisy_mm = np.nan_to_num(noisy(depth, noise_m, seed=9) * 1000).round().astype(np.uint16)
+    rgb = np.full((120, 160, 3), 128, np.uint8)
+    return Frame(0, 0, rgb, noisy_mm, 0.001, intr), normals, mask
+
+
+def test_rgbd_views_refined_panel_is_closer_to_the_truth():
+    from facenormals.geometry import box_from_mask, crop_matrix
+    from facenormals.realtime.views_rgbd import render_rgbd_views
+    from facenormals.shading import lambert
+
+    frame, normals, mask = sphere_frame()
+    matrix = crop_matrix(box_from_mask(mask), 96)
+    import cv2
+
+    crop_normals = cv2.warpAffine(normals, matrix, (96, 96), flags=cv2.INTER_LINEAR)
+    crop_normals /= np.maximum(np.linalg.norm(crop_normals, axis=2, keepdims=True), 1e-6)
+    crop_mask = cv2.warpAffine(mask.astype(np.uint8), matrix, (96, 96), flags=cv2.INTER_NEAREST).astype(bool)
+    crop_mask = cv2.erode(crop_mask.astype(np.uint8), np.ones((5, 5), np.uint8)).astype(bool)
+    memory: dict = {}
+    image = render_rgbd_views(frame, [matrix], [crop_normals], [crop_mask], memory=memory)
+    assert image.shape == (120, 480, 3) and image.dtype == np.uint8
+    assert "fusion:0:depth" in memory  # warm start kept for the next frame
+    light = np.array([-0.35, 0.35, 0.87])
+    truth = np.clip(lambert(normals, light) * 255, 0, 255)
+    inner = cv2.erode(mask.astype(np.uint8), np.ones((9, 9), np.uint8)).astype(bool)
+    inner[:70, :] = False  # below the text labels
+    raw, mapped, refined = (image[:, i * 160:(i + 1) * 160, 0].astype(float) for i in range(3))
+    err = {name: np.abs(panel - truth)[inner].mean() for name, panel in (("raw", raw), ("mapped", mapped), ("refined", refined))}
+    assert err["refined"] < err["raw"] / 3 and err["mapped"] < err["raw"] / 3
+    again = render_rgbd_views(frame, [matrix], [crop_normals], [crop_mask], memory=memory)  # warm-started
+    assert np.abs(again[:, 320:, 0].astype(float) - image[:, 320:, 0])[inner].mean() < 2.0
+
+
+def test_rgbd_views_fallbacks_without_depth():
+    from facenormals.realtime.frame import Frame
+    from facenormals.realtime.views_rgbd import render_rgbd_views
+
+    frame, _, _ = sphere_frame()
+    no_depth = Frame(1, 0, frame.rgb)
+    assert render_rgbd_views(no_depth, [], [], []).shape == (120, 480, 3)
+    zeros = Frame(2, 0, frame.rgb, np.zeros_like(frame.depth), 0.001, frame.intrinsics)
+    matrix = np.array([[0.6, 0.0, -0.0], [0.0, 0.6, 0.0]])
+    normals = np.zeros((96, 96, 3), np.float32)
+    normals[..., 2] = 1
+    image = render_rgbd_views(zeros, [matrix], [normals], [np.ones((96, 96), bool)])  # all-zero depth: no crash
+    assert image.shape == (120, 480, 3)
+
+
+def test_fusion_view_is_registered():
+    from facenormals.realtime.render import get_view
+    from facenormals.realtime.views_rgbd import render_fusion
+
+    assert get_view("fusion") is render_fusion
+
+
+def test_ply_export_raw_and_refined(tmp_path):
+    trimesh = pytest.importorskip("trimesh")
+    from facenormals.ply import export_depth
+
+    depth, normals, mask = sphere()
+    count = export_depth(tmp_path / "raw.ply", noisy(depth, 0.001, seed=10), INTR, mask=mask)
+    mesh = trimesh.load(tmp_path / "raw.ply", process=False)
+    assert len(mesh.vertices) == count == mask.sum()
+    assert len(mesh.faces) > 1.8 * count  # ~2 triangles per pixel
+    assert (mesh.vertices[:, 2] < 0).all()  # in front of the camera: -z
+    refined = fuse(noisy(depth, 0.001, seed=10), normals, mask, INTR).depth_m
+    export_depth(tmp_path / "refined.ply", refined, INTR, mesh=False)
+    points = trimesh.load(tmp_path / "refined.ply", process=False)
+    assert len(points.vertices) == np.isfinite(refined).sum()

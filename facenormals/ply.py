@@ -1,0 +1,81 @@
+"""PLY export of depth surfaces (raw vs refined): points with normals, or a triangle mesh; written atomically.
+
+Coordinates are our camera space in metres (+x right, +y up, +z toward the camera, so the surface lies at
+negative z), which mesh viewers show upright.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+
+from facenormals.atomic import atomic_path
+from facenormals.depth import backproject, hole_mask, normals_from_depth
+from facenormals.realtime.frame import Intrinsics
+
+
+def write_ply(path: str | Path, points: np.ndarray, normals: np.ndarray | None = None,
+              colours: np.ndarray | None = None, faces: np.ndarray | None = None) -> None:
+    """Binary little-endian PLY: N×3 float32 points, optional N×3 normals, N×3 uint8 RGB, F×3 triangles."""
+    points = np.asarray(points, dtype=np.float32)
+    if points.ndim != 2 or points.shape[1] != 3:
+        raise ValueError(f"points must be N×3, got {points.shape}")
+    fields = [("x", "<f4"), ("y", "<f4"), ("z", "<f4")]
+    if normals is not None:
+        fields += [("nx", "<f4"), ("ny", "<f4"), ("nz", "<f4")]
+    if colours is not None:
+        fields += [("red", "u1"), ("green", "u1"), ("blue", "u1")]
+    vertices = np.empty(len(points), dtype=fields)
+    vertices["x"], vertices["y"], vertices["z"] = points.T
+    if normals is not None:
+        vertices["nx"], vertices["ny"], vertices["nz"] = np.asarray(normals, np.float32).reshape(-1, 3).T
+    if colours is not None:
+        vertices["red"], vertices["green"], vertices["blue"] = np.asarray(colours, np.uint8).reshape(-1, 3).T
+    header = ["ply", "format binary_little_endian 1.0", f"element vertex {len(points)}"]
+    header += [f"property {'float' if kind == '<f4' else 'uchar'} {name}" for name, kind in fields]
+    body = [vertices.tobytes()]
+    if faces is not None:
+        faces = np.asarray(faces, dtype=np.int32).reshape(-1, 3)
+        header += [f"element face {len(faces)}", "property list uchar int vertex_indices"]
+        packed = np.empty(len(faces), dtype=[("n", "u1"), ("v", "<i4", (3,))])
+        packed["n"], packed["v"] = 3, faces
+        body.append(packed.tobytes())
+    header.append("end_header")
+    with atomic_path(path) as tmp:
+        tmp.write_bytes(("\n".join(header) + "\n").encode("ascii") + b"".join(body))
+
+
+def depth_mesh(depth_m: np.ndarray, intrinsics: Intrinsics, max_edge_m: float = 0.01,
+               mask: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Grid triangulation of a depth map: (vertices V×3, normals V×3, faces F×3).
+
+    Two triangles per 2×2 block whose corners all have depth (inside ``mask``); triangles with an edge longer
+    than ``max_edge_m`` (a depth jump, e.g. flying pixels at a silhouette) are dropped.
+    """
+    valid = ~hole_mask(depth_m)
+    if mask is not None:
+        valid &= mask
+    points = backproject(depth_m, intrinsics)
+    normals, _ = normals_from_depth(np.where(valid, depth_m, np.nan), intrinsics)
+    index = np.full(depth_m.shape, -1, dtype=np.int64)
+    index[valid] = np.arange(int(valid.sum()))
+    a, b, c, d = index[:-1, :-1], index[:-1, 1:], index[1:, :-1], index[1:, 1:]
+    triangles = np.concatenate([np.stack([a, c, b], -1).reshape(-1, 3), np.stack([b, c, d], -1).reshape(-1, 3)])
+    triangles = triangles[(triangles >= 0).all(axis=1)]
+    vertices = points[valid]
+    if len(triangles):
+        corners = vertices[triangles]
+        edges = np.linalg.norm(corners - np.roll(corners, 1, axis=1), axis=2)
+        triangles = triangles[edges.max(axis=1) <= max_edge_m]
+    return vertices.astype(np.float32), normals[valid].astype(np.float32), triangles.astype(np.int32)
+
+
+def export_depth(path: str | Path, depth_m: np.ndarray, intrinsics: Intrinsics, mesh: bool = True,
+                 mask: np.ndarray | None = None, colours_rgb: np.ndarray | None = None) -> int:
+    """Write one depth map as a PLY mesh (or points); returns the vertex count."""
+    vertices, normals, faces = depth_mesh(depth_m, intrinsics, mask=mask)
+    valid = ~hole_mask(depth_m) if mask is None else ~hole_mask(depth_m) & mask
+    colours = colours_rgb[valid] if colours_rgb is not None else None
+    write_ply(path, vertices, normals, colours, faces if mesh else None)
+    return len(vertices)
