@@ -72,6 +72,16 @@ def test_stop_interrupts_a_reconnect_wait(tmp_path):
     source.close()
 
 
+def test_a_stale_first_frame_is_not_handed_out(tmp_path):
+    from facenormals.realtime.sources.webcam import STALE_FIRST_FRAME_NS
+
+    path = write_video(tmp_path / "cam.avi", frames=4)
+    with WebcamSource(str(path)) as source:  # the first frame is read at open time
+        threading.Event().wait(STALE_FIRST_FRAME_NS / 1e9 + 0.1)  # e.g. a model loading before the loop starts
+        first = next(iter(source))
+    assert decode_index(first.rgb) == 1 and first.id == 0
+
+
 def test_missing_camera_fails_at_open_and_releases():
     with pytest.raises(SourceError, match="webcam:63: cannot open"):
         open_source("webcam:63")

@@ -68,6 +68,7 @@ class Capture(NamedTuple):
     depth: np.ndarray | None = None
     depth_scale_m: float | None = None
     intrinsics: Intrinsics | None = None
+    t_capture_ns: int | None = None  # set by sources that read a frame ahead (the first one, in __init__)
 
 
 class Source(ABC):
@@ -117,7 +118,7 @@ class Source(ABC):
             t_capture_ns = time.monotonic_ns()
             if capture is None:
                 return
-            yield self._stamp(capture, t_capture_ns)
+            yield self._stamp(capture, capture.t_capture_ns or t_capture_ns)
 
     def __iter__(self) -> Iterator[Frame]:
         return self.frames()

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import logging
 import sys
+import time
 
 import cv2
 
@@ -12,6 +13,8 @@ from facenormals.realtime.sources.base import Capture, Source, SourceError, Sour
 from facenormals.realtime.sources.reconnect import Backoff, ReconnectingCapture, ReconnectStats
 
 log = logging.getLogger(__name__)
+
+STALE_FIRST_FRAME_NS = 1_000_000_000
 
 
 def _backend(device: int | str) -> int:
@@ -64,7 +67,8 @@ class WebcamSource(Source):
         except SourceError:
             self._closed = True  # read_first released the device
             raise
-        self._pending: Capture | None = Capture(rgb=cv2.cvtColor(first, cv2.COLOR_BGR2RGB))
+        t_first = time.monotonic_ns()
+        self._pending: Capture | None = Capture(rgb=cv2.cvtColor(first, cv2.COLOR_BGR2RGB), t_capture_ns=t_first)
         got_fps = self._capture.get(cv2.CAP_PROP_FPS)
         self._info = SourceInfo(
             name=name,
@@ -111,7 +115,10 @@ class WebcamSource(Source):
     def _read(self) -> Capture | None:
         if self._pending is not None:
             capture, self._pending = self._pending, None
-            return capture
+            assert capture.t_capture_ns is not None
+            if time.monotonic_ns() - capture.t_capture_ns < STALE_FIRST_FRAME_NS:
+                return capture
+            # the consumer started long after opening (model load): a live source hands out now, not then
         bgr = self._capture.read()
         return None if bgr is None else Capture(rgb=cv2.cvtColor(bgr, cv2.COLOR_BGR2RGB))
 
