@@ -278,6 +278,20 @@ def create_face_mesh() -> object:
                                            min_detection_confidence=0.5)
 
 
+def prior_channels(images: np.ndarray, face_mesh: object) -> np.ndarray:
+    """A prior model's extra input for a batch of crops: N×3×S×S float RGB in [0, 1] → N×4×S×S float32.
+
+    Channels: mesh normals (zero where uncovered), coverage; MediaPipe runs on each crop (static mode).
+    """
+    out = np.zeros((images.shape[0], 4, *images.shape[2:]), dtype=np.float32)
+    for i, image in enumerate(images):
+        rgb = np.clip(np.round(image.transpose(1, 2, 0) * 255.0), 0, 255).astype(np.uint8)
+        normals, coverage, _ = mesh_normals_for_crop(rgb, face_mesh)
+        out[i, :3] = normals.transpose(2, 0, 1)
+        out[i, 3] = coverage
+    return out
+
+
 def mesh_normals_for_crop(crop_rgb_uint8: np.ndarray, face_mesh: object) -> tuple[np.ndarray, np.ndarray, bool]:
     """Run MediaPipe on a square RGB crop and rasterise its mesh normals at the crop's size.
 

@@ -218,3 +218,16 @@ def test_data_prior_command_stores_landmarks_and_records_misses(astronaut, tmp_p
     empty_normals, empty_coverage = mesh_prior.stored_prior(tmp_path, "noise", (128, 128, 3))
     assert not empty_coverage.any() and not empty_normals.any()
     assert compute_priors(tmp_path) == (0, 0, 2)  # resumes: nothing recomputed
+
+
+def test_prior_channels_for_a_batch_match_the_single_crop_call(astronaut) -> None:
+    image, landmarks = astronaut
+    crop = face_crop(image, frame_pixels(landmarks, image.shape), size=128)
+    batch = np.stack([crop.to_tensor_array(), np.zeros((3, 128, 128), np.float32)])
+    with mesh_prior.create_face_mesh() as face_mesh:
+        channels = mesh_prior.prior_channels(batch, face_mesh)
+        normals, coverage, found = mesh_prior.mesh_normals_for_crop(crop.image, face_mesh)
+    assert channels.shape == (2, 4, 128, 128) and found
+    np.testing.assert_allclose(channels[0, :3], normals.transpose(2, 0, 1), atol=1e-6)
+    np.testing.assert_array_equal(channels[0, 3] > 0.5, coverage)
+    assert not channels[1].any()  # a black crop: no face, the empty prior

@@ -28,8 +28,15 @@ Predictor = Callable[[np.ndarray], np.ndarray]  # N×3×H×W float32 images in [
 
 def torch_predictor(module: ImageToNormal) -> Predictor:
     module = module.eval()
+    face_mesh = None
+    if module.cfg.prior != "none":  # mesh-prior models (issue 9): MediaPipe on each crop gives 4 more channels
+        from facenormals.mesh_prior import create_face_mesh, prior_channels
+
+        face_mesh = create_face_mesh()
 
     def predict(images: np.ndarray) -> np.ndarray:
+        if face_mesh is not None:
+            images = np.concatenate([images, prior_channels(images, face_mesh)], axis=1)
         with torch.inference_mode():
             return module(torch.from_numpy(images)).numpy()
 
