@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import collections
 import dataclasses
+import itertools
 import logging
 import signal
 import threading
@@ -260,9 +261,15 @@ class Pipeline:
 
     # -- stages -------------------------------------------------------------------------------------------
     def _paced(self, frames: Iterator[Frame]) -> Iterator[Frame]:
+        """Release frames on a fixed clock, restamped at release (the moment a camera would deliver them)."""
         period_ns = int(1e9 / self.pace_fps) if self.pace_fps else 0
         start = time.monotonic_ns()
-        for i, frame in enumerate(frames):
+        for i in itertools.count():
+            t0 = time.perf_counter()
+            frame = next(frames, None)
+            if frame is None:
+                return
+            frame.timings["capture"] = _ms_since(t0)  # reading only; the wait below is not capture work
             delay = start + i * period_ns - time.monotonic_ns()
             if delay > 0 and self.stop_event.wait(delay * 1e-9):
                 return
@@ -287,7 +294,7 @@ class Pipeline:
                 break
             if frame is None:
                 break
-            frame.timings["capture"] = _ms_since(t0)
+            frame.timings.setdefault("capture", _ms_since(t0))
             self.report.frames_in += 1
             current[0] = frame.id + 1
             out.put(frame)
