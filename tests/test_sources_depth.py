@@ -11,13 +11,13 @@ import pytest
 
 from facenormals.realtime.frame import Intrinsics
 from facenormals.realtime.sources.base import SourceError, open_source
-from facenormals.realtime.sources.depth_noise import PROFILES, add_sensor_noise, to_depth_units
+from facenormals.realtime.sources.depth_noise import PROFILES, NoiseProfile, add_sensor_noise, to_depth_units
 from facenormals.realtime.sources.sample import face_mesh_landmarks, render_sample_depth_m, render_sample_rgb
 
 K = Intrinsics(160, 120, 150.0, 150.0, 79.5, 59.5)
 
 
-def quiet(profile: str, **changes) -> dataclasses.replace:
+def quiet(profile: str, **changes: float) -> NoiseProfile:
     """A profile with one effect isolated: no holes, dropouts or flying pixels unless asked for."""
     base = dict(edge_hole_prob=0.0, flying_prob=0.0, dropout_prob=0.0, grazing_hole_prob=0.0, baseline_m=0.0)
     return dataclasses.replace(PROFILES[profile], **{**base, **changes})
