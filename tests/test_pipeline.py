@@ -232,3 +232,28 @@ def test_backend_parity_torch_vs_onnxruntime(checkpoint, backend, monkeypatch, t
     assert a.shape == b.shape == (2, 3, 64, 64)
     error = angular_error_deg(a.transpose(0, 2, 3, 1), b.transpose(0, 2, 3, 1))
     assert float(error.mean()) < 0.05 and float(error.max()) < 1.0
+
+
+def test_depth_and_intrinsics_reach_the_views(backend):
+    """RGB-D frames keep their aligned depth and intrinsics through every stage (what ``--view fusion`` uses)."""
+    from facenormals.realtime import render
+
+    seen = []
+
+    @render.register_view("test-rgbd")
+    def record(result, state):
+        seen.append((result.frame.depth, result.frame.intrinsics, len(result.normals)))
+        return render.render_normals(result, state)
+
+    try:
+        with open_source("sample-rgbd", frames=3) as source:
+            pipeline = Pipeline(source, create_detector(1), backend, FrameRenderer(RenderState(view="test-rgbd")),
+                                handle_signals=False)
+            report = pipeline.run()
+    finally:
+        render._VIEWS.pop("test-rgbd")
+    assert report.frames_out == 3 and len(seen) == 3
+    for depth, intrinsics, faces in seen:
+        assert depth is not None and depth.dtype == np.uint16 and depth.shape == (480, 640)
+        assert intrinsics is not None and intrinsics.width == 640
+        assert faces == 1
