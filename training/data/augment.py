@@ -121,7 +121,8 @@ def procedural_background(size: int, rng: np.random.Generator) -> np.ndarray:
     img = base * (1 - t) + other * t
     small = max(4, size // 16)
     blobs = rng.uniform(0, 1, (small, small, 1)).astype(np.float32)  # brightness blobs, no rainbow
-    blobs = cv2.resize(blobs, (size, size), interpolation=cv2.INTER_CUBIC)[..., None]
+    blobs = cv2.resize(blobs, (size, size), interpolation=cv2.INTER_CUBIC)
+    blobs = cv2.GaussianBlur(blobs, (0, 0), size / 24)[..., None]  # defocused, no grid pattern
     img = img * (0.65 + 0.7 * np.clip(blobs, 0, 1))
     if rng.random() < 0.5:  # edges of furniture/windows: a few soft rectangles
         for _ in range(int(rng.integers(1, 4))):
