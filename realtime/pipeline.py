@@ -29,7 +29,7 @@ from typing import Any, Protocol
 import numpy as np
 
 from facenormals.geometry import Crop
-from facenormals.realtime.crops import CropBatcher, FaceBatch, FaceNormals, paste_batch
+from facenormals.realtime.crops import CropBatcher, FaceNormals, paste_batch
 from facenormals.realtime.detect import Detector, Face, FrameError
 from facenormals.realtime.frame import Frame
 
@@ -329,7 +329,6 @@ class Pipeline:
                 out.put(_END)
                 return
             frame, faces, batch = item
-            batch: FaceBatch
             current[0] = frame.id
             t0 = time.perf_counter()
             normals = self.backend(batch.inputs) if len(batch.crops) else None
