@@ -15,37 +15,27 @@ import tempfile
 import time
 from pathlib import Path
 
-import numpy as np
+for _var in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS"):
+    os.environ.setdefault(_var, "1")  # as in the data engine's workers: one BLAS thread per process
 
 
-def _stage_times(count: int, size: int) -> dict[str, float]:
-    from facenormals.conventions import normalize
-    from facenormals.training.data.jobs import sample_rng
-    from facenormals.training.data.renderer import rasterize, vertex_normals
-    from facenormals.training.data.sources import IctSource
-    from facenormals.training.data.synth import RenderSettings, render
+def _cpu_per_sample(kind: str, size: int, count: int) -> tuple[float, float]:
+    """(CPU seconds, wall seconds) per sample of one in-process worker, PNG writes included.
 
-    source = IctSource()
-    times: dict[str, list[float]] = {"face sample (shape + albedo)": [], "full render (paired)": [],
-                                     "rasterise only": []}
-    for i in range(count):
-        rng = sample_rng(0, i)
-        t0 = time.perf_counter()
-        mesh = source.sample(rng)
-        t1 = time.perf_counter()
-        render(mesh, RenderSettings(size=size), rng, None)
-        t2 = time.perf_counter()
-        v = mesh.vertices + np.array([0, 0, -60], np.float32)
-        focal = 3.5 * size  # the face fills the crop, as in the paper's crop
-        xy = np.stack([size / 2 + focal * v[:, 0] / -v[:, 2], size / 2 - focal * v[:, 1] / -v[:, 2]], 1)
-        t3 = time.perf_counter()
-        frags = rasterize(xy, -v[:, 2], mesh.faces, (size, size))
-        normalize(frags.interpolate_vertices(vertex_normals(mesh.vertices, mesh.faces), mesh.faces))
-        t4 = time.perf_counter()
-        times["face sample (shape + albedo)"].append(t1 - t0)
-        times["full render (paired)"].append(t2 - t1)
-        times["rasterise only"].append(t4 - t3)
-    return {k: float(np.median(v)) for k, v in times.items()}
+    CPU time is far less sensitive than wall time to other jobs sharing the cores: 2 / CPU-seconds is the
+    throughput two idle cores would give.
+    """
+    from facenormals.training.data.render_job import RenderJob
+    from facenormals.training.data.synth import RenderSettings
+
+    with tempfile.TemporaryDirectory() as tmp:
+        job = RenderJob(out=Path(tmp), source="ict", seed=0, kind=kind, settings=RenderSettings(size=size, kind=kind))
+        job.setup()
+        job.run(0)  # first call pays lazy imports
+        cpu0, wall0 = time.process_time(), time.perf_counter()
+        for index in range(1, count + 1):
+            job.run(index)
+        return (time.process_time() - cpu0) / count, (time.perf_counter() - wall0) / count
 
 
 def main() -> None:
@@ -61,8 +51,9 @@ def main() -> None:
     from facenormals.training.data.synth import RenderSettings
 
     print(f"load average before: {os.getloadavg()[0]:.2f} on {os.cpu_count()} cores")
-    for stage, seconds in _stage_times(10, args.size).items():
-        print(f"  1 process, median {stage}: {seconds * 1000:.1f} ms")
+    cpu, wall = _cpu_per_sample(args.kind, args.size, min(args.count, 30))
+    print(f"{args.kind} {args.size}²: one process: {cpu * 1000:.0f} ms CPU / {wall * 1000:.0f} ms wall per sample "
+          f"→ {2 / cpu:.1f} samples/s on 2 idle cores (CPU-bound estimate)")
     for workers in args.workers:
         with tempfile.TemporaryDirectory() as tmp:
             job = RenderJob(out=Path(tmp), source="ict", seed=0, kind=args.kind,

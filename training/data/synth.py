@@ -99,10 +99,20 @@ def render(mesh: SceneMesh, settings: RenderSettings, rng: np.random.Generator,
                       perspective=camera.perspective)
     covered = frags.covered
     vn = vertex_normals(mesh.vertices, mesh.faces) @ rot.T.astype(np.float32)
-    shading_normals = normalize(frags.interpolate_vertices(vn, mesh.faces))
+    # one gather for every per-vertex attribute: normals, positions, then albedo and shininess when shaded
+    columns = [vn, verts.astype(np.float32)]
+    shaded = settings.kind == "paired"
+    if shaded and mesh.albedo is not None:
+        columns.append(mesh.albedo)
+    if shaded and mesh.shininess is not None:
+        columns.append(mesh.shininess[:, None])
+    attrs = frags.interpolate_vertices(np.hstack(columns), mesh.faces)
+    shading_normals = normalize(attrs[..., 0:3])
+    points = attrs[..., 3:6]
+    vertex_albedo = attrs[..., 6:9] if shaded and mesh.albedo is not None else None
+    shininess = attrs[..., -1] if shaded and mesh.shininess is not None else None
     if not mesh.cull_backfaces:
         # unknown winding: a visible surface always faces the viewer, so flip normals that point away
-        points = frags.interpolate_vertices(verts, mesh.faces)
         away = np.sum(shading_normals * points, axis=2) > 0
         shading_normals[away] *= -1
     normals = shading_normals.copy()
@@ -120,14 +130,15 @@ def render(mesh: SceneMesh, settings: RenderSettings, rng: np.random.Generator,
     normals[~mask] = 0.0
     image = None
     if settings.kind == "paired":
-        image, shade_params = _shade_image(mesh, frags, shading_normals, mask, verts, rng, hard, backgrounds, size)
+        image, shade_params = _shade_image(mesh, frags, shading_normals, points, vertex_albedo, shininess, mask, rng,
+                                           hard, backgrounds, size)
         params.update(shade_params)
     return Rendered(mask, normals, image, depth_mm, params)
 
 
-def _shade_image(mesh: SceneMesh, frags: Fragments, normals_all: np.ndarray, mask: np.ndarray, verts: np.ndarray,
-                 rng: np.random.Generator, hard: bool, backgrounds: augment.Backgrounds | None,
-                 size: int) -> tuple[np.ndarray, dict]:
+def _shade_image(mesh: SceneMesh, frags: Fragments, normals_all: np.ndarray, points: np.ndarray,
+                 vertex_albedo: np.ndarray | None, shin: np.ndarray | None, mask: np.ndarray, rng: np.random.Generator,
+                 hard: bool, backgrounds: augment.Backgrounds | None, size: int) -> tuple[np.ndarray, dict]:
     """Shade every covered pixel (not only the mask), tone-map, composite on a background, degrade."""
     covered = frags.covered
     light = lighting.sample_lighting(rng, harsh=hard)
@@ -137,16 +148,13 @@ def _shade_image(mesh: SceneMesh, frags: Fragments, normals_all: np.ndarray, mas
         albedo_img = cv2.remap(mesh.texture, (uv[..., 0] * tw - 0.5).astype(np.float32),
                                ((1 - uv[..., 1]) * th - 0.5).astype(np.float32), cv2.INTER_LINEAR,
                                borderMode=cv2.BORDER_REPLICATE)
-    elif mesh.albedo is not None:
-        albedo_img = frags.interpolate_vertices(mesh.albedo, mesh.faces)
+    elif vertex_albedo is not None:
+        albedo_img = vertex_albedo
     else:
         grey = np.full((len(mesh.vertices), 3), rng.uniform(0.2, 0.6), np.float32)
         albedo_img = frags.interpolate_vertices(grey, mesh.faces)
     if mesh.texture is None:
         albedo_img = albedo_img * augment.skin_detail((size, size), rng, float(rng.uniform(0.01, 0.04)))
-    shin = (frags.interpolate_vertices(mesh.shininess[:, None], mesh.faces)[..., 0]
-            if mesh.shininess is not None else None)
-    points = frags.interpolate_vertices(verts, mesh.faces)
     idx = covered
     radiance = np.zeros((size, size, 3), np.float32)
     radiance[idx] = lighting.shade(normals_all[idx], albedo_img[idx], light,
