@@ -163,3 +163,37 @@ def test_training_feeds_the_stored_mesh_prior(tmp_path) -> None:
     result = train(cfg)
     assert result.steps == 3 and result.best_val_deg is not None and np.isfinite(result.best_val_deg)
     assert read_config(tmp_path / "run" / "best.safetensors").prior == "residual"
+
+
+def test_onnx_export_takes_the_prior_channels_with_parity(tmp_path) -> None:
+    """The exported prior model has one 7-channel input; ONNX Runtime matches torch on a real crop + its mesh prior."""
+    skimage_data = pytest.importorskip("skimage.data")
+    import onnxruntime as ort
+
+    from facenormals import mesh_prior
+    from facenormals.export.onnx_export import build_onnx
+    from facenormals.geometry import face_crop
+
+    torch.manual_seed(0)
+    model = create_model("fast", "full", prior="residual").eval()
+    checkpoint = tmp_path / "prior.safetensors"
+    save_checkpoint(model, checkpoint)
+    onnx_model, _ = build_onnx(checkpoint, size=SIZE)
+    dims = [d.dim_value for d in onnx_model.graph.input[0].type.tensor_type.shape.dim]
+    assert dims[1:] == [7, SIZE, SIZE]
+
+    image = skimage_data.astronaut()
+    with mesh_prior.create_face_mesh() as face_mesh:
+        landmarks = mesh_prior.landmarks_to_array(face_mesh.process(image).multi_face_landmarks[0])
+    xy = np.column_stack([landmarks[:, 0] * image.shape[1] - 0.5, landmarks[:, 1] * image.shape[0] - 0.5])
+    crop = face_crop(image, xy, size=SIZE)
+    normals, coverage = mesh_prior.mesh_normals_from_landmarks(landmarks, image.shape, crop.matrix, SIZE)
+    x = with_prior(torch.from_numpy(crop.to_tensor_array()[None]), torch.from_numpy(normals.transpose(2, 0, 1)[None]),
+                   torch.from_numpy(coverage[None, None].astype(np.float32)))
+    fallback = with_prior(torch.from_numpy(crop.to_tensor_array()[None]))
+    session = ort.InferenceSession(onnx_model.SerializeToString(), providers=["CPUExecutionProvider"])
+    for inputs in (x, fallback):
+        ours = session.run(None, {session.get_inputs()[0].name: inputs.numpy()})[0]
+        with torch.no_grad():
+            reference = model.image_to_normal(inputs)
+        assert angle_deg(torch.from_numpy(ours), reference).max() < 0.1
