@@ -26,7 +26,9 @@ OUTPUT_NAME = "normals"
 OPSET = 17
 CONVENTION = "camera space unit normals: +x right, +y up, +z toward the camera; input RGB float [0,1] N×C×H×W"
 METADATA_KEYS = ("arch", "variant", "size", "in_chans", "convention", "convention_version", "precision",
-                 "source_sha256", "source_name", "producer")
+                 "source_sha256", "source_name", "producer", "prior")
+# "prior" (issue 9): "none", or "absolute"/"residual" — then channels 3..6 of the input are the MediaPipe mesh
+# normals (zero where uncovered) and their coverage: facenormals.model.with_prior / facenormals.mesh_prior.
 
 
 @dataclass(frozen=True)
@@ -143,6 +145,7 @@ def build_onnx(checkpoint: str | Path, size: int | None = None, fp16: bool = Fal
         "convention": CONVENTION, "convention_version": str(cfg.convention_version),
         "precision": "fp16" if fp16 else "fp32", "source_sha256": file_sha256(checkpoint),
         "source_name": checkpoint.name, "producer": f"facenormals {getattr(facenormals, '__version__', '?')}",
+        "prior": cfg.prior,
     })
     model.producer_name = "facenormals"
     onnx.checker.check_model(model, full_check=True)

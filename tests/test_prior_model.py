@@ -181,6 +181,8 @@ def test_onnx_export_takes_the_prior_channels_with_parity(tmp_path) -> None:
     onnx_model, _ = build_onnx(checkpoint, size=SIZE)
     dims = [d.dim_value for d in onnx_model.graph.input[0].type.tensor_type.shape.dim]
     assert dims[1:] == [7, SIZE, SIZE]
+    meta = {p.key: p.value for p in onnx_model.metadata_props}
+    assert meta["prior"] == "residual" and meta["in_chans"] == "7"
 
     image = skimage_data.astronaut()
     with mesh_prior.create_face_mesh() as face_mesh:
