@@ -154,3 +154,22 @@ def test_shading_is_lambertian_plus_sh():
     assert out[1] == pytest.approx([0.5 * 0.2] * 3, rel=1e-5)  # grazing: ambient only
     assert out[2] == pytest.approx([0.5 * 0.2] * 3, rel=1e-5)
     assert sh_basis(normals).shape == (3, 9)
+
+
+def test_shadow_map_shadows_behind_an_occluder_and_not_elsewhere():
+    from facenormals.training.data.shadows import shadow_factor
+
+    # a floor square (normal +z) and a small square roof 2 units above its centre; light straight from +z
+    floor = np.array([[-5, -5, 0], [5, -5, 0], [5, 5, 0], [-5, 5, 0]], np.float32)
+    roof = np.array([[-1, -1, 2], [1, -1, 2], [1, 1, 2], [-1, 1, 2]], np.float32)
+    verts = np.vstack([floor, roof])
+    faces = np.array([[0, 1, 2], [0, 2, 3], [4, 5, 6], [4, 6, 7]])
+    points = np.array([[0, 0, 0], [0.5, -0.5, 0], [3.5, 3.5, 0], [-4, 0, 0], [0, 0, 2]], np.float32)
+    normals = np.tile(np.array([0, 0, 1], np.float32), (len(points), 1))
+    lit = shadow_factor(verts, faces, points, normals, np.array([0, 0, 1.0]), bias=0.01)
+    assert lit[0] == 0 and lit[1] == 0  # under the roof
+    assert lit[2] == 1 and lit[3] == 1 and lit[4] == 1  # open floor, and the roof itself (no self-shadowing)
+    # light 45° toward +x: the roof's shadow moves 2 units toward −x, to x ∈ [−3, −1]
+    moved = np.array([[-2, 0, 0], [0.5, 0, 0], [-4, 0, 0]], np.float32)
+    slanted = shadow_factor(verts, faces, moved, normals[:3], np.array([1.0, 0, 1.0]) / np.sqrt(2), bias=0.01)
+    assert slanted.tolist() == [0.0, 1.0, 1.0]

@@ -22,12 +22,15 @@ class Lighting:
     sh: np.ndarray = field(default_factory=lambda: np.zeros((9, 3), np.float32))
     specular: float = 0.0  # Blinn-Phong strength
     shininess: float = 20.0
+    wrap: float = 0.0  # diffuse wrap: light bleeding past the terminator, as skin's subsurface scattering does
+    shadows: bool = True  # cast shadows of the directional light
 
     def as_dict(self) -> dict:
         return {"light_dir": [round(float(v), 5) for v in self.direction], "light_intensity": round(self.intensity, 5),
                 "light_color": [round(float(v), 4) for v in self.color],
                 "ambient": round(float(self.sh[0].mean() * 0.886227), 5),
-                "specular": round(self.specular, 4), "shininess": round(self.shininess, 2)}
+                "specular": round(self.specular, 4), "shininess": round(self.shininess, 2),
+                "wrap": round(self.wrap, 3), "cast_shadows": self.shadows}
 
 
 def random_hemisphere_direction(rng: np.random.Generator, min_z: float = 0.0) -> np.ndarray:
@@ -62,7 +65,9 @@ def sample_lighting(rng: np.random.Generator, harsh: bool = False) -> Lighting:
     sh[1:4] = (rng.uniform(-0.5, 0.5, (3, 1)) * ambient / 0.886227).astype(np.float32)  # soft sky/ground gradient
     sh[4:9] = (rng.uniform(-0.15, 0.15, (5, 1)) * ambient / 0.886227).astype(np.float32)
     specular = float(rng.uniform(0.0, 0.12)) if rng.random() < 0.7 else 0.0
-    return Lighting(direction, intensity, color, sh, specular, float(rng.uniform(6.0, 30.0)))
+    wrap = float(rng.uniform(0.0, 0.35))
+    shadows = bool(rng.random() < 0.85)
+    return Lighting(direction, intensity, color, sh, specular, float(rng.uniform(6.0, 30.0)), wrap, shadows)
 
 
 def sh_basis(normals: np.ndarray) -> np.ndarray:
@@ -73,17 +78,28 @@ def sh_basis(normals: np.ndarray) -> np.ndarray:
                      c3 * z * z - c5, 2 * c1 * x * z, c1 * (x * x - y * y)], axis=1)
 
 
+SCATTER_TINT = np.array([1.0, 0.55, 0.45], np.float32)  # light that wraps past the terminator reddens in skin
+EYE_EXPONENT = 400.0  # wet cornea: a sharp catchlight
+
+
 def shade(normals: np.ndarray, albedo: np.ndarray, light: Lighting, shadow: np.ndarray | None = None,
-          specular_mask: np.ndarray | None = None, view: np.ndarray | None = None) -> np.ndarray:
+          specular_mask: np.ndarray | None = None, view: np.ndarray | None = None,
+          wet: np.ndarray | None = None) -> np.ndarray:
     """Linear RGB radiance of N surface points: albedo·(SH irradiance + directional) + specular.
 
-    normals N×3 unit (camera space), albedo N×3 linear, shadow N (1 = lit), view N×3 unit toward the camera.
+    normals N×3 unit (camera space), albedo N×3 linear, shadow N (1 = lit), view N×3 unit toward the camera,
+    wet N in [0, 1] (eyes: an extra sharp highlight).
     """
     irradiance = np.maximum(sh_basis(normals) @ light.sh, 0.0)
-    cosine = np.clip(normals @ light.direction, 0.0, None)
+    ndotl = normals @ light.direction
+    cosine = np.clip(ndotl, 0.0, None)
+    direct = cosine[:, None] * light.color[None, :]
+    if light.wrap > 0:
+        wrapped = np.clip((ndotl + light.wrap) / (1 + light.wrap), 0.0, None)
+        direct = direct + (wrapped - cosine)[:, None] * (light.color * SCATTER_TINT)[None, :]
     if shadow is not None:
-        cosine = cosine * shadow
-    radiance = albedo * (irradiance + light.intensity * cosine[:, None] * light.color[None, :])
+        direct = direct * shadow[:, None]
+    radiance = albedo * (irradiance + light.intensity * direct)
     if light.specular > 0 and light.intensity > 0:
         v = view if view is not None else np.broadcast_to(np.array([0, 0, 1], np.float32), normals.shape)
         half = normalize(v + light.direction[None, :])
@@ -91,5 +107,15 @@ def shade(normals: np.ndarray, albedo: np.ndarray, light: Lighting, shadow: np.n
         # energy-normalised Blinn-Phong lobe keeps broad highlights dim and tight ones bright
         spec = spec * (light.shininess + 8) / (8 * np.pi)
         weight = light.specular * (specular_mask if specular_mask is not None else 1.0)
+        if shadow is not None:
+            spec = spec * shadow
         radiance = radiance + (light.intensity * spec * weight)[:, None] * light.color[None, :]
+    if wet is not None and light.intensity > 0:
+        v = view if view is not None else np.broadcast_to(np.array([0, 0, 1], np.float32), normals.shape)
+        half = normalize(v + light.direction[None, :])
+        glint = np.clip(np.sum(normals * half, axis=1), 0.0, None) ** EYE_EXPONENT * (cosine > 0)
+        glint = glint * (EYE_EXPONENT + 8) / (8 * np.pi) * 0.02 * wet
+        if shadow is not None:
+            glint = glint * shadow
+        radiance = radiance + (light.intensity * glint)[:, None] * light.color[None, :]
     return radiance.astype(np.float32)

@@ -47,8 +47,9 @@ class IctSource:
                 colors, shininess, albedo_params = self.transfer.sample(self.layout, rng, colors, shininess)
             params.update(albedo_params)
         verts = shape.vertices
+        wet = np.clip(self.layout.sclera + self.layout.iris, 0, 1) if with_albedo else None
         return SceneMesh(vertices=verts, faces=self.model.faces, oval=verts[self.oval_ids], mm_per_unit=10.0,
-                         albedo=colors, shininess=shininess, params=params)
+                         albedo=colors, shininess=shininess, wet=wet, params=params)
 
 
 FACE_OVAL_LANDMARKS = (10, 21, 54, 58, 67, 93, 103, 109, 127, 132, 136, 148, 149, 150, 152, 162, 172, 176, 234, 251,

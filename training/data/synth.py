@@ -13,7 +13,7 @@ import numpy as np
 
 from facenormals.conventions import normalize
 from facenormals.geometry import hull_mask
-from facenormals.training.data import augment, lighting
+from facenormals.training.data import augment, lighting, shadows
 from facenormals.training.data.camera import crop_camera
 from facenormals.training.data.renderer import Fragments, rasterize, vertex_normals
 
@@ -30,6 +30,7 @@ class SceneMesh:
     mm_per_unit: float
     albedo: np.ndarray | None = None  # V×3 linear RGB
     shininess: np.ndarray | None = None  # V specular weight
+    wet: np.ndarray | None = None  # V in [0, 1]: eyes (sharp catchlights)
     texture: np.ndarray | None = None  # H×W×3 linear RGB
     uv: np.ndarray | None = None  # T×2 (v = 0 at the bottom row)
     faces_uv: np.ndarray | None = None  # F×3 indices into uv
@@ -104,6 +105,8 @@ def render(mesh: SceneMesh, settings: RenderSettings, rng: np.random.Generator,
     shaded = settings.kind == "paired"
     if shaded and mesh.albedo is not None:
         columns.append(mesh.albedo)
+    if shaded and mesh.wet is not None:
+        columns.append(mesh.wet[:, None])
     if shaded and mesh.shininess is not None:
         columns.append(mesh.shininess[:, None])
     attrs = frags.interpolate_vertices(np.hstack(columns), mesh.faces)
@@ -111,6 +114,8 @@ def render(mesh: SceneMesh, settings: RenderSettings, rng: np.random.Generator,
     points = attrs[..., 3:6]
     vertex_albedo = attrs[..., 6:9] if shaded and mesh.albedo is not None else None
     shininess = attrs[..., -1] if shaded and mesh.shininess is not None else None
+    wet_col = 6 + 3 * (mesh.albedo is not None)
+    wet = attrs[..., wet_col] if shaded and mesh.wet is not None else None
     if not mesh.cull_backfaces:
         # unknown winding: a visible surface always faces the viewer, so flip normals that point away
         away = np.sum(shading_normals * points, axis=2) > 0
@@ -130,17 +135,30 @@ def render(mesh: SceneMesh, settings: RenderSettings, rng: np.random.Generator,
     normals[~mask] = 0.0
     image = None
     if settings.kind == "paired":
-        image, shade_params = _shade_image(mesh, frags, shading_normals, points, vertex_albedo, shininess, mask, rng,
-                                           hard, backgrounds, size)
+        surface = Surface(shading_normals, points, vertex_albedo, shininess, wet, verts, face_height)
+        image, shade_params = _shade_image(mesh, frags, surface, mask, rng, hard, backgrounds, size)
         params.update(shade_params)
     return Rendered(mask, normals, image, depth_mm, params)
 
 
-def _shade_image(mesh: SceneMesh, frags: Fragments, normals_all: np.ndarray, points: np.ndarray,
-                 vertex_albedo: np.ndarray | None, shin: np.ndarray | None, mask: np.ndarray, rng: np.random.Generator,
+@dataclass
+class Surface:
+    """Per-pixel surface attributes of a render (H×W maps) and the posed vertices, for shading."""
+
+    normals: np.ndarray
+    points: np.ndarray
+    albedo: np.ndarray | None
+    shininess: np.ndarray | None
+    wet: np.ndarray | None
+    vertices: np.ndarray
+    face_height: float
+
+
+def _shade_image(mesh: SceneMesh, frags: Fragments, surface: Surface, mask: np.ndarray, rng: np.random.Generator,
                  hard: bool, backgrounds: augment.Backgrounds | None, size: int) -> tuple[np.ndarray, dict]:
     """Shade every covered pixel (not only the mask), tone-map, composite on a background, degrade."""
     covered = frags.covered
+    normals_all, points, vertex_albedo, shin = surface.normals, surface.points, surface.albedo, surface.shininess
     light = lighting.sample_lighting(rng, harsh=hard)
     if mesh.texture is not None and mesh.uv is not None and mesh.faces_uv is not None:
         uv = frags.interpolate(mesh.uv[mesh.faces_uv])
@@ -156,10 +174,22 @@ def _shade_image(mesh: SceneMesh, frags: Fragments, normals_all: np.ndarray, poi
     if mesh.texture is None:
         albedo_img = albedo_img * augment.skin_detail((size, size), rng, float(rng.uniform(0.01, 0.04)))
     idx = covered
+    shadow = None
+    if light.shadows and light.intensity > 0.05:
+        # bias ~1 mm on a face (+ slope term): lit skin must not shadow itself, the nose must shadow the cheek
+        shadow = shadows.shadow_factor(surface.vertices, mesh.faces, points[idx], normals_all[idx], light.direction,
+                                       bias=0.005 * surface.face_height, cull_backfaces=mesh.cull_backfaces)
+        # soft penumbra: blur the visibility over the covered pixels (normalised, so edges do not darken)
+        vis = np.zeros((size, size), np.float32)
+        vis[idx] = shadow
+        sigma = float(rng.uniform(0.6, 2.0))
+        weight = cv2.GaussianBlur(idx.astype(np.float32), (0, 0), sigma)
+        shadow = (cv2.GaussianBlur(vis, (0, 0), sigma)[idx] / np.maximum(weight[idx], 1e-3)).astype(np.float32)
     radiance = np.zeros((size, size, 3), np.float32)
-    radiance[idx] = lighting.shade(normals_all[idx], albedo_img[idx], light,
+    radiance[idx] = lighting.shade(normals_all[idx], albedo_img[idx], light, shadow=shadow,
                                    specular_mask=shin[idx] if shin is not None else None,
-                                   view=normalize(-points[idx]))
+                                   view=normalize(-points[idx]),
+                                   wet=surface.wet[idx] if surface.wet is not None else None)
     face = mask if mask.any() else covered
     albedo_lum = float(albedo_img[face].mean()) if face.any() else 0.18
     display, tone = augment.tone_map(radiance, face, rng, albedo_lum)
