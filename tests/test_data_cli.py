@@ -169,3 +169,34 @@ def test_bad_sources_give_clear_errors(tmp_path):
                  "--out", str(tmp_path / "o"))
     with pytest.raises(ValueError, match="--count"):
         _run_cli("render", "--source", "ict", "--count", "0", "--out", str(tmp_path / "o"))
+
+
+@pytest.mark.parametrize("suffix", [".obj", ".glb", ".wrl"])
+def test_mesh_formats_load_and_render(tmp_path, suffix):
+    from facenormals.training.data.meshes import load_mesh
+
+    folder = tmp_path / "meshes"
+    folder.mkdir()
+    ply = _head(folder, "head")
+    mesh = trimesh.load(ply, process=False)
+    colors = np.tile(np.array([[200, 150, 120, 255]], np.uint8), (len(mesh.vertices), 1))
+    colors[mesh.vertices[:, 1] > 5] = [40, 30, 20, 255]  # "hair": the colours must survive the format
+    target = folder / f"head{suffix}"
+    if suffix == ".wrl":
+        points = " ".join(f"{x:.5f} {y:.5f} {z:.5f}," for x, y, z in mesh.vertices)
+        index = " ".join(f"{a}, {b}, {c}, -1," for a, b, c in mesh.faces)
+        rgb = " ".join(f"{r / 255:.4f} {g / 255:.4f} {b / 255:.4f}," for r, g, b, _ in colors)
+        target.write_text("#VRML V2.0 utf8\nShape { geometry IndexedFaceSet {\n"
+                          f"coord Coordinate {{ point [ {points} ] }}\ncoordIndex [ {index} ]\n"
+                          f"color Color {{ color [ {rgb} ] }}\ncolorPerVertex TRUE\n}} }}\n")
+    else:
+        trimesh.Trimesh(mesh.vertices, mesh.faces, vertex_colors=colors, process=False).export(target)
+    ply.unlink()
+    loaded = load_mesh(target)
+    assert len(loaded.vertices) == len(mesh.vertices) and loaded.colors is not None
+    assert loaded.colors.min() < 0.2 < 0.7 < loaded.colors.max()
+    out = tmp_path / "ds"
+    rc = _run_cli("render", "--source", str(folder), "--count", "1", "--out", str(out), "--seed", "2",
+                  "--size", "48", "--workers", "1", "--no-contact-sheet", "--backgrounds")
+    assert rc == 0
+    assert json.loads(next((out / "params").glob("*.json")).read_text())["albedo"] == "vertex-colors"
