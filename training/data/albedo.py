@@ -52,6 +52,7 @@ class FaceLayout:
     mouth_inside: np.ndarray
     teeth: np.ndarray
     socket: np.ndarray
+    mouth_ao: np.ndarray  # 1 at the lips' opening, falling toward the throat: the mouth's occlusion
     skin: np.ndarray
     head_dir: np.ndarray  # unit direction of each vertex from the head centre (for hairlines)
     eye_radial: np.ndarray  # distance from the eyeball's optical axis (cm), eyeballs only
@@ -141,6 +142,7 @@ def face_layout(model: ict.IctModel) -> FaceLayout:
         mouth_inside=((region == ict.MOUTH_SOCKET) | (region == ict.GUMS)).astype(np.float32),
         teeth=(region == ict.TEETH).astype(np.float32),
         socket=((region == ict.EYE_SOCKET_L) | (region == ict.EYE_SOCKET_R)).astype(np.float32),
+        mouth_ao=np.clip((v[:, 2] - 4.0) / (lm[62, 2] - 4.0), 0.15, 1.0).astype(np.float32),
         skin=((region == ict.FACE) | (region == ict.HEAD_NECK)).astype(np.float32), head_dir=head_dir.astype(np.float32),
         eye_radial=radial_all, bank_low=_wave_bank(v, bank_rng, (3.0, 9.0), 24),
         bank_mid=_wave_bank(v, bank_rng, (1.0, 5.0), 24), bank_high=_wave_bank(v, bank_rng, (0.4, 1.2), 24))
@@ -210,7 +212,7 @@ def procedural_albedo(model: ict.IctModel, layout: FaceLayout,
     sclera = srgb_to_linear(np.array([0.78, 0.72, 0.68], np.float32) * rng.uniform(0.65, 0.85))
     eyes = np.clip(layout.sclera + layout.iris, 0, 1)
     r = layout.eye_radial
-    iris_r = rng.uniform(0.55, 0.62)  # cm; the cornea carries the iris pattern (the iris mesh sits behind it)
+    iris_r = rng.uniform(0.6, 0.68)  # cm; the cornea carries the iris pattern (the iris mesh sits behind it)
     iris_w = _soft(r, iris_r, 0.06) * eyes
     pupil_w = _soft(r, iris_r * rng.uniform(0.3, 0.5), 0.04) * eyes
     limbus = np.clip(1 - np.abs(r - iris_r) / 0.08, 0, 1) * eyes * 0.6
@@ -219,10 +221,13 @@ def procedural_albedo(model: ict.IctModel, layout: FaceLayout,
     eye = sclera * sclera_shade * (1 - iris_w)[:, None] + iris_color * (iris_w * (1 - pupil_w) * (1 - limbus))[:, None]
     eye += 0.005 * pupil_w[:, None]
     base = base * (1 - eyes[:, None]) + eye * eyes[:, None]
-    inside = srgb_to_linear(np.array([0.45, 0.18, 0.18], np.float32)) * rng.uniform(0.6, 1.0)
+    # the mouth interior is mostly occluded: its albedo carries that darkening (no ambient occlusion otherwise)
+    inside = srgb_to_linear(np.array([0.45, 0.18, 0.18], np.float32)) * rng.uniform(0.15, 0.4)
     base = base * (1 - layout.mouth_inside[:, None]) + inside * layout.mouth_inside[:, None]
-    teeth = srgb_to_linear(np.array([0.85, 0.8, 0.68], np.float32) * rng.uniform(0.7, 1.0))
+    teeth = srgb_to_linear(np.array([0.85, 0.8, 0.68], np.float32) * rng.uniform(0.55, 0.85))
     base = base * (1 - layout.teeth[:, None]) + teeth * layout.teeth[:, None]
+    mouth = np.clip(layout.teeth + layout.mouth_inside, 0, 1)
+    base *= (1 - mouth * (1 - layout.mouth_ao))[:, None]
     base = base * (1 - layout.socket[:, None]) + 0.02 * layout.socket[:, None]
     params = {"albedo": "procedural", "skin_tone_srgb": [round(float(c), 3) for c in linear_to_srgb(tone)],
               "stubble": round(float(stubble), 3), "hair": bool(hair.any())}

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import os
+import signal
 from pathlib import Path
 
 DEFAULT_SHARED = Path(os.environ.get("FACENORMALS_SHARED", Path(__file__).resolve().parents[3] / "shared"))
@@ -48,6 +49,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def main(args: argparse.Namespace) -> int:
+    # `kill` (SIGTERM) stops a run like Ctrl-C: workers are terminated; every file on disk is complete
+    signal.signal(signal.SIGTERM, _raise_interrupt)
     if args.action == "render":
         return _render(args)
     if args.action == "prior":
@@ -55,6 +58,10 @@ def main(args: argparse.Namespace) -> int:
 
         return prior_cli.main(args)
     return _photos(args)
+
+
+def _raise_interrupt(signum: int, frame: object) -> None:
+    raise KeyboardInterrupt
 
 
 def _default_backgrounds() -> list[Path]:
