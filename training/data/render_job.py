@@ -54,6 +54,8 @@ class RenderJob(SampleJob):
             result = synth.render(mesh, self.settings, rng, self._backgrounds)
         except DataError as err:
             return f"{err}"
+        except Exception as err:  # one odd mesh or pose must not end a long run: counted and reported
+            return f"{self.name(index)}: {type(err).__name__}: {err}"
         if result.mask.sum() < 0.02 * result.mask.size:
             return "face mask under 2 % of the crop (mesh not facing +z?)"
         params = {"kind": self.kind, "seed": self.seed, "index": index, **result.params}
