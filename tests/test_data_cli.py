@@ -146,7 +146,6 @@ def test_missing_texture_renders_with_a_skin_tone(tmp_path):
     (folder / "scan.ply").unlink()
     (folder / "scan.obj").write_text("mtllib scan.mtl\nusemtl skin\n" + obj)
     (folder / "scan.mtl").write_text("newmtl skin\nmap_Kd missing_texture.jpg\n")
-    (folder / "scan.landmarks.npy").rename(folder / "scan.landmarks.npy")
     out = tmp_path / "ds"
     rc = _run_cli("render", "--source", str(folder), "--count", "1", "--out", str(out), "--seed", "1",
                   "--size", "48", "--workers", "1", "--no-contact-sheet", "--backgrounds")
