@@ -33,6 +33,7 @@ import inspect
 from functools import lru_cache
 from pathlib import Path
 
+import cv2
 import numba
 import numpy as np
 
@@ -226,6 +227,24 @@ def rasterize_mesh_normals(points_crop_xyz: np.ndarray, triangles: np.ndarray,
     return out, zbuf > -np.inf
 
 
+def fill_prior(normals: np.ndarray, coverage: np.ndarray) -> np.ndarray:
+    """Extend the mesh normals to every pixel: each uncovered pixel takes its nearest covered pixel's normal.
+
+    What a prior model sees (with the coverage as a separate channel), and what the ``mediapipe-mesh``
+    baseline predicts beyond the mesh. No coverage at all: zeros (the no-mesh fallback).
+    """
+    if not coverage.any():
+        return np.zeros_like(normals, dtype=np.float32)
+    if coverage.all():
+        return normals.astype(np.float32, copy=True)
+    # DIST_LABEL_PIXEL: every covered pixel gets its own label, every other pixel the label of the nearest one
+    _, labels = cv2.distanceTransformWithLabels((~coverage).astype(np.uint8), cv2.DIST_L2, 3,
+                                                labelType=cv2.DIST_LABEL_PIXEL)
+    table = np.zeros((int(labels.max()) + 1, 3), dtype=np.float32)
+    table[labels[coverage]] = normals[coverage]
+    return table[labels]
+
+
 def empty_prior(size: int = 256) -> tuple[np.ndarray, np.ndarray]:
     """The no-mesh fallback: zero normals ("no normal") and no coverage."""
     return np.zeros((size, size, 3), dtype=np.float32), np.zeros((size, size), dtype=bool)
@@ -281,13 +300,14 @@ def create_face_mesh() -> object:
 def prior_channels(images: np.ndarray, face_mesh: object) -> np.ndarray:
     """A prior model's extra input for a batch of crops: N×3×S×S float RGB in [0, 1] → N×4×S×S float32.
 
-    Channels: mesh normals (zero where uncovered), coverage; MediaPipe runs on each crop (static mode).
+    Channels: mesh normals extended to the whole crop (:func:`fill_prior`; zero when MediaPipe finds no
+    face), coverage; MediaPipe runs on each crop (static mode).
     """
     out = np.zeros((images.shape[0], 4, *images.shape[2:]), dtype=np.float32)
     for i, image in enumerate(images):
         rgb = np.clip(np.round(image.transpose(1, 2, 0) * 255.0), 0, 255).astype(np.uint8)
         normals, coverage, _ = mesh_normals_for_crop(rgb, face_mesh)
-        out[i, :3] = normals.transpose(2, 0, 1)
+        out[i, :3] = fill_prior(normals, coverage).transpose(2, 0, 1)
         out[i, 3] = coverage
     return out
 

@@ -15,11 +15,12 @@ Widths are data (``WIDTHS``); variants (``VARIANTS``) drop parts for the paper's
 ``create_model`` is the one constructor.
 
 Mesh prior (``ModelCfg.prior``, issue 9): with ``"absolute"`` or ``"residual"``, E_I's input is
-N×7×H×W = RGB, the MediaPipe mesh normals (zero where uncovered) and their coverage
-(:func:`with_prior`). ``"residual"`` reads D_N's output as the normal in the prior's frame (rotated by
-the rotation taking +z to the prior; identity where there is no coverage), so the network predicts
-detail on top of the coarse geometry; its normal→normal path uses a heavily smoothed copy of its
-input as the prior (:func:`coarse_prior`).
+N×7×H×W = RGB, the MediaPipe mesh normals extended to the whole crop (each pixel beyond the mesh takes
+the nearest mesh normal; all zero when there is no mesh) and the mesh's coverage (:func:`with_prior`).
+``"residual"`` reads D_N's output as the normal in the prior's frame (rotated by the rotation taking +z
+to the prior; identity where the prior is zero) and starts as exactly the prior (zero-initialised last
+layer), so the network learns detail on top of the coarse geometry; its normal→normal path uses a
+heavily smoothed copy of its input as the prior (:func:`coarse_prior`).
 """
 
 from __future__ import annotations
@@ -191,10 +192,11 @@ def l2_normalize(raw: torch.Tensor) -> torch.Tensor:
 
 def with_prior(image: torch.Tensor, prior_normals: torch.Tensor | None = None,
                coverage: torch.Tensor | None = None) -> torch.Tensor:
-    """E_I's input for a prior model: N×7×H×W = RGB, prior normals × coverage, coverage.
+    """E_I's input for a prior model: N×7×H×W = RGB, prior normals, coverage.
 
-    No prior (``None``: MediaPipe found no mesh) gives zeros and coverage 0 — what every pixel outside the
-    mesh looks like in training, so the network needs no special case for it.
+    The prior normals are the mesh normals extended beyond the mesh (``mesh_prior.fill_prior``). No prior
+    (``None``: MediaPipe found no mesh) gives zeros and coverage 0; training drops the prior of 10 % of its
+    images the same way, so the network has learnt that case.
     """
     n, _, h, w = image.shape
     if prior_normals is None:
@@ -203,18 +205,19 @@ def with_prior(image: torch.Tensor, prior_normals: torch.Tensor | None = None,
     elif coverage is None:
         raise ValueError("with_prior: prior normals given without their coverage")
     coverage = coverage.to(image.dtype).reshape(n, 1, h, w)
-    return torch.cat([image, prior_normals.to(image.dtype) * coverage, coverage], dim=1)
+    return torch.cat([image, prior_normals.to(image.dtype), coverage], dim=1)
 
 
-def rotate_from_prior(raw: torch.Tensor, prior_normals: torch.Tensor, coverage: torch.Tensor) -> torch.Tensor:
-    """Rotate D_N's output by the rotation taking +z to the prior normal (identity where coverage is 0).
+def rotate_from_prior(raw: torch.Tensor, prior_normals: torch.Tensor) -> torch.Tensor:
+    """Rotate D_N's output by the rotation taking +z to the prior normal (identity where the prior is zero).
 
     Rodrigues for a = +z, b = p: R·r = r + v×r + v×(v×r) / (1 + p_z) with v = a×b = (−p_y, p_x, 0).
     Rotations keep length, so normalising before or after is the same.
     """
-    p = prior_normals * coverage
+    has = (prior_normals.pow(2).sum(dim=1, keepdim=True) > 0.25).to(raw.dtype)
+    p = prior_normals * has
     px, py = p[:, 0:1], p[:, 1:2]
-    pz = p[:, 2:3] + (1.0 - coverage)  # no coverage: p = +z, R = I
+    pz = p[:, 2:3] + (1.0 - has)  # no prior: p = +z, R = I
     rx, ry, rz = raw[:, 0:1], raw[:, 1:2], raw[:, 2:3]
     dot = px * rx + py * ry
     k = 1.0 / (1.0 + pz).clamp_min(1e-3)  # p_z > 0 for the front faces of a mesh
@@ -223,8 +226,8 @@ def rotate_from_prior(raw: torch.Tensor, prior_normals: torch.Tensor, coverage: 
                       rz - dot - k * (px * px + py * py) * rz], dim=1)
 
 
-def coarse_prior(normals: torch.Tensor, factor: int = COARSE_PRIOR_FACTOR) -> tuple[torch.Tensor, torch.Tensor]:
-    """A heavily smoothed copy of a normal map (zero = no normal) and its coverage: the normal→normal prior.
+def coarse_prior(normals: torch.Tensor, factor: int = COARSE_PRIOR_FACTOR) -> torch.Tensor:
+    """A heavily smoothed copy of a normal map (zero = no normal, kept zero): the normal→normal prior.
 
     Averaging over factor×factor blocks, then bilinear upsampling, leaves roughly the detail the 468-point
     MediaPipe mesh has; it exists for every normal-only sample (no landmarks or MediaPipe run needed).
@@ -234,7 +237,7 @@ def coarse_prior(normals: torch.Tensor, factor: int = COARSE_PRIOR_FACTOR) -> tu
     small = F.avg_pool2d(normals * valid, factor, ceil_mode=True)
     smooth = l2_normalize(F.interpolate(small, size=size, mode="bilinear", align_corners=False))
     coverage = valid * (smooth.abs().sum(dim=1, keepdim=True) > 0).to(normals.dtype)
-    return smooth * coverage, coverage
+    return smooth * coverage
 
 
 class ImageToNormal(nn.Module):
@@ -263,7 +266,7 @@ def _apply_prior(cfg: ModelCfg, raw: torch.Tensor, image: torch.Tensor) -> torch
     if cfg.prior != "residual":
         return raw
     chans = cfg.image_chans
-    return rotate_from_prior(raw, image[:, chans:chans + 3], image[:, chans + 3:chans + 4])
+    return rotate_from_prior(raw, image[:, chans:chans + 3])
 
 
 class CrossModalNet(nn.Module):
@@ -281,9 +284,9 @@ class CrossModalNet(nn.Module):
         self.skip_connections = SkipAdapters(enc_chs, spec.skip_chs[3::-1]) if has_skips else None
         self.normal_decoder = Decoder(512, spec.normal_decoder, spec.skip_chs if has_skips else None)
         self.image_decoder = Decoder(512, spec.image_decoder, out_chs=cfg.image_chans) if has_image_decoder else None
-        if cfg.prior == "residual":  # start from the prior itself: D_N's output ≈ +z in the prior's frame
+        if cfg.prior == "residual":  # start as the prior itself: D_N's output is +z in the prior's frame
             with torch.no_grad():
-                self.normal_decoder.last.weight.mul_(0.1)
+                self.normal_decoder.last.weight.zero_()
                 self.normal_decoder.last.bias.copy_(torch.tensor([0.0, 0.0, 1.0]))
 
     @property
@@ -313,7 +316,7 @@ class CrossModalNet(nn.Module):
             raise RuntimeError(f"variant {self.cfg.variant!r} has no normal encoder")
         raw = self.normal_decoder(self.normal_encoder(normals)[-1], None)  # skips inactive
         if self.cfg.prior == "residual":  # detail on top of a smoothed copy of the input
-            return rotate_from_prior(raw, *coarse_prior(normals))
+            return rotate_from_prior(raw, coarse_prior(normals))
         return raw
 
     def normal_to_normal(self, normals: torch.Tensor) -> torch.Tensor:

@@ -228,6 +228,19 @@ def test_prior_channels_for_a_batch_match_the_single_crop_call(astronaut) -> Non
         channels = mesh_prior.prior_channels(batch, face_mesh)
         normals, coverage, found = mesh_prior.mesh_normals_for_crop(crop.image, face_mesh)
     assert channels.shape == (2, 4, 128, 128) and found
-    np.testing.assert_allclose(channels[0, :3], normals.transpose(2, 0, 1), atol=1e-6)
+    np.testing.assert_allclose(channels[0, :3], mesh_prior.fill_prior(normals, coverage).transpose(2, 0, 1), atol=1e-6)
     np.testing.assert_array_equal(channels[0, 3] > 0.5, coverage)
     assert not channels[1].any()  # a black crop: no face, the empty prior
+
+
+def test_fill_prior_extends_the_nearest_mesh_normal() -> None:
+    normals = np.zeros((32, 32, 3), np.float32)
+    coverage = np.zeros((32, 32), bool)
+    coverage[10:20, 5:15] = True
+    normals[10:20, 5:10] = [0.0, 0.0, 1.0]
+    normals[10:20, 10:15] = [0.6, 0.0, 0.8]
+    filled = mesh_prior.fill_prior(normals, coverage)
+    np.testing.assert_array_equal(filled[coverage], normals[coverage])
+    np.testing.assert_allclose(filled[15, 31], [0.6, 0.0, 0.8])  # right of the patch: its right half
+    np.testing.assert_allclose(filled[0, 0], [0.0, 0.0, 1.0])
+    assert not mesh_prior.fill_prior(normals, np.zeros_like(coverage)).any()  # no mesh: stays empty

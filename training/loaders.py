@@ -88,13 +88,14 @@ def load_item(files: SampleFiles, size: int, rng: np.random.Generator | None,
 
 def _prior_channels(files: SampleFiles, shape: tuple[int, ...], matrix: np.ndarray, size: int,
                     rng: np.random.Generator | None) -> np.ndarray:
-    from facenormals.mesh_prior import empty_prior, stored_prior
+    from facenormals.mesh_prior import empty_prior, fill_prior, stored_prior
 
     normals, coverage = stored_prior(files.image.parent.parent, files.name, shape)
     if rng is not None and rng.random() < PRIOR_DROPOUT:
         normals, coverage = empty_prior(shape[0])
-    warped, covered = warp_normals(normals, coverage, matrix, size)
-    return np.concatenate([warped.transpose(2, 0, 1), covered[None].astype(np.float32)])
+    filled = fill_prior(normals, coverage)
+    warped, _ = warp_normals(filled, np.full(coverage.shape, coverage.any()), matrix, size)
+    return np.concatenate([warped.transpose(2, 0, 1), warp_mask(coverage, matrix, size)[None].astype(np.float32)])
 
 
 class KindDatasets(Dataset):
