@@ -42,6 +42,14 @@ from facenormals.realtime.frame import Intrinsics
 from facenormals.zoo import WEIGHTS_DIR
 
 
+def sensor_scale(intr: Intrinsics, profile_name: str) -> float:
+    """Sensor pixels per crop pixel (≤ 1): the sensor's focal length over the crop's."""
+    from facenormals.realtime.sources.depth_noise import PROFILES
+
+    profile = PROFILES[profile_name]
+    return min(1.0, profile.focal_baseline_px_m / profile.baseline_m / intr.fx)
+
+
 def sensor_noise(clean_m: np.ndarray, intr: Intrinsics, rng: np.random.Generator, profile_name: str) -> np.ndarray:
     """Clean crop depth (metres, 0 = none) → what a sensor aligned to this crop would report (NaN = hole)."""
     from facenormals.realtime.sources.depth_noise import PROFILES, add_sensor_noise
@@ -49,7 +57,7 @@ def sensor_noise(clean_m: np.ndarray, intr: Intrinsics, rng: np.random.Generator
     profile = PROFILES[profile_name]
     if profile.min_range_m > 0.4:  # Kinect v1 stops at 0.5 m; the renders sit at ~0.47 m: keep its noise, lift the limit
         profile = dataclasses.replace(profile, min_range_m=0.3)
-    scale = min(1.0, profile.focal_baseline_px_m / profile.baseline_m / intr.fx)
+    scale = sensor_scale(intr, profile_name)
     size = (max(8, round(intr.width * scale)), max(8, round(intr.height * scale)))
     sensor = Intrinsics(size[0], size[1], intr.fx * size[0] / intr.width, intr.fy * size[1] / intr.height,
                         (intr.cx + 0.5) * size[0] / intr.width - 0.5, (intr.cy + 0.5) * size[1] / intr.height - 0.5)
@@ -132,7 +140,7 @@ def main(argv: list[str] | None = None) -> int:
     use_model = args.normals == "model" or (args.normals == "auto" and args.model.is_file())
     predict = model_normals(args.model) if use_model else None
     source = f"model {args.model.name}" if use_model else "ground truth perturbed (no shipped model)"
-    config = FusionConfig(solver=args.solver, position_weight=args.position_weight, bias_sigma_px=args.bias_sigma,
+    base_config = FusionConfig(solver=args.solver, position_weight=args.position_weight, bias_sigma_px=args.bias_sigma,
                           tolerance=args.tolerance, jump_m=args.jump, correct_bias=not args.no_bias_correction)
     rng = np.random.default_rng(args.seed)
     rows: list[dict[str, float]] = []
@@ -150,6 +158,7 @@ def main(argv: list[str] | None = None) -> int:
         truth_depth = np.where(clean > 0, clean, np.nan)
         mask = mask & (clean > 0) & (np.linalg.norm(truth, axis=2) > 0.5)
         pred = predict(sample.image) if predict else perturb_normals(truth, mask, rng)
+        config = dataclasses.replace(base_config, depth_pixel_px=1.0 / sensor_scale(intr, args.profile))
         raw = sensor_noise(clean, intr, rng, args.profile)
         raw_normals, raw_ok = normals_from_depth(raw, intr)
 
@@ -196,7 +205,8 @@ def main(argv: list[str] | None = None) -> int:
     summary.update({k: median(k) for k in rows[0] if k.endswith("_ms") or "iterations" in k})
     solver = fused.solver
     print(f"\n{len(rows)} crops of {args.data.name}, {args.profile}-like noise, predicted normals: {source}, "
-          f"solver {solver}, λ={config.position_weight}, bias σ={config.bias_sigma_px}px, torch threads {args.threads}, "
+          f"solver {solver}, λ={base_config.position_weight} and bias σ={base_config.bias_sigma_px} per sensor pixel, "
+          f"threads {args.threads}, "
           f"{time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())}")
     print("| normals | mean angular error (°) |\n|---|---|")
     coverage = f"where the sensor has depth, {summary['coverage_raw']:.0%} of the mask"

@@ -56,6 +56,8 @@ class FusionConfig:
     position_weight: float = 0.003      # λ: depth vs normals; crossover wavelength ≈ 2π/√λ ≈ 115 pixels
     bias_sigma_px: float = 32.0         # Gaussian σ (crop pixels) of the low-frequency bias correction
     correct_bias: bool = True
+    depth_pixel_px: float = 1.0         # one depth-sensor pixel's width in crop pixels (crop upsampling × colour/depth
+    #                                     resolution): λ is per sensor measurement (÷ this²) and σ in sensor pixels (×)
     outlier_m: float = 0.015            # depth further than this from its 5×5 median is dropped (flying pixels)
     jump_m: float = 0.01                # neighbours further apart in depth are not tied (self-occlusions)
     min_valid_fraction: float = 0.05    # less measured depth than this in the face region → DepthError
@@ -415,16 +417,17 @@ def prepare(depth_m: np.ndarray, normals: np.ndarray, mask: np.ndarray, intrinsi
         measured &= ~outliers
         depth = np.where(measured, depth, np.nan).astype(np.float32)
         filled = np.where(outliers, median, filled).astype(np.float32)
-    corrected = (correct_normal_bias(normals, depth, intrinsics, region, config.bias_sigma_px)
+    pixel = max(1.0, config.depth_pixel_px)  # an upsampled measurement repeats over pixel² crop pixels
+    corrected = (correct_normal_bias(normals, depth, intrinsics, region, config.bias_sigma_px * pixel)
                  if config.correct_bias else normals)
-    problem = build_problem(filled, measured, corrected, region, intrinsics, config.position_weight, config.jump_m,
-                            median)
+    position_weight = config.position_weight / pixel**2
+    problem = build_problem(filled, measured, corrected, region, intrinsics, position_weight, config.jump_m, median)
     start = smooth_depth(np.where(region, filled, np.nan), 2.0)
     if init is not None:
         usable = region & np.isfinite(init) & (init > 0)
         start = np.where(usable, init, start)
     start = np.where(region, start, problem.target).astype(np.float32)
-    return PreparedCrop(problem, start, corrected, intrinsics, measured, config.position_weight)
+    return PreparedCrop(problem, start, corrected, intrinsics, measured, position_weight)
 
 
 def _pool(x: np.ndarray) -> np.ndarray:

@@ -13,6 +13,7 @@ Each face's refined depth is kept (with its crop matrix) to warm-start the solve
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Sequence
 
 import cv2
@@ -77,8 +78,10 @@ def render_rgbd_views(frame: Frame, crop_matrices: Sequence[np.ndarray], crop_no
         key = f"fusion:{index}"
         if f"{key}:depth" in memory:
             init = warp_crop(memory[f"{key}:depth"], memory[f"{key}:matrix"], matrix)
+        # the aligned depth has one measurement per frame pixel: that is matrix[0, 0] crop pixels wide
+        face_config = dataclasses.replace(config, depth_pixel_px=max(config.depth_pixel_px, float(matrix[0][0])))
         try:
-            result = fuse(crop_depth(depth, matrix, size), normals, mask, intr, config, init=init)
+            result = fuse(crop_depth(depth, matrix, size), normals, mask, intr, face_config, init=init)
         except DepthError as err:
             notes.append(f"face {index}: {err}")
             refined[ok & valid] = pasted[ok & valid]
