@@ -71,13 +71,15 @@ def main(argv: list[str] | None = None) -> int:
         points = mesh_prior.landmarks_in_crop(landmarks, image.shape, crop.matrix)
 
         start = time.perf_counter()
-        mesh_prior.rasterize_mesh_normals(points, triangles, args.size)
+        normals, coverage = mesh_prior.rasterize_mesh_normals(points, triangles, args.size)
         first = (time.perf_counter() - start) * 1e3
         rows = [
             ("landmarks_in_crop", time_ms(lambda: mesh_prior.landmarks_in_crop(landmarks, image.shape, crop.matrix),
                                           args.runs)),
             ("rasterize_mesh_normals", time_ms(lambda: mesh_prior.rasterize_mesh_normals(points, triangles, args.size),
                                                args.runs)),
+            ("fill_prior (mesh normals extended to the crop)",
+             time_ms(lambda n=normals, c=coverage: mesh_prior.fill_prior(n, c), args.runs)),
             ("mesh_normals_from_landmarks (both)",
              time_ms(lambda: mesh_prior.mesh_normals_from_landmarks(landmarks, image.shape, crop.matrix, args.size),
                      args.runs)),
