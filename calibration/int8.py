@@ -21,11 +21,13 @@ from pathlib import Path
 
 import numpy as np
 import onnx
+from tqdm import tqdm
 
 from facenormals.atomic import atomic_path, write_bytes_atomic
 
 METHODS = ("minmax", "entropy", "percentile")
 TARGETS = ("cpu", "trt")
+CALIBRATION_CHUNK = 8  # crops per collect_data call
 
 
 @dataclass(frozen=True)
@@ -113,7 +115,10 @@ def calibrate_ranges(fp32_onnx: str | Path, images: np.ndarray, method: str, cac
     with tempfile.TemporaryDirectory(prefix="facenormals-calib-") as tmp:
         calibrator = create_calibrator(Path(fp32_onnx), None, augmented_model_path=str(Path(tmp) / "augmented.onnx"),
                                        calibrate_method=calibration_method, extra_options=CALIBRATOR_OPTIONS[method])
-        calibrator.collect_data(CropReader(images, model.graph.input[0].name))
+        # ORT keeps every intermediate tensor of the batches it is given until collect_data returns (~100 MB
+        # per 256² crop); feeding chunks bounds memory, and both calibrator kinds merge across calls.
+        for start in tqdm(range(0, len(images), CALIBRATION_CHUNK), desc=f"calibrate {method}", leave=False):
+            calibrator.collect_data(CropReader(images[start:start + CALIBRATION_CHUNK], model.graph.input[0].name))
         ranges = calibrator.compute_data()
     with atomic_path(cache) as tmp_cache:
         save_tensors_data(ranges, tmp_cache)
