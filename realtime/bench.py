@@ -6,8 +6,8 @@ Two pacing modes:
 * ``realtime`` (default): a file source is released at its frame rate like a camera, with latest-frame
   queues — FPS is what a live user sees (at most the source rate), latency includes waiting for a busy
   stage, and frames the pipeline cannot keep up with are dropped and counted.
-* ``max``: every frame, as fast as possible (blocking queues) — FPS is the pipeline's capacity;
-  latency then includes time spent queued behind earlier frames.
+* ``max``: every frame, as fast as possible (one-slot blocking queues) — FPS is the pipeline's capacity;
+  latency then includes time spent queued behind earlier frames (one per hand-over at most).
 
 File sources are read ahead and replayed from memory (``preload``), so the figures time the pipeline,
 not a video decoder or the sample generator; a camera's own cost is outside the loop either way.
@@ -213,8 +213,9 @@ def run_benchmark(cfg: BenchConfig) -> dict:
         frames = source
         if cfg.preload and not source.live:
             frames = ReplayFrames(list(itertools.islice(source, min(total, PRELOAD_LIMIT))), total, source.fps)
+        # max pace: one-slot blocking queues, so latency counts at most one waiting frame per hand-over
         pipeline = Pipeline(frames, detector, gpu_timer or backend, renderer, max_frames=total, pace_fps=pace,
-                            live=True if pace else None, on_result=probe, handle_signals=False)
+                            live=True if pace else None, queue_size=1, on_result=probe, handle_signals=False)
         try:
             report = pipeline.run()
         finally:
