@@ -221,11 +221,14 @@ def run_benchmark(cfg: BenchConfig) -> dict:
         finally:
             detector.close()
         live = pipeline.live
+    before = [r for r in report.records if r.id < cfg.warmup]
     measured = [r for r in report.records if r.id >= cfg.warmup]
     if len(measured) < 2:
         raise RuntimeError(f"only {len(measured)} frames after warm-up: is the source shorter than "
                            f"{total} frames, or were faces/frames lost? ({report.summary()})")
-    span_s = (measured[-1].t_done_ns - measured[0].t_done_ns) * 1e-9
+    # n measured frames ↔ n intervals between completions, starting at the last warm-up frame's completion
+    start_ns = before[-1].t_done_ns if before else measured[0].t_capture_ns
+    span_s = (measured[-1].t_done_ns - start_ns) * 1e-9
     summary = latency_summary(measured)
     if gpu_timer is not None:
         summary["stages"]["infer_gpu"] = _percentiles(gpu_timer.ms[cfg.warmup:])
@@ -233,7 +236,8 @@ def run_benchmark(cfg: BenchConfig) -> dict:
     machine["load_avg_1m_before"] = load_before
     faces = [r.faces for r in measured]
     return {
-        "fps": round((len(measured) - 1) / span_s, 2) if span_s > 0 else float("nan"),
+        "fps": round(len(measured) / span_s, 2) if span_s > 0 else float("nan"),
+        "duration_s": round(report.duration_s, 3),
         **summary,
         "dropped": report.dropped_total,
         "dropped_by_queue": report.dropped,

@@ -43,7 +43,8 @@ def test_realtime_pace_replays_at_the_source_rate(media):
     result = run_benchmark(BenchConfig(source=f"video:{video}", backend="torch", model=str(ckpt), frames=12,
                                        warmup=2, pace="realtime"))
     assert result["live_queues"] and result["source_fps"] == pytest.approx(15.0)
-    assert result["fps"] <= 15.0 * 1.1  # never faster than the frames arrive
+    assert result["duration_s"] >= 13 / 15.0  # 14 frames released on a 15 FPS clock
+    assert result["fps"] <= 15.0 * 1.5  # completions may bunch a little, but cannot outpace the arrivals
     assert result["frames"] + result["dropped"] >= 12 - 1
 
 
