@@ -126,6 +126,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--jump", type=float, default=FusionConfig.jump_m)
     parser.add_argument("--no-bias-correction", action="store_true")
     parser.add_argument("--tolerance", type=float, default=FusionConfig.tolerance)
+    parser.add_argument("--levels", type=int, default=FusionConfig.levels, help="CG coarse-to-fine levels")
     parser.add_argument("--threads", type=int, default=1,
                         help="torch/OpenCV threads (1: the fusion is memory-bound on 256² maps; the other core runs the network)")
     parser.add_argument("--seed", type=int, default=0)
@@ -141,7 +142,8 @@ def main(argv: list[str] | None = None) -> int:
     predict = model_normals(args.model) if use_model else None
     source = f"model {args.model.name}" if use_model else "ground truth perturbed (no shipped model)"
     base_config = FusionConfig(solver=args.solver, position_weight=args.position_weight, bias_sigma_px=args.bias_sigma,
-                          tolerance=args.tolerance, jump_m=args.jump, correct_bias=not args.no_bias_correction)
+                               tolerance=args.tolerance, levels=args.levels, jump_m=args.jump,
+                               correct_bias=not args.no_bias_correction)
     rng = np.random.default_rng(args.seed)
     rows: list[dict[str, float]] = []
     progress = tqdm(total=args.count, desc="fusion", unit="crop")

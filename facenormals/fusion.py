@@ -63,8 +63,8 @@ class FusionConfig:
     min_valid_fraction: float = 0.05    # less measured depth than this in the face region → DepthError
     solver: str = "auto"                # auto = "cg" (on these 2 cores it beat CHOLMOD 2-3×: benchmarks/fusion.py)
     max_iterations: int = 400
-    levels: int = 1                     # CG: coarse-to-fine levels (1 = plain CG)
-    tolerance: float = 1e-3             # CG: ‖b − A z‖ / ‖b‖; 1e-4 changed the benchmark's errors by < 0.03°
+    levels: int = 3                     # CG cold start: coarse-to-fine levels (1 = plain CG)
+    tolerance: float = 3e-3             # CG: ‖b − A z‖ / ‖b‖; 1e-4 changed the benchmark's errors by < 0.03°
 
 
 @dataclass(frozen=True)
@@ -389,6 +389,7 @@ class PreparedCrop:
     intrinsics: Intrinsics
     measured: np.ndarray
     position_weight: float
+    warm: bool = False  # init came from the previous frame: refine it directly, no coarse levels
 
 
 def prepare(depth_m: np.ndarray, normals: np.ndarray, mask: np.ndarray, intrinsics: Intrinsics,
@@ -427,7 +428,7 @@ def prepare(depth_m: np.ndarray, normals: np.ndarray, mask: np.ndarray, intrinsi
         usable = region & np.isfinite(init) & (init > 0)
         start = np.where(usable, init, start)
     start = np.where(region, start, problem.target).astype(np.float32)
-    return PreparedCrop(problem, start, corrected, intrinsics, measured, position_weight)
+    return PreparedCrop(problem, start, corrected, intrinsics, measured, position_weight, warm=init is not None)
 
 
 def _pool(x: np.ndarray) -> np.ndarray:
@@ -506,7 +507,8 @@ def fuse_many(crops: list[PreparedCrop], config: FusionConfig = FusionConfig(),
     solver = resolve_solver(config.solver, device)
     start = time.perf_counter()
     if solver == "cg":
-        depths, iterations = solve_multilevel(crops, config.levels, device, config.max_iterations, config.tolerance)
+        levels = 1 if all(c.warm for c in crops) else config.levels  # a warm start already holds every scale
+        depths, iterations = solve_multilevel(crops, levels, device, config.max_iterations, config.tolerance)
     else:
         depths, iterations = [solve_direct(c.problem, solver) for c in crops], 1
     seconds = (time.perf_counter() - start) / len(crops)

@@ -108,7 +108,7 @@ def test_solvers_agree():
 
 def test_warm_start_converges_in_fewer_iterations():
     depth, normals, mask = sphere()
-    config = FusionConfig(solver="cg", tolerance=1e-6)
+    config = FusionConfig(solver="cg", tolerance=1e-6, levels=1)  # same CG, started from the raw depth or last frame
     first = fuse(noisy(depth, 0.002, seed=5), normals, mask, INTR, config)
     second_depth = noisy(depth, 0.002, seed=6)  # the next frame: same face, new sensor noise
     cold = fuse(second_depth, normals, mask, INTR, config)
