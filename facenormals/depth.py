@@ -106,16 +106,21 @@ def normals_from_points(points: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     (normals H×W×3 float32, zero where undefined; valid bool H×W).
     """
     valid = np.isfinite(points).all(axis=2)
+    if not valid.all():
+        points = np.where(valid[..., None], points, np.nan)
 
     def derivative(axis: int) -> np.ndarray:
-        pad = [(0, 0)] * 3
-        pad[axis] = (1, 1)
-        padded = np.pad(np.where(valid[..., None], points, np.nan), pad, constant_values=np.nan)
-        lo = padded[:-2] if axis == 0 else padded[:, :-2]
-        hi = padded[2:] if axis == 0 else padded[:, 2:]
-        central = (hi - lo) * 0.5
-        forward, backward = hi - points, points - lo
-        out = np.where(np.isfinite(central), central, np.where(np.isfinite(forward), forward, backward))
+        # points are NaN where invalid, so a difference touching a hole is NaN and falls back below
+        step = np.diff(points, axis=axis)  # step k = p[k+1] - p[k]
+        out = np.full_like(points, np.nan)
+        inner = (slice(None), slice(1, -1)) if axis == 1 else (slice(1, -1),)
+        lo_step = (slice(None), slice(None, -1)) if axis == 1 else (slice(None, -1),)
+        hi_step = (slice(None), slice(1, None)) if axis == 1 else (slice(1, None),)
+        out[inner] = (step[hi_step] + step[lo_step]) * 0.5  # central difference
+        for shift in (slice(None, -1), slice(1, None)):  # forward, then backward where still undefined
+            target = (slice(None), shift) if axis == 1 else (shift,)
+            missing = np.isnan(out[target][..., 0])
+            out[target][missing] = step[missing]
         return out
 
     with np.errstate(invalid="ignore"):
