@@ -7,7 +7,8 @@ Runtime CPU INT8 (Q/DQ, uint8 activations, calibrated on face crops of the sampl
 replayed at the sample's 30 FPS like a camera (``realtime``: latest-frame queues, drops counted) and as fast
 as possible (``max``: every frame, the loop's capacity). Weights are random unless ``--model`` is given
 (speed does not depend on them). Writes one ``facenormals bench`` JSON per run, a plot of the INT8 realtime
-run, and ``summary.md``; the load average before and after each run is in the JSON (shared machines vary).
+run, ``summary.md``, and each stage timed alone (median and minimum: the minimum estimates an unloaded
+machine); the load average before and after each run is in the JSON (shared machines vary).
 """
 
 from __future__ import annotations
@@ -72,6 +73,53 @@ def prepare_models(checkpoint: Path | None, folder: Path, int8: bool) -> dict[st
     return models
 
 
+def component_times(models: dict[str, Path], frames: int = 60) -> dict[str, dict[str, float]]:
+    """Each stage alone, one thread, on the same sample frames: median and minimum ms.
+
+    On a shared machine the minimum over many frames is the best estimate of the unloaded cost; the pipeline
+    runs above are what a user gets under the load of the moment.
+    """
+    import time
+
+    from facenormals.export.backends import create_backend, warm_up
+    from facenormals.realtime.crops import CropBatcher, paste_batch
+    from facenormals.realtime.detect import create_detector
+    from facenormals.realtime.frame import Frame
+    from facenormals.realtime.pipeline import FrameResult, LoopStats
+    from facenormals.realtime.render import FrameRenderer, RenderState
+    from facenormals.realtime.sources.sample import render_sample_rgb
+
+    backends = {name: create_backend("ort-cpu", models[name]) for name in ("int8", "fp32") if name in models}
+    backends["torch"] = create_backend("torch", models["checkpoint"])
+    for backend in backends.values():
+        warm_up(backend, runs=3)
+    detector = create_detector(1)
+    batcher = CropBatcher(next(iter(backends.values())).input_size, 1)
+    renderer = FrameRenderer(RenderState(view="normals"), "ort-cpu")
+    times: dict[str, list[float]] = {}
+
+    def timed(name: str, fn, *args):
+        t0 = time.perf_counter()
+        out = fn(*args)
+        times.setdefault(name, []).append((time.perf_counter() - t0) * 1000.0)
+        return out
+
+    try:
+        for i in range(frames):
+            rgb = render_sample_rgb(i)
+            faces = timed("detect", detector.detect, rgb, i * 33_333_333)
+            batch = timed("crop", batcher, rgb, faces)
+            normals = None
+            for name, backend in backends.items():
+                normals = timed(f"infer {name}", backend, batch.inputs)
+            pasted = timed("paste", paste_batch, normals, batch.crops, rgb.shape[:2])
+            result = FrameResult(Frame(i, 0, rgb), faces, batch.crops, normals, pasted)
+            timed("render", renderer, result, LoopStats())
+    finally:
+        detector.close()
+    return {name: {"p50": round(float(np.median(v)), 2), "min": round(float(np.min(v)), 2)} for name, v in times.items()}
+
+
 def markdown(results: dict[str, dict]) -> str:
     lines = ["| run | FPS | end-to-end p50 / p95 / p99 ms | infer p50 / p95 ms | all but infer p50 / p95 ms | "
              "dropped | jitter raw → smoothed ‰ | load |",
@@ -99,6 +147,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--runs", default="int8,fp32,torch", help="comma-separated: int8, fp32, torch")
     parser.add_argument("--paces", default="realtime,max", help="comma-separated: realtime, max")
     parser.add_argument("--threads", type=int, help="inference threads (default: physical cores)")
+    parser.add_argument("--no-components", dest="components", action="store_false",
+                        help="skip timing each stage alone (median and minimum)")
     args = parser.parse_args(argv)
     from facenormals.realtime.bench import BenchConfig, plot_result, run_benchmark
     from facenormals.realtime.bench_cli import format_summary
@@ -124,7 +174,12 @@ def main(argv: list[str] | None = None) -> int:
                 if name == "int8-realtime" or (len(results) == 1 and "int8" not in runs):
                     plot_result(result, args.out_dir / f"{name}.png")
                 print(f"== {name}\n{format_summary(result)}", flush=True)
+        components = component_times(models) if args.components else {}
     summary = markdown(results)
+    if components:
+        write_text_atomic(args.out_dir / "components.json", json.dumps(components, indent=2))
+        summary += "\n| stage alone | p50 ms | min ms |\n|---|---|---|\n" + "".join(
+            f"| {name} | {v['p50']:.2f} | {v['min']:.2f} |\n" for name, v in components.items())
     write_text_atomic(args.out_dir / "summary.md", summary)
     print(summary)
     return 0
