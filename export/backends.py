@@ -113,8 +113,9 @@ class TorchBackend:
 
         if device.startswith("cuda") and not torch.cuda.is_available():
             raise BackendError("torch: CUDA requested but torch.cuda.is_available() is False")
-        if device == "cpu":
-            torch.set_num_threads(threads or physical_cores())
+        if device == "cpu" and threads:
+            # torch's intra-op pool is process-wide: change it only when asked (its default is the physical cores).
+            torch.set_num_threads(threads)
         self.torch = torch
         self.device = torch.device(device)
         self.fp16 = fp16 and self.device.type == "cuda"
@@ -139,9 +140,8 @@ class TorchBackend:
 
 def onnx_for_checkpoint(checkpoint: Path, fp16: bool = False) -> Path:
     """Export (once) and cache the ONNX of a checkpoint; keyed by the checkpoint's content hash."""
-    from facenormals.export.onnx_export import export_onnx
-
     from facenormals.checkpoint import file_sha256
+    from facenormals.export.onnx_export import export_onnx
 
     digest = file_sha256(checkpoint)[:16]
     target = cache_dir() / "onnx" / f"{checkpoint.stem}-{digest}{'-fp16' if fp16 else ''}.onnx"
@@ -204,6 +204,10 @@ class OrtBackend:
             if strict:
                 raise BackendError(message)
             warnings.warn(message + f"; falling back to {requested[0]}", RuntimeWarning, stacklevel=3)
+        if name == "ort-trt" and int8 and meta.get("int8_target") != "trt":
+            warnings.warn(f"{onnx_path}: this INT8 model was quantised for CPU (uint8 activations); TensorRT needs "
+                          "'facenormals calibrate int8 --target trt', unsupported nodes fall back to CUDA/CPU",
+                          RuntimeWarning, stacklevel=3)
         options = ort.SessionOptions()
         options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
         options.intra_op_num_threads = threads or physical_cores()

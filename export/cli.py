@@ -64,7 +64,6 @@ def parse_batch(text: str) -> tuple[int, int, int]:
 
 def _onnx(args: argparse.Namespace) -> int:
     from facenormals.export.onnx_export import export_onnx
-
     from facenormals.zoo import resolve_model
 
     checkpoint = resolve_model(args.model)

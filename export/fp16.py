@@ -14,8 +14,9 @@ from __future__ import annotations
 
 import numpy as np
 import onnx
-from facenormals.export.onnx_export import head_nodes
 from onnx import TensorProto, helper, numpy_helper
+
+from facenormals.export.onnx_export import head_nodes
 
 # Inputs that the ONNX spec requires to stay float32 whatever the data type (Resize roi, scales).
 FP32_INPUT_SLOTS = {"Resize": (1, 2)}
