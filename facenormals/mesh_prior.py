@@ -151,6 +151,17 @@ def landmarks_in_crop(landmarks_norm: np.ndarray, frame_shape: tuple[int, ...],
     return np.stack([crop_xy[:, 0], -crop_xy[:, 1], depth], axis=1)
 
 
+def crop_points_from_pixels(landmarks_px: np.ndarray, depth_px: np.ndarray, crop_matrix: np.ndarray) -> np.ndarray:
+    """Frame-pixel landmarks (N, 2) and MediaPipe depth in frame pixels (N,; smaller = nearer) → crop points (N, 3).
+
+    The realtime loop's form of :func:`landmarks_in_crop` (its landmarks are already pixels, smoothed).
+    """
+    matrix = np.asarray(crop_matrix, dtype=np.float64)
+    crop_xy = np.asarray(landmarks_px, dtype=np.float64) @ matrix[:, :2].T + matrix[:, 2]
+    scale = float(np.sqrt(abs(np.linalg.det(matrix[:, :2]))))
+    return np.stack([crop_xy[:, 0], -crop_xy[:, 1], -np.asarray(depth_px, dtype=np.float64) * scale], axis=1)
+
+
 def vertex_normals(points: np.ndarray, triangles: np.ndarray) -> np.ndarray:
     """Area-weighted unit vertex normals (N, 3) of a CCW-from-outside mesh in our frame."""
     v0, v1, v2 = (points[triangles[:, k]] for k in range(3))

@@ -48,13 +48,19 @@ class FaceNormals:
 
 
 class CropBatcher:
-    """Crops all faces of a frame into one batch; buffers are reused round-robin."""
+    """Crops all faces of a frame into one batch; buffers are reused round-robin.
 
-    def __init__(self, size: int, max_faces: int, ring: int = 6) -> None:
+    With ``prior`` (a mesh-prior model, 7 input channels) each crop also gets MediaPipe's mesh normals
+    extended to the crop and their coverage (``facenormals.mesh_prior``); a face without depth gets zeros.
+    """
+
+    def __init__(self, size: int, max_faces: int, ring: int = 6, prior: bool = False) -> None:
         if size < 16 or max_faces < 1 or ring < 2:
             raise ValueError(f"invalid batcher size={size}, max_faces={max_faces}, ring={ring}")
         self.size = size
-        self._buffers = [np.empty((max_faces, 3, size, size), dtype=np.float32) for _ in range(ring)]
+        self.prior = prior
+        chans = 7 if prior else 3
+        self._buffers = [np.empty((max_faces, chans, size, size), dtype=np.float32) for _ in range(ring)]
         self._next = 0
 
     def __call__(self, rgb: np.ndarray, faces: list[Face]) -> FaceBatch:
@@ -64,9 +70,24 @@ class CropBatcher:
         crops = []
         for i, face in enumerate(faces):
             crop = face_crop(rgb, face.landmarks, size=self.size)
-            np.multiply(crop.image.transpose(2, 0, 1), _INV_255, out=buffer[i], casting="unsafe")
+            np.multiply(crop.image.transpose(2, 0, 1), _INV_255, out=buffer[i, :3], casting="unsafe")
+            if self.prior:
+                _write_prior(buffer[i, 3:], face, crop, self.size)
             crops.append(crop)
         return FaceBatch(buffer[: len(crops)], tuple(crops))
+
+
+def _write_prior(out: np.ndarray, face: Face, crop: Crop, size: int) -> None:
+    """The 4 prior channels of one crop into ``out`` (4×S×S)."""
+    from facenormals import mesh_prior
+
+    if face.depth is None:
+        out[:] = 0.0
+        return
+    points = mesh_prior.crop_points_from_pixels(face.landmarks, face.depth, crop.matrix)
+    normals, coverage = mesh_prior.rasterize_mesh_normals(points, mesh_prior.mesh_triangles(close_holes=True), size)
+    out[:3] = mesh_prior.fill_prior(normals, coverage).transpose(2, 0, 1)
+    out[3] = coverage
 
 
 def crop_region(crop: Crop, frame_shape: tuple[int, int]) -> tuple[int, int, int, int] | None:

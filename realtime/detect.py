@@ -33,12 +33,17 @@ class FrameError(ValueError):
 
 @dataclass(frozen=True)
 class Face:
-    """One detected face: smoothed and raw landmarks (pixels), its track id and crop square."""
+    """One detected face: smoothed and raw landmarks (pixels), its track id and crop square.
+
+    ``depth``: MediaPipe's relative z per landmark in frame pixels (normalised z × frame width, smaller =
+    nearer; raw, not smoothed) — what the mesh prior of a prior model needs (``facenormals.mesh_prior``).
+    """
 
     landmarks: np.ndarray
     raw_landmarks: np.ndarray
     track_id: int
     box: SquareBox
+    depth: np.ndarray | None = None
 
 
 class Detector(Protocol):
@@ -70,19 +75,22 @@ class _SmoothingDetector:
         self._smoother = LandmarkSmoother(smoothing) if smoothing is not None else None
         self._next_id = 0
 
-    def _faces(self, raw: list[np.ndarray], t_capture_ns: int) -> list[Face]:
-        raw = [points for points in raw if np.isfinite(points).all()]
+    def _faces(self, raw: list[np.ndarray], t_capture_ns: int,
+               depths: list[np.ndarray] | None = None) -> list[Face]:
+        depths = depths if depths is not None else [None] * len(raw)
+        keep = [i for i, points in enumerate(raw) if np.isfinite(points).all()]
+        raw, depths = [raw[i] for i in keep], [depths[i] for i in keep]
         if self._smoother is not None:
             tracked = self._smoother(raw, t_capture_ns * 1e-9)
         else:
             tracked = [(i, points) for i, points in enumerate(raw)]
         faces = []
-        for points, (track_id, smoothed) in zip(raw, tracked, strict=True):
+        for points, depth, (track_id, smoothed) in zip(raw, depths, tracked, strict=True):
             try:
                 box = square_box(smoothed)
             except ValueError:  # degenerate mesh (all points equal): no face extent
                 continue
-            faces.append(Face(smoothed, points, track_id, box))
+            faces.append(Face(smoothed, points, track_id, box, depth))
         return faces
 
 
@@ -103,12 +111,13 @@ class FaceMeshDetector(_SmoothingDetector):
         rgb = check_frame(rgb)
         height, width = rgb.shape[:2]
         result = self._mesh.process(rgb)
-        raw = []
+        raw, depths = [], []
         scale = np.array([width, height], dtype=np.float32)
         for mesh in result.multi_face_landmarks or ():
-            normalised = np.array([(p.x, p.y) for p in mesh.landmark], dtype=np.float32)
-            raw.append(normalised * scale - 0.5)
-        return self._faces(raw, t_capture_ns)
+            normalised = np.array([(p.x, p.y, p.z) for p in mesh.landmark], dtype=np.float32)
+            raw.append(normalised[:, :2] * scale - 0.5)
+            depths.append(normalised[:, 2] * np.float32(width))
+        return self._faces(raw, t_capture_ns, depths)
 
     def close(self) -> None:
         self._mesh.close()
@@ -144,9 +153,9 @@ class TaskFaceDetector(_SmoothingDetector):
         self._last_ms = t_ms
         result = self._landmarker.detect_for_video(mp.Image(image_format=mp.ImageFormat.SRGB, data=rgb), t_ms)
         scale = np.array([width, height], dtype=np.float32)
-        raw = [np.array([(p.x, p.y) for p in mesh], dtype=np.float32) * scale - 0.5
-               for mesh in result.face_landmarks]
-        return self._faces(raw, t_capture_ns)
+        meshes = [np.array([(p.x, p.y, p.z) for p in mesh], dtype=np.float32) for mesh in result.face_landmarks]
+        raw = [mesh[:, :2] * scale - 0.5 for mesh in meshes]
+        return self._faces(raw, t_capture_ns, [mesh[:, 2] * np.float32(width) for mesh in meshes])
 
     def close(self) -> None:
         self._landmarker.close()

@@ -215,7 +215,8 @@ class Pipeline:
         self.queues = {name: StageQueue(name, qsize, self.live, self.stop_event)
                        for name in ("frames", "batches", "results")}
         # Batch buffers in flight: one per queue slot, plus those held by detect and infer.
-        self.batcher = CropBatcher(int(size), detector.max_faces, ring=qsize + 3)
+        prior = getattr(backend, "in_chans", 3) == 7  # a mesh-prior model: RGB + mesh normals + coverage
+        self.batcher = CropBatcher(int(size), detector.max_faces, ring=qsize + 3, prior=prior)
         self.stats = LoopStats()
         self.report = PipelineReport()
         self._records: collections.deque[FrameRecord] = collections.deque(maxlen=keep_records)

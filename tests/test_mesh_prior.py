@@ -244,3 +244,31 @@ def test_fill_prior_extends_the_nearest_mesh_normal() -> None:
     np.testing.assert_allclose(filled[15, 31], [0.6, 0.0, 0.8])  # right of the patch: its right half
     np.testing.assert_allclose(filled[0, 0], [0.0, 0.0, 1.0])
     assert not mesh_prior.fill_prior(normals, np.zeros_like(coverage)).any()  # no mesh: stays empty
+
+
+def test_realtime_batches_carry_the_prior_for_prior_models(astronaut) -> None:
+    """The realtime detector keeps MediaPipe's depth; the batcher adds the prior channels for 7-channel models."""
+    from facenormals.realtime.crops import CropBatcher
+    from facenormals.realtime.detect import FaceMeshDetector
+
+    image, _ = astronaut
+    detector = FaceMeshDetector(max_faces=1, smoothing=None)
+    try:
+        faces = detector.detect(image, 0)
+    finally:
+        detector.close()
+    assert len(faces) == 1 and faces[0].depth is not None and faces[0].depth.shape == (478,)
+    rgb_only = CropBatcher(64, 1)(image, faces)
+    with_prior = CropBatcher(64, 1, prior=True)(image, faces)
+    assert rgb_only.inputs.shape == (1, 3, 64, 64) and with_prior.inputs.shape == (1, 7, 64, 64)
+    np.testing.assert_array_equal(with_prior.inputs[:, :3], rgb_only.inputs)
+    coverage = with_prior.inputs[0, 6] > 0.5
+    mask = with_prior.crops[0].mask
+    assert (coverage & mask).sum() > 0.95 * mask.sum()
+    normals = with_prior.inputs[0, 3:6].transpose(1, 2, 0)
+    np.testing.assert_allclose(np.linalg.norm(normals, axis=2), 1.0, atol=1e-4)  # extended over the whole crop
+    # the same prior as the offline path (tracking-mode and static-mode MediaPipe agree on this photo)
+    landmarks_px = faces[0].landmarks
+    points = mesh_prior.crop_points_from_pixels(landmarks_px, faces[0].depth, with_prior.crops[0].matrix)
+    reference, ref_coverage = mesh_prior.rasterize_mesh_normals(points, mesh_prior.mesh_triangles(True), 64)
+    assert angular_error_deg(normals[ref_coverage], reference[ref_coverage]).max() < 0.01
