@@ -79,3 +79,14 @@ def export_depth(path: str | Path, depth_m: np.ndarray, intrinsics: Intrinsics, 
     colours = colours_rgb[valid] if colours_rgb is not None else None
     write_ply(path, vertices, normals, colours, faces if mesh else None)
     return len(vertices)
+
+
+def export_raw_and_refined(folder: str | Path, raw_depth_m: np.ndarray, refined_depth_m: np.ndarray,
+                           intrinsics: Intrinsics, mask: np.ndarray | None = None, mesh: bool = True,
+                           stem: str = "face") -> tuple[Path, Path]:
+    """``STEM_raw.ply`` and ``STEM_refined.ply`` side by side in ``folder`` (same intrinsics, same mask)."""
+    folder = Path(folder)
+    paths = (folder / f"{stem}_raw.ply", folder / f"{stem}_refined.ply")
+    for path, depth in zip(paths, (raw_depth_m, refined_depth_m), strict=True):
+        export_depth(path, depth, intrinsics, mesh=mesh, mask=mask)
+    return paths

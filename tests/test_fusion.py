@@ -231,7 +231,7 @@ def test_fusion_view_is_registered():
 
 def test_ply_export_raw_and_refined(tmp_path):
     trimesh = pytest.importorskip("trimesh")
-    from facenormals.ply import export_depth
+    from facenormals.ply import export_depth, export_raw_and_refined
 
     depth, normals, mask = sphere()
     count = export_depth(tmp_path / "raw.ply", noisy(depth, 0.001, seed=10), INTR, mask=mask)
@@ -243,3 +243,10 @@ def test_ply_export_raw_and_refined(tmp_path):
     export_depth(tmp_path / "refined.ply", refined, INTR, mesh=False)
     points = trimesh.load(tmp_path / "refined.ply", process=False)
     assert len(points.vertices) == np.isfinite(refined).sum()
+    raw_path, refined_path = export_raw_and_refined(tmp_path, noisy(depth, 0.001, seed=10), refined, INTR, mask)
+    raw_mesh, refined_mesh = (trimesh.load(p, process=False) for p in (raw_path, refined_path))
+    # the refined surface is smoother: its mesh normals agree better with the true sphere's
+    truth = (refined_mesh.vertices - [0, 0, -0.6]) / 0.1
+    smooth = np.einsum("ij,ij->i", refined_mesh.vertex_normals, truth).mean()
+    truth_raw = (raw_mesh.vertices - [0, 0, -0.6]) / 0.1
+    assert smooth > np.einsum("ij,ij->i", raw_mesh.vertex_normals, truth_raw).mean()
