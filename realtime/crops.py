@@ -4,7 +4,7 @@ Crops come from :func:`facenormals.geometry.face_crop` (the paper's 1.2× square
 into one N×3×S×S float32 batch, RGB in [0, 1]. Batches are written into a small ring of preallocated
 buffers: the pipeline has at most a few batches in flight, so no per-frame allocation is needed.
 
-Pasting back uses :func:`facenormals.geometry.paste_back` on the crop's bounding region only (a
+Pasting back uses :func:`facenormals.geometry.paste_back` on the bounding region of the crop's mask only (a
 translated crop matrix), not on the whole frame: the work scales with the face, not the frame.
 """
 
@@ -13,9 +13,10 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass
 
+import cv2
 import numpy as np
 
-from facenormals.geometry import Crop, face_crop, paste_back
+from facenormals.geometry import Crop, face_crop, invert_affine, paste_back, transform_points
 from facenormals.realtime.detect import Face
 
 _INV_255 = np.float32(1.0 / 255.0)
@@ -91,11 +92,22 @@ def _write_prior(out: np.ndarray, face: Face, crop: Crop, size: int) -> None:
 
 
 def crop_region(crop: Crop, frame_shape: tuple[int, int]) -> tuple[int, int, int, int] | None:
-    """Integer frame rectangle (x0, y0, x1, y1) covered by the crop square, clipped; None if outside."""
+    """Integer frame rectangle (x0, y0, x1, y1) that holds every pixel the crop's mask can reach, clipped;
+    None if the face is outside the frame.
+
+    The mask (the landmark hull) fills only the middle of the 1.2× crop square, so its bounding box, mapped
+    back to the frame and padded by the interpolation's reach, is ~1.5× smaller than the square.
+    """
+    x, y, w, h = cv2.boundingRect(crop.mask.view(np.uint8))
+    if w == 0 or h == 0:
+        return None
+    scale = crop.matrix[0, 0]  # crop pixels per frame pixel (the crop is scale + translation only)
+    pad = 1.0 + 1.0 / scale  # bilinear warps reach one crop pixel beyond the mask
+    (fx0, fy0), (fx1, fy1) = transform_points(np.array([[x - 0.5, y - 0.5], [x + w - 0.5, y + h - 0.5]]),
+                                              invert_affine(crop.matrix))
     height, width = frame_shape
-    x_lo, y_lo, x_hi, y_hi = crop.box.as_xyxy()
-    x0, y0 = max(0, math.floor(x_lo)), max(0, math.floor(y_lo))
-    x1, y1 = min(width, math.ceil(x_hi) + 1), min(height, math.ceil(y_hi) + 1)
+    x0, y0 = max(0, math.floor(fx0 - pad)), max(0, math.floor(fy0 - pad))
+    x1, y1 = min(width, math.ceil(fx1 + pad) + 1), min(height, math.ceil(fy1 + pad) + 1)
     if x1 <= x0 or y1 <= y0:
         return None
     return x0, y0, x1, y1

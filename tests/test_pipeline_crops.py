@@ -66,6 +66,7 @@ def test_region_paste_equals_full_frame_paste(faces_and_image):
         np.testing.assert_array_equal(pasted.valid, full_valid[rows, cols])
         np.testing.assert_allclose(pasted.normals[pasted.valid], full[rows, cols][full_valid[rows, cols]], atol=1e-5)
         assert pasted.valid.size < 0.5 * full_valid.size  # the work is region-sized
+        assert pasted.valid.size < 0.8 * crop.box.side ** 2  # the mask's box, not the whole 1.2× square
 
 
 def test_paste_batch_and_full_map(faces_and_image):
