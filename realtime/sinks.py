@@ -124,19 +124,29 @@ class WindowSink:
             self.wants_stop = True  # closed with the window manager's button
 
     def handle_key(self, key: int) -> None:
-        if key in (ord("q"), 27):
+        if apply_key(self.state, key):
             self.wants_stop = True
-        elif key == ord("v"):
-            names = registered_views()
-            position = names.index(self.state.view) if self.state.view in names else -1
-            self.state.view = names[(position + 1) % len(names)]
-        elif key == ord("h"):
-            self.state.show_hud = not self.state.show_hud
-        elif key in (ord("a"), ord("d")):
-            self.state.move_light(LIGHT_STEP_DEG if key == ord("d") else -LIGHT_STEP_DEG, 0.0)
-        elif key in (ord("w"), ord("s")):
-            self.state.move_light(0.0, LIGHT_STEP_DEG if key == ord("w") else -LIGHT_STEP_DEG)
 
     def close(self) -> None:
         cv2.destroyWindow(self.title)
         cv2.waitKey(1)
+
+
+def apply_key(state: RenderState, key: int) -> bool:
+    """A window key press applied to the render state; True when it asks to quit (q or Esc).
+
+    v: next loaded view; h: HUD on/off; a/d: light left/right; w/s: light up/down.
+    """
+    if key in (ord("q"), 27):
+        return True
+    if key == ord("v"):
+        names = registered_views()
+        position = names.index(state.view) if state.view in names else -1
+        state.view = names[(position + 1) % len(names)]
+    elif key == ord("h"):
+        state.show_hud = not state.show_hud
+    elif key in (ord("a"), ord("d")):
+        state.move_light(LIGHT_STEP_DEG if key == ord("d") else -LIGHT_STEP_DEG, 0.0)
+    elif key in (ord("w"), ord("s")):
+        state.move_light(0.0, LIGHT_STEP_DEG if key == ord("w") else -LIGHT_STEP_DEG)
+    return False

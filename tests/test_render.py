@@ -125,3 +125,22 @@ def test_view_registry(monkeypatch, result):
     finally:
         render._VIEWS.pop("test-negative")
     assert "fusion" in view_names()  # the RGB-D view plugs in by name
+
+
+def test_window_keys_drive_the_render_state():
+    from facenormals.realtime.render import angles_from_light
+    from facenormals.realtime.sinks import apply_key
+
+    state = RenderState(view="normals", light=light_from_angles(0.0, 0.0))
+    assert not apply_key(state, ord("d"))
+    assert angles_from_light(state.light)[0] == pytest.approx(8.0, abs=1e-4)  # light moved toward image right
+    apply_key(state, ord("w"))
+    assert angles_from_light(state.light)[1] == pytest.approx(8.0, abs=1e-4)
+    apply_key(state, ord("h"))
+    assert not state.show_hud
+    seen = {state.view}
+    for _ in range(len(render.registered_views())):
+        apply_key(state, ord("v"))
+        seen.add(state.view)
+    assert {"normals", "relit", "side"} <= seen and state.view == "normals"  # cycles back
+    assert apply_key(state, ord("q")) and apply_key(state, 27)
