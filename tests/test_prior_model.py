@@ -199,3 +199,13 @@ def test_onnx_export_takes_the_prior_channels_with_parity(tmp_path) -> None:
         with torch.no_grad():
             reference = model.image_to_normal(inputs)
         assert angle_deg(torch.from_numpy(ours), reference).max() < 0.1
+
+    # `facenormals eval` on the ONNX file: it reads the 'prior' metadata and adds MediaPipe's prior itself
+    from facenormals.training.evaluation import load_predictor, torch_predictor
+
+    onnx_path = tmp_path / "prior.onnx"
+    onnx_path.write_bytes(onnx_model.SerializeToString())
+    rgb = crop.to_tensor_array()[None]
+    from_onnx = load_predictor(onnx_path)(rgb)
+    from_torch = torch_predictor(model.image_to_normal_path)(rgb)
+    assert angle_deg(torch.from_numpy(from_onnx), torch.from_numpy(from_torch)).max() < 0.1

@@ -52,8 +52,15 @@ def onnx_predictor(path: str | Path) -> Predictor:
     if "image" not in names or "normals" not in outputs:
         raise ValueError(f"{path}: ONNX model needs input 'image' and output 'normals', has {names} → {outputs}")
     dtype = np.float16 if session.get_inputs()[names.index("image")].type == "tensor(float16)" else np.float32
+    face_mesh = None
+    if session.get_modelmeta().custom_metadata_map.get("prior", "none") != "none":  # 7 channels: RGB + mesh prior
+        from facenormals.mesh_prior import create_face_mesh, prior_channels
+
+        face_mesh = create_face_mesh()
 
     def predict(images: np.ndarray) -> np.ndarray:
+        if face_mesh is not None:
+            images = np.concatenate([images, prior_channels(images, face_mesh)], axis=1)
         return np.asarray(session.run(["normals"], {"image": images.astype(dtype)})[0], dtype=np.float32)
 
     return predict
