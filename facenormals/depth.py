@@ -133,9 +133,44 @@ def normals_from_points(points: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     return normals, ok
 
 
+def _depth_derivative(z: np.ndarray, axis: int) -> np.ndarray:
+    """∂z along ``axis``: central differences, one-sided next to holes and borders (NaN where neither exists)."""
+    step = np.diff(z, axis=axis)  # step k = z[k+1] - z[k]
+    out = np.full_like(z, np.nan)
+    if axis == 1:
+        out[:, 1:-1] = (step[:, 1:] + step[:, :-1]) * 0.5
+        forward, backward = out[:, :-1], out[:, 1:]
+    else:
+        out[1:-1] = (step[1:] + step[:-1]) * 0.5
+        forward, backward = out[:-1], out[1:]
+    np.copyto(forward, step, where=np.isnan(forward))
+    np.copyto(backward, step, where=np.isnan(backward))
+    return out
+
+
 def normals_from_depth(depth_m: np.ndarray, intrinsics: Intrinsics) -> tuple[np.ndarray, np.ndarray]:
-    """Normals (our camera space) of a depth map by back-projection and neighbour cross products."""
-    return normals_from_points(backproject(depth_m, intrinsics))
+    """Normals (our camera space) of a depth map: the cross product of its back-projected tangents.
+
+    With ``P = z·r``, ``r = ((u−cx)/fx, −(v−cy)/fy, −1)``, the tangents are ``P_u = z_u·r + z·r_u`` and
+    ``P_v = z_v·r + z·r_v`` (``z_u``, ``z_v`` by central differences, one-sided next to holes); their cross
+    product, scaled by fx·fy/z, is ``(fx·z_u, −fy·z_v, z + (u−cx)·z_u + (v−cy)·z_v)``. It matches
+    :func:`normals_from_points` on :func:`backproject` up to second-order terms, in less than half the work.
+    """
+    z = np.asarray(depth_m, dtype=np.float32)
+    with np.errstate(invalid="ignore"):
+        z = np.where(z > 0, z, np.nan).astype(np.float32)
+        zu, zv = _depth_derivative(z, 1), _depth_derivative(z, 0)
+        u = np.arange(z.shape[1], dtype=np.float32) - np.float32(intrinsics.cx)
+        v = np.arange(z.shape[0], dtype=np.float32) - np.float32(intrinsics.cy)
+        normals = np.empty((*z.shape, 3), dtype=np.float32)
+        normals[..., 0] = np.float32(intrinsics.fx) * zu
+        normals[..., 1] = -np.float32(intrinsics.fy) * zv
+        normals[..., 2] = z + u[None, :] * zu + v[:, None] * zv
+        length = norm3(normals)
+        ok = np.isfinite(length) & (length > 1e-12)
+    normals /= np.where(ok, length, 1.0)[..., None]
+    normals[~ok] = 0.0
+    return normals, ok
 
 
 def fill_holes(depth_m: np.ndarray, region: np.ndarray | None = None, sigmas: tuple[float, ...] = (2.0, 6.0, 18.0)) -> np.ndarray:

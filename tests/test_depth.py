@@ -14,6 +14,7 @@ from facenormals.depth import (
     fill_holes,
     hole_mask,
     normals_from_depth,
+    normals_from_points,
     pixel_rays,
 )
 from facenormals.realtime.frame import Intrinsics
@@ -65,7 +66,10 @@ def test_tilted_plane_normals_are_exact():
     normals, valid = normals_from_depth(depth, INTR)
     assert valid.all()
     err = angular_error_deg(normals, np.broadcast_to(normal, normals.shape).astype(np.float32))
-    assert err.max() < 0.05
+    # depth along a tilted plane is not linear in the pixel: central differences leave O(h²) terms
+    assert err.mean() < 0.05 and err.max() < 0.25
+    exact, _ = normals_from_points(backproject(depth, INTR))  # points ARE linear on a plane: exact
+    assert angular_error_deg(exact, np.broadcast_to(normal, normals.shape).astype(np.float32)).max() < 0.01
 
 
 def test_sphere_normals_and_holes():
