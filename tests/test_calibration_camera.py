@@ -9,7 +9,7 @@ import cv2
 import numpy as np
 import pytest
 
-from facenormals.calibration.calibfile import load_calibration
+from facenormals.calibration.calibfile import Calibration, load_calibration, save_calibration
 from facenormals.calibration.camera import BoardError, calibrate_camera, detect, list_images, parse_board
 from facenormals.calibration.rgbd import calibrate_rgbd, find_rgbd_views
 from facenormals.cli import main as cli_main
@@ -180,3 +180,11 @@ def test_rgbd_board_extrinsics_and_depth_scale(tmp_path):
     assert angle < 0.2
     assert calib.depth_scale_m == pytest.approx(scale, rel=0.005)
     assert calib.has_depth and calib.depth.width == 320
+    # the same through the CLI, with the intrinsics from calibration files
+    save_calibration(tmp_path / "colour.json", Calibration(colour_intr))
+    save_calibration(tmp_path / "ir.json", Calibration(ir_intr))
+    out = tmp_path / "rgbd.json"
+    assert cli_main(["calibrate", "rgbd", "--boards", str(tmp_path), "--board", CHECKER, "--colour-calib",
+                     str(tmp_path / "colour.json"), "--depth-calib", str(tmp_path / "ir.json"), "--out", str(out)]) == 0
+    loaded = load_calibration(out)
+    assert np.allclose(loaded.translation_m, calib.translation_m) and loaded.depth_scale_m == calib.depth_scale_m
