@@ -293,3 +293,31 @@ def _from_k4a(pyk4a, calib, source: str) -> Calibration:
     # the Azure Kinect SDK reports translations in millimetres and depth in millimetres
     return Calibration(colour, depth, np.asarray(rotation, np.float64).reshape(3, 3),
                        np.asarray(translation, np.float64).reshape(3) / 1000.0, 0.001, source)
+
+
+# ---------------------------------------------------------------------------------------------- use in the live loop
+
+def apply_to_frame(frame, calibration: Calibration):
+    """A :class:`~facenormals.realtime.frame.Frame` with the file's colour intrinsics and depth aligned to colour.
+
+    For sources that deliver raw (unaligned) depth or no intrinsics (``rgbd:DIR`` folders, other sensors):
+    the depth is reprojected with the file's extrinsics (:func:`facenormals.depth.depth_in_colour`) and stored
+    back as uint16 in the same units. A colour image of another size than the calibration raises.
+    """
+    import dataclasses
+
+    from facenormals.depth import depth_in_colour
+
+    height, width = frame.rgb.shape[:2]
+    if (width, height) != (calibration.colour.width, calibration.colour.height):
+        raise CalibrationError(f"{calibration.source or 'calibration'}: made for {calibration.colour.width}×"
+                               f"{calibration.colour.height} colour images, the source delivers {width}×{height}")
+    if frame.depth is None:
+        return dataclasses.replace(frame, intrinsics=calibration.colour)
+    scale = frame.depth_scale_m or calibration.depth_scale_m
+    depth_m = depth_in_colour(frame.depth, calibration, scale)
+    if scale is None:  # float metres in, keep millimetres out
+        scale = 0.001
+    units = np.nan_to_num(np.round(depth_m / scale), nan=0.0)
+    aligned = np.where((units > 0) & (units < 65536), units, 0).astype(np.uint16)
+    return dataclasses.replace(frame, depth=aligned, depth_scale_m=scale, intrinsics=calibration.colour)

@@ -202,3 +202,18 @@ def test_kinect_without_pyk4a_is_a_clear_error():
             read_azure_kinect(recording="any.mkv")
     else:
         pytest.skip("pyk4a installed: the missing-package message does not apply")
+
+
+def test_apply_to_frame_aligns_depth_and_sets_intrinsics():
+    from facenormals.calibration.calibfile import apply_to_frame
+    from facenormals.realtime.frame import Frame
+
+    colour = Intrinsics(64, 48, 60.0, 60.0, 31.5, 23.5)
+    depth_cam = Intrinsics(32, 24, 30.0, 30.0, 15.5, 11.5)
+    calib = Calibration(colour, depth_cam, np.eye(3), np.zeros(3), 0.001, "test")
+    frame = Frame(0, 0, np.zeros((48, 64, 3), np.uint8), np.full((24, 32), 700, np.uint16), None, None)
+    out = apply_to_frame(frame, calib)
+    assert out.intrinsics == colour and out.depth.shape == (48, 64) and out.depth_scale_m == 0.001
+    assert (out.depth[4:-4, 4:-4] == 700).all()  # upsampled 2× with the cracks closed
+    with pytest.raises(CalibrationError, match="64×48 colour images"):
+        apply_to_frame(Frame(1, 0, np.zeros((10, 10, 3), np.uint8)), calib)
