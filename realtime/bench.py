@@ -104,23 +104,28 @@ class JitterProbe:
         self.raw: dict[int, list[np.ndarray]] = defaultdict(list)
         self.smooth: dict[int, list[np.ndarray]] = defaultdict(list)
         self.sides: dict[int, list[float]] = defaultdict(list)
+        self.ids: dict[int, list[int]] = defaultdict(list)
 
     def __call__(self, result: FrameResult) -> None:
         for face in result.faces:
             self.raw[face.track_id].append(face.raw_landmarks)
             self.smooth[face.track_id].append(face.landmarks)
             self.sides[face.track_id].append(face.box.side)
+            self.ids[face.track_id].append(result.frame.id)
 
     def summary(self) -> dict:
-        """Frame-weighted mean over tracks of :func:`landmark_jitter` (‰ of the face size)."""
+        """Frame-weighted mean over tracks of :func:`landmark_jitter` on consecutive frames (‰ of the face size)."""
         def mean(tracks: dict[int, list[np.ndarray]]) -> float:
-            pairs = [(landmark_jitter(seq, self.sides[tid]), len(seq)) for tid, seq in tracks.items() if len(seq) >= 3]
+            pairs = [(landmark_jitter(seq, self.sides[tid], self.ids[tid]), len(seq)) for tid, seq in tracks.items()]
+            pairs = [(j, n) for j, n in pairs if np.isfinite(j)]
             if not pairs:
                 return float("nan")
             return round(float(np.average([j for j, _ in pairs], weights=[n for _, n in pairs])), 3)
 
+        consecutive = sum(int(np.sum((np.asarray(ids[2:]) - ids[:-2] == 2) & (np.asarray(ids[1:-1]) - ids[:-2] == 1)))
+                          for ids in self.ids.values() if len(ids) >= 3)
         return {"raw": mean(self.raw), "smoothed": mean(self.smooth), "unit": "permille of face size per frame²",
-                "tracks": len(self.raw)}
+                "tracks": len(self.raw), "triples_used": consecutive}
 
 
 class CudaEventTimer:

@@ -118,14 +118,21 @@ class LandmarkSmoother:
         return best
 
 
-def landmark_jitter(sequence: list[np.ndarray], sides: list[float]) -> float:
+def landmark_jitter(sequence: list[np.ndarray], sides: list[float], ids: list[int] | None = None) -> float:
     """Mean landmark acceleration ‖x[t+1] − 2x[t] + x[t−1]‖ in ‰ of the face size, over one track.
 
     Smooth motion has small second differences, detector noise large ones: comparing raw with smoothed
-    landmarks on the same frames shows what the filter removes. NaN for fewer than 3 frames.
+    landmarks on the same frames shows what the filter removes. With ``ids`` (frame ids), only triples of
+    consecutive frames count (a dropped frame would make real motion look like jitter). NaN without any.
     """
     if len(sequence) < 3:
         return float("nan")
     points = np.stack(sequence).astype(np.float64)
     accel = np.linalg.norm(points[2:] - 2.0 * points[1:-1] + points[:-2], axis=2).mean(axis=1)
-    return float(np.mean(accel / np.asarray(sides[1:-1], dtype=np.float64)) * 1000.0)
+    per_triple = accel / np.asarray(sides[1:-1], dtype=np.float64)
+    if ids is not None:
+        frame_ids = np.asarray(ids)
+        per_triple = per_triple[(frame_ids[2:] - frame_ids[:-2] == 2) & (frame_ids[1:-1] - frame_ids[:-2] == 1)]
+        if per_triple.size == 0:
+            return float("nan")
+    return float(np.mean(per_triple) * 1000.0)

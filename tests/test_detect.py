@@ -146,3 +146,14 @@ def test_shared_photos_face_counts(shared_data):
     finally:
         detector.close()
     assert len(faces) == 2
+
+
+def test_jitter_ignores_gaps_between_frames(rng):
+    line = [np.full((4, 2), 10.0 * i) for i in range(6)]  # steady motion: zero acceleration
+    sides = [100.0] * 6
+    assert landmark_jitter(line, sides) == pytest.approx(0.0)
+    jumped = [*line[:3], *[p + 50.0 for p in line[3:]]]  # frames 3.. arrive after a drop: a step
+    assert landmark_jitter(jumped, sides) > 100.0
+    ids = [0, 1, 2, 10, 11, 12]  # the same samples, with the gap known: no consecutive triple spans it
+    assert landmark_jitter(jumped, sides, ids) == pytest.approx(0.0)
+    assert np.isnan(landmark_jitter(line[:3], sides[:3], [0, 2, 4]))
