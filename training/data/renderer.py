@@ -1,22 +1,22 @@
-"""A vectorised numpy z-buffer rasteriser: triangles → per-pixel triangle id and barycentrics.
+"""A CPU z-buffer rasteriser: triangles → per-pixel triangle id, barycentrics and depth.
 
 Convention: screen coordinates are (x, y) = (column, row) in pixels, pixel centres at integers, y down;
 ``depth`` is the positive distance along the camera's viewing axis. Attributes are interpolated
 perspective-correctly (1/depth weighting), so pinhole renders of planes give exact normals.
 
-Why numpy (see the README "Training data" section): the machines have no GPU and no display, so OpenGL
-needs OSMesa/EGL builds that are not installed; ray casting (trimesh/embree) pays per pixel and loses
-the per-triangle coherence. Faces at 256² cover ~10⁴–10⁵ pixels with triangles of 1–4 pixels, so one
-sort of all candidate fragments resolves visibility in a few milliseconds.
+Why this design (see the README "Training data" section): the machines have no GPU and no display, so
+OpenGL needs OSMesa/EGL builds that are not installed; ray casting (trimesh) needs rtree/Embree and pays
+per pixel. Faces at 256² cover ~10⁴–10⁵ pixels with triangles of 1–4 pixels: set-up and culling are
+vectorised numpy, the per-pixel visibility loop is compiled with numba (already a project dependency for
+facenormals.mesh_prior), and barycentrics of the winning triangles are again computed in numpy.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
 
+import numba
 import numpy as np
-
-_KEY_BITS = 63  # pixel | quantised depth | triangle id packed into one sortable int64
 
 
 @dataclass
@@ -65,94 +65,55 @@ def rasterize(screen_xy: np.ndarray, depth: np.ndarray, faces: np.ndarray, size:
     """
     height, width = size
     faces = np.asarray(faces, dtype=np.int64)
-    tri_bits = max(1, len(faces).bit_length())
-    depth_bits = _KEY_BITS - tri_bits - max(1, int(height * width).bit_length())
-    if depth_bits < 12:
-        raise ValueError(f"{len(faces)} triangles at {width}×{height} leave too few depth bits ({depth_bits})")
-    xy = np.asarray(screen_xy, dtype=np.float64)
-    z = np.asarray(depth, dtype=np.float64)
-    p0, p1, p2 = xy[faces[:, 0]], xy[faces[:, 1]], xy[faces[:, 2]]
-    # Signed area with y down: counter-clockwise in camera space (y up) is negative here.
-    area = (p1[:, 0] - p0[:, 0]) * (p2[:, 1] - p0[:, 1]) - (p1[:, 1] - p0[:, 1]) * (p2[:, 0] - p0[:, 0])
-    keep = np.abs(area) > 1e-9
-    if cull_backfaces:
-        keep &= area < 0
-    keep &= (z[faces] > 1e-6).all(axis=1) & np.isfinite(xy[faces]).all(axis=(1, 2))
-    lo = np.minimum(np.minimum(p0, p1), p2)
-    hi = np.maximum(np.maximum(p0, p1), p2)
-    x0 = np.clip(np.ceil(lo[:, 0]), 0, width).astype(np.int64)
-    x1 = np.clip(np.floor(hi[:, 0]), -1, width - 1).astype(np.int64)
-    y0 = np.clip(np.ceil(lo[:, 1]), 0, height).astype(np.int64)
-    y1 = np.clip(np.floor(hi[:, 1]), -1, height - 1).astype(np.int64)
-    keep &= (x1 >= x0) & (y1 >= y0)
-    ids = np.nonzero(keep)[0]
-    extent = np.maximum(x1 - x0, y1 - y0)[ids] + 1
-
-    zmin, zmax = (z.min(), z.max()) if len(z) else (0.0, 1.0)
-    bits = (depth_bits, tri_bits)
-    zscale = ((1 << depth_bits) - 1) / max(zmax - zmin, 1e-9)
-    keys = []
-    # Group triangles by bounding-box size so each group tests a fixed s×s grid of candidate pixels.
-    bucket = np.ceil(np.log2(np.maximum(extent, 1))).astype(np.int64)
-    for level in np.unique(bucket):
-        sel = ids[bucket == level]
-        side = 1 << int(level)
-        for chunk in np.array_split(sel, max(1, len(sel) * side * side // 2_000_000 + 1)):
-            keys.append(_fragment_keys(chunk, side, xy, z, faces, area, x0, x1, y0, y1, width, zmin, zscale, bits,
-                                      perspective))
-    tri = np.full(height * width, -1, dtype=np.int32)
-    if keys:
-        allkeys = np.concatenate(keys)
-        if allkeys.size:
-            allkeys.sort()
-            pix = allkeys >> (depth_bits + tri_bits)
-            first = np.ones(len(pix), dtype=bool)
-            first[1:] = pix[1:] != pix[:-1]
-            winners = allkeys[first]
-            tri[winners >> (depth_bits + tri_bits)] = (winners & ((1 << tri_bits) - 1)).astype(np.int32)
-    tri = tri.reshape(height, width)
+    xy = np.ascontiguousarray(screen_xy, dtype=np.float64)
+    z = np.ascontiguousarray(depth, dtype=np.float64)
+    if xy.shape != (len(z), 2):
+        raise ValueError(f"screen_xy must be V×2 with one depth per vertex, got {xy.shape} and {z.shape}")
+    if faces.size and (faces.ndim != 2 or faces.shape[1] != 3 or faces.min() < 0 or faces.max() >= len(z)):
+        raise ValueError(f"faces must be F×3 indices into {len(z)} vertices")  # the compiled loop does not check
+    tri = np.full((height, width), -1, dtype=np.int32)
+    zbuf = np.full((height, width), np.inf)
+    _zbuffer(xy, z, np.ascontiguousarray(faces), bool(cull_backfaces), bool(perspective), tri, zbuf)
     bary, dep = _barycentrics(tri, xy, z, faces, perspective)
     return Fragments(tri, bary, dep)
 
 
-def _fragment_keys(chunk: np.ndarray, side: int, xy: np.ndarray, z: np.ndarray, faces: np.ndarray,
-                   area: np.ndarray, x0: np.ndarray, x1: np.ndarray, y0: np.ndarray, y1: np.ndarray,
-                   width: int, zmin: float, zscale: float, bits: tuple[int, int], perspective: bool) -> np.ndarray:
-    """Sortable int64 keys (pixel, quantised depth, triangle) of the candidate pixels inside each triangle.
+@numba.njit(cache=True, nogil=True)
+def _zbuffer(xy: np.ndarray, z: np.ndarray, faces: np.ndarray, cull_backfaces: bool, perspective: bool,
+             tri: np.ndarray, zbuf: np.ndarray) -> None:  # pragma: no cover - compiled
+    """For each triangle (in index order), each pixel centre inside it: keep the nearest surface.
 
-    Edge functions are evaluated in float32 relative to each bounding box's corner: the numbers stay
-    within a few box sides, so float32 is as exact as float64 in frame coordinates, at half the memory traffic.
+    Skipped: degenerate triangles, back faces (counter-clockwise in camera space = negative signed area
+    with y down) when culling, vertices behind the camera or not finite. Ties keep the earlier triangle,
+    so the result depends on the inputs only. Edges are closed (a small tolerance): pixels on a shared
+    edge are never missed.
     """
-    f = faces[chunk]
-    origin = np.stack([x0[chunk], y0[chunk]], axis=1).astype(np.float64)
-    a = (xy[f[:, 0]] - origin).astype(np.float32)
-    b = (xy[f[:, 1]] - origin).astype(np.float32)
-    c = (xy[f[:, 2]] - origin).astype(np.float32)
-    inv_area = (1.0 / area[chunk]).astype(np.float32)[:, None, None]
-    gx = np.arange(side, dtype=np.float32)[None, None, :]
-    gy = np.arange(side, dtype=np.float32)[None, :, None]
-    ax, ay = a[:, 0, None, None], a[:, 1, None, None]
-    bx, by = b[:, 0, None, None], b[:, 1, None, None]
-    cx, cy = c[:, 0, None, None], c[:, 1, None, None]
-    # Edge functions, normalised by the signed area → barycentric weights of a, b, c.
-    w_a = ((bx - gx) * (cy - gy) - (by - gy) * (cx - gx)) * inv_area
-    w_b = ((cx - gx) * (ay - gy) - (cy - gy) * (ax - gx)) * inv_area
-    w_c = 1.0 - w_a - w_b
-    eps = np.float32(-1e-5)  # closed edges: shared edges are drawn twice, never missed
-    inside = (w_a >= eps) & (w_b >= eps) & (w_c >= eps)
-    inside &= gx <= (x1 - x0)[chunk, None, None]
-    inside &= gy <= (y1 - y0)[chunk, None, None]
-    n, row, col = np.nonzero(inside)
-    wa = w_a[n, row, col].astype(np.float64)
-    wb = w_b[n, row, col].astype(np.float64)
-    wc = 1.0 - wa - wb
-    zn = z[f[n]]
-    dep = (1.0 / (wa / zn[:, 0] + wb / zn[:, 1] + wc / zn[:, 2]) if perspective
-           else wa * zn[:, 0] + wb * zn[:, 1] + wc * zn[:, 2])
-    depth_bits, tri_bits = bits
-    dq = np.clip((dep - zmin) * zscale, 0, (1 << depth_bits) - 1).astype(np.int64)
-    pix = (y0[chunk][n] + row) * width + x0[chunk][n] + col
-    return (pix << (depth_bits + tri_bits)) | (dq << tri_bits) | chunk[n]
+    height, width = tri.shape
+    for t in range(faces.shape[0]):
+        i0, i1, i2 = faces[t, 0], faces[t, 1], faces[t, 2]
+        ax, ay, bx, by, cx, cy = xy[i0, 0], xy[i0, 1], xy[i1, 0], xy[i1, 1], xy[i2, 0], xy[i2, 1]
+        za, zb, zc = z[i0], z[i1], z[i2]
+        if not (np.isfinite(ax + ay + bx + by + cx + cy) and za > 1e-6 and zb > 1e-6 and zc > 1e-6):
+            continue
+        area = (bx - ax) * (cy - ay) - (by - ay) * (cx - ax)
+        if abs(area) <= 1e-9 or (cull_backfaces and area >= 0):
+            continue
+        inv = 1.0 / area
+        x0 = max(int(np.ceil(min(ax, bx, cx))), 0)
+        x1 = min(int(np.floor(max(ax, bx, cx))), width - 1)
+        y0 = max(int(np.ceil(min(ay, by, cy))), 0)
+        y1 = min(int(np.floor(max(ay, by, cy))), height - 1)
+        for py in range(y0, y1 + 1):
+            for px in range(x0, x1 + 1):
+                wa = ((bx - px) * (cy - py) - (by - py) * (cx - px)) * inv
+                wb = ((cx - px) * (ay - py) - (cy - py) * (ax - px)) * inv
+                wc = 1.0 - wa - wb
+                if wa < -1e-7 or wb < -1e-7 or wc < -1e-7:
+                    continue
+                d = 1.0 / (wa / za + wb / zb + wc / zc) if perspective else wa * za + wb * zb + wc * zc
+                if d < zbuf[py, px]:
+                    zbuf[py, px] = d
+                    tri[py, px] = t
 
 
 def _barycentrics(tri: np.ndarray, xy: np.ndarray, z: np.ndarray, faces: np.ndarray,
