@@ -12,7 +12,7 @@ For each rendered face crop (256², ``depth/`` in mm, ``params/NAME.json`` with 
    the ground truth perturbed like a network's output (``--normals perturbed``): fine detail blurred (σ 1 px),
    a low-frequency rotation field (3° global + 2° RMS smooth), and 1.5° per-pixel noise. The report says which.
 3. **Fusion** (:func:`facenormals.fusion.fuse`), cold start; then a second "frame" (new sensor noise)
-   warm-started from the first, as in the realtime loop.
+   warm-started from the first and reusing its bias rotation, as the realtime view does between refreshes.
 
 Reported over the facial mask: mean angular error of raw-depth normals, predicted normals and fused normals,
 depth RMSE of raw and fused depth (on pixels where the sensor gave depth, and fused over the whole mask), and
@@ -171,7 +171,7 @@ def main(argv: list[str] | None = None) -> int:
         c2, t2 = time.process_time(), time.perf_counter()
         raw2 = sensor_noise(clean, intr, rng, args.profile)  # the next frame: new noise, warm start
         c3, t3 = time.process_time(), time.perf_counter()
-        crop2 = prepare(raw2, pred, mask, intr, config, init=fused.depth_m)
+        crop2 = prepare(raw2, pred, mask, intr, config, init=fused.depth_m, rotation=fused.bias_rotation)
         (warm,) = fuse_many([crop2], config)
         c4, t4 = time.process_time(), time.perf_counter()
 

@@ -101,6 +101,7 @@ class FusionResult:
     solver: str
     iterations: int
     seconds: float
+    bias_rotation: np.ndarray | None = None  # H×W×3 rotation vectors: reusable for the next frames (prepare's rotation=)
 
 
 def crop_intrinsics(intrinsics: Intrinsics, matrix: np.ndarray, size: int) -> Intrinsics:
@@ -131,13 +132,13 @@ def crop_depth(depth_m: np.ndarray, matrix: np.ndarray, size: int) -> np.ndarray
 
 
 def warp_crop(previous: np.ndarray, previous_matrix: np.ndarray, matrix: np.ndarray) -> np.ndarray:
-    """Move a crop-space map (e.g. last frame's refined depth) into this frame's crop: a warm start."""
+    """Move a crop-space map (last frame's refined depth or bias rotation) into this frame's crop; NaN where new."""
     size = previous.shape[0]
     prev_full = np.vstack([np.asarray(previous_matrix, np.float64), [0.0, 0.0, 1.0]])
     cur_full = np.vstack([np.asarray(matrix, np.float64), [0.0, 0.0, 1.0]])
     relative = (cur_full @ np.linalg.inv(prev_full))[:2]
     return cv2.warpAffine(previous.astype(np.float32), relative, (size, size), flags=cv2.INTER_LINEAR,
-                          borderMode=cv2.BORDER_CONSTANT, borderValue=np.nan)
+                          borderMode=cv2.BORDER_CONSTANT, borderValue=(np.nan,) * 4)
 
 
 def _smooth_normals(normals: np.ndarray, weight: np.ndarray, sigma: float) -> np.ndarray:
@@ -178,7 +179,20 @@ def rotate_by_vector(v: np.ndarray, omega: np.ndarray) -> np.ndarray:
 
 def correct_normal_bias(normals: np.ndarray, depth_m: np.ndarray, intrinsics: Intrinsics, region: np.ndarray,
                         sigma: float) -> np.ndarray:
-    """Rotate predicted normals so their σ-smoothed version matches the normals of the smoothed depth.
+    """Rotate predicted normals so their σ-smoothed version matches the normals of the smoothed depth."""
+    return apply_rotation(normals, bias_rotation(normals, depth_m, intrinsics, region, sigma), region)
+
+
+def apply_rotation(normals: np.ndarray, omega: np.ndarray, region: np.ndarray) -> np.ndarray:
+    """Rotate unit normals by the rotation-vector field ``omega``; zero outside ``region``."""
+    corrected = rotate_by_vector(normals, omega)
+    corrected /= np.maximum(norm3(corrected), 1e-6)[..., None]
+    return np.where(region[..., None], corrected, 0.0).astype(np.float32)
+
+
+def bias_rotation(normals: np.ndarray, depth_m: np.ndarray, intrinsics: Intrinsics, region: np.ndarray,
+                  sigma: float) -> np.ndarray:
+    """The smooth rotation-vector field (H×W×3, radians) taking σ-smoothed predicted normals onto smoothed depth's.
 
     The rotation is measured where the Gaussian sees no region border (a one-sided average bends both
     fields differently there) and spread from there over the whole region as a smooth rotation-vector field.
@@ -213,10 +227,7 @@ def correct_normal_bias(normals: np.ndarray, depth_m: np.ndarray, intrinsics: In
     omega = num / np.maximum(den, 1e-3)[..., None]
     if far.any():
         omega[far] = omega[interior].mean(axis=0) if interior.any() else 0.0
-    omega = cv2.resize(omega, (width, height), interpolation=cv2.INTER_LINEAR)
-    corrected = rotate_by_vector(normals, omega)
-    corrected /= np.maximum(norm3(corrected), 1e-6)[..., None]
-    return np.where(region[..., None], corrected, 0.0).astype(np.float32)
+    return cv2.resize(omega, (width, height), interpolation=cv2.INTER_LINEAR).astype(np.float32)
 
 
 def build_problem(target: np.ndarray, measured: np.ndarray, normals: np.ndarray, region: np.ndarray,
@@ -390,11 +401,17 @@ class PreparedCrop:
     measured: np.ndarray
     position_weight: float
     warm: bool = False  # init came from the previous frame: refine it directly, no coarse levels
+    bias_rotation: np.ndarray | None = None
 
 
 def prepare(depth_m: np.ndarray, normals: np.ndarray, mask: np.ndarray, intrinsics: Intrinsics,
-            config: FusionConfig = FusionConfig(), init: np.ndarray | None = None) -> PreparedCrop:
-    """Validate one crop, drop outliers, correct the normals' bias, build the linear system and a start."""
+            config: FusionConfig = FusionConfig(), init: np.ndarray | None = None,
+            rotation: np.ndarray | None = None) -> PreparedCrop:
+    """Validate one crop, drop outliers, correct the normals' bias, build the linear system and a start.
+
+    ``rotation``: a bias rotation field from an earlier frame (moved into this crop) to reuse instead of
+    measuring it again — the bias changes slowly, and measuring it is half of this function's work.
+    """
     if depth_m.ndim != 2 or normals.shape != (*depth_m.shape, 3) or mask.shape != depth_m.shape:
         raise DepthError(f"crop shapes differ: depth {depth_m.shape}, normals {normals.shape}, mask {mask.shape}")
     if depth_m.shape != (intrinsics.height, intrinsics.width):
@@ -419,8 +436,13 @@ def prepare(depth_m: np.ndarray, normals: np.ndarray, mask: np.ndarray, intrinsi
         depth = np.where(measured, depth, np.nan).astype(np.float32)
         filled = np.where(outliers, median, filled).astype(np.float32)
     pixel = max(1.0, config.depth_pixel_px)  # an upsampled measurement repeats over pixel² crop pixels
-    corrected = (correct_normal_bias(normals, depth, intrinsics, region, config.bias_sigma_px * pixel)
-                 if config.correct_bias else normals)
+    omega = None
+    if config.correct_bias:
+        omega = rotation if rotation is not None else bias_rotation(normals, depth, intrinsics, region,
+                                                                     config.bias_sigma_px * pixel)
+        corrected = apply_rotation(normals, np.nan_to_num(omega), region)
+    else:
+        corrected = normals
     position_weight = config.position_weight / pixel**2
     problem = build_problem(filled, measured, corrected, region, intrinsics, position_weight, config.jump_m, median)
     start = smooth_depth(np.where(region, filled, np.nan), 2.0)
@@ -428,7 +450,8 @@ def prepare(depth_m: np.ndarray, normals: np.ndarray, mask: np.ndarray, intrinsi
         usable = region & np.isfinite(init) & (init > 0)
         start = np.where(usable, init, start)
     start = np.where(region, start, problem.target).astype(np.float32)
-    return PreparedCrop(problem, start, corrected, intrinsics, measured, position_weight, warm=init is not None)
+    return PreparedCrop(problem, start, corrected, intrinsics, measured, position_weight, warm=init is not None,
+                        bias_rotation=omega)
 
 
 def _pool(x: np.ndarray) -> np.ndarray:
@@ -518,16 +541,18 @@ def fuse_many(crops: list[PreparedCrop], config: FusionConfig = FusionConfig(),
         depth = np.where(region, depth, np.nan).astype(np.float32)
         normals, ok = normals_from_depth(depth, crop.intrinsics)
         normals[~(ok & region)] = 0.0
-        results.append(FusionResult(depth, normals, crop.corrected_normals, region, solver, iterations, seconds))
+        results.append(FusionResult(depth, normals, crop.corrected_normals, region, solver, iterations, seconds,
+                                    crop.bias_rotation))
     return results
 
 
 def fuse(depth_m: np.ndarray, normals: np.ndarray, mask: np.ndarray, intrinsics: Intrinsics,
          config: FusionConfig = FusionConfig(), init: np.ndarray | None = None,
-         device: str | torch.device = "cpu") -> FusionResult:
+         device: str | torch.device = "cpu", rotation: np.ndarray | None = None) -> FusionResult:
     """Refine one crop's depth (metres, NaN = missing) with its predicted normals; see the module docstring.
 
-    ``init``: a warm start, e.g. the previous frame's refined depth moved by :func:`warp_crop`.
+    ``init``: a warm start, e.g. the previous frame's refined depth moved by :func:`warp_crop`;
+    ``rotation``: the previous frame's ``bias_rotation``, moved the same way, to skip re-measuring the bias.
     Raises :class:`DepthError` when the crop holds too little valid depth to anchor the surface.
     """
-    return fuse_many([prepare(depth_m, normals, mask, intrinsics, config, init)], config, device)[0]
+    return fuse_many([prepare(depth_m, normals, mask, intrinsics, config, init, rotation)], config, device)[0]

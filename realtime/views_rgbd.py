@@ -8,7 +8,8 @@
 crop-space normals and mask → BGR uint8); the ``fusion`` view adapts the pipeline's ``FrameResult`` to it.
 Fallbacks, shown as text on the image rather than raised: a frame without depth or intrinsics shows the
 colour frame; a face whose crop has too little valid depth is shown normal-mapped in the right panel.
-Each face's refined depth is kept (with its crop matrix) to warm-start the solver on the next frame.
+Each face's refined depth is kept (with its crop matrix) to warm-start the solver on the next frame, and its
+bias rotation is reused for ``REFRESH_BIAS_EVERY`` frames.
 """
 
 from __future__ import annotations
@@ -27,6 +28,7 @@ from facenormals.shading import lambert, to_gray_bgr
 
 PANEL_TITLES = ("raw depth", "normal-mapped", "refined depth")
 DEFAULT_LIGHT = np.array([-0.35, 0.35, 0.87], dtype=np.float32)
+REFRESH_BIAS_EVERY = 10  # frames between measurements of the normals' low-frequency bias (it drifts slowly)
 
 
 def _label(image: np.ndarray, text: str, row: int = 0) -> None:
@@ -74,20 +76,26 @@ def render_rgbd_views(frame: Frame, crop_matrices: Sequence[np.ndarray], crop_no
         pasted, ok = paste_back(normals, mask, matrix, depth.shape)
         mapped[ok & valid] = pasted[ok & valid]
         intr = crop_intrinsics(frame.intrinsics, matrix, size)
-        init = None
+        init = rotation = None
         key = f"fusion:{index}"
         if f"{key}:depth" in memory:
             init = warp_crop(memory[f"{key}:depth"], memory[f"{key}:matrix"], matrix)
+            if f"{key}:rotation" in memory and memory.get(f"{key}:age", np.zeros(1))[0] < REFRESH_BIAS_EVERY:
+                rotation = warp_crop(memory[f"{key}:rotation"], memory[f"{key}:matrix"], matrix)
         # the aligned depth has one measurement per frame pixel: that is matrix[0, 0] crop pixels wide
         face_config = dataclasses.replace(config, depth_pixel_px=max(config.depth_pixel_px, float(matrix[0][0])))
         try:
-            result = fuse(crop_depth(depth, matrix, size), normals, mask, intr, face_config, init=init)
+            result = fuse(crop_depth(depth, matrix, size), normals, mask, intr, face_config, init=init,
+                          rotation=rotation)
         except DepthError as err:
             notes.append(f"face {index}: {err}")
             refined[ok & valid] = pasted[ok & valid]
             memory.pop(f"{key}:depth", None)
             continue
         memory[f"{key}:depth"], memory[f"{key}:matrix"] = result.depth_m, np.asarray(matrix, np.float64)
+        if result.bias_rotation is not None:  # re-measured every REFRESH_BIAS_EVERY frames, reused in between
+            age = memory.get(f"{key}:age", np.zeros(1))[0] + 1 if rotation is not None else 0
+            memory[f"{key}:rotation"], memory[f"{key}:age"] = result.bias_rotation, np.array([age])
         fused, fused_ok = paste_back(result.normals, result.region & np.any(result.normals != 0, axis=2), matrix,
                                      depth.shape)
         refined[fused_ok & valid] = fused[fused_ok & valid]

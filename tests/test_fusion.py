@@ -115,6 +115,10 @@ def test_warm_start_converges_in_fewer_iterations():
     warm = fuse(second_depth, normals, mask, INTR, config, init=first.depth_m)
     assert warm.iterations < cold.iterations
     assert np.abs(warm.depth_m - cold.depth_m)[mask].max() < 1e-4
+    # the bias rotation measured on the first frame, reused: same correction, within the noise's change
+    reused = fuse(second_depth, normals, mask, INTR, config, init=first.depth_m, rotation=first.bias_rotation)
+    assert first.bias_rotation is not None and first.bias_rotation.shape == (SIZE, SIZE, 3)
+    assert angular_error_deg(reused.corrected_normals[mask], cold.corrected_normals[mask]).mean() < 0.3
 
 
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
