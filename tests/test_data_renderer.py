@@ -173,3 +173,13 @@ def test_shadow_map_shadows_behind_an_occluder_and_not_elsewhere():
     moved = np.array([[-2, 0, 0], [0.5, 0, 0], [-4, 0, 0]], np.float32)
     slanted = shadow_factor(verts, faces, moved, normals[:3], np.array([1.0, 0, 1.0]) / np.sqrt(2), bias=0.01)
     assert slanted.tolist() == [0.0, 1.0, 1.0]
+
+
+def test_rasterize_rejects_bad_indices_instead_of_reading_out_of_bounds():
+    xy = np.array([[0, 0], [10, 0], [0, 10]], np.float64)
+    with pytest.raises(ValueError, match="indices"):
+        rasterize(xy, np.ones(3), np.array([[0, 2, 3]]), (16, 16))
+    with pytest.raises(ValueError, match="one depth per vertex"):
+        rasterize(xy, np.ones(2), np.array([[0, 2, 1]]), (16, 16))
+    empty = rasterize(xy, np.ones(3), np.zeros((0, 3), np.int64), (16, 16))
+    assert not empty.covered.any()
