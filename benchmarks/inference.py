@@ -44,14 +44,20 @@ class Row:
     p90_ms: float
     min_ms: float  # best run: the closest a shared machine gets to an idle one
     floor_ms: float | None
+    cpu1_ms: float | None = None  # CPU time of one call on a single-thread session (load-insensitive)
     img_per_s: float = 0.0
     x_floor: float | None = None
     x_floor_best: float | None = None
+    idle_estimate_ms: float | None = None  # cpu1_ms / physical cores: the idle multi-core latency if it scaled
+    x_floor_idle_estimate: float | None = None
 
-    def finish(self) -> Row:
+    def finish(self, cores: int = 1) -> Row:
         self.img_per_s = 1000.0 * self.batch / self.median_ms
         self.x_floor = self.median_ms / self.floor_ms if self.floor_ms else None
         self.x_floor_best = self.min_ms / self.floor_ms if self.floor_ms else None
+        if self.cpu1_ms is not None:
+            self.idle_estimate_ms = self.cpu1_ms / cores
+            self.x_floor_idle_estimate = self.idle_estimate_ms / self.floor_ms if self.floor_ms else None
         return self
 
 
@@ -80,9 +86,9 @@ def _gmac(checkpoint: Path, size: int) -> float:
     return count_gmac(lambda: module(x))
 
 
-def _cpu_candidates(checkpoint: Path, size: int, folder: Path, calibration: Path | None) -> dict[str, Callable]:
+def _cpu_models(checkpoint: Path, size: int, folder: Path, calibration: Path | None) -> tuple[Path, Path]:
+    """The fp32 ONNX and its INT8 Q/DQ twin (uint8 activations, MinMax on face crops)."""
     from facenormals.calibration.int8 import quantize_int8
-    from facenormals.export.backends import create_backend
     from facenormals.export.onnx_export import export_onnx
     from facenormals.export.parity import load_face_crops
 
@@ -90,11 +96,35 @@ def _cpu_candidates(checkpoint: Path, size: int, folder: Path, calibration: Path
     export_onnx(checkpoint, fp32_onnx, size=size, check_parity=False)
     crops = load_face_crops(calibration, size=size, limit=32)
     int8_onnx = quantize_int8(fp32_onnx, folder / f"{checkpoint.stem}_int8.onnx", crops.images, "minmax")
+    return fp32_onnx, int8_onnx
+
+
+def _cpu_candidates(checkpoint: Path, fp32_onnx: Path, int8_onnx: Path, threads: int) -> dict[str, Callable]:
+    from facenormals.export.backends import create_backend
+
     return {
-        "torch eager fp32": create_backend("torch", checkpoint, device="cpu"),
-        "ORT fp32": create_backend("ort-cpu", fp32_onnx, strict=True),
-        "ORT int8 (Q/DQ)": create_backend("ort-cpu", int8_onnx, strict=True),
+        "torch eager fp32": create_backend("torch", checkpoint, device="cpu", threads=threads),
+        "ORT fp32": create_backend("ort-cpu", fp32_onnx, strict=True, threads=threads),
+        "ORT int8 (Q/DQ)": create_backend("ort-cpu", int8_onnx, strict=True, threads=threads),
     }
+
+
+def cpu_time_ms(candidates: dict[str, Callable], batches: list[int], size: int, in_chans: int,
+                runs: int) -> dict[tuple[str, int], float]:
+    """Median process CPU time per call of single-thread backends: what one core spends, whatever the load."""
+    rng = np.random.default_rng(0)
+    out = {}
+    for b in batches:
+        x = rng.random((b, in_chans, size, size), dtype=np.float32)
+        for name, fn in candidates.items():
+            fn(x)
+            times = []
+            for _ in range(runs):
+                start = time.process_time()
+                fn(x)
+                times.append((time.process_time() - start) * 1e3)
+            out[(name, b)] = statistics.median(times)
+    return out
 
 
 def _gpu_candidates(checkpoint: Path, size: int, folder: Path, batches: list[int]) -> dict[str, Callable]:
@@ -172,9 +202,12 @@ def measure(candidates: dict[str, Callable], batches: list[int], size: int, in_c
 
 def run(archs: list[str], batches: list[int], size: int, runs: int, rounds: int, models: dict[str, Path],
         calibration: Path | None, gpu: bool) -> dict[str, object]:
+    import torch
+
     from facenormals.export.backends import physical_cores
 
     rows: list[Row] = []
+    cores = physical_cores()
     load_before = os.getloadavg()
     with tempfile.TemporaryDirectory(prefix="facenormals-bench-") as tmp:
         folder = Path(tmp)
@@ -182,15 +215,20 @@ def run(archs: list[str], batches: list[int], size: int, runs: int, rounds: int,
             checkpoint = _checkpoint(arch, size, folder, models)
             gmac = _gmac(checkpoint, size)
             print(f"{arch}: {gmac:.2f} GMAC per image at {size}²", file=sys.stderr)
-            cpu = _cpu_candidates(checkpoint, size, folder, calibration)
+            fp32_onnx, int8_onnx = _cpu_models(checkpoint, size, folder, calibration)
+            cpu = _cpu_candidates(checkpoint, fp32_onnx, int8_onnx, cores)
             in_chans = next(iter(cpu.values())).in_chans
-            for (name, b), times in measure(cpu, batches, size, in_chans, runs, rounds).items():
+            wall = measure(cpu, batches, size, in_chans, runs, rounds)
+            del cpu
+            single = cpu_time_ms(_cpu_candidates(checkpoint, fp32_onnx, int8_onnx, 1), batches, size, in_chans,
+                                 max(3, runs))
+            torch.set_num_threads(cores)  # the single-thread torch backend changed the process-wide pool
+            for (name, b), times in wall.items():
                 per_gmac = INT8_MS_PER_GMAC if "int8" in name else FP32_MS_PER_GMAC
                 rows.append(Row(arch, gmac, name, "cpu", b, statistics.median(times),
-                                float(np.percentile(times, 90)), min(times), per_gmac * gmac * b).finish())
+                                float(np.percentile(times, 90)), min(times), per_gmac * gmac * b,
+                                single[(name, b)]).finish(cores))
             if gpu:
-                import torch
-
                 cands = _gpu_candidates(checkpoint, size, folder, batches)
                 for (name, b), times in measure(cands, batches, size, in_chans, runs, rounds,
                                                 sync=torch.cuda.synchronize).items():
@@ -198,7 +236,7 @@ def run(archs: list[str], batches: list[int], size: int, runs: int, rounds: int,
                                     float(np.percentile(times, 90)), min(times), None).finish())
     return {
         "date_utc": dt.datetime.now(dt.timezone.utc).strftime("%Y-%m-%d %H:%M"),
-        "machine": {"cpu": _cpu_name(), "physical_cores": physical_cores(), "python": platform.python_version(),
+        "machine": {"cpu": _cpu_name(), "physical_cores": cores, "python": platform.python_version(),
                     "load_average_before": load_before, "load_average_after": os.getloadavg()},
         "settings": {"size": size, "runs_per_round": runs, "rounds": rounds,
                      "fp32_ms_per_gmac": FP32_MS_PER_GMAC, "int8_ms_per_gmac": INT8_MS_PER_GMAC,
@@ -225,19 +263,23 @@ def markdown(result: dict[str, object]) -> str:
         f"{settings['size']}², median of {settings['rounds']}×{settings['runs_per_round']} interleaved runs; "
         f"load average {machine['load_average_before'][0]:.1f} → {machine['load_average_after'][0]:.1f}. "
         f"Floor = GMAC × {settings['fp32_ms_per_gmac']:g} ms (fp32) or × {settings['int8_ms_per_gmac']:g} ms (int8) "
-        "per image.",
+        "per image. 1-thread CPU ms: process CPU time of one call on a single-thread session (insensitive to "
+        "other jobs); idle est. = that / physical cores, i.e. perfect scaling on an idle machine.",
         "",
         "| width | GMAC | engine | device | batch | median ms | p90 ms | best ms | img/s | floor ms | × floor "
-        "(median) | × floor (best) |",
-        "|---|---|---|---|---|---|---|---|---|---|---|---|",
+        "(median) | × floor (best) | 1-thread CPU ms | idle est. ms | × floor (idle est.) |",
+        "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|",
     ]
     for r in result["rows"]:
         floor = f"{r['floor_ms']:.1f}" if r["floor_ms"] else "—"
         ratio = f"{r['x_floor']:.2f}" if r["x_floor"] else "—"
         best = f"{r['x_floor_best']:.2f}" if r["x_floor_best"] else "—"
+        cpu1 = f"{r['cpu1_ms']:.1f}" if r["cpu1_ms"] is not None else "—"
+        idle = f"{r['idle_estimate_ms']:.1f}" if r["idle_estimate_ms"] is not None else "—"
+        x_idle = f"{r['x_floor_idle_estimate']:.2f}" if r["x_floor_idle_estimate"] else "—"
         lines.append(f"| {r['arch']} | {r['gmac']:.2f} | {r['engine']} | {r['device']} | {r['batch']} | "
                      f"{r['median_ms']:.1f} | {r['p90_ms']:.1f} | {r['min_ms']:.1f} | {r['img_per_s']:.1f} | {floor} | "
-                     f"{ratio} | {best} |")
+                     f"{ratio} | {best} | {cpu1} | {idle} | {x_idle} |")
     if result["gpu"] != "measured":
         lines += ["", f"GPU rows (torch CUDA fp16 + CUDA graphs, TensorRT fp16): {result['gpu']}."]
     return "\n".join(lines) + "\n"
