@@ -172,9 +172,19 @@ def sample_skin_tone(rng: np.random.Generator) -> np.ndarray:
     return np.clip(np.array([r, r * g, r * b], np.float32), 0.002, 0.95)
 
 
-def procedural_albedo(model: ict.IctModel, layout: FaceLayout,
-                      rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray, dict]:
-    """Random per-vertex albedo (V×3 linear), per-vertex shininess, and the parameters drawn (for the record)."""
+@dataclass
+class FaceAlbedo:
+    """Per-vertex appearance of one face: albedo (V×3 linear), specular weight (V), how far hair lifts the
+    surface (V, cm, 0 off the hair), and the parameters drawn (for the per-sample record)."""
+
+    colors: np.ndarray
+    shininess: np.ndarray
+    hair_offset: np.ndarray
+    params: dict
+
+
+def procedural_albedo(model: ict.IctModel, layout: FaceLayout, rng: np.random.Generator) -> FaceAlbedo:
+    """Random procedural appearance (see the module docstring)."""
     v = model.neutral
     tone = sample_skin_tone(rng)
     lum = float(tone.mean())
@@ -202,7 +212,10 @@ def procedural_albedo(model: ict.IctModel, layout: FaceLayout,
     base = base * (1 - bw[:, None]) + (brow_color * 0.8 + base * 0.2) * bw[:, None]
     lashes = layout.lid_margin * rng.uniform(0.5, 0.9)
     base = base * (1 - lashes[:, None]) + (np.minimum(hair_color, base.mean(0)) * 0.4) * lashes[:, None]
-    hair = hair_weights(layout, rng, v) if rng.random() > 0.08 else np.zeros(len(v), np.float32)
+    if rng.random() > 0.08:
+        hair, hair_volume = hair_weights(layout, rng, v)
+    else:
+        hair = hair_volume = np.zeros(len(v), np.float32)
     hair_tex = hair_color * (1 + 0.25 * layout.field(layout.bank_high, rng))[:, None]
     base = base * (1 - hair[:, None]) + hair_tex * hair[:, None]
     # eyes and mouth
@@ -232,20 +245,27 @@ def procedural_albedo(model: ict.IctModel, layout: FaceLayout,
     params = {"albedo": "procedural", "skin_tone_srgb": [round(float(c), 3) for c in linear_to_srgb(tone)],
               "stubble": round(float(stubble), 3), "hair": bool(hair.any())}
     shininess = specular_weights(layout) * (1 - 0.85 * hair)
-    return np.clip(base, 0.0, 1.0).astype(np.float32), shininess.astype(np.float32), params
+    params["hair_thickness_cm"] = round(float(rng.uniform(0.3, 1.6)), 3) if hair.any() else 0.0
+    return FaceAlbedo(np.clip(base, 0.0, 1.0).astype(np.float32), shininess.astype(np.float32),
+                      (hair_volume * params["hair_thickness_cm"]).astype(np.float32), params)
 
 
-def hair_weights(layout: FaceLayout, rng: np.random.Generator, v: np.ndarray) -> np.ndarray:
-    """A hair cap: a spherical cap tilted backwards with a ragged edge (front hairline, temples, nape)."""
+def hair_weights(layout: FaceLayout, rng: np.random.Generator, v: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """A hair cap: a spherical cap tilted backwards with a ragged edge (front hairline, temples, nape).
+
+    Returns (colour weight with a ~4 mm soft edge, volume weight rising over ~2 cm from the hairline).
+    """
     tilt = np.radians(rng.uniform(30, 45))
     half_angle = np.radians(rng.uniform(76, 92))
     axis = np.array([0.0, np.cos(tilt), -np.sin(tilt)], np.float32)
     cosang = layout.head_dir @ axis
     edge = np.cos(half_angle) + 0.04 * layout.field(layout.bank_mid, rng)
-    hair = np.clip((cosang - edge) / 0.04, 0, 1)
     # the face itself (below the brows, in front) never gets hair
-    hair *= 1 - (layout.head_dir[:, 2] > 0.55) * (v[:, 1] < 8.5)
-    return (hair * layout.skin).astype(np.float32)
+    keep = (1 - (layout.head_dir[:, 2] > 0.55) * (v[:, 1] < 8.5)) * layout.skin
+    hair = np.clip((cosang - edge) / 0.04, 0, 1) * keep
+    ramp = np.clip((cosang - edge) / 0.2, 0, 1)
+    volume = ramp * ramp * (3 - 2 * ramp) * keep  # smoothstep: no ledge at the hairline
+    return hair.astype(np.float32), volume.astype(np.float32)
 
 
 def specular_weights(layout: FaceLayout) -> np.ndarray:

@@ -10,6 +10,7 @@ import numpy as np
 
 from facenormals.fileio import DataError
 from facenormals.training.data import albedo, ict, meshes, photos
+from facenormals.training.data.renderer import vertex_normals
 from facenormals.training.data.synth import SceneMesh
 
 
@@ -40,15 +41,19 @@ class IctSource:
                                         for i in np.nonzero(shape.expression)[0]},
                         "gaze_deg": [round(g, 2) for g in shape.gaze]}
         colors = shininess = None
+        verts = shape.vertices
         if with_albedo:
             use_transfer = rng.random() < self.p_transfer
-            colors, shininess, albedo_params = albedo.procedural_albedo(self.model, self.layout, rng)
+            look = albedo.procedural_albedo(self.model, self.layout, rng)
             if use_transfer:
-                colors, shininess, albedo_params = self.transfer.sample(self.layout, rng, colors, shininess)
-            params.update(albedo_params)
-        verts = shape.vertices
+                look = self.transfer.sample(self.layout, rng, look)
+            colors, shininess = look.colors, look.shininess
+            params.update(look.params)
+            if look.hair_offset.any():
+                # hair has volume: lift the scalp along its normals (the image and the normals both see it)
+                verts = verts + vertex_normals(verts, self.model.faces) * look.hair_offset[:, None]
         wet = np.clip(self.layout.sclera + self.layout.iris, 0, 1) if with_albedo else None
-        return SceneMesh(vertices=verts, faces=self.model.faces, oval=verts[self.oval_ids], mm_per_unit=10.0,
+        return SceneMesh(vertices=verts, faces=self.model.faces, oval=shape.vertices[self.oval_ids], mm_per_unit=10.0,
                          albedo=colors, shininess=shininess, wet=wet, params=params)
 
 

@@ -106,8 +106,9 @@ class JamesTransfer:
         return cls(model, objs[0])
 
     def sample(self, layout: albedo.FaceLayout, rng: np.random.Generator,
-               procedural: np.ndarray, shininess: np.ndarray) -> tuple[np.ndarray, np.ndarray, dict]:
+               base: albedo.FaceAlbedo) -> albedo.FaceAlbedo:
         """Scan colours on the skin (tone-shifted half of the time), procedural eyes and mouth interior."""
+        procedural = base.colors
         colors = self.colors.copy()
         gain = float(rng.uniform(0.45, 1.3)) if rng.random() < 0.5 else 1.0  # darker/lighter, same hue
         colors[self.valid] *= gain
@@ -115,4 +116,6 @@ class JamesTransfer:
         ratio = np.median(colors[self.valid], 0) / np.maximum(np.median(procedural[self.skin & ~self.valid], 0), 1e-4)
         fill = np.where((self.skin & ~self.valid)[:, None], procedural * ratio[None, :], procedural)
         out = np.where(self.valid[:, None], colors, fill)
-        return np.clip(out, 0, 1).astype(np.float32), shininess, {"albedo": "james-transfer", "gain": round(gain, 3)}
+        # the scan's own hair is painted on its scalp: no added hair volume
+        return albedo.FaceAlbedo(np.clip(out, 0, 1).astype(np.float32), base.shininess,
+                                 np.zeros(len(out), np.float32), {"albedo": "james-transfer", "gain": round(gain, 3)})
