@@ -8,8 +8,9 @@
 crop-space normals and mask → BGR uint8); the ``fusion`` view adapts the pipeline's ``FrameResult`` to it.
 Fallbacks, shown as text on the image rather than raised: a frame without depth or intrinsics shows the
 colour frame; a face whose crop has too little valid depth is shown normal-mapped in the right panel.
-Each face's refined depth is kept (with its crop matrix) to warm-start the solver on the next frame, and its
-bias rotation is reused for ``REFRESH_BIAS_EVERY`` frames.
+All faces of a frame are solved together (one batched CG, on CUDA when available). Each face's refined depth is
+kept (with its crop matrix) to warm-start the solver on the next frame, and its bias rotation is reused for
+``REFRESH_BIAS_EVERY`` frames.
 """
 
 from __future__ import annotations
@@ -19,15 +20,17 @@ from collections.abc import Sequence
 
 import cv2
 import numpy as np
+import torch
 
 from facenormals.depth import DepthError, check_matches, depth_to_metres, normals_from_depth
-from facenormals.fusion import FusionConfig, crop_depth, crop_intrinsics, fuse, warp_crop
+from facenormals.fusion import FusionConfig, PreparedCrop, crop_depth, crop_intrinsics, fuse_many, prepare, warp_crop
 from facenormals.geometry import paste_back
 from facenormals.realtime.frame import Frame
 from facenormals.shading import lambert, to_gray_bgr
 
 PANEL_TITLES = ("raw depth", "normal-mapped", "refined depth")
 DEFAULT_LIGHT = np.array([-0.35, 0.35, 0.87], dtype=np.float32)
+SOLVER_DEVICE = "cuda" if torch.cuda.is_available() else "cpu"
 REFRESH_BIAS_EVERY = 10  # frames between measurements of the normals' low-frequency bias (it drifts slowly)
 
 
@@ -67,6 +70,7 @@ def render_rgbd_views(frame: Frame, crop_matrices: Sequence[np.ndarray], crop_no
     mapped, refined = own.copy(), own.copy()
     notes: list[str] = []
     memory = {} if memory is None else memory
+    prepared: list[tuple[int, np.ndarray, PreparedCrop, bool]] = []
     for index, (matrix, normals, mask) in enumerate(zip(crop_matrices, crop_normals, crop_masks, strict=True)):
         normals = np.asarray(normals, dtype=np.float32)
         if normals.shape[0] == 3 and normals.shape[-1] != 3:
@@ -75,7 +79,6 @@ def render_rgbd_views(frame: Frame, crop_matrices: Sequence[np.ndarray], crop_no
         mask = np.asarray(mask, bool)
         pasted, ok = paste_back(normals, mask, matrix, depth.shape)
         mapped[ok & valid] = pasted[ok & valid]
-        intr = crop_intrinsics(frame.intrinsics, matrix, size)
         init = rotation = None
         key = f"fusion:{index}"
         if f"{key}:depth" in memory:
@@ -85,16 +88,21 @@ def render_rgbd_views(frame: Frame, crop_matrices: Sequence[np.ndarray], crop_no
         # the aligned depth has one measurement per frame pixel: that is matrix[0, 0] crop pixels wide
         face_config = dataclasses.replace(config, depth_pixel_px=max(config.depth_pixel_px, float(matrix[0][0])))
         try:
-            result = fuse(crop_depth(depth, matrix, size), normals, mask, intr, face_config, init=init,
-                          rotation=rotation)
+            crop = prepare(crop_depth(depth, matrix, size), normals, mask, crop_intrinsics(frame.intrinsics, matrix, size),
+                           face_config, init=init, rotation=rotation)
         except DepthError as err:
             notes.append(f"face {index}: {err}")
             refined[ok & valid] = pasted[ok & valid]
             memory.pop(f"{key}:depth", None)
             continue
-        memory[f"{key}:depth"], memory[f"{key}:matrix"] = result.depth_m, np.asarray(matrix, np.float64)
+        prepared.append((index, np.asarray(matrix, np.float64), crop, rotation is not None))
+    # all faces in one solve: a batched CG on CUDA when there is one
+    results = fuse_many([crop for _, _, crop, _ in prepared], config, SOLVER_DEVICE)
+    for (index, matrix, _, reused), result in zip(prepared, results, strict=True):
+        key = f"fusion:{index}"
+        memory[f"{key}:depth"], memory[f"{key}:matrix"] = result.depth_m, matrix
         if result.bias_rotation is not None:  # re-measured every REFRESH_BIAS_EVERY frames, reused in between
-            age = memory.get(f"{key}:age", np.zeros(1))[0] + 1 if rotation is not None else 0
+            age = memory.get(f"{key}:age", np.zeros(1))[0] + 1 if reused else 0
             memory[f"{key}:rotation"], memory[f"{key}:age"] = result.bias_rotation, np.array([age])
         fused, fused_ok = paste_back(result.normals, result.region & np.any(result.normals != 0, axis=2), matrix,
                                      depth.shape)
