@@ -18,6 +18,7 @@ from facenormals.export.backends import (
     create_backend,
     onnx_for_checkpoint,
     physical_cores,
+    provider_options,
     warm_up,
 )
 from facenormals.export.parity import angular_deviation_deg, load_face_crops
@@ -154,3 +155,13 @@ def test_torch_cuda_fp16_matches_cpu(checkpoint: Path, crops: object) -> None:
     gpu = create_backend("torch", checkpoint, device="cuda", fp16=True)
     assert gpu.providers == ["torch-cuda-fp16"]
     assert angular_deviation_deg(cpu(crops.images), gpu(crops.images), crops.masks).max() <= 0.5
+
+
+def test_provider_options_carry_precision_and_caches(tmp_path: Path) -> None:
+    trt = provider_options("TensorrtExecutionProvider", fp16=True, int8=False, device_id=1, cache=tmp_path / "trt")
+    assert trt["trt_fp16_enable"] is True and trt["trt_int8_enable"] is False and trt["device_id"] == 1
+    assert trt["trt_engine_cache_enable"] and trt["trt_timing_cache_enable"]
+    assert trt["trt_engine_cache_path"] == trt["trt_timing_cache_path"] == str(tmp_path / "trt")
+    assert (tmp_path / "trt").is_dir()
+    assert provider_options("CUDAExecutionProvider")["cudnn_conv_algo_search"] == "EXHAUSTIVE"
+    assert provider_options("CPUExecutionProvider") == {}

@@ -172,3 +172,14 @@ def test_calibrate_cli_errors_name_the_input(fp32_onnx: Path, tmp_path: Path,
         quantize_int8(fp16, tmp_path / "y.onnx", np.zeros((1, 3, SIZE, SIZE), np.float32))
     with pytest.raises(ValueError, match="unknown calibration method"):
         quantize_int8(fp32_onnx, tmp_path / "z.onnx", np.zeros((1, 3, SIZE, SIZE), np.float32), "kl")
+
+
+def test_a_dataset_images_folder_stands_for_its_dataset(tmp_path: Path) -> None:
+    from facenormals.calibration.int8_cli import _calibration_source
+
+    (tmp_path / "set" / "images").mkdir(parents=True)
+    (tmp_path / "set" / "masks").mkdir()
+    (tmp_path / "photos").mkdir()
+    assert _calibration_source(tmp_path / "set" / "images") == tmp_path / "set"  # crops + masks, no re-detection
+    assert _calibration_source(tmp_path / "set") == tmp_path / "set"
+    assert _calibration_source(tmp_path / "photos") == tmp_path / "photos"
