@@ -98,15 +98,20 @@ def latency_summary(records: list[FrameRecord]) -> dict:
 
 
 class JitterProbe:
-    """Collects raw and smoothed landmarks per face track, for the jitter metric."""
+    """Collects raw and smoothed landmarks per face track (the jitter metric) and the process CPU time at the
+    first measured frame."""
 
-    def __init__(self) -> None:
+    def __init__(self, warmup: int = 0) -> None:
+        self.warmup = warmup
+        self.cpu_start_s: float | None = None
         self.raw: dict[int, list[np.ndarray]] = defaultdict(list)
         self.smooth: dict[int, list[np.ndarray]] = defaultdict(list)
         self.sides: dict[int, list[float]] = defaultdict(list)
         self.ids: dict[int, list[int]] = defaultdict(list)
 
     def __call__(self, result: FrameResult) -> None:
+        if self.cpu_start_s is None and result.frame.id >= self.warmup:
+            self.cpu_start_s = time.process_time()  # CPU time of every thread of this process
         for face in result.faces:
             self.raw[face.track_id].append(face.raw_landmarks)
             self.smooth[face.track_id].append(face.landmarks)
@@ -210,7 +215,7 @@ def run_benchmark(cfg: BenchConfig) -> dict:
     total = cfg.frames + cfg.warmup
     options = {"frames": total} if parse_spec(cfg.source).kind in ("sample", "sample-rgbd") else {}
     load_before = machine_info()["load_avg_1m"]
-    probe = JitterProbe()
+    probe = JitterProbe(cfg.warmup)
     with open_source(cfg.source, **options) as source:
         detector = create_detector(cfg.max_faces)
         renderer = FrameRenderer(RenderState(view=cfg.view), backend.name)
@@ -223,6 +228,7 @@ def run_benchmark(cfg: BenchConfig) -> dict:
                             live=True if pace else None, queue_size=1, on_result=probe, handle_signals=False)
         try:
             report = pipeline.run()
+            cpu_end_s = time.process_time()
         finally:
             detector.close()
         live = pipeline.live
@@ -252,6 +258,9 @@ def run_benchmark(cfg: BenchConfig) -> dict:
         "corrupt": report.corrupt,
         "faces_per_frame": round(float(np.mean(faces)), 3),
         "jitter": probe.summary(),
+        # CPU seconds per processed frame (all threads; ORT's spinning included): contention inflates wall time
+        # far more than CPU time, so cores / this bounds the unloaded FPS.
+        "cpu_ms_per_frame": round((cpu_end_s - (probe.cpu_start_s or cpu_end_s)) * 1000.0 / (len(measured) - 1), 2),
         "backend": backend.name,
         "providers": list(backend.providers),
         "model": str(cfg.model) if cfg.model else "default",

@@ -52,6 +52,7 @@ def format_summary(result: dict) -> str:
              f"end to end ms: p50 {lat['p50']:.1f}  p95 {lat['p95']:.1f}  p99 {lat['p99']:.1f}",
              "stage        p50      p95"]
     lines += [f"{name:<10} {v['p50']:7.2f}  {v['p95']:7.2f}" for name, v in stages.items()]
+    lines.append(f"CPU per frame (all threads): {result['cpu_ms_per_frame']:.1f} ms")
     jitter = result["jitter"]
     lines.append(f"landmark jitter (‰ face size): raw {jitter['raw']}, smoothed {jitter['smoothed']}")
     machine = result["machine"]

@@ -34,6 +34,7 @@ def test_bench_cli_writes_json_and_plot(media, tmp_path, capsys):
     assert result["latency_ms"]["p50"] <= result["latency_ms"]["p95"] <= result["latency_ms"]["p99"]
     assert result["jitter"]["tracks"] == 1 and result["jitter"]["raw"] > 0
     assert result["machine"]["cpus_usable"] >= 1 and result["preloaded"]
+    assert result["cpu_ms_per_frame"] > 0
     assert plot.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     assert "FPS" in capsys.readouterr().out
 
