@@ -20,22 +20,31 @@ from facenormals.training.config import AugmentSection
 
 
 def geometric_matrix(src_size: int, dst_size: int, rng: np.random.Generator | None,
-                     cfg: AugmentSection | None) -> np.ndarray:
-    """2×3 affine from source pixels to destination pixels: resize, plus random flip/rotation/zoom/shift."""
+                     cfg: AugmentSection | None, window: tuple[float, float] = (1.0, 1.0)) -> np.ndarray:
+    """2×3 affine from source pixels to destination pixels: resize, plus random flip/rotation/zoom/shift.
+
+    ``window``: range of the fraction of the source side that the destination shows (a random window
+    inside the crop; 1 = the whole crop).
+    """
     scale = dst_size / src_size
     angle, zoom, tx, ty, flip = 0.0, 1.0, 0.0, 0.0, False
+    c_src, c_dst = (src_size - 1) / 2.0, (dst_size - 1) / 2.0
     if rng is not None and cfg is not None:
         flip = rng.random() < cfg.flip
         angle = math.radians(rng.uniform(-cfg.rotate_deg, cfg.rotate_deg))
         zoom = 1.0 + rng.uniform(-cfg.scale, cfg.scale)
         tx, ty = rng.uniform(-cfg.shift, cfg.shift, size=2) * dst_size
-    c_src, c_dst = (src_size - 1) / 2.0, (dst_size - 1) / 2.0
+        fraction = rng.uniform(*window)
+        if fraction < 1.0:  # look at a window of the crop: zoom in, centre it anywhere inside the crop
+            zoom /= fraction
+            c_src += rng.uniform(-0.5, 0.5, size=2) * (1.0 - fraction) * src_size
+    c_src = np.broadcast_to(np.asarray(c_src, dtype=np.float64), (2,))
     s = scale * zoom
     cos, sin = math.cos(angle) * s, math.sin(angle) * s
     linear = np.array([[cos, -sin], [sin, cos]])
     if flip:
         linear = linear @ np.diag([-1.0, 1.0])
-    offset = np.array([c_dst + tx, c_dst + ty]) - linear @ np.array([c_src, c_src])
+    offset = np.array([c_dst + tx, c_dst + ty]) - linear @ c_src
     return np.hstack([linear, offset[:, None]])
 
 

@@ -86,8 +86,13 @@ class Phase:
     steps: int
     size: int = 256
     batch_size: int = 16
+    # fraction of the crop's side shown in the size×size training view, drawn uniformly in [lo, hi]:
+    # 1 = the whole crop resized; size/256 = a window at the crop's native scale (like 256² at test time)
+    window: tuple[float, float] = (1.0, 1.0)
 
     def __post_init__(self) -> None:
+        if not 0.0 < self.window[0] <= self.window[1] <= 1.0:
+            raise ValueError(f"phase window must satisfy 0 < lo ≤ hi ≤ 1, got {self.window}")
         if self.steps <= 0:
             raise ValueError(f"phase steps must be > 0, got {self.steps}")
         if self.size % 32:

@@ -54,13 +54,15 @@ class SampleKey:
     index: int
     size: int
     seed: tuple[int, ...] | None  # None: no augmentation (validation, previews)
+    window: tuple[float, float] = (1.0, 1.0)
 
 
 PRIOR_DROPOUT = 0.1  # share of training images shown without their mesh prior: the no-face fallback
 
 
 def load_item(files: SampleFiles, size: int, rng: np.random.Generator | None,
-              augment: AugmentSection | None, prior: bool = False) -> dict[str, np.ndarray]:
+              augment: AugmentSection | None, prior: bool = False,
+              window: tuple[float, float] = (1.0, 1.0)) -> dict[str, np.ndarray]:
     """Load one sample, warp it to ``size`` (with random geometry when ``rng`` is set), augment its image.
 
     Returns channel-first float32 arrays: ``image`` 3×S×S, ``normals`` 3×S×S (zero outside the mask),
@@ -69,7 +71,7 @@ def load_item(files: SampleFiles, size: int, rng: np.random.Generator | None,
     """
     sample = load_sample(files)
     src = sample.mask.shape[0]
-    matrix = geometric_matrix(src, size, rng, augment)
+    matrix = geometric_matrix(src, size, rng, augment, window)
     out: dict[str, np.ndarray] = {}
     mask = warp_mask(sample.mask, matrix, size)
     if sample.normals is not None:
@@ -112,7 +114,7 @@ class KindDatasets(Dataset):
 
     def __getitem__(self, key: SampleKey) -> dict[str, np.ndarray]:
         rng = np.random.default_rng(list(key.seed)) if key.seed is not None else None
-        return load_item(self.groups[key.kind][key.index], key.size, rng, self.augment, self.prior)
+        return load_item(self.groups[key.kind][key.index], key.size, rng, self.augment, self.prior, key.window)
 
 
 def collate(items: list[dict[str, np.ndarray]]) -> dict[str, torch.Tensor]:
@@ -187,7 +189,7 @@ class BatchPlan:
             indices = streams[kind].take(phase.batch_size // self.world)
             if step < start_step:
                 continue  # replay the order without loading anything
-            keys = [SampleKey(kind, idx, phase.size, (self.cfg.seed, step, self.rank, slot))
+            keys = [SampleKey(kind, idx, phase.size, (self.cfg.seed, step, self.rank, slot), phase.window)
                     for slot, idx in enumerate(indices)]
             yield step, kind, keys
 

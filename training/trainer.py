@@ -72,12 +72,16 @@ def validate(model: CrossModalNet, samples: list[SampleFiles], batch_size: int =
     return accumulator.result().mean_deg
 
 
-def write_preview(model: CrossModalNet, samples: list[SampleFiles], path: Path) -> None:
-    """One row per sample: input crop, predicted normals, ground truth (when it has one)."""
+def write_preview(model: torch.nn.Module, samples: list[SampleFiles], path: Path) -> None:
+    """One row per sample: input crop, predicted normals, ground truth (when it has one).
+
+    ``model``: a CrossModalNet or an ImageToNormal (the shipped, inference-only form).
+    """
     if not samples:
         return
     was_training = model.training
     model.eval()
+    predict = model.image_to_normal if isinstance(model, CrossModalNet) else model
     rows = []
     with torch.inference_mode():
         for files in samples:
@@ -85,7 +89,7 @@ def write_preview(model: CrossModalNet, samples: list[SampleFiles], path: Path) 
             if "image" not in item:
                 continue
             batch = {k: torch.from_numpy(item[k][None]) for k in ("image", "prior") if k in item}
-            pred = model.image_to_normal(image_input(batch))[0].numpy().transpose(1, 2, 0)
+            pred = predict(image_input(batch))[0].numpy().transpose(1, 2, 0)
             mask = item["mask"][0] > 0.5
             row = [np.round(item["image"].transpose(1, 2, 0) * 255).astype(np.uint8), normals_to_rgb(pred)]
             if "normals" in item:
@@ -121,6 +125,8 @@ def train(cfg: TrainConfig, info: ddp.DistInfo | None = None) -> TrainResult:
                                  weight_decay=cfg.optim.weight_decay)
     config_dict = cfg.to_dict()
     progress = checkpointing.load_state(run_dir, model, optimizer) or checkpointing.Progress()
+    for group in optimizer.param_groups:  # a resumed run takes the optimiser settings of its (possibly edited) config
+        group["lr"], group["betas"], group["weight_decay"] = cfg.optim.lr, cfg.optim.betas, cfg.optim.weight_decay
     if progress.step == 0:
         seed_everything(cfg.seed + info.rank)
     if info.is_main:
