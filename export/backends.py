@@ -150,13 +150,25 @@ def onnx_for_checkpoint(checkpoint: Path, fp16: bool = False) -> Path:
     return target
 
 
+TRT_EP_BATCH = (1, 4, 8)  # the TensorRT EP's optimisation profile: one engine serves every batch in 1..8
+
+
 def provider_options(provider: str, fp16: bool = False, int8: bool = False, device_id: int = 0,
-                     cache: Path | None = None) -> dict[str, object]:
-    """Documented ONNX Runtime provider options: TensorRT EP engine/timing caches and precision, CUDA EP device."""
+                     cache: Path | None = None, input_shape: tuple[str, int, int] | None = None) -> dict[str, object]:
+    """Documented ONNX Runtime provider options: TensorRT EP engine/timing caches and precision, CUDA EP device.
+
+    ``input_shape`` = (input name, channels, size) gives the TensorRT EP an explicit batch profile, so a
+    new batch size inside it does not trigger an engine rebuild.
+    """
     if provider == "TensorrtExecutionProvider":
         cache = cache or cache_dir() / "trt-ep"
         cache.mkdir(parents=True, exist_ok=True)
-        return {
+        profile = {}
+        if input_shape is not None:
+            name, chans, size = input_shape
+            for key, n in zip(("min", "opt", "max"), TRT_EP_BATCH, strict=True):
+                profile[f"trt_profile_{key}_shapes"] = f"{name}:{n}x{chans}x{size}x{size}"
+        return {**profile,
             "device_id": device_id,
             "trt_fp16_enable": fp16,
             "trt_int8_enable": int8,  # with a Q/DQ model TensorRT uses the explicit scales, no calibration table
@@ -169,6 +181,12 @@ def provider_options(provider: str, fp16: bool = False, int8: bool = False, devi
     if provider == "CUDAExecutionProvider":
         return {"device_id": device_id, "cudnn_conv_algo_search": "EXHAUSTIVE", "do_copy_in_default_stream": True}
     return {}
+
+
+def onnx_input_name(onnx_path: Path) -> str:
+    import onnx
+
+    return onnx.load(str(onnx_path), load_external_data=False).graph.input[0].name
 
 
 def onnx_model_info(onnx_path: Path) -> tuple[int, int, dict[str, str]]:
@@ -213,7 +231,9 @@ class OrtBackend:
         options.intra_op_num_threads = threads or physical_cores()
         options.inter_op_num_threads = 1
         options.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
-        providers = [(p, provider_options(p, fp16=fp16, int8=int8, device_id=device_id, cache=cache))
+        input_name = onnx_input_name(onnx_path)
+        providers = [(p, provider_options(p, fp16=fp16, int8=int8, device_id=device_id, cache=cache,
+                                          input_shape=(input_name, in_chans, size)))
                      for p in requested]
         self.session = ort.InferenceSession(str(onnx_path), sess_options=options, providers=providers)
         self.providers = list(self.session.get_providers())

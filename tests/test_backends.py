@@ -163,5 +163,8 @@ def test_provider_options_carry_precision_and_caches(tmp_path: Path) -> None:
     assert trt["trt_engine_cache_enable"] and trt["trt_timing_cache_enable"]
     assert trt["trt_engine_cache_path"] == trt["trt_timing_cache_path"] == str(tmp_path / "trt")
     assert (tmp_path / "trt").is_dir()
+    profiled = provider_options("TensorrtExecutionProvider", cache=tmp_path / "trt", input_shape=("image", 3, 256))
+    assert profiled["trt_profile_min_shapes"] == "image:1x3x256x256"
+    assert profiled["trt_profile_max_shapes"] == "image:8x3x256x256"
     assert provider_options("CUDAExecutionProvider")["cudnn_conv_algo_search"] == "EXHAUSTIVE"
     assert provider_options("CPUExecutionProvider") == {}
