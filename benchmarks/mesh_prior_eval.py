@@ -1,7 +1,7 @@
 """Evidence for the mesh prior (issue 9): models vs the MediaPipe-mesh baseline, same crops, paper metrics.
 
     python -m facenormals.benchmarks.mesh_prior_eval --data /work/datasets/val_ict --data /work/datasets/val_james \\
-        --model rgb=RGB.safetensors --model prior=PRIOR.safetensors [--json OUT.json] [--limit N]
+        --model rgb=RGB.safetensors --model prior=RUN/last.pt [--json OUT.json] [--limit N]
 
 Per set, and per subset where the set's params.csv has a ``hard`` column (strong rotation 35–55° and harsh
 side light vs the rest): every model and the mesh baseline (``facenormals eval --baseline mediapipe-mesh``'s
@@ -20,6 +20,22 @@ from pathlib import Path
 from facenormals.atomic import write_text_atomic
 from facenormals.metrics import MetricAccumulator
 from facenormals.training.evaluation import batches, fill_uncovered, load_predictor, paired_samples
+
+
+def run_state_predictor(path: Path) -> object:
+    """A training run's ``last.pt`` (weights + resolved config) → predictor: scores a run still in progress."""
+    import torch
+
+    from facenormals.model import create_model
+    from facenormals.training.evaluation import torch_predictor
+
+    state = torch.load(path, map_location="cpu", weights_only=False)
+    section = state["config"]["model"]
+    prior = section.get("prior", "none")
+    model = create_model(section["arch"], section["variant"], **({"prior": prior} if prior != "none" else {}))
+    model.load_state_dict(state["model"])
+    print(f"{path}: {section['arch']}/{section['variant']} prior={prior}, step {state['progress']['step']}")
+    return torch_predictor(model.image_to_normal_path)
 
 
 def hard_flags(folder: Path) -> dict[str, bool]:
@@ -43,7 +59,8 @@ def evaluate_set(folder: Path, models: dict[str, Path], limit: int, batch_size: 
     subsets = ["all", "hard", "not hard"] if hard else ["all"]
     names = [*models, "mediapipe-mesh"]
     acc = {(m, s, same): MetricAccumulator() for m in names for s in subsets for same in (False, True)}
-    predictors = {name: load_predictor(path) for name, path in models.items()}
+    predictors = {name: run_state_predictor(path) if path.suffix == ".pt" else load_predictor(path)
+                  for name, path in models.items()}
     no_face = 0
     with create_face_mesh() as face_mesh:
         for batch in batches(samples, batch_size):
