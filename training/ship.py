@@ -23,6 +23,16 @@ def ship(best: Path, out: Path) -> Path:
     return out
 
 
+def _shrink(path: Path, factor: float) -> None:
+    import cv2
+
+    from facenormals.fileio import read_rgb, write_rgb
+
+    if factor < 1.0:
+        image = read_rgb(path)
+        write_rgb(path, cv2.resize(image, None, fx=factor, fy=factor, interpolation=cv2.INTER_AREA))
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m facenormals.training.ship", description=__doc__.splitlines()[0])
     parser.add_argument("best", type=Path, help="full checkpoint of a run (RUN/best.safetensors)")
@@ -30,6 +40,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--preview-data", help="dataset folder of crops to draw predictions for")
     parser.add_argument("--preview-png", type=Path, help="PNG grid: crop | predicted normals | ground truth")
     parser.add_argument("--preview-max", type=int, default=6)
+    parser.add_argument("--preview-tile", type=int, default=128, help="tile side in the PNG (keeps docs images small)")
     args = parser.parse_args(argv)
     ship(args.best, args.out)
     size_mb = args.out.stat().st_size / 1e6
@@ -41,6 +52,7 @@ def main(argv: list[str] | None = None) -> int:
         groups = scan_by_kind([args.preview_data])
         samples = evenly_spaced(groups["image-only"] + groups["paired"], args.preview_max)
         write_preview(load_image_to_normal(args.out), samples, args.preview_png)
+        _shrink(args.preview_png, args.preview_tile / 256.0)
         print(f"wrote {args.preview_png}")
     return 0
 
