@@ -101,27 +101,27 @@ def test_same_seed_same_files_serial_or_parallel(mesh_dir, tmp_path):
 
 def test_resume_after_kill_gives_the_uninterrupted_result(mesh_dir, tmp_path):
     out = tmp_path / "killed"
-    cmd = [sys.executable, "-m", "facenormals.cli", "data", "render", "--source", str(mesh_dir), "--count", "40",
+    cmd = [sys.executable, "-m", "facenormals.cli", "data", "render", "--source", str(mesh_dir), "--count", "200",
            "--out", str(out), "--seed", "5", "--size", "48", "--workers", "2", "--kind", "normal-only",
            "--no-contact-sheet"]
     proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
     deadline = time.time() + 120
     while time.time() < deadline and len(list((out / "masks").glob("*.png"))) < 5:
-        time.sleep(0.2)
+        time.sleep(0.02)
     import os
 
     os.killpg(proc.pid, signal.SIGKILL)  # the CLI and its worker processes, mid-run
     proc.wait()
     done = len(list((out / "masks").glob("*.png")))
-    assert 5 <= done < 40, f"kill came too late to test resuming ({done} samples)"
+    assert 5 <= done < 200, f"kill came too late to test resuming ({done} samples)"
     assert subprocess.run(cmd, capture_output=True, timeout=300).returncode == 0
     fresh = tmp_path / "fresh"
-    rc = _run_cli("render", "--source", str(mesh_dir), "--count", "40", "--out", str(fresh), "--seed", "5",
+    rc = _run_cli("render", "--source", str(mesh_dir), "--count", "200", "--out", str(fresh), "--seed", "5",
                   "--size", "48", "--workers", "1", "--kind", "normal-only", "--no-contact-sheet")
     assert rc == 0
     assert _files(out) == _files(fresh)
     assert not [p for p in out.rglob(".*") if p.is_file()]  # no temporary files left behind
-    assert len(scan_dataset(out)) == 40
+    assert len(scan_dataset(out)) == 200
 
 
 def test_broken_mesh_is_skipped_with_a_count(tmp_path, capsys):
