@@ -204,7 +204,7 @@ def run(archs: list[str], batches: list[int], size: int, runs: int, rounds: int,
         calibration: Path | None, gpu: bool) -> dict[str, object]:
     import torch
 
-    from facenormals.export.backends import physical_cores
+    from facenormals.export.backends import cpu_model, physical_cores
 
     rows: list[Row] = []
     cores = physical_cores()
@@ -236,7 +236,7 @@ def run(archs: list[str], batches: list[int], size: int, runs: int, rounds: int,
                                     float(np.percentile(times, 90)), min(times), None).finish())
     return {
         "date_utc": dt.datetime.now(dt.timezone.utc).strftime("%Y-%m-%d %H:%M"),
-        "machine": {"cpu": _cpu_name(), "physical_cores": cores, "python": platform.python_version(),
+        "machine": {"cpu": cpu_model(), "physical_cores": cores, "python": platform.python_version(),
                     "load_average_before": load_before, "load_average_after": os.getloadavg()},
         "settings": {"size": size, "runs_per_round": runs, "rounds": rounds,
                      "fp32_ms_per_gmac": FP32_MS_PER_GMAC, "int8_ms_per_gmac": INT8_MS_PER_GMAC,
@@ -246,14 +246,6 @@ def run(archs: list[str], batches: list[int], size: int, runs: int, rounds: int,
     }
 
 
-def _cpu_name() -> str:
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or "unknown"
 
 
 def markdown(result: dict[str, object]) -> str:

@@ -15,6 +15,7 @@ for CUDA on a machine without it warns and falls back, or raises with ``strict=T
 from __future__ import annotations
 
 import os
+import platform
 import warnings
 from pathlib import Path
 from typing import Protocol, runtime_checkable
@@ -48,6 +49,17 @@ class Backend(Protocol):
 
 
 # ---------------------------------------------------------------------------------------------- machine
+
+
+def cpu_model() -> str:
+    """The CPU's marketing name, for benchmark reports."""
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or "unknown"
 
 
 def physical_cores() -> int:
@@ -231,6 +243,8 @@ class OrtBackend:
         options.intra_op_num_threads = threads or physical_cores()
         options.inter_op_num_threads = 1
         options.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
+        # spinning intra-op threads starve the capture/detect threads on small CPUs (measured: ~2× realtime FPS)
+        options.add_session_config_entry("session.intra_op.allow_spinning", "0")
         input_name = onnx_input_name(onnx_path)
         providers = [(p, provider_options(p, fp16=fp16, int8=int8, device_id=device_id, cache=cache,
                                           input_shape=(input_name, in_chans, size)))
