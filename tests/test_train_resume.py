@@ -40,7 +40,7 @@ def _config(data: Path, run_dir: Path) -> Path:
         "model": {"arch": "fast", "variant": "full"},
         "data": {"train": [str(data / "train")], "val": [str(data / "val")], "val_max_images": 2},
         # 10 paired samples / batch 4: several epochs of each kind, so the kill lands mid-epoch
-        "phases": [{"steps": 8, "size": 64, "batch_size": 4}, {"steps": STEPS - 8, "size": 64, "batch_size": 2}],
+        "phases": [{"steps": 8, "size": 64, "batch_size": 4}, {"steps": STEPS - 8, "size": 64, "batch_size": 2, "lr": 5e-5}],
     }
     path = run_dir.parent / f"{run_dir.name}.json"
     path.write_text(json.dumps(cfg))
@@ -90,6 +90,8 @@ def test_sigkill_mid_epoch_resumes_to_identical_weights(data: Path, tmp_path: Pa
     for key, state in a["optimizer"]["state"].items():
         assert torch.equal(state["exp_avg"], b["optimizer"]["state"][key]["exp_avg"])
     assert a["progress"]["best_val_deg"] == b["progress"]["best_val_deg"]
+    # the last phase's own learning rate was in force at the end (and survives the resume)
+    assert a["optimizer"]["param_groups"][0]["lr"] == b["optimizer"]["param_groups"][0]["lr"] == 5e-5
     # the run records its full config, and keeps the best model by validation error
     recorded = json.loads((killed / "config.json").read_text())
     assert recorded["optim"]["lr"] == 1e-4 and recorded["phases"][1]["batch_size"] == 2
@@ -112,6 +114,8 @@ def test_batch_plan_is_a_function_of_the_step(data: Path, tmp_path: Path):
 def test_config_rejects_unknown_keys_and_values(tmp_path: Path):
     with pytest.raises(ValueError, match="did you mean 'batch_size'"):
         config_from_dict({"phases": [{"steps": 1, "batchsize": 4}]})
+    with pytest.raises(ValueError, match="phase lr"):
+        config_from_dict({"phases": [{"steps": 1, "lr": 0.0}]})
     with pytest.raises(ValueError, match=r"model\.variant"):
         config_from_dict({"model": {"variant": "huge"}})
     with pytest.raises(ValueError, match="mix"):

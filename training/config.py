@@ -89,8 +89,11 @@ class Phase:
     # fraction of the crop's side shown in the size×size training view, drawn uniformly in [lo, hi]:
     # 1 = the whole crop resized; size/256 = a window at the crop's native scale (like 256² at test time)
     window: tuple[float, float] = (1.0, 1.0)
+    lr: float | None = None  # this phase's learning rate; None = [optim] lr (a step-down schedule without new code)
 
     def __post_init__(self) -> None:
+        if self.lr is not None and not self.lr > 0.0:
+            raise ValueError(f"phase lr must be > 0, got {self.lr}")
         if not 0.0 < self.window[0] <= self.window[1] <= 1.0:
             raise ValueError(f"phase window must satisfy 0 < lo ≤ hi ≤ 1, got {self.window}")
         if self.steps <= 0:

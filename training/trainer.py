@@ -104,6 +104,11 @@ class _Stop(Exception):
     """SIGTERM: finish the current step, checkpoint, exit."""
 
 
+def set_learning_rate(optimizer: torch.optim.Optimizer, lr: float) -> None:
+    for group in optimizer.param_groups:
+        group["lr"] = lr
+
+
 def _raise_stop(signum: int, frame: object) -> None:
     raise _Stop()
 
@@ -126,7 +131,7 @@ def train(cfg: TrainConfig, info: ddp.DistInfo | None = None) -> TrainResult:
     config_dict = cfg.to_dict()
     progress = checkpointing.load_state(run_dir, model, optimizer) or checkpointing.Progress()
     for group in optimizer.param_groups:  # a resumed run takes the optimiser settings of its (possibly edited) config
-        group["lr"], group["betas"], group["weight_decay"] = cfg.optim.lr, cfg.optim.betas, cfg.optim.weight_decay
+        group["betas"], group["weight_decay"] = cfg.optim.betas, cfg.optim.weight_decay
     if progress.step == 0:
         seed_everything(cfg.seed + info.rank)
     if info.is_main:
@@ -168,6 +173,7 @@ def train(cfg: TrainConfig, info: ddp.DistInfo | None = None) -> TrainResult:
     try:
         tick = time.monotonic()
         for step, kind, batch in train_batches(cfg, groups, progress.step, info.world, info.rank):
+            set_learning_rate(optimizer, cfg.phase_at(step).lr or cfg.optim.lr)
             parts: dict[str, float] = {}
             for step_kind in steps_for_batch(kind, cfg.model.variant):
                 optimizer.zero_grad(set_to_none=True)
