@@ -39,6 +39,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="replay a file source at its frame rate like a camera (drops frames when behind)")
     parser.add_argument("--threads", type=int, help="CPU threads for inference (default: physical cores)")
     parser.add_argument("--report", type=Path, help="write the run report (JSON) here")
+    parser.add_argument("--calibration", type=Path, metavar="FILE",
+                        help="calibration file (facenormals calibrate): the colour camera's intrinsics, distortion "
+                             "removed, and the depth scale where the source has none")
 
 
 def open_default_source(frames: int | None):
@@ -58,15 +61,24 @@ def main(args: argparse.Namespace) -> int:
         raise ValueError(f"--max-faces must be at least 1, got {args.max_faces}")
     if args.frames is not None and args.frames < 1:
         raise ValueError(f"--frames must be at least 1, got {args.frames}")
+    from facenormals.calibration.calibfile import load_calibration
     from facenormals.export.backends import create_backend, warm_up
     from facenormals.realtime.detect import create_detector
     from facenormals.realtime.pipeline import Pipeline, PipelineError
     from facenormals.realtime.render import FrameRenderer, RenderState, get_view
     from facenormals.realtime.sinks import SaveDirSink, VideoSink, WindowSink, has_display
-    from facenormals.realtime.sources.base import open_source
+    from facenormals.realtime.sources.base import SourceError, open_source
+    from facenormals.realtime.sources.calibrated import CalibratedSource
 
     get_view(args.view)  # an unavailable view fails before a camera or model is opened
+    calibration = load_calibration(args.calibration) if args.calibration else None  # a bad file fails first
     source = open_source(args.source) if args.source else open_default_source(args.frames)
+    if calibration is not None:
+        try:
+            source = CalibratedSource(source, calibration)
+        except SourceError:
+            source.close()
+            raise
     with source:
         options = {"threads": args.threads} if args.threads else {}
         backend = create_backend(args.backend, args.model, **options)
