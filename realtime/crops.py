@@ -31,7 +31,7 @@ class FaceBatch:
 
 
 @dataclass(frozen=True)
-class FaceNormals:
+class PastedNormals:
     """One face's normals pasted into the frame region ``[y0:y1, x0:x1]``.
 
     ``normals`` float32 h×w×3 (unit inside ``valid``, NaN outside), ``valid`` bool h×w.
@@ -113,7 +113,7 @@ def crop_region(crop: Crop, frame_shape: tuple[int, int]) -> tuple[int, int, int
     return x0, y0, x1, y1
 
 
-def paste_face(normals_chw: np.ndarray, crop: Crop, frame_shape: tuple[int, int]) -> FaceNormals | None:
+def paste_face(normals_chw: np.ndarray, crop: Crop, frame_shape: tuple[int, int]) -> PastedNormals | None:
     """One face's 3×S×S normals → its frame region (None when the face lies outside the frame)."""
     region = crop_region(crop, frame_shape)
     if region is None:
@@ -124,10 +124,10 @@ def paste_face(normals_chw: np.ndarray, crop: Crop, frame_shape: tuple[int, int]
     matrix[:, 2] += matrix[:, :2] @ np.array([x0, y0], dtype=np.float64)
     crop_normals = np.ascontiguousarray(normals_chw.transpose(1, 2, 0), dtype=np.float32)
     normals, valid = paste_back(crop_normals, crop.mask, matrix, (y1 - y0, x1 - x0))
-    return FaceNormals(x0, y0, normals, valid)
+    return PastedNormals(x0, y0, normals, valid)
 
 
-def paste_batch(normals: np.ndarray, crops: tuple[Crop, ...], frame_shape: tuple[int, int]) -> list[FaceNormals]:
+def paste_batch(normals: np.ndarray, crops: tuple[Crop, ...], frame_shape: tuple[int, int]) -> list[PastedNormals]:
     """All faces of a frame: ``normals`` N×3×S×S from the backend, in the order of ``crops``."""
     if len(normals) != len(crops):
         raise ValueError(f"backend returned {len(normals)} normal maps for {len(crops)} faces")
@@ -135,7 +135,7 @@ def paste_batch(normals: np.ndarray, crops: tuple[Crop, ...], frame_shape: tuple
     return [face for face in pasted if face is not None]
 
 
-def full_normal_map(faces: list[FaceNormals], frame_shape: tuple[int, int]) -> tuple[np.ndarray, np.ndarray]:
+def full_normal_map(faces: list[PastedNormals], frame_shape: tuple[int, int]) -> tuple[np.ndarray, np.ndarray]:
     """Frame-sized (normals H×W×3 float32, zero outside; valid H×W) for saving; later faces win overlaps."""
     normals = np.zeros((*frame_shape, 3), dtype=np.float32)
     valid = np.zeros(frame_shape, dtype=bool)

@@ -29,7 +29,7 @@ from typing import Any, Protocol
 import numpy as np
 
 from facenormals.geometry import Crop
-from facenormals.realtime.crops import CropBatcher, FaceNormals, paste_batch
+from facenormals.realtime.crops import CropBatcher, PastedNormals, paste_batch
 from facenormals.realtime.detect import Detector, Face, FrameError
 from facenormals.realtime.frame import Frame
 
@@ -57,7 +57,7 @@ class FrameResult:
     faces: list[Face]
     crops: tuple[Crop, ...] = ()
     crop_normals: np.ndarray | None = None  # backend output N×3×S×S
-    normals: list[FaceNormals] = field(default_factory=list)  # pasted into the frame
+    normals: list[PastedNormals] = field(default_factory=list)  # pasted into the frame
 
 
 class Sink(Protocol):

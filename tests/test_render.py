@@ -7,7 +7,7 @@ import pytest
 
 from facenormals.conventions import sphere_normals
 from facenormals.realtime import render
-from facenormals.realtime.crops import FaceNormals
+from facenormals.realtime.crops import PastedNormals
 from facenormals.realtime.frame import Frame
 from facenormals.realtime.pipeline import FrameResult, LoopStats
 from facenormals.realtime.render import (
@@ -30,7 +30,7 @@ def result() -> FrameResult:
     normals = normals.astype(np.float32)
     normals[~valid] = np.nan
     frame = Frame(id=7, t_capture_ns=0, rgb=rgb, timings={"detect": 3.0, "infer": 20.0, "total": 31.0})
-    return FrameResult(frame, faces=[], normals=[FaceNormals(40, 20, normals, valid)])
+    return FrameResult(frame, faces=[], normals=[PastedNormals(40, 20, normals, valid)])
 
 
 def test_normal_colours_follow_the_convention():
