@@ -120,9 +120,11 @@ class StillImageDetector:
         scale = np.array([rgb.shape[1], rgb.shape[0]], dtype=np.float32)
         faces = []
         for track_id, mesh in enumerate(self._mesh.process(rgb).multi_face_landmarks or ()):
-            points = np.array([(p.x, p.y) for p in mesh.landmark], dtype=np.float32) * scale - 0.5
-            if np.isfinite(points).all() and np.ptp(points, axis=0).max() > 0:
-                faces.append(Face(points, points, track_id, square_box(points)))
+            landmarks = np.array([(p.x, p.y, p.z) for p in mesh.landmark], dtype=np.float32)
+            points = landmarks[:, :2] * scale - 0.5
+            depth = landmarks[:, 2] * scale[0]  # MediaPipe z is normalised by the width, like x
+            if np.isfinite(landmarks).all() and np.ptp(points, axis=0).max() > 0:
+                faces.append(Face(points, points, track_id, square_box(points), depth))
         return faces
 
     def close(self) -> None:
@@ -147,9 +149,10 @@ class FaceNormals:
 
         self.backend = create_backend(backend, model, **backend_options)
         self.input_size = int(self.backend.input_size)
-        if self.backend.in_chans != 3:
-            raise ValueError(f"{model}: the model takes {self.backend.in_chans} input channels; "
-                             "this API feeds RGB images (3 channels)")
+        if self.backend.in_chans not in (3, 7):
+            raise ValueError(f"{model}: the model takes {self.backend.in_chans} input channels; this API feeds "
+                             "RGB (3) or RGB + MediaPipe mesh prior (7)")
+        self.uses_prior = self.backend.in_chans == 7
         self.detector = detector if detector is not None else StillImageDetector(max_faces)
 
     def __enter__(self) -> FaceNormals:
@@ -191,7 +194,7 @@ class FaceNormals:
         results: list[list[FaceResult]] = [[] for _ in frames]
         if not crops:
             return results
-        batch = np.stack([crop.to_tensor_array() for _, _, crop in crops])  # all faces, one inference
+        batch = np.stack([self._network_input(face, crop) for _, face, crop in crops])  # all faces, one inference
         normals = self.backend(batch)
         for (i, face, crop), chw in zip(crops, normals, strict=True):
             crop_normals = np.ascontiguousarray(chw.transpose(1, 2, 0), dtype=np.float32)
@@ -199,6 +202,16 @@ class FaceNormals:
             results[i].append(FaceResult(frame_normals, valid, crop.box, face.landmarks, crop_normals,
                                          crop.mask, crop.matrix))
         return results
+
+    def _network_input(self, face: object, crop: Crop) -> np.ndarray:
+        """C×S×S: the RGB crop, plus the detector's own mesh normals and coverage for a prior model."""
+        rgb = crop.to_tensor_array()
+        if not self.uses_prior:
+            return rgb
+        from facenormals.mesh_prior import prior_input
+
+        prior = prior_input(face.landmarks, getattr(face, "depth", None), crop.matrix, self.input_size)
+        return np.concatenate([rgb, prior])
 
 
 # --------------------------------------------------------------------------------------------- RGB-D

@@ -256,6 +256,24 @@ def fill_prior(normals: np.ndarray, coverage: np.ndarray) -> np.ndarray:
     return table[labels]
 
 
+def prior_input(landmarks_px: np.ndarray, depth_px: np.ndarray | None, crop_matrix: np.ndarray, size: int,
+                out: np.ndarray | None = None) -> np.ndarray:
+    """A prior model's 4 extra input channels (filled mesh normals, coverage) for one crop: 4×S×S float32.
+
+    From a detector's frame-pixel landmarks and MediaPipe depth (the realtime loop, the Python API); no depth
+    (no mesh) gives the fallback: zeros, coverage 0. ``out``: write into this 4×S×S array instead.
+    """
+    out = np.empty((4, size, size), dtype=np.float32) if out is None else out
+    if depth_px is None:
+        out[:] = 0.0
+        return out
+    points = crop_points_from_pixels(landmarks_px, depth_px, crop_matrix)
+    normals, coverage = rasterize_mesh_normals(points, mesh_triangles(close_holes=True), size)
+    out[:3] = fill_prior(normals, coverage).transpose(2, 0, 1)
+    out[3] = coverage
+    return out
+
+
 def empty_prior(size: int = 256) -> tuple[np.ndarray, np.ndarray]:
     """The no-mesh fallback: zero normals ("no normal") and no coverage."""
     return np.zeros((size, size, 3), dtype=np.float32), np.zeros((size, size), dtype=bool)

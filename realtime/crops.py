@@ -73,22 +73,11 @@ class CropBatcher:
             crop = face_crop(rgb, face.landmarks, size=self.size)
             np.multiply(crop.image.transpose(2, 0, 1), _INV_255, out=buffer[i, :3], casting="unsafe")
             if self.prior:
-                _write_prior(buffer[i, 3:], face, crop, self.size)
+                from facenormals.mesh_prior import prior_input  # numba: only for prior models
+
+                prior_input(face.landmarks, face.depth, crop.matrix, self.size, out=buffer[i, 3:])
             crops.append(crop)
         return FaceBatch(buffer[: len(crops)], tuple(crops))
-
-
-def _write_prior(out: np.ndarray, face: Face, crop: Crop, size: int) -> None:
-    """The 4 prior channels of one crop into ``out`` (4×S×S)."""
-    from facenormals import mesh_prior
-
-    if face.depth is None:
-        out[:] = 0.0
-        return
-    points = mesh_prior.crop_points_from_pixels(face.landmarks, face.depth, crop.matrix)
-    normals, coverage = mesh_prior.rasterize_mesh_normals(points, mesh_prior.mesh_triangles(close_holes=True), size)
-    out[:3] = mesh_prior.fill_prior(normals, coverage).transpose(2, 0, 1)
-    out[3] = coverage
 
 
 def crop_region(crop: Crop, frame_shape: tuple[int, int]) -> tuple[int, int, int, int] | None:

@@ -190,3 +190,31 @@ def test_readme_example_runs_with_a_stand_in_default_model(checkpoint, tmp_path,
     exec(compile(_readme_example(), "README.md", "exec"), namespace)
     assert "1 face" in capsys.readouterr().out
     assert [len(faces) for faces in namespace["many"]] == [1, 1]
+
+
+# ------------------------------------------------------------------------------------------ mesh-prior models
+
+
+def test_prior_model_gets_the_detectors_mesh(astronaut, tmp_path, monkeypatch):
+    """An untrained residual prior model outputs its prior: the API must feed the mesh normals of the face it
+    detected, in the crop's frame — checked against MediaPipe run independently on the crop itself."""
+    from facenormals import FaceNormals
+    from facenormals.mesh_prior import create_face_mesh, mesh_normals_for_crop
+
+    torch.manual_seed(0)
+    path = tmp_path / "prior-random.safetensors"
+    save_checkpoint(create_model("fast", prior="residual"), path, inference_only=True,
+                    provenance={"note": "random init, tests only"})
+    monkeypatch.setenv("FACENORMALS_CACHE", str(tmp_path / "cache"))
+    with FaceNormals(model=path, backend="torch") as fn:
+        assert fn.uses_prior
+        (face,) = fn(astronaut)
+    crop = face_crop(astronaut, face.landmarks, size=face.crop_mask.shape[0])
+    with create_face_mesh() as mesh:
+        reference, coverage, found = mesh_normals_for_crop(crop.image, mesh)
+    assert found
+    inside = face.crop_mask & coverage
+    assert inside.mean() > 0.3
+    errors = _angles_deg(face.crop_normals[inside], reference[inside])
+    assert np.median(errors) < 4.0  # two MediaPipe runs (frame vs crop) agree to a few degrees
+    assert face.crop_normals[inside][:, 2].mean() > 0.5  # facing the camera (+z), as the convention says
