@@ -49,7 +49,7 @@ def _calibration_source(images: Path) -> Path:
 
 def main(args: argparse.Namespace) -> int:
     from facenormals.atomic import write_text_atomic
-    from facenormals.calibration.int8 import compare_accuracy, cpu_speed, load_eval_set, quantize_int8
+    from facenormals.calibration.int8 import compare_accuracy, cpu_speed, load_eval_set, network_inputs, quantize_int8
     from facenormals.checkpoint import file_sha256
     from facenormals.export.backends import OrtBackend, onnx_model_info
     from facenormals.export.parity import load_face_crops
@@ -61,14 +61,15 @@ def main(args: argparse.Namespace) -> int:
     in_chans, size, _ = onnx_model_info(args.onnx)
     source = _calibration_source(args.images)
     crops = load_face_crops(source, size=size, limit=args.limit)
-    print(f"calibrating on {len(crops)} face crops from {source} ({size}²)")
+    calibration_inputs = network_inputs(crops.images, in_chans)  # + MediaPipe mesh prior for prior models
+    print(f"calibrating on {len(crops)} face crops from {source} ({size}², {in_chans} channels)")
     if args.eval:
         evaluation = load_eval_set(args.eval, size, limit=args.eval_limit)
         eval_label = f"{args.eval} ({len(evaluation.images)} samples)"
-        images, masks, targets = evaluation.images, evaluation.masks, evaluation.targets
+        images, masks, targets = network_inputs(evaluation.images, in_chans), evaluation.masks, evaluation.targets
     else:
         eval_label = "the calibration crops (no --eval: deviation from fp32 only)"
-        images, masks, targets = crops.images, crops.masks, None
+        images, masks, targets = calibration_inputs, crops.masks, None
 
     fp32 = OrtBackend("ort-cpu", args.onnx, strict=True)
     methods = list(METHODS) if args.method == "compare" else [args.method]
@@ -80,7 +81,7 @@ def main(args: argparse.Namespace) -> int:
                                      else None) as tmp:
         for method in methods:
             candidate = Path(tmp) / f"{method}.onnx"
-            quantize_int8(args.onnx, candidate, crops.images, method, source_label=f"from {source.name}",
+            quantize_int8(args.onnx, candidate, calibration_inputs, method, source_label=f"from {source.name}",
                           cache=cache_dir / f"{method}-{key}.json", target=args.target)
             accuracy = compare_accuracy(fp32, OrtBackend("ort-cpu", candidate, strict=True), images, masks, targets)
             results[method] = accuracy.as_dict()

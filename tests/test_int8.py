@@ -183,3 +183,32 @@ def test_a_dataset_images_folder_stands_for_its_dataset(tmp_path: Path) -> None:
     assert _calibration_source(tmp_path / "set" / "images") == tmp_path / "set"  # crops + masks, no re-detection
     assert _calibration_source(tmp_path / "set") == tmp_path / "set"
     assert _calibration_source(tmp_path / "photos") == tmp_path / "photos"
+
+
+def test_prior_model_is_calibrated_with_its_mesh_channels(tmp_path: Path) -> None:
+    """A mesh-prior model (7 input channels) gets MediaPipe's mesh normals + coverage on every calibration crop."""
+    from skimage.data import astronaut
+
+    from facenormals.calibration.int8 import network_inputs
+    from facenormals.fileio import write_rgb
+
+    torch.manual_seed(2)
+    checkpoint = tmp_path / "prior128.safetensors"
+    save_checkpoint(create_model("fast", "plain", input_size=128, prior="residual"), checkpoint, inference_only=True)
+    onnx_path = export_onnx(checkpoint, tmp_path / "prior128.onnx", check_parity=False).path
+    photos = tmp_path / "photos"
+    photos.mkdir()
+    write_rgb(photos / "astronaut.png", astronaut())
+    crops = load_face_crops(photos, size=128, limit=1)
+    inputs = network_inputs(crops.images, 7)
+    assert inputs.shape == (1, 7, 128, 128) and inputs[0, 6].mean() > 0.2  # the mesh was found and rasterised
+    assert np.array_equal(inputs[:, :3], crops.images)
+    out, report = tmp_path / "prior_int8.onnx", tmp_path / "prior_int8.json"
+    assert cli_main(["calibrate", "int8", "--onnx", str(onnx_path), "--images", str(photos), "--out", str(out),
+                     "--method", "minmax", "--limit", "1", "--runs", "1", "--report", str(report)]) == 0
+    int8 = OrtBackend("ort-cpu", out, strict=True)
+    assert int8.in_chans == 7
+    deviation = json.loads(report.read_text())["methods"]["minmax"]["mean_deviation_deg"]
+    assert deviation < 5.0  # an untrained residual model is its prior: INT8 must keep that
+    with pytest.raises(ValueError, match="5 input channels"):
+        network_inputs(crops.images, 5)
