@@ -8,7 +8,7 @@ For each rendered face crop (256², ``depth/`` in mm, ``params/NAME.json`` with 
    640×480, so 0.74× the crop's f ≈ 520), corrupted by :func:`facenormals.realtime.sources.depth_noise.add_sensor_noise`
    (σ ∝ z², disparity quantisation, holes at grazing angles and edges, occlusion shadows, flying pixels), and
    brought back to the crop grid (nearest: what depth-to-colour alignment gives).
-2. **Predicted normals**: from the shipped model (``facenormals/weights/fast.safetensors``) when present, else
+2. **Predicted normals**: from the shipped default model (``facenormals.zoo``) when present, else
    the ground truth perturbed like a network's output (``--normals perturbed``): fine detail blurred (σ 1 px),
    a low-frequency rotation field (3° global + 2° RMS smooth), and 1.5° per-pixel noise. The report says which.
 3. **Fusion** (:func:`facenormals.fusion.fuse`), cold start; then a second "frame" (new sensor noise)
@@ -39,7 +39,7 @@ from facenormals.dataset import SampleKind, load_sample, scan_dataset
 from facenormals.depth import normals_from_depth
 from facenormals.fusion import SOLVERS, FusionConfig, fuse_many, prepare, rotate_by_vector
 from facenormals.realtime.frame import Intrinsics
-from facenormals.zoo import WEIGHTS_DIR
+from facenormals.zoo import WEIGHTS_DIR, default_model_name
 
 
 def sensor_scale(intr: Intrinsics, profile_name: str) -> float:
@@ -83,14 +83,23 @@ def perturb_normals(normals: np.ndarray, mask: np.ndarray, rng: np.random.Genera
 
 
 def model_normals(model_path: Path):
-    from facenormals.checkpoint import load_image_to_normal
+    from facenormals.checkpoint import load_image_to_normal, read_config
 
     model = load_image_to_normal(model_path)
+    face_mesh = None
+    if read_config(model_path).prior != "none":  # a mesh-prior model: MediaPipe on the crop gives its prior
+        from facenormals.mesh_prior import create_face_mesh
+
+        face_mesh = create_face_mesh()
 
     def predict(image_rgb: np.ndarray) -> np.ndarray:
-        x = torch.from_numpy(image_rgb.transpose(2, 0, 1)[None].astype(np.float32) / 255.0)
+        x = image_rgb.transpose(2, 0, 1)[None].astype(np.float32) / 255.0
+        if face_mesh is not None:
+            from facenormals.mesh_prior import prior_channels
+
+            x = np.concatenate([x, prior_channels(x, face_mesh)], axis=1)
         with torch.inference_mode():
-            return model(x)[0].numpy().transpose(1, 2, 0)
+            return model(torch.from_numpy(x))[0].numpy().transpose(1, 2, 0)
 
     return predict
 
@@ -119,7 +128,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--count", type=int, default=40)
     parser.add_argument("--profile", choices=("realsense", "kinect"), default="realsense")
     parser.add_argument("--normals", choices=("auto", "model", "perturbed"), default="auto")
-    parser.add_argument("--model", type=Path, default=WEIGHTS_DIR / "fast.safetensors")
+    parser.add_argument("--model", type=Path, help="checkpoint (default: the shipped default model)")
     parser.add_argument("--solver", choices=SOLVERS, default="auto")
     parser.add_argument("--position-weight", type=float, default=FusionConfig.position_weight)
     parser.add_argument("--bias-sigma", type=float, default=FusionConfig.bias_sigma_px)
@@ -138,6 +147,8 @@ def main(argv: list[str] | None = None) -> int:
     samples = [s for s in scan_dataset(args.data) if s.kind == SampleKind.PAIRED and s.depth is not None]
     if not samples:
         raise SystemExit(f"{args.data}: no paired samples with depth/")
+    if args.model is None:
+        args.model = WEIGHTS_DIR / f"{default_model_name()}.safetensors"
     use_model = args.normals == "model" or (args.normals == "auto" and args.model.is_file())
     predict = model_normals(args.model) if use_model else None
     source = f"model {args.model.name}" if use_model else "ground truth perturbed (no shipped model)"

@@ -8,11 +8,20 @@ from __future__ import annotations
 from pathlib import Path
 
 WEIGHTS_DIR = Path(__file__).resolve().parent / "weights"
-DEFAULT_MODEL = "fast"  # the RGB-only default; see MODEL_CARD.md
+# The default, best first: the mesh-prior model (RGB + MediaPipe's mesh, which every tool computes anyway to find
+# the face), then the RGB-only model. See MODEL_CARD.md.
+PREFERENCE = ("fast-prior", "fast")
+DEFAULT_MODEL = PREFERENCE[-1]  # the name a lone shipped model gets
 
 
-def model_path(name: str = DEFAULT_MODEL) -> Path:
-    """Path of a shipped checkpoint by name (``weights/NAME.safetensors``)."""
+def default_model_name() -> str:
+    """The first of :data:`PREFERENCE` that is shipped (``auto`` / no ``--model``); the last one when none is."""
+    return next((name for name in PREFERENCE if (WEIGHTS_DIR / f"{name}.safetensors").is_file()), DEFAULT_MODEL)
+
+
+def model_path(name: str | None = None) -> Path:
+    """Path of a shipped checkpoint by name (``weights/NAME.safetensors``); None = :func:`default_model_name`."""
+    name = name or default_model_name()
     path = WEIGHTS_DIR / f"{name}.safetensors"
     if not path.is_file():
         shipped = sorted(p.stem for p in WEIGHTS_DIR.glob("*.safetensors"))
@@ -22,8 +31,8 @@ def model_path(name: str = DEFAULT_MODEL) -> Path:
 
 
 def resolve_model(spec: str | None) -> Path:
-    """``--model`` value → file: None means the default model, a shipped name or a path to a file."""
-    if spec is None:
+    """``--model`` value → file: None or ``auto`` means the default model, a shipped name or a path to a file."""
+    if spec is None or spec == "auto":
         return model_path()
     path = Path(spec)
     if path.is_file():

@@ -148,6 +148,19 @@ def test_default_model_is_the_shipped_one_or_a_clear_error() -> None:
     assert backend.metadata["source_name"] == shipped.name
 
 
+def test_default_prefers_the_mesh_prior_model(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from facenormals import zoo
+
+    monkeypatch.setattr(zoo, "WEIGHTS_DIR", tmp_path)
+    with pytest.raises(FileNotFoundError, match="shipped: none"):
+        zoo.resolve_model(None)
+    (tmp_path / "fast.safetensors").write_bytes(b"rgb")
+    assert zoo.resolve_model(None) == zoo.resolve_model("auto") == tmp_path / "fast.safetensors"
+    (tmp_path / "fast-prior.safetensors").write_bytes(b"prior")
+    assert zoo.resolve_model(None) == tmp_path / "fast-prior.safetensors"
+    assert zoo.resolve_model("fast") == tmp_path / "fast.safetensors"  # still reachable by name
+
+
 @pytest.mark.gpu
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="no CUDA GPU")
 def test_torch_cuda_fp16_matches_cpu(checkpoint: Path, crops: object) -> None:
