@@ -64,11 +64,12 @@ def prepare_models(checkpoint: Path | None, folder: Path, int8: bool) -> dict[st
     models = {"checkpoint": checkpoint, "fp32": folder / "fp32.onnx"}
     export_onnx(checkpoint, models["fp32"], check_parity=False)
     if int8:
-        from facenormals.calibration.int8 import quantize_int8
+        from facenormals.calibration.int8 import network_inputs, quantize_int8
         from facenormals.export.backends import onnx_model_info
 
-        _, size, _ = onnx_model_info(models["fp32"])
-        models["int8"] = quantize_int8(models["fp32"], folder / "int8.onnx", sample_crops(size), "minmax",
+        in_chans, size, _ = onnx_model_info(models["fp32"])
+        crops = network_inputs(sample_crops(size), in_chans)  # + mesh channels for a prior model
+        models["int8"] = quantize_int8(models["fp32"], folder / "int8.onnx", crops, "minmax",
                                        source_label="from the embedded sample")
     return models
 
@@ -94,7 +95,8 @@ def component_times(models: dict[str, Path], frames: int = 60) -> dict[str, dict
     for backend in backends.values():
         warm_up(backend, runs=3)
     detector = create_detector(1)
-    batcher = CropBatcher(next(iter(backends.values())).input_size, 1)
+    some = next(iter(backends.values()))
+    batcher = CropBatcher(some.input_size, 1, prior=some.in_chans == 7)  # a prior model's crops carry the mesh
     renderer = FrameRenderer(RenderState(view="normals"), "ort-cpu")
     times: dict[str, list[float]] = {}
 

@@ -144,6 +144,14 @@ def test_training_feeds_the_stored_mesh_prior(tmp_path) -> None:
     writer = DatasetWriter(root, normal_format="npy")
     writer.write("face", coverage, image=crop.image, normals=truth)
     writer.write("shape", coverage, normals=truth)  # normal-only: its prior is the smoothed input, in the model
+    cfg = config_from_dict({
+        "run_dir": str(tmp_path / "run"), "threads": 1, "val_every": 0, "checkpoint_every_s": 1e9,
+        "model": {"arch": "fast", "variant": "full", "prior": "residual"},
+        "data": {"train": [str(root)], "val": [str(root)], "mix": {"paired": 1.0, "normal-only": 1.0}},
+        "phases": [{"steps": 3, "size": 64, "batch_size": 1}],
+    })
+    with pytest.raises(ValueError, match="facenormals data prior --in"):
+        train(cfg)  # no stored priors yet: not a silent run on the no-mesh fallback
     compute_priors(root)
 
     item = load_item(next(s for s in scan_dataset(root) if s.name == "face"), 64, None, None, prior=True)
@@ -153,12 +161,6 @@ def test_training_feeds_the_stored_mesh_prior(tmp_path) -> None:
     cos = (item["prior"][:3] * item["normals"]).sum(axis=0)[covered & (item["mask"][0] > 0.5)]
     assert np.median(cos) > 0.95  # MediaPipe on the crop ≈ MediaPipe on the photo
 
-    cfg = config_from_dict({
-        "run_dir": str(tmp_path / "run"), "threads": 1, "val_every": 0, "checkpoint_every_s": 1e9,
-        "model": {"arch": "fast", "variant": "full", "prior": "residual"},
-        "data": {"train": [str(root)], "val": [str(root)], "mix": {"paired": 1.0, "normal-only": 1.0}},
-        "phases": [{"steps": 3, "size": 64, "batch_size": 1}],
-    })
     result = train(cfg)
     assert result.steps == 3 and result.best_val_deg is not None and np.isfinite(result.best_val_deg)
     assert read_config(tmp_path / "run" / "best.safetensors").prior == "residual"

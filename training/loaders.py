@@ -88,6 +88,18 @@ def load_item(files: SampleFiles, size: int, rng: np.random.Generator | None,
     return {k: np.ascontiguousarray(v) for k, v in out.items()}
 
 
+def require_stored_priors(folders: tuple[str, ...]) -> None:
+    """A prior model trains on stored MediaPipe priors: a folder with images but no ``priors/index.csv`` would
+    silently train (or validate) on the no-mesh fallback, so it is an error naming the fix."""
+    from facenormals.mesh_prior import PRIOR_INDEX, PRIORS_DIR
+
+    for folder in folders:
+        root = Path(folder)
+        if (root / "images").is_dir() and not (root / PRIORS_DIR / PRIOR_INDEX).is_file():
+            raise ValueError(f"{root}: no stored mesh priors ({PRIORS_DIR}/{PRIOR_INDEX}) for a prior model; "
+                             f"run `facenormals data prior --in {root}` first")
+
+
 def _prior_channels(files: SampleFiles, shape: tuple[int, ...], matrix: np.ndarray, size: int,
                     rng: np.random.Generator | None) -> np.ndarray:
     from facenormals.mesh_prior import empty_prior, fill_prior, stored_prior

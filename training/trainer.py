@@ -22,7 +22,13 @@ from facenormals.metrics import MetricAccumulator
 from facenormals.model import CrossModalNet, create_model
 from facenormals.training import checkpointing, ddp
 from facenormals.training.config import TrainConfig
-from facenormals.training.loaders import fixed_samples, load_item, scan_by_kind, train_batches
+from facenormals.training.loaders import (
+    fixed_samples,
+    load_item,
+    require_stored_priors,
+    scan_by_kind,
+    train_batches,
+)
 from facenormals.training.logs import ScalarLog, normals_to_rgb, plot_curves, prediction_grid
 from facenormals.training.schedule import StepLosses, image_input, steps_for_batch
 
@@ -120,6 +126,8 @@ def train(cfg: TrainConfig, info: ddp.DistInfo | None = None) -> TrainResult:
     run_dir = Path(cfg.run_dir)
     run_dir.mkdir(parents=True, exist_ok=True)
     seed_everything(cfg.seed + info.rank)
+    if cfg.model.prior != "none":
+        require_stored_priors(cfg.data.train + cfg.data.val + cfg.data.preview)
     groups = scan_by_kind(cfg.data.train)
     val_samples = fixed_samples(cfg.data.val, "paired", cfg.data.val_max_images) if cfg.data.val else []
     preview_samples = (fixed_samples(cfg.data.preview, "image-only", cfg.data.preview_max_images)
