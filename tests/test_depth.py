@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
+from surfaces import sphere_depth
 
 from facenormals.conventions import angular_error_deg
 from facenormals.depth import (
@@ -26,17 +27,6 @@ def plane_depth(normal: np.ndarray, offset: float, intr: Intrinsics) -> np.ndarr
     """Depth of the plane n·P = offset (our camera space) along each pixel ray."""
     rays = pixel_rays(intr).astype(np.float64)
     return (offset / (rays @ normal)).astype(np.float32)
-
-
-def sphere_depth(intr: Intrinsics, centre_z: float = 0.6, radius: float = 0.1):
-    rays = pixel_rays(intr).astype(np.float64)
-    centre = np.array([0.0, 0.0, -centre_z])
-    a, b, c = (rays**2).sum(-1), -2 * rays @ centre, centre @ centre - radius**2
-    disc = b * b - 4 * a * c
-    hit = disc > 0
-    t = (-b - np.sqrt(np.where(hit, disc, 0))) / (2 * a)
-    normals = (rays * t[..., None] - centre) / radius
-    return np.where(hit, t, np.nan).astype(np.float32), normals.astype(np.float32), hit
 
 
 def test_raw_depth_units_and_invalid_values():

@@ -7,6 +7,7 @@ import dataclasses
 import numpy as np
 import pytest
 import torch
+from surfaces import sphere_depth
 
 from facenormals.conventions import angular_error_deg
 from facenormals.depth import DepthError, normals_from_depth, pixel_rays
@@ -30,17 +31,10 @@ INTR = Intrinsics(SIZE, SIZE, 240.0, 240.0, (SIZE - 1) / 2, (SIZE - 1) / 2)
 
 def sphere(intr: Intrinsics = INTR, centre_z: float = 0.6, radius: float = 0.1):
     """Exact perspective depth and normals of a sphere, and a mask kept 3 px off its grazing rim."""
-    rays = pixel_rays(intr).astype(np.float64)
-    centre = np.array([0.0, 0.0, -centre_z])
-    a, b, c = (rays**2).sum(-1), -2 * rays @ centre, centre @ centre - radius**2
-    disc = b * b - 4 * a * c
-    hit = disc > 0
-    t = (-b - np.sqrt(np.where(hit, disc, 0))) / (2 * a)
-    normals = ((rays * t[..., None] - centre) / radius).astype(np.float32)
-    normals[~hit] = 0
+    depth, normals, hit = sphere_depth(intr, centre_z, radius)
     u, v = np.meshgrid(np.arange(intr.width) - intr.cx, np.arange(intr.height) - intr.cy)
     inner = np.hypot(u, v) < np.hypot(u, v)[hit].max() - 3
-    return np.where(hit, t, np.nan).astype(np.float32), normals, hit & inner
+    return depth, normals, hit & inner
 
 
 def plane(intr: Intrinsics = INTR):
