@@ -2,17 +2,19 @@
 
     python -m facenormals.benchmarks.photo_comparison --data /work/datasets/photos_image_only \\
         --model fast=facenormals/weights/fast.safetensors --model fast-prior=facenormals/weights/fast-prior.safetensors \\
-        --out docs/photo_comparison.png [--count 8]
+        --out docs/photo_comparison.png [--count 6]
 
 Columns: the crop, the ``mediapipe-mesh`` baseline (MediaPipe's mesh normals on the crop, beyond the mesh the
 nearest mesh normal), then each model; normals are drawn as (n+1)/2 inside the crop's mask, black outside. A
 last column shows, for the last model, its angle to the mesh baseline (0° black → 30° white): where it adds detail
-to the coarse mesh, or departs from it. Crops are picked evenly over the folder (photos and video frames alike).
+to the coarse mesh, or departs from it. Crops are picked one per source first (a photo, a video: the name without
+its ``_fNNNNN`` frame and ``_fN`` face suffixes), then round-robin, so one long video does not fill the figure.
 """
 
 from __future__ import annotations
 
 import argparse
+import re
 from pathlib import Path
 
 import cv2
@@ -23,8 +25,25 @@ from facenormals.dataset import SampleKind, load_sample, scan_dataset
 from facenormals.fileio import write_rgb
 from facenormals.training.evaluation import fill_uncovered, load_predictor
 
-TILE = 192
+TILE = 144
 LABEL_HEIGHT = 22
+
+
+def round_robin_by_source(files: list) -> list:
+    """Files reordered: the first of every source, then the second of every source, …"""
+    sources: dict[str, list] = {}
+    for f in files:
+        sources.setdefault(re.sub(r"(_f\d{5})?(_f\d+)?$", "", f.name), []).append(f)
+    queues = [iter(group) for group in sources.values()]
+    ordered: list = []
+    while queues:
+        for queue in list(queues):
+            item = next(queue, None)
+            if item is None:
+                queues.remove(queue)
+            else:
+                ordered.append(item)
+    return ordered
 
 
 def normals_tile(normals: np.ndarray, mask: np.ndarray) -> np.ndarray:
@@ -41,7 +60,7 @@ def difference_tile(a: np.ndarray, b: np.ndarray, mask: np.ndarray, top_deg: flo
 def labelled(tile: np.ndarray, text: str) -> np.ndarray:
     tile = cv2.resize(tile, (TILE, TILE), interpolation=cv2.INTER_AREA)
     bar = np.full((LABEL_HEIGHT, TILE, 3), 255, np.uint8)
-    cv2.putText(bar, text, (4, 16), cv2.FONT_HERSHEY_SIMPLEX, 0.45, (0, 0, 0), 1, cv2.LINE_AA)
+    cv2.putText(bar, text, (4, 16), cv2.FONT_HERSHEY_SIMPLEX, 0.36, (0, 0, 0), 1, cv2.LINE_AA)
     return np.vstack([bar, tile])
 
 
@@ -58,7 +77,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--data", type=Path, required=True, help="dataset folder of real crops (images/, masks/)")
     parser.add_argument("--model", action="append", required=True, metavar="NAME=CKPT")
     parser.add_argument("--out", type=Path, required=True)
-    parser.add_argument("--count", type=int, default=8)
+    parser.add_argument("--count", type=int, default=6)
     args = parser.parse_args(argv)
     models = []
     for spec in args.model:
@@ -69,7 +88,7 @@ def main(argv: list[str] | None = None) -> int:
     files = [f for f in scan_dataset(args.data) if f.kind in (SampleKind.IMAGE_ONLY, SampleKind.PAIRED)]
     if not files:
         raise SystemExit(f"{args.data}: no crops with an image")
-    picks = [files[i] for i in np.linspace(0, len(files) - 1, min(args.count, len(files))).round().astype(int)]
+    picks = round_robin_by_source(files)[: args.count]
 
     from facenormals.mesh_prior import create_face_mesh
 
@@ -87,7 +106,7 @@ def main(argv: list[str] | None = None) -> int:
                 last = predict(batch)[0].transpose(1, 2, 0)
                 tiles.append(labelled(normals_tile(last, mask), name))
             if last is not None and mesh is not None:
-                tiles.append(labelled(difference_tile(last, mesh, mask), f"{models[-1][0]} vs mesh, 0-30 deg"))
+                tiles.append(labelled(difference_tile(last, mesh, mask), f"{models[-1][0]} - mesh 0..30 deg"))
             else:
                 tiles.append(labelled(np.zeros_like(image), "no mesh"))
             rows.append(np.hstack(tiles))
