@@ -53,7 +53,10 @@ def cholmod_available() -> bool:
 class FusionConfig:
     """Knobs of the fusion; the defaults are tuned on the synthetic benchmark (benchmarks/fusion.py)."""
 
-    position_weight: float = 0.003      # λ: depth vs normals; crossover wavelength ≈ 2π/√λ ≈ 115 pixels
+    # λ: trust in the depth vs the normals (crossover wavelength ≈ 2π/√λ sensor pixels). 0.1 suits the shipped model's
+    # ~15° normals (the best fused normals and depth in benchmarks/fusion.py's sweep 0.003–1); near-perfect normals
+    # (a few degrees) want less, ~0.003, to let them shape more of the surface.
+    position_weight: float = 0.1
     bias_sigma_px: float = 32.0         # Gaussian σ (crop pixels) of the low-frequency bias correction
     correct_bias: bool = True
     depth_pixel_px: float = 1.0         # one depth-sensor pixel's width in crop pixels (crop upsampling × colour/depth
