@@ -64,8 +64,9 @@ def prepare_models(checkpoint: Path | None, folder: Path, int8: bool) -> dict[st
     models = {"checkpoint": checkpoint, "fp32": folder / "fp32.onnx"}
     export_onnx(checkpoint, models["fp32"], check_parity=False)
     if int8:
-        from facenormals.calibration.int8 import network_inputs, quantize_int8
+        from facenormals.calibration.int8 import quantize_int8
         from facenormals.export.backends import onnx_model_info
+        from facenormals.mesh_prior import network_inputs
 
         in_chans, size, _ = onnx_model_info(models["fp32"])
         crops = network_inputs(sample_crops(size), in_chans)  # + mesh channels for a prior model

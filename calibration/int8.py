@@ -229,19 +229,6 @@ class EvalSet:
     names: list[str]
 
 
-def network_inputs(images: np.ndarray, in_chans: int) -> np.ndarray:
-    """N×3×S×S RGB crops → what the model takes: unchanged for RGB models; for mesh-prior models (7 channels)
-    the MediaPipe mesh normals and coverage of each crop appended (``facenormals.mesh_prior.prior_channels``)."""
-    if in_chans == 3:
-        return images
-    if in_chans != 7:
-        raise ValueError(f"the model takes {in_chans} input channels; INT8 calibration feeds 3 (RGB) or 7 (RGB + prior)")
-    from facenormals.mesh_prior import create_face_mesh, prior_channels
-
-    with create_face_mesh() as face_mesh:
-        return np.concatenate([images, prior_channels(images, face_mesh)], axis=1)
-
-
 def load_eval_set(root: str | Path, size: int, limit: int | None = None) -> EvalSet:
     """Samples of a dataset folder with an image (paired or image-only), resized to ``size`` if needed."""
     import cv2

@@ -49,10 +49,11 @@ def _calibration_source(images: Path) -> Path:
 
 def main(args: argparse.Namespace) -> int:
     from facenormals.atomic import write_text_atomic
-    from facenormals.calibration.int8 import compare_accuracy, cpu_speed, load_eval_set, network_inputs, quantize_int8
+    from facenormals.calibration.int8 import compare_accuracy, cpu_speed, load_eval_set, quantize_int8
     from facenormals.checkpoint import file_sha256
     from facenormals.export.backends import OrtBackend, onnx_model_info
     from facenormals.export.parity import load_face_crops
+    from facenormals.mesh_prior import network_inputs
 
     if not args.onnx.is_file():
         raise FileNotFoundError(f"ONNX model not found: {args.onnx}")
@@ -79,13 +80,24 @@ def main(args: argparse.Namespace) -> int:
     results: dict[str, dict[str, object]] = {}
     with tempfile.TemporaryDirectory(prefix="facenormals-int8-", dir=args.out.parent if args.out.parent.is_dir()
                                      else None) as tmp:
+        failed: dict[str, str] = {}
         for method in methods:
             candidate = Path(tmp) / f"{method}.onnx"
-            quantize_int8(args.onnx, candidate, calibration_inputs, method, source_label=f"from {source.name}",
-                          cache=cache_dir / f"{method}-{key}.json", target=args.target)
+            try:
+                quantize_int8(args.onnx, candidate, calibration_inputs, method, source_label=f"from {source.name}",
+                              cache=cache_dir / f"{method}-{key}.json", target=args.target)
+            except ValueError as err:
+                if len(methods) == 1:
+                    raise
+                # e.g. the histogram calibrators on a near-constant tensor: the other methods still compete
+                failed[method] = str(err)
+                print(f"  {method:<10} failed: {err}", file=sys.stderr)
+                continue
             accuracy = compare_accuracy(fp32, OrtBackend("ort-cpu", candidate, strict=True), images, masks, targets)
             results[method] = accuracy.as_dict()
             print(_line(method, accuracy.as_dict()))
+        if not results:
+            raise ValueError(f"{args.onnx}: every calibration method failed: {failed}")
         best = min(results, key=lambda m: (results[m]["nonfinite_pixels"], results[m]["mean_deviation_deg"]))
         args.out.parent.mkdir(parents=True, exist_ok=True)
         shutil.move(str(Path(tmp) / f"{best}.onnx"), args.out)
@@ -101,6 +113,7 @@ def main(args: argparse.Namespace) -> int:
     if args.report:
         report = {"onnx": str(args.onnx), "out": str(args.out), "chosen": best, "calibration_crops": len(crops),
                   "calibration_source": str(source), "evaluated_on": eval_label, "methods": results,
+                  "failed_methods": failed,
                   "cpu": {"batch": 1, "fp32_ms": speed.fp32_ms, "int8_ms": speed.int8_ms, "speedup": speed.speedup}}
         write_text_atomic(args.report, json.dumps(report, indent=2) + "\n")
     return 0

@@ -204,8 +204,11 @@ def check_parity(checkpoint: str | Path, onnx_path: str | Path, precision: str =
     if crops is None:
         crops = load_face_crops(None, size=candidate.input_size)
         source_label = "skimage astronaut"
-    expected = run_batched(torch_reference(checkpoint), crops.images)
-    actual = run_batched(candidate, crops.images)
+    from facenormals.mesh_prior import network_inputs
+
+    inputs = network_inputs(crops.images, candidate.in_chans)  # a mesh-prior model also gets each crop's mesh
+    expected = run_batched(torch_reference(checkpoint), inputs)
+    actual = run_batched(candidate, inputs)
     errors = angular_deviation_deg(expected, actual, crops.masks)
     return ParityReport(precision, len(crops), float(errors.max()), float(errors.mean()),
                         float(np.percentile(errors, 99)), TOLERANCE_DEG[precision], source_label or "given crops")

@@ -341,6 +341,17 @@ def prior_channels(images: np.ndarray, face_mesh: object) -> np.ndarray:
     return out
 
 
+def network_inputs(images: np.ndarray, in_chans: int) -> np.ndarray:
+    """N×3×S×S RGB crops → what a model with ``in_chans`` inputs takes: unchanged for RGB models (3); for mesh-prior
+    models (7) the MediaPipe mesh normals and coverage of each crop appended (:func:`prior_channels`)."""
+    if in_chans == 3:
+        return images
+    if in_chans != 7:
+        raise ValueError(f"the model takes {in_chans} input channels; expected 3 (RGB) or 7 (RGB + mesh prior)")
+    with create_face_mesh() as face_mesh:
+        return np.concatenate([images, prior_channels(images, face_mesh)], axis=1)
+
+
 def mesh_normals_for_crop(crop_rgb_uint8: np.ndarray, face_mesh: object) -> tuple[np.ndarray, np.ndarray, bool]:
     """Run MediaPipe on a square RGB crop and rasterise its mesh normals at the crop's size.
 

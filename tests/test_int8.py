@@ -189,13 +189,15 @@ def test_prior_model_is_calibrated_with_its_mesh_channels(tmp_path: Path) -> Non
     """A mesh-prior model (7 input channels) gets MediaPipe's mesh normals + coverage on every calibration crop."""
     from skimage.data import astronaut
 
-    from facenormals.calibration.int8 import network_inputs
     from facenormals.fileio import write_rgb
+    from facenormals.mesh_prior import network_inputs
 
     torch.manual_seed(2)
     checkpoint = tmp_path / "prior128.safetensors"
     save_checkpoint(create_model("fast", "plain", input_size=128, prior="residual"), checkpoint, inference_only=True)
-    onnx_path = export_onnx(checkpoint, tmp_path / "prior128.onnx", check_parity=False).path
+    exported = export_onnx(checkpoint, tmp_path / "prior128.onnx", check_parity=True)  # parity with the mesh channels
+    assert exported.parity.passed
+    onnx_path = exported.path
     photos = tmp_path / "photos"
     photos.mkdir()
     write_rgb(photos / "astronaut.png", astronaut())
