@@ -40,3 +40,23 @@ def resolve_model(spec: str | None) -> Path:
     if "/" not in spec and not path.suffix:
         return model_path(spec)
     raise FileNotFoundError(f"model file not found: {spec}")
+
+
+def int8_twin(checkpoint: Path) -> Path | None:
+    """The shipped INT8 ONNX of a shipped checkpoint (``weights/NAME.int8.onnx``), when it exists.
+
+    Only twins made from exactly this checkpoint count: the ONNX metadata's ``source_sha256`` must match the
+    checkpoint's (a retrained checkpoint beside a stale twin falls back to the checkpoint).
+    """
+    checkpoint = Path(checkpoint)
+    twin = checkpoint.with_name(f"{checkpoint.name.removesuffix('.safetensors')}.int8.onnx")
+    if checkpoint.parent.resolve() != WEIGHTS_DIR.resolve() or not twin.is_file():
+        return None
+    from facenormals.checkpoint import file_sha256
+    from facenormals.export.onnx_export import read_metadata
+
+    meta = read_metadata(twin)
+    if meta.get("precision") != "int8" or meta.get("source_sha256") != file_sha256(checkpoint):
+        return None
+    return twin
+

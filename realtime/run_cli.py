@@ -83,8 +83,9 @@ def main(args: argparse.Namespace) -> int:
         options = {"threads": args.threads} if args.threads else {}
         backend = create_backend(args.backend, args.model, **options)
         warm_up(backend)
-        print(f"facenormals run: backend {backend.name} on {', '.join(backend.providers)}; source {source!r}",
-              file=sys.stderr)
+        precision = getattr(backend, "metadata", {}).get("precision", "fp32")
+        print(f"facenormals run: backend {backend.name} ({precision}) on {', '.join(backend.providers)}; "
+              f"source {source!r}", file=sys.stderr)
         window = not args.headless and has_display()
         out = args.out
         if out is None and not window and args.save_dir is None:

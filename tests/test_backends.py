@@ -161,6 +161,47 @@ def test_default_prefers_the_mesh_prior_model(tmp_path: Path, monkeypatch: pytes
     assert zoo.resolve_model("fast") == tmp_path / "fast.safetensors"  # still reachable by name
 
 
+def test_auto_takes_a_shipped_int8_twin_only_when_made_from_that_checkpoint(
+        checkpoint: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    import onnx
+
+    from facenormals import zoo
+    from facenormals.checkpoint import file_sha256
+    from facenormals.export.onnx_export import export_onnx, set_metadata
+
+    monkeypatch.setattr(zoo, "WEIGHTS_DIR", tmp_path)
+    shipped = tmp_path / "fast.safetensors"
+    shipped.write_bytes(checkpoint.read_bytes())
+    twin = tmp_path / "fast.int8.onnx"
+    model = onnx.load(str(export_onnx(shipped, tmp_path / "fp32.onnx", check_parity=False).path))
+    set_metadata(model, {"precision": "int8", "source_sha256": file_sha256(shipped)})  # labelled: selection only
+    onnx.save(model, str(twin))
+    assert zoo.int8_twin(shipped) == twin
+    assert zoo.int8_twin(checkpoint) is None  # not a shipped model
+    backend = create_backend("auto", None, threads=1)
+    if backend.name == "ort-cpu":  # CPU-only machine: the twin serves
+        assert backend.metadata["precision"] == "int8"
+    assert create_backend("ort-cpu", None, threads=1).metadata["precision"] == "fp32"  # asked by name: as is
+    set_metadata(model, {"source_sha256": "0" * 64})  # a twin of another (older) checkpoint
+    onnx.save(model, str(twin))
+    assert zoo.int8_twin(shipped) is None
+
+
+def test_shipped_int8_twin_matches_its_checkpoint() -> None:
+    from facenormals import zoo
+    from facenormals.mesh_prior import network_inputs
+
+    shipped = zoo.model_path()
+    twin = zoo.int8_twin(shipped)
+    if twin is None:
+        pytest.skip(f"no INT8 twin shipped for {shipped.name}")
+    fp32, int8 = create_backend("ort-cpu", shipped), create_backend("ort-cpu", twin)
+    faces = load_face_crops(None, size=fp32.input_size)
+    inputs = network_inputs(faces.images, fp32.in_chans)
+    deviation = angular_deviation_deg(fp32(inputs), int8(inputs), faces.masks)
+    assert deviation.mean() < 1.0 and np.percentile(deviation, 99) < 5.0
+
+
 @pytest.mark.gpu
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="no CUDA GPU")
 def test_torch_cuda_fp16_matches_cpu(checkpoint: Path, crops: object) -> None:
