@@ -5,7 +5,8 @@
 Frames go through the real pipeline (MediaPipe tracking, crops, paste-back, views, HUD). With ``--model`` the
 normals are the network's; without it they come from the MediaPipe face-mesh baseline
 (``facenormals.mesh_prior``: the mesh's own normals rasterised on each crop), so the picture shows what the views
-do even where no trained model is installed. The image is palette-quantised to stay small (< 300 KB).
+do even where no trained model is installed. A plain RGB PNG (~240 KB; `--colours N` palette-quantises: smaller, but
+smooth normal maps band).
 """
 
 from __future__ import annotations
@@ -68,14 +69,17 @@ def render_views(backend, frame_index: int, views: tuple[str, ...]) -> list[np.n
 
 
 def save_small_png(image_bgr: np.ndarray, path: Path, colours: int = 192) -> int:
-    """Palette PNG (median-cut colours): photos with overlays stay legible at a fraction of the RGB size."""
+    """Palette PNG (median-cut colours, dithered so smooth normal maps do not band): photos with overlays stay
+    legible at a fraction of the RGB size. ``colours=0``: a plain RGB PNG."""
     from PIL import Image
 
     from facenormals.atomic import atomic_path
 
     rgb = Image.fromarray(cv2.cvtColor(image_bgr, cv2.COLOR_BGR2RGB))
     with atomic_path(path) as tmp:
-        rgb.quantize(colors=colours, method=Image.Quantize.MEDIANCUT).save(tmp, optimize=True)
+        if colours:
+            rgb = rgb.quantize(colors=colours, method=Image.Quantize.MEDIANCUT, dither=Image.Dither.FLOYDSTEINBERG)
+        rgb.save(tmp, optimize=True)
     return path.stat().st_size
 
 
@@ -86,6 +90,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--backend", default="auto")
     parser.add_argument("--frame", type=int, default=40, help="sample frame to show")
     parser.add_argument("--width", type=int, default=880, help="output width in pixels")
+    parser.add_argument("--colours", type=int, default=0, help="palette colours (default 0: plain RGB PNG, ~240 KB)")
     args = parser.parse_args(argv)
     if args.model:
         from facenormals.export.backends import create_backend
@@ -101,7 +106,7 @@ def main(argv: list[str] | None = None) -> int:
     draw_hud(montage, [f"normals | relit     {label}"])
     height = round(montage.shape[0] * args.width / montage.shape[1])
     small = cv2.resize(montage, (args.width, height), interpolation=cv2.INTER_AREA)
-    size = save_small_png(small, args.out)
+    size = save_small_png(small, args.out, args.colours)
     print(f"wrote {args.out} ({small.shape[1]}×{small.shape[0]}, {size / 1024:.0f} KB)")
     return 0
 
