@@ -83,23 +83,14 @@ def perturb_normals(normals: np.ndarray, mask: np.ndarray, rng: np.random.Genera
 
 
 def model_normals(model_path: Path):
-    from facenormals.checkpoint import load_image_to_normal, read_config
+    """One crop (S×S×3 uint8) → the model's normals (S×S×3), via the evaluation's predictor (prior models get
+    MediaPipe's mesh on the crop there)."""
+    from facenormals.training.evaluation import load_predictor
 
-    model = load_image_to_normal(model_path)
-    face_mesh = None
-    if read_config(model_path).prior != "none":  # a mesh-prior model: MediaPipe on the crop gives its prior
-        from facenormals.mesh_prior import create_face_mesh
-
-        face_mesh = create_face_mesh()
+    predictor = load_predictor(model_path)
 
     def predict(image_rgb: np.ndarray) -> np.ndarray:
-        x = image_rgb.transpose(2, 0, 1)[None].astype(np.float32) / 255.0
-        if face_mesh is not None:
-            from facenormals.mesh_prior import prior_channels
-
-            x = np.concatenate([x, prior_channels(x, face_mesh)], axis=1)
-        with torch.inference_mode():
-            return model(torch.from_numpy(x))[0].numpy().transpose(1, 2, 0)
+        return predictor(image_rgb.transpose(2, 0, 1)[None].astype(np.float32) / 255.0)[0].transpose(1, 2, 0)
 
     return predict
 

@@ -60,6 +60,11 @@ class CropBatcher:
             raise ValueError(f"invalid batcher size={size}, max_faces={max_faces}, ring={ring}")
         self.size = size
         self.prior = prior
+        self._prior_input = None
+        if prior:  # numba and the mesh only for prior models, imported once rather than per face
+            from facenormals.mesh_prior import prior_input
+
+            self._prior_input = prior_input
         chans = 7 if prior else 3
         self._buffers = [np.empty((max_faces, chans, size, size), dtype=np.float32) for _ in range(ring)]
         self._next = 0
@@ -72,10 +77,8 @@ class CropBatcher:
         for i, face in enumerate(faces):
             crop = face_crop(rgb, face.landmarks, size=self.size)
             np.multiply(crop.image.transpose(2, 0, 1), _INV_255, out=buffer[i, :3], casting="unsafe")
-            if self.prior:
-                from facenormals.mesh_prior import prior_input  # numba: only for prior models
-
-                prior_input(face.landmarks, face.depth, crop.matrix, self.size, out=buffer[i, 3:])
+            if self._prior_input is not None:
+                self._prior_input(face.landmarks, face.depth, crop.matrix, self.size, out=buffer[i, 3:])
             crops.append(crop)
         return FaceBatch(buffer[: len(crops)], tuple(crops))
 
