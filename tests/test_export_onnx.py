@@ -146,3 +146,37 @@ def test_cli_rejects_bad_size_and_missing_model(checkpoint: Path, tmp_path: Path
                      "--out", str(tmp_path / "b.onnx")]) == 1
     assert "none.safetensors" in capsys.readouterr().err
     assert not (tmp_path / "a.onnx").exists() and not (tmp_path / "b.onnx").exists()
+
+
+PRIOR_SIZE = 128  # MediaPipe finds the face in 128² crops (it rarely does at 64²), so the prior channels carry a mesh
+
+
+@pytest.mark.parametrize("prior", ["absolute", "residual"])
+def test_fp16_of_a_prior_model_is_fully_typed_and_meets_parity(prior: str, tmp_path: Path) -> None:
+    """Issue 19 (1): the prior branch's Cast(to=FLOAT) once met fp16 activations (Mul(float16, float))."""
+    torch.manual_seed(3)
+    checkpoint = tmp_path / f"prior-{prior}.safetensors"
+    save_checkpoint(create_model("fast", "plain", input_size=PRIOR_SIZE, prior=prior), checkpoint, inference_only=True)
+    out = tmp_path / "prior_fp16.onnx"
+    export_onnx(checkpoint, out, fp16=True, check_parity=False)
+    model = onnx.load(str(out))
+    onnx.checker.check_model(model, full_check=True)
+    head = set(head_nodes(model))
+    float_casts = [n.name for n in model.graph.node if n.op_type == "Cast" and n.name not in head
+                   and n.attribute[0].i == onnx.TensorProto.FLOAT and not n.name.startswith("cast_")]
+    assert not float_casts  # only the inserted casts into the fp32 head remain
+    ort.InferenceSession(str(out), providers=["CPUExecutionProvider"])  # ORT accepts the graph
+    report = check_parity(checkpoint, out, "fp16", load_face_crops(None, size=PRIOR_SIZE))
+    assert report.passed and report.max_deg <= 0.5, report.summary()
+
+
+def test_fp16_export_of_the_shipped_default_runs_and_meets_parity(tmp_path: Path) -> None:
+    from facenormals.zoo import model_path
+
+    try:
+        shipped = model_path()
+    except FileNotFoundError:
+        pytest.skip("no shipped model in facenormals/weights")
+    result = export_onnx(shipped, tmp_path / "shipped_fp16.onnx", fp16=True)  # parity on real crops included
+    assert result.parity is not None and result.parity.passed, result.parity.summary()
+    assert result.parity.max_deg <= 0.5
