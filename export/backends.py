@@ -136,6 +136,8 @@ class TorchBackend:
         self.in_chans = self.module.cfg.in_chans
         self.name = "torch"
         self.providers = [f"torch-{self.device.type}" + ("-fp16" if self.fp16 else "")]
+        self.precision = "fp16-autocast" if self.fp16 else "fp32"
+        self.max_batch: int | None = None
 
     def __call__(self, batch: np.ndarray) -> np.ndarray:
         batch = _check_batch(batch, self.in_chans, self.input_size, self.name)
@@ -166,15 +168,23 @@ TRT_EP_BATCH = (1, 4, 8)  # the TensorRT EP's optimisation profile: one engine s
 
 
 def provider_options(provider: str, fp16: bool = False, int8: bool = False, device_id: int = 0,
-                     cache: Path | None = None, input_shape: tuple[str, int, int] | None = None) -> dict[str, object]:
+                     cache: Path | None = None, input_shape: tuple[str, int, int] | None = None,
+                     model_key: str | None = None) -> dict[str, object]:
     """Documented ONNX Runtime provider options: TensorRT EP engine/timing caches and precision, CUDA EP device.
 
     ``input_shape`` = (input name, channels, size) gives the TensorRT EP an explicit batch profile, so a
-    new batch size inside it does not trigger an engine rebuild.
+    new batch size inside it does not trigger an engine rebuild. ``model_key`` (:func:`engine_cache_key`)
+    names the engine cache folder: the EP keys engines by file name, tensor names and versions, not by
+    weights, so a retrained model under the same name would otherwise reuse the old engine.
+    ``fp16`` sets ``trt_fp16_enable`` (weak typing: the head may run fp16); the backends pass the
+    fp16-cast graph instead and leave it off (:func:`create_backend`).
     """
     if provider == "TensorrtExecutionProvider":
-        cache = cache or cache_dir() / "trt-ep"
-        cache.mkdir(parents=True, exist_ok=True)
+        root = cache or cache_dir() / "trt-ep"
+        engines = root / "engines" / model_key if model_key else root / "engines"
+        timing = root / "timing"  # timing caches are per layer and GPU, safe to share across models
+        for folder in (engines, timing):
+            folder.mkdir(parents=True, exist_ok=True)
         profile = {}
         if input_shape is not None:
             name, chans, size = input_shape
@@ -185,14 +195,77 @@ def provider_options(provider: str, fp16: bool = False, int8: bool = False, devi
             "trt_fp16_enable": fp16,
             "trt_int8_enable": int8,  # with a Q/DQ model TensorRT uses the explicit scales, no calibration table
             "trt_engine_cache_enable": True,
-            "trt_engine_cache_path": str(cache),
+            "trt_engine_cache_path": str(engines),
             "trt_timing_cache_enable": True,
-            "trt_timing_cache_path": str(cache),
+            "trt_timing_cache_path": str(timing),
             "trt_builder_optimization_level": 3,
         }
     if provider == "CUDAExecutionProvider":
         return {"device_id": device_id, "cudnn_conv_algo_search": "EXHAUSTIVE", "do_copy_in_default_stream": True}
     return {}
+
+
+def engine_cache_key(onnx_path: Path, precision: str) -> str:
+    """The TensorRT EP engine folder of one model file: its content hash and precision (never its name)."""
+    from facenormals.checkpoint import file_sha256
+
+    return f"{file_sha256(onnx_path)[:16]}-{precision}"
+
+
+def fp16_onnx(onnx_path: Path) -> Path:
+    """The fp16-cast graph of an fp32 ONNX (``export/fp16.py``), cached by content hash; fp16 and INT8 files as is."""
+    import onnx
+
+    from facenormals.checkpoint import file_sha256
+    from facenormals.export.fp16 import to_fp16
+    from facenormals.export.onnx_export import read_metadata, set_metadata
+
+    if read_metadata(onnx_path).get("precision", "fp32") != "fp32":
+        return onnx_path
+    target = cache_dir() / "onnx" / f"{onnx_path.stem}-{file_sha256(onnx_path)[:16]}-fp16.onnx"
+    if not target.is_file():
+        from facenormals.atomic import write_bytes_atomic
+
+        model = to_fp16(onnx.load(str(onnx_path)))
+        set_metadata(model, {"precision": "fp16"})
+        write_bytes_atomic(target, model.SerializeToString())
+    return target
+
+
+def ort_errors() -> tuple[type[BaseException], ...]:
+    """ONNX Runtime's own exceptions (``Fail``, ``EPFail``, ``InvalidGraph``, ...): plain ``Exception``s, not
+    ``RuntimeError``, so a TensorRT EP build failure would otherwise escape every ``except RuntimeError``."""
+    try:
+        from onnxruntime.capi import onnxruntime_pybind11_state as state
+    except ImportError:
+        return ()
+    return tuple(v for v in vars(state).values() if isinstance(v, type) and issubclass(v, Exception))
+
+
+_GPU_LIBRARIES_LOADED = False
+
+
+def load_gpu_libraries() -> None:
+    """Put pip-installed TensorRT/CUDA libraries in the process before a GPU session: ``import tensorrt`` loads
+    libnvinfer, ``onnxruntime.preload_dlls()`` (ORT ≥ 1.21) the CUDA/cuDNN wheels; neither is on the loader path."""
+    global _GPU_LIBRARIES_LOADED
+    if _GPU_LIBRARIES_LOADED:
+        return
+    _GPU_LIBRARIES_LOADED = True
+    import importlib.util
+
+    import onnxruntime as ort
+
+    if importlib.util.find_spec("tensorrt") is not None:
+        try:
+            import tensorrt  # noqa: F401
+        except (ImportError, OSError) as err:  # a broken wheel: the session will say which provider dropped
+            warnings.warn(f"import tensorrt failed ({err}); the TensorRT EP will not load", RuntimeWarning, stacklevel=3)
+    if hasattr(ort, "preload_dlls"):
+        try:
+            ort.preload_dlls()
+        except (OSError, RuntimeError) as err:
+            warnings.warn(f"onnxruntime.preload_dlls() failed ({err})", RuntimeWarning, stacklevel=3)
 
 
 def onnx_input_name(onnx_path: Path) -> str:
@@ -246,11 +319,20 @@ class OrtBackend:
         # spinning intra-op threads starve the capture/detect threads on small CPUs (measured: ~2× realtime FPS)
         options.add_session_config_entry("session.intra_op.allow_spinning", "0")
         input_name = onnx_input_name(onnx_path)
+        precision = meta.get("precision", "fp32")
+        if any(p != "CPUExecutionProvider" for p in requested):
+            load_gpu_libraries()
+        key = engine_cache_key(onnx_path, precision) if "TensorrtExecutionProvider" in requested else None
         providers = [(p, provider_options(p, fp16=fp16, int8=int8, device_id=device_id, cache=cache,
-                                          input_shape=(input_name, in_chans, size)))
+                                          input_shape=(input_name, in_chans, size), model_key=key))
                      for p in requested]
-        self.session = ort.InferenceSession(str(onnx_path), sess_options=options, providers=providers)
-        self.providers = list(self.session.get_providers())
+        try:
+            self.session = ort.InferenceSession(str(onnx_path), sess_options=options, providers=providers)
+        except ort_errors() as err:  # e.g. EPFail from a TensorRT engine build: let auto try the next backend
+            raise BackendError(f"{name}: ONNX Runtime could not create a session on {requested}: "
+                               f"{type(err).__name__}: {err}") from err
+        self.strict = strict
+        self.requested = requested
         # A provider can be available in the build yet fail to load (no CUDA driver, missing libcudnn).
         dropped = [p for p in requested if p not in self.providers]
         if dropped and not missing:
@@ -261,13 +343,29 @@ class OrtBackend:
         self.name = name
         self.model_path = onnx_path
         self.metadata = meta
+        # What the graph carries; with the TensorRT EP also what runs (no precision flags are set, see create_backend).
+        self.precision = precision + ("+trt_fp16_enable" if fp16 and "TensorrtExecutionProvider" in requested else "")
         self.in_chans = in_chans
         self.input_size = size
         self.input_name = self.session.get_inputs()[0].name
         self.output_name = self.session.get_outputs()[0].name
 
+    @property
+    def providers(self) -> list[str]:
+        """Re-read on every access: after an ``EPFail`` at run time ONNX Runtime moves the session to CUDA/CPU."""
+        return list(self.session.get_providers())
+
+    @property
+    def max_batch(self) -> int | None:
+        """The TensorRT EP's profile maximum (a larger batch would rebuild the engine mid-stream); None: unlimited."""
+        return TRT_EP_BATCH[-1] if "TensorrtExecutionProvider" in self.providers else None
+
     def __call__(self, batch: np.ndarray) -> np.ndarray:
         batch = _check_batch(batch, self.in_chans, self.input_size, self.name)
+        limit = self.max_batch
+        if limit is not None and len(batch) > limit:
+            raise ValueError(f"{self.name}: batch of {len(batch)} exceeds the TensorRT profile maximum {limit} "
+                             f"(batch 1..{limit}); split it or lower --max-faces")
         return self.session.run([self.output_name], {self.input_name: batch})[0]
 
 
@@ -285,6 +383,9 @@ class TensorRTBackend:
         self.in_chans = self.runner.in_chans
         self.input_size = self.runner.input_size
         self.providers = [f"tensorrt-{self.runner.header.trt_version}-{self.runner.header.precision}"]
+        typing = "strongly typed" if self.runner.header.strongly_typed else "weakly typed"
+        self.precision = f"{self.runner.header.precision} ({typing})"
+        self.max_batch = self.runner.header.batch[2]
 
     def __call__(self, batch: np.ndarray) -> np.ndarray:
         batch = _check_batch(batch, self.in_chans, self.input_size, self.name)
@@ -344,9 +445,12 @@ def create_backend(name: str, model: str | Path | None = None, **options: object
     device_id = int(options.pop("device_id", 0))
     cache = options.pop("cache", None)
     _no_extra(name, options)
-    # The CUDA EP gains from an fp16 graph; the TensorRT EP takes fp32 and builds fp16 itself.
-    onnx_path = _onnx_path(path, fp16=fp16 and name == "ort-cuda")
-    return OrtBackend(name, onnx_path, fp16=fp16, threads=threads, strict=strict, device_id=device_id,
+    # fp16 on a GPU EP means the fp16-cast graph (fp32 I/O and head): TensorRT 11 has no FP16 flag any more, and
+    # TensorRT 10's flag (trt_fp16_enable) lets the builder run the L2-normalisation head in fp16, which underflows.
+    onnx_path = _onnx_path(path, fp16=fp16 and name in ("ort-cuda", "ort-trt"))
+    if fp16 and name in ("ort-cuda", "ort-trt") and _model_kind(path) == "onnx":
+        onnx_path = fp16_onnx(onnx_path)
+    return OrtBackend(name, onnx_path, fp16=False, threads=threads, strict=strict, device_id=device_id,
                       cache=Path(cache) if cache else None)
 
 
@@ -357,42 +461,57 @@ def _no_extra(name: str, options: dict[str, object]) -> None:
 
 def _auto_backend(path: Path, fp16: bool, threads: object, **options: object) -> Backend:
     """The fastest backend that really runs: TensorRT engine > ORT TensorRT EP > ORT CUDA > torch CUDA > ORT CPU
-    (on the CPU, a shipped checkpoint's INT8 twin when there is one: ``facenormals.zoo.int8_twin``)."""
+    (on the CPU, a shipped checkpoint's INT8 twin when there is one: ``facenormals.zoo.int8_twin``; then the
+    fp32 export, then torch on the CPU). Any failure to build one, ONNX Runtime's own exceptions included,
+    moves on to the next with a warning."""
     import onnxruntime as ort
 
     kind = _model_kind(path)
     if kind == "engine":
         return create_backend("tensorrt", path, **options)
     available = set(ort.get_available_providers())
-    candidates: list[tuple[str, dict[str, object]]] = []
+    candidates: list[tuple[str, Path, dict[str, object]]] = []
     if "TensorrtExecutionProvider" in available:
-        candidates.append(("ort-trt", {"fp16": True, "strict": True}))
+        candidates.append(("ort-trt", path, {"fp16": True, "strict": True}))
     if "CUDAExecutionProvider" in available:
-        candidates.append(("ort-cuda", {"strict": True}))
+        candidates.append(("ort-cuda", path, {"strict": True}))
     if kind == "checkpoint" and _torch_cuda_available():
-        candidates.append(("torch", {"device": "cuda", "fp16": True}))
-    candidates.append(("ort-cpu", {"strict": True}))
-    errors = []
-    for name, extra in candidates:
-        target = path
-        if name == "ort-cpu" and kind == "checkpoint":
-            from facenormals.zoo import int8_twin
+        candidates.append(("torch", path, {"device": "cuda", "fp16": True}))
+    if kind == "checkpoint":
+        from facenormals.zoo import int8_twin
 
-            target = int8_twin(path) or path  # a shipped model's calibrated INT8: ~2× faster on the CPU
+        twin = int8_twin(path)  # a shipped model's calibrated INT8: ~2× faster on the CPU
+        if twin is not None:
+            candidates.append(("ort-cpu", twin, {"strict": True}))
+    candidates.append(("ort-cpu", path, {"strict": True}))
+    if kind == "checkpoint":
+        candidates.append(("torch", path, {"device": "cpu"}))
+    errors = []
+    for name, target, extra in candidates:
         try:
-            backend = create_backend(name, target, threads=threads, **{**extra, **options})
-        except (BackendError, ImportError, RuntimeError) as err:  # provider present in the build but unusable here
-            errors.append(f"{name}: {err}")
-            warnings.warn(f"auto: {name} does not run here ({err}); trying the next backend", RuntimeWarning,
-                          stacklevel=2)
-            continue
-        return backend
+            return create_backend(name, target, threads=threads, **{**extra, **options})
+        except (BackendError, ImportError, RuntimeError, OSError, *ort_errors()) as err:  # present but unusable here
+            errors.append(f"{name} ({target.name}): {err}")
+            warnings.warn(f"auto: {name} on {target.name} does not run here ({err}); trying the next backend",
+                          RuntimeWarning, stacklevel=2)
     raise BackendError("auto: no backend runs here:\n  " + "\n  ".join(errors))
 
 
-def warm_up(backend: Backend, batch_sizes: tuple[int, ...] = (1,), runs: int = 2) -> None:
-    """Run a few zero batches so first-call costs (allocations, kernel selection, TRT EP builds) are paid up front."""
+def warm_up(backend: Backend, batch_sizes: tuple[int, ...] = (1,), runs: int = 2) -> list[str]:
+    """Run a few zero batches so first-call costs (allocations, kernel selection, TRT EP builds) are paid up front.
+
+    Returns the providers active afterwards. A TensorRT EP that fails at its first run (``EPFail``) leaves the
+    session on CUDA/CPU: that warns (raises ``BackendError`` for a strict backend), so rows are not mislabelled.
+    """
+    before = list(backend.providers)
     for n in batch_sizes:
         dummy = np.zeros((n, backend.in_chans, backend.input_size, backend.input_size), np.float32)
         for _ in range(runs):
             backend(dummy)
+    after = list(backend.providers)
+    if after != before:
+        message = f"{backend.name}: providers changed during warm-up, {before} → {after}"
+        if getattr(backend, "strict", False):
+            raise BackendError(message)
+        warnings.warn(message, RuntimeWarning, stacklevel=2)
+    return after
