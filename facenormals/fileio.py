@@ -156,3 +156,75 @@ def write_depth_mm(path: str | Path, depth_mm: np.ndarray) -> None:
     if depth_mm.dtype != np.uint16 or depth_mm.ndim != 2:
         raise DataError(f"{path}: depth must be uint16 H×W, got {depth_mm.dtype} {depth_mm.shape}")
     _imwrite(Path(path), depth_mm)
+
+
+MODEL_SUFFIXES = (".safetensors", ".onnx", ".engine")
+MIN_MODEL_SIZE = 32  # input side below which no face crop is meaningful
+
+
+def check_model_file(path: str | Path, what: str = "--model") -> Path:
+    """A model file that a backend can load as a face-normal model, or DataError naming the file and the fault.
+
+    Checked before any backend starts: the file exists, parses in its format, and an ONNX graph is a
+    face-normal model (input ``image`` N×C×S×S with C 3 or 7 and S ≥ 32 square, output ``normals`` N×3×S×S).
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise DataError(f"{what} {path}: file not found")
+    suffix = path.suffix.lower()
+    if suffix not in MODEL_SUFFIXES:
+        raise DataError(f"{what} {path}: unknown model format; expected one of {', '.join(MODEL_SUFFIXES)}")
+    if suffix == ".safetensors":
+        _check_safetensors(path, what)
+    elif suffix == ".onnx":
+        _check_onnx(path, what)
+    elif path.stat().st_size == 0:
+        raise DataError(f"{what} {path}: empty TensorRT engine file")
+    return path
+
+
+def _check_safetensors(path: Path, what: str) -> None:
+    import json
+    import struct
+
+    with path.open("rb") as f:
+        head = f.read(8)
+        size = struct.unpack("<Q", head)[0] if len(head) == 8 else -1
+        ok = 0 < size <= path.stat().st_size - 8
+        try:
+            header = json.loads(f.read(size)) if ok else None
+        except (UnicodeDecodeError, ValueError):
+            header = None
+    if not isinstance(header, dict):
+        raise DataError(f"{what} {path}: not a safetensors checkpoint (unreadable header)")
+
+
+def _dims(value_info) -> list[int | str]:
+    return [d.dim_value or d.dim_param or "?" for d in value_info.type.tensor_type.shape.dim]
+
+
+def _check_onnx(path: Path, what: str) -> None:
+    import onnx
+
+    try:
+        model = onnx.load(str(path), load_external_data=False)
+    except Exception as err:  # protobuf raises DecodeError and others: any failure means "not ONNX"
+        raise DataError(f"{what} {path}: not a readable ONNX model ({type(err).__name__}: {err})") from err
+    inputs = {i.name: _dims(i) for i in model.graph.input}
+    outputs = {o.name: _dims(o) for o in model.graph.output}
+    if "image" not in inputs or "normals" not in outputs:
+        raise DataError(f"{what} {path}: not a facenormals model: it needs input 'image' and output 'normals', "
+                        f"has inputs {inputs} and outputs {outputs} (export one with 'facenormals export onnx')")
+    image, normals = inputs["image"], outputs["normals"]
+    if len(image) != 4 or image[1] not in (3, 7) or len(normals) != 4 or normals[1] != 3:
+        raise DataError(f"{what} {path}: not a facenormals model: input 'image' is {image} (want N×3×S×S or N×7×S×S), "
+                        f"output 'normals' is {normals} (want N×3×S×S)")
+    meta = {p.key: p.value for p in model.metadata_props}
+    if "convention" not in meta:  # the normals' axes are unknown without it: drawing them could be silently wrong
+        raise DataError(f"{what} {path}: no 'convention' metadata, so this is not a facenormals export (the axes of its "
+                        "output are unknown); export the model with 'facenormals export onnx'")
+    size = int(meta.get("size") or 0) or (image[2] if isinstance(image[2], int) else 0)
+    sides = [d for d in image[2:] if isinstance(d, int)]
+    if len(set(sides)) > 1 or (size and size < MIN_MODEL_SIZE):
+        raise DataError(f"{what} {path}: input 'image' is {image}: facenormals models take square crops of at "
+                        f"least {MIN_MODEL_SIZE} pixels")

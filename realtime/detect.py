@@ -10,6 +10,10 @@ Two back ends, one interface (``detect(rgb, t_capture_ns) -> list[Face]``):
   478 landmarks (``refine_landmarks``: irises included), up to ``max_faces`` faces.
 * :class:`TaskFaceDetector` — the MediaPipe Tasks ``FaceLandmarker`` in VIDEO mode from a
   user-supplied ``.task`` file (nothing is downloaded), fed the frames' real timestamps.
+* :class:`StillFaceDetector` — for still images and group photos: MediaPipe's face *detection*
+  (full- and short-range models, over the whole image and over overlapping tiles, so small and
+  distant faces are found), then the face mesh on each detected face alone. The face mesh's own
+  short-range detector only finds large faces (1 of the 5 in a typical group photo).
 """
 
 from __future__ import annotations
@@ -161,9 +165,142 @@ class TaskFaceDetector(_SmoothingDetector):
         self._landmarker.close()
 
 
-def create_detector(max_faces: int = 1, task_file: str | Path | None = None, smooth: bool = True) -> Detector:
-    """The face-mesh detector, or the Tasks FaceLandmarker when a ``.task`` file is given."""
+MESH_INPUT = 256  # side of the per-face image the face mesh sees
+FACE_MARGIN = 2.2  # per-face image side ÷ detection box side: the whole head, as the mesh expects
+TILE_OVERLAP = 0.25
+
+
+@dataclass(frozen=True)
+class FaceBox:
+    """A face detection in frame pixels: centre, side of its square, score."""
+
+    cx: float
+    cy: float
+    side: float
+    score: float
+
+
+def box_iou(a: FaceBox, b: FaceBox) -> float:
+    """Intersection over union of two square boxes."""
+    ax0, ay0, bx0, by0 = a.cx - a.side / 2, a.cy - a.side / 2, b.cx - b.side / 2, b.cy - b.side / 2
+    w = min(ax0 + a.side, bx0 + b.side) - max(ax0, bx0)
+    h = min(ay0 + a.side, by0 + b.side) - max(ay0, by0)
+    inter = max(w, 0.0) * max(h, 0.0)
+    return inter / (a.side ** 2 + b.side ** 2 - inter)
+
+
+def suppress(boxes: list[FaceBox], iou: float = 0.3) -> list[FaceBox]:
+    """Non-maximum suppression: the best-scoring box of each overlapping group, best first."""
+    kept: list[FaceBox] = []
+    for box in sorted(boxes, key=lambda b: -b.score):
+        if all(box_iou(box, k) < iou for k in kept):
+            kept.append(box)
+    return kept
+
+
+def tile_windows(width: int, height: int) -> list[tuple[int, int, int]]:
+    """(x0, y0, side) squares covering the image. The detector sees a 192² letterboxed image, so faces under ~1/10
+    of a large or elongated image vanish in the downscale: squares of the shorter side (elongated images) and of
+    half of it (large ones), overlapping, make them 2–4× larger."""
+    shorter = min(width, height)
+    sides = ([shorter] if max(width, height) > 1.3 * shorter else []) + ([shorter // 2] if shorter >= 320 else [])
+    windows = []
+    for side in sides:
+        step = max(int(side * (1 - TILE_OVERLAP)), 1)
+        xs = sorted({*range(0, width - side, step), width - side})
+        ys = sorted({*range(0, height - side, step), height - side})
+        windows += [(x, y, side) for y in ys for x in xs]
+    return windows
+
+
+class StillFaceDetector:
+    """Every face of a still image, small and distant ones included: face detection first, then the mesh per face.
+
+    Each image on its own (no tracking, no smoothing): the detector for photos, image folders and group shots.
+    Faces come largest first; at most ``max_faces``.
+    """
+
+    def __init__(self, max_faces: int = 4, min_detection_confidence: float = 0.5,
+                 min_mesh_confidence: float = 0.5) -> None:
+        if max_faces < 1:
+            raise ValueError(f"max_faces must be at least 1, got {max_faces}")
+        import mediapipe as mp
+
+        self.max_faces = max_faces
+        self._finders = [mp.solutions.face_detection.FaceDetection(model_selection=model,
+                                                                   min_detection_confidence=min_detection_confidence)
+                         for model in (1, 0)]  # full range (to ~5 m), short range (large faces)
+        self._mesh = mp.solutions.face_mesh.FaceMesh(static_image_mode=True, max_num_faces=1, refine_landmarks=True,
+                                                     min_detection_confidence=min_mesh_confidence)
+
+    def find_boxes(self, rgb: np.ndarray) -> list[FaceBox]:
+        """Face boxes of the whole image and of its tiles, overlaps suppressed, best first."""
+        height, width = rgb.shape[:2]
+        boxes = []
+        for x0, y0, side in [(0, 0, 0), *tile_windows(width, height)]:
+            view = rgb if side == 0 else np.ascontiguousarray(rgb[y0:y0 + side, x0:x0 + side])
+            for finder in self._finders:
+                for det in finder.process(view).detections or ():
+                    rel = det.location_data.relative_bounding_box
+                    w, h = view.shape[1], view.shape[0]
+                    box_side = max(rel.width * w, rel.height * h)
+                    if box_side > 4:
+                        boxes.append(FaceBox(x0 + (rel.xmin + rel.width / 2) * w, y0 + (rel.ymin + rel.height / 2) * h,
+                                             box_side, float(det.score[0])))
+        return suppress(boxes)
+
+    def _mesh_in(self, rgb: np.ndarray, box: FaceBox) -> tuple[np.ndarray, np.ndarray] | None:
+        """The face mesh of the face in ``box``: (478×2 frame pixels, depth in frame pixels), or None."""
+        scale = MESH_INPUT / (box.side * FACE_MARGIN)
+        centre = (MESH_INPUT - 1) / 2
+        matrix = np.array([[scale, 0, centre - scale * box.cx], [0, scale, centre - scale * box.cy]], dtype=np.float64)
+        import cv2
+
+        view = cv2.warpAffine(rgb, matrix, (MESH_INPUT, MESH_INPUT), flags=cv2.INTER_AREA if scale < 1
+                              else cv2.INTER_LINEAR, borderMode=cv2.BORDER_CONSTANT)
+        meshes = self._mesh.process(view).multi_face_landmarks
+        if not meshes:
+            return None
+        normalised = np.array([(p.x, p.y, p.z) for p in meshes[0].landmark], dtype=np.float32)
+        in_view = normalised[:, :2] * MESH_INPUT - 0.5
+        points = ((in_view - matrix[:, 2]) / scale).astype(np.float32)
+        return points, (normalised[:, 2] * MESH_INPUT / scale).astype(np.float32)
+
+    def detect(self, rgb: np.ndarray, t_capture_ns: int = 0) -> list[Face]:
+        rgb = check_frame(rgb)
+        faces: list[Face] = []
+        for box in self.find_boxes(rgb):
+            mesh = self._mesh_in(rgb, box)
+            if mesh is None or not np.isfinite(mesh[0]).all():
+                continue
+            points, depth = mesh
+            try:
+                square = square_box(points)
+            except ValueError:
+                continue
+            if any(_square_iou(square, f.box) > 0.5 for f in faces):
+                continue  # two detections of one face
+            faces.append(Face(points, points, len(faces), square, depth))
+        faces.sort(key=lambda f: -f.box.side)
+        return [Face(f.landmarks, f.raw_landmarks, i, f.box, f.depth) for i, f in enumerate(faces[:self.max_faces])]
+
+    def close(self) -> None:
+        for finder in self._finders:
+            finder.close()
+        self._mesh.close()
+
+
+def _square_iou(a: SquareBox, b: SquareBox) -> float:
+    return box_iou(FaceBox(a.cx, a.cy, a.side, 0.0), FaceBox(b.cx, b.cy, b.side, 0.0))
+
+
+def create_detector(max_faces: int = 1, task_file: str | Path | None = None, smooth: bool = True,
+                    still: bool = False) -> Detector:
+    """The face-mesh detector, the Tasks FaceLandmarker when a ``.task`` file is given, or for unrelated still
+    images (``still``: an image folder, photos) the :class:`StillFaceDetector`, which finds small faces too."""
     params = OneEuroParams() if smooth else None
     if task_file is not None:
         return TaskFaceDetector(task_file, max_faces, params)
+    if still:
+        return StillFaceDetector(max_faces)
     return FaceMeshDetector(max_faces, params)

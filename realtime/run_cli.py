@@ -13,9 +13,11 @@ import logging
 import sys
 from pathlib import Path
 
-from facenormals.atomic import write_text_atomic
+from facenormals.atomic import check_output, check_writable_dir, write_text_atomic
 
 DEFAULT_OUT = "facenormals-run.mp4"
+PATH_SPECS = ("video", "images", "realsense", "kinect", "rgbd")
+VIEW_PANELS = {"side": 2, "fusion": 3}  # views that draw panels side by side: the video is that many frames wide
 log = logging.getLogger("facenormals.run")
 
 
@@ -39,6 +41,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="replay a file source at its frame rate like a camera (drops frames when behind)")
     parser.add_argument("--threads", type=int, help="CPU threads for inference (default: physical cores)")
     parser.add_argument("--report", type=Path, help="write the run report (JSON) here")
+    parser.add_argument("--overwrite", action="store_true",
+                        help="replace an existing --out/--report and the maps of an earlier run in --save-dir "
+                             "(default: refuse; an input is never overwritten)")
     parser.add_argument("--calibration", type=Path, metavar="FILE",
                         help="calibration file (facenormals calibrate): the colour camera's intrinsics, distortion "
                              "removed, and the depth scale where the source has none")
@@ -55,6 +60,37 @@ def open_default_source(frames: int | None):
         return open_source("sample", **({"frames": frames} if frames else {}))
 
 
+def source_path(spec: str | None) -> Path | None:
+    """The file or folder a source spec reads, if any (``video:clip.mp4`` → ``clip.mp4``)."""
+    if not spec:
+        return None
+    kind, sep, rest = spec.partition(":")
+    if sep and kind in PATH_SPECS and rest:
+        return Path(rest)
+    return Path(spec) if not sep or len(kind) == 1 else None  # a bare path (or a Windows drive letter)
+
+
+def free_name(path: Path) -> Path:
+    """``path`` if nothing is there, else the first free ``NAME-1.mp4``, ``NAME-2.mp4``, …"""
+    candidate, n = path, 0
+    while candidate.exists():
+        n += 1
+        candidate = path.with_name(f"{path.stem}-{n}{path.suffix}")
+    return candidate
+
+
+def check_outputs(args: argparse.Namespace, out: Path | None) -> None:
+    """Every output location checked before a camera or model is opened: never an input, writable, and an existing
+    file replaced only with --overwrite."""
+    inputs = [source_path(args.source), args.model, args.calibration, args.task]
+    if out is not None:
+        check_output(out, "--out", overwrite=args.overwrite, inputs=inputs)
+    if args.report is not None:
+        check_output(args.report, "--report", overwrite=args.overwrite, inputs=[*inputs, out])
+    if args.save_dir is not None:
+        check_writable_dir(args.save_dir / "normals", "--save-dir")
+
+
 def main(args: argparse.Namespace) -> int:
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
     if args.max_faces < 1:
@@ -63,16 +99,29 @@ def main(args: argparse.Namespace) -> int:
         raise ValueError(f"--frames must be at least 1, got {args.frames}")
     from facenormals.calibration.calibfile import load_calibration
     from facenormals.export.backends import create_backend, warm_up
+    from facenormals.fileio import check_model_file
     from facenormals.realtime.detect import create_detector
     from facenormals.realtime.pipeline import Pipeline, PipelineError
     from facenormals.realtime.render import FrameRenderer, RenderState, get_view
-    from facenormals.realtime.sinks import SaveDirSink, VideoSink, WindowSink, has_display
+    from facenormals.realtime.sinks import SaveDirSink, VideoSink, WindowSink, frame_number, has_display
     from facenormals.realtime.sources.base import SourceError, open_source
     from facenormals.realtime.sources.calibrated import CalibratedSource
 
     get_view(args.view)  # an unavailable view fails before a camera or model is opened
+    window = not args.headless and has_display()
+    out = args.out
+    if out is None and not window and args.save_dir is None:
+        out = free_name(Path(DEFAULT_OUT))  # the default name never replaces an earlier run's video
+        note = "" if out.name == DEFAULT_OUT else f" ({DEFAULT_OUT} exists and is kept)"
+        print(f"facenormals run: no display; writing the annotated video to {out.resolve()}{note}", file=sys.stderr)
+    check_outputs(args, out)
+    if args.model is not None and Path(args.model).suffix:
+        check_model_file(args.model)  # a file that is not a face-normal model fails here, not as a traceback
     calibration = load_calibration(args.calibration) if args.calibration else None  # a bad file fails first
     source = open_source(args.source) if args.source else open_default_source(args.frames)
+    still = bool(getattr(source, "still_images", False))
+    images = source  # the image folder keeps the file names, also once wrapped below
+    name_of = (lambda result: images.name_of(result.frame.id)) if still else frame_number
     if calibration is not None:
         try:
             source = CalibratedSource(source, calibration)
@@ -86,20 +135,23 @@ def main(args: argparse.Namespace) -> int:
         precision = getattr(backend, "metadata", {}).get("precision", "fp32")
         print(f"facenormals run: backend {backend.name} ({precision}) on {', '.join(backend.providers)}; "
               f"source {source!r}", file=sys.stderr)
-        window = not args.headless and has_display()
-        out = args.out
-        if out is None and not window and args.save_dir is None:
-            out = Path(DEFAULT_OUT)
-            print(f"facenormals run: no display; writing the annotated video to {out.resolve()}", file=sys.stderr)
         state = RenderState(view=args.view)
-        sinks = []
+        sinks: list = []
+        if args.save_dir is not None:  # first: the maps of a frame are written even if the video sink fails on it
+            sinks.append(SaveDirSink(args.save_dir, args.save_format, overwrite=args.overwrite, name_of=name_of))
+            if sinks[-1].replaced:
+                print(f"facenormals run: --overwrite: removed {sinks[-1].replaced} normal maps of an earlier run "
+                      f"from {sinks[-1].folder}", file=sys.stderr)
         if out is not None:
-            sinks.append(VideoSink(out, fps=source.fps or 30.0))
-        if args.save_dir is not None:
-            sinks.append(SaveDirSink(args.save_dir, args.save_format))
+            video = VideoSink(out, fps=source.fps or 30.0)
+            width, height = source.size
+            video.check(width * VIEW_PANELS.get(args.view, 1), height)  # too large or unwritable: fail now
+            sinks.append(video)
         if window:
             sinks.append(WindowSink(state))
-        detector = create_detector(args.max_faces, task_file=args.task, smooth=not args.no_smoothing)
+        # Unrelated stills (an image folder) are detected one by one: tracking would carry faces across photos.
+        detector = create_detector(args.max_faces, task_file=args.task, smooth=not args.no_smoothing and not still,
+                                   still=still and args.task is None)
         pipeline = Pipeline(source, detector, backend, FrameRenderer(state, backend.name), sinks,
                             max_frames=args.frames, pace_fps=(source.fps or 30.0) if args.realtime else None)
         try:
@@ -112,10 +164,13 @@ def main(args: argparse.Namespace) -> int:
             detector.close()
     print(f"facenormals run: {report.summary()}", file=sys.stderr)
     for sink in sinks:
-        if isinstance(sink, VideoSink) and sink.frames:
+        if isinstance(sink, VideoSink) and sink.finished:
             print(f"facenormals run: wrote {sink.frames} annotated frames to {sink.path.resolve()}", file=sys.stderr)
         if isinstance(sink, SaveDirSink):
             print(f"facenormals run: wrote {sink.frames} normal maps to {sink.folder.resolve()}", file=sys.stderr)
+    if still and getattr(images, "skipped", None):
+        print(f"facenormals run: skipped {len(images.skipped)} unreadable images: "
+              f"{', '.join(p.name for p in images.skipped)}", file=sys.stderr)
     if args.report is not None:
         write_text_atomic(args.report, json.dumps(report_json(report, backend.name), indent=2))
     return code  # a stop by Ctrl-C, SIGTERM or 'q' is a normal end: the outputs are complete

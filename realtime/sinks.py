@@ -10,6 +10,7 @@ from __future__ import annotations
 import logging
 import os
 import sys
+from collections.abc import Callable
 from pathlib import Path
 
 import cv2
@@ -23,6 +24,8 @@ from facenormals.realtime.render import RenderState, registered_views
 log = logging.getLogger(__name__)
 
 LIGHT_STEP_DEG = 8.0
+MP4V_MAX_SIDE = 8191  # MPEG-4 Part 2 stores width and height in 13 bits
+MAP_SUFFIXES = (".png", ".npy")
 
 
 def has_display() -> bool:
@@ -39,7 +42,7 @@ def has_display() -> bool:
 class VideoSink:
     """MP4 (``mp4v``) written to a hidden partial file, renamed to ``path`` on close: a file at ``path``
     is always complete and playable. The size is taken from the first frame; later frames of another
-    size are resized to it."""
+    size are resized to it. ``finished`` is True once ``path`` holds the video."""
 
     def __init__(self, path: str | Path, fps: float = 30.0) -> None:
         self.path = Path(path)
@@ -47,18 +50,35 @@ class VideoSink:
             raise ValueError(f"--out {self.path}: only .mp4 output is supported")
         if not fps or fps <= 0 or not np.isfinite(fps):
             raise ValueError(f"video frame rate must be positive, got {fps}")
+        if self.path.is_dir():
+            raise ValueError(f"--out {self.path}: is a folder; give a file name ending in .mp4")
         self.fps = float(fps)
         self.path.parent.mkdir(parents=True, exist_ok=True)
         self._partial = self.path.with_name(f".{self.path.stem}.partial.mp4")
         self._writer: cv2.VideoWriter | None = None
         self._size: tuple[int, int] | None = None
         self.frames = 0
+        self.finished = False
 
-    def _open(self, width: int, height: int) -> None:
+    def _new_writer(self, width: int, height: int) -> cv2.VideoWriter:
+        if max(width, height) > MP4V_MAX_SIDE:
+            raise OSError(f"--out {self.path}: frames of {width}×{height} are too large for an MPEG-4 (mp4v) video, "
+                          f"which allows at most {MP4V_MAX_SIDE} pixels a side; use a smaller source or --save-dir")
         writer = cv2.VideoWriter(str(self._partial), cv2.VideoWriter_fourcc(*"mp4v"), self.fps, (width, height))
         if not writer.isOpened():
-            raise OSError(f"{self.path}: OpenCV cannot write an mp4v video here")
-        self._writer, self._size = writer, (width, height)
+            writer.release()
+            self._partial.unlink(missing_ok=True)
+            raise OSError(f"--out {self.path}: OpenCV cannot write a {width}×{height} mp4v video to "
+                          f"{self._partial.parent} (folder not writable, or the size is not supported)")
+        return writer
+
+    def check(self, width: int, height: int) -> None:
+        """Open and discard a writer of this size: a run fails before its first frame, not on it."""
+        self._new_writer(width, height).release()
+        self._partial.unlink(missing_ok=True)
+
+    def _open(self, width: int, height: int) -> None:
+        self._writer, self._size = self._new_writer(width, height), (width, height)
 
     def write(self, result: FrameResult, image: np.ndarray) -> None:
         height, width = image.shape[:2]
@@ -74,31 +94,61 @@ class VideoSink:
             return
         self._writer.release()
         self._writer = None
-        os.replace(self._partial, self.path)  # the file appears complete or not at all
+        try:
+            os.replace(self._partial, self.path)  # the file appears complete or not at all
+        except OSError as err:
+            raise OSError(f"--out {self.path}: could not move the finished video into place ({err.strerror or err}); "
+                          f"its {self.frames} frames are in {self._partial}") from err
+        self.finished = True
         log.info("wrote %s (%d frames)", self.path, self.frames)
 
 
-class SaveDirSink:
-    """Per-frame normal maps in frame coordinates: ``DIR/normals/{id:06d}.png`` (16-bit, 0 = no normal) or
-    ``.npy`` (float32, zero outside); frames without a face are skipped."""
+def frame_number(result: FrameResult) -> str:
+    return f"{result.frame.id:06d}"
 
-    def __init__(self, folder: str | Path, fmt: str = "png") -> None:
+
+class SaveDirSink:
+    """Per-frame normal maps in frame coordinates: ``DIR/normals/{name}.png`` (16-bit, 0 = no normal) or
+    ``.npy`` (float32, zero outside); frames without a face are skipped. ``name`` is the frame id (6 digits)
+    unless ``name_of`` gives one (an image folder names each map after its input file).
+
+    Maps of an earlier run in the folder are refused (they would mix with this run's) unless
+    ``overwrite``, which removes them first; ``replaced`` counts them."""
+
+    def __init__(self, folder: str | Path, fmt: str = "png", *, overwrite: bool = False,
+                 name_of: Callable[[FrameResult], str] = frame_number) -> None:
         if fmt not in ("png", "npy"):
             raise ValueError(f"--save-format must be png or npy, got {fmt!r}")
         self.folder = Path(folder) / "normals"
+        if Path(folder).exists() and not Path(folder).is_dir():
+            raise ValueError(f"--save-dir {folder}: exists and is not a folder")
         self.folder.mkdir(parents=True, exist_ok=True)
-        self.fmt = fmt
+        old = stale_maps(self.folder)
+        if old and not overwrite:
+            raise ValueError(f"--save-dir {folder}: {self.folder} already holds {len(old)} normal maps from an earlier "
+                             "run; pass --overwrite to remove them first, or choose another folder")
+        for path in old:
+            path.unlink()
+        self.replaced = len(old)
+        self.fmt, self.name_of = fmt, name_of
         self.frames = 0
 
     def write(self, result: FrameResult, image: np.ndarray) -> None:
         if not result.normals:
             return
         normals, valid = full_normal_map(result.normals, result.frame.rgb.shape[:2])
-        write_normals(self.folder / f"{result.frame.id:06d}.{self.fmt}", normals, valid)
+        write_normals(self.folder / f"{self.name_of(result)}.{self.fmt}", normals, valid)
         self.frames += 1
 
     def close(self) -> None:
         pass
+
+
+def stale_maps(folder: Path) -> list[Path]:
+    """The normal maps (``.png``/``.npy``) already in ``folder``."""
+    if not folder.is_dir():
+        return []
+    return sorted(p for p in folder.iterdir() if p.is_file() and p.suffix.lower() in MAP_SUFFIXES)
 
 
 class WindowSink:
