@@ -375,10 +375,10 @@ class OrtBackend:
 class TensorRTBackend:
     """A serialized TensorRT engine run with ``execute_async_v3`` on torch CUDA tensors."""
 
-    def __init__(self, engine_path: Path, rebuild_from: Path | None = None) -> None:
+    def __init__(self, engine_path: Path, rebuild_from: Path | None = None, device: int = 0) -> None:
         from facenormals.export.tensorrt_runner import TensorRTRunner
 
-        self.runner = TensorRTRunner(engine_path, rebuild_from=rebuild_from)
+        self.runner = TensorRTRunner(engine_path, rebuild_from=rebuild_from, device=device)
         self.name = "tensorrt"
         self.in_chans = self.runner.in_chans
         self.input_size = self.runner.input_size
@@ -439,8 +439,9 @@ def create_backend(name: str, model: str | Path | None = None, **options: object
         if _model_kind(path) != "engine":
             raise ValueError(f"{path}: the tensorrt backend needs an engine; build one with 'facenormals export trt'")
         rebuild_from = options.pop("rebuild_from", None)
+        device_id = int(options.pop("device_id", 0))
         _no_extra(name, options)
-        return TensorRTBackend(path, rebuild_from=Path(rebuild_from) if rebuild_from else None)
+        return TensorRTBackend(path, rebuild_from=Path(rebuild_from) if rebuild_from else None, device=device_id)
     strict = bool(options.pop("strict", False))
     device_id = int(options.pop("device_id", 0))
     cache = options.pop("cache", None)

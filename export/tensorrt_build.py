@@ -1,8 +1,10 @@
 """TensorRT engine build from an exported ONNX file, for TensorRT 10 and 11.
 
 TensorRT 10 builds precision from builder flags (weak typing) or, opt-in, from the graph (strongly typed).
-TensorRT 11 removed the precision flags: every network is strongly typed, so FP16 comes from an FP16-cast
-ONNX (``export/fp16.py``) and INT8 from a Q/DQ ONNX (``calibrate int8 --target trt``). ``plan_build``
+TensorRT 11 removed the precision flags: every network is strongly typed. Both are built strongly typed
+here: FP16 from the FP16-cast ONNX (``export/fp16.py``), INT8 from a Q/DQ ONNX (``calibrate int8 --target
+trt``). Weak typing's FP16 flag lets the builder run the normalisation head (ReduceL2 → Clip → Div) in
+fp16, where the sum of squares and its epsilon underflow; the cast graph pins it to fp32. ``plan_build``
 decides, from the ONNX metadata and the TensorRT major version, which ONNX to parse and which flags to
 set; it needs no TensorRT and is tested on CPU. ``build_engine`` then drives the builder: an optimisation
 profile over the batch, a persistent timing cache, and the JSON sidecar (``engine_header.py``).
@@ -11,6 +13,8 @@ profile over the batch, a persistent timing cache, and the JSON sidecar (``engin
 from __future__ import annotations
 
 import hashlib
+import re
+import warnings
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -59,47 +63,75 @@ def plan_build(onnx_meta: dict[str, str], qdq_problems: list[str], precision: st
         if qdq_problems:
             raise ValueError("this Q/DQ model is not TensorRT-compatible (calibrate with --target trt): "
                              + "; ".join(qdq_problems[:3]) + (" ..." if len(qdq_problems) > 3 else ""))
-        # Explicit quantisation. TRT 10 weak typing may also pick fp16 for the unquantised layers (the head).
-        return BuildPlan(False, major >= 11, () if major >= 11 else ("INT8", "FP16"))
+        # Explicit quantisation, strongly typed on 10 too: the INT8+FP16 flags would let the fp32 head run fp16.
+        return BuildPlan(False, True, ())
     if source == "int8":
         raise ValueError(f"this ONNX is INT8 Q/DQ; build it with --int8, or pass the fp32/fp16 export for {precision}")
     if precision == "fp32":
         if source != "fp32":
             raise ValueError(f"an fp32 engine needs the fp32 ONNX, this one is {source}")
-        return BuildPlan(False, major >= 11, ())
-    # fp16
-    if source == "fp16":
         return BuildPlan(False, True, ())
-    if major >= 11:
-        return BuildPlan(True, True, ())  # no FP16 flag any more: cast the graph, keep I/O and the head fp32
-    return BuildPlan(False, False, ("FP16",))
+    # fp16: the cast graph (I/O and head fp32) on 10 and 11 alike; 11 has no FP16 flag, 10's would cast the head
+    return BuildPlan(source != "fp16", True, ())
 
 
-def gpu_identity() -> tuple[str, str]:
-    """(name, "major.minor" compute capability) of the current CUDA device."""
+def gpu_identity(device: int = 0) -> tuple[str, str]:
+    """(name, "major.minor" compute capability) of CUDA device ``device``."""
     import torch
 
     if not torch.cuda.is_available():
         raise RuntimeError("no CUDA GPU visible to torch: TensorRT engines are built on the GPU they will run on")
-    major, minor = torch.cuda.get_device_capability()
-    return torch.cuda.get_device_name(), f"{major}.{minor}"
+    major, minor = torch.cuda.get_device_capability(device)
+    return torch.cuda.get_device_name(device), f"{major}.{minor}"
 
 
-def default_timing_cache(compute_capability: str, trt_version: str) -> Path:
+def default_timing_cache(gpu_name: str, compute_capability: str, trt_version: str) -> Path:
+    """Per GPU model, compute capability and TensorRT version: tactics timed on one card mislead another."""
     from facenormals.export.backends import cache_dir
 
-    return cache_dir() / "trt" / f"timing-sm{compute_capability.replace('.', '')}-trt{trt_version}.cache"
+    gpu = re.sub(r"[^A-Za-z0-9]+", "-", gpu_name).strip("-").lower() or "gpu"
+    return cache_dir() / "trt" / f"timing-{gpu}-sm{compute_capability.replace('.', '')}-trt{trt_version}.cache"
+
+
+def attach_timing_cache(config: object, path: Path) -> object:
+    """Load ``path`` into the builder config; a corrupt or mismatched file falls back to an empty cache."""
+    try:
+        cache = config.create_timing_cache(path.read_bytes() if path.is_file() else b"")
+    except (OSError, RuntimeError, TypeError) as err:
+        warnings.warn(f"{path}: unreadable timing cache ({err}); starting an empty one", RuntimeWarning, stacklevel=2)
+        cache = None
+    if cache is not None and config.set_timing_cache(cache, ignore_mismatch=False):
+        return cache
+    if cache is not None:
+        warnings.warn(f"{path}: timing cache rejected (other GPU or TensorRT); starting an empty one",
+                      RuntimeWarning, stacklevel=2)
+    cache = config.create_timing_cache(b"")
+    if not config.set_timing_cache(cache, ignore_mismatch=False):
+        raise RuntimeError("TensorRT refused an empty timing cache")
+    return cache
 
 
 def build_engine(onnx_path: str | Path, out: str | Path, precision: str = "fp16",
                  batch: tuple[int, int, int] = (1, 4, 8), timing_cache: str | Path | None = None,
-                 workspace_gb: float = 2.0) -> EngineHeader:
-    """Build and write ``out`` (a plain TensorRT plan) and its sidecar; returns the header."""
+                 workspace_gb: float = 2.0, device: int = 0) -> EngineHeader:
+    """Build and write ``out`` (a plain TensorRT plan) and its sidecar on CUDA device ``device``; returns the header."""
+    onnx_path, out = Path(onnx_path), Path(out)
+    if not onnx_path.is_file():
+        raise FileNotFoundError(f"ONNX model not found: {onnx_path}")
+    import_tensorrt()  # say how to get TensorRT before asking for a GPU
+    gpu_identity(device)
+    import torch
+
+    with torch.cuda.device(device):  # the builder times tactics on the current device
+        return _build_engine(onnx_path, out, precision, batch, timing_cache, workspace_gb, device)
+
+
+def _build_engine(onnx_path: Path, out: Path, precision: str, batch: tuple[int, int, int],
+                  timing_cache: str | Path | None, workspace_gb: float, device: int) -> EngineHeader:
     from facenormals.calibration.int8 import trt_qdq_problems
     from facenormals.export.backends import onnx_model_info
     from facenormals.export.fp16 import to_fp16
 
-    onnx_path, out = Path(onnx_path), Path(out)
     if not onnx_path.is_file():
         raise FileNotFoundError(f"ONNX model not found: {onnx_path}")
     if not 1 <= batch[0] <= batch[1] <= batch[2]:
@@ -109,7 +141,7 @@ def build_engine(onnx_path: str | Path, out: str | Path, precision: str = "fp16"
     problems = trt_qdq_problems(model) if meta.get("precision") == "int8" else []
     trt = import_tensorrt()
     plan = plan_build(meta, problems, precision, trt_major(trt.__version__))
-    gpu_name, capability = gpu_identity()
+    gpu_name, capability = gpu_identity(device)
     if plan.cast_fp16:
         model = to_fp16(model)
     onnx_bytes = model.SerializeToString()
@@ -134,15 +166,13 @@ def build_engine(onnx_path: str | Path, out: str | Path, precision: str = "fp16"
     profile.set_shape(input_name, *[(n, in_chans, size, size) for n in batch])
     config.add_optimization_profile(profile)
 
-    cache_path = Path(timing_cache) if timing_cache else default_timing_cache(capability, trt.__version__)
-    cache = config.create_timing_cache(cache_path.read_bytes() if cache_path.is_file() else b"")
-    config.set_timing_cache(cache, ignore_mismatch=False)
+    cache_path = Path(timing_cache) if timing_cache else default_timing_cache(gpu_name, capability, trt.__version__)
+    attach_timing_cache(config, cache_path)
     serialized = builder.build_serialized_network(network, config)
     if serialized is None:
         raise RuntimeError(f"{onnx_path}: TensorRT failed to build a {precision} engine (see the log above)")
     engine_bytes = bytes(serialized)
-    write_bytes_atomic(cache_path, bytes(config.get_timing_cache().serialize()))
-    write_bytes_atomic(out, engine_bytes)
+    write_bytes_atomic(out, engine_bytes)  # the engine first: a failing cache write must not lose a long build
     header = EngineHeader(
         trt_version=trt.__version__, gpu_name=gpu_name, compute_capability=capability, precision=precision,
         strongly_typed=plan.strongly_typed, batch=tuple(batch), in_chans=in_chans, size=size,
@@ -150,4 +180,8 @@ def build_engine(onnx_path: str | Path, out: str | Path, precision: str = "fp16"
         onnx_sha256=hashlib.sha256(onnx_path.read_bytes()).hexdigest(),
         engine_sha256=hashlib.sha256(engine_bytes).hexdigest(), model=meta)
     write_header(out, header)
+    try:
+        write_bytes_atomic(cache_path, bytes(config.get_timing_cache().serialize()))
+    except (OSError, RuntimeError, AttributeError) as err:  # only a speed-up for the next build
+        warnings.warn(f"{cache_path}: timing cache not saved ({err})", RuntimeWarning, stacklevel=2)
     return header

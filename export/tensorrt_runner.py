@@ -26,14 +26,20 @@ class TensorRTRunner:
             raise RuntimeError("TensorRT runner: no CUDA GPU visible to torch")
         self.torch = torch
         self.device = torch.device("cuda", device)
-        engine_path = Path(engine_path)
-        gpu_name, capability = gpu_identity()
+        # Deserialisation, the execution context and every buffer belong to one device: TensorRT uses the
+        # current one, torch the one named, so on a multi-GPU machine both must be the selected device.
+        with torch.cuda.device(self.device):
+            self._load(trt, Path(engine_path), rebuild_from)
+
+    def _load(self, trt: object, engine_path: Path, rebuild_from: str | Path | None) -> None:
+        torch = self.torch
+        gpu_name, capability = gpu_identity(self.device.index)
         try:
             header = check_engine(engine_path, trt.__version__, capability, gpu_name)
         except EngineMismatchError:
             if rebuild_from is None:
                 raise
-            header = self._rebuild(engine_path, Path(rebuild_from), trt.__version__, capability)
+            header = self._rebuild(engine_path, Path(rebuild_from), trt.__version__, capability, self.device.index)
         self.header: EngineHeader = header
         self.in_chans, self.input_size = header.in_chans, header.size
         self.logger = trt.Logger(trt.Logger.WARNING)
@@ -51,7 +57,7 @@ class TensorRTRunner:
         self.stream = torch.cuda.Stream(device=self.device)
 
     @staticmethod
-    def _rebuild(engine_path: Path, onnx_path: Path, trt_version: str, capability: str) -> EngineHeader:
+    def _rebuild(engine_path: Path, onnx_path: Path, trt_version: str, capability: str, device: int) -> EngineHeader:
         try:
             old = read_engine_header(engine_path, verify_hash=False)
             precision, batch = old.precision, old.batch
@@ -61,7 +67,7 @@ class TensorRTRunner:
         import warnings
 
         warnings.warn(f"{engine_path}: rebuilding from {onnx_path} ({reason})", RuntimeWarning, stacklevel=3)
-        return build_engine(onnx_path, engine_path, precision=precision, batch=batch)
+        return build_engine(onnx_path, engine_path, precision=precision, batch=batch, device=device)
 
     def run(self, batch: object) -> object:
         """float32 CUDA tensor N×C×S×S → float32 CUDA tensor N×3×S×S (synchronised on the runner's stream)."""
@@ -70,17 +76,18 @@ class TensorRTRunner:
         n = int(batch.shape[0])
         if not lo <= n <= hi:
             raise ValueError(f"batch of {n} outside the engine's profile {lo}..{hi}; rebuild with --batch")
-        x = batch.to(self.device, torch.float32).contiguous()
-        out = torch.empty((n, 3, self.input_size, self.input_size), dtype=torch.float32, device=self.device)
-        self.stream.wait_stream(torch.cuda.current_stream(self.device))  # x was written on the current stream
-        self.context.set_input_shape(self.input_name, tuple(x.shape))
-        self.context.set_tensor_address(self.input_name, x.data_ptr())
-        self.context.set_tensor_address(self.output_name, out.data_ptr())
-        if not self.context.execute_async_v3(self.stream.cuda_stream):
-            raise RuntimeError("TensorRT execute_async_v3 failed")
-        x.record_stream(self.stream)
-        out.record_stream(self.stream)
-        self.stream.synchronize()
+        with torch.cuda.device(self.device):  # enqueue on the engine's device, not whichever is current
+            x = batch.to(self.device, torch.float32).contiguous()
+            out = torch.empty((n, 3, self.input_size, self.input_size), dtype=torch.float32, device=self.device)
+            self.stream.wait_stream(torch.cuda.current_stream(self.device))  # x was written on the current stream
+            self.context.set_input_shape(self.input_name, tuple(x.shape))
+            self.context.set_tensor_address(self.input_name, x.data_ptr())
+            self.context.set_tensor_address(self.output_name, out.data_ptr())
+            if not self.context.execute_async_v3(self.stream.cuda_stream):
+                raise RuntimeError("TensorRT execute_async_v3 failed")
+            x.record_stream(self.stream)
+            out.record_stream(self.stream)
+            self.stream.synchronize()
         return out
 
     def run_numpy(self, batch: np.ndarray) -> np.ndarray:

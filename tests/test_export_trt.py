@@ -26,7 +26,7 @@ from facenormals.export.engine_header import (
     write_header,
 )
 from facenormals.export.onnx_export import export_onnx, read_metadata, set_metadata
-from facenormals.export.tensorrt_build import BuildPlan, build_engine, plan_build, trt_major
+from facenormals.export.tensorrt_build import BuildPlan, build_engine, default_timing_cache, plan_build, trt_major
 from facenormals.model import create_model
 
 SIZE = 64
@@ -34,10 +34,10 @@ HAS_TRT = importlib.util.find_spec("tensorrt") is not None
 
 
 @pytest.mark.parametrize(("major", "precision", "source", "expected"), [
-    (10, "fp32", "fp32", BuildPlan(False, False, ())),
-    (10, "fp16", "fp32", BuildPlan(False, False, ("FP16",))),  # weak typing: the builder flag
+    (10, "fp32", "fp32", BuildPlan(False, True, ())),
+    (10, "fp16", "fp32", BuildPlan(True, True, ())),  # issue 19 (4): the cast graph, not the FP16 flag (head in fp32)
     (10, "fp16", "fp16", BuildPlan(False, True, ())),  # an fp16-cast graph builds strongly typed on 10 too
-    (10, "int8", "int8", BuildPlan(False, False, ("INT8", "FP16"))),
+    (10, "int8", "int8", BuildPlan(False, True, ())),  # not INT8+FP16 weak typing: that casts the fp32 head
     (11, "fp32", "fp32", BuildPlan(False, True, ())),
     (11, "fp16", "fp32", BuildPlan(True, True, ())),  # no FP16 flag in 11: cast the graph
     (11, "fp16", "fp16", BuildPlan(False, True, ())),
@@ -59,6 +59,23 @@ def test_build_plan_refuses_what_tensorrt_would_misbuild(precision: str, source:
                                                          major: int, message: str) -> None:
     with pytest.raises(ValueError, match=message):
         plan_build({"precision": source}, problems, precision, major)
+
+
+def test_no_build_plan_uses_weak_typing_precision_flags() -> None:
+    """Issue 19 (4): every plan on 10 and 11 is strongly typed, so the normalisation head's fp32 is kept."""
+    plans = [plan_build({"precision": source}, [], precision, major) for major in (10, 11)
+             for precision, source in (("fp32", "fp32"), ("fp16", "fp32"), ("fp16", "fp16"), ("int8", "int8"))]
+    assert all(p.strongly_typed and not p.builder_flags for p in plans)
+
+
+def test_timing_cache_is_keyed_by_gpu_capability_and_version(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Issue 19 (3): tactics timed on an L4 must not seed an H100 build of the same compute capability family."""
+    monkeypatch.setenv("FACENORMALS_CACHE", str(tmp_path))
+    h100 = default_timing_cache("NVIDIA H100 80GB HBM3", "9.0", "10.13.3.9")
+    h200 = default_timing_cache("NVIDIA H200", "9.0", "10.13.3.9")
+    assert h100 != h200 and "nvidia-h100-80gb-hbm3" in h100.name and "sm90" in h100.name and "10.13.3.9" in h100.name
+    assert default_timing_cache("NVIDIA H100 80GB HBM3", "9.0", "11.0.0") != h100
+    assert h100.is_relative_to(tmp_path)
 
 
 def test_trt_major_parses_versions() -> None:
@@ -190,3 +207,90 @@ def test_engine_builds_runs_and_matches_onnx_runtime(fp32_onnx: Path, tmp_path: 
     trt_backend = create_backend("tensorrt", engine)
     got, ref = trt_backend(crops.images), OrtBackend("ort-cpu", fp32_onnx)(crops.images)
     assert angular_deviation_deg(ref, got, crops.masks).max() <= 0.5
+
+
+def _trt_ready() -> tuple[bool, str]:
+    if not HAS_TRT:
+        return False, "TensorRT is not installed (needs the 'gpu' extra and an NVIDIA GPU)"
+    if not torch.cuda.is_available():
+        return False, "no CUDA GPU"
+    return True, ""
+
+
+TRT_READY, TRT_REASON = _trt_ready()
+
+
+@pytest.fixture(scope="module")
+def face_crops() -> object:
+    from facenormals.export.parity import load_face_crops
+
+    return load_face_crops(None, size=SIZE)
+
+
+def _deviation_vs_cpu(onnx_path: Path, engine: Path, crops: object) -> np.ndarray:
+    from facenormals.export.backends import OrtBackend, create_backend
+    from facenormals.export.parity import angular_deviation_deg
+
+    got = create_backend("tensorrt", engine)(crops.images)
+    assert np.isfinite(got).all()
+    return angular_deviation_deg(OrtBackend("ort-cpu", onnx_path)(crops.images), got, crops.masks)
+
+
+@pytest.mark.trt
+@pytest.mark.gpu
+@pytest.mark.skipif(not TRT_READY, reason=TRT_REASON or "TensorRT and CUDA present")
+@pytest.mark.parametrize("precision", ["fp32", "fp16"])
+def test_strongly_typed_engine_matches_cpu(precision: str, fp32_onnx: Path, tmp_path: Path, face_crops: object) -> None:
+    """fp32 and fp16 (the cast graph, strongly typed on TensorRT 10 and 11) against ORT-CPU fp32."""
+    engine = tmp_path / f"{precision}.engine"
+    header = build_engine(fp32_onnx, engine, precision=precision, batch=(1, 4, 8), timing_cache=tmp_path / "t.cache")
+    assert header.strongly_typed and header.precision == precision and header.batch == (1, 4, 8)
+    assert _deviation_vs_cpu(fp32_onnx, engine, face_crops).max() <= (0.1 if precision == "fp32" else 0.5)
+
+
+@pytest.mark.trt
+@pytest.mark.gpu
+@pytest.mark.skipif(not TRT_READY, reason=TRT_REASON or "TensorRT and CUDA present")
+def test_int8_qdq_engine_stays_close_to_fp32(fp32_onnx: Path, tmp_path: Path, face_crops: object) -> None:
+    """INT8 explicit quantisation from the --target trt Q/DQ model (calibrated on the same real crops)."""
+    from facenormals.calibration.int8 import quantize_int8
+
+    qdq = tmp_path / "int8.onnx"
+    quantize_int8(fp32_onnx, qdq, face_crops.images, target="trt")
+    engine = tmp_path / "int8.engine"
+    header = build_engine(qdq, engine, precision="int8", batch=(1, 4, 8))
+    assert header.strongly_typed and header.precision == "int8"
+    deviation = _deviation_vs_cpu(fp32_onnx, engine, face_crops)
+    assert deviation.mean() <= 2.0
+
+
+@pytest.mark.trt
+@pytest.mark.gpu
+@pytest.mark.skipif(not TRT_READY, reason=TRT_REASON or "TensorRT and CUDA present")
+def test_engine_refuses_a_batch_beyond_its_profile(fp32_onnx: Path, tmp_path: Path) -> None:
+    from facenormals.export.backends import create_backend
+
+    engine = tmp_path / "small.engine"
+    build_engine(fp32_onnx, engine, precision="fp16", batch=(1, 2, 4))
+    backend = create_backend("tensorrt", engine)
+    assert backend.max_batch == 4
+    with pytest.raises(ValueError, match=r"outside the engine's profile 1\.\.4"):
+        backend(np.zeros((5, 3, SIZE, SIZE), np.float32))
+
+
+@pytest.mark.trt
+@pytest.mark.gpu
+@pytest.mark.skipif(not TRT_READY, reason=TRT_REASON or "TensorRT and CUDA present")
+def test_engine_on_the_last_gpu_stays_there(fp32_onnx: Path, tmp_path: Path, face_crops: object) -> None:
+    """Issue 19 (8): deserialised and run on the selected device while device 0 is current."""
+    if torch.cuda.device_count() < 2:
+        pytest.skip("needs two CUDA GPUs")
+    from facenormals.export.tensorrt_runner import TensorRTRunner
+
+    last = torch.cuda.device_count() - 1
+    engine = tmp_path / "last.engine"
+    build_engine(fp32_onnx, engine, precision="fp16", device=last)
+    runner = TensorRTRunner(engine, device=last)
+    out = runner.run(torch.from_numpy(face_crops.images).to(f"cuda:{last}"))
+    assert out.device.index == last and torch.isfinite(out).all()
+
