@@ -67,6 +67,48 @@ def load_image(image: ImageInput) -> np.ndarray:
     return np.ascontiguousarray(image)
 
 
+class ImageError(ValueError):
+    """One image of a list that could not be used: ``index`` in the list and the reason (``__cause__``)."""
+
+    def __init__(self, index: int, image: object, cause: BaseException) -> None:
+        super().__init__(f"image {index} ({_describe(image)}): {cause}")
+        self.index = index
+
+
+def _describe(image: object) -> str:
+    if isinstance(image, (str, Path)):
+        return str(image)
+    if isinstance(image, np.ndarray):
+        return f"array {image.dtype} {image.shape}"
+    return type(image).__name__
+
+
+def _item_error(index: int, image: object, cause: BaseException) -> ImageError:
+    error = ImageError(index, image, cause)
+    error.__cause__ = cause
+    warnings.warn(str(error), RuntimeWarning, stacklevel=4)
+    return error
+
+
+def load_batch(batch: list, single: bool) -> tuple[list[np.ndarray | None], list]:
+    """(each image as RGB uint8, None where it is unusable; results with an :class:`ImageError` in those slots).
+    A single image raises instead: there is nothing else to keep."""
+    from facenormals.realtime.detect import check_frame
+
+    frames: list[np.ndarray | None] = []
+    results: list = []
+    for i, image in enumerate(batch):
+        try:
+            frames.append(check_frame(load_image(image)))
+            results.append([])
+        except (ValueError, TypeError, OSError) as err:
+            if single:
+                raise
+            frames.append(None)
+            results.append(_item_error(i, image, err))
+    return frames, results
+
+
 def _as_intrinsics(intrinsics: object, shape: tuple[int, int]):
     """An ``Intrinsics``, or a 3×3 pinhole matrix for an image of ``shape`` (rows, cols)."""
     from facenormals.realtime.frame import Intrinsics
@@ -168,6 +210,9 @@ class FaceNormals:
                  depth_scale_m: float | None = 0.001) -> list[FaceResult] | list[list[FaceResult]]:
         """One image → its faces; a list (or an N×H×W×3 array) of images → one list of faces per image.
 
+        In a list, an image that cannot be used (None, a missing or broken file, a 0×0 array, bad depth) gets an
+        :class:`ImageError` naming its index in its slot, with a warning; the other images' faces are kept.
+
         ``depth`` (with ``intrinsics``, an ``Intrinsics`` or 3×3 matrix of the RGB image): depth aligned to
         the RGB image, uint16 in units of ``depth_scale_m`` metres (default millimetres) or float metres;
         a list of them for a list of images. Adds the refined depth of each face (``facenormals.fusion``).
@@ -178,12 +223,20 @@ class FaceNormals:
         cameras = _per_image(intrinsics, len(batch), single or _is_one_camera(intrinsics), "intrinsics")
         if any(d is not None and k is None for d, k in zip(depths, cameras, strict=True)):
             raise ValueError("depth needs the intrinsics of the RGB image it is aligned to (intrinsics=...)")
-        frames = [load_image(image) for image in batch]
-        results = self._infer(frames)
-        for i, (frame, depth_i, camera) in enumerate(zip(frames, depths, cameras, strict=True)):
-            if depth_i is not None and results[i]:
-                results[i] = fuse_faces(results[i], depth_i, _as_intrinsics(camera, frame.shape[:2]),
-                                        depth_scale_m, frame.shape[:2])
+        frames, results = load_batch(batch, single)
+        good = [i for i, frame in enumerate(frames) if frame is not None]
+        for i, faces in zip(good, self._infer([frames[i] for i in good]), strict=True):
+            results[i] = faces
+        for i in good:
+            if depths[i] is None or not results[i]:
+                continue
+            try:
+                results[i] = fuse_faces(results[i], depths[i], _as_intrinsics(cameras[i], frames[i].shape[:2]),
+                                        depth_scale_m, frames[i].shape[:2])
+            except ValueError as err:  # this image's depth is bad: the others keep theirs
+                if single:
+                    raise
+                results[i] = _item_error(i, batch[i], err)
         return results[0] if single else results
 
     def _infer(self, frames: list[np.ndarray]) -> list[list[FaceResult]]:

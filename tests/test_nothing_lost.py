@@ -232,3 +232,23 @@ def test_image_folder_names_maps_after_inputs_and_detects_each_still(media, tmp_
     two, single = (np.any(read_normals(maps / name) != 0, axis=2) for name in ("a_two.png", "c_single.png"))
     # both faces of the first image, and the single face of the last one (no tracking carried over)
     assert two[:, :200].any() and two[:, 200:].any() and single.sum() > 0.05 * single.size
+
+
+# ------------------------------------------------------------------------------------------------- Python API
+
+
+def test_api_list_keeps_good_images_and_names_bad_ones_by_index(media, tmp_path, still_detector):
+    from facenormals.api import FaceNormals, ImageError
+
+    fn = FaceNormals(model=media["ckpt"], backend="torch", detector=still_detector)
+    missing = tmp_path / "missing.png"
+    batch = [face_photo(), None, missing, np.zeros((0, 0, 3), np.uint8), tiled_faces(2)]
+    with pytest.warns(RuntimeWarning, match="image 1"):
+        results = fn(batch)
+    assert len(results) == 5 and len(results[0]) == 1 and len(results[4]) == 2
+    for index in (1, 2, 3):
+        assert isinstance(results[index], ImageError) and results[index].index == index
+        assert str(results[index]).startswith(f"image {index} (")
+    assert str(missing) in str(results[2]) and "0×0" in str(results[3])
+    with pytest.raises(ValueError, match=r"missing\.png"):
+        fn(missing)  # a single image still raises: nothing else to keep
