@@ -3,6 +3,7 @@
     facenormals export onnx --model CKPT --out model.onnx [--size 256] [--fp16]
     facenormals export trt --onnx model.onnx --out model.engine [--fp16|--int8] [--batch 1,4,8]
     facenormals export triton --onnx model.onnx --repo models/ [--engine model.engine]
+    facenormals export doctor [--json]      what will actually run here (providers, TensorRT, CUDA, wheels)
 """
 
 from __future__ import annotations
@@ -14,7 +15,7 @@ from pathlib import Path
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    sub = parser.add_subparsers(dest="format", required=True, metavar="{onnx,trt,triton}")
+    sub = parser.add_subparsers(dest="format", required=True, metavar="{onnx,trt,triton,doctor}")
 
     onnx_p = sub.add_parser("onnx", help="ONNX of the image→normal path, with a parity check against torch")
     onnx_p.add_argument("--model", default=None, help="checkpoint (.safetensors) or shipped model name; "
@@ -48,7 +49,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     triton_p.add_argument("--instances", type=int, default=1, help="model instances per GPU (or CPU)")
     triton_p.add_argument("--kind", choices=("gpu", "cpu"), default="gpu", help="instance group kind")
     triton_p.add_argument("--trt-ep", action="store_true",
-                          help="onnxruntime model: accelerate with the TensorRT execution provider (fp16)")
+                          help="onnxruntime model: accelerate with the TensorRT execution provider (serves the "
+                               "fp16-cast graph, engine cache and batch profile set)")
+
+    doctor_p = sub.add_parser("doctor", help="what will actually run here: ONNX Runtime wheels and providers, "
+                              "TensorRT, CUDA, GPUs, known bad combinations")
+    doctor_p.add_argument("--json", action="store_true", help="print the report as JSON")
 
 
 def parse_batch(text: str) -> tuple[int, int, int]:
@@ -90,7 +96,8 @@ def _trt(args: argparse.Namespace) -> int:
     precision = "int8" if args.int8 else "fp16" if args.fp16 else "fp32"
     header = build_engine(args.onnx, args.out, precision=precision, batch=profile,
                           timing_cache=args.timing_cache, workspace_gb=args.workspace_gb)
-    print(f"wrote {args.out}: TensorRT {header.trt_version}, {precision}, {header.gpu_name} "
+    typing = "strongly typed" if header.strongly_typed else "weakly typed"
+    print(f"wrote {args.out}: TensorRT {header.trt_version}, {precision} ({typing}), {header.gpu_name} "
           f"(sm_{header.compute_capability.replace('.', '')}), batch {profile}")
     return 0
 
@@ -102,9 +109,31 @@ def _triton(args: argparse.Namespace) -> int:
                                instances=args.instances, kind=args.kind, trt_ep=args.trt_ep)
     for path in written:
         print(f"wrote {path}")
+    if args.engine is not None:
+        from facenormals.export.engine_header import read_header
+
+        header = read_header(args.engine)
+        # A plan deserialises only under the exact TensorRT version that built it (Triton's tensorrt backend too).
+        print(f"note: {args.name}_trt needs a Triton release built with TensorRT {header.trt_version} on compute "
+              f"capability {header.compute_capability}; otherwise serve {args.name} (onnxruntime) or rebuild the plan "
+              "inside that Triton container")
     return 0
 
 
+def _doctor(args: argparse.Namespace) -> int:
+    from facenormals.export.backends import system_report
+
+    report = system_report()
+    if args.json:
+        print(json.dumps(report, indent=2))
+        return 0
+    for key in ("onnxruntime", "onnxruntime_wheels", "providers", "tensorrt", "torch", "torch_cuda", "gpus", "cpu"):
+        print(f"{key:>18}: {report.get(key)}")
+    for problem in report["problems"]:
+        print(f"problem: {problem}")
+    return 1 if report["problems"] else 0
+
+
 def main(args: argparse.Namespace) -> int:
-    handlers = {"onnx": _onnx, "trt": _trt, "triton": _triton}
+    handlers = {"onnx": _onnx, "trt": _trt, "triton": _triton, "doctor": _doctor}
     return handlers[args.format](args)

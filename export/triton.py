@@ -26,6 +26,7 @@ ONNX_PLATFORM = "onnxruntime_onnx"
 TRT_PLATFORM = "tensorrt_plan"
 MODEL_FILES = {ONNX_PLATFORM: "model.onnx", TRT_PLATFORM: "model.plan"}
 QUEUE_DELAY_US = 2000  # wait at most 2 ms to fill a batch: under one camera frame at 60 fps
+TRT_CACHE_DIR = "/tmp/facenormals-trt-cache"  # inside the Triton container; mount a volume here to keep engines
 
 
 def _dims(values: list[int]) -> str:
@@ -33,7 +34,8 @@ def _dims(values: list[int]) -> str:
 
 
 def model_config(name: str, platform: str, in_chans: int, size: int, max_batch: int, instances: int,
-                 kind: str, input_name: str = "image", output_name: str = "normals", trt_ep: bool = False) -> str:
+                 kind: str, input_name: str = "image", output_name: str = "normals", trt_ep: bool = False,
+                 trt_cache_dir: str = TRT_CACHE_DIR) -> str:
     """config.pbtxt text for one model."""
     if platform not in MODEL_FILES:
         raise ValueError(f"unknown Triton platform {platform!r}; choose one of {sorted(MODEL_FILES)}")
@@ -63,15 +65,34 @@ def model_config(name: str, platform: str, in_chans: int, size: int, max_batch: 
     if trt_ep:
         if platform != ONNX_PLATFORM or kind != "gpu":
             raise ValueError("the TensorRT execution provider applies to onnxruntime models on GPU instances")
-        lines += [
-            "optimization { execution_accelerators { gpu_execution_accelerator: [ {",
-            '  name: "tensorrt"',
-            '  parameters { key: "precision_mode" value: "FP16" }',
-            '  parameters { key: "max_workspace_size_bytes" value: "2147483648" }',
-            '  parameters { key: "trt_engine_cache_enable" value: "1" }',
-            "} ] } }",
-        ]
+        lines += ["optimization { execution_accelerators { gpu_execution_accelerator: [ {", '  name: "tensorrt"']
+        lines += [f'  parameters {{ key: "{k}" value: "{v}" }}'
+                  for k, v in trt_ep_parameters(name, input_name, in_chans, size, max_batch, trt_cache_dir).items()]
+        lines += ["} ] } }"]
     return "\n".join(lines) + "\n"
+
+
+def trt_ep_parameters(name: str, input_name: str, in_chans: int, size: int, max_batch: int,
+                      cache_dir: str = TRT_CACHE_DIR) -> dict[str, str]:
+    """The TensorRT EP block of an onnxruntime model (keys of Triton's onnxruntime backend).
+
+    One profile covers batch 1..max_batch, so a new batch size while serving does not rebuild the engine; the
+    engine and timing caches persist across restarts. ``precision_mode`` stays FP32: the model served is the
+    fp16-cast graph (fp32 head), whose types TensorRT follows; FP16 mode would let it cast the head, which
+    underflows.
+    """
+    shape = f"{in_chans}x{size}x{size}"
+    return {
+        "precision_mode": "FP32",
+        "max_workspace_size_bytes": "2147483648",
+        "trt_engine_cache_enable": "1",
+        "trt_engine_cache_path": f"{cache_dir}/{name}",
+        "trt_timing_cache_enable": "1",
+        "trt_timing_cache_path": f"{cache_dir}/timing",
+        "trt_profile_min_shapes": f"{input_name}:1x{shape}",
+        "trt_profile_opt_shapes": f"{input_name}:{max(1, max_batch // 2)}x{shape}",
+        "trt_profile_max_shapes": f"{input_name}:{max_batch}x{shape}",
+    }
 
 
 def write_repository(onnx_path: str | Path, repo: str | Path, name: str = "facenormals",
@@ -87,9 +108,14 @@ def write_repository(onnx_path: str | Path, repo: str | Path, name: str = "facen
     if not re.fullmatch(r"[A-Za-z0-9_.-]+", name):
         raise ValueError(f"model name {name!r}: use letters, digits, '_', '.', '-' (it is a folder name)")
     in_chans, size, _ = onnx_model_info(onnx_path)
+    served = onnx_path
+    if trt_ep:
+        from facenormals.export.backends import fp16_onnx
+
+        served = fp16_onnx(onnx_path)  # fp16 body, fp32 I/O and head; fp16/INT8 files as they are
     written = [
-        *_write_model(repo / name, onnx_path, model_config(name, ONNX_PLATFORM, in_chans, size, max_batch,
-                                                           instances, kind, trt_ep=trt_ep)),
+        *_write_model(repo / name, served, model_config(name, ONNX_PLATFORM, in_chans, size, max_batch,
+                                                        instances, kind, trt_ep=trt_ep)),
     ]
     if engine is not None:
         header = read_header(engine)
@@ -233,6 +259,7 @@ def validate_repository(repo: str | Path) -> list[str]:
             problems.append(f"{folder.name}: max_batch_size must be ≥ 1 for dynamic batching")
         if "dynamic_batching" not in config:
             problems.append(f"{folder.name}: no dynamic_batching")
+        problems += _trt_ep_problems(folder.name, config, max_batch)
         inputs, outputs = config.get("input", []), config.get("output", [])
         if len(inputs) != 1 or len(outputs) != 1:
             problems.append(f"{folder.name}: expected one input and one output")
@@ -248,4 +275,21 @@ def validate_repository(repo: str | Path) -> list[str]:
                     problems.append(f"{folder.name}: {label} dims {declared.get('dims')} vs model {dims}")
                 if declared.get("data_type", [None])[0] != "TYPE_FP32":
                     problems.append(f"{folder.name}: {label} data_type must be TYPE_FP32")
+    return problems
+
+
+def _trt_ep_problems(model: str, config: dict[str, list[object]], max_batch: object) -> list[str]:
+    """A TensorRT EP block without caches or a profile covering max_batch_size rebuilds engines while serving."""
+    accelerators = [a for o in config.get("optimization", []) for e in o.get("execution_accelerators", [])
+                    for a in e.get("gpu_execution_accelerator", []) if a.get("name") == ["tensorrt"]]
+    problems = []
+    for accelerator in accelerators:
+        params = {p["key"][0]: p["value"][0] for p in accelerator.get("parameters", [])}
+        for key in ("trt_engine_cache_enable", "trt_engine_cache_path", "trt_profile_max_shapes"):
+            if key not in params:
+                problems.append(f"{model}: TensorRT EP without {key} (engines rebuilt while serving)")
+        shapes = str(params.get("trt_profile_max_shapes", ""))
+        match = re.search(r":(\d+)x", shapes)
+        if match and isinstance(max_batch, int) and int(match.group(1)) < max_batch:
+            problems.append(f"{model}: TensorRT EP profile max batch {match.group(1)} < max_batch_size {max_batch}")
     return problems

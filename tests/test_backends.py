@@ -341,3 +341,35 @@ def test_ort_trt_on_the_shipped_prior_model() -> None:
     inputs = network_inputs(faces.images, cpu.in_chans, cpu.prior_source)
     deviation = angular_deviation_deg(cpu(inputs), gpu(inputs), faces.masks)
     assert gpu.providers[0] == "TensorrtExecutionProvider" and deviation.max() <= 0.5
+
+
+def test_doctor_reports_what_runs_here(capsys: pytest.CaptureFixture[str]) -> None:
+    """Issue 19 (6): the report reads the real installation (ORT wheels, providers, torch)."""
+    import json
+
+    from facenormals.cli import main as cli_main
+    from facenormals.export.backends import system_report
+
+    report = system_report()
+    assert report["onnxruntime"] == ort.__version__ and report["providers"] == ort.get_available_providers()
+    assert "onnxruntime" in report["onnxruntime_wheels"] or "onnxruntime-gpu" in report["onnxruntime_wheels"]
+    assert report["torch"] == torch.__version__
+    code = cli_main(["export", "doctor", "--json"])
+    assert json.loads(capsys.readouterr().out)["providers"] == report["providers"] and code == 0
+
+
+@pytest.mark.parametrize(("changes", "message"), [
+    ({"onnxruntime_wheels": {"onnxruntime": "1.22.0", "onnxruntime-gpu": "1.22.0"}}, "share one folder"),
+    ({"gpus": ["NVIDIA L4"]}, "no GPU providers"),
+    ({"providers": ["TensorrtExecutionProvider", "CPUExecutionProvider"], "tensorrt": {"tensorrt": "11.0.0"},
+      "gpus": ["NVIDIA L4"]}, "TensorRT 11 only from onnxruntime 1.27"),
+    ({"providers": ["TensorrtExecutionProvider", "CUDAExecutionProvider"], "gpus": ["NVIDIA L4"]},
+     "no tensorrt wheel"),
+])
+def test_doctor_names_the_bad_combinations(changes: dict[str, object], message: str) -> None:
+    from facenormals.export.backends import runtime_problems
+
+    clean = {"onnxruntime": "1.22.0", "onnxruntime_wheels": {"onnxruntime-gpu": "1.22.0"}, "tensorrt": {},
+             "providers": ["CPUExecutionProvider"], "gpus": []}
+    assert runtime_problems(clean) == []
+    assert any(message in p for p in runtime_problems({**clean, **changes}))

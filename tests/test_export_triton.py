@@ -62,8 +62,31 @@ def test_tensorrt_plan_model_is_added_with_its_sidecar(fp32_onnx: Path, tmp_path
     accelerator = parse_pbtxt((repo / "facenormals/config.pbtxt").read_text())["optimization"][0]
     trt_ep = accelerator["execution_accelerators"][0]["gpu_execution_accelerator"][0]
     assert trt_ep["name"] == ["tensorrt"]
-    assert {"key": ["precision_mode"], "value": ["FP16"]} in trt_ep["parameters"]
+    params = {p["key"][0]: p["value"][0] for p in trt_ep["parameters"]}
+    # Issue 19 (4, 7): types from the fp16-cast graph (no FP16 mode that casts the head), one profile for 1..8,
+    # persistent engine and timing caches.
+    assert params["precision_mode"] == "FP32"
+    assert params["trt_profile_min_shapes"] == f"image:1x3x{SIZE}x{SIZE}"
+    assert params["trt_profile_max_shapes"] == f"image:8x3x{SIZE}x{SIZE}"
+    assert params["trt_engine_cache_enable"] == "1" and params["trt_engine_cache_path"].endswith("/facenormals")
+    assert params["trt_timing_cache_enable"] == "1"
+    import onnx
+
+    served = onnx.load(str(repo / "facenormals/1/model.onnx"))
+    assert {p.key: p.value for p in served.metadata_props}["precision"] == "fp16"
+    assert served.graph.input[0].type.tensor_type.elem_type == onnx.TensorProto.FLOAT  # clients still send fp32
     assert validate_repository(repo) == []
+
+
+def test_validation_catches_a_trt_ep_block_that_rebuilds_while_serving(fp32_onnx: Path, tmp_path: Path) -> None:
+    repo = tmp_path / "repo"
+    write_repository(fp32_onnx, repo, max_batch=8, trt_ep=True)
+    config_path = repo / "facenormals/config.pbtxt"
+    good = config_path.read_text()
+    config_path.write_text(good.replace(f"image:8x3x{SIZE}x{SIZE}", f"image:4x3x{SIZE}x{SIZE}"))
+    assert any("profile max batch 4 < max_batch_size 8" in p for p in validate_repository(repo))
+    config_path.write_text("\n".join(line for line in good.splitlines() if "trt_engine_cache_path" not in line))
+    assert any("without trt_engine_cache_path" in p for p in validate_repository(repo))
 
 
 def test_engine_that_cannot_serve_the_config_is_refused(fp32_onnx: Path, tmp_path: Path) -> None:
