@@ -252,3 +252,43 @@ def test_api_list_keeps_good_images_and_names_bad_ones_by_index(media, tmp_path,
     assert str(missing) in str(results[2]) and "0×0" in str(results[3])
     with pytest.raises(ValueError, match=r"missing\.png"):
         fn(missing)  # a single image still raises: nothing else to keep
+
+
+# ---------------------------------------------------------------------------------------------------- RGB-D
+
+
+GOOD_K = {"width": 64, "height": 48, "fx": 50.0, "fy": 50.0, "cx": 31.5, "cy": 23.5, "depth_scale_m": 0.001}
+COLOUR = {"width": 64, "height": 48, "fx": 50.0, "fy": 50.0, "cx": 31.5, "cy": 23.5}
+
+
+@pytest.mark.parametrize(("change", "message"), [
+    ({"depth_scale_m": [0.001]}, "depth_scale_m must be a number, got [0.001]"),
+    ({"depth_scale_m": "abc"}, 'depth_scale_m must be a number, got "abc"'),
+    ({"fx": "abc"}, 'fx must be a number, got "abc"'),
+    ({"color": COLOUR, "depth_to_color": {"rotation": "I"}}, 'rotation must be 3×3 numbers, got "I"'),
+    ({"color": COLOUR, "depth_to_color": {"translation_m": [0, "x", 0]}}, "translation_m must be 3 numbers"),
+])
+def test_malformed_intrinsics_name_the_file_and_field(tmp_path, change, message):
+    from media import write_rgbd_folder
+
+    from facenormals.realtime.sources.base import SourceError, open_source
+
+    folder = write_rgbd_folder(tmp_path / "scan", intrinsics={**GOOD_K, **change})
+    with pytest.raises(SourceError) as err:
+        open_source(f"rgbd:{folder}")
+    assert message in str(err.value) and str(folder / "intrinsics.json") in str(err.value)
+
+
+def test_saturated_depth_is_missing_not_65_metres(tmp_path):
+    from media import write_rgbd_folder
+
+    from facenormals.realtime.sources.base import open_source
+
+    folder = write_rgbd_folder(tmp_path / "scan", frames=2)
+    saturated = np.full((48, 64), 65535, np.uint16)
+    saturated[10:20, 10:20] = 800
+    cv2.imwrite(str(folder / "depth" / "0001.png"), saturated)
+    with open_source(f"rgbd:{folder}") as source:
+        first, second = list(source)
+        assert source.invalid_depth_frames == 1
+    assert first.depth.max() == 1000 and second.depth.max() == 800 and (second.depth == 0).sum() == 48 * 64 - 100

@@ -39,6 +39,8 @@ from facenormals.realtime.frame import Frame, Intrinsics
 
 log = logging.getLogger(__name__)
 
+MAX_DEPTH_M = 16.0  # beyond any consumer depth sensor's range (RealSense, Kinect: ≤ 10 m): such readings are invalid
+SATURATED = 65535  # the uint16 "no reading / overflow" code many sensors and recorders write
 VIDEO_SUFFIXES = (".mp4", ".avi", ".mov", ".mkv", ".webm", ".m4v", ".mpg", ".mpeg", ".wmv")
 REALSENSE_SUFFIXES = (".bag", ".db3")
 
@@ -78,6 +80,7 @@ class Source(ABC):
 
     def __init__(self) -> None:
         self._next_id = 0
+        self.invalid_depth_frames = 0  # frames where out-of-range depth was set to 0 (missing)
         self._closed = False
         self._stop_requested = threading.Event()
 
@@ -124,16 +127,34 @@ class Source(ABC):
         return self.frames()
 
     def _stamp(self, capture: Capture, t_capture_ns: int) -> Frame:
+        depth = capture.depth
+        if depth is not None and capture.depth_scale_m:
+            depth = self._drop_implausible_depth(depth, capture.depth_scale_m)
         frame = Frame(
             id=self._next_id,
             t_capture_ns=t_capture_ns,
             rgb=capture.rgb,
-            depth=capture.depth,
+            depth=depth,
             depth_scale_m=capture.depth_scale_m,
             intrinsics=capture.intrinsics if capture.intrinsics is not None else self.info.intrinsics,
         )
         self._next_id += 1
         return frame
+
+    def _drop_implausible_depth(self, depth: np.ndarray, scale_m: float) -> np.ndarray:
+        """Saturated (65535) or farther than :data:`MAX_DEPTH_M` readings become 0 (missing), counted and logged once:
+        fused as metres they would put the face at 65 m without a word."""
+        limit = min(SATURATED, int(np.ceil(MAX_DEPTH_M / scale_m)))
+        bad = depth >= limit
+        if not bad.any():
+            return depth
+        if self.invalid_depth_frames == 0:
+            log.warning("%s: frame %d has %d depth pixels beyond %.0f m or saturated (%d); treated as missing",
+                        self.info.name, self._next_id, int(bad.sum()), MAX_DEPTH_M, SATURATED)
+        self.invalid_depth_frames += 1
+        depth = depth.copy()
+        depth[bad] = 0
+        return depth
 
     def stop(self) -> None:
         """Ask the stream to end after the current frame; safe from any thread (``close`` is not: call it from the

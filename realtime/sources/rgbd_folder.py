@@ -65,15 +65,42 @@ class RGBDCalibration:
         return self.colour if self.colour is not None else self.depth
 
 
-def _intrinsics(meta: dict, where: str) -> Intrinsics:
+def _number(meta: dict, key: str, where: str) -> float:
+    """``meta[key]`` as a finite float, or SourceError naming the file, the key and the value."""
+    value = meta[key]
+    try:
+        if isinstance(value, bool) or not isinstance(value, (int, float, str)):
+            raise TypeError
+        number = float(value)
+    except (TypeError, ValueError):
+        raise SourceError(f"{where}: {key} must be a number, got {json.dumps(value)}") from None
+    if not np.isfinite(number):
+        raise SourceError(f"{where}: {key} must be finite, got {value}")
+    return number
+
+
+def _matrix(value: object, shape: tuple[int, ...], key: str, where: str) -> np.ndarray:
+    try:
+        array = np.asarray(value, dtype=np.float64)
+    except (TypeError, ValueError):
+        array = None
+    if array is None or array.shape != shape or not np.isfinite(array).all():
+        raise SourceError(f"{where}: depth_to_color {key} must be {'×'.join(map(str, shape))} numbers, "
+                          f"got {json.dumps(value, default=str)}")
+    return array
+
+
+def _intrinsics(meta: object, where: str) -> Intrinsics:
+    if not isinstance(meta, dict):
+        raise SourceError(f"{where}: expected a JSON object with {', '.join(REQUIRED_KEYS)}, got {json.dumps(meta)}")
     missing = [k for k in REQUIRED_KEYS if k not in meta]
     if missing:
         raise SourceError(f"{where}: missing {', '.join(missing)} (needs {', '.join(REQUIRED_KEYS)})")
-    try:
-        values = {k: float(meta[k]) for k in REQUIRED_KEYS}
-        distortion = tuple(float(c) for c in meta.get("distortion", ()))
-    except (TypeError, ValueError) as err:
-        raise SourceError(f"{where}: intrinsics must be numbers ({err})") from err
+    values = {k: _number(meta, k, where) for k in REQUIRED_KEYS}
+    coefficients = meta.get("distortion", [])
+    if not isinstance(coefficients, list):
+        raise SourceError(f"{where}: distortion must be a list of numbers, got {json.dumps(coefficients)}")
+    distortion = tuple(_number({"distortion": c}, "distortion", where) for c in coefficients)
     if values["width"] < 1 or values["height"] < 1 or values["fx"] <= 0 or values["fy"] <= 0:
         raise SourceError(f"{where}: width/height/fx/fy must be positive, got {meta}")
     return Intrinsics(int(values["width"]), int(values["height"]), values["fx"], values["fy"], values["cx"], values["cy"],
@@ -86,26 +113,28 @@ def load_calibration(path: Path, default_scale_m: float | None = None) -> RGBDCa
         meta = json.loads(path.read_text())
     except FileNotFoundError as err:
         raise SourceError(f"{path}: missing; write the depth camera's {', '.join(REQUIRED_KEYS)}, depth_scale_m") from err
-    except json.JSONDecodeError as err:
+    except (json.JSONDecodeError, UnicodeDecodeError) as err:
         raise SourceError(f"{path}: not valid JSON ({err})") from err
     depth = _intrinsics(meta, str(path))
-    scale = meta.get("depth_scale_m", default_scale_m)
-    if scale is None or not float(scale) > 0:
-        raise SourceError(f"{path}: depth_scale_m (metres per depth unit, e.g. 0.001) is missing or not positive")
+    if meta.get("depth_scale_m", default_scale_m) is None:
+        raise SourceError(f"{path}: depth_scale_m (metres per depth unit, e.g. 0.001) is missing")
+    scale = _number({"depth_scale_m": default_scale_m, **meta}, "depth_scale_m", str(path))
+    if not scale > 0:
+        raise SourceError(f"{path}: depth_scale_m (metres per depth unit, e.g. 0.001) must be positive, got {scale}")
     colour_meta = meta.get("color", meta.get("colour"))
     if colour_meta is None:
         if "depth_to_color" in meta:
             raise SourceError(f"{path}: depth_to_color given without color intrinsics")
-        return RGBDCalibration(depth, float(scale))
+        return RGBDCalibration(depth, scale)
     colour = _intrinsics(colour_meta, f"{path} [color]")
     pose = meta.get("depth_to_color", {})
-    rotation = np.asarray(pose.get("rotation", np.eye(3)), dtype=np.float64)
-    translation = np.asarray(pose.get("translation_m", np.zeros(3)), dtype=np.float64)
-    if rotation.shape != (3, 3) or translation.shape != (3,):
-        raise SourceError(f"{path}: depth_to_color needs rotation 3×3 and translation_m [x, y, z]")
+    if not isinstance(pose, dict):
+        raise SourceError(f"{path}: depth_to_color must be an object with rotation and translation_m")
+    rotation = _matrix(pose.get("rotation", np.eye(3).tolist()), (3, 3), "rotation", str(path))
+    translation = _matrix(pose.get("translation_m", [0.0, 0.0, 0.0]), (3,), "translation_m", str(path))
     if not np.allclose(rotation @ rotation.T, np.eye(3), atol=1e-4):
         raise SourceError(f"{path}: depth_to_color rotation is not orthonormal")
-    return RGBDCalibration(depth, float(scale), colour, rotation, translation)
+    return RGBDCalibration(depth, scale, colour, rotation, translation)
 
 
 def reproject_depth(
