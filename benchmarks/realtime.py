@@ -66,10 +66,10 @@ def prepare_models(checkpoint: Path | None, folder: Path, int8: bool) -> dict[st
     if int8:
         from facenormals.calibration.int8 import quantize_int8
         from facenormals.export.backends import onnx_model_info
-        from facenormals.mesh_prior import network_inputs
+        from facenormals.prior import network_inputs, source_of
 
-        in_chans, size, _ = onnx_model_info(models["fp32"])
-        crops = network_inputs(sample_crops(size), in_chans)  # + mesh channels for a prior model
+        in_chans, size, meta = onnx_model_info(models["fp32"])
+        crops = network_inputs(sample_crops(size), in_chans, source_of(in_chans, meta.get("prior_source")))
         models["int8"] = quantize_int8(models["fp32"], folder / "int8.onnx", crops, "minmax",
                                        source_label="from the embedded sample")
     return models
@@ -97,7 +97,7 @@ def component_times(models: dict[str, Path], frames: int = 60) -> dict[str, dict
         warm_up(backend, runs=3)
     detector = create_detector(1)
     some = next(iter(backends.values()))
-    batcher = CropBatcher(some.input_size, 1, prior=some.in_chans == 7)  # a prior model's crops carry the mesh
+    batcher = CropBatcher(some.input_size, 1, prior=some.prior_source)  # a prior model's crops carry its coarse face
     renderer = FrameRenderer(RenderState(view="normals"), "ort-cpu")
     times: dict[str, list[float]] = {}
 

@@ -53,21 +53,22 @@ def main(args: argparse.Namespace) -> int:
     from facenormals.checkpoint import file_sha256
     from facenormals.export.backends import OrtBackend, onnx_model_info
     from facenormals.export.parity import load_face_crops
-    from facenormals.mesh_prior import network_inputs
+    from facenormals.prior import network_inputs, source_of
 
     if not args.onnx.is_file():
         raise FileNotFoundError(f"ONNX model not found: {args.onnx}")
     if args.limit < 1:
         raise ValueError(f"--limit must be at least 1, got {args.limit}")
-    in_chans, size, _ = onnx_model_info(args.onnx)
+    in_chans, size, meta = onnx_model_info(args.onnx)
+    prior = source_of(in_chans, meta.get("prior_source"))
     source = _calibration_source(args.images)
     crops = load_face_crops(source, size=size, limit=args.limit)
-    calibration_inputs = network_inputs(crops.images, in_chans)  # + MediaPipe mesh prior for prior models
+    calibration_inputs = network_inputs(crops.images, in_chans, prior)  # + the coarse face for prior models
     print(f"calibrating on {len(crops)} face crops from {source} ({size}², {in_chans} channels)")
     if args.eval:
         evaluation = load_eval_set(args.eval, size, limit=args.eval_limit)
         eval_label = f"{args.eval} ({len(evaluation.images)} samples)"
-        images, masks, targets = network_inputs(evaluation.images, in_chans), evaluation.masks, evaluation.targets
+        images, masks, targets = network_inputs(evaluation.images, in_chans, prior), evaluation.masks, evaluation.targets
     else:
         eval_label = "the calibration crops (no --eval: deviation from fp32 only)"
         images, masks, targets = calibration_inputs, crops.masks, None

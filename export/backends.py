@@ -22,6 +22,8 @@ from typing import Protocol, runtime_checkable
 
 import numpy as np
 
+from facenormals.prior import source_of
+
 BACKEND_NAMES = ("torch", "ort-cpu", "ort-cuda", "ort-trt", "tensorrt", "auto")
 
 # ONNX Runtime execution providers each ORT backend asks for, best first (CPU is the last resort).
@@ -43,6 +45,7 @@ class Backend(Protocol):
     name: str
     input_size: int
     in_chans: int
+    prior_source: str | None  # the coarse face a prior model's channels 3–6 carry (facenormals.prior); None: RGB
     providers: list[str]
 
     def __call__(self, batch: np.ndarray) -> np.ndarray: ...
@@ -190,6 +193,7 @@ class TorchBackend:
         self.module = load_image_to_normal(checkpoint, map_location=self.device)
         self.input_size = self.module.cfg.input_size
         self.in_chans = self.module.cfg.in_chans
+        self.prior_source = self.module.cfg.input_prior
         self.name = "torch"
         self.providers = [f"torch-{self.device.type}" + ("-fp16" if self.fp16 else "")]
         self.precision = "fp16-autocast" if self.fp16 else "fp32"
@@ -402,6 +406,7 @@ class OrtBackend:
         # What the graph carries; with the TensorRT EP also what runs (no precision flags are set, see create_backend).
         self.precision = precision + ("+trt_fp16_enable" if fp16 and "TensorrtExecutionProvider" in requested else "")
         self.in_chans = in_chans
+        self.prior_source = source_of(in_chans, meta.get("prior_source"))
         self.input_size = size
         self.input_name = self.session.get_inputs()[0].name
         self.output_name = self.session.get_outputs()[0].name
@@ -437,6 +442,7 @@ class TensorRTBackend:
         self.runner = TensorRTRunner(engine_path, rebuild_from=rebuild_from, device=device)
         self.name = "tensorrt"
         self.in_chans = self.runner.in_chans
+        self.prior_source = source_of(self.in_chans, self.runner.header.model.get("prior_source"))
         self.input_size = self.runner.input_size
         self.providers = [f"tensorrt-{self.runner.header.trt_version}-{self.runner.header.precision}"]
         typing = "strongly typed" if self.runner.header.strongly_typed else "weakly typed"

@@ -145,7 +145,7 @@ def build_onnx(checkpoint: str | Path, size: int | None = None, fp16: bool = Fal
         "convention": CONVENTION, "convention_version": str(cfg.convention_version),
         "precision": "fp16" if fp16 else "fp32", "source_sha256": file_sha256(checkpoint),
         "source_name": checkpoint.name, "producer": f"facenormals {getattr(facenormals, '__version__', '?')}",
-        "prior": cfg.prior,
+        "prior": cfg.prior, "prior_source": cfg.input_prior or "",
     })
     model.producer_name = "facenormals"
     onnx.checker.check_model(model, full_check=True)

@@ -204,9 +204,9 @@ def check_parity(checkpoint: str | Path, onnx_path: str | Path, precision: str =
     if crops is None:
         crops = load_face_crops(None, size=candidate.input_size)
         source_label = "skimage astronaut"
-    from facenormals.mesh_prior import network_inputs
+    from facenormals.prior import network_inputs
 
-    inputs = network_inputs(crops.images, candidate.in_chans)  # a mesh-prior model also gets each crop's mesh
+    inputs = network_inputs(crops.images, candidate.in_chans, candidate.prior_source)  # + each crop's coarse face
     expected = run_batched(torch_reference(checkpoint), inputs)
     actual = run_batched(candidate, inputs)
     errors = angular_deviation_deg(expected, actual, crops.masks)

@@ -30,6 +30,8 @@ import cv2
 import numpy as np
 
 from facenormals.geometry import Crop, SquareBox, face_crop, invert_affine, paste_back
+from facenormals.ict_fit import IctFit
+from facenormals.prior import prior_input
 
 ImageInput = np.ndarray | str | Path
 
@@ -48,6 +50,8 @@ class FaceResult:
     depth: np.ndarray | None = None       # float32 H×W refined depth (metres, NaN outside) when depth was given
     #                                       (None with a warning where the face has too little valid depth)
     crop_depth: np.ndarray | None = None  # float32 S×S refined depth in the crop
+    fit: IctFit | None = None  # the ICT-FaceKit face fitted to the landmarks (ict-fit prior models): head pose
+    #                            (``fit.euler_deg()``, crop space), identity and expression coefficients
 
 
 # ------------------------------------------------------------------------------------------------ inputs
@@ -193,8 +197,9 @@ class FaceNormals:
         self.input_size = int(self.backend.input_size)
         if self.backend.in_chans not in (3, 7):
             raise ValueError(f"{model}: the model takes {self.backend.in_chans} input channels; this API feeds "
-                             "RGB (3) or RGB + MediaPipe mesh prior (7)")
-        self.uses_prior = self.backend.in_chans == 7
+                             "RGB (3) or RGB + a coarse-face prior (7)")
+        self.prior_source = self.backend.prior_source  # None for RGB models (facenormals.prior)
+        self.uses_prior = self.prior_source is not None
         self.detector = detector if detector is not None else StillImageDetector(max_faces)
 
     def __enter__(self) -> FaceNormals:
@@ -247,24 +252,23 @@ class FaceNormals:
         results: list[list[FaceResult]] = [[] for _ in frames]
         if not crops:
             return results
-        batch = np.stack([self._network_input(face, crop) for _, face, crop in crops])  # all faces, one inference
-        normals = self.backend(batch)
-        for (i, face, crop), chw in zip(crops, normals, strict=True):
+        inputs = [self._network_input(face, crop) for _, face, crop in crops]
+        normals = self.backend(np.stack([x for x, _ in inputs]))  # all faces, one inference
+        for (i, face, crop), (_, fit), chw in zip(crops, inputs, normals, strict=True):
             crop_normals = np.ascontiguousarray(chw.transpose(1, 2, 0), dtype=np.float32)
             frame_normals, valid = paste_back(crop_normals, crop.mask, crop.matrix, frames[i].shape[:2])
             results[i].append(FaceResult(frame_normals, valid, crop.box, face.landmarks, crop_normals,
-                                         crop.mask, crop.matrix))
+                                         crop.mask, crop.matrix, fit=fit))
         return results
 
-    def _network_input(self, face: object, crop: Crop) -> np.ndarray:
-        """C×S×S: the RGB crop, plus the detector's own mesh normals and coverage for a prior model."""
+    def _network_input(self, face: object, crop: Crop) -> tuple[np.ndarray, IctFit | None]:
+        """(C×S×S: the RGB crop, plus the coarse face from the detector's landmarks for a prior model; the ICT fit)."""
         rgb = crop.to_tensor_array()
         if not self.uses_prior:
-            return rgb
-        from facenormals.mesh_prior import prior_input
-
-        prior = prior_input(face.landmarks, getattr(face, "depth", None), crop.matrix, self.input_size)
-        return np.concatenate([rgb, prior])
+            return rgb, None
+        prior, fit = prior_input(face.landmarks, getattr(face, "depth", None), crop.matrix, self.input_size,
+                                 self.prior_source)
+        return np.concatenate([rgb, prior]), fit
 
 
 # --------------------------------------------------------------------------------------------- RGB-D

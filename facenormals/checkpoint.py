@@ -129,6 +129,26 @@ def load_checkpoint(path: str | Path, map_location: str | torch.device = "cpu") 
     return model.to(map_location).eval()
 
 
+def init_from_image_to_normal(model: CrossModalNet, path: str | Path) -> list[str]:
+    """Start a full network from an inference-only checkpoint (a shipped model): E_I, skips and D_N are loaded;
+    E_N starts as a copy of E_I's trunk (its first layer from E_I's prior-normal channels when E_I has them, so
+    it begins able to read normals); D_I keeps its fresh initialisation. Returns the parts not loaded."""
+    path = Path(path)
+    tensors = {k: v for k, v in _load_tensors(path).items() if k.startswith(INFERENCE_PREFIXES)}
+    load_state_into(model.image_to_normal_path, tensors, path)
+    fresh = ["image_decoder"] if model.image_decoder is not None else []
+    if model.normal_encoder is not None:
+        target = model.normal_encoder.state_dict()
+        copied = {}
+        for key, value in target.items():
+            source = tensors.get(f"image_encoder.{key}")
+            if source is not None and key == "conv1.weight" and source.shape[1] == value.shape[1] + 4:
+                source = source[:, value.shape[1]:2 * value.shape[1]]  # the prior-normal input channels
+            copied[key] = source.to(value.dtype) if source is not None and source.shape == value.shape else value
+        model.normal_encoder.load_state_dict(copied, strict=True)
+    return fresh
+
+
 def load_image_to_normal(path: str | Path, map_location: str | torch.device = "cpu") -> ImageToNormal:
     """Only the inference path E_I → D_N: D_I and E_N weights are never materialised."""
     path = Path(path)

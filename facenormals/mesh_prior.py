@@ -164,13 +164,24 @@ def crop_points_from_pixels(landmarks_px: np.ndarray, depth_px: np.ndarray, crop
 
 def vertex_normals(points: np.ndarray, triangles: np.ndarray) -> np.ndarray:
     """Area-weighted unit vertex normals (N, 3) of a CCW-from-outside mesh in our frame."""
-    v0, v1, v2 = (points[triangles[:, k]] for k in range(3))
-    face = np.cross(v1 - v0, v2 - v0)  # length = 2 × area: area weighting for free
-    sums = np.zeros_like(points)
-    for k in range(3):
-        for c in range(3):
-            sums[:, c] += np.bincount(triangles[:, k], weights=face[:, c], minlength=len(points))
+    sums = np.zeros((len(points), 3))
+    _accumulate_face_normals(np.ascontiguousarray(points, dtype=np.float64),
+                             np.ascontiguousarray(triangles, dtype=np.int64), sums)
     return sums / np.maximum(np.linalg.norm(sums, axis=1, keepdims=True), 1e-12)
+
+
+@numba.njit(cache=True, nogil=True)
+def _accumulate_face_normals(points: np.ndarray, triangles: np.ndarray, sums: np.ndarray) -> None:  # pragma: no cover
+    """Add each triangle's cross product (length = 2 × area: area weighting for free) to its three vertices."""
+    for t in range(triangles.shape[0]):
+        i0, i1, i2 = triangles[t, 0], triangles[t, 1], triangles[t, 2]
+        ax, ay, az = points[i1, 0] - points[i0, 0], points[i1, 1] - points[i0, 1], points[i1, 2] - points[i0, 2]
+        bx, by, bz = points[i2, 0] - points[i0, 0], points[i2, 1] - points[i0, 1], points[i2, 2] - points[i0, 2]
+        nx, ny, nz = ay * bz - az * by, az * bx - ax * bz, ax * by - ay * bx
+        for i in (i0, i1, i2):
+            sums[i, 0] += nx
+            sums[i, 1] += ny
+            sums[i, 2] += nz
 
 
 @numba.njit(cache=True, nogil=True)
@@ -256,24 +267,6 @@ def fill_prior(normals: np.ndarray, coverage: np.ndarray) -> np.ndarray:
     return table[labels]
 
 
-def prior_input(landmarks_px: np.ndarray, depth_px: np.ndarray | None, crop_matrix: np.ndarray, size: int,
-                out: np.ndarray | None = None) -> np.ndarray:
-    """A prior model's 4 extra input channels (filled mesh normals, coverage) for one crop: 4×S×S float32.
-
-    From a detector's frame-pixel landmarks and MediaPipe depth (the realtime loop, the Python API); no depth
-    (no mesh) gives the fallback: zeros, coverage 0. ``out``: write into this 4×S×S array instead.
-    """
-    out = np.empty((4, size, size), dtype=np.float32) if out is None else out
-    if depth_px is None:
-        out[:] = 0.0
-        return out
-    points = crop_points_from_pixels(landmarks_px, depth_px, crop_matrix)
-    normals, coverage = rasterize_mesh_normals(points, mesh_triangles(close_holes=True), size)
-    out[:3] = fill_prior(normals, coverage).transpose(2, 0, 1)
-    out[3] = coverage
-    return out
-
-
 def empty_prior(size: int = 256) -> tuple[np.ndarray, np.ndarray]:
     """The no-mesh fallback: zero normals ("no normal") and no coverage."""
     return np.zeros((size, size, 3), dtype=np.float32), np.zeros((size, size), dtype=bool)
@@ -307,17 +300,6 @@ def read_stored_landmarks(root: str | Path, name: str) -> np.ndarray | None:
     return landmarks.astype(np.float64)
 
 
-def stored_prior(root: str | Path, name: str, shape: tuple[int, ...]) -> tuple[np.ndarray, np.ndarray]:
-    """(normals, coverage) of a sample's stored prior on its own square image of ``shape``; empty if none."""
-    if shape[0] != shape[1]:
-        raise ValueError(f"sample '{name}' in {root}: the prior needs a square crop, got {shape[:2]}")
-    landmarks = read_stored_landmarks(root, name)
-    if landmarks is None:
-        return empty_prior(shape[0])
-    identity = np.array([[1.0, 0.0, 0.0], [0.0, 1.0, 0.0]])
-    return mesh_normals_from_landmarks(landmarks, shape, identity, shape[0])
-
-
 def create_face_mesh() -> object:
     """A static-image MediaPipe FaceMesh with iris refinement (use as a context manager)."""
     import mediapipe as mp
@@ -326,30 +308,15 @@ def create_face_mesh() -> object:
                                            min_detection_confidence=0.5)
 
 
-def prior_channels(images: np.ndarray, face_mesh: object) -> np.ndarray:
-    """A prior model's extra input for a batch of crops: N×3×S×S float RGB in [0, 1] → N×4×S×S float32.
-
-    Channels: mesh normals extended to the whole crop (:func:`fill_prior`; zero when MediaPipe finds no
-    face), coverage; MediaPipe runs on each crop (static mode).
-    """
-    out = np.zeros((images.shape[0], 4, *images.shape[2:]), dtype=np.float32)
-    for i, image in enumerate(images):
-        rgb = np.clip(np.round(image.transpose(1, 2, 0) * 255.0), 0, 255).astype(np.uint8)
-        normals, coverage, _ = mesh_normals_for_crop(rgb, face_mesh)
-        out[i, :3] = fill_prior(normals, coverage).transpose(2, 0, 1)
-        out[i, 3] = coverage
-    return out
-
-
-def network_inputs(images: np.ndarray, in_chans: int) -> np.ndarray:
-    """N×3×S×S RGB crops → what a model with ``in_chans`` inputs takes: unchanged for RGB models (3); for mesh-prior
-    models (7) the MediaPipe mesh normals and coverage of each crop appended (:func:`prior_channels`)."""
-    if in_chans == 3:
-        return images
-    if in_chans != 7:
-        raise ValueError(f"the model takes {in_chans} input channels; expected 3 (RGB) or 7 (RGB + mesh prior)")
-    with create_face_mesh() as face_mesh:
-        return np.concatenate([images, prior_channels(images, face_mesh)], axis=1)
+def crop_landmarks(crop_rgb_uint8: np.ndarray, face_mesh: object) -> np.ndarray | None:
+    """MediaPipe's normalised landmarks (478×3) of the face on a square RGB crop, or None when it finds none."""
+    crop = np.asarray(crop_rgb_uint8)
+    if crop.dtype != np.uint8 or crop.ndim != 3 or crop.shape[2] != 3 or crop.shape[0] != crop.shape[1]:
+        raise ValueError(f"expected a square RGB uint8 crop S×S×3, got {crop.dtype} {crop.shape}")
+    result = face_mesh.process(np.ascontiguousarray(crop))
+    if not result.multi_face_landmarks:
+        return None
+    return landmarks_to_array(result.multi_face_landmarks[0])
 
 
 def mesh_normals_for_crop(crop_rgb_uint8: np.ndarray, face_mesh: object) -> tuple[np.ndarray, np.ndarray, bool]:
@@ -358,13 +325,9 @@ def mesh_normals_for_crop(crop_rgb_uint8: np.ndarray, face_mesh: object) -> tupl
     ``face_mesh``: a ``mp.solutions.face_mesh.FaceMesh`` (see :func:`create_face_mesh`). Returns
     (normals S×S×3 float32, coverage S×S bool, found); with no face found, :func:`empty_prior` and False.
     """
-    crop = np.asarray(crop_rgb_uint8)
-    if crop.dtype != np.uint8 or crop.ndim != 3 or crop.shape[2] != 3 or crop.shape[0] != crop.shape[1]:
-        raise ValueError(f"expected a square RGB uint8 crop S×S×3, got {crop.dtype} {crop.shape}")
-    size = crop.shape[0]
-    result = face_mesh.process(np.ascontiguousarray(crop))
-    if not result.multi_face_landmarks:
+    landmarks = crop_landmarks(crop_rgb_uint8, face_mesh)
+    size = crop_rgb_uint8.shape[0]
+    if landmarks is None:
         return (*empty_prior(size), False)
-    landmarks = landmarks_to_array(result.multi_face_landmarks[0])
     identity = np.array([[1.0, 0.0, 0.0], [0.0, 1.0, 0.0]])
-    return (*mesh_normals_from_landmarks(landmarks, crop.shape, identity, size), True)
+    return (*mesh_normals_from_landmarks(landmarks, crop_rgb_uint8.shape, identity, size), True)

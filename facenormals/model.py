@@ -69,6 +69,7 @@ WIDTHS: dict[str, WidthSpec] = {
 
 # ModelCfg.prior: how E_I uses the MediaPipe mesh prior (see the module docstring)
 PRIOR_MODES = ("none", "absolute", "residual")
+PRIOR_SOURCES = ("mediapipe-mesh", "ict-fit")  # ModelCfg.prior_source: which coarse face (facenormals.prior)
 PRIOR_CHANS = 4  # prior normals (3, zero where uncovered) + coverage (1), after the RGB channels
 COARSE_PRIOR_FACTOR = 16  # normal→normal prior: the input averaged over 16×16 blocks (~ the mesh's resolution)
 
@@ -92,6 +93,7 @@ class ModelCfg:
     convention_version: int = CONVENTION_VERSION
     extra: dict[str, str] = field(default_factory=dict)  # provenance notes, e.g. licence of converted weights
     prior: str = "none"  # "none" | "absolute" | "residual": the mesh-prior input (PRIOR_MODES)
+    prior_source: str = "mediapipe-mesh"  # the coarse face drawn in the prior channels (PRIOR_SOURCES)
 
     def __post_init__(self) -> None:
         if self.arch not in WIDTHS:
@@ -102,9 +104,16 @@ class ModelCfg:
             raise ValueError(f"input_size must be a multiple of 32, got {self.input_size}")
         if self.prior not in PRIOR_MODES:
             raise ValueError(f"unknown prior {self.prior!r}; choose one of {list(PRIOR_MODES)}")
+        if self.prior_source not in PRIOR_SOURCES:
+            raise ValueError(f"unknown prior_source {self.prior_source!r}; choose one of {list(PRIOR_SOURCES)}")
         if self.prior != "none" and self.in_chans != 3 + PRIOR_CHANS:
             raise ValueError(f"prior {self.prior!r} needs in_chans = {3 + PRIOR_CHANS} (RGB + prior normals + "
                              f"coverage), got {self.in_chans}")
+
+    @property
+    def input_prior(self) -> str | None:
+        """The prior source the input carries (:mod:`facenormals.prior`), None for an RGB model."""
+        return self.prior_source if self.prior != "none" else None
 
     @property
     def image_chans(self) -> int:

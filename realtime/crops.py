@@ -17,6 +17,8 @@ import cv2
 import numpy as np
 
 from facenormals.geometry import Crop, face_crop, invert_affine, paste_back, transform_points
+from facenormals.ict_fit import IctFit
+from facenormals.prior import prior_input
 from facenormals.realtime.detect import Face
 
 _INV_255 = np.float32(1.0 / 255.0)
@@ -51,20 +53,17 @@ class PastedNormals:
 class CropBatcher:
     """Crops all faces of a frame into one batch; buffers are reused round-robin.
 
-    With ``prior`` (a mesh-prior model, 7 input channels) each crop also gets MediaPipe's mesh normals
-    extended to the crop and their coverage (``facenormals.mesh_prior``); a face without depth gets zeros.
+    With ``prior`` (a prior model's source, 7 input channels; :mod:`facenormals.prior`) each crop also gets
+    the coarse face's normals extended to the crop and its coverage; a face without depth gets zeros. ICT fits
+    warm-start from the same track's previous fit (``fits``, by track id).
     """
 
-    def __init__(self, size: int, max_faces: int, ring: int = 6, prior: bool = False) -> None:
+    def __init__(self, size: int, max_faces: int, ring: int = 6, prior: str | None = None) -> None:
         if size < 16 or max_faces < 1 or ring < 2:
             raise ValueError(f"invalid batcher size={size}, max_faces={max_faces}, ring={ring}")
         self.size = size
         self.prior = prior
-        self._prior_input = None
-        if prior:  # numba and the mesh only for prior models, imported once rather than per face
-            from facenormals.mesh_prior import prior_input
-
-            self._prior_input = prior_input
+        self.fits: dict[int, IctFit] = {}
         chans = 7 if prior else 3
         self._buffers = [np.empty((max_faces, chans, size, size), dtype=np.float32) for _ in range(ring)]
         self._next = 0
@@ -77,10 +76,20 @@ class CropBatcher:
         for i, face in enumerate(faces):
             crop = face_crop(rgb, face.landmarks, size=self.size)
             np.multiply(crop.image.transpose(2, 0, 1), _INV_255, out=buffer[i, :3], casting="unsafe")
-            if self._prior_input is not None:
-                self._prior_input(face.landmarks, face.depth, crop.matrix, self.size, out=buffer[i, 3:])
+            if self.prior is not None:
+                _, fit = prior_input(face.landmarks, face.depth, crop.matrix, self.size, self.prior, out=buffer[i, 3:],
+                                     previous=self.fits.get(face.track_id))
+                self._remember(face.track_id, fit)
             crops.append(crop)
         return FaceBatch(buffer[: len(crops)], tuple(crops))
+
+    def _remember(self, track_id: int, fit: IctFit | None) -> None:
+        if fit is None:
+            self.fits.pop(track_id, None)
+            return
+        self.fits[track_id] = fit
+        while len(self.fits) > 4 * len(self._buffers[0]):  # tracks come and go: keep the newest
+            self.fits.pop(next(iter(self.fits)))
 
 
 def crop_region(crop: Crop, frame_shape: tuple[int, int]) -> tuple[int, int, int, int] | None:

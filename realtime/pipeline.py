@@ -215,7 +215,7 @@ class Pipeline:
         self.queues = {name: StageQueue(name, qsize, self.live, self.stop_event)
                        for name in ("frames", "batches", "results")}
         # Batch buffers in flight: one per queue slot, plus those held by detect and infer.
-        prior = getattr(backend, "in_chans", 3) == 7  # a mesh-prior model: RGB + mesh normals + coverage
+        prior = getattr(backend, "prior_source", None)  # a prior model: RGB + coarse-face normals + coverage
         self.batcher = CropBatcher(int(size), detector.max_faces, ring=qsize + 3, prior=prior)
         self.stats = LoopStats()
         self.report = PipelineReport()

@@ -195,7 +195,7 @@ def test_auto_takes_a_shipped_int8_twin_only_when_made_from_that_checkpoint(
 
 def test_shipped_int8_twin_matches_its_checkpoint() -> None:
     from facenormals import zoo
-    from facenormals.mesh_prior import network_inputs
+    from facenormals.prior import network_inputs
 
     shipped = zoo.model_path()
     twin = zoo.int8_twin(shipped)
@@ -203,7 +203,7 @@ def test_shipped_int8_twin_matches_its_checkpoint() -> None:
         pytest.skip(f"no INT8 twin shipped for {shipped.name}")
     fp32, int8 = create_backend("ort-cpu", shipped), create_backend("ort-cpu", twin)
     faces = load_face_crops(None, size=fp32.input_size)
-    inputs = network_inputs(faces.images, fp32.in_chans)
+    inputs = network_inputs(faces.images, fp32.in_chans, fp32.prior_source)
     deviation = angular_deviation_deg(fp32(inputs), int8(inputs), faces.masks)
     assert deviation.mean() < 1.0 and np.percentile(deviation, 99) < 5.0
 

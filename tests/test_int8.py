@@ -190,7 +190,7 @@ def test_prior_model_is_calibrated_with_its_mesh_channels(tmp_path: Path) -> Non
     from skimage.data import astronaut
 
     from facenormals.fileio import write_rgb
-    from facenormals.mesh_prior import network_inputs
+    from facenormals.prior import network_inputs
 
     torch.manual_seed(2)
     checkpoint = tmp_path / "prior128.safetensors"
@@ -202,7 +202,7 @@ def test_prior_model_is_calibrated_with_its_mesh_channels(tmp_path: Path) -> Non
     photos.mkdir()
     write_rgb(photos / "astronaut.png", astronaut())
     crops = load_face_crops(photos, size=128, limit=1)
-    inputs = network_inputs(crops.images, 7)
+    inputs = network_inputs(crops.images, 7, "mediapipe-mesh")
     assert inputs.shape == (1, 7, 128, 128) and inputs[0, 6].mean() > 0.2  # the mesh was found and rasterised
     assert np.array_equal(inputs[:, :3], crops.images)
     out, report = tmp_path / "prior_int8.onnx", tmp_path / "prior_int8.json"
@@ -213,4 +213,4 @@ def test_prior_model_is_calibrated_with_its_mesh_channels(tmp_path: Path) -> Non
     deviation = json.loads(report.read_text())["methods"]["minmax"]["mean_deviation_deg"]
     assert deviation < 5.0  # an untrained residual model is its prior: INT8 must keep that
     with pytest.raises(ValueError, match="5 input channels"):
-        network_inputs(crops.images, 5)
+        network_inputs(crops.images, 5, "mediapipe-mesh")

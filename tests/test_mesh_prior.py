@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 from scipy.spatial import Delaunay
 
-from facenormals import mesh_prior
+from facenormals import mesh_prior, prior
 from facenormals.conventions import angular_error_deg, sphere_normals
 from facenormals.geometry import face_crop
 
@@ -199,7 +199,8 @@ def test_bad_inputs_name_the_problem() -> None:
         mesh_prior.mesh_normals_for_crop(np.zeros((10, 20, 3), np.uint8), face_mesh=None)
 
 
-def test_data_prior_command_stores_landmarks_and_records_misses(astronaut, tmp_path, rng) -> None:
+@pytest.mark.parametrize("source", ["mediapipe-mesh", "ict-fit"])
+def test_data_prior_command_stores_landmarks_and_records_misses(astronaut, tmp_path, rng, source) -> None:
     from facenormals.dataset import DatasetWriter
     from facenormals.training.data.prior_cli import compute_priors, read_index
 
@@ -212,10 +213,10 @@ def test_data_prior_command_stores_landmarks_and_records_misses(astronaut, tmp_p
 
     assert compute_priors(tmp_path) == (1, 1, 0)  # normal-only samples need no stored prior
     assert read_index(tmp_path) == {"face": True, "noise": False}
-    normals, coverage = mesh_prior.stored_prior(tmp_path, "face", (128, 128, 3))
+    normals, coverage = prior.stored_prior(tmp_path, "face", (128, 128, 3), source)
     assert (coverage & crop.mask).sum() > 0.9 * crop.mask.sum()
     assert normals[coverage][:, 2].mean() > 0.5
-    empty_normals, empty_coverage = mesh_prior.stored_prior(tmp_path, "noise", (128, 128, 3))
+    empty_normals, empty_coverage = prior.stored_prior(tmp_path, "noise", (128, 128, 3), source)
     assert not empty_coverage.any() and not empty_normals.any()
     assert compute_priors(tmp_path) == (0, 0, 2)  # resumes: nothing recomputed
 
@@ -225,7 +226,7 @@ def test_prior_channels_for_a_batch_match_the_single_crop_call(astronaut) -> Non
     crop = face_crop(image, frame_pixels(landmarks, image.shape), size=128)
     batch = np.stack([crop.to_tensor_array(), np.zeros((3, 128, 128), np.float32)])
     with mesh_prior.create_face_mesh() as face_mesh:
-        channels = mesh_prior.prior_channels(batch, face_mesh)
+        channels = prior.prior_channels(batch, face_mesh, "mediapipe-mesh")
         normals, coverage, found = mesh_prior.mesh_normals_for_crop(crop.image, face_mesh)
     assert channels.shape == (2, 4, 128, 128) and found
     np.testing.assert_allclose(channels[0, :3], mesh_prior.fill_prior(normals, coverage).transpose(2, 0, 1), atol=1e-6)
@@ -259,7 +260,7 @@ def test_realtime_batches_carry_the_prior_for_prior_models(astronaut) -> None:
         detector.close()
     assert len(faces) == 1 and faces[0].depth is not None and faces[0].depth.shape == (478,)
     rgb_only = CropBatcher(64, 1)(image, faces)
-    with_prior = CropBatcher(64, 1, prior=True)(image, faces)
+    with_prior = CropBatcher(64, 1, prior="mediapipe-mesh")(image, faces)
     assert rgb_only.inputs.shape == (1, 3, 64, 64) and with_prior.inputs.shape == (1, 7, 64, 64)
     np.testing.assert_array_equal(with_prior.inputs[:, :3], rgb_only.inputs)
     coverage = with_prior.inputs[0, 6] > 0.5

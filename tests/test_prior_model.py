@@ -154,7 +154,7 @@ def test_training_feeds_the_stored_mesh_prior(tmp_path) -> None:
         train(cfg)  # no stored priors yet: not a silent run on the no-mesh fallback
     compute_priors(root)
 
-    item = load_item(next(s for s in scan_dataset(root) if s.name == "face"), 64, None, None, prior=True)
+    item = load_item(next(s for s in scan_dataset(root) if s.name == "face"), 64, None, None, prior="mediapipe-mesh")
     assert item["prior"].shape == (4, 64, 64)
     covered = item["prior"][3] > 0.5
     assert covered.mean() > 0.3

@@ -18,9 +18,10 @@ from dataclasses import asdict, dataclass, field, fields, is_dataclass
 from pathlib import Path
 from typing import Any, get_type_hints
 
-from facenormals.model import PRIOR_MODES, VARIANTS, WIDTHS
+from facenormals.model import PRIOR_MODES, PRIOR_SOURCES, VARIANTS, WIDTHS
 
 BATCH_KINDS = ("paired", "image-only", "normal-only")
+PRECISIONS = ("fp32", "bf16")
 
 
 @dataclass(frozen=True)
@@ -28,15 +29,23 @@ class ModelSection:
     arch: str = "fast"
     variant: str = "full"
     init: str | None = None  # a full checkpoint to start from (weights only; a fresh optimiser)
-    prior: str = "none"  # MediaPipe mesh prior input (issue 9): "none" | "absolute" | "residual"
+    prior: str = "none"  # coarse-face prior input (issue 9): "none" | "absolute" | "residual"
+    prior_source: str = "mediapipe-mesh"  # which coarse face (issue 13): "mediapipe-mesh" | "ict-fit"
 
     def __post_init__(self) -> None:
         if self.arch not in WIDTHS:
             raise ValueError(f"model.arch {self.arch!r} unknown; choose one of {sorted(WIDTHS)}")
         if self.prior not in PRIOR_MODES:
             raise ValueError(f"model.prior {self.prior!r} unknown; choose one of {list(PRIOR_MODES)}")
+        if self.prior_source not in PRIOR_SOURCES:
+            raise ValueError(f"model.prior_source {self.prior_source!r} unknown; choose one of {list(PRIOR_SOURCES)}")
         if self.variant not in VARIANTS:
             raise ValueError(f"model.variant {self.variant!r} unknown; choose one of {sorted(VARIANTS)}")
+
+    @property
+    def input_prior(self) -> str | None:
+        """The prior source the model's input carries, None for an RGB model."""
+        return self.prior_source if self.prior != "none" else None
 
 
 @dataclass(frozen=True)
@@ -126,6 +135,13 @@ class TrainConfig:
     checkpoint_every_s: float = 300.0
     checkpoint_every_steps: int = 0  # 0 = time-based only
     preview_every: int = 0  # steps between sample-prediction PNGs (0 = with each validation)
+    # Step speed (benchmarks/train_throughput.py): bf16 autocast and channels_last were 2.5× fp32 NCHW on Zen 4.
+    precision: str = "fp32"  # "fp32" | "bf16" (autocast of the forward pass; weights, optimiser, losses fp32)
+    channels_last: bool = False  # NHWC memory layout for weights and batches
+
+    def __post_init__(self) -> None:
+        if self.precision not in PRECISIONS:
+            raise ValueError(f"precision {self.precision!r} unknown; choose one of {list(PRECISIONS)}")
 
     @property
     def total_steps(self) -> int:

@@ -20,23 +20,30 @@ from scipy.ndimage import distance_transform_edt
 from tqdm import tqdm
 
 from facenormals.dataset import SampleFiles, SampleKind, load_sample, scan_dataset
+from facenormals.mesh_prior import create_face_mesh
 from facenormals.metrics import MetricAccumulator, SetMetrics
 from facenormals.model import ImageToNormal
+from facenormals.prior import prior_channels, prior_for_crop, source_of
+
+BASELINES = ("mediapipe-mesh", "ict-fit")  # parameter-free coarse faces from MediaPipe's landmarks (facenormals.prior)
 
 Predictor = Callable[[np.ndarray], np.ndarray]  # N×3×H×W float32 images in [0, 1] → N×3×H×W normals
 
 
+def _with_prior(source: str | None) -> Callable[[np.ndarray], np.ndarray]:
+    """RGB crops → a model's input: prior models get their coarse face from MediaPipe run on each crop."""
+    if source is None:
+        return lambda images: images
+    face_mesh = create_face_mesh()
+    return lambda images: np.concatenate([images, prior_channels(images, face_mesh, source)], axis=1)
+
+
 def torch_predictor(module: ImageToNormal) -> Predictor:
     module = module.eval()
-    face_mesh = None
-    if module.cfg.prior != "none":  # mesh-prior models (issue 9): MediaPipe on each crop gives 4 more channels
-        from facenormals.mesh_prior import create_face_mesh, prior_channels
-
-        face_mesh = create_face_mesh()
+    inputs = _with_prior(module.cfg.input_prior)
 
     def predict(images: np.ndarray) -> np.ndarray:
-        if face_mesh is not None:
-            images = np.concatenate([images, prior_channels(images, face_mesh)], axis=1)
+        images = inputs(images)
         with torch.inference_mode():
             return module(torch.from_numpy(images)).numpy()
 
@@ -52,15 +59,12 @@ def onnx_predictor(path: str | Path) -> Predictor:
     if "image" not in names or "normals" not in outputs:
         raise ValueError(f"{path}: ONNX model needs input 'image' and output 'normals', has {names} → {outputs}")
     dtype = np.float16 if session.get_inputs()[names.index("image")].type == "tensor(float16)" else np.float32
-    face_mesh = None
-    if session.get_modelmeta().custom_metadata_map.get("prior", "none") != "none":  # 7 channels: RGB + mesh prior
-        from facenormals.mesh_prior import create_face_mesh, prior_channels
-
-        face_mesh = create_face_mesh()
+    meta = session.get_modelmeta().custom_metadata_map
+    in_chans = 3 if meta.get("prior", "none") == "none" else 7
+    inputs = _with_prior(source_of(in_chans, meta.get("prior_source")))
 
     def predict(images: np.ndarray) -> np.ndarray:
-        if face_mesh is not None:
-            images = np.concatenate([images, prior_channels(images, face_mesh)], axis=1)
+        images = inputs(images)
         return np.asarray(session.run(["normals"], {"image": images.astype(dtype)})[0], dtype=np.float32)
 
     return predict
@@ -143,27 +147,29 @@ def fill_uncovered(normals: np.ndarray, covered: np.ndarray) -> np.ndarray:
     return normals[rows, cols]
 
 
-def evaluate_mesh_baseline(samples: list[SampleFiles], label: str = "mediapipe-mesh") -> SetResult:
-    """The MediaPipe face-mesh baseline: mesh normals rasterised on the same crops (``facenormals.mesh_prior``).
+def evaluate_baseline(samples: list[SampleFiles], label: str = "mediapipe-mesh") -> SetResult:
+    """A coarse-face baseline (``label``: one of :data:`BASELINES`) from MediaPipe run on the same crops.
 
-    Mask pixels the mesh does not reach take the nearest mesh normal; images where MediaPipe finds no
-    face are counted in ``no_face`` and left out of the metrics.
+    ``mediapipe-mesh``: MediaPipe's mesh normals rasterised (``facenormals.mesh_prior``); ``ict-fit``: an
+    ICT-FaceKit face fitted to the same landmarks (``facenormals.ict_fit``), smoothed as the prior is. Mask
+    pixels the face does not reach take the nearest normal; images where MediaPipe finds no face are counted
+    in ``no_face`` and left out of the metrics.
     """
-    from facenormals.mesh_prior import create_face_mesh, mesh_normals_for_crop
-
+    if label not in BASELINES:
+        raise ValueError(f"unknown baseline {label!r}; choose from {list(BASELINES)}")
     accumulator = MetricAccumulator()
     per_image: dict[str, float] = {}
     no_face, covered_px, mask_px = 0, 0, 0
     with create_face_mesh() as face_mesh:
         for files in tqdm(samples, desc=label, unit="img", leave=False):
             sample = load_sample(files)
-            normals, coverage, found = mesh_normals_for_crop(sample.image, face_mesh)
+            normals, coverage, found = prior_for_crop(sample.image, face_mesh, label)
             if not found or not coverage.any():
                 no_face += 1
                 continue
             covered_px += int((coverage & sample.mask).sum())
             mask_px += int(sample.mask.sum())
-            per_image[files.name] = accumulator.add(fill_uncovered(normals, coverage), sample.normals, sample.mask)
+            per_image[files.name] = accumulator.add(normals, sample.normals, sample.mask)
     if not per_image:
         raise RuntimeError(f"{label}: MediaPipe found no face in any of {len(samples)} images")
     return SetResult(accumulator.result(), per_image, no_face, 100.0 * covered_px / max(mask_px, 1))

@@ -20,6 +20,8 @@ from torch.utils.data import DataLoader, Dataset, DistributedSampler
 
 from facenormals.dataset import SampleFiles, SampleKind, load_sample, scan_dataset
 from facenormals.fileio import DataError
+from facenormals.mesh_prior import empty_prior
+from facenormals.prior import stored_prior
 from facenormals.training.augment import geometric_matrix, photometric, warp_image, warp_mask, warp_normals
 from facenormals.training.config import BATCH_KINDS, AugmentSection, TrainConfig
 from facenormals.training.schedule import steps_for_batch
@@ -61,13 +63,14 @@ PRIOR_DROPOUT = 0.1  # share of training images shown without their mesh prior: 
 
 
 def load_item(files: SampleFiles, size: int, rng: np.random.Generator | None,
-              augment: AugmentSection | None, prior: bool = False,
+              augment: AugmentSection | None, prior: str | None = None,
               window: tuple[float, float] = (1.0, 1.0)) -> dict[str, np.ndarray]:
     """Load one sample, warp it to ``size`` (with random geometry when ``rng`` is set), augment its image.
 
     Returns channel-first float32 arrays: ``image`` 3×S×S, ``normals`` 3×S×S (zero outside the mask),
-    ``mask`` 1×S×S; with ``prior``, samples with an image also get ``prior`` 4×S×S (mesh normals, coverage)
-    from the folder's stored MediaPipe landmarks (``facenormals data prior``), warped like the normals.
+    ``mask`` 1×S×S; with ``prior`` (a source of :mod:`facenormals.prior`), samples with an image also get
+    ``prior`` 4×S×S (coarse-face normals, coverage) from the folder's stored MediaPipe landmarks
+    (``facenormals data prior``), warped like the normals.
     """
     sample = load_sample(files)
     src = sample.mask.shape[0]
@@ -83,7 +86,7 @@ def load_item(files: SampleFiles, size: int, rng: np.random.Generator | None,
             image = photometric(image, mask, rng, augment)
         out["image"] = image.transpose(2, 0, 1)
         if prior:
-            out["prior"] = _prior_channels(files, sample.image.shape, matrix, size, rng)
+            out["prior"] = _prior_channels(files, sample.image.shape, matrix, size, rng, prior)
     out["mask"] = mask[None].astype(np.float32)
     return {k: np.ascontiguousarray(v) for k, v in out.items()}
 
@@ -101,14 +104,12 @@ def require_stored_priors(folders: tuple[str, ...]) -> None:
 
 
 def _prior_channels(files: SampleFiles, shape: tuple[int, ...], matrix: np.ndarray, size: int,
-                    rng: np.random.Generator | None) -> np.ndarray:
-    from facenormals.mesh_prior import empty_prior, fill_prior, stored_prior
-
-    normals, coverage = stored_prior(files.image.parent.parent, files.name, shape)
+                    rng: np.random.Generator | None, source: str) -> np.ndarray:
     if rng is not None and rng.random() < PRIOR_DROPOUT:
         normals, coverage = empty_prior(shape[0])
-    filled = fill_prior(normals, coverage)
-    warped, _ = warp_normals(filled, np.full(coverage.shape, coverage.any()), matrix, size)
+    else:
+        normals, coverage = stored_prior(files.image.parent.parent, files.name, shape, source)
+    warped, _ = warp_normals(normals, np.full(coverage.shape, coverage.any()), matrix, size)
     return np.concatenate([warped.transpose(2, 0, 1), warp_mask(coverage, matrix, size)[None].astype(np.float32)])
 
 
@@ -116,7 +117,7 @@ class KindDatasets(Dataset):
     """Map-style dataset keyed by :class:`SampleKey` over the samples of every kind."""
 
     def __init__(self, groups: dict[str, list[SampleFiles]], augment: AugmentSection | None,
-                 prior: bool = False) -> None:
+                 prior: str | None = None) -> None:
         self.groups = groups
         self.augment = augment
         self.prior = prior
@@ -224,7 +225,7 @@ def train_batches(cfg: TrainConfig, groups: dict[str, list[SampleFiles]], start_
                   rank: int = 0) -> Iterator[tuple[int, str, dict[str, torch.Tensor]]]:
     """(step, batch kind, batch tensors) from ``start_step`` to the end of the run."""
     plan = BatchPlan(cfg, groups, world, rank)
-    dataset = KindDatasets(groups, cfg.augment, prior=cfg.model.prior != "none")
+    dataset = KindDatasets(groups, cfg.augment, prior=cfg.model.input_prior)
     loader = DataLoader(dataset, batch_sampler=_PlanBatches(plan, start_step), collate_fn=collate,
                         num_workers=cfg.data.num_workers, persistent_workers=False)
     steps = ((step, kind) for step, kind, _ in plan.iterate(start_step))

@@ -15,7 +15,7 @@ import torch
 from tqdm import tqdm
 
 from facenormals.atomic import atomic_path, write_text_atomic
-from facenormals.checkpoint import load_checkpoint
+from facenormals.checkpoint import init_from_image_to_normal, load_checkpoint, read_config, read_header
 from facenormals.dataset import SampleFiles
 from facenormals.fileio import write_rgb
 from facenormals.metrics import MetricAccumulator
@@ -49,14 +49,19 @@ def seed_everything(seed: int) -> None:
 
 
 def build_model(cfg: TrainConfig) -> CrossModalNet:
-    prior = {"prior": cfg.model.prior} if cfg.model.prior != "none" else {}  # mesh-prior input (issue 9)
+    # coarse-face prior input (issues 9, 13)
+    prior = {"prior": cfg.model.prior, "prior_source": cfg.model.prior_source} if cfg.model.prior != "none" else {}
     model = create_model(cfg.model.arch, cfg.model.variant, **prior)
     if cfg.model.init:
-        source = load_checkpoint(cfg.model.init)
-        if source.cfg.arch != cfg.model.arch or source.cfg.variant != cfg.model.variant:
-            raise ValueError(f"model.init {cfg.model.init}: is {source.cfg.arch}/{source.cfg.variant}, "
+        source_cfg = read_config(cfg.model.init)
+        if source_cfg.arch != cfg.model.arch or source_cfg.variant != cfg.model.variant:
+            raise ValueError(f"model.init {cfg.model.init}: is {source_cfg.arch}/{source_cfg.variant}, "
                              f"config asks for {cfg.model.arch}/{cfg.model.variant}")
-        model.load_state_dict(source.state_dict())
+        if read_header(cfg.model.init).get("parts") == "image_to_normal":  # a shipped model: E_N, D_I derived/fresh
+            fresh = init_from_image_to_normal(model, cfg.model.init)
+            print(f"model.init {cfg.model.init}: inference-only; fresh {fresh}, E_N copied from E_I", flush=True)
+        else:
+            model.load_state_dict(load_checkpoint(cfg.model.init).state_dict())
     return model
 
 
@@ -66,7 +71,7 @@ def validate(model: CrossModalNet, samples: list[SampleFiles], batch_size: int =
     path = model.image_to_normal_path
     was_training = model.training
     model.eval()
-    prior = model.cfg.prior != "none"
+    prior = model.cfg.input_prior
     with torch.inference_mode():
         for start in range(0, len(samples), batch_size):
             items = [load_item(f, VAL_SIZE, None, None, prior) for f in samples[start:start + batch_size]]
@@ -91,7 +96,7 @@ def write_preview(model: torch.nn.Module, samples: list[SampleFiles], path: Path
     rows = []
     with torch.inference_mode():
         for files in samples:
-            item = load_item(files, VAL_SIZE, None, None, model.cfg.prior != "none")
+            item = load_item(files, VAL_SIZE, None, None, model.cfg.input_prior)
             if "image" not in item:
                 continue
             batch = {k: torch.from_numpy(item[k][None]) for k in ("image", "prior") if k in item}
@@ -134,6 +139,8 @@ def train(cfg: TrainConfig, info: ddp.DistInfo | None = None) -> TrainResult:
                        if cfg.data.preview else []) + val_samples[:2]
 
     model = build_model(cfg)
+    if cfg.channels_last:
+        model = model.to(memory_format=torch.channels_last)
     optimizer = torch.optim.Adam(model.parameters(), lr=cfg.optim.lr, betas=cfg.optim.betas,
                                  weight_decay=cfg.optim.weight_decay)
     config_dict = cfg.to_dict()
@@ -185,7 +192,8 @@ def train(cfg: TrainConfig, info: ddp.DistInfo | None = None) -> TrainResult:
             parts: dict[str, float] = {}
             for step_kind in steps_for_batch(kind, cfg.model.variant):
                 optimizer.zero_grad(set_to_none=True)
-                loss, terms = wrapped(step_kind, batch)
+                with torch.autocast("cpu", dtype=torch.bfloat16, enabled=cfg.precision == "bf16"):
+                    loss, terms = wrapped(step_kind, batch)
                 if not math.isfinite(float(loss.detach())):
                     raise FloatingPointError(f"step {step} ({step_kind.value}): loss is {float(loss.detach())}")
                 loss.backward()

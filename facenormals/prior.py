@@ -1,0 +1,127 @@
+"""The coarse-face prior of a prior model: which coarse face, drawn how, fed as which channels.
+
+A prior model (``ModelCfg.prior`` ≠ "none") takes 4 channels after the RGB: the normals of a coarse face
+extended over the whole crop, and that face's coverage. Two coarse faces exist, both built from the same
+MediaPipe landmarks (``ModelCfg.prior_source``, stored in checkpoints and ONNX metadata):
+
+* ``"mediapipe-mesh"``: MediaPipe's own 468-point mesh, smooth-shaded (:mod:`facenormals.mesh_prior`);
+  the prior of the models trained before issue 13.
+* ``"ict-fit"``: an ICT-FaceKit face fitted to the landmarks (:mod:`facenormals.ict_fit`), smoothed with a
+  Gaussian of :data:`ICT_SMOOTH_PX` at 256² (scaled with the crop): the fit's high-frequency detail is ICT's,
+  not the person's, and the smoothed face was ~1° closer to real scans than the sharp one.
+
+Both are also the parameter-free baselines ``facenormals eval --baseline mediapipe-mesh|ict-fit``.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import cv2
+import numpy as np
+
+from facenormals import ict_fit, mesh_prior
+from facenormals.model import PRIOR_SOURCES
+
+ICT_SMOOTH_PX = 3.0  # Gaussian σ on a 256² crop
+IDENTITY = np.array([[1.0, 0.0, 0.0], [0.0, 1.0, 0.0]])
+
+
+def check_source(source: str) -> str:
+    if source not in PRIOR_SOURCES:
+        raise ValueError(f"unknown prior source {source!r}; choose one of {list(PRIOR_SOURCES)}")
+    return source
+
+
+def _smooth(normals: np.ndarray, sigma: float) -> np.ndarray:
+    blurred = cv2.GaussianBlur(normals, (0, 0), sigma)
+    return blurred / np.maximum(np.linalg.norm(blurred, axis=2, keepdims=True), 1e-6)
+
+
+def coarse_prior(points: np.ndarray, size: int, source: str,
+                 previous: ict_fit.IctFit | None = None) -> tuple[np.ndarray, np.ndarray, ict_fit.IctFit | None]:
+    """Landmark crop points (N×3, our frame) → (normals S×S×3 over the whole crop, coverage S×S, the ICT fit or None).
+
+    What a prior model sees and what the baseline of ``source`` predicts. ``previous``: a tracked face's last
+    fit (warm start; ict-fit only).
+    """
+    if check_source(source) == "mediapipe-mesh":
+        normals, coverage = mesh_prior.rasterize_mesh_normals(points, mesh_prior.mesh_triangles(close_holes=True), size)
+        return mesh_prior.fill_prior(normals, coverage), coverage, None
+    normals, coverage, fit = ict_fit.fitted_normals(points, size, previous=previous)
+    if not coverage.any():
+        return np.zeros_like(normals), coverage, fit
+    return _smooth(mesh_prior.fill_prior(normals, coverage), ICT_SMOOTH_PX * size / 256.0), coverage, fit
+
+
+def prior_input(landmarks_px: np.ndarray, depth_px: np.ndarray | None, crop_matrix: np.ndarray, size: int,
+                source: str, out: np.ndarray | None = None,
+                previous: ict_fit.IctFit | None = None) -> tuple[np.ndarray, ict_fit.IctFit | None]:
+    """A prior model's 4 extra input channels (normals, coverage) for one crop: (4×S×S float32, the ICT fit or None).
+
+    From a detector's frame-pixel landmarks and MediaPipe depth (the realtime loop, the Python API); no depth
+    (no mesh) gives the fallback: zeros, coverage 0. ``out``: write into this 4×S×S array instead;
+    ``previous``: the same tracked face's last fit (a warm start).
+    """
+    out = np.empty((4, size, size), dtype=np.float32) if out is None else out
+    if depth_px is None:
+        out[:] = 0.0
+        return out, None
+    points = mesh_prior.crop_points_from_pixels(landmarks_px, depth_px, crop_matrix)
+    normals, coverage, fit = coarse_prior(points, size, source, previous)
+    out[:3] = normals.transpose(2, 0, 1)
+    out[3] = coverage
+    return out, fit
+
+
+def stored_prior(root: str | Path, name: str, shape: tuple[int, ...], source: str) -> tuple[np.ndarray, np.ndarray]:
+    """(normals, coverage) of a sample's stored landmarks on its own square image of ``shape``; empty if none."""
+    if shape[0] != shape[1]:
+        raise ValueError(f"sample '{name}' in {root}: the prior needs a square crop, got {shape[:2]}")
+    landmarks = mesh_prior.read_stored_landmarks(root, name)
+    if landmarks is None:
+        return mesh_prior.empty_prior(shape[0])
+    normals, coverage, _ = coarse_prior(mesh_prior.landmarks_in_crop(landmarks, shape, IDENTITY), shape[0], source)
+    return normals, coverage
+
+
+def prior_for_crop(crop_rgb_uint8: np.ndarray, face_mesh: object, source: str) -> tuple[np.ndarray, np.ndarray, bool]:
+    """Run MediaPipe (static mode) on a square RGB crop → (normals S×S×3 over the crop, coverage, found)."""
+    landmarks = mesh_prior.crop_landmarks(crop_rgb_uint8, face_mesh)
+    size = crop_rgb_uint8.shape[0]
+    if landmarks is None:
+        return (*mesh_prior.empty_prior(size), False)
+    normals, coverage, _ = coarse_prior(mesh_prior.landmarks_in_crop(landmarks, crop_rgb_uint8.shape, IDENTITY),
+                                        size, source)
+    return normals, coverage, True
+
+
+def prior_channels(images: np.ndarray, face_mesh: object, source: str) -> np.ndarray:
+    """A prior model's extra input for a batch of crops: N×3×S×S float RGB in [0, 1] → N×4×S×S float32."""
+    out = np.zeros((images.shape[0], 4, *images.shape[2:]), dtype=np.float32)
+    for i, image in enumerate(images):
+        rgb = np.clip(np.round(image.transpose(1, 2, 0) * 255.0), 0, 255).astype(np.uint8)
+        normals, coverage, _ = prior_for_crop(rgb, face_mesh, source)
+        out[i, :3] = normals.transpose(2, 0, 1)
+        out[i, 3] = coverage
+    return out
+
+
+def network_inputs(images: np.ndarray, in_chans: int, source: str | None) -> np.ndarray:
+    """N×3×S×S RGB crops → what a model takes: unchanged for RGB models (3 channels, ``source`` None); for prior
+    models (7) each crop's coarse-face channels appended (:func:`prior_channels`, MediaPipe on each crop)."""
+    if in_chans == 3:
+        return images
+    if in_chans != 7 or source is None:
+        raise ValueError(f"the model takes {in_chans} input channels (prior {source!r}); expected 3 (RGB) or 7 "
+                         "(RGB + a coarse-face prior)")
+    with mesh_prior.create_face_mesh() as face_mesh:
+        return np.concatenate([images, prior_channels(images, face_mesh, source)], axis=1)
+
+
+def source_of(in_chans: int, declared: str | None) -> str | None:
+    """A model's prior source from its channel count and metadata: None for RGB models; models exported before
+    issue 13 declare none and were all trained on MediaPipe's mesh."""
+    if in_chans == 3:
+        return None
+    return check_source(declared or "mediapipe-mesh")

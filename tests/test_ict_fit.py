@@ -1,0 +1,135 @@
+"""The ICT-FaceKit fit to MediaPipe landmarks (issue 13): fits its own faces back, poses, determinism, the asset."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import cv2
+import numpy as np
+import pytest
+
+from facenormals import ict_fit, mesh_prior, prior
+from facenormals.conventions import angular_error_deg
+from facenormals.geometry import hull_mask
+
+SHARED_ICT = Path(__file__).resolve().parents[2] / "shared" / "data" / "ict-facekit" / "ict_facekit.npz"
+SIZE = 128
+
+
+def rotation(yaw_deg: float, pitch_deg: float = 0.0, roll_deg: float = 0.0) -> np.ndarray:
+    vec = np.radians([pitch_deg, yaw_deg, roll_deg])
+    rx, _ = cv2.Rodrigues(np.array([vec[0], 0.0, 0.0]))
+    ry, _ = cv2.Rodrigues(np.array([0.0, vec[1], 0.0]))
+    rz, _ = cv2.Rodrigues(np.array([0.0, 0.0, vec[2]]))
+    return rz @ ry @ rx
+
+
+def synthetic_face(face: ict_fit.IctFace, rng: np.random.Generator, yaw_deg: float = 12.0,
+                   scale: float = 5.0) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """A random ICT face posed in a 128² crop: (all vertices, landmark points, identity, expression)."""
+    identity = rng.standard_normal(len(face.identity)).astype(np.float32) * 0.7
+    expression = np.zeros(len(face.expression), np.float32)
+    expression[rng.choice(len(expression), 4, replace=False)] = rng.uniform(0.2, 0.8, 4)
+    rot = rotation(yaw_deg, -6.0, 4.0)
+    vertices = scale * face.shape(identity, expression) @ rot.T + np.array([SIZE / 2, -SIZE / 2 - 8, 0.0])
+    return vertices, vertices[face.landmark_vertices], identity, expression
+
+
+@pytest.fixture(scope="module")
+def face() -> ict_fit.IctFace:
+    return ict_fit.load_ict_face()
+
+
+def test_asset_is_compact_and_consistent(face: ict_fit.IctFace) -> None:
+    assert ict_fit.ASSET.stat().st_size < 6_000_000  # float16 bases, face skin and eyeballs only
+    assert face.identity.shape[0] == ict_fit.NUM_IDENTITY_MODES and face.expression.shape[0] == ict_fit.NUM_EXPRESSION_MODES
+    assert face.landmark_vertices.shape == (478,) and face.landmark_vertices.max() < len(face.neutral)
+    assert "jawOpen" in face.expression_names
+    # outward winding: the nose tip's normal points along +z (toward a frontal viewer)
+    normals = mesh_prior.vertex_normals(face.neutral.astype(np.float64), face.triangles)
+    tip = int(np.argmax(face.neutral[:, 2]))
+    assert normals[tip, 2] > 0.9
+
+
+def test_noise_free_landmarks_of_an_ict_face_are_fitted_back(face: ict_fit.IctFace) -> None:
+    rng = np.random.default_rng(3)
+    vertices, points, identity, expression = synthetic_face(face, rng)
+    weak = ict_fit.FitSettings(identity_prior=1e-4, expression_prior=1e-4, iterations=8)
+    fit = ict_fit.fit_landmarks(points, face, weak)
+    assert fit.rms_px < 0.2  # px on a ~90 px face: alternation and a tiny ridge, no noise
+    # 468 points leave some modes nearly interchangeable: coefficients come back approximately, the shape closely
+    assert np.abs(fit.expression - expression).max() < 0.5
+    assert np.corrcoef(fit.identity, identity)[0, 1] > 0.7
+    # (no scale check: ICT's identity modes include the head's size, so scale and identity trade off)
+    np.testing.assert_allclose(fit.euler_deg(), (12.0, -6.0, 4.0), atol=1.5)  # identity modes absorb a little tilt
+    truth, covered = mesh_prior.rasterize_mesh_normals(vertices, face.triangles, SIZE)
+    ours, ours_covered = mesh_prior.rasterize_mesh_normals(fit.crop_points(face), face.triangles, SIZE)
+    face_mask = hull_mask(np.column_stack([points[:, 0], -points[:, 1]]), (SIZE, SIZE)) & covered
+    assert (face_mask & ours_covered).sum() > 0.99 * face_mask.sum()
+    both = face_mask & ours_covered
+    # inside the landmarks' hull (the facial mask) the 468 points pin the surface down to a few degrees
+    assert angular_error_deg(ours[both], truth[both]).mean() < 2.5
+
+
+def test_strong_prior_keeps_coefficients_plausible_and_expressions_in_range(face: ict_fit.IctFace) -> None:
+    rng = np.random.default_rng(4)
+    _, points, _, _ = synthetic_face(face, rng)
+    noisy = points + rng.normal(0.0, 1.0, points.shape)  # ~0.2 cm of landmark noise
+    fit = ict_fit.fit_landmarks(noisy, face)
+    assert np.linalg.norm(fit.identity) < 3.0
+    assert fit.expression.min() >= 0.0 and fit.expression.max() <= 1.0
+    assert fit.rms_px < 2.0
+
+
+def test_fit_is_deterministic_and_warm_start_agrees(face: ict_fit.IctFace) -> None:
+    rng = np.random.default_rng(5)
+    _, points, _, _ = synthetic_face(face, rng)
+    first, second = ict_fit.fit_landmarks(points, face), ict_fit.fit_landmarks(points, face)
+    np.testing.assert_array_equal(first.identity, second.identity)
+    np.testing.assert_array_equal(first.rotation, second.rotation)
+    warm = ict_fit.fit_landmarks(points, face, previous=first)  # two more alternations from the last frame's fit
+    longer = ict_fit.fit_landmarks(points, face, ict_fit.FitSettings(iterations=16))
+    assert np.abs(warm.crop_points(face) - longer.crop_points(face)).max() < 0.6  # px: sub-pixel on a 90 px face
+
+
+@pytest.mark.parametrize("yaw", [60.0, -60.0])
+def test_a_face_at_60_degrees_yaw_does_not_diverge(face: ict_fit.IctFace, yaw: float) -> None:
+    rng = np.random.default_rng(6)
+    _, points, _, _ = synthetic_face(face, rng, yaw_deg=yaw)
+    fit = ict_fit.fit_landmarks(points + rng.normal(0.0, 0.5, points.shape), face)
+    assert abs(fit.euler_deg()[0] - yaw) < 3.0
+    assert fit.rms_px < 1.5 and np.linalg.norm(fit.identity) < 3.0
+
+
+def test_ict_prior_channels_are_unit_smooth_and_cover_the_face(face: ict_fit.IctFace) -> None:
+    rng = np.random.default_rng(7)
+    _, points, _, _ = synthetic_face(face, rng)
+    normals, coverage, fit = prior.coarse_prior(points, SIZE, "ict-fit")
+    assert fit is not None and coverage.mean() > 0.3
+    np.testing.assert_allclose(np.linalg.norm(normals, axis=2), 1.0, atol=1e-4)  # extended over the whole crop
+    mesh_normals, _, none = prior.coarse_prior(points, SIZE, "mediapipe-mesh")
+    assert none is None and mesh_normals.shape == normals.shape
+    with pytest.raises(ValueError, match="unknown prior source"):
+        prior.coarse_prior(points, SIZE, "flame")
+
+
+def test_bad_landmarks_name_the_problem(face: ict_fit.IctFace) -> None:
+    with pytest.raises(ValueError, match="468 or 478"):
+        ict_fit.fit_landmarks(np.zeros((68, 3)), face)
+    with pytest.raises(ValueError, match="NaN"):
+        ict_fit.fit_landmarks(np.full((478, 3), np.nan), face)
+
+
+@pytest.mark.skipif(not SHARED_ICT.is_file(), reason="needs ../shared/data/ict-facekit (the ICT-FaceKit model)")
+def test_correspondence_asset_matches_a_rederivation(face: ict_fit.IctFace) -> None:
+    from facenormals.training.data import ict
+    from facenormals.training.data.ict_correspondence import compact_model, derive
+
+    model = ict.IctModel(SHARED_ICT)
+    corr, _, _ = derive(model)
+    assert corr.views_found == 5
+    derived = compact_model(model, corr.vertices)["landmark_vertices"]
+    same = derived == face.landmark_vertices
+    assert same.mean() > 0.98
+    gap = np.linalg.norm(face.neutral[derived] - face.neutral[face.landmark_vertices], axis=1)
+    assert gap.max() < 0.5  # cm: any differing landmark lands on a neighbouring vertex
