@@ -292,3 +292,14 @@ def test_saturated_depth_is_missing_not_65_metres(tmp_path):
         first, second = list(source)
         assert source.invalid_depth_frames == 1
     assert first.depth.max() == 1000 and second.depth.max() == 800 and (second.depth == 0).sum() == 48 * 64 - 100
+
+
+def test_eval_json_in_an_unwritable_place_fails_before_scoring(tmp_path, capsys):
+    from facenormals.cli import main
+
+    if not READ_ONLY.is_dir():
+        pytest.skip(f"{READ_ONLY} not present")
+    empty = tmp_path / "not-yet-a-dataset"  # scoring would fail on it: the --json check must come first
+    code = main(["eval", "--data", str(empty), "--model", "fast", "--json", str(READ_ONLY / "scores.json")])
+    err = capsys.readouterr().err
+    assert code == 1 and "--json" in err and "cannot write there" in err and str(empty) not in err
