@@ -1,6 +1,6 @@
-"""``facenormals eval``: the paper's metrics on dataset folders, optionally with the MediaPipe-mesh baseline.
+"""``facenormals eval``: the paper's metrics on dataset folders, optionally with coarse-face baselines (MediaPipe mesh, ICT fit).
 
-    facenormals eval --data DIR [--data DIR ...] --model CKPT|ONNX [--json FILE] [--baseline mediapipe-mesh]
+    facenormals eval --data DIR [--data DIR ...] --model CKPT|ONNX [--json FILE] [--baseline mediapipe-mesh|ict-fit]
     facenormals eval --data DIR --variants full=A.safetensors no-skip=B.safetensors ...   (ablation table)
 
 JSON (``--json``)::
@@ -21,9 +21,8 @@ from pathlib import Path
 
 from facenormals.atomic import check_output, write_text_atomic
 from facenormals.metrics import SetMetrics
+from facenormals.training.evaluation import BASELINES
 from facenormals.zoo import resolve_model
-
-BASELINES = ("mediapipe-mesh",)
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -57,8 +56,10 @@ def _parse_variants(specs: list[str]) -> dict[str, Path]:
 
 
 def main(args: argparse.Namespace) -> int:
-    from facenormals.training.evaluation import evaluate_mesh_baseline, evaluate_predictor, load_predictor, paired_samples
+    from facenormals.training.evaluation import evaluate_baseline, evaluate_predictor, load_predictor, paired_samples
 
+    if args.json:  # an unwritable --json fails now, not after scoring every set
+        check_output(args.json, "--json", overwrite=True, inputs=[args.model, *args.data])
     if args.json:  # an unwritable --json fails now, not after scoring every set
         check_output(args.json, "--json", overwrite=True, inputs=[args.model, *args.data])
     sets = {Path(d).resolve().name: paired_samples(d) for d in args.data}
@@ -74,7 +75,7 @@ def main(args: argparse.Namespace) -> int:
         print(HEADER)
         print(_row("model", result.metrics))
         for baseline in args.baseline:
-            base = evaluate_mesh_baseline(samples, label=baseline)
+            base = evaluate_baseline(samples, label=baseline)
             entry = report["baselines"].setdefault(baseline, {"sets": {}, "no_face": {}, "coverage_pct": {}})
             entry["sets"][name] = base.metrics.as_dict()
             entry["no_face"][name] = base.no_face
