@@ -60,8 +60,6 @@ def main(args: argparse.Namespace) -> int:
 
     if args.json:  # an unwritable --json fails now, not after scoring every set
         check_output(args.json, "--json", overwrite=True, inputs=[args.model, *args.data])
-    if args.json:  # an unwritable --json fails now, not after scoring every set
-        check_output(args.json, "--json", overwrite=True, inputs=[args.model, *args.data])
     sets = {Path(d).resolve().name: paired_samples(d) for d in args.data}
     model_path = resolve_model(args.model)
     report: dict = {"model": str(model_path), "sets": {}, "baselines": {}}
