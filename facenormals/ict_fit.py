@@ -29,12 +29,16 @@ from functools import lru_cache
 from pathlib import Path
 
 import numpy as np
+from threadpoolctl import ThreadpoolController
 
 from facenormals.mesh_prior import rasterize_mesh_normals
 
 ASSET = Path(__file__).resolve().parent / "assets" / "ict_face.npz"
 NUM_IDENTITY_MODES = 50
 NUM_EXPRESSION_MODES = 53
+# The fit's products are small (≤ 103×1404): BLAS threads only spin on them, 5–10× the CPU time of one thread
+# (measured on the 2-core machine), so the fit runs its linear algebra on one thread.
+_BLAS = ThreadpoolController()
 NUM_FIT_POINTS = 468  # the iris points follow the gaze, which the fit does not model
 # MediaPipe's FACEMESH_FACE_OVAL: these slide over the cheeks and jaw as the head turns.
 FACE_OVAL = (10, 21, 54, 58, 67, 93, 103, 109, 127, 132, 136, 148, 149, 150, 152, 162, 172, 176, 234, 251, 284, 288,
@@ -50,7 +54,7 @@ class FitSettings:
     depth_weight: float = 1.0  # MediaPipe's z relative to x/y (0.1–0.3 fitted val_james worse)
     outline_weight: float = 0.3
     iterations: int = 4
-    warm_iterations: int = 2
+    warm_iterations: int = 1
 
 
 @dataclass(frozen=True, eq=False)  # hashed by identity: the stacked basis is cached per instance
@@ -106,7 +110,8 @@ class IctFit:
 
     def crop_points(self, face: IctFace) -> np.ndarray:
         """The fitted face's vertices in crop space (V×3)."""
-        return self.scale * face.shape(self.identity, self.expression) @ self.rotation.T + self.translation
+        with _BLAS.limit(limits=1, user_api="blas"):
+            return self.scale * face.shape(self.identity, self.expression) @ self.rotation.T + self.translation
 
     def euler_deg(self) -> tuple[float, float, float]:
         """Head pose: yaw (about y), pitch (about x), roll (about z), degrees, in our camera frame."""
@@ -144,7 +149,8 @@ class _Design:
     """What the fit reuses across frames: the landmark rows of the model and the pose-free part of the normal matrix."""
 
     mean: np.ndarray  # N×3 landmark vertices of the neutral face
-    basis: np.ndarray  # K×N×3
+    basis: np.ndarray  # K×N×3, C-contiguous
+    flat: np.ndarray  # K×3N view of ``basis``
     weights: np.ndarray  # (N,) per-landmark weights
     gram: np.ndarray  # K×K: Σ wᵢ Aᵢᵀ Aᵢ
     prior: np.ndarray  # (K,) ridge weights
@@ -154,18 +160,23 @@ class _Design:
 @lru_cache(maxsize=8)
 def _design(face: IctFace, settings: FitSettings) -> _Design:
     ids = face.landmark_vertices[:NUM_FIT_POINTS]
-    basis = face.basis[:, ids].astype(np.float64)
+    basis = np.ascontiguousarray(face.basis[:, ids], dtype=np.float64)
     weights = point_weights(settings)
-    flat = basis.reshape(len(basis), -1) * np.repeat(np.sqrt(weights), 3)
+    scaled = basis.reshape(len(basis), -1) * np.repeat(np.sqrt(weights), 3)
     prior = np.concatenate([np.full(len(face.identity), settings.identity_prior),
                             np.full(len(face.expression), settings.expression_prior)])
-    return _Design(face.neutral[ids].astype(np.float64), basis, weights, flat @ flat.T, prior, len(face.identity))
+    return _Design(face.neutral[ids].astype(np.float64), basis, basis.reshape(len(basis), -1), weights,
+                   scaled @ scaled.T, prior, len(face.identity))
 
 
 def fit_landmarks(points: np.ndarray, face: IctFace | None = None, settings: FitSettings = FitSettings(),
                   previous: IctFit | None = None) -> IctFit:
     """Fit pose, identity and expression to MediaPipe landmarks in crop space (N ≥ 468 × 3, our frame)."""
-    face = face if face is not None else load_ict_face()
+    with _BLAS.limit(limits=1, user_api="blas"):
+        return _fit(points, face if face is not None else load_ict_face(), settings, previous)
+
+
+def _fit(points: np.ndarray, face: IctFace, settings: FitSettings, previous: IctFit | None) -> IctFit:
     points = np.asarray(points, dtype=np.float64)
     if points.ndim != 2 or points.shape[1] != 3 or len(points) < NUM_FIT_POINTS:
         raise ValueError(f"expected landmark crop points of shape (468 or 478, 3), got {points.shape}")
@@ -180,10 +191,10 @@ def fit_landmarks(points: np.ndarray, face: IctFace | None = None, settings: Fit
         coeffs = np.zeros(len(design.prior))
         iterations = settings.iterations
     for _ in range(iterations):
-        shape = design.mean + np.tensordot(coeffs, design.basis, axes=1)
+        shape = design.mean + (coeffs @ design.flat).reshape(-1, 3)
         scale, rot, trans = weighted_similarity(shape, target, design.weights)
         coeffs = _solve_coefficients(design, target, scale, rot, trans, settings.depth_weight)
-    shape = design.mean + np.tensordot(coeffs, design.basis, axes=1)
+    shape = design.mean + (coeffs @ design.flat).reshape(-1, 3)
     scale, rot, trans = weighted_similarity(shape, target, design.weights)
     axis_w = np.array([1.0, 1.0, settings.depth_weight])
     residual = (scale * shape @ rot.T + trans - target) ** 2 * axis_w * design.weights[:, None]
@@ -205,7 +216,7 @@ def _solve_coefficients(design: _Design, target: np.ndarray, scale: float, rot: 
     normal = design.gram - (1.0 - depth_weight) * (depth_rows * w) @ depth_rows.T
     residual = ((target - trans) / scale) @ rot - design.mean  # model-space residual, cm
     weighted = (residual - (1.0 - depth_weight) * np.outer(residual @ axis, axis)) * w[:, None]
-    rhs = np.tensordot(design.basis, weighted, axes=([1, 2], [0, 1]))
+    rhs = design.flat @ weighted.reshape(-1)
     normal[np.diag_indices_from(normal)] += design.prior
     k_id = design.k_id
     active = np.ones(len(rhs), bool)

@@ -35,7 +35,9 @@ def check_source(source: str) -> str:
 
 def _smooth(normals: np.ndarray, sigma: float) -> np.ndarray:
     blurred = cv2.GaussianBlur(normals, (0, 0), sigma)
-    return blurred / np.maximum(np.linalg.norm(blurred, axis=2, keepdims=True), 1e-6)
+    length = np.sqrt(np.einsum("ijk,ijk->ij", blurred, blurred))
+    blurred /= np.maximum(length, 1e-6)[..., None]
+    return blurred
 
 
 def coarse_prior(points: np.ndarray, size: int, source: str,
