@@ -25,6 +25,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     r.add_argument("--max-angle-deg", type=float, default=45.0, help="the paper: rotation angle in ±45°")
     r.add_argument("--hard-fraction", type=float, default=0.0,
                    help="share of samples with strong rotations (35–55°) and harsh side light (validation)")
+    r.add_argument("--yaw-deg", type=float, nargs=2, metavar=("LO", "HI"), default=None,
+                   help="profile poses: |yaw| uniform in [LO, HI] degrees (0 ≤ LO ≤ HI ≤ 90), random sign, pitch and "
+                        "roll ~ N(0, 6°) within ±15°; replaces --max-angle-deg and the hard rotations (not the light)")
     r.add_argument("--backgrounds", nargs="*", type=Path, default=None,
                    help="photo/video files or folders to cut backgrounds from (default: ../shared/data/photos "
                         "and video when present; none given → procedural backgrounds only)")
@@ -70,6 +73,8 @@ def _default_backgrounds() -> list[Path]:
 
 
 def _render(args: argparse.Namespace) -> int:
+    import numpy as np
+
     from facenormals.training.data import synth
     from facenormals.training.data.contact_sheet import contact_sheet
     from facenormals.training.data.jobs import collect_params_csv, remove_stale_temporaries, run_parallel
@@ -79,6 +84,12 @@ def _render(args: argparse.Namespace) -> int:
         raise ValueError(f"--count must be at least 1, got {args.count}")
     if not 0 < args.max_angle_deg <= 180:
         raise ValueError(f"--max-angle-deg must be in (0, 180], got {args.max_angle_deg}")
+    yaw_range = None
+    if args.yaw_deg is not None:
+        lo, hi = args.yaw_deg
+        if not 0 <= lo <= hi <= 90:
+            raise ValueError(f"--yaw-deg needs 0 ≤ LO ≤ HI ≤ 90, got {lo:g} {hi:g}")
+        yaw_range = (float(np.radians(lo)), float(np.radians(hi)))
     if args.source != "ict":
         from facenormals.training.data.meshes import list_meshes
 
@@ -89,7 +100,7 @@ def _render(args: argparse.Namespace) -> int:
         james = DEFAULT_SHARED / "data" / "james"
     settings = synth.RenderSettings(size=args.size, kind=args.kind, camera=args.camera,
                                     max_angle=float(__import__("math").radians(args.max_angle_deg)),
-                                    hard_fraction=args.hard_fraction)
+                                    hard_fraction=args.hard_fraction, yaw_range=yaw_range)
     job = RenderJob(out=args.out, source=args.source, seed=args.seed, kind=args.kind,
                     prefix=args.prefix or ("ict" if args.source == "ict" else "mesh"), settings=settings,
                     backgrounds=backgrounds, ict_path=args.ict, james_dir=james if args.source == "ict" else None,

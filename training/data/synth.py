@@ -47,6 +47,15 @@ class RenderSettings:
     max_angle: float = PAPER_MAX_ANGLE
     hard_fraction: float = 0.0  # validation: strong rotations and harsh side light
     crop_jitter: bool = True
+    # profile sets (issue 14): |yaw| uniform in [lo, hi] radians with a random sign, small pitch and roll
+    # (yaw_pose); replaces the axis-angle protocol (max_angle, hard rotations) for the pose, not the light
+    yaw_range: tuple[float, float] | None = None
+
+    def __post_init__(self) -> None:
+        if self.yaw_range is not None:
+            lo, hi = self.yaw_range
+            if not 0.0 <= lo <= hi <= np.pi / 2 + 1e-9:
+                raise ValueError(f"yaw_range must satisfy 0 ≤ lo ≤ hi ≤ 90°, got {np.degrees(lo):.1f}°, {np.degrees(hi):.1f}°")
 
 
 @dataclass
@@ -67,6 +76,34 @@ def random_rotation(rng: np.random.Generator, max_angle: float, min_angle: float
     return axis.astype(np.float32), angle, rot.astype(np.float64)
 
 
+PROFILE_PITCH_ROLL_SIGMA = np.radians(6.0)  # yaw_pose: pitch and roll ~ N(0, 6°), clipped to ±15°
+PROFILE_PITCH_ROLL_MAX = np.radians(15.0)
+
+
+def _axis_rotation(axis: int, angle: float) -> np.ndarray:
+    c, s = np.cos(angle), np.sin(angle)
+    i, j = [(1, 2), (2, 0), (0, 1)][axis]
+    rot = np.eye(3)
+    rot[i, i], rot[i, j], rot[j, i], rot[j, j] = c, -s, s, c
+    return rot
+
+
+def yaw_pose(rng: np.random.Generator, min_yaw: float, max_yaw: float) -> tuple[np.ndarray, float, np.ndarray]:
+    """A head turned by |yaw| uniform in [min_yaw, max_yaw] (random sign), with small pitch and roll.
+
+    ``rot = Ry(yaw) · Rx(pitch) · Rz(roll)``: exactly the angles :func:`euler_yaw_pitch_roll` reads back, so the
+    ``yaw_deg`` a sample records is the yaw that was drawn. Returns (axis, angle, rotation) like
+    :func:`random_rotation`.
+    """
+    yaw = float(rng.uniform(min_yaw, max_yaw) * rng.choice([-1.0, 1.0]))
+    pitch, roll = np.clip(rng.normal(0.0, PROFILE_PITCH_ROLL_SIGMA, 2), -PROFILE_PITCH_ROLL_MAX, PROFILE_PITCH_ROLL_MAX)
+    rot = _axis_rotation(1, yaw) @ _axis_rotation(0, float(pitch)) @ _axis_rotation(2, float(roll))
+    vec, _ = cv2.Rodrigues(rot)
+    angle = float(np.linalg.norm(vec))
+    axis = (vec.ravel() / angle) if angle > 1e-12 else np.array([0.0, 1.0, 0.0])
+    return axis.astype(np.float32), angle, rot
+
+
 def euler_yaw_pitch_roll(rot: np.ndarray) -> tuple[float, float, float]:
     """Head pose angles (degrees) of a camera-space rotation: yaw about y, pitch about x, roll about z."""
     yaw = np.degrees(np.arctan2(rot[0, 2], rot[2, 2]))
@@ -79,7 +116,9 @@ def render(mesh: SceneMesh, settings: RenderSettings, rng: np.random.Generator,
            backgrounds: augment.Backgrounds | None = None) -> Rendered:
     size = settings.size
     hard = rng.random() < settings.hard_fraction
-    if hard:
+    if settings.yaw_range is not None:
+        axis, angle, rot = yaw_pose(rng, *settings.yaw_range)
+    elif hard:
         axis, angle, rot = random_rotation(rng, np.radians(55), np.radians(35))
     else:
         axis, angle, rot = random_rotation(rng, settings.max_angle)
