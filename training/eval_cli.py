@@ -2,12 +2,23 @@
 
     facenormals eval --data DIR [--data DIR ...] --model CKPT|ONNX [--json FILE] [--baseline mediapipe-mesh|ict-fit]
     facenormals eval --data DIR --variants full=A.safetensors no-skip=B.safetensors ...   (ablation table)
+    facenormals eval --data DIR --diagnose [--baseline ict-fit]   (where the error is: training/diagnose.py)
 
 JSON (``--json``)::
 
     {"model": str, "sets": {NAME: {"n_images", "mean_deg", "std_deg", "pct_below_20", "pct_below_25", "pct_below_30"}},
      "baselines": {"mediapipe-mesh": {"sets": {...same...}, "no_face": {NAME: int}, "coverage_pct": {NAME: float}}},
-     "variants": {VARIANT: {"model": str, "sets": {...same...}}}}        # the last two only when asked for
+     "variants": {VARIANT: {"model": str, "sets": {...same...}}},        # the last two only when asked for
+     "diagnose": {NAME: DIAGNOSIS}}                                    # --diagnose (baselines get one each too)
+
+DIAGNOSIS (``--diagnose``; every angle in degrees, set figures are means of per-image means)::
+
+    {"n_images", "sigma_px", "band_px", "mean_deg", "rotation_deg", "low_freq_deg", "detail_deg",  # the 3 parts sum to mean
+     "rotation_angle_deg", "blurred_prediction_deg", "blurred_truth_deg",
+     "regions": {"border"|"interior": {"n_images", "pixel_pct", "mean_deg", "rotation_deg", "low_freq_deg", "detail_deg"}},
+     "by_yaw": {"0-15": {"n_images", "mean_deg", "rotation_deg", ...}, ...},  # when params.csv has yaw_deg
+     "by_light_angle": {"0-25": {...}, ...},                                  # when params.csv has light_dir
+     "per_image": {IMAGE: mean_deg}, "per_image_split": {IMAGE: {"rotation_deg", ..., "yaw_deg", "light_angle_deg"}}}
 
 NAME is the dataset folder's name.
 """
@@ -35,6 +46,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--variants", nargs="+", metavar="NAME=CKPT",
                         help="score several checkpoints into one ablation table (paper Fig. 7)")
     parser.add_argument("--batch-size", type=int, default=8)
+    parser.add_argument("--diagnose", action="store_true",
+                        help="split each set's error into global rotation, low-frequency (σ = 4 px) and detail, by "
+                             "border band / interior, |yaw| and light angle (from params.csv); per-image errors in the JSON")
 
 
 def _row(name: str, m: SetMetrics, note: str = "") -> str:
@@ -56,30 +70,43 @@ def _parse_variants(specs: list[str]) -> dict[str, Path]:
 
 
 def main(args: argparse.Namespace) -> int:
+    from facenormals.training.diagnose import SetDiagnosis, format_diagnosis, read_params
     from facenormals.training.evaluation import evaluate_baseline, evaluate_predictor, load_predictor, paired_samples
 
     if args.json:  # an unwritable --json fails now, not after scoring every set
         check_output(args.json, "--json", overwrite=True, inputs=[args.model, *args.data])
     sets = {Path(d).resolve().name: paired_samples(d) for d in args.data}
+    folders = {Path(d).resolve().name: Path(d) for d in args.data}
     model_path = resolve_model(args.model)
     report: dict = {"model": str(model_path), "sets": {}, "baselines": {}}
     predictor = load_predictor(model_path)
     for name, samples in sets.items():
         started = time.perf_counter()
-        result = evaluate_predictor(predictor, samples, args.batch_size, label=name)
+        diagnosis = SetDiagnosis(read_params(folders[name])) if args.diagnose else None
+        result = evaluate_predictor(predictor, samples, args.batch_size, label=name,
+                                    on_image=diagnosis.add if diagnosis is not None else None)
         rate = len(samples) / (time.perf_counter() - started)
         report["sets"][name] = result.metrics.as_dict()
         print(f"{name}: {model_path.name} ({rate:.1f} images/s, loading included)")
         print(HEADER)
         print(_row("model", result.metrics))
+        diagnoses = {}
+        if diagnosis is not None:
+            diagnoses["model"] = report.setdefault("diagnose", {})[name] = diagnosis.result()
         for baseline in args.baseline:
-            base = evaluate_baseline(samples, label=baseline)
+            base_diagnosis = SetDiagnosis(diagnosis.params) if diagnosis is not None else None
+            base = evaluate_baseline(samples, label=baseline,
+                                     on_image=base_diagnosis.add if base_diagnosis is not None else None)
             entry = report["baselines"].setdefault(baseline, {"sets": {}, "no_face": {}, "coverage_pct": {}})
             entry["sets"][name] = base.metrics.as_dict()
             entry["no_face"][name] = base.no_face
             entry["coverage_pct"][name] = round(base.coverage_pct, 2)
             note = f"no face in {base.no_face}/{len(samples)}; mesh covers {base.coverage_pct:.1f}% of the mask"
             print(_row(baseline, base.metrics, note))
+            if base_diagnosis is not None:
+                diagnoses[baseline] = entry.setdefault("diagnose", {})[name] = base_diagnosis.result()
+        for who, found in diagnoses.items():
+            print("\n".join(format_diagnosis(who, found)))
     if args.variants:
         variants = _parse_variants(args.variants)
         report["variants"] = {}

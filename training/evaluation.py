@@ -126,8 +126,12 @@ class SetResult:
     coverage_pct: float = 100.0  # baseline only: % of mask pixels the rasterised mesh covers
 
 
+ImageHook = Callable[[str, np.ndarray, np.ndarray, np.ndarray], object]  # (name, pred H×W×3, target, mask)
+
+
 def evaluate_predictor(predictor: Predictor, samples: list[SampleFiles], batch_size: int = 8,
-                       label: str = "eval") -> SetResult:
+                       label: str = "eval", on_image: ImageHook | None = None) -> SetResult:
+    """Score ``predictor`` on ``samples``; ``on_image`` also sees every scored image (``eval --diagnose``)."""
     accumulator = MetricAccumulator()
     per_image: dict[str, float] = {}
     with tqdm(total=len(samples), desc=label, unit="img", leave=False) as bar:
@@ -135,6 +139,8 @@ def evaluate_predictor(predictor: Predictor, samples: list[SampleFiles], batch_s
             preds = predictor(batch.images).transpose(0, 2, 3, 1)
             for name, pred, target, mask in zip(batch.names, preds, batch.normals, batch.masks, strict=True):
                 per_image[name] = accumulator.add(pred, target, mask)
+                if on_image is not None:
+                    on_image(name, pred, target, mask)
             bar.update(len(batch.names))
     return SetResult(accumulator.result(), per_image)
 
@@ -147,7 +153,8 @@ def fill_uncovered(normals: np.ndarray, covered: np.ndarray) -> np.ndarray:
     return normals[rows, cols]
 
 
-def evaluate_baseline(samples: list[SampleFiles], label: str = "mediapipe-mesh") -> SetResult:
+def evaluate_baseline(samples: list[SampleFiles], label: str = "mediapipe-mesh",
+                      on_image: ImageHook | None = None) -> SetResult:
     """A coarse-face baseline (``label``: one of :data:`BASELINES`) from MediaPipe run on the same crops.
 
     ``mediapipe-mesh``: MediaPipe's mesh normals rasterised (``facenormals.mesh_prior``); ``ict-fit``: an
@@ -170,6 +177,8 @@ def evaluate_baseline(samples: list[SampleFiles], label: str = "mediapipe-mesh")
             covered_px += int((coverage & sample.mask).sum())
             mask_px += int(sample.mask.sum())
             per_image[files.name] = accumulator.add(normals, sample.normals, sample.mask)
+            if on_image is not None:
+                on_image(files.name, normals, sample.normals, sample.mask)
     if not per_image:
         raise RuntimeError(f"{label}: MediaPipe found no face in any of {len(samples)} images")
     return SetResult(accumulator.result(), per_image, no_face, 100.0 * covered_px / max(mask_px, 1))
