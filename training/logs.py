@@ -11,7 +11,7 @@ from facenormals.atomic import atomic_path
 from facenormals.conventions import encode_normals
 
 SCALARS = "scalars.csv"
-FIELDS = ("step", "kind", "n2n", "i2n", "i2i", "samples_per_s", "val_mean_deg", "elapsed_s")
+FIELDS = ("step", "kind", "n2n", "i2n", "i2i", "samples_per_s", "val_mean_deg", "elapsed_s", "val_sets")
 
 
 class ScalarLog:

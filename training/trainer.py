@@ -134,7 +134,10 @@ def train(cfg: TrainConfig, info: ddp.DistInfo | None = None) -> TrainResult:
     if cfg.model.prior != "none":
         require_stored_priors(cfg.data.train + cfg.data.val + cfg.data.preview)
     groups = scan_by_kind(cfg.data.train)
-    val_samples = fixed_samples(cfg.data.val, "paired", cfg.data.val_max_images) if cfg.data.val else []
+    # each validation set weighs the same in "best" (a large synthetic set must not drown the real-scan one)
+    per_set = max(1, cfg.data.val_max_images // max(1, len(cfg.data.val)))
+    val_sets = {Path(folder).name: fixed_samples((folder,), "paired", per_set) for folder in cfg.data.val}
+    val_samples = [s for samples in val_sets.values() for s in samples]
     preview_samples = (fixed_samples(cfg.data.preview, "image-only", cfg.data.preview_max_images)
                        if cfg.data.preview else []) + val_samples[:2]
 
@@ -175,13 +178,16 @@ def train(cfg: TrainConfig, info: ddp.DistInfo | None = None) -> TrainResult:
         if not info.is_main:
             return
         if val_samples:
-            val = validate(model, val_samples)
+            by_set = {name: validate(model, samples) for name, samples in val_sets.items()}
+            val = float(np.mean(list(by_set.values())))
             if progress.best_val_deg is None or val < progress.best_val_deg:
                 progress.best_val_deg, progress.best_step = val, step
                 checkpointing.save_best(run_dir, model, progress, config_dict)
-            log.write(step=step, kind="val", val_mean_deg=f"{val:.4f}", elapsed_s=f"{time.monotonic() - started:.1f}")
-            bar.write(f"step {step}: validation mean {val:.2f}° (best {progress.best_val_deg:.2f}° at "
-                      f"{progress.best_step})")
+            sets_text = " ".join(f"{name}={deg:.3f}" for name, deg in by_set.items())
+            log.write(step=step, kind="val", val_mean_deg=f"{val:.4f}", val_sets=sets_text,
+                      elapsed_s=f"{time.monotonic() - started:.1f}")
+            bar.write(f"step {step}: validation mean of sets {val:.2f}° ({sets_text}; best {progress.best_val_deg:.2f}° "
+                      f"at {progress.best_step})")
         write_preview(model, preview_samples, run_dir / "predictions.png")
         plot_curves(run_dir)
 
