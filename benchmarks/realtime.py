@@ -28,8 +28,8 @@ CALIBRATION_FRAMES = 24
 
 def sample_crops(size: int, count: int = CALIBRATION_FRAMES) -> np.ndarray:
     """Face crops (N×3×S×S, [0, 1]) from frames of the sample clip, spread over its motion."""
+    from facenormals.faces import create_detector
     from facenormals.geometry import face_crop
-    from facenormals.realtime.detect import create_detector
     from facenormals.realtime.sources.sample import render_sample_rgb
 
     detector = create_detector(1, smooth=False)
@@ -64,8 +64,8 @@ def prepare_models(checkpoint: Path | None, folder: Path, int8: bool) -> dict[st
     models = {"checkpoint": checkpoint, "fp32": folder / "fp32.onnx"}
     export_onnx(checkpoint, models["fp32"], check_parity=False)
     if int8:
-        from facenormals.calibration.int8 import quantize_int8
         from facenormals.export.backends import onnx_model_info
+        from facenormals.export.int8 import quantize_int8
         from facenormals.prior import network_inputs, source_of
 
         in_chans, size, meta = onnx_model_info(models["fp32"])
@@ -84,8 +84,8 @@ def component_times(models: dict[str, Path], frames: int = 60) -> dict[str, dict
     import time
 
     from facenormals.export.backends import create_backend, warm_up
+    from facenormals.faces import create_detector
     from facenormals.realtime.crops import CropBatcher, paste_batch
-    from facenormals.realtime.detect import create_detector
     from facenormals.realtime.frame import Frame
     from facenormals.realtime.pipeline import FrameResult, LoopStats
     from facenormals.realtime.render import FrameRenderer, RenderState

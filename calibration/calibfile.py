@@ -33,7 +33,7 @@ from typing import Any
 import numpy as np
 
 from facenormals.atomic import write_text_atomic
-from facenormals.realtime.frame import Intrinsics
+from facenormals.camera import Intrinsics
 
 FORMAT = "facenormals-calibration"
 VERSION = 1

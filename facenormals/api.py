@@ -12,10 +12,10 @@ Conventions: images are RGB (never BGR); normals are camera space, +x right, +y 
 camera (``facenormals.conventions``); landmarks are pixels (x, y) with the origin at the centre of the
 top-left pixel (``facenormals.geometry``); depth is metres, NaN where missing.
 
-Detection uses MediaPipe's face mesh in still-image mode (each image on its own, no tracking between
-calls), with the same landmark convention and :class:`facenormals.realtime.detect.Face` type as the
-realtime loop; pass ``detector=facenormals.realtime.detect.create_detector(...)`` for video frames,
-where tracking and smoothing help.
+Detection uses the project's one face mesh (:class:`facenormals.faces.FaceMesh`) in still-image mode (each
+image on its own, no tracking between calls), with the same landmark convention and
+:class:`facenormals.faces.Face` type as the realtime loop; pass
+``detector=facenormals.faces.create_detector(...)`` for video frames, where tracking and smoothing help.
 """
 
 from __future__ import annotations
@@ -29,6 +29,8 @@ from pathlib import Path
 import cv2
 import numpy as np
 
+from facenormals.camera import intrinsics_from_matrix
+from facenormals.faces import FaceMeshDetector, check_frame
 from facenormals.geometry import Crop, SquareBox, face_crop, invert_affine, paste_back
 from facenormals.ict_fit import IctFit
 from facenormals.prior import prior_input
@@ -97,8 +99,6 @@ def _item_error(index: int, image: object, cause: BaseException) -> ImageError:
 def load_batch(batch: list, single: bool) -> tuple[list[np.ndarray | None], list]:
     """(each image as RGB uint8, None where it is unusable; results with an :class:`ImageError` in those slots).
     A single image raises instead: there is nothing else to keep."""
-    from facenormals.realtime.detect import check_frame
-
     frames: list[np.ndarray | None] = []
     results: list = []
     for i, image in enumerate(batch):
@@ -111,19 +111,6 @@ def load_batch(batch: list, single: bool) -> tuple[list[np.ndarray | None], list
             frames.append(None)
             results.append(_item_error(i, image, err))
     return frames, results
-
-
-def _as_intrinsics(intrinsics: object, shape: tuple[int, int]):
-    """An ``Intrinsics``, or a 3×3 pinhole matrix for an image of ``shape`` (rows, cols)."""
-    from facenormals.realtime.frame import Intrinsics
-
-    if isinstance(intrinsics, Intrinsics):
-        return intrinsics
-    matrix = np.asarray(intrinsics, dtype=np.float64)
-    if matrix.shape != (3, 3):
-        raise ValueError(f"intrinsics must be an Intrinsics or a 3×3 matrix, got shape {matrix.shape}")
-    return Intrinsics(width=shape[1], height=shape[0], fx=float(matrix[0, 0]), fy=float(matrix[1, 1]),
-                      cx=float(matrix[0, 2]), cy=float(matrix[1, 2]))
 
 
 def _is_one_camera(intrinsics: object) -> bool:
@@ -144,37 +131,6 @@ def _per_image(value: object, count: int, shared: bool, what: str) -> list:
     return values
 
 
-# -------------------------------------------------------------------------------------------- detection
-
-
-class StillImageDetector:
-    """MediaPipe face mesh (bundled model, 478 landmarks with irises) in static mode: every image on its own."""
-
-    def __init__(self, max_faces: int = 4, min_detection_confidence: float = 0.5) -> None:
-        import mediapipe as mp  # ~1 s to import: only when an API object is built
-
-        self.max_faces = max_faces
-        self._mesh = mp.solutions.face_mesh.FaceMesh(
-            static_image_mode=True, max_num_faces=max_faces, refine_landmarks=True,
-            min_detection_confidence=min_detection_confidence)
-
-    def detect(self, rgb: np.ndarray, t_capture_ns: int = 0) -> list:
-        from facenormals.geometry import square_box
-        from facenormals.realtime.detect import Face, check_frame
-
-        rgb = check_frame(rgb)
-        scale = np.array([rgb.shape[1], rgb.shape[0]], dtype=np.float32)
-        faces = []
-        for track_id, mesh in enumerate(self._mesh.process(rgb).multi_face_landmarks or ()):
-            landmarks = np.array([(p.x, p.y, p.z) for p in mesh.landmark], dtype=np.float32)
-            points = landmarks[:, :2] * scale - 0.5
-            depth = landmarks[:, 2] * scale[0]  # MediaPipe z is normalised by the width, like x
-            if np.isfinite(landmarks).all() and np.ptp(points, axis=0).max() > 0:
-                faces.append(Face(points, points, track_id, square_box(points), depth))
-        return faces
-
-    def close(self) -> None:
-        self._mesh.close()
 
 
 # ---------------------------------------------------------------------------------------------- the API
@@ -186,7 +142,8 @@ class FaceNormals:
     ``model``: a checkpoint (``.safetensors``, e.g. from ``convert-official``), an ``.onnx`` or a TensorRT
     ``.engine``; None = the shipped default. ``backend``: a name of ``facenormals.export.backends``
     (``auto`` picks the fastest one that runs here). ``detector``: anything with
-    ``detect(rgb, t_capture_ns) -> list[Face]``; default :class:`StillImageDetector`.
+    ``detect(rgb, t_capture_ns) -> list[Face]``; default: :class:`facenormals.faces.FaceMeshDetector`
+    in still mode, no smoothing (every image on its own).
     """
 
     def __init__(self, model: str | Path | None = None, backend: str = "auto", max_faces: int = 4,
@@ -200,7 +157,7 @@ class FaceNormals:
                              "RGB (3) or RGB + a coarse-face prior (7)")
         self.prior_source = self.backend.prior_source  # None for RGB models (facenormals.prior)
         self.uses_prior = self.prior_source is not None
-        self.detector = detector if detector is not None else StillImageDetector(max_faces)
+        self.detector = detector if detector is not None else FaceMeshDetector(max_faces, smoothing=None, still=True)
 
     def __enter__(self) -> FaceNormals:
         return self
@@ -236,7 +193,7 @@ class FaceNormals:
             if depths[i] is None or not results[i]:
                 continue
             try:
-                results[i] = fuse_faces(results[i], depths[i], _as_intrinsics(cameras[i], frames[i].shape[:2]),
+                results[i] = fuse_faces(results[i], depths[i], intrinsics_from_matrix(cameras[i], frames[i].shape[:2]),
                                         depth_scale_m, frames[i].shape[:2])
             except ValueError as err:  # this image's depth is bad: the others keep theirs
                 if single:

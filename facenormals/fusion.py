@@ -35,8 +35,8 @@ import scipy.sparse
 import scipy.sparse.linalg
 import torch
 
+from facenormals.camera import Intrinsics
 from facenormals.depth import DepthError, cross3, dot3, fill_holes, hole_mask, norm3, normals_from_depth, pixel_rays
-from facenormals.realtime.frame import Intrinsics
 
 SOLVERS = ("auto", "cg", "cholmod", "splu")
 

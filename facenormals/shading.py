@@ -13,8 +13,8 @@ from __future__ import annotations
 
 import numpy as np
 
+from facenormals.camera import Intrinsics
 from facenormals.depth import normals_from_depth
-from facenormals.realtime.frame import Intrinsics
 
 AMBIENT = 0.12  # light reaching surfaces that face away from the light
 

@@ -16,10 +16,10 @@ from dataclasses import dataclass
 import cv2
 import numpy as np
 
+from facenormals.faces import Face
 from facenormals.geometry import Crop, face_crop, invert_affine, paste_back, transform_points
 from facenormals.ict_fit import IctFit
 from facenormals.prior import prior_input
-from facenormals.realtime.detect import Face
 
 _INV_255 = np.float32(1.0 / 255.0)
 

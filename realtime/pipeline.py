@@ -28,9 +28,9 @@ from typing import Any, Protocol
 
 import numpy as np
 
+from facenormals.faces import Detector, Face, FrameError
 from facenormals.geometry import Crop
 from facenormals.realtime.crops import CropBatcher, PastedNormals, paste_batch
-from facenormals.realtime.detect import Detector, Face, FrameError
 from facenormals.realtime.frame import Frame
 
 log = logging.getLogger(__name__)

@@ -136,7 +136,7 @@ def test_bad_inputs_say_what_is_wrong(api, astronaut, tmp_path):
 
 
 def test_depth_is_refined_per_face_when_fusion_is_available(api, astronaut):
-    from facenormals.realtime.frame import Intrinsics
+    from facenormals.camera import Intrinsics
 
     height, width = astronaut.shape[:2]
     camera = Intrinsics(width, height, 500.0, 500.0, (width - 1) / 2, (height - 1) / 2)

@@ -18,8 +18,8 @@ from facenormals.calibration.calibfile import (
     read_realsense,
     save_calibration,
 )
+from facenormals.camera import Intrinsics
 from facenormals.cli import main as cli_main
-from facenormals.realtime.frame import Intrinsics
 
 COLOUR = Intrinsics(128, 96, 100.0, 101.0, 63.7, 48.2, (0.1, -0.05, 0.001, 0.002, 0.01))
 DEPTH = Intrinsics(64, 48, 50.0, 50.5, 31.7, 24.2)

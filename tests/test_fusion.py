@@ -9,6 +9,7 @@ import pytest
 import torch
 from surfaces import sphere_depth
 
+from facenormals.camera import Intrinsics
 from facenormals.conventions import angular_error_deg
 from facenormals.depth import DepthError, normals_from_depth, pixel_rays
 from facenormals.fusion import (
@@ -24,7 +25,6 @@ from facenormals.fusion import (
     solve_direct,
     warp_crop,
 )
-from facenormals.realtime.frame import Intrinsics
 
 SIZE = 96
 INTR = Intrinsics(SIZE, SIZE, 240.0, 240.0, (SIZE - 1) / 2, (SIZE - 1) / 2)

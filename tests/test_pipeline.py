@@ -12,8 +12,8 @@ import numpy as np
 import pytest
 from pipeline_media import count_video_frames, face_photo, moving_face_frames, small_checkpoint, two_faces, write_video
 
+from facenormals.faces import create_detector
 from facenormals.fileio import read_normals
-from facenormals.realtime.detect import create_detector
 from facenormals.realtime.frame import Frame
 from facenormals.realtime.pipeline import Pipeline, PipelineError, StageQueue, _Stopped
 from facenormals.realtime.render import FrameRenderer, RenderState

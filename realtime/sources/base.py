@@ -35,7 +35,8 @@ from typing import Any, NamedTuple
 
 import numpy as np
 
-from facenormals.realtime.frame import Frame, Intrinsics
+from facenormals.camera import Intrinsics
+from facenormals.realtime.frame import Frame
 
 log = logging.getLogger(__name__)
 
