@@ -83,11 +83,11 @@ def component_times(models: dict[str, Path], frames: int = 60) -> dict[str, dict
     """
     import time
 
+    from facenormals.engine import FrameEngine
     from facenormals.export.backends import create_backend, warm_up
     from facenormals.faces import create_detector
-    from facenormals.realtime.crops import CropBatcher, paste_batch
-    from facenormals.realtime.frame import Frame
-    from facenormals.realtime.pipeline import FrameResult, LoopStats
+    from facenormals.frame import Frame
+    from facenormals.realtime.pipeline import LoopStats
     from facenormals.realtime.render import FrameRenderer, RenderState
     from facenormals.realtime.sources.sample import render_sample_rgb
 
@@ -96,8 +96,8 @@ def component_times(models: dict[str, Path], frames: int = 60) -> dict[str, dict
     for backend in backends.values():
         warm_up(backend, runs=3)
     detector = create_detector(1)
-    some = next(iter(backends.values()))
-    batcher = CropBatcher(some.input_size, 1, prior=some.prior_source)  # a prior model's crops carry its coarse face
+    first = next(iter(backends.values()))
+    engine = FrameEngine(first, detector)  # the realtime loop's stages, run one after another
     renderer = FrameRenderer(RenderState(view="normals"), "ort-cpu")
     times: dict[str, list[float]] = {}
 
@@ -107,17 +107,15 @@ def component_times(models: dict[str, Path], frames: int = 60) -> dict[str, dict
         times.setdefault(name, []).append((time.perf_counter() - t0) * 1000.0)
         return out
 
-    first = next(iter(backends.values()))
     inputs = []
     try:
         for i in range(frames):
-            rgb = render_sample_rgb(i)
-            faces = timed("detect", detector.detect, rgb, i * 33_333_333)
-            batch = timed("crop", batcher, rgb, faces)
+            frame = Frame(i, i * 33_333_333, render_sample_rgb(i))
+            faces, batch = engine.detect_and_crop(frame)
             inputs.append(batch.inputs.copy())
-            normals = first(batch.inputs)
-            pasted = timed("paste", paste_batch, normals, batch.crops, rgb.shape[:2])
-            result = FrameResult(Frame(i, 0, rgb), faces, batch.crops, normals, pasted)
+            result = engine.paste(engine.infer(frame, faces, batch))
+            for stage in ("detect", "crop", "paste"):
+                times.setdefault(stage, []).append(frame.timings[stage])
             timed("render", renderer, result, LoopStats())
     finally:
         detector.close()

@@ -23,37 +23,19 @@ from __future__ import annotations
 import time
 import warnings
 from collections.abc import Sequence
-from dataclasses import dataclass
 from pathlib import Path
 
 import cv2
 import numpy as np
 
 from facenormals.camera import intrinsics_from_matrix
+from facenormals.engine import FaceResult, FrameEngine
 from facenormals.faces import FaceMeshDetector, check_frame
-from facenormals.geometry import Crop, SquareBox, face_crop, invert_affine, paste_back
-from facenormals.ict_fit import IctFit
-from facenormals.prior import prior_input
+from facenormals.frame import Frame
+from facenormals.geometry import invert_affine
 
 ImageInput = np.ndarray | str | Path
-
-
-@dataclass(frozen=True)
-class FaceResult:
-    """One face of one image. Frame-sized arrays are H×W of the input image; crop arrays S×S (S = model input)."""
-
-    normals: np.ndarray        # float32 H×W×3, unit inside ``mask``, NaN outside
-    mask: np.ndarray           # bool H×W: the face's landmark hull, where ``normals`` is valid
-    box: SquareBox             # the crop square in frame pixels (the paper's 1.2× landmark square)
-    landmarks: np.ndarray      # float32 (478, 2) face-mesh landmarks, frame pixels (x, y)
-    crop_normals: np.ndarray   # float32 S×S×3 unit normals of the whole crop, as the network gave them
-    crop_mask: np.ndarray      # bool S×S landmark hull in the crop
-    crop_matrix: np.ndarray    # 2×3 affine, frame pixels → crop pixels
-    depth: np.ndarray | None = None       # float32 H×W refined depth (metres, NaN outside) when depth was given
-    #                                       (None with a warning where the face has too little valid depth)
-    crop_depth: np.ndarray | None = None  # float32 S×S refined depth in the crop
-    fit: IctFit | None = None  # the ICT-FaceKit face fitted to the landmarks (ict-fit prior models): head pose
-    #                            (``fit.euler_deg()``, crop space), identity and expression coefficients
+__all__ = ["FaceNormals", "FaceResult", "ImageError", "load_image"]
 
 
 # ------------------------------------------------------------------------------------------------ inputs
@@ -158,6 +140,8 @@ class FaceNormals:
         self.prior_source = self.backend.prior_source  # None for RGB models (facenormals.prior)
         self.uses_prior = self.prior_source is not None
         self.detector = detector if detector is not None else FaceMeshDetector(max_faces, smoothing=None, still=True)
+        # independent images: no ICT warm start from whichever face had the same index in the previous call
+        self.engine = FrameEngine(self.backend, self.detector, self.input_size, warm_start=False)
 
     def __enter__(self) -> FaceNormals:
         return self
@@ -201,31 +185,10 @@ class FaceNormals:
                 results[i] = _item_error(i, batch[i], err)
         return results[0] if single else results
 
-    def _infer(self, frames: list[np.ndarray]) -> list[list[FaceResult]]:
-        crops: list[tuple[int, object, Crop]] = []
-        for i, frame in enumerate(frames):
-            for face in self.detector.detect(frame, time.monotonic_ns()):
-                crops.append((i, face, face_crop(frame, face.landmarks, size=self.input_size)))
-        results: list[list[FaceResult]] = [[] for _ in frames]
-        if not crops:
-            return results
-        inputs = [self._network_input(face, crop) for _, face, crop in crops]
-        normals = self.backend(np.stack([x for x, _ in inputs]))  # all faces, one inference
-        for (i, face, crop), (_, fit), chw in zip(crops, inputs, normals, strict=True):
-            crop_normals = np.ascontiguousarray(chw.transpose(1, 2, 0), dtype=np.float32)
-            frame_normals, valid = paste_back(crop_normals, crop.mask, crop.matrix, frames[i].shape[:2])
-            results[i].append(FaceResult(frame_normals, valid, crop.box, face.landmarks, crop_normals,
-                                         crop.mask, crop.matrix, fit=fit))
-        return results
-
-    def _network_input(self, face: object, crop: Crop) -> tuple[np.ndarray, IctFit | None]:
-        """(C×S×S: the RGB crop, plus the coarse face from the detector's landmarks for a prior model; the ICT fit)."""
-        rgb = crop.to_tensor_array()
-        if not self.uses_prior:
-            return rgb, None
-        prior, fit = prior_input(face.landmarks, getattr(face, "depth", None), crop.matrix, self.input_size,
-                                 self.prior_source)
-        return np.concatenate([rgb, prior]), fit
+    def _infer(self, images: list[np.ndarray]) -> list[list[FaceResult]]:
+        """All faces of all images through the one per-frame engine, as one inference."""
+        frames = [Frame(i, time.monotonic_ns(), rgb) for i, rgb in enumerate(images)]
+        return [result.face_results() for result in self.engine.process_many(frames)]
 
 
 # --------------------------------------------------------------------------------------------- RGB-D

@@ -31,8 +31,9 @@ from pathlib import Path
 
 import numpy as np
 
-from facenormals.realtime.frame import Frame
-from facenormals.realtime.pipeline import FrameRecord, FrameResult, Pipeline
+from facenormals.engine import FrameResult
+from facenormals.frame import Frame
+from facenormals.realtime.pipeline import FrameRecord, Pipeline
 from facenormals.smoothing import landmark_jitter
 
 # Stages the pipeline's own code runs on every frame, besides inference (capture is the source's cost).

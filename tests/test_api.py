@@ -98,17 +98,17 @@ def test_paths_lists_and_one_batch_for_all_faces(api, astronaut, tmp_path):
     write_rgb(path, astronaut)
     mirrored = np.ascontiguousarray(astronaut[:, ::-1])
     calls: list[tuple[int, ...]] = []
-    backend = api.backend
+    backend = api.engine.backend
 
     def recording(batch: np.ndarray) -> np.ndarray:
         calls.append(batch.shape)
         return backend(batch)
 
-    api.backend = recording
+    api.engine.backend = recording  # the per-frame engine is what runs the network
     try:
         results = api([path, mirrored, np.zeros((96, 96, 3), np.uint8)])
     finally:
-        api.backend = backend
+        api.engine.backend = backend
     assert [len(faces) for faces in results] == [1, 1, 0]
     assert calls == [(2, 3, api.input_size, api.input_size)]  # every face of every image in one inference
     single = api(astronaut)[0]

@@ -249,8 +249,8 @@ def test_fill_prior_extends_the_nearest_mesh_normal() -> None:
 
 def test_realtime_batches_carry_the_prior_for_prior_models(astronaut) -> None:
     """The realtime detector keeps MediaPipe's depth; the batcher adds the prior channels for 7-channel models."""
+    from facenormals.crops import CropBatcher
     from facenormals.faces import FaceMeshDetector
-    from facenormals.realtime.crops import CropBatcher
 
     image, _ = astronaut
     detector = FaceMeshDetector(max_faces=1, smoothing=None)
