@@ -23,12 +23,15 @@ from __future__ import annotations
 import time
 import warnings
 from collections.abc import Sequence
+from dataclasses import replace
 from pathlib import Path
 
 import cv2
 import numpy as np
 
+from facenormals import fusion
 from facenormals.camera import intrinsics_from_matrix
+from facenormals.depth import DepthError, check_matches, depth_to_metres
 from facenormals.engine import FaceResult, FrameEngine
 from facenormals.faces import FaceMeshDetector, check_frame
 from facenormals.frame import Frame
@@ -197,14 +200,6 @@ class FaceNormals:
 def fuse_faces(faces: list[FaceResult], depth: np.ndarray, intrinsics, depth_scale_m: float | None,
                frame_shape: tuple[int, int]) -> list[FaceResult]:
     """Refine each face's depth with its normals (``facenormals.fusion``), in crop space, then paste it back."""
-    try:
-        from facenormals import fusion
-    except ImportError as err:
-        raise NotImplementedError("depth fusion needs facenormals.fusion (the RGB-D refinement), which this "
-                                  f"installation lacks ({err}); call without depth= for normals only") from err
-    from dataclasses import replace
-
-    from facenormals.depth import DepthError, check_matches, depth_to_metres
 
     metres = depth_to_metres(depth, depth_scale_m)
     check_matches(metres, intrinsics)

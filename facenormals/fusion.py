@@ -180,12 +180,6 @@ def rotate_by_vector(v: np.ndarray, omega: np.ndarray) -> np.ndarray:
     return v * cos + cross3(axis, v) * sin + axis * dot3(axis, v)[..., None] * (1.0 - cos)
 
 
-def correct_normal_bias(normals: np.ndarray, depth_m: np.ndarray, intrinsics: Intrinsics, region: np.ndarray,
-                        sigma: float) -> np.ndarray:
-    """Rotate predicted normals so their σ-smoothed version matches the normals of the smoothed depth."""
-    return apply_rotation(normals, bias_rotation(normals, depth_m, intrinsics, region, sigma), region)
-
-
 def apply_rotation(normals: np.ndarray, omega: np.ndarray, region: np.ndarray) -> np.ndarray:
     """Rotate unit normals by the rotation-vector field ``omega``; zero outside ``region``."""
     corrected = rotate_by_vector(normals, omega)

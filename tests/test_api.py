@@ -135,18 +135,12 @@ def test_bad_inputs_say_what_is_wrong(api, astronaut, tmp_path):
         api([astronaut, astronaut], depth=depth, intrinsics=np.eye(3))
 
 
-def test_depth_is_refined_per_face_when_fusion_is_available(api, astronaut):
+def test_depth_is_refined_per_face(api, astronaut):
     from facenormals.camera import Intrinsics
 
     height, width = astronaut.shape[:2]
     camera = Intrinsics(width, height, 500.0, 500.0, (width - 1) / 2, (height - 1) / 2)
     depth = np.full((height, width), 600, np.uint16)  # a wall 0.6 m away, in millimetres
-    try:
-        import facenormals.fusion  # noqa: F401
-    except ImportError:
-        with pytest.raises(NotImplementedError, match=r"facenormals\.fusion"):
-            api(astronaut, depth=depth, intrinsics=camera)
-        return
     face = api(astronaut, depth=depth, intrinsics=camera)[0]
     assert face.depth.shape == (height, width) and face.crop_depth.shape == face.crop_mask.shape
     inside = face.depth[face.mask]
