@@ -34,11 +34,11 @@ import numpy as np
 import torch
 from tqdm import tqdm
 
+from facenormals.camera import Intrinsics
 from facenormals.conventions import angular_error_deg, normalize
 from facenormals.dataset import SampleKind, load_sample, scan_dataset
 from facenormals.depth import normals_from_depth
 from facenormals.fusion import SOLVERS, FusionConfig, fuse_many, prepare, rotate_by_vector
-from facenormals.realtime.frame import Intrinsics
 from facenormals.zoo import WEIGHTS_DIR, default_model_name
 
 

@@ -88,7 +88,7 @@ def _gmac(checkpoint: Path, size: int) -> float:
 
 def _cpu_models(checkpoint: Path, size: int, folder: Path, calibration: Path | None) -> tuple[Path, Path]:
     """The fp32 ONNX and its INT8 Q/DQ twin (uint8 activations, MinMax on face crops)."""
-    from facenormals.calibration.int8 import quantize_int8
+    from facenormals.export.int8 import quantize_int8
     from facenormals.export.onnx_export import export_onnx
     from facenormals.export.parity import load_face_crops
 

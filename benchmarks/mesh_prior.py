@@ -61,11 +61,10 @@ def main(argv: list[str] | None = None) -> int:
 
     image = astronaut()
     with mesh_prior.create_face_mesh() as face_mesh:
-        result = face_mesh.process(image)
-        if not result.multi_face_landmarks:
+        found = face_mesh.find(image)
+        if not found:
             raise SystemExit("MediaPipe found no face on the astronaut photo")
-        landmarks = mesh_prior.landmarks_to_array(result.multi_face_landmarks[0])
-        frame_xy = np.column_stack([landmarks[:, 0] * image.shape[1] - 0.5, landmarks[:, 1] * image.shape[0] - 0.5])
+        landmarks, frame_xy = found[0].normalised.astype(np.float64), found[0].points
         crop = face_crop(image, frame_xy, size=args.size)
         triangles = mesh_prior.mesh_triangles(close_holes=True)
         points = mesh_prior.landmarks_in_crop(landmarks, image.shape, crop.matrix)
@@ -84,7 +83,7 @@ def main(argv: list[str] | None = None) -> int:
              time_ms(lambda: mesh_prior.mesh_normals_from_landmarks(landmarks, image.shape, crop.matrix, args.size),
                      args.runs)),
             ("MediaPipe FaceMesh static, on the crop (context)",
-             time_ms(lambda: face_mesh.process(crop.image), max(args.runs // 10, 5))),
+             time_ms(lambda: face_mesh.find(crop.image), max(args.runs // 10, 5))),
         ]
     if args.model_runs > 0:
         rows += model_rows(crop, points, triangles, args.size, args.model_runs)

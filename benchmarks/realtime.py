@@ -28,8 +28,8 @@ CALIBRATION_FRAMES = 24
 
 def sample_crops(size: int, count: int = CALIBRATION_FRAMES) -> np.ndarray:
     """Face crops (N×3×S×S, [0, 1]) from frames of the sample clip, spread over its motion."""
+    from facenormals.faces import create_detector
     from facenormals.geometry import face_crop
-    from facenormals.realtime.detect import create_detector
     from facenormals.realtime.sources.sample import render_sample_rgb
 
     detector = create_detector(1, smooth=False)
@@ -64,8 +64,8 @@ def prepare_models(checkpoint: Path | None, folder: Path, int8: bool) -> dict[st
     models = {"checkpoint": checkpoint, "fp32": folder / "fp32.onnx"}
     export_onnx(checkpoint, models["fp32"], check_parity=False)
     if int8:
-        from facenormals.calibration.int8 import quantize_int8
         from facenormals.export.backends import onnx_model_info
+        from facenormals.export.int8 import quantize_int8
         from facenormals.prior import network_inputs, source_of
 
         in_chans, size, meta = onnx_model_info(models["fp32"])
@@ -83,11 +83,11 @@ def component_times(models: dict[str, Path], frames: int = 60) -> dict[str, dict
     """
     import time
 
+    from facenormals.engine import FrameEngine
     from facenormals.export.backends import create_backend, warm_up
-    from facenormals.realtime.crops import CropBatcher, paste_batch
-    from facenormals.realtime.detect import create_detector
-    from facenormals.realtime.frame import Frame
-    from facenormals.realtime.pipeline import FrameResult, LoopStats
+    from facenormals.faces import create_detector
+    from facenormals.frame import Frame
+    from facenormals.realtime.pipeline import LoopStats
     from facenormals.realtime.render import FrameRenderer, RenderState
     from facenormals.realtime.sources.sample import render_sample_rgb
 
@@ -96,8 +96,8 @@ def component_times(models: dict[str, Path], frames: int = 60) -> dict[str, dict
     for backend in backends.values():
         warm_up(backend, runs=3)
     detector = create_detector(1)
-    some = next(iter(backends.values()))
-    batcher = CropBatcher(some.input_size, 1, prior=some.prior_source)  # a prior model's crops carry its coarse face
+    first = next(iter(backends.values()))
+    engine = FrameEngine(first, detector)  # the realtime loop's stages, run one after another
     renderer = FrameRenderer(RenderState(view="normals"), "ort-cpu")
     times: dict[str, list[float]] = {}
 
@@ -107,17 +107,15 @@ def component_times(models: dict[str, Path], frames: int = 60) -> dict[str, dict
         times.setdefault(name, []).append((time.perf_counter() - t0) * 1000.0)
         return out
 
-    first = next(iter(backends.values()))
     inputs = []
     try:
         for i in range(frames):
-            rgb = render_sample_rgb(i)
-            faces = timed("detect", detector.detect, rgb, i * 33_333_333)
-            batch = timed("crop", batcher, rgb, faces)
+            frame = Frame(i, i * 33_333_333, render_sample_rgb(i))
+            faces, batch = engine.detect_and_crop(frame)
             inputs.append(batch.inputs.copy())
-            normals = first(batch.inputs)
-            pasted = timed("paste", paste_batch, normals, batch.crops, rgb.shape[:2])
-            result = FrameResult(Frame(i, 0, rgb), faces, batch.crops, normals, pasted)
+            result = engine.paste(engine.infer(frame, faces, batch))
+            for stage in ("detect", "crop", "paste"):
+                times.setdefault(stage, []).append(frame.timings[stage])
             timed("render", renderer, result, LoopStats())
     finally:
         detector.close()

@@ -42,7 +42,7 @@ class MeshBaseline:
 
 def render_views(backend, frame_index: int, views: tuple[str, ...]) -> list[np.ndarray]:
     """Run the pipeline over the sample up to ``frame_index``; return that frame drawn in each view."""
-    from facenormals.realtime.detect import create_detector
+    from facenormals.faces import create_detector
     from facenormals.realtime.pipeline import Pipeline
     from facenormals.realtime.render import FrameRenderer, RenderState, get_view, light_from_angles
     from facenormals.realtime.sources.base import open_source

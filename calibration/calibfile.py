@@ -33,7 +33,7 @@ from typing import Any
 import numpy as np
 
 from facenormals.atomic import write_text_atomic
-from facenormals.realtime.frame import Intrinsics
+from facenormals.camera import Intrinsics
 
 FORMAT = "facenormals-calibration"
 VERSION = 1
@@ -298,7 +298,7 @@ def _from_k4a(pyk4a, calib, source: str) -> Calibration:
 # ---------------------------------------------------------------------------------------------- use in the live loop
 
 def apply_to_frame(frame, calibration: Calibration):
-    """A :class:`~facenormals.realtime.frame.Frame` with the file's colour intrinsics and depth aligned to colour.
+    """A :class:`~facenormals.frame.Frame` with the file's colour intrinsics and depth aligned to colour.
 
     For sources that deliver raw (unaligned) depth or no intrinsics (``rgbd:DIR`` folders, other sensors):
     the depth is reprojected with the file's extrinsics (:func:`facenormals.depth.depth_in_colour`) and stored

@@ -23,7 +23,7 @@ from pathlib import Path
 import cv2
 import numpy as np
 
-from facenormals.realtime.frame import Intrinsics
+from facenormals.camera import Intrinsics
 
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff")
 

@@ -6,7 +6,7 @@ import argparse
 import importlib
 
 SUBVERBS: dict[str, tuple[str, str]] = {
-    "int8": ("facenormals.calibration.int8_cli", "static INT8 Q/DQ quantisation of an ONNX model on face crops"),
+    "int8": ("facenormals.export.int8_cli", "static INT8 Q/DQ quantisation of an ONNX model on face crops"),
     "camera": ("facenormals.calibration.camera_cli", "camera intrinsics and distortion from board images"),
     "rgbd": ("facenormals.calibration.rgbd_cli", "depth-to-colour extrinsics and depth scale"),
 }

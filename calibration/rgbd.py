@@ -29,8 +29,8 @@ from facenormals.calibration.camera import (
     detect,
     read_gray,
 )
+from facenormals.camera import Intrinsics
 from facenormals.fileio import read_depth_mm
-from facenormals.realtime.frame import Intrinsics
 
 
 @dataclass(frozen=True)

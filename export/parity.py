@@ -20,6 +20,7 @@ import numpy as np
 
 from facenormals.conventions import angular_error_deg
 from facenormals.dataset import IMAGE_SUFFIXES
+from facenormals.faces import FaceMesh
 from facenormals.fileio import DataError, read_mask, read_rgb
 from facenormals.geometry import face_crop
 
@@ -71,21 +72,9 @@ def _image_files(folder: Path) -> list[Path]:
 
 
 def detect_landmarks(images: list[np.ndarray], max_faces: int = 4) -> list[list[np.ndarray]]:
-    """MediaPipe face mesh (static images): per image, a list of 468×2 pixel landmark arrays."""
-    import mediapipe as mp
-
-    found: list[list[np.ndarray]] = []
-    with mp.solutions.face_mesh.FaceMesh(static_image_mode=True, max_num_faces=max_faces,
-                                         refine_landmarks=False, min_detection_confidence=0.5) as mesh:
-        for rgb in images:
-            result = mesh.process(rgb)
-            height, width = rgb.shape[:2]
-            faces = []
-            for face in result.multi_face_landmarks or []:
-                xy = np.array([(p.x * width, p.y * height) for p in face.landmark], dtype=np.float32)
-                faces.append(xy)
-            found.append(faces)
-    return found
+    """Per image, the 478×2 pixel landmarks of each face (:class:`facenormals.faces.FaceMesh`, still mode)."""
+    with FaceMesh(max_faces, still=True) as face_mesh:
+        return [[found.points for found in face_mesh.find(rgb)] for rgb in images]
 
 
 def _crops_from_photos(photos: list[tuple[str, np.ndarray]], size: int) -> Iterator[tuple[str, np.ndarray, np.ndarray]]:

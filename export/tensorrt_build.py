@@ -128,9 +128,9 @@ def build_engine(onnx_path: str | Path, out: str | Path, precision: str = "fp16"
 
 def _build_engine(onnx_path: Path, out: Path, precision: str, batch: tuple[int, int, int],
                   timing_cache: str | Path | None, workspace_gb: float, device: int) -> EngineHeader:
-    from facenormals.calibration.int8 import trt_qdq_problems
     from facenormals.export.backends import onnx_model_info
     from facenormals.export.fp16 import to_fp16
+    from facenormals.export.int8 import trt_qdq_problems
 
     if not onnx_path.is_file():
         raise FileNotFoundError(f"ONNX model not found: {onnx_path}")

@@ -12,10 +12,10 @@ Conventions: images are RGB (never BGR); normals are camera space, +x right, +y 
 camera (``facenormals.conventions``); landmarks are pixels (x, y) with the origin at the centre of the
 top-left pixel (``facenormals.geometry``); depth is metres, NaN where missing.
 
-Detection uses MediaPipe's face mesh in still-image mode (each image on its own, no tracking between
-calls), with the same landmark convention and :class:`facenormals.realtime.detect.Face` type as the
-realtime loop; pass ``detector=facenormals.realtime.detect.create_detector(...)`` for video frames,
-where tracking and smoothing help.
+Detection uses the project's one face mesh (:class:`facenormals.faces.FaceMesh`) in still-image mode (each
+image on its own, no tracking between calls), with the same landmark convention and
+:class:`facenormals.faces.Face` type as the realtime loop; pass
+``detector=facenormals.faces.create_detector(...)`` for video frames, where tracking and smoothing help.
 """
 
 from __future__ import annotations
@@ -23,35 +23,22 @@ from __future__ import annotations
 import time
 import warnings
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import replace
 from pathlib import Path
 
 import cv2
 import numpy as np
 
-from facenormals.geometry import Crop, SquareBox, face_crop, invert_affine, paste_back
-from facenormals.ict_fit import IctFit
-from facenormals.prior import prior_input
+from facenormals import fusion
+from facenormals.camera import intrinsics_from_matrix
+from facenormals.depth import DepthError, check_matches, depth_to_metres
+from facenormals.engine import FaceResult, FrameEngine
+from facenormals.faces import StillFaceDetector, check_frame
+from facenormals.frame import Frame
+from facenormals.geometry import invert_affine
 
 ImageInput = np.ndarray | str | Path
-
-
-@dataclass(frozen=True)
-class FaceResult:
-    """One face of one image. Frame-sized arrays are H×W of the input image; crop arrays S×S (S = model input)."""
-
-    normals: np.ndarray        # float32 H×W×3, unit inside ``mask``, NaN outside
-    mask: np.ndarray           # bool H×W: the face's landmark hull, where ``normals`` is valid
-    box: SquareBox             # the crop square in frame pixels (the paper's 1.2× landmark square)
-    landmarks: np.ndarray      # float32 (478, 2) face-mesh landmarks, frame pixels (x, y)
-    crop_normals: np.ndarray   # float32 S×S×3 unit normals of the whole crop, as the network gave them
-    crop_mask: np.ndarray      # bool S×S landmark hull in the crop
-    crop_matrix: np.ndarray    # 2×3 affine, frame pixels → crop pixels
-    depth: np.ndarray | None = None       # float32 H×W refined depth (metres, NaN outside) when depth was given
-    #                                       (None with a warning where the face has too little valid depth)
-    crop_depth: np.ndarray | None = None  # float32 S×S refined depth in the crop
-    fit: IctFit | None = None  # the ICT-FaceKit face fitted to the landmarks (ict-fit prior models): head pose
-    #                            (``fit.euler_deg()``, crop space), identity and expression coefficients
+__all__ = ["FaceNormals", "FaceResult", "ImageError", "load_image"]
 
 
 # ------------------------------------------------------------------------------------------------ inputs
@@ -97,8 +84,6 @@ def _item_error(index: int, image: object, cause: BaseException) -> ImageError:
 def load_batch(batch: list, single: bool) -> tuple[list[np.ndarray | None], list]:
     """(each image as RGB uint8, None where it is unusable; results with an :class:`ImageError` in those slots).
     A single image raises instead: there is nothing else to keep."""
-    from facenormals.realtime.detect import check_frame
-
     frames: list[np.ndarray | None] = []
     results: list = []
     for i, image in enumerate(batch):
@@ -111,19 +96,6 @@ def load_batch(batch: list, single: bool) -> tuple[list[np.ndarray | None], list
             frames.append(None)
             results.append(_item_error(i, image, err))
     return frames, results
-
-
-def _as_intrinsics(intrinsics: object, shape: tuple[int, int]):
-    """An ``Intrinsics``, or a 3×3 pinhole matrix for an image of ``shape`` (rows, cols)."""
-    from facenormals.realtime.frame import Intrinsics
-
-    if isinstance(intrinsics, Intrinsics):
-        return intrinsics
-    matrix = np.asarray(intrinsics, dtype=np.float64)
-    if matrix.shape != (3, 3):
-        raise ValueError(f"intrinsics must be an Intrinsics or a 3×3 matrix, got shape {matrix.shape}")
-    return Intrinsics(width=shape[1], height=shape[0], fx=float(matrix[0, 0]), fy=float(matrix[1, 1]),
-                      cx=float(matrix[0, 2]), cy=float(matrix[1, 2]))
 
 
 def _is_one_camera(intrinsics: object) -> bool:
@@ -144,37 +116,6 @@ def _per_image(value: object, count: int, shared: bool, what: str) -> list:
     return values
 
 
-# -------------------------------------------------------------------------------------------- detection
-
-
-class StillImageDetector:
-    """MediaPipe face mesh (bundled model, 478 landmarks with irises) in static mode: every image on its own."""
-
-    def __init__(self, max_faces: int = 4, min_detection_confidence: float = 0.5) -> None:
-        import mediapipe as mp  # ~1 s to import: only when an API object is built
-
-        self.max_faces = max_faces
-        self._mesh = mp.solutions.face_mesh.FaceMesh(
-            static_image_mode=True, max_num_faces=max_faces, refine_landmarks=True,
-            min_detection_confidence=min_detection_confidence)
-
-    def detect(self, rgb: np.ndarray, t_capture_ns: int = 0) -> list:
-        from facenormals.geometry import square_box
-        from facenormals.realtime.detect import Face, check_frame
-
-        rgb = check_frame(rgb)
-        scale = np.array([rgb.shape[1], rgb.shape[0]], dtype=np.float32)
-        faces = []
-        for track_id, mesh in enumerate(self._mesh.process(rgb).multi_face_landmarks or ()):
-            landmarks = np.array([(p.x, p.y, p.z) for p in mesh.landmark], dtype=np.float32)
-            points = landmarks[:, :2] * scale - 0.5
-            depth = landmarks[:, 2] * scale[0]  # MediaPipe z is normalised by the width, like x
-            if np.isfinite(landmarks).all() and np.ptp(points, axis=0).max() > 0:
-                faces.append(Face(points, points, track_id, square_box(points), depth))
-        return faces
-
-    def close(self) -> None:
-        self._mesh.close()
 
 
 # ---------------------------------------------------------------------------------------------- the API
@@ -186,7 +127,8 @@ class FaceNormals:
     ``model``: a checkpoint (``.safetensors``, e.g. from ``convert-official``), an ``.onnx`` or a TensorRT
     ``.engine``; None = the shipped default. ``backend``: a name of ``facenormals.export.backends``
     (``auto`` picks the fastest one that runs here). ``detector``: anything with
-    ``detect(rgb, t_capture_ns) -> list[Face]``; default :class:`StillImageDetector`.
+    ``detect(rgb, t_capture_ns) -> list[Face]``; default: :class:`facenormals.faces.StillFaceDetector` (face
+    detection, then the mesh per face; every image on its own, no smoothing).
     """
 
     def __init__(self, model: str | Path | None = None, backend: str = "auto", max_faces: int = 4,
@@ -200,7 +142,10 @@ class FaceNormals:
                              "RGB (3) or RGB + a coarse-face prior (7)")
         self.prior_source = self.backend.prior_source  # None for RGB models (facenormals.prior)
         self.uses_prior = self.prior_source is not None
-        self.detector = detector if detector is not None else StillImageDetector(max_faces)
+        # face detection, then the mesh per face: every face of a group photo, small ones included (issue 17)
+        self.detector = detector if detector is not None else StillFaceDetector(max_faces)
+        # independent images: no ICT warm start from whichever face had the same index in the previous call
+        self.engine = FrameEngine(self.backend, self.detector, self.input_size, warm_start=False)
 
     def __enter__(self) -> FaceNormals:
         return self
@@ -236,7 +181,7 @@ class FaceNormals:
             if depths[i] is None or not results[i]:
                 continue
             try:
-                results[i] = fuse_faces(results[i], depths[i], _as_intrinsics(cameras[i], frames[i].shape[:2]),
+                results[i] = fuse_faces(results[i], depths[i], intrinsics_from_matrix(cameras[i], frames[i].shape[:2]),
                                         depth_scale_m, frames[i].shape[:2])
             except ValueError as err:  # this image's depth is bad: the others keep theirs
                 if single:
@@ -244,31 +189,10 @@ class FaceNormals:
                 results[i] = _item_error(i, batch[i], err)
         return results[0] if single else results
 
-    def _infer(self, frames: list[np.ndarray]) -> list[list[FaceResult]]:
-        crops: list[tuple[int, object, Crop]] = []
-        for i, frame in enumerate(frames):
-            for face in self.detector.detect(frame, time.monotonic_ns()):
-                crops.append((i, face, face_crop(frame, face.landmarks, size=self.input_size)))
-        results: list[list[FaceResult]] = [[] for _ in frames]
-        if not crops:
-            return results
-        inputs = [self._network_input(face, crop) for _, face, crop in crops]
-        normals = self.backend(np.stack([x for x, _ in inputs]))  # all faces, one inference
-        for (i, face, crop), (_, fit), chw in zip(crops, inputs, normals, strict=True):
-            crop_normals = np.ascontiguousarray(chw.transpose(1, 2, 0), dtype=np.float32)
-            frame_normals, valid = paste_back(crop_normals, crop.mask, crop.matrix, frames[i].shape[:2])
-            results[i].append(FaceResult(frame_normals, valid, crop.box, face.landmarks, crop_normals,
-                                         crop.mask, crop.matrix, fit=fit))
-        return results
-
-    def _network_input(self, face: object, crop: Crop) -> tuple[np.ndarray, IctFit | None]:
-        """(C×S×S: the RGB crop, plus the coarse face from the detector's landmarks for a prior model; the ICT fit)."""
-        rgb = crop.to_tensor_array()
-        if not self.uses_prior:
-            return rgb, None
-        prior, fit = prior_input(face.landmarks, getattr(face, "depth", None), crop.matrix, self.input_size,
-                                 self.prior_source)
-        return np.concatenate([rgb, prior]), fit
+    def _infer(self, images: list[np.ndarray]) -> list[list[FaceResult]]:
+        """All faces of all images through the one per-frame engine, as one inference."""
+        frames = [Frame(i, time.monotonic_ns(), rgb) for i, rgb in enumerate(images)]
+        return [result.face_results() for result in self.engine.process_many(frames)]
 
 
 # --------------------------------------------------------------------------------------------- RGB-D
@@ -277,14 +201,6 @@ class FaceNormals:
 def fuse_faces(faces: list[FaceResult], depth: np.ndarray, intrinsics, depth_scale_m: float | None,
                frame_shape: tuple[int, int]) -> list[FaceResult]:
     """Refine each face's depth with its normals (``facenormals.fusion``), in crop space, then paste it back."""
-    try:
-        from facenormals import fusion
-    except ImportError as err:
-        raise NotImplementedError("depth fusion needs facenormals.fusion (the RGB-D refinement), which this "
-                                  f"installation lacks ({err}); call without depth= for normals only") from err
-    from dataclasses import replace
-
-    from facenormals.depth import DepthError, check_matches, depth_to_metres
 
     metres = depth_to_metres(depth, depth_scale_m)
     check_matches(metres, intrinsics)

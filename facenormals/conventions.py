@@ -52,13 +52,6 @@ def angular_error_deg(pred: np.ndarray, target: np.ndarray) -> np.ndarray:
     return np.degrees(np.arctan2(sin, cos))
 
 
-def flip_y_to_image_down(normals: np.ndarray) -> np.ndarray:
-    """Convert between +y up (ours) and +y down (image-row) conventions; its own inverse."""
-    out = np.array(normals, dtype=np.float32, copy=True)
-    out[..., 1] *= -1.0
-    return out
-
-
 def sphere_normals(size: int, radius_frac: float = 0.45) -> tuple[np.ndarray, np.ndarray]:
     """Analytic normals of a sphere seen orthographically, centred in a size×size image.
 

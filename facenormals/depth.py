@@ -10,7 +10,7 @@ Conventions:
       (x right, y down, z forward); :func:`align_depth_to_colour` works in that frame internally.
 
 >>> import numpy as np
->>> from facenormals.realtime.frame import Intrinsics
+>>> from facenormals.camera import Intrinsics
 >>> intr = Intrinsics(width=5, height=5, fx=100.0, fy=100.0, cx=2.0, cy=2.0)
 >>> normals, valid = normals_from_depth(np.full((5, 5), 0.5, np.float32), intr)
 >>> (normals[2, 2].round(3) + 0.0).tolist(), bool(valid[2, 2])
@@ -22,7 +22,7 @@ from __future__ import annotations
 import cv2
 import numpy as np
 
-from facenormals.realtime.frame import Intrinsics
+from facenormals.camera import Intrinsics
 
 
 def dot3(a: np.ndarray, b: np.ndarray) -> np.ndarray:

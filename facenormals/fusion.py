@@ -35,8 +35,8 @@ import scipy.sparse
 import scipy.sparse.linalg
 import torch
 
+from facenormals.camera import Intrinsics
 from facenormals.depth import DepthError, cross3, dot3, fill_holes, hole_mask, norm3, normals_from_depth, pixel_rays
-from facenormals.realtime.frame import Intrinsics
 
 SOLVERS = ("auto", "cg", "cholmod", "splu")
 
@@ -178,12 +178,6 @@ def rotate_by_vector(v: np.ndarray, omega: np.ndarray) -> np.ndarray:
     axis = omega / np.maximum(angle, 1e-12)
     cos, sin = np.cos(angle), np.sin(angle)
     return v * cos + cross3(axis, v) * sin + axis * dot3(axis, v)[..., None] * (1.0 - cos)
-
-
-def correct_normal_bias(normals: np.ndarray, depth_m: np.ndarray, intrinsics: Intrinsics, region: np.ndarray,
-                        sigma: float) -> np.ndarray:
-    """Rotate predicted normals so their σ-smoothed version matches the normals of the smoothed depth."""
-    return apply_rotation(normals, bias_rotation(normals, depth_m, intrinsics, region, sigma), region)
 
 
 def apply_rotation(normals: np.ndarray, omega: np.ndarray, region: np.ndarray) -> np.ndarray:

@@ -37,6 +37,8 @@ import cv2
 import numba
 import numpy as np
 
+from facenormals.faces import FaceMesh
+
 ASSET = Path(__file__).resolve().parent / "assets" / "face_mesh_triangles.npy"
 NUM_MESH_POINTS = 468  # the tessellated points; refine_landmarks adds 10 iris points after them
 # One corner of each hole: the strip closing a hole starts there (eye corners, inner mouth corner).
@@ -120,11 +122,6 @@ def mesh_triangles(close_holes: bool = False) -> np.ndarray:
     ``close_holes`` adds the strips over both eyes and the mouth (what the prior rasterises).
     """
     return _triangles(close_holes).copy()
-
-
-def landmarks_to_array(face_landmarks: object) -> np.ndarray:
-    """A MediaPipe ``NormalizedLandmarkList`` → float64 (N, 3) of normalised x, y, z."""
-    return np.array([(p.x, p.y, p.z) for p in face_landmarks.landmark], dtype=np.float64)
 
 
 def landmarks_in_crop(landmarks_norm: np.ndarray, frame_shape: tuple[int, ...],
@@ -300,29 +297,24 @@ def read_stored_landmarks(root: str | Path, name: str) -> np.ndarray | None:
     return landmarks.astype(np.float64)
 
 
-def create_face_mesh() -> object:
-    """A static-image MediaPipe FaceMesh with iris refinement (use as a context manager)."""
-    import mediapipe as mp
-
-    return mp.solutions.face_mesh.FaceMesh(static_image_mode=True, max_num_faces=1, refine_landmarks=True,
-                                           min_detection_confidence=0.5)
+def create_face_mesh() -> FaceMesh:
+    """A still-image :class:`facenormals.faces.FaceMesh` for one face per image (use as a context manager)."""
+    return FaceMesh(max_faces=1, still=True)
 
 
-def crop_landmarks(crop_rgb_uint8: np.ndarray, face_mesh: object) -> np.ndarray | None:
+def crop_landmarks(crop_rgb_uint8: np.ndarray, face_mesh: FaceMesh) -> np.ndarray | None:
     """MediaPipe's normalised landmarks (478×3) of the face on a square RGB crop, or None when it finds none."""
     crop = np.asarray(crop_rgb_uint8)
     if crop.dtype != np.uint8 or crop.ndim != 3 or crop.shape[2] != 3 or crop.shape[0] != crop.shape[1]:
         raise ValueError(f"expected a square RGB uint8 crop S×S×3, got {crop.dtype} {crop.shape}")
-    result = face_mesh.process(np.ascontiguousarray(crop))
-    if not result.multi_face_landmarks:
-        return None
-    return landmarks_to_array(result.multi_face_landmarks[0])
+    found = face_mesh.find(crop)
+    return found[0].normalised.astype(np.float64) if found else None
 
 
-def mesh_normals_for_crop(crop_rgb_uint8: np.ndarray, face_mesh: object) -> tuple[np.ndarray, np.ndarray, bool]:
+def mesh_normals_for_crop(crop_rgb_uint8: np.ndarray, face_mesh: FaceMesh) -> tuple[np.ndarray, np.ndarray, bool]:
     """Run MediaPipe on a square RGB crop and rasterise its mesh normals at the crop's size.
 
-    ``face_mesh``: a ``mp.solutions.face_mesh.FaceMesh`` (see :func:`create_face_mesh`). Returns
+    ``face_mesh``: a :class:`facenormals.faces.FaceMesh` (see :func:`create_face_mesh`). Returns
     (normals S×S×3 float32, coverage S×S bool, found); with no face found, :func:`empty_prior` and False.
     """
     landmarks = crop_landmarks(crop_rgb_uint8, face_mesh)

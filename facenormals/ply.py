@@ -11,8 +11,8 @@ from pathlib import Path
 import numpy as np
 
 from facenormals.atomic import atomic_path
+from facenormals.camera import Intrinsics
 from facenormals.depth import backproject, hole_mask, normals_from_depth
-from facenormals.realtime.frame import Intrinsics
 
 
 def write_ply(path: str | Path, points: np.ndarray, normals: np.ndarray | None = None,

@@ -13,9 +13,6 @@ from __future__ import annotations
 
 import numpy as np
 
-from facenormals.depth import normals_from_depth
-from facenormals.realtime.frame import Intrinsics
-
 AMBIENT = 0.12  # light reaching surfaces that face away from the light
 
 
@@ -27,21 +24,6 @@ def lambert(normals: np.ndarray, light: np.ndarray, ambient: float = AMBIENT) ->
     cosine = np.clip(normals @ light, 0.0, 1.0)
     defined = np.any(normals != 0, axis=-1)
     return np.where(defined, ambient + (1.0 - ambient) * cosine, 0.0).astype(np.float32)
-
-
-def shade_depth(depth_m: np.ndarray, intrinsics: Intrinsics, light: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """The depth surface lit with its own normals: (intensity H×W, valid H×W)."""
-    normals, valid = normals_from_depth(depth_m, intrinsics)
-    return lambert(normals, light), valid
-
-
-def shade_normal_mapped(depth_m: np.ndarray, intrinsics: Intrinsics, normals: np.ndarray, normals_valid: np.ndarray,
-                        light: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """The depth surface lit with ``normals`` where they are valid (and the depth exists), its own elsewhere."""
-    own, valid = normals_from_depth(depth_m, intrinsics)
-    use = normals_valid & valid
-    mixed = np.where(use[..., None], np.nan_to_num(normals), own)
-    return lambert(mixed, light), valid
 
 
 def to_gray_bgr(intensity: np.ndarray, valid: np.ndarray, background: int = 24) -> np.ndarray:

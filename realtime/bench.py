@@ -31,9 +31,10 @@ from pathlib import Path
 
 import numpy as np
 
-from facenormals.realtime.frame import Frame
-from facenormals.realtime.pipeline import FrameRecord, FrameResult, Pipeline
-from facenormals.realtime.smoothing import landmark_jitter
+from facenormals.engine import FrameResult
+from facenormals.frame import Frame
+from facenormals.realtime.pipeline import FrameRecord, Pipeline
+from facenormals.smoothing import landmark_jitter
 
 # Stages the pipeline's own code runs on every frame, besides inference (capture is the source's cost).
 OVERHEAD_STAGES = ("detect", "crop", "paste", "render", "sink")
@@ -195,7 +196,7 @@ def machine_info() -> dict:
 def run_benchmark(cfg: BenchConfig) -> dict:
     """Run the pipeline on ``cfg.source`` and return the JSON-ready result."""
     from facenormals.export.backends import create_backend, warm_up
-    from facenormals.realtime.detect import create_detector
+    from facenormals.faces import create_detector
     from facenormals.realtime.render import FrameRenderer, RenderState
     from facenormals.realtime.sources.base import open_source, parse_spec
 

@@ -1,5 +1,9 @@
 """The realtime loop: capture → detect → infer → render/sink, one thread per stage, bounded queues.
 
+The per-frame work is :class:`facenormals.engine.FrameEngine`'s, the same as the API's: the detect thread runs
+``detect_and_crop``, the infer thread ``infer``, the main thread ``paste`` then renders and writes. This module
+only adds threads, queues, pacing, stop handling and the report.
+
 * Live sources (cameras, or a file replayed at its frame rate with ``pace_fps``) use latest-frame
   queues of one slot: a stage that falls behind finds only the newest item; stale ones are dropped and
   counted, so latency stays bounded. File sources use blocking queues: every frame is processed.
@@ -28,10 +32,9 @@ from typing import Any, Protocol
 
 import numpy as np
 
-from facenormals.geometry import Crop
-from facenormals.realtime.crops import CropBatcher, PastedNormals, paste_batch
-from facenormals.realtime.detect import Detector, Face, FrameError
-from facenormals.realtime.frame import Frame
+from facenormals.engine import FrameEngine, FrameResult
+from facenormals.faces import Detector, FrameError
+from facenormals.frame import Frame
 
 log = logging.getLogger(__name__)
 
@@ -47,17 +50,6 @@ class PipelineError(RuntimeError):
         super().__init__(f"pipeline stage {stage!r} failed on {where}: {type(cause).__name__}: {cause}")
         self.stage, self.frame_id, self.cause = stage, frame_id, cause
         self.report: PipelineReport | None = None
-
-
-@dataclass
-class FrameResult:
-    """Everything known about one frame after inference: what views draw and sinks save."""
-
-    frame: Frame
-    faces: list[Face]
-    crops: tuple[Crop, ...] = ()
-    crop_normals: np.ndarray | None = None  # backend output N×3×S×S
-    normals: list[PastedNormals] = field(default_factory=list)  # pasted into the frame
 
 
 class Sink(Protocol):
@@ -207,16 +199,12 @@ class Pipeline:
         self.max_frames = max_frames
         self.on_result = on_result
         self.handle_signals = handle_signals
-        size = input_size or getattr(backend, "input_size", None)
-        if not size:
-            raise ValueError("input_size unknown: pass it or use a backend with an input_size attribute")
         self.stop_event = threading.Event()
         qsize = 1 if self.live else queue_size
         self.queues = {name: StageQueue(name, qsize, self.live, self.stop_event)
                        for name in ("frames", "batches", "results")}
         # Batch buffers in flight: one per queue slot, plus those held by detect and infer.
-        prior = getattr(backend, "prior_source", None)  # a prior model: RGB + coarse-face normals + coverage
-        self.batcher = CropBatcher(int(size), detector.max_faces, ring=qsize + 3, prior=prior)
+        self.engine = FrameEngine(backend, detector, input_size, ring=qsize + 3)
         self.stats = LoopStats()
         self.report = PipelineReport()
         self._records: collections.deque[FrameRecord] = collections.deque(maxlen=keep_records)
@@ -309,17 +297,12 @@ class Pipeline:
                 out.put(_END)
                 return
             current[0] = frame.id
-            t0 = time.perf_counter()
             try:
-                faces = self.detector.detect(frame.rgb, frame.t_capture_ns)
+                faces, batch = self.engine.detect_and_crop(frame)
             except FrameError as err:
                 self.report.corrupt += 1
                 log.warning("frame %d skipped: %s", frame.id, err)
                 continue
-            t1 = time.perf_counter()
-            batch = self.batcher(frame.rgb, faces)
-            frame.timings["detect"] = (t1 - t0) * 1000.0
-            frame.timings["crop"] = _ms_since(t1)
             out.put((frame, faces, batch))
 
     def _infer(self, current: list[int | None]) -> None:
@@ -331,10 +314,7 @@ class Pipeline:
                 return
             frame, faces, batch = item
             current[0] = frame.id
-            t0 = time.perf_counter()
-            normals = self.backend(batch.inputs) if len(batch.crops) else None
-            frame.timings["infer"] = _ms_since(t0)
-            out.put(FrameResult(frame, faces, batch.crops, normals))
+            out.put(self.engine.infer(frame, faces, batch))
 
     def _render_loop(self) -> None:
         inq = self.queues["results"]
@@ -358,11 +338,8 @@ class Pipeline:
 
     def _finish(self, result: FrameResult) -> None:
         frame = result.frame
-        t0 = time.perf_counter()
-        if result.crop_normals is not None:
-            result.normals = paste_batch(result.crop_normals, result.crops, frame.rgb.shape[:2])
+        self.engine.paste(result)
         t1 = time.perf_counter()
-        frame.timings["paste"] = (t1 - t0) * 1000.0
         self.stats.dropped = sum(q.dropped for q in self.queues.values())
         image = self.renderer(result, self.stats)
         t2 = time.perf_counter()

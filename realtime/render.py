@@ -1,6 +1,6 @@
 """Drawing a processed frame: normal-map overlay, relit shading, side by side, plus a HUD; a view registry.
 
-Convention: views take a :class:`~facenormals.realtime.pipeline.FrameResult` and a :class:`RenderState`
+Convention: views take a :class:`~facenormals.engine.FrameResult` and a :class:`RenderState`
 and return a BGR uint8 image (what OpenCV windows and writers take). Normals are camera space
 (+x right, +y up, +z toward the camera) and coloured as (n + 1) / 2 in RGB, the file convention.
 
@@ -22,7 +22,8 @@ import cv2
 import numpy as np
 
 if TYPE_CHECKING:
-    from facenormals.realtime.pipeline import FrameResult, LoopStats
+    from facenormals.engine import FrameResult
+    from facenormals.realtime.pipeline import LoopStats
 
 ViewRenderer = Callable[["FrameResult", "RenderState"], np.ndarray]
 

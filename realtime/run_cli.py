@@ -99,8 +99,8 @@ def main(args: argparse.Namespace) -> int:
         raise ValueError(f"--frames must be at least 1, got {args.frames}")
     from facenormals.calibration.calibfile import load_calibration
     from facenormals.export.backends import create_backend, warm_up
+    from facenormals.faces import create_detector
     from facenormals.fileio import check_model_file
-    from facenormals.realtime.detect import create_detector
     from facenormals.realtime.pipeline import Pipeline, PipelineError
     from facenormals.realtime.render import FrameRenderer, RenderState, get_view
     from facenormals.realtime.sinks import SaveDirSink, VideoSink, WindowSink, frame_number, has_display

@@ -16,9 +16,9 @@ from pathlib import Path
 import cv2
 import numpy as np
 
+from facenormals.crops import full_normal_map
+from facenormals.engine import FrameResult
 from facenormals.fileio import write_normals
-from facenormals.realtime.crops import full_normal_map
-from facenormals.realtime.pipeline import FrameResult
 from facenormals.realtime.render import RenderState, registered_views
 
 log = logging.getLogger(__name__)

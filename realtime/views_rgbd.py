@@ -23,9 +23,9 @@ import numpy as np
 import torch
 
 from facenormals.depth import DepthError, check_matches, depth_to_metres, normals_from_depth
+from facenormals.frame import Frame
 from facenormals.fusion import FusionConfig, PreparedCrop, crop_depth, crop_intrinsics, fuse_many, prepare, warp_crop
 from facenormals.geometry import paste_back
-from facenormals.realtime.frame import Frame
 from facenormals.shading import lambert, to_gray_bgr
 
 PANEL_TITLES = ("raw depth", "normal-mapped", "refined depth")

@@ -117,7 +117,7 @@ def step_environment(out: Path) -> dict[str, object]:
 
 
 def step_exports(out: Path) -> dict[str, object]:
-    from facenormals.calibration.int8 import quantize_int8
+    from facenormals.export.int8 import quantize_int8
     from facenormals.export.onnx_export import export_onnx
     from facenormals.zoo import resolve_model
 

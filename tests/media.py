@@ -114,7 +114,7 @@ def record_realsense(
 ) -> Path:
     """A real RealSense ``.db3`` (the SDK's recorder on an ``rs.software_device``) of these frames; intrinsics are
     (fx, fy, cx, cy) of each stream, sizes from the first frames."""
-    from facenormals.realtime.frame import Intrinsics
+    from facenormals.camera import Intrinsics
     from facenormals.realtime.sources.realsense_recorder import write_realsense_recording
 
     ck = Intrinsics(colour[0].shape[1], colour[0].shape[0], *colour_k)

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import numpy as np
 
+from facenormals.camera import Intrinsics
 from facenormals.depth import pixel_rays
-from facenormals.realtime.frame import Intrinsics
 
 
 def sphere_depth(intr: Intrinsics, centre_z: float = 0.6, radius: float = 0.1):

@@ -98,17 +98,17 @@ def test_paths_lists_and_one_batch_for_all_faces(api, astronaut, tmp_path):
     write_rgb(path, astronaut)
     mirrored = np.ascontiguousarray(astronaut[:, ::-1])
     calls: list[tuple[int, ...]] = []
-    backend = api.backend
+    backend = api.engine.backend
 
     def recording(batch: np.ndarray) -> np.ndarray:
         calls.append(batch.shape)
         return backend(batch)
 
-    api.backend = recording
+    api.engine.backend = recording  # the per-frame engine is what runs the network
     try:
         results = api([path, mirrored, np.zeros((96, 96, 3), np.uint8)])
     finally:
-        api.backend = backend
+        api.engine.backend = backend
     assert [len(faces) for faces in results] == [1, 1, 0]
     assert calls == [(2, 3, api.input_size, api.input_size)]  # every face of every image in one inference
     single = api(astronaut)[0]
@@ -135,18 +135,12 @@ def test_bad_inputs_say_what_is_wrong(api, astronaut, tmp_path):
         api([astronaut, astronaut], depth=depth, intrinsics=np.eye(3))
 
 
-def test_depth_is_refined_per_face_when_fusion_is_available(api, astronaut):
-    from facenormals.realtime.frame import Intrinsics
+def test_depth_is_refined_per_face(api, astronaut):
+    from facenormals.camera import Intrinsics
 
     height, width = astronaut.shape[:2]
     camera = Intrinsics(width, height, 500.0, 500.0, (width - 1) / 2, (height - 1) / 2)
     depth = np.full((height, width), 600, np.uint16)  # a wall 0.6 m away, in millimetres
-    try:
-        import facenormals.fusion  # noqa: F401
-    except ImportError:
-        with pytest.raises(NotImplementedError, match=r"facenormals\.fusion"):
-            api(astronaut, depth=depth, intrinsics=camera)
-        return
     face = api(astronaut, depth=depth, intrinsics=camera)[0]
     assert face.depth.shape == (height, width) and face.crop_depth.shape == face.crop_mask.shape
     inside = face.depth[face.mask]

@@ -12,9 +12,9 @@ import pytest
 from facenormals.calibration.calibfile import Calibration, load_calibration, save_calibration
 from facenormals.calibration.camera import BoardError, calibrate_camera, detect, list_images, parse_board
 from facenormals.calibration.rgbd import calibrate_rgbd, find_rgbd_views
+from facenormals.camera import Intrinsics
 from facenormals.cli import main as cli_main
 from facenormals.fileio import write_depth_mm
-from facenormals.realtime.frame import Intrinsics
 
 SIZE = (640, 480)
 K = np.array([[610.0, 0, 322.0], [0, 604.0, 236.0], [0, 0, 1]])

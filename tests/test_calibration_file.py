@@ -18,8 +18,8 @@ from facenormals.calibration.calibfile import (
     read_realsense,
     save_calibration,
 )
+from facenormals.camera import Intrinsics
 from facenormals.cli import main as cli_main
-from facenormals.realtime.frame import Intrinsics
 
 COLOUR = Intrinsics(128, 96, 100.0, 101.0, 63.7, 48.2, (0.1, -0.05, 0.001, 0.002, 0.01))
 DEPTH = Intrinsics(64, 48, 50.0, 50.5, 31.7, 24.2)
@@ -206,7 +206,7 @@ def test_kinect_without_pyk4a_is_a_clear_error():
 
 def test_apply_to_frame_aligns_depth_and_sets_intrinsics():
     from facenormals.calibration.calibfile import apply_to_frame
-    from facenormals.realtime.frame import Frame
+    from facenormals.frame import Frame
 
     colour = Intrinsics(64, 48, 60.0, 60.0, 31.5, 23.5)
     depth_cam = Intrinsics(32, 24, 30.0, 30.0, 15.5, 11.5)

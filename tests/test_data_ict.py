@@ -6,9 +6,9 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
+from facenormals.faces import FaceMesh
 from facenormals.geometry import hull_mask
 from facenormals.training.data.jobs import sample_rng
-from facenormals.training.data.photos import FaceLandmarker
 from facenormals.training.data.synth import RenderSettings, render
 
 
@@ -24,13 +24,13 @@ def _iou(a: np.ndarray, b: np.ndarray) -> float:
 
 
 def test_mask_matches_mediapipe_landmark_hull(ict_source):
-    landmarker = FaceLandmarker(max_faces=1)
+    landmarker = FaceMesh(max_faces=1)
     settings = RenderSettings(size=256, max_angle=np.radians(20), crop_jitter=False)
     ious = []
     for index in range(6):
         rng = sample_rng(77, index)
         result = render(ict_source.sample(rng), settings, rng, None)
-        faces = landmarker(result.image)
+        faces = [found.points for found in landmarker.find(result.image)]
         if not faces:
             continue
         mp_mask = hull_mask(faces[0], result.mask.shape)

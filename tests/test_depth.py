@@ -6,6 +6,7 @@ import numpy as np
 import pytest
 from surfaces import sphere_depth
 
+from facenormals.camera import Intrinsics
 from facenormals.conventions import angular_error_deg
 from facenormals.depth import (
     DepthError,
@@ -18,7 +19,6 @@ from facenormals.depth import (
     normals_from_points,
     pixel_rays,
 )
-from facenormals.realtime.frame import Intrinsics
 
 INTR = Intrinsics(width=80, height=60, fx=90.0, fy=90.0, cx=39.5, cy=29.5)
 

@@ -6,8 +6,8 @@ import numpy as np
 import pytest
 from pipeline_media import face_photo, moving_face_frames, two_faces
 
-from facenormals.realtime.detect import NUM_LANDMARKS, FaceMeshDetector, FrameError, TaskFaceDetector, create_detector
-from facenormals.realtime.smoothing import LandmarkSmoother, OneEuroFilter, OneEuroParams, landmark_jitter
+from facenormals.faces import NUM_LANDMARKS, FaceMeshDetector, FrameError, TaskFaceDetector, create_detector
+from facenormals.smoothing import LandmarkSmoother, OneEuroFilter, OneEuroParams, landmark_jitter
 
 MS = 1_000_000
 

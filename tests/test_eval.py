@@ -99,12 +99,11 @@ def test_mediapipe_baseline_on_a_real_face_counts_missed_faces(tmp_path: Path):
     from skimage import data as skdata
 
     from facenormals.geometry import face_crop
-    from facenormals.mesh_prior import create_face_mesh, landmarks_to_array, mesh_normals_for_crop
+    from facenormals.mesh_prior import create_face_mesh, mesh_normals_for_crop
 
     photo = skdata.astronaut()
     with create_face_mesh() as mesh:
-        found = mesh.process(photo)
-        points = landmarks_to_array(found.multi_face_landmarks[0])[:, :2] * [photo.shape[1], photo.shape[0]]
+        points = mesh.find(photo)[0].points
         crop = face_crop(photo, points)
         truth, covered, ok = mesh_normals_for_crop(crop.image, mesh)
     assert ok

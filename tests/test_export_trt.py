@@ -253,7 +253,7 @@ def test_strongly_typed_engine_matches_cpu(precision: str, fp32_onnx: Path, tmp_
 @pytest.mark.skipif(not TRT_READY, reason=TRT_REASON or "TensorRT and CUDA present")
 def test_int8_qdq_engine_stays_close_to_fp32(fp32_onnx: Path, tmp_path: Path, face_crops: object) -> None:
     """INT8 explicit quantisation from the --target trt Q/DQ model (calibrated on the same real crops)."""
-    from facenormals.calibration.int8 import quantize_int8
+    from facenormals.export.int8 import quantize_int8
 
     qdq = tmp_path / "int8.onnx"
     quantize_int8(fp32_onnx, qdq, face_crops.images, target="trt")

@@ -9,6 +9,7 @@ import pytest
 import torch
 from surfaces import sphere_depth
 
+from facenormals.camera import Intrinsics
 from facenormals.conventions import angular_error_deg
 from facenormals.depth import DepthError, normals_from_depth, pixel_rays
 from facenormals.fusion import (
@@ -24,7 +25,6 @@ from facenormals.fusion import (
     solve_direct,
     warp_crop,
 )
-from facenormals.realtime.frame import Intrinsics
 
 SIZE = 96
 INTR = Intrinsics(SIZE, SIZE, 240.0, 240.0, (SIZE - 1) / 2, (SIZE - 1) / 2)
@@ -192,7 +192,7 @@ def test_rotation_between_vectors():
 
 def sphere_frame(noise_m: float = 0.002):
     """A 160×120 RGB-D frame of a sphere (uint16 mm depth with sensor noise) and its true normals."""
-    from facenormals.realtime.frame import Frame
+    from facenormals.frame import Frame
 
     intr = Intrinsics(160, 120, 200.0, 200.0, 79.5, 59.5)
     depth, normals, mask = sphere(intr, centre_z=0.5, radius=0.08)
@@ -230,7 +230,7 @@ def test_rgbd_views_refined_panel_is_closer_to_the_truth():
 
 
 def test_rgbd_views_fallbacks_without_depth():
-    from facenormals.realtime.frame import Frame
+    from facenormals.frame import Frame
     from facenormals.realtime.views_rgbd import render_rgbd_views
 
     frame, _, _ = sphere_frame()

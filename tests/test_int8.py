@@ -11,17 +11,17 @@ import pytest
 import torch
 from onnx import numpy_helper
 
-from facenormals.calibration.int8 import (
+from facenormals.checkpoint import save_checkpoint
+from facenormals.cli import main as cli_main
+from facenormals.dataset import DatasetWriter
+from facenormals.export.backends import OrtBackend, create_backend
+from facenormals.export.int8 import (
     compare_accuracy,
     load_eval_set,
     qdq_summary,
     quantize_int8,
     trt_qdq_problems,
 )
-from facenormals.checkpoint import save_checkpoint
-from facenormals.cli import main as cli_main
-from facenormals.dataset import DatasetWriter
-from facenormals.export.backends import OrtBackend, create_backend
 from facenormals.export.onnx_export import export_onnx, head_nodes, read_metadata, set_metadata
 from facenormals.export.parity import load_face_crops
 from facenormals.model import create_model
@@ -175,7 +175,7 @@ def test_calibrate_cli_errors_name_the_input(fp32_onnx: Path, tmp_path: Path,
 
 
 def test_a_dataset_images_folder_stands_for_its_dataset(tmp_path: Path) -> None:
-    from facenormals.calibration.int8_cli import _calibration_source
+    from facenormals.export.int8_cli import _calibration_source
 
     (tmp_path / "set" / "images").mkdir(parents=True)
     (tmp_path / "set" / "masks").mkdir()

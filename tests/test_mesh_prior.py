@@ -114,9 +114,9 @@ def astronaut() -> tuple[np.ndarray, np.ndarray]:
     skimage_data = pytest.importorskip("skimage.data")
     image = skimage_data.astronaut()
     with mesh_prior.create_face_mesh() as face_mesh:
-        result = face_mesh.process(image)
-    assert result.multi_face_landmarks, "MediaPipe found no face on the astronaut photo"
-    return image, mesh_prior.landmarks_to_array(result.multi_face_landmarks[0])
+        found = face_mesh.find(image)
+    assert found, "MediaPipe found no face on the astronaut photo"
+    return image, found[0].normalised.astype(np.float64)
 
 
 def frame_pixels(landmarks: np.ndarray, shape: tuple[int, ...]) -> np.ndarray:
@@ -249,8 +249,8 @@ def test_fill_prior_extends_the_nearest_mesh_normal() -> None:
 
 def test_realtime_batches_carry_the_prior_for_prior_models(astronaut) -> None:
     """The realtime detector keeps MediaPipe's depth; the batcher adds the prior channels for 7-channel models."""
-    from facenormals.realtime.crops import CropBatcher
-    from facenormals.realtime.detect import FaceMeshDetector
+    from facenormals.crops import CropBatcher
+    from facenormals.faces import FaceMeshDetector
 
     image, _ = astronaut
     detector = FaceMeshDetector(max_faces=1, smoothing=None)

@@ -19,8 +19,8 @@ from pipeline_media import count_video_frames, face_photo, moving_face_frames, s
 from test_run_cli import run_cli
 
 from facenormals.atomic import OutputError, check_output, write_text_atomic
+from facenormals.faces import StillFaceDetector
 from facenormals.fileio import DataError, check_model_file, read_normals, write_rgb
-from facenormals.realtime.detect import StillFaceDetector
 
 READ_ONLY = Path("/sys/kernel")  # refuses new files even to root (tests often run as root, where chmod is no bar)
 

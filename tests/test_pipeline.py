@@ -12,9 +12,9 @@ import numpy as np
 import pytest
 from pipeline_media import count_video_frames, face_photo, moving_face_frames, small_checkpoint, two_faces, write_video
 
+from facenormals.faces import create_detector
 from facenormals.fileio import read_normals
-from facenormals.realtime.detect import create_detector
-from facenormals.realtime.frame import Frame
+from facenormals.frame import Frame
 from facenormals.realtime.pipeline import Pipeline, PipelineError, StageQueue, _Stopped
 from facenormals.realtime.render import FrameRenderer, RenderState
 from facenormals.realtime.sinks import SaveDirSink, VideoSink
@@ -216,8 +216,8 @@ def test_latest_queue_keeps_the_newest_and_counts():
 def test_backend_parity_torch_vs_onnxruntime(checkpoint, backend, monkeypatch, tmp_path):
     """The same crops through torch and ONNX Runtime CPU give the same normals."""
     from facenormals.conventions import angular_error_deg
+    from facenormals.crops import CropBatcher
     from facenormals.export.backends import create_backend
-    from facenormals.realtime.crops import CropBatcher
 
     monkeypatch.setenv("FACENORMALS_CACHE", str(tmp_path / "cache"))
     ort = create_backend("ort-cpu", checkpoint)

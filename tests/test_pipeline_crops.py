@@ -7,9 +7,9 @@ import pytest
 from pipeline_media import two_faces
 
 from facenormals.conventions import sphere_normals
+from facenormals.crops import CropBatcher, full_normal_map, paste_batch, paste_face
+from facenormals.faces import FaceMeshDetector
 from facenormals.geometry import face_crop, paste_back
-from facenormals.realtime.crops import CropBatcher, full_normal_map, paste_batch, paste_face
-from facenormals.realtime.detect import FaceMeshDetector
 
 
 @pytest.fixture(scope="module")

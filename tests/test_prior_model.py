@@ -136,8 +136,8 @@ def test_training_feeds_the_stored_mesh_prior(tmp_path) -> None:
 
     image = skimage_data.astronaut()
     with mesh_prior.create_face_mesh() as face_mesh:
-        landmarks = mesh_prior.landmarks_to_array(face_mesh.process(image).multi_face_landmarks[0])
-    xy = np.column_stack([landmarks[:, 0] * image.shape[1] - 0.5, landmarks[:, 1] * image.shape[0] - 0.5])
+        found = face_mesh.find(image)[0]
+    landmarks, xy = found.normalised.astype(np.float64), found.points
     crop = face_crop(image, xy, size=128)
     truth, coverage = mesh_prior.mesh_normals_from_landmarks(landmarks, image.shape, crop.matrix, 128)
     root = tmp_path / "data"
@@ -187,8 +187,8 @@ def test_onnx_export_takes_the_prior_channels_with_parity(tmp_path) -> None:
 
     image = skimage_data.astronaut()
     with mesh_prior.create_face_mesh() as face_mesh:
-        landmarks = mesh_prior.landmarks_to_array(face_mesh.process(image).multi_face_landmarks[0])
-    xy = np.column_stack([landmarks[:, 0] * image.shape[1] - 0.5, landmarks[:, 1] * image.shape[0] - 0.5])
+        found = face_mesh.find(image)[0]
+    landmarks, xy = found.normalised.astype(np.float64), found.points
     crop = face_crop(image, xy, size=SIZE)
     normals, coverage = mesh_prior.mesh_normals_from_landmarks(landmarks, image.shape, crop.matrix, SIZE)
     normals = mesh_prior.fill_prior(normals, coverage)

@@ -6,10 +6,11 @@ import numpy as np
 import pytest
 
 from facenormals.conventions import sphere_normals
+from facenormals.crops import PastedNormals
+from facenormals.engine import FrameResult
+from facenormals.frame import Frame
 from facenormals.realtime import render
-from facenormals.realtime.crops import PastedNormals
-from facenormals.realtime.frame import Frame
-from facenormals.realtime.pipeline import FrameResult, LoopStats
+from facenormals.realtime.pipeline import LoopStats
 from facenormals.realtime.render import (
     FrameRenderer,
     RenderState,

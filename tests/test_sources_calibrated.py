@@ -12,7 +12,7 @@ import pytest
 from media import write_image_folder, write_rgbd_folder
 
 from facenormals.calibration.calibfile import Calibration, save_calibration
-from facenormals.realtime.frame import Intrinsics
+from facenormals.camera import Intrinsics
 from facenormals.realtime.sources.base import SourceError, open_source
 from facenormals.realtime.sources.calibrated import CalibratedSource
 

@@ -9,7 +9,7 @@ import importlib
 import numpy as np
 import pytest
 
-from facenormals.realtime.frame import Intrinsics
+from facenormals.camera import Intrinsics
 from facenormals.realtime.sources.base import SourceError, open_source
 from facenormals.realtime.sources.depth_noise import PROFILES, NoiseProfile, add_sensor_noise, to_depth_units
 from facenormals.realtime.sources.sample import face_mesh_landmarks, render_sample_depth_m, render_sample_rgb

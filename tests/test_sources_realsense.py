@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 from media import decode_index, indexed_frame, record_realsense
 
-from facenormals.realtime.frame import Intrinsics
+from facenormals.camera import Intrinsics
 from facenormals.realtime.sources.base import SourceError, open_source
 from facenormals.realtime.sources.realsense import RealSenseSource, import_pyrealsense2
 from facenormals.realtime.sources.realsense_recorder import record_source

@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 from media import decode_index, write_rgbd_folder, write_tum_folder
 
-from facenormals.realtime.frame import Intrinsics
+from facenormals.camera import Intrinsics
 from facenormals.realtime.sources.base import SourceError, open_source
 from facenormals.realtime.sources.rgbd_folder import TUM_INTRINSICS, RGBDFolderSource, reproject_depth
 

@@ -14,7 +14,7 @@ import numpy as np
 import torch
 from tqdm import tqdm
 
-from facenormals.atomic import atomic_path, write_text_atomic
+from facenormals.atomic import write_text_atomic
 from facenormals.checkpoint import init_from_image_to_normal, load_checkpoint, read_config, read_header
 from facenormals.dataset import SampleFiles
 from facenormals.fileio import write_rgb
@@ -241,11 +241,3 @@ def train(cfg: TrainConfig, info: ddp.DistInfo | None = None) -> TrainResult:
     return TrainResult(progress.step, progress.best_val_deg, run_dir)
 
 
-def export_weights(best: Path, out: Path, provenance: dict) -> None:
-    """The shipped form of a trained model: fp16, image→normal path only."""
-    from facenormals.checkpoint import read_header, save_checkpoint
-
-    model = load_checkpoint(best)
-    merged = {**read_header(best).get("provenance", {}), **provenance}
-    with atomic_path(out) as tmp:
-        save_checkpoint(model, tmp, provenance=merged, half=True, inference_only=True)

@@ -1,6 +1,6 @@
 """The Source interface every frame producer implements, and ``open_source`` which builds one from a spec string.
 
-A source is a context manager that yields :class:`~facenormals.realtime.frame.Frame` objects with increasing ids and
+A source is a context manager that yields :class:`~facenormals.frame.Frame` objects with increasing ids and
 ``t_capture_ns`` stamped with ``time.monotonic_ns()`` right after the frame left the device or file.
 End of stream ends the iterator; a device that cannot be read raises :class:`SourceError`.
 
@@ -35,7 +35,8 @@ from typing import Any, NamedTuple
 
 import numpy as np
 
-from facenormals.realtime.frame import Frame, Intrinsics
+from facenormals.camera import Intrinsics
+from facenormals.frame import Frame
 
 log = logging.getLogger(__name__)
 

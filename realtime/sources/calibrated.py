@@ -20,7 +20,7 @@ import cv2
 import numpy as np
 
 from facenormals.calibration.calibfile import Calibration
-from facenormals.realtime.frame import Intrinsics
+from facenormals.camera import Intrinsics
 from facenormals.realtime.sources.base import Capture, Source, SourceError, SourceInfo
 
 

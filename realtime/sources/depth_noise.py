@@ -25,7 +25,7 @@ f ≈ 383 px at 640×480, 1/32 px subpixel steps) and ``kinect`` (Kinect v1 stru
 Convention: ``depth_m`` is H×W (z along the optical axis, not ray length), intrinsics are those of that map.
 
 >>> import numpy as np
->>> from facenormals.realtime.frame import Intrinsics
+>>> from facenormals.camera import Intrinsics
 >>> k = Intrinsics(64, 48, 60.0, 60.0, 31.5, 23.5)
 >>> clean = np.full((48, 64), 1.0)
 >>> noisy = add_sensor_noise(clean, k, np.random.default_rng(0), "realsense")
@@ -40,7 +40,7 @@ from dataclasses import dataclass
 import cv2
 import numpy as np
 
-from facenormals.realtime.frame import Intrinsics
+from facenormals.camera import Intrinsics
 
 
 @dataclass(frozen=True)

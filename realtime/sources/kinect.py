@@ -15,7 +15,7 @@ from typing import Any
 import cv2
 import numpy as np
 
-from facenormals.realtime.frame import Intrinsics
+from facenormals.camera import Intrinsics
 from facenormals.realtime.sources.base import Capture, Source, SourceError, SourceInfo
 
 log = logging.getLogger(__name__)

@@ -24,7 +24,7 @@ from typing import Any
 
 import numpy as np
 
-from facenormals.realtime.frame import Intrinsics
+from facenormals.camera import Intrinsics
 from facenormals.realtime.sources.base import Capture, Source, SourceError, SourceInfo
 from facenormals.realtime.sources.reconnect import Backoff, ReconnectStats
 

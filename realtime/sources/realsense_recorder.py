@@ -19,7 +19,7 @@ from pathlib import Path
 import numpy as np
 
 from facenormals.atomic import atomic_path
-from facenormals.realtime.frame import Intrinsics
+from facenormals.camera import Intrinsics
 from facenormals.realtime.sources.base import SourceError, open_source
 from facenormals.realtime.sources.realsense import import_pyrealsense2
 

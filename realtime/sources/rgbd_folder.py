@@ -29,7 +29,7 @@ from pathlib import Path
 import cv2
 import numpy as np
 
-from facenormals.realtime.frame import Intrinsics
+from facenormals.camera import Intrinsics
 from facenormals.realtime.sources.base import Capture, Source, SourceError, SourceInfo
 
 log = logging.getLogger(__name__)

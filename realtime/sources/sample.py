@@ -22,7 +22,8 @@ from dataclasses import dataclass
 import cv2
 import numpy as np
 
-from facenormals.realtime.frame import Intrinsics
+from facenormals.camera import Intrinsics
+from facenormals.faces import FaceMesh
 from facenormals.realtime.sources.base import Capture, Source, SourceError, SourceInfo, pinhole_from_fov
 from facenormals.realtime.sources.depth_noise import PROFILES, add_sensor_noise, to_depth_units
 
@@ -215,13 +216,11 @@ def photo_landmarks() -> np.ndarray:
 
 def face_mesh_landmarks(rgb: np.ndarray) -> np.ndarray:
     """478 refined face-mesh landmarks (x, y normalised to the image, z in image-width units) of the one face."""
-    import mediapipe as mp
-
-    with mp.solutions.face_mesh.FaceMesh(static_image_mode=True, max_num_faces=1, refine_landmarks=True) as mesh:
-        result = mesh.process(rgb)
-    if not result.multi_face_landmarks:
+    with FaceMesh(max_faces=1, still=True) as mesh:
+        found = mesh.find(rgb)
+    if not found:
         raise SourceError("sample-rgbd: MediaPipe found no face in the sample photo")
-    return np.array([(p.x, p.y, p.z) for p in result.multi_face_landmarks[0].landmark], dtype=np.float64)
+    return found[0].normalised.astype(np.float64)
 
 
 @functools.lru_cache(maxsize=1)

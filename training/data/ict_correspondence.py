@@ -79,10 +79,10 @@ def surface_points(frags: Fragments, faces: np.ndarray, rest: np.ndarray, pixels
 
 def derive(model: ict.IctModel, size: int = 768) -> tuple[Correspondence, np.ndarray, np.ndarray]:
     """The correspondence, the frontal render and its landmark pixels (for the overlay)."""
-    from facenormals.training.data.photos import FaceLandmarker
+    from facenormals.faces import FaceMesh
 
     colors = head_colors(model)
-    landmarker = FaceLandmarker(max_faces=1)
+    landmarker = FaceMesh(max_faces=1)
     centre = model.neutral[model.region == ict.FACE].mean(0)
     found: list[np.ndarray] = []
     frontal = frontal_pixels = None
@@ -91,10 +91,10 @@ def derive(model: ict.IctModel, size: int = 768) -> tuple[Correspondence, np.nda
             rot = _rotation(yaw, pitch).astype(np.float32)
             posed = (model.neutral - centre) @ rot.T + centre
             image, _xy, frags, _front = frontal_render(posed, model.faces, None, None, None, colors, size)
-            faces = landmarker(image)
+            faces = landmarker.find(image)
             if not faces:
                 continue
-            pixels = faces[0].astype(np.float64) - 0.5  # MediaPipe spans pixel edges; ours are centres
+            pixels = faces[0].points.astype(np.float64)
             found.append(surface_points(frags, model.faces, model.neutral, pixels))
             if frontal is None and (yaw, pitch) == (0.0, 0.0):
                 frontal, frontal_pixels = image, pixels

@@ -1,6 +1,7 @@
 """Real photos and videos → image-only samples: MediaPipe face mesh, the paper's crop, the landmark-hull mask.
 
-The crop and mask are exactly the realtime path's (facenormals.geometry.face_crop on MediaPipe's 478 points).
+The landmarks, crop and mask are exactly the realtime path's (:class:`facenormals.faces.FaceMesh`, its pixel
+convention and :func:`facenormals.geometry.face_crop` on the 478 points).
 """
 
 from __future__ import annotations
@@ -12,31 +13,10 @@ from pathlib import Path
 import cv2
 import numpy as np
 
+from facenormals.faces import FaceMesh
 from facenormals.fileio import DataError, read_rgb
 from facenormals.geometry import face_crop
 from facenormals.training.data.augment import PHOTO_SUFFIXES, VIDEO_SUFFIXES
-
-
-class FaceLandmarker:
-    """MediaPipe face mesh in static-image mode: every call is an independent detection."""
-
-    def __init__(self, max_faces: int = 10, min_confidence: float = 0.5) -> None:
-        import mediapipe as mp
-
-        self._mesh = mp.solutions.face_mesh.FaceMesh(static_image_mode=True, max_num_faces=max_faces,
-                                                     refine_landmarks=True, min_detection_confidence=min_confidence)
-
-    def __call__(self, rgb: np.ndarray) -> list[np.ndarray]:
-        """Pixel landmarks (N×2 float32, x/y) of each face found in an RGB uint8 image."""
-        height, width = rgb.shape[:2]
-        result = self._mesh.process(np.ascontiguousarray(rgb))
-        faces = []
-        for face in result.multi_face_landmarks or []:
-            faces.append(np.array([[p.x * width, p.y * height] for p in face.landmark], np.float32))
-        return faces
-
-    def close(self) -> None:
-        self._mesh.close()
 
 
 @dataclass
@@ -88,10 +68,10 @@ def _safe(text: str) -> str:
     return "".join(c if c.isalnum() or c in "-_" else "_" for c in text)
 
 
-def crop_faces(rgb: np.ndarray, landmarker: FaceLandmarker, size: int = 256,
+def crop_faces(rgb: np.ndarray, face_mesh: FaceMesh, size: int = 256,
                min_face_px: float = 40.0) -> list[tuple[np.ndarray, np.ndarray, np.ndarray]]:
     """(crop RGB, mask, landmarks) for each face at least ``min_face_px`` tall, largest first."""
-    faces = landmarker(rgb)
+    faces = [found.points for found in face_mesh.find(rgb)]
     faces.sort(key=lambda lm: -float(np.ptp(lm[:, 1])))
     out = []
     for landmarks in faces:

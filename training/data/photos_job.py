@@ -8,9 +8,10 @@ import numpy as np
 from tqdm import tqdm
 
 from facenormals.dataset import DatasetWriter
+from facenormals.faces import FaceMesh
 from facenormals.fileio import DataError
 from facenormals.training.data.jobs import RunReport, write_params
-from facenormals.training.data.photos import FaceLandmarker, crop_faces, iter_frames
+from facenormals.training.data.photos import crop_faces, iter_frames
 
 
 def crop_photos(inputs: list[Path], out: Path, every: int = 5, min_face_px: float = 40.0,
@@ -24,7 +25,7 @@ def crop_photos(inputs: list[Path], out: Path, every: int = 5, min_face_px: floa
         raise ValueError(f"--every must be at least 1, got {every}")
     writer = DatasetWriter(out)
     report = RunReport()
-    landmarker = FaceLandmarker()
+    face_mesh = FaceMesh(max_faces=10)
     frames_seen = 0
     try:
         for source in inputs:
@@ -37,7 +38,7 @@ def crop_photos(inputs: list[Path], out: Path, every: int = 5, min_face_px: floa
                 if writer.exists(f"{frame.name}_f0"):
                     report.existing += 1
                     continue
-                faces = crop_faces(frame.rgb, landmarker, size, min_face_px)
+                faces = crop_faces(frame.rgb, face_mesh, size, min_face_px)
                 if not faces:
                     report.failed += 1
                     report.failures["no face found"] += 1
@@ -51,7 +52,7 @@ def crop_photos(inputs: list[Path], out: Path, every: int = 5, min_face_px: floa
                     writer.write(name, mask, image=image)
                     report.written += 1
     finally:
-        landmarker.close()
+        face_mesh.close()
     if frames_seen == 0 and report.failed == 0:
         raise DataError(f"no photos or video frames found in {', '.join(map(str, inputs))}")
     return report

@@ -66,16 +66,16 @@ def compute_priors(root: Path, force: bool = False) -> tuple[int, int, int]:
                 if files.name in index:
                     skipped += 1
                     continue
-                result = face_mesh.process(read_rgb(files.image))
+                faces = face_mesh.find(read_rgb(files.image))
                 path = mesh_prior.stored_prior_path(root, files.name)
-                if result.multi_face_landmarks:
+                if faces:
                     with atomic_path(path) as tmp, open(tmp, "wb") as f:
-                        np.save(f, mesh_prior.landmarks_to_array(result.multi_face_landmarks[0]).astype(np.float32))
+                        np.save(f, faces[0].normalised)
                     found += 1
                 else:
                     path.unlink(missing_ok=True)
                     missing += 1
-                index[files.name] = bool(result.multi_face_landmarks)
+                index[files.name] = bool(faces)
     finally:
         write_index(root, index)  # also on Ctrl-C: the next run resumes after the last image done
     return found, missing, skipped

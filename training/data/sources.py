@@ -8,8 +8,9 @@ from pathlib import Path
 import cv2
 import numpy as np
 
+from facenormals.faces import FaceMesh
 from facenormals.fileio import DataError
-from facenormals.training.data import albedo, ict, meshes, photos
+from facenormals.training.data import albedo, ict, meshes
 from facenormals.training.data.renderer import vertex_normals
 from facenormals.training.data.synth import SceneMesh
 
@@ -108,9 +109,9 @@ class MeshSource:
     def _face_oval(self, mesh: meshes.LoadedMesh, texture: np.ndarray | None, colors: np.ndarray | None) -> np.ndarray:
         """3-D outline points: MediaPipe's face oval found on a frontal render, else from sidecar landmarks."""
         if self._landmarker is None:
-            self._landmarker = photos.FaceLandmarker(max_faces=1)
+            self._landmarker = FaceMesh(max_faces=1)
         image, xy, _frags, front = frontal_render(mesh.vertices, mesh.faces, texture, mesh.uv, mesh.faces_uv, colors)
-        faces = self._landmarker(image)
+        faces = [found.points for found in self._landmarker.find(image)]
         if faces:
             pts = faces[0][list(FACE_OVAL_LANDMARKS)]
             cand = np.nonzero(front)[0]

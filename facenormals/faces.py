@@ -1,13 +1,20 @@
-"""Face landmarks for the realtime loop: MediaPipe face mesh in tracking mode, smoothed over time.
+"""Faces in images: the one MediaPipe face-mesh wrapper, the :class:`Face` type and the detectors built on it.
 
-Convention: landmarks are float32 N×2 (x, y) in pixels of the frame's ``rgb``, origin at the centre of
-the top-left pixel (the convention of :mod:`facenormals.geometry`). MediaPipe's normalised
-coordinates span the image edges, so pixel = normalised × size − 0.5.
+**The landmark → pixel convention (stated once, here).** Landmarks are float32 N×2 (x, y) in pixels of the
+image, with the origin at the *centre* of the top-left pixel (the convention of :mod:`facenormals.geometry`:
+pixel centres at integers, a pixel covers [c − 0.5, c + 0.5]). MediaPipe's normalised coordinates span the
+image *edges* (0 = left edge of the first pixel, 1 = right edge of the last), so::
 
-Two back ends, one interface (``detect(rgb, t_capture_ns) -> list[Face]``):
+    pixel = normalised × size − 0.5                      (:func:`mesh_to_pixels`)
 
-* :class:`FaceMeshDetector` — ``mp.solutions.face_mesh`` with the models bundled in the wheel,
-  478 landmarks (``refine_landmarks``: irises included), up to ``max_faces`` faces.
+Every crop in the project (training photos, the data engine, INT8 calibration, parity, eval, the API, the
+live loop) takes its landmarks from :class:`FaceMesh` and its square from :func:`facenormals.geometry.face_crop`,
+so they all sit on the same pixels. 478 points: the 468 mesh points and the 10 iris points (``refine_landmarks``).
+
+Detectors, one interface (``detect(rgb, t_capture_ns) -> list[Face]``):
+
+* :class:`FaceMeshDetector` — :class:`FaceMesh` in tracking mode (video) or still mode (independent images),
+  One-Euro smoothing optional (:mod:`facenormals.smoothing`).
 * :class:`TaskFaceDetector` — the MediaPipe Tasks ``FaceLandmarker`` in VIDEO mode from a
   user-supplied ``.task`` file (nothing is downloaded), fed the frames' real timestamps.
 * :class:`StillFaceDetector` — for still images and group photos: MediaPipe's face *detection*
@@ -22,10 +29,11 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Protocol
 
+import cv2
 import numpy as np
 
 from facenormals.geometry import SquareBox, square_box
-from facenormals.realtime.smoothing import LandmarkSmoother, OneEuroParams
+from facenormals.smoothing import LandmarkSmoother, OneEuroParams
 
 NUM_LANDMARKS = 478  # face mesh with refined irises
 DEFAULT_SMOOTHING = OneEuroParams()
@@ -69,6 +77,67 @@ def check_frame(rgb: object) -> np.ndarray:
     return np.ascontiguousarray(rgb)
 
 
+@dataclass(frozen=True)
+class MeshLandmarks:
+    """One face found by :class:`FaceMesh`: MediaPipe's numbers and the same points in our pixel convention."""
+
+    normalised: np.ndarray  # float32 478×3: x / width, y / height (0..1 spans the pixel edges), z / width
+    points: np.ndarray      # float32 478×2 pixels (x, y), pixel centres at integers
+    depth: np.ndarray       # float32 478 MediaPipe's relative z in pixels (z × width; smaller = nearer)
+
+
+def mesh_to_pixels(normalised: np.ndarray, width: int, height: int) -> tuple[np.ndarray, np.ndarray]:
+    """MediaPipe normalised landmarks N×3 → (points N×2, depth N) in pixels of a ``width`` × ``height`` image.
+
+    >>> points, depth = mesh_to_pixels(np.array([[0.0, 0.0, 0.1], [1.0, 0.5, 0.0]]), 100, 50)
+    >>> points.tolist(), depth.tolist()  # image edges → -0.5 and size - 0.5: pixel centres at integers
+    ([[-0.5, -0.5], [99.5, 24.5]], [10.0, 0.0])
+    """
+    normalised = np.asarray(normalised, dtype=np.float32)
+    points = normalised[:, :2] * np.array([width, height], dtype=np.float32) - np.float32(0.5)
+    return points, normalised[:, 2] * np.float32(width)
+
+
+class FaceMesh:
+    """The project's one MediaPipe face mesh (bundled model, 478 landmarks with irises).
+
+    ``still=True``: every image on its own (photos, crops, datasets); ``still=False``: tracking mode for video
+    (detection only when tracking is lost). :meth:`find` returns each face as :class:`MeshLandmarks`.
+    """
+
+    def __init__(self, max_faces: int = 1, still: bool = True, min_detection_confidence: float = 0.5,
+                 min_tracking_confidence: float = 0.5) -> None:
+        if max_faces < 1:
+            raise ValueError(f"max_faces must be at least 1, got {max_faces}")
+        import mediapipe as mp  # ~1 s to import: only when a face mesh is built
+
+        self.max_faces, self.still = max_faces, still
+        self._mesh = mp.solutions.face_mesh.FaceMesh(
+            static_image_mode=still, max_num_faces=max_faces, refine_landmarks=True,
+            min_detection_confidence=min_detection_confidence, min_tracking_confidence=min_tracking_confidence)
+
+    def find(self, rgb: np.ndarray) -> list[MeshLandmarks]:
+        """The faces MediaPipe finds in an RGB uint8 image, in its order; faces with non-finite points are dropped."""
+        rgb = np.ascontiguousarray(rgb)
+        height, width = rgb.shape[:2]
+        faces = []
+        for mesh in self._mesh.process(rgb).multi_face_landmarks or ():
+            normalised = np.array([(p.x, p.y, p.z) for p in mesh.landmark], dtype=np.float32)
+            if not np.isfinite(normalised).all():
+                continue
+            faces.append(MeshLandmarks(normalised, *mesh_to_pixels(normalised, width, height)))
+        return faces
+
+    def close(self) -> None:
+        self._mesh.close()
+
+    def __enter__(self) -> FaceMesh:
+        return self
+
+    def __exit__(self, *_exc: object) -> None:
+        self.close()
+
+
 class _SmoothingDetector:
     """Shared part: raw landmark arrays → smoothed, tracked :class:`Face` objects."""
 
@@ -99,29 +168,17 @@ class _SmoothingDetector:
 
 
 class FaceMeshDetector(_SmoothingDetector):
-    """``mp.solutions.face_mesh`` in tracking mode (detection only when tracking is lost)."""
+    """:class:`FaceMesh` as a detector: tracking mode (video) by default, ``still=True`` for independent images."""
 
     def __init__(self, max_faces: int = 1, smoothing: OneEuroParams | None = DEFAULT_SMOOTHING,
-                 min_detection_confidence: float = 0.5, min_tracking_confidence: float = 0.5) -> None:
+                 min_detection_confidence: float = 0.5, min_tracking_confidence: float = 0.5,
+                 still: bool = False) -> None:
         super().__init__(max_faces, smoothing)
-        import mediapipe as mp  # imported here: takes ~1 s, not needed for --help
+        self._mesh = FaceMesh(max_faces, still, min_detection_confidence, min_tracking_confidence)
 
-        self._mesh = mp.solutions.face_mesh.FaceMesh(
-            static_image_mode=False, max_num_faces=max_faces, refine_landmarks=True,
-            min_detection_confidence=min_detection_confidence, min_tracking_confidence=min_tracking_confidence)
-        self._size: tuple[int, int] | None = None
-
-    def detect(self, rgb: np.ndarray, t_capture_ns: int) -> list[Face]:
-        rgb = check_frame(rgb)
-        height, width = rgb.shape[:2]
-        result = self._mesh.process(rgb)
-        raw, depths = [], []
-        scale = np.array([width, height], dtype=np.float32)
-        for mesh in result.multi_face_landmarks or ():
-            normalised = np.array([(p.x, p.y, p.z) for p in mesh.landmark], dtype=np.float32)
-            raw.append(normalised[:, :2] * scale - 0.5)
-            depths.append(normalised[:, 2] * np.float32(width))
-        return self._faces(raw, t_capture_ns, depths)
+    def detect(self, rgb: np.ndarray, t_capture_ns: int = 0) -> list[Face]:
+        found = self._mesh.find(check_frame(rgb))
+        return self._faces([f.points for f in found], t_capture_ns, [f.depth for f in found])
 
     def close(self) -> None:
         self._mesh.close()
@@ -156,10 +213,9 @@ class TaskFaceDetector(_SmoothingDetector):
         t_ms = max(t_capture_ns // 1_000_000, self._last_ms + 1)
         self._last_ms = t_ms
         result = self._landmarker.detect_for_video(mp.Image(image_format=mp.ImageFormat.SRGB, data=rgb), t_ms)
-        scale = np.array([width, height], dtype=np.float32)
-        meshes = [np.array([(p.x, p.y, p.z) for p in mesh], dtype=np.float32) for mesh in result.face_landmarks]
-        raw = [mesh[:, :2] * scale - 0.5 for mesh in meshes]
-        return self._faces(raw, t_capture_ns, [mesh[:, 2] * np.float32(width) for mesh in meshes])
+        meshes = [mesh_to_pixels(np.array([(p.x, p.y, p.z) for p in mesh], dtype=np.float32), width, height)
+                  for mesh in result.face_landmarks]
+        return self._faces([points for points, _ in meshes], t_capture_ns, [depth for _, depth in meshes])
 
     def close(self) -> None:
         self._landmarker.close()
@@ -230,8 +286,7 @@ class StillFaceDetector:
         self._finders = [mp.solutions.face_detection.FaceDetection(model_selection=model,
                                                                    min_detection_confidence=min_detection_confidence)
                          for model in (1, 0)]  # full range (to ~5 m), short range (large faces)
-        self._mesh = mp.solutions.face_mesh.FaceMesh(static_image_mode=True, max_num_faces=1, refine_landmarks=True,
-                                                     min_detection_confidence=min_mesh_confidence)
+        self._mesh = FaceMesh(1, still=True, min_detection_confidence=min_mesh_confidence)
 
     def find_boxes(self, rgb: np.ndarray) -> list[FaceBox]:
         """Face boxes of the whole image and of its tiles, overlaps suppressed, best first."""
@@ -254,17 +309,13 @@ class StillFaceDetector:
         scale = MESH_INPUT / (box.side * FACE_MARGIN)
         centre = (MESH_INPUT - 1) / 2
         matrix = np.array([[scale, 0, centre - scale * box.cx], [0, scale, centre - scale * box.cy]], dtype=np.float64)
-        import cv2
-
         view = cv2.warpAffine(rgb, matrix, (MESH_INPUT, MESH_INPUT), flags=cv2.INTER_AREA if scale < 1
                               else cv2.INTER_LINEAR, borderMode=cv2.BORDER_CONSTANT)
-        meshes = self._mesh.process(view).multi_face_landmarks
-        if not meshes:
+        found = self._mesh.find(view)
+        if not found:
             return None
-        normalised = np.array([(p.x, p.y, p.z) for p in meshes[0].landmark], dtype=np.float32)
-        in_view = normalised[:, :2] * MESH_INPUT - 0.5
-        points = ((in_view - matrix[:, 2]) / scale).astype(np.float32)
-        return points, (normalised[:, 2] * MESH_INPUT / scale).astype(np.float32)
+        points = ((found[0].points - matrix[:, 2]) / scale).astype(np.float32)  # view pixels → frame pixels
+        return points, (found[0].depth / scale).astype(np.float32)
 
     def detect(self, rgb: np.ndarray, t_capture_ns: int = 0) -> list[Face]:
         rgb = check_frame(rgb)

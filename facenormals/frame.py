@@ -10,21 +10,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-
-@dataclass(frozen=True)
-class Intrinsics:
-    """Pinhole intrinsics (pixels), with optional distortion coefficients (OpenCV order)."""
-
-    width: int
-    height: int
-    fx: float
-    fy: float
-    cx: float
-    cy: float
-    distortion: tuple[float, ...] = ()
-
-    def matrix(self) -> np.ndarray:
-        return np.array([[self.fx, 0.0, self.cx], [0.0, self.fy, self.cy], [0.0, 0.0, 1.0]])
+from facenormals.camera import Intrinsics
 
 
 @dataclass(frozen=True)

@@ -16,20 +16,22 @@ from dataclasses import dataclass
 import cv2
 import numpy as np
 
+from facenormals.faces import Face
 from facenormals.geometry import Crop, face_crop, invert_affine, paste_back, transform_points
 from facenormals.ict_fit import IctFit
 from facenormals.prior import prior_input
-from facenormals.realtime.detect import Face
 
 _INV_255 = np.float32(1.0 / 255.0)
 
 
 @dataclass(frozen=True)
 class FaceBatch:
-    """The network input for one frame: ``inputs`` N×3×S×S (N = number of faces, may be 0)."""
+    """The network input for one frame: ``inputs`` N×C×S×S (N = number of faces, may be 0; C = 3, or 7 with a
+    coarse-face prior) and each face's crop and ICT fit (None unless the prior is ``ict-fit``)."""
 
     inputs: np.ndarray
     crops: tuple[Crop, ...]
+    fits: tuple[IctFit | None, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -54,15 +56,18 @@ class CropBatcher:
     """Crops all faces of a frame into one batch; buffers are reused round-robin.
 
     With ``prior`` (a prior model's source, 7 input channels; :mod:`facenormals.prior`) each crop also gets
-    the coarse face's normals extended to the crop and its coverage; a face without depth gets zeros. ICT fits
-    warm-start from the same track's previous fit (``fits``, by track id).
+    the coarse face's normals extended to the crop and its coverage; a face without depth gets zeros. With
+    ``warm_start`` (video: track ids follow a face), ICT fits warm-start from the same track's previous fit
+    (``fits``, by track id); independent images start every fit afresh.
     """
 
-    def __init__(self, size: int, max_faces: int, ring: int = 6, prior: str | None = None) -> None:
+    def __init__(self, size: int, max_faces: int, ring: int = 6, prior: str | None = None,
+                 warm_start: bool = True) -> None:
         if size < 16 or max_faces < 1 or ring < 2:
             raise ValueError(f"invalid batcher size={size}, max_faces={max_faces}, ring={ring}")
         self.size = size
         self.prior = prior
+        self.warm_start = warm_start
         self.fits: dict[int, IctFit] = {}
         chans = 7 if prior else 3
         self._buffers = [np.empty((max_faces, chans, size, size), dtype=np.float32) for _ in range(ring)]
@@ -72,16 +77,20 @@ class CropBatcher:
         buffer = self._buffers[self._next]
         self._next = (self._next + 1) % len(self._buffers)
         faces = faces[: len(buffer)]
-        crops = []
+        crops, fits = [], []
         for i, face in enumerate(faces):
             crop = face_crop(rgb, face.landmarks, size=self.size)
             np.multiply(crop.image.transpose(2, 0, 1), _INV_255, out=buffer[i, :3], casting="unsafe")
+            fit = None
             if self.prior is not None:
+                previous = self.fits.get(face.track_id) if self.warm_start else None
                 _, fit = prior_input(face.landmarks, face.depth, crop.matrix, self.size, self.prior, out=buffer[i, 3:],
-                                     previous=self.fits.get(face.track_id))
-                self._remember(face.track_id, fit)
+                                     previous=previous)
+                if self.warm_start:
+                    self._remember(face.track_id, fit)
             crops.append(crop)
-        return FaceBatch(buffer[: len(crops)], tuple(crops))
+            fits.append(fit)
+        return FaceBatch(buffer[: len(crops)], tuple(crops), tuple(fits))
 
     def _remember(self, track_id: int, fit: IctFit | None) -> None:
         if fit is None:

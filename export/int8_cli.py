@@ -18,7 +18,7 @@ import sys
 import tempfile
 from pathlib import Path
 
-from facenormals.calibration.int8 import METHODS
+from facenormals.export.int8 import METHODS
 
 GOAL_DEG = 1.0  # the goal: at most 1° mean increase over fp32
 
@@ -49,9 +49,9 @@ def _calibration_source(images: Path) -> Path:
 
 def main(args: argparse.Namespace) -> int:
     from facenormals.atomic import write_text_atomic
-    from facenormals.calibration.int8 import compare_accuracy, cpu_speed, load_eval_set, quantize_int8
     from facenormals.checkpoint import file_sha256
     from facenormals.export.backends import OrtBackend, onnx_model_info
+    from facenormals.export.int8 import compare_accuracy, cpu_speed, load_eval_set, quantize_int8
     from facenormals.export.parity import load_face_crops
     from facenormals.prior import network_inputs, source_of
 

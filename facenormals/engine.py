@@ -1,0 +1,164 @@
+"""One frame, one path: detect → crop → infer (a batch of faces) → paste, synchronously, for every caller.
+
+:class:`FrameEngine` is the project's only per-frame route. The API (``FaceNormals``) runs it over a list of images
+(all faces of all images in one inference); the realtime :class:`~facenormals.realtime.pipeline.Pipeline` runs its
+stages on threads (``detect_and_crop`` on the detect thread, ``infer`` on the infer thread, ``paste`` on the main
+thread); the benchmarks, INT8 calibration and parity take their crops from the same face mesh and
+:func:`facenormals.geometry.face_crop`. Each stage adds its milliseconds to ``frame.timings``.
+
+Whether the network wants a coarse-face prior (and which) is decided once, from the model's own metadata
+(``backend.prior_source``, :mod:`facenormals.prior`), never from its channel count.
+
+The results type is :class:`FrameResult` (one frame: its faces, crops, the network's crop-space normals and the
+normals pasted into the frame); :meth:`FrameResult.face_results` gives the API's per-face :class:`FaceResult`.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from facenormals.crops import CropBatcher, FaceBatch, PastedNormals, paste_face
+from facenormals.faces import Detector, Face
+from facenormals.frame import Frame
+from facenormals.geometry import Crop, SquareBox
+from facenormals.ict_fit import IctFit
+
+Backend = Callable[[np.ndarray], np.ndarray]  # N×C×S×S float32 → N×3×S×S unit normals (facenormals.export.backends)
+
+
+@dataclass(frozen=True)
+class FaceResult:
+    """One face of one image. Frame-sized arrays are H×W of the input image; crop arrays S×S (S = model input)."""
+
+    normals: np.ndarray        # float32 H×W×3, unit inside ``mask``, NaN outside
+    mask: np.ndarray           # bool H×W: the face's landmark hull, where ``normals`` is valid
+    box: SquareBox             # the crop square in frame pixels (the paper's 1.2× landmark square)
+    landmarks: np.ndarray      # float32 (478, 2) face-mesh landmarks, frame pixels (x, y)
+    crop_normals: np.ndarray   # float32 S×S×3 unit normals of the whole crop, as the network gave them
+    crop_mask: np.ndarray      # bool S×S landmark hull in the crop
+    crop_matrix: np.ndarray    # 2×3 affine, frame pixels → crop pixels
+    depth: np.ndarray | None = None       # float32 H×W refined depth (metres, NaN outside) when depth was given
+    #                                       (None with a warning where the face has too little valid depth)
+    crop_depth: np.ndarray | None = None  # float32 S×S refined depth in the crop
+    fit: IctFit | None = None  # the ICT-FaceKit face fitted to the landmarks (ict-fit prior models): head pose
+    #                            (``fit.euler_deg()``, crop space), identity and expression coefficients
+
+
+@dataclass
+class FrameResult:
+    """Everything known about one frame after inference: what the API returns, views draw and sinks save."""
+
+    frame: Frame
+    faces: list[Face]
+    crops: tuple[Crop, ...] = ()
+    crop_normals: np.ndarray | None = None  # backend output N×3×S×S
+    normals: list[PastedNormals] = field(default_factory=list)  # pasted into the frame (faces inside it)
+    fits: tuple[IctFit | None, ...] = ()  # per face: the ICT fit of an ict-fit prior model, else None
+    pasted: list[PastedNormals | None] = field(default_factory=list)  # per face, None where it is outside the frame
+
+    def face_results(self) -> list[FaceResult]:
+        """The API's view: one :class:`FaceResult` per face, with frame-sized normals (NaN outside the face)."""
+        if self.crop_normals is None:
+            return []
+        shape = self.frame.rgb.shape[:2]
+        results = []
+        for i, (face, crop) in enumerate(zip(self.faces, self.crops, strict=False)):
+            normals = np.full((*shape, 3), np.nan, dtype=np.float32)
+            mask = np.zeros(shape, dtype=bool)
+            pasted = self.pasted[i] if i < len(self.pasted) else None
+            if pasted is not None:
+                rows, cols = pasted.region
+                normals[rows, cols] = pasted.normals
+                mask[rows, cols] = pasted.valid
+            crop_normals = np.ascontiguousarray(self.crop_normals[i].transpose(1, 2, 0), dtype=np.float32)
+            fit = self.fits[i] if i < len(self.fits) else None
+            results.append(FaceResult(normals, mask, crop.box, face.landmarks, crop_normals, crop.mask, crop.matrix,
+                                      fit=fit))
+        return results
+
+
+def _ms_since(t0: float) -> float:
+    return (time.perf_counter() - t0) * 1000.0
+
+
+class FrameEngine:
+    """detect → crop → infer → paste for frames, one synchronous call per stage.
+
+    ``backend``: N×C×S×S → N×3×S×S normals, with ``input_size`` and ``prior_source`` attributes (or pass
+    ``input_size``). ``ring``: crop buffers in flight (the threaded pipeline holds a few; one call at a time
+    needs 2). ``warm_start``: ICT fits start from the same track's previous fit (video); off for independent images.
+    """
+
+    def __init__(self, backend: Backend, detector: Detector, input_size: int | None = None, ring: int = 2,
+                 warm_start: bool = True) -> None:
+        size = input_size or getattr(backend, "input_size", None)
+        if not size:
+            raise ValueError("input_size unknown: pass it or use a backend with an input_size attribute")
+        self.backend = backend
+        self.detector = detector
+        self.input_size = int(size)
+        self.prior_source: str | None = getattr(backend, "prior_source", None)  # decided once, from the model
+        max_faces = int(getattr(detector, "max_faces", 4))
+        self.batcher = CropBatcher(self.input_size, max_faces, ring=ring, prior=self.prior_source,
+                                   warm_start=warm_start)
+
+    # -- stages (the threaded pipeline calls these one by one) -----------------------------------------------
+    def detect_and_crop(self, frame: Frame) -> tuple[list[Face], FaceBatch]:
+        """The frame's faces and their network batch (``FrameError`` for an unusable frame)."""
+        t0 = time.perf_counter()
+        faces = self.detector.detect(frame.rgb, frame.t_capture_ns)
+        t1 = time.perf_counter()
+        batch = self.batcher(frame.rgb, faces)
+        frame.timings["detect"] = (t1 - t0) * 1000.0
+        frame.timings["crop"] = _ms_since(t1)
+        return faces[: len(batch.crops)], batch
+
+    def infer(self, frame: Frame, faces: list[Face], batch: FaceBatch) -> FrameResult:
+        """The network on all faces of the frame at once (no call when there are none)."""
+        t0 = time.perf_counter()
+        normals = self._run(batch.inputs) if len(batch.crops) else None
+        frame.timings["infer"] = _ms_since(t0)
+        return FrameResult(frame, faces, batch.crops, normals, fits=batch.fits)
+
+    def paste(self, result: FrameResult) -> FrameResult:
+        """The crop-space normals back into the frame, each face on its own region."""
+        t0 = time.perf_counter()
+        if result.crop_normals is not None:
+            shape = result.frame.rgb.shape[:2]
+            result.pasted = [paste_face(n, crop, shape) for n, crop in zip(result.crop_normals, result.crops, strict=True)]
+            result.normals = [p for p in result.pasted if p is not None]
+        result.frame.timings["paste"] = _ms_since(t0)
+        return result
+
+    # -- whole frames -------------------------------------------------------------------------------------
+    def process(self, frame: Frame) -> FrameResult:
+        """One frame through every stage."""
+        faces, batch = self.detect_and_crop(frame)
+        return self.paste(self.infer(frame, faces, batch))
+
+    def process_many(self, frames: Sequence[Frame]) -> list[FrameResult]:
+        """Several frames, all their faces in one inference (the API's batch of images)."""
+        detected = []
+        for frame in frames:
+            faces, batch = self.detect_and_crop(frame)
+            # the batcher reuses its buffers round-robin: copy before the next frame's crops land in them
+            detected.append((frame, faces, FaceBatch(batch.inputs.copy(), batch.crops, batch.fits)))
+        inputs = [batch.inputs for _, _, batch in detected if len(batch.crops)]
+        normals = self._run(np.concatenate(inputs)) if inputs else np.zeros((0, 3, 1, 1), np.float32)
+        results, start = [], 0
+        for frame, faces, batch in detected:
+            count = len(batch.crops)
+            crop_normals = normals[start:start + count] if count else None
+            start += count
+            results.append(self.paste(FrameResult(frame, faces, batch.crops, crop_normals, fits=batch.fits)))
+        return results
+
+    def _run(self, inputs: np.ndarray) -> np.ndarray:
+        normals = self.backend(inputs)
+        if len(normals) != len(inputs):
+            raise ValueError(f"backend returned {len(normals)} normal maps for {len(inputs)} faces")
+        return normals
