@@ -148,8 +148,10 @@ def draw_overlay(image: np.ndarray, pixels: np.ndarray, model: ict.IctModel, ver
         cv2.line(canvas, tuple(np.round(p).astype(int)), tuple(np.round(q).astype(int)), (0, 200, 255), 1)
         cv2.circle(canvas, tuple(np.round(q).astype(int)), 2, (0, 0, 255), -1)
         cv2.circle(canvas, tuple(np.round(p).astype(int)), 1, (0, 255, 0), -1)
+    lo = np.maximum(np.floor(pixels.min(axis=0)).astype(int) - 40, 0)  # the face with a margin
+    hi = np.ceil(pixels.max(axis=0)).astype(int) + 40
     with atomic_path(out) as tmp:
-        cv2.imwrite(str(tmp), canvas)
+        cv2.imwrite(str(tmp), canvas[lo[1]:hi[1], lo[0]:hi[0]])
 
 
 def main(argv: list[str] | None = None) -> int:
