@@ -37,7 +37,15 @@ from tqdm import tqdm
 from facenormals.camera import Intrinsics
 from facenormals.conventions import angular_error_deg, normalize
 from facenormals.dataset import SampleKind, load_sample, scan_dataset
-from facenormals.depth import normals_from_depth
+from facenormals.depth import (
+    NOISE_MODELS,
+    drop_outliers,
+    gaussian_filter_depth,
+    joint_bilateral_depth,
+    median_filter_depth,
+    normals_from_depth,
+    plane_fit_depth,
+)
 from facenormals.fusion import SOLVERS, FusionConfig, fuse_many, prepare, rotate_by_vector
 from facenormals.zoo import WEIGHTS_DIR, default_model_name
 
@@ -112,11 +120,52 @@ def rmse_mm(depth: np.ndarray, truth: np.ndarray, where: np.ndarray) -> float:
     return float(np.sqrt(np.mean((depth[where] - truth[where]) ** 2)) * 1000) if where.any() else float("nan")
 
 
+FLYING_M = 0.01  # a sensor pixel further than this from the true depth counts as a flying pixel / outlier
+
+
+def depth_only_methods(raw: np.ndarray, image: np.ndarray, intr: Intrinsics, sensor_px: float,
+                       gauss_sigmas: list[float], bilateral_sigma: float, bilateral_colour: float):
+    """The depth-only filters a user already has, each as (depth, normals, valid, CPU seconds).
+
+    Normals by central differences of the filtered depth (:func:`normals_from_depth`) for every method but the
+    plane fit, whose normal is its fitted plane's. Gaussian, joint bilateral and plane fit first drop pixels more
+    than 1 cm from their 5×5 median (flying pixels; included in their time); σ are in sensor pixels.
+    """
+    out = {}
+
+    def timed(name: str, run) -> None:
+        c0 = time.process_time()
+        depth, normals, ok = run()
+        out[name] = (depth, normals, ok, time.process_time() - c0)
+
+    def with_cd(depth: np.ndarray):
+        normals, ok = normals_from_depth(depth, intr)
+        return depth, normals, ok & np.isfinite(depth)
+
+    timed("raw depth", lambda: with_cd(raw))
+    timed("median 5×5", lambda: with_cd(median_filter_depth(raw, 5)))
+    timed("plane fit 5×5 (its plane's normal)", lambda: plane_fit_depth(drop_outliers(raw, FLYING_M), intr, 5))
+    for sigma in gauss_sigmas:
+        timed(f"Gaussian σ {sigma:g} px", lambda s=sigma: with_cd(gaussian_filter_depth(drop_outliers(raw, FLYING_M),
+                                                                                          s * sensor_px)))
+    timed(f"joint bilateral σ {bilateral_sigma:g} px / {bilateral_colour:g} grey",
+          lambda: with_cd(joint_bilateral_depth(drop_outliers(raw, FLYING_M), image, bilateral_sigma * sensor_px,
+                                                bilateral_colour)))
+    return out
+
+
+def frame_classes(params: dict, coverage: float) -> list[str]:
+    classes = ["turned" if abs(float(params.get("yaw_deg", 0.0))) >= 20.0 else "frontal"]
+    if coverage < 0.95:
+        classes.append("holes")
+    return classes
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--data", type=Path, default=Path("/work/datasets/val_ict"),
+    parser.add_argument("--data", type=Path, default=Path("/work/datasets/val_ict_v2"),
                         help="paired dataset with depth/ and params/")
-    parser.add_argument("--count", type=int, default=40)
+    parser.add_argument("--count", type=int, default=20)
     parser.add_argument("--profile", choices=("realsense", "kinect"), default="realsense")
     parser.add_argument("--normals", choices=("auto", "model", "perturbed"), default="auto")
     parser.add_argument("--model", type=Path, help="checkpoint (default: the shipped default model)")
@@ -125,8 +174,14 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--bias-sigma", type=float, default=FusionConfig.bias_sigma_px)
     parser.add_argument("--jump", type=float, default=FusionConfig.jump_m)
     parser.add_argument("--no-bias-correction", action="store_true")
+    parser.add_argument("--noise-model", action="store_true", help="per-pixel λ from the sensor's σ_z(z), not one λ")
+    parser.add_argument("--presmooth", type=float, default=FusionConfig.presmooth_px, help="sensor pixels")
+    parser.add_argument("--normal-sigma", type=float, default=FusionConfig.normal_sigma_deg)
     parser.add_argument("--tolerance", type=float, default=FusionConfig.tolerance)
     parser.add_argument("--levels", type=int, default=FusionConfig.levels, help="CG coarse-to-fine levels")
+    parser.add_argument("--gauss-sigma", default="1.5,2.5", help="Gaussian baselines' σ, sensor pixels (comma list)")
+    parser.add_argument("--bilateral-sigma", type=float, default=2.5, help="joint bilateral σ_space, sensor pixels")
+    parser.add_argument("--bilateral-colour", type=float, default=20.0, help="joint bilateral σ_colour, grey levels")
     parser.add_argument("--threads", type=int, default=1,
                         help="torch/OpenCV threads (1: the fusion is memory-bound on 256² maps; the other core runs the network)")
     parser.add_argument("--seed", type=int, default=0)
@@ -145,9 +200,12 @@ def main(argv: list[str] | None = None) -> int:
     source = f"model {args.model.name}" if use_model else "ground truth perturbed (no shipped model)"
     base_config = FusionConfig(solver=args.solver, position_weight=args.position_weight, bias_sigma_px=args.bias_sigma,
                                tolerance=args.tolerance, levels=args.levels, jump_m=args.jump,
-                               correct_bias=not args.no_bias_correction)
+                               correct_bias=not args.no_bias_correction, presmooth_px=args.presmooth,
+                               normal_sigma_deg=args.normal_sigma,
+                               noise=NOISE_MODELS[args.profile] if args.noise_model else None)
+    gauss_sigmas = [float(x) for x in args.gauss_sigma.split(",") if x]
     rng = np.random.default_rng(args.seed)
-    rows: list[dict[str, float]] = []
+    rows: list[dict] = []
     progress = tqdm(total=args.count, desc="fusion", unit="crop")
     for files in samples:
         if len(rows) == args.count:
@@ -158,36 +216,60 @@ def main(argv: list[str] | None = None) -> int:
         intr = read_camera(args.data, files.name, clean.shape)
         if intr is None:
             continue  # weak-perspective render: no metric depth camera to simulate a sensor with
+        params = json.loads((args.data / "params" / f"{files.name}.json").read_text())
         progress.update()
         truth_depth = np.where(clean > 0, clean, np.nan)
         mask = mask & (clean > 0) & (np.linalg.norm(truth, axis=2) > 0.5)
         pred = predict(sample.image) if predict else perturb_normals(truth, mask, rng)
-        config = dataclasses.replace(base_config, depth_pixel_px=1.0 / sensor_scale(intr, args.profile))
+        sensor_px = 1.0 / sensor_scale(intr, args.profile)
+        config = dataclasses.replace(base_config, depth_pixel_px=sensor_px)
         raw = sensor_noise(clean, intr, rng, args.profile)
-        raw_normals, raw_ok = normals_from_depth(raw, intr)
 
+        methods = depth_only_methods(raw, sample.image, intr, sensor_px, gauss_sigmas, args.bilateral_sigma,
+                                     args.bilateral_colour)
         c0, t0 = time.process_time(), time.perf_counter()
         crop = prepare(raw, pred, mask, intr, config)
         t1 = time.perf_counter()
         (fused,) = fuse_many([crop], config)
         c2, t2 = time.process_time(), time.perf_counter()
+        fused_ok = fused.region & np.any(fused.normals != 0, axis=2)
+        methods["fused"] = (fused.depth_m, fused.normals, fused_ok, c2 - c0)
         raw2 = sensor_noise(clean, intr, rng, args.profile)  # the next frame: new noise, warm start
         c3, t3 = time.process_time(), time.perf_counter()
         crop2 = prepare(raw2, pred, mask, intr, config, init=fused.depth_m, rotation=fused.bias_rotation)
         (warm,) = fuse_many([crop2], config)
         c4, t4 = time.process_time(), time.perf_counter()
 
-        seen = mask & raw_ok & np.isfinite(raw)
+        seen = mask & np.isfinite(raw)
+        with np.errstate(invalid="ignore"):
+            flying = seen & ~(np.abs(raw - truth_depth) <= FLYING_M)
+        common = mask.copy()
+        for _, _, ok, _ in methods.values():
+            common &= ok
+        coverage_raw = float(seen.sum() / max(mask.sum(), 1))
+        per_method = {}
+        for name, (depth, normals, ok, seconds) in methods.items():
+            own = mask & ok
+            has = np.isfinite(depth)
+            errors = np.abs(depth - truth_depth)
+            per_method[name] = {
+                "normals_deg": mean_error(normals, truth, own),
+                "normals_common_deg": mean_error(normals, truth, common),
+                "coverage": float(own.sum() / max(mask.sum(), 1)),
+                "rmse_seen_mm": rmse_mm(depth, truth_depth, seen & has),
+                "rmse_no_flying_mm": rmse_mm(depth, truth_depth, seen & ~flying & has),
+                "medae_mm": float(np.median(errors[seen & has]) * 1000) if (seen & has).any() else float("nan"),
+                "cpu_ms": seconds * 1000,
+            }
         rows.append({
-            "raw_normals_deg": mean_error(raw_normals, truth, seen),
+            "name": files.name,
+            "classes": frame_classes(params, coverage_raw),
+            "methods": per_method,
             "pred_normals_deg": mean_error(pred, truth, mask),
-            "fused_normals_deg": mean_error(fused.normals, truth, mask & fused.region & np.any(fused.normals != 0, axis=2)),
             "corrected_normals_deg": mean_error(fused.corrected_normals, truth, mask & fused.region),
-            "fused_normals_seen_deg": mean_error(fused.normals, truth, seen & np.any(fused.normals != 0, axis=2)),
-            "raw_rmse_mm": rmse_mm(raw, truth_depth, seen),
-            "fused_rmse_mm": rmse_mm(fused.depth_m, truth_depth, seen),
             "fused_rmse_all_mm": rmse_mm(fused.depth_m, truth_depth, mask & np.isfinite(fused.depth_m)),
-            "coverage_raw": float(seen.sum() / max(mask.sum(), 1)),
+            "coverage_raw": coverage_raw,
+            "flying_fraction": float(flying.sum() / max(seen.sum(), 1)),
             "prepare_ms": (t1 - t0) * 1000,
             "solve_ms": (t2 - t1) * 1000,
             "total_ms": (t2 - t0) * 1000,
@@ -198,39 +280,59 @@ def main(argv: list[str] | None = None) -> int:
             "warm_iterations": warm.iterations,
             "warm_fused_normals_deg": mean_error(warm.normals, truth, mask & np.any(warm.normals != 0, axis=2)),
         })
+    progress.close()
 
-    def mean(key: str) -> float:
-        return float(np.nanmean([r[key] for r in rows]))
-
-    def median(key: str) -> float:
-        return float(statistics.median(r[key] for r in rows))
-
-    summary = {k: mean(k) for k in rows[0] if not k.endswith("_ms") and "iterations" not in k}
-    summary.update({k: median(k) for k in rows[0] if k.endswith("_ms") or "iterations" in k})
-    solver = fused.solver
+    names = list(rows[0]["methods"])
+    table = {name: {key: (float(statistics.median(r["methods"][name][key] for r in rows)) if key.endswith("_ms")
+                          else float(np.nanmean([r["methods"][name][key] for r in rows])))
+                    for key in rows[0]["methods"][name]} for name in names}
+    scalar_keys = [k for k in rows[0] if isinstance(rows[0][k], (int, float))]
+    summary = {k: (float(statistics.median(r[k] for r in rows)) if k.endswith("_ms") or "iterations" in k
+                   else float(np.nanmean([r[k] for r in rows]))) for k in scalar_keys}
+    filters = [n for n in names if n not in ("fused", "raw depth")]
+    best = min(filters, key=lambda n: table[n]["normals_common_deg"])
+    classes = sorted({c for r in rows for c in r["classes"]})
+    by_class = {}
+    for cls in ["all", *classes]:
+        subset = [r for r in rows if cls == "all" or cls in r["classes"]]
+        by_class[cls] = {
+            "frames": len(subset),
+            "best_filter_deg": float(np.mean([r["methods"][best]["normals_common_deg"] for r in subset])),
+            "fused_deg": float(np.mean([r["methods"]["fused"]["normals_common_deg"] for r in subset])),
+            "fused_worse_frames": sum(r["methods"]["fused"]["normals_common_deg"]
+                                      > min(r["methods"][n]["normals_common_deg"] for n in filters) for r in subset),
+        }
     print(f"\n{len(rows)} crops of {args.data.name}, {args.profile}-like noise, predicted normals: {source}, "
-          f"solver {solver}, λ={base_config.position_weight} and bias σ={base_config.bias_sigma_px} per sensor pixel, "
-          f"threads {args.threads}, "
-          f"{time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())}")
-    print("| normals | mean angular error (°) |\n|---|---|")
-    coverage = f"where the sensor has depth, {summary['coverage_raw']:.0%} of the mask"
-    print(f"| raw depth ({coverage}) | {summary['raw_normals_deg']:.2f} |")
-    print(f"| predicted | {summary['pred_normals_deg']:.2f} |")
-    print(f"| predicted, low-frequency bias corrected against the depth | {summary['corrected_normals_deg']:.2f} |")
-    print(f"| fused: normals of the refined depth (whole mask) | {summary['fused_normals_deg']:.2f} |")
-    print(f"| fused, warm-started next frame | {summary['warm_fused_normals_deg']:.2f} |")
-    print("\n| depth RMSE (mm) | raw | fused |\n|---|---|---|")
-    print(f"| where the sensor has depth | {summary['raw_rmse_mm']:.2f} | {summary['fused_rmse_mm']:.2f} |")
-    print(f"| whole mask (holes filled) | — | {summary['fused_rmse_all_mm']:.2f} |")
-    print("\n| per 256² crop (median) | prepare (wall) | solve (wall) | total (wall) | total (CPU) | CG iterations |")
-    print("|---|---|---|---|---|---|")
-    print(f"| cold start | {summary['prepare_ms']:.1f} ms | {summary['solve_ms']:.1f} ms | {summary['total_ms']:.1f} ms | "
-          f"{summary['cpu_ms']:.1f} ms | {summary['iterations']:.0f} |")
-    print(f"| warm start (next frame) | | | {summary['warm_total_ms']:.1f} ms | {summary['warm_cpu_ms']:.1f} ms | "
-          f"{summary['warm_iterations']:.0f} |")
+          f"solver {fused.solver}, λ={base_config.position_weight} per sensor pixel"
+          f"{'' if base_config.noise is None else ' at the reference noise (σ_z(z) of the profile per pixel)'}, "
+          f"bias σ={base_config.bias_sigma_px}, threads {args.threads}, {time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())}")
+    print(f"flying pixels (> {FLYING_M * 100:g} cm off the truth): {summary['flying_fraction']:.1%} of the sensor's pixels; "
+          f"normals by central differences of each depth map (plane fit: its plane); errors over the facial mask")
+    print("\n| method | normals: mean error (°), own pixels | coverage | mean error (°), pixels all methods cover "
+          "| depth RMSE (mm), sensor pixels | RMSE without flying pixels | median abs. error (mm) | CPU ms |")
+    print("|---|---|---|---|---|---|---|---|")
+    for name in names:
+        m = table[name]
+        label = f"**{name}**" if name == "fused" else name
+        print(f"| {label} | {m['normals_deg']:.2f} | {m['coverage']:.1%} | {m['normals_common_deg']:.2f} | "
+              f"{m['rmse_seen_mm']:.2f} | {m['rmse_no_flying_mm']:.2f} | {m['medae_mm']:.2f} | {m['cpu_ms']:.1f} |")
+    print(f"| predicted normals (the network) | {summary['pred_normals_deg']:.2f} | 100% | | | | | |")
+    print(f"| predicted, bias-corrected against the depth | {summary['corrected_normals_deg']:.2f} | | | | | | |")
+    print(f"| fused, warm-started next frame | {summary['warm_fused_normals_deg']:.2f} | | | | | | "
+          f"{summary['warm_cpu_ms']:.1f} |")
+    print(f"\nfused depth RMSE over the whole mask (holes filled): {summary['fused_rmse_all_mm']:.2f} mm")
+    print(f"\n| frames | n | best filter ({best}) (°) | fused (°) | frames where fused is worse than every filter's best |")
+    print("|---|---|---|---|---|")
+    for cls, c in by_class.items():
+        print(f"| {cls} | {c['frames']} | {c['best_filter_deg']:.2f} | {c['fused_deg']:.2f} | {c['fused_worse_frames']} |")
+    print(f"\nfusion per 256² crop (median): prepare {summary['prepare_ms']:.1f} + solve {summary['solve_ms']:.1f} = "
+          f"{summary['total_ms']:.1f} ms wall, {summary['cpu_ms']:.1f} ms CPU, {summary['iterations']:.0f} CG iterations; "
+          f"warm {summary['warm_total_ms']:.1f} ms wall / {summary['warm_iterations']:.0f} iterations")
     if args.json:
-        args.json.write_text(json.dumps({"summary": summary, "normals": source, "solver": solver,
-                                         "profile": args.profile, "rows": rows}, indent=1))
+        args.json.write_text(json.dumps({"summary": summary, "methods": table, "classes": by_class, "best_filter": best,
+                                         "normals": source, "solver": fused.solver, "profile": args.profile,
+                                         "config": dataclasses.asdict(base_config) | {"noise": str(base_config.noise)},
+                                         "rows": rows}, indent=1, default=str))
     return 0
 
 

@@ -19,6 +19,9 @@ Conventions:
 
 from __future__ import annotations
 
+import warnings
+from dataclasses import dataclass
+
 import cv2
 import numpy as np
 
@@ -265,3 +268,127 @@ def depth_in_colour(raw_depth: np.ndarray, calibration, depth_scale_m: float | N
     metres = depth_to_metres(raw_depth, scale)
     return align_depth_to_colour(metres, calibration.depth, calibration.colour, calibration.rotation,
                                  calibration.translation_m)
+
+
+# ---------------------------------------------------------------------------------------------- depth-only filters
+# What a user with an RGB-D camera would do without predicted normals; the baselines of benchmarks/fusion.py.
+# All keep NaN for "no depth" and return float32 metres; none fills holes (their coverage is the measurement's).
+
+
+@dataclass(frozen=True)
+class DepthNoiseModel:
+    """Axial noise of a stereo / structured-light sensor: ``σ_z(z) = sqrt(floor² + (z² σ_d / (f·b))²)``.
+
+    ``focal_baseline_px_m`` is f·b in the sensor's own pixels, ``disparity_noise_px`` σ_d, ``disparity_step_px`` the
+    disparity quantisation (its uniform error, step/√12, adds to σ_d). The same model as
+    ``realtime/sources/depth_noise.py``'s profiles; :data:`NOISE_MODELS` holds those two.
+    """
+
+    focal_baseline_px_m: float
+    disparity_noise_px: float
+    disparity_step_px: float = 0.0
+    floor_m: float = 0.0005
+
+    def sigma_m(self, z: np.ndarray | float) -> np.ndarray:
+        z = np.asarray(z, dtype=np.float32)
+        disparity = np.hypot(self.disparity_noise_px, self.disparity_step_px / np.sqrt(12.0))
+        return np.sqrt(self.floor_m**2 + (z * z * disparity / self.focal_baseline_px_m) ** 2).astype(np.float32)
+
+
+NOISE_MODELS: dict[str, DepthNoiseModel] = {
+    "realsense": DepthNoiseModel(383.0 * 0.050, 0.08, 1.0 / 32.0),  # D435-like at 640×480
+    "kinect": DepthNoiseModel(580.0 * 0.075, 0.062, 1.0 / 8.0),    # Kinect v1 (Khoshelham & Elberink 2012)
+}
+
+
+def _windows(x: np.ndarray, ksize: int) -> np.ndarray:
+    """H×W×k² stack of each pixel's ksize×ksize neighbourhood (NaN beyond the border)."""
+    r = ksize // 2
+    padded = np.pad(x, r, mode="constant", constant_values=np.nan)
+    view = np.lib.stride_tricks.sliding_window_view(padded, (ksize, ksize))
+    return view.reshape(*x.shape, ksize * ksize)
+
+
+def local_median(depth_m: np.ndarray, ksize: int = 5) -> np.ndarray:
+    """Median of the valid depths in each ksize×ksize window (NaN where the window holds none)."""
+    z = np.where(hole_mask(depth_m), np.nan, depth_m).astype(np.float32)
+    windows = _windows(z, ksize)
+    with np.errstate(invalid="ignore"), warnings.catch_warnings():
+        warnings.simplefilter("ignore", RuntimeWarning)  # all-NaN windows
+        return np.nanmedian(windows, axis=2).astype(np.float32)
+
+
+def drop_outliers(depth_m: np.ndarray, max_deviation_m: float = 0.01, ksize: int = 5) -> np.ndarray:
+    """Depth with pixels further than ``max_deviation_m`` from their window's median set to NaN (flying pixels)."""
+    median = local_median(depth_m, ksize)
+    with np.errstate(invalid="ignore"):
+        keep = ~hole_mask(depth_m) & (np.abs(depth_m - median) <= max_deviation_m)
+    return np.where(keep, depth_m, np.nan).astype(np.float32)
+
+
+def median_filter_depth(depth_m: np.ndarray, ksize: int = 5) -> np.ndarray:
+    """The valid-pixel median of each window, at the measured pixels only (flying pixels pulled onto a surface)."""
+    return np.where(hole_mask(depth_m), np.nan, local_median(depth_m, ksize)).astype(np.float32)
+
+
+def gaussian_filter_depth(depth_m: np.ndarray, sigma: float) -> np.ndarray:
+    """Gaussian smoothing normalised over the valid pixels (NaN stays NaN)."""
+    valid = ~hole_mask(depth_m)
+    num = cv2.GaussianBlur(np.where(valid, depth_m, 0.0).astype(np.float32), (0, 0), sigma)
+    den = cv2.GaussianBlur(valid.astype(np.float32), (0, 0), sigma)
+    return np.where(valid, num / np.maximum(den, 1e-6), np.nan).astype(np.float32)
+
+
+def joint_bilateral_depth(depth_m: np.ndarray, guide_rgb: np.ndarray, sigma_space: float,
+                          sigma_colour: float = 20.0) -> np.ndarray:
+    """Joint (cross) bilateral filter of depth guided by the colour image (``cv2.ximgproc.jointBilateralFilter``).
+
+    Normalised over the valid pixels: the filter runs on ``depth·valid`` and on ``valid`` with the same weights.
+    ``sigma_space`` in pixels, ``sigma_colour`` in 8-bit grey levels of the guide.
+    """
+    valid = ~hole_mask(depth_m)
+    guide = np.asarray(guide_rgb, dtype=np.float32)
+    diameter = 2 * int(np.ceil(2 * sigma_space)) + 1
+    filt = cv2.ximgproc.jointBilateralFilter
+    num = filt(guide, np.where(valid, depth_m, 0.0).astype(np.float32), diameter, sigma_colour, sigma_space)
+    den = filt(guide, valid.astype(np.float32), diameter, sigma_colour, sigma_space)
+    return np.where(valid & (den > 1e-3), num / np.maximum(den, 1e-6), np.nan).astype(np.float32)
+
+
+def plane_fit_depth(depth_m: np.ndarray, intrinsics: Intrinsics, ksize: int = 5) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Least-squares plane ``z ≈ a + b·du + c·dv`` over each window's valid pixels.
+
+    Returns (depth ``a`` at the centre, normals of the fitted plane — the gradient (b, c) through
+    :func:`normals_from_depth`'s formula —, valid). Defined where the pixel is measured and its window holds ≥ 3
+    non-collinear valid pixels.
+    """
+    valid = ~hole_mask(depth_m)
+    w = valid.astype(np.float64)
+    z = np.where(valid, depth_m, 0.0).astype(np.float64)
+    r = ksize // 2
+    offsets = np.arange(-r, r + 1, dtype=np.float64)
+    du = np.tile(offsets, (ksize, 1))
+    dv = du.T
+
+    def corr(image: np.ndarray, kernel: np.ndarray) -> np.ndarray:
+        return cv2.filter2D(image, cv2.CV_64F, kernel, borderType=cv2.BORDER_CONSTANT)
+
+    ones = np.ones((ksize, ksize))
+    s = {name: corr(w, k) for name, k in (("1", ones), ("u", du), ("v", dv), ("uu", du * du), ("vv", dv * dv),
+                                          ("uv", du * dv))}
+    t = {name: corr(z, k) for name, k in (("1", ones), ("u", du), ("v", dv))}
+    matrix = np.stack([np.stack([s["1"], s["u"], s["v"]], -1), np.stack([s["u"], s["uu"], s["uv"]], -1),
+                       np.stack([s["v"], s["uv"], s["vv"]], -1)], -2)
+    rhs = np.stack([t["1"], t["u"], t["v"]], -1)
+    det = np.linalg.det(matrix)
+    ok = valid & (s["1"] >= 3) & (np.abs(det) > 1e-6)
+    matrix[~ok] = np.eye(3)
+    coef = np.linalg.solve(matrix, rhs[..., None])[..., 0]
+    a, zu, zv = coef[..., 0], coef[..., 1], coef[..., 2]
+    u = np.arange(z.shape[1], dtype=np.float64) - intrinsics.cx
+    v = np.arange(z.shape[0], dtype=np.float64) - intrinsics.cy
+    normals = np.stack([intrinsics.fx * zu, -intrinsics.fy * zv, a + u[None, :] * zu + v[:, None] * zv], -1)
+    length = np.linalg.norm(normals, axis=-1)
+    ok &= np.isfinite(length) & (length > 1e-12)
+    normals = np.where(ok[..., None], normals / np.where(ok, length, 1.0)[..., None], 0.0).astype(np.float32)
+    return np.where(ok, a, np.nan).astype(np.float32), normals, ok

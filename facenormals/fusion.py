@@ -36,7 +36,18 @@ import scipy.sparse.linalg
 import torch
 
 from facenormals.camera import Intrinsics
-from facenormals.depth import DepthError, cross3, dot3, fill_holes, hole_mask, norm3, normals_from_depth, pixel_rays
+from facenormals.depth import (
+    DepthError,
+    DepthNoiseModel,
+    cross3,
+    dot3,
+    fill_holes,
+    gaussian_filter_depth,
+    hole_mask,
+    norm3,
+    normals_from_depth,
+    pixel_rays,
+)
 
 SOLVERS = ("auto", "cg", "cholmod", "splu")
 
@@ -68,6 +79,12 @@ class FusionConfig:
     max_iterations: int = 400
     levels: int = 3                     # CG cold start: coarse-to-fine levels (1 = plain CG)
     tolerance: float = 3e-3             # CG: ‖b − A z‖ / ‖b‖; 1e-4 changed the benchmark's errors by < 0.03°
+    # The sensor's noise model (facenormals.depth.NOISE_MODELS): with it, the position weight is per pixel,
+    # λ_p = (pixel footprint z/f · σ_n)² / σ_z(z_p)² per sensor measurement — the variance of the normal term's
+    # residual over the depth's — instead of ``position_weight``; σ_n is the predicted normals' error (radians).
+    noise: DepthNoiseModel | None = None
+    presmooth_px: float = 0.0           # Gaussian σ (sensor pixels) of the depth the position term pulls toward
+    normal_sigma_deg: float = 21.0
 
 
 @dataclass(frozen=True)
@@ -228,7 +245,7 @@ def bias_rotation(normals: np.ndarray, depth_m: np.ndarray, intrinsics: Intrinsi
 
 
 def build_problem(target: np.ndarray, measured: np.ndarray, normals: np.ndarray, region: np.ndarray,
-                  intrinsics: Intrinsics, position_weight: float, jump_m: float = np.inf,
+                  intrinsics: Intrinsics, position_weight: float | np.ndarray, jump_m: float = np.inf,
                   jump_depth: np.ndarray | None = None) -> FusionProblem:
     """Stencil coefficients of the energy for one crop.
 
@@ -238,6 +255,7 @@ def build_problem(target: np.ndarray, measured: np.ndarray, normals: np.ndarray,
     ``jump_depth`` (default ``target``) is the depth judged, e.g. a median-filtered one that noise cannot split.
     """
     rays = pixel_rays(intrinsics, target.shape)
+    position_weight = np.asarray(position_weight, dtype=np.float32)  # a scalar or per pixel
     w_pos = np.where(region, np.where(measured, position_weight, position_weight * 1e-4), 1.0).astype(np.float32)
 
     def edges(n_p: np.ndarray, n_q: np.ndarray, r_p: np.ndarray, r_q: np.ndarray, ok: np.ndarray):
@@ -396,9 +414,24 @@ class PreparedCrop:
     corrected_normals: np.ndarray
     intrinsics: Intrinsics
     measured: np.ndarray
-    position_weight: float
+    position_weight: float | np.ndarray  # λ, a scalar or per pixel
     warm: bool = False  # init came from the previous frame: refine it directly, no coarse levels
     bias_rotation: np.ndarray | None = None
+
+
+def position_weights(depth_m: np.ndarray, intrinsics: Intrinsics, config: FusionConfig) -> float | np.ndarray:
+    """λ per sensor measurement: ``config.position_weight``, or from the sensor's noise at each pixel's depth.
+
+    The normal term's residual ``n̄·(P_q − P_p)`` has σ ≈ (z/f)·σ_n (one pixel's footprint times the normals'
+    angular error), the position term's σ_z(z): weighting both by their inverse variance gives
+    ``λ_p = ((z/f)·σ_n / σ_z(z))²`` — larger where the sensor is precise (near, Kinect-like), smaller where not.
+    """
+    if config.noise is None:
+        return config.position_weight
+    z = np.where(np.isfinite(depth_m) & (depth_m > 0), depth_m, np.nanmedian(depth_m)).astype(np.float32)
+    focal = 0.5 * (intrinsics.fx + intrinsics.fy)
+    residual = z / focal * np.radians(config.normal_sigma_deg)
+    return ((residual / config.noise.sigma_m(z)) ** 2).astype(np.float32)
 
 
 def prepare(depth_m: np.ndarray, normals: np.ndarray, mask: np.ndarray, intrinsics: Intrinsics,
@@ -433,6 +466,8 @@ def prepare(depth_m: np.ndarray, normals: np.ndarray, mask: np.ndarray, intrinsi
         depth = np.where(measured, depth, np.nan).astype(np.float32)
         filled = np.where(outliers, median, filled).astype(np.float32)
     pixel = max(1.0, config.depth_pixel_px)  # an upsampled measurement repeats over pixel² crop pixels
+    if config.presmooth_px > 0:
+        filled = np.where(measured, gaussian_filter_depth(depth, config.presmooth_px * pixel), filled).astype(np.float32)
     omega = None
     if config.correct_bias:
         omega = rotation if rotation is not None else bias_rotation(normals, depth, intrinsics, region,
@@ -440,7 +475,7 @@ def prepare(depth_m: np.ndarray, normals: np.ndarray, mask: np.ndarray, intrinsi
         corrected = apply_rotation(normals, np.nan_to_num(omega), region)
     else:
         corrected = normals
-    position_weight = config.position_weight / pixel**2
+    position_weight = position_weights(filled, intrinsics, config) / pixel**2
     problem = build_problem(filled, measured, corrected, region, intrinsics, position_weight, config.jump_m, median)
     start = smooth_depth(np.where(region, filled, np.nan), 2.0)
     if init is not None:
@@ -472,7 +507,10 @@ def coarser(crop: PreparedCrop) -> PreparedCrop:
     intr = crop.intrinsics
     # pixel centres: coarse pixel c covers fine pixels 2c and 2c+1, centred at 2c + 0.5
     coarse = Intrinsics(width=w, height=h, fx=intr.fx / 2, fy=intr.fy / 2, cx=(intr.cx - 0.5) / 2, cy=(intr.cy - 0.5) / 2)
-    lam = crop.position_weight * 4.0
+    if np.ndim(crop.position_weight):
+        lam = _pool(crop.position_weight * region_f) / np.maximum(count, 1) * 4.0
+    else:
+        lam = crop.position_weight * 4.0
     problem = build_problem(target, measured, np.where(region[..., None], normals, 0.0), region, coarse, lam)
     return PreparedCrop(problem, np.where(region, init, problem.target).astype(np.float32),
                         normals.astype(np.float32), coarse, measured, lam)

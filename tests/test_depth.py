@@ -9,15 +9,21 @@ from surfaces import sphere_depth
 from facenormals.camera import Intrinsics
 from facenormals.conventions import angular_error_deg
 from facenormals.depth import (
+    NOISE_MODELS,
     DepthError,
     align_depth_to_colour,
     backproject,
     depth_to_metres,
+    drop_outliers,
     fill_holes,
+    gaussian_filter_depth,
     hole_mask,
+    joint_bilateral_depth,
+    median_filter_depth,
     normals_from_depth,
     normals_from_points,
     pixel_rays,
+    plane_fit_depth,
 )
 
 INTR = Intrinsics(width=80, height=60, fx=90.0, fy=90.0, cx=39.5, cy=29.5)
@@ -119,3 +125,56 @@ def test_depth_in_colour_with_and_without_a_depth_calibration():
         depth_in_colour(raw, colour_only)
     with pytest.raises(DepthError, match="no depth camera"):
         depth_in_colour(np.zeros((10, 10), np.uint16), colour_only, 0.001)
+
+
+# ---------------------------------------------------------------------------------------------- depth-only filters
+
+
+def test_plane_fit_is_exact_on_a_plane_and_keeps_holes():
+    normal = np.array([0.3, -0.2, 0.93])
+    normal /= np.linalg.norm(normal)
+    depth = plane_depth(normal, -0.6 * normal[2], INTR)
+    depth[20:24, 30:34] = np.nan
+    fitted, normals, ok = plane_fit_depth(depth, INTR, 5)
+    inside = ok & np.isfinite(depth)
+    assert not ok[20:24, 30:34].any() and inside.sum() > 0.9 * depth.size
+    assert np.abs(fitted - depth)[inside].max() < 1e-4  # z is linear in (u, v) only up to perspective curvature
+    assert angular_error_deg(normals[inside], np.broadcast_to(normal, normals[inside].shape)).max() < 0.5  # borders: one-sided windows
+
+
+def test_outliers_and_median_remove_flying_pixels():
+    depth = np.full((30, 30), 0.5, np.float32) + np.random.default_rng(0).normal(0, 0.001, (30, 30)).astype(np.float32)
+    depth[10, 10] = 0.56  # a flying pixel 6 cm behind the surface
+    depth[5, 5] = np.nan
+    dropped = drop_outliers(depth, 0.01)
+    assert np.isnan(dropped[10, 10]) and np.isnan(dropped[5, 5]) and np.isfinite(dropped).sum() == 30 * 30 - 2
+    median = median_filter_depth(depth, 5)
+    assert abs(median[10, 10] - 0.5) < 0.003 and np.isnan(median[5, 5])
+
+
+def test_gaussian_and_joint_bilateral_smooth_within_surfaces():
+    """Both reduce noise; guided by a colour edge on a depth step, the joint bilateral mixes the two sides less."""
+    rng = np.random.default_rng(1)
+    truth = np.full((40, 40), 0.5, np.float32)
+    truth[:, 20:] = 0.53
+    depth = truth + rng.normal(0, 0.002, truth.shape).astype(np.float32)
+    depth[3, 3] = np.nan
+    colour = np.full((40, 40, 3), 60, np.uint8)
+    colour[:, 20:] = 200
+    gauss = gaussian_filter_depth(depth, 2.0)
+    bilateral = joint_bilateral_depth(depth, colour, 2.0, 20.0)
+    assert np.isnan(gauss[3, 3]) and np.isnan(bilateral[3, 3])
+    flat = np.zeros_like(truth, bool)
+    flat[5:35, 5:14] = True
+    for filtered in (gauss, bilateral):
+        assert np.nanstd((filtered - truth)[flat]) < 0.5 * np.std((depth - truth)[flat])
+    edge = np.zeros_like(flat)
+    edge[:, 18:22] = True
+    assert np.abs(bilateral - truth)[edge].mean() < 0.3 * np.abs(gauss - truth)[edge].mean()
+
+
+def test_noise_model_grows_with_the_square_of_depth():
+    model = NOISE_MODELS["realsense"]
+    near, far = model.sigma_m(0.5), model.sigma_m(2.0)
+    assert 0.0005 < near < 0.002 and 10 < far / near < 16
+    assert NOISE_MODELS["kinect"].sigma_m(1.0) < model.sigma_m(1.0)
