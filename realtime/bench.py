@@ -37,7 +37,7 @@ from facenormals.realtime.pipeline import FrameRecord, Pipeline
 from facenormals.smoothing import landmark_jitter
 
 # Stages the pipeline's own code runs on every frame, besides inference (capture is the source's cost).
-OVERHEAD_STAGES = ("detect", "crop", "paste", "render", "sink")
+OVERHEAD_STAGES = ("detect", "crop", "temporal", "paste", "render", "sink")
 PERCENTILES = (50, 95, 99)
 
 
@@ -53,6 +53,8 @@ class BenchConfig:
     view: str = "normals"
     threads: int | None = None
     preload: bool = True  # file sources: decode/generate frames before timing, replay them from memory
+    temporal: bool = True  # the temporal filter of the normals (facenormals.temporal), as `run` has it for video
+    stability: bool = True  # the stability block (figures computed after the run, off the timed loop)
 
 
 PRELOAD_LIMIT = 150  # distinct frames kept in memory (640×480: 138 MB); longer runs cycle through them
@@ -199,6 +201,8 @@ def run_benchmark(cfg: BenchConfig) -> dict:
     from facenormals.faces import create_detector
     from facenormals.realtime.render import FrameRenderer, RenderState
     from facenormals.realtime.sources.base import open_source, parse_spec
+    from facenormals.realtime.stability import StabilityProbe, sample_photo_of
+    from facenormals.temporal import TemporalFilter
 
     if cfg.pace not in ("realtime", "max"):
         raise ValueError(f"pace must be 'realtime' or 'max', got {cfg.pace!r}")
@@ -208,7 +212,8 @@ def run_benchmark(cfg: BenchConfig) -> dict:
     warm_up(backend, runs=5)
     gpu_timer = CudaEventTimer(backend) if _uses_cuda(backend) else None
     total = cfg.frames + cfg.warmup
-    options = {"frames": total} if parse_spec(cfg.source).kind in ("sample", "sample-rgbd") else {}
+    is_sample = parse_spec(cfg.source).kind in ("sample", "sample-rgbd")
+    options = {"frames": total} if is_sample else {}
     load_before = machine_info()["load_avg_1m"]
     probe = JitterProbe(cfg.warmup)
     with open_source(cfg.source, **options) as source:
@@ -218,9 +223,18 @@ def run_benchmark(cfg: BenchConfig) -> dict:
         frames = source
         if cfg.preload and not source.live:
             frames = ReplayFrames(list(itertools.islice(source, min(total, PRELOAD_LIMIT))), total, source.fps)
+        cycle = len(frames.frames) if isinstance(frames, ReplayFrames) else None
+        photo_of = sample_photo_of(source.info.width, source.info.height, source.fps or 30.0, cycle) if is_sample else None
+        stability = StabilityProbe(cfg.warmup, photo_of) if cfg.stability else None
+
+        def on_result(result: FrameResult) -> None:
+            probe(result)
+            if stability is not None:
+                stability(result)
         # max pace: one-slot blocking queues, so latency counts at most one waiting frame per hand-over
         pipeline = Pipeline(frames, detector, gpu_timer or backend, renderer, max_frames=total, pace_fps=pace,
-                            live=True if pace else None, queue_size=1, on_result=probe, handle_signals=False)
+                            live=True if pace else None, queue_size=1, on_result=on_result, handle_signals=False,
+                            temporal=TemporalFilter() if cfg.temporal else None)
         try:
             report = pipeline.run()
             cpu_end_s = time.process_time()
@@ -253,6 +267,8 @@ def run_benchmark(cfg: BenchConfig) -> dict:
         "corrupt": report.corrupt,
         "faces_per_frame": round(float(np.mean(faces)), 3),
         "jitter": probe.summary(),
+        "temporal": cfg.temporal,
+        **({"stability": stability.summary()} if stability is not None else {}),
         # CPU seconds per processed frame (all threads; ORT's spinning included): contention inflates wall time
         # far more than CPU time, so cores / this bounds the unloaded FPS.
         "cpu_ms_per_frame": round((cpu_end_s - (probe.cpu_start_s or cpu_end_s)) * 1000.0 / (len(measured) - 1), 2),
@@ -286,7 +302,7 @@ def plot_result(result: dict, path: str | Path) -> None:
              f"p95 {result['latency_ms']['p95']:.0f} ms, {result['dropped']} dropped")
     left.legend(loc="upper right", fontsize=8)
     left.grid(alpha=0.3)
-    names = [n for n in ("capture", "detect", "crop", "infer", "infer_gpu", "paste", "render", "sink", "overhead")
+    names = [n for n in ("capture", "detect", "crop", "temporal", "infer", "infer_gpu", "paste", "render", "sink", "overhead")
              if n in result["stages"]]
     p50 = [result["stages"][n]["p50"] for n in names]
     p95 = [result["stages"][n]["p95"] for n in names]

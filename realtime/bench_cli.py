@@ -22,6 +22,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--no-preload", action="store_true",
                         help="read file sources during the run (default: read ahead, replay from memory)")
     parser.add_argument("--max-faces", type=int, default=1, metavar="K")
+    parser.add_argument("--no-temporal", action="store_true", help="no temporal filter of the normals (default: on)")
     parser.add_argument("--view", default="normals", help="view rendered during the run (default normals)")
     parser.add_argument("--threads", type=int, help="CPU threads for inference (default: physical cores)")
     parser.add_argument("--json", type=Path, help="write the result here")
@@ -33,7 +34,7 @@ def main(args: argparse.Namespace) -> int:
 
     cfg = BenchConfig(source=args.source, backend=args.backend, model=args.model, frames=args.frames,
                       warmup=args.warmup, max_faces=args.max_faces, pace=args.pace, view=args.view, threads=args.threads,
-                      preload=not args.no_preload)
+                      preload=not args.no_preload, temporal=not args.no_temporal)
     result = run_benchmark(cfg)
     print(format_summary(result))
     if args.json is not None:
@@ -55,6 +56,16 @@ def format_summary(result: dict) -> str:
     lines.append(f"CPU per frame (all threads): {result['cpu_ms_per_frame']:.1f} ms")
     jitter = result["jitter"]
     lines.append(f"landmark jitter (‰ face size): raw {jitter['raw']}, smoothed {jitter['smoothed']}")
+    stability = result.get("stability")
+    if stability:
+        lines.append(f"temporal filter {'on' if result.get('temporal') else 'off'}: aligned frame-to-frame change "
+                     f"{stability['aligned_frame_to_frame_deg']['mean']}° (landmarks: rigid "
+                     f"{stability['landmark_motion_rigid']['mean']} ‰, "
+                     f"non-rigid {stability['landmark_motion_nonrigid']['mean']} ‰)")
+        if "photo" in stability:
+            lines.append(f"sample, on the photo: deviation from the temporal median "
+                         f"{stability['photo']['deviation_from_median_deg']['mean']}°, frame to frame "
+                         f"{stability['photo']['frame_to_frame_deg']['mean']}°")
     machine = result["machine"]
     lines.append(f"machine: {machine['cpu']} ×{machine['cpus_usable']}, load {machine['load_avg_1m_before']} → "
                  f"{machine['load_avg_1m']}, {machine['date_utc']}")

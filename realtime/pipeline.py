@@ -179,14 +179,17 @@ class Pipeline:
     ``frames``: any iterable of :class:`Frame` (a Source). ``live``: latest-frame queues (True for
     cameras; defaults to ``source.live``). ``pace_fps``: replay a file at that rate as if live (frames
     restamped on release). ``max_frames``: stop after that many captured frames. ``on_result`` sees
-    every finished result (the benchmark collects landmarks there).
+    every finished result (the benchmark collects landmarks there). ``temporal``: a stage applied to each result
+    right after inference, on the infer thread (:class:`facenormals.temporal.TemporalFilter`: ``run``/``bench``
+    turn it on for video, ``--no-temporal`` off).
     """
 
     def __init__(self, frames: Iterable[Frame], detector: Detector, backend: Callable[[np.ndarray], np.ndarray],
                  renderer: Renderer, sinks: Iterable[Sink] = (), *, input_size: int | None = None,
                  live: bool | None = None, pace_fps: float | None = None, max_frames: int | None = None,
                  queue_size: int = 4, on_result: Callable[[FrameResult], None] | None = None,
-                 handle_signals: bool = True, keep_records: int = 100_000) -> None:
+                 handle_signals: bool = True, keep_records: int = 100_000,
+                 temporal: Callable[[FrameResult], FrameResult] | None = None) -> None:
         self.frames = frames
         self.detector = detector
         self.backend = backend
@@ -198,6 +201,7 @@ class Pipeline:
         self.pace_fps = pace_fps if pace_fps and pace_fps > 0 else None
         self.max_frames = max_frames
         self.on_result = on_result
+        self.temporal = temporal
         self.handle_signals = handle_signals
         self.stop_event = threading.Event()
         qsize = 1 if self.live else queue_size
@@ -314,7 +318,8 @@ class Pipeline:
                 return
             frame, faces, batch = item
             current[0] = frame.id
-            out.put(self.engine.infer(frame, faces, batch))
+            result = self.engine.infer(frame, faces, batch)
+            out.put(self.temporal(result) if self.temporal is not None else result)
 
     def _render_loop(self) -> None:
         inq = self.queues["results"]

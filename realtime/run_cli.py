@@ -37,6 +37,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--frames", type=int, metavar="N", help="stop after N frames")
     parser.add_argument("--task", type=Path, help="MediaPipe Tasks face_landmarker.task file (instead of the bundled mesh)")
     parser.add_argument("--no-smoothing", action="store_true", help="raw landmarks (no One-Euro filter)")
+    parser.add_argument("--no-temporal", action="store_true",
+                        help="raw per-frame normals (default for video: the temporal filter, facenormals.temporal; "
+                             "image folders are never filtered)")
     parser.add_argument("--realtime", action="store_true",
                         help="replay a file source at its frame rate like a camera (drops frames when behind)")
     parser.add_argument("--threads", type=int, help="CPU threads for inference (default: physical cores)")
@@ -106,6 +109,7 @@ def main(args: argparse.Namespace) -> int:
     from facenormals.realtime.sinks import SaveDirSink, VideoSink, WindowSink, frame_number, has_display
     from facenormals.realtime.sources.base import SourceError, open_source
     from facenormals.realtime.sources.calibrated import CalibratedSource
+    from facenormals.temporal import TemporalFilter
 
     get_view(args.view)  # an unavailable view fails before a camera or model is opened
     window = not args.headless and has_display()
@@ -152,8 +156,10 @@ def main(args: argparse.Namespace) -> int:
         # Unrelated stills (an image folder) are detected one by one: tracking would carry faces across photos.
         detector = create_detector(args.max_faces, task_file=args.task, smooth=not args.no_smoothing and not still,
                                    still=still and args.task is None)
+        temporal = None if args.no_temporal or still else TemporalFilter()  # stills have no history
         pipeline = Pipeline(source, detector, backend, FrameRenderer(state, backend.name), sinks,
-                            max_frames=args.frames, pace_fps=(source.fps or 30.0) if args.realtime else None)
+                            max_frames=args.frames, pace_fps=(source.fps or 30.0) if args.realtime else None,
+                            temporal=temporal)
         try:
             report = pipeline.run()
             code = 0

@@ -81,14 +81,20 @@ def sample_photo() -> np.ndarray:
 
 def render_sample_rgb(index: int, width: int = 640, height: int = 480, fps: float = 30.0, seed: int = 0) -> np.ndarray:
     """Colour frame ``index`` of the sample clip (RGB uint8)."""
-    pose = sample_pose(index, fps)
+    return render_pose_rgb(sample_pose(index, fps), width, height, noise_index=index, seed=seed)
+
+
+def render_pose_rgb(pose: Pose, width: int = 640, height: int = 480, noise_index: int = 0, seed: int = 0) -> np.ndarray:
+    """The photo under any :class:`Pose` (RGB uint8): the clip's renderer, for sequences with a chosen motion or light
+    (the stability benchmark's pose steps and lighting pairs)."""
     matrix = frame_from_photo_matrix(pose, width, height)
     warped = cv2.warpAffine(sample_photo(), matrix, (width, height), flags=cv2.INTER_LINEAR, borderMode=cv2.BORDER_REFLECT101)
     x = (np.arange(width, dtype=np.float32) - width / 2.0) / (width / 2.0)
     light = (pose.gain * (1.0 + pose.light_slope * x)).astype(np.float32)[None, :, None]
     lit = np.multiply(warped, light, dtype=np.float32)
     bank = _noise_bank(height, width, seed)
-    lit += bank[index % len(bank)]  # sensor noise (σ = 2 levels), drawn once: a fresh draw per frame costs more than the rest
+    # sensor noise (σ = 2 levels), drawn once: a fresh draw per frame costs more than the rest
+    lit += bank[noise_index % len(bank)]
     np.clip(lit, 0.0, 255.0, out=lit)
     return lit.astype(np.uint8)
 

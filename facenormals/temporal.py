@@ -1,0 +1,197 @@
+"""Temporal filtering of the normals in crop space: a small stateful stage keyed by face track id.
+
+Per face track the filter keeps its last output (crop-space normals, 3×S×S), that frame's crop matrix and raw
+landmarks. On a new frame the kept output is *aligned* to the new crop — the landmark similarity (rotation, scale,
+translation in the image, least squares over the 478 points) composed with both crop matrices, and the normals'
+x/y rotated by the same in-plane rotation — and blended with the network's new output:
+
+    out = aligned + a · (new − aligned),  renormalised
+
+``a`` (the weight of the new frame) is motion-adaptive, One-Euro style: a cutoff of ``min_cutoff_hz`` for a still
+face that rises with the landmarks' *non-rigid* speed (what a 2-D alignment cannot follow: head turns, expressions)
+and, less, with their rigid speed, over the frames' real capture times. Per pixel, a change larger than
+``snap_deg[0]`` raises ``a`` towards 1, reached at ``snap_deg[1]``: real changes (a turn, a hand, a new track) pass
+at once, small frame-to-frame flicker is averaged. Pixels with nothing to align (outside the previous crop) take
+the new value. A new track, or one unseen for ``max_age_s``, starts from the network's output.
+
+The realtime :class:`~facenormals.realtime.pipeline.Pipeline` applies it after inference (``--no-temporal`` turns it
+off); the Python API does not (still images have no history).
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from dataclasses import dataclass
+
+import cv2
+import numpy as np
+
+from facenormals.engine import FrameResult
+
+
+@dataclass(frozen=True)
+class TemporalParams:
+    min_cutoff_hz: float = 1.5  # cutoff of a still face (lower = smoother)
+    beta: float = 30.0  # cutoff rise (Hz) per face size per second of non-rigid landmark speed
+    rigid_beta: float = 1.0  # cutoff rise (Hz) per face size per second of rigid motion (the alignment is not exact)
+    snap_deg: tuple[float, float] = (6.0, 15.0)  # per pixel: changes above the first start to pass, above the second pass
+    max_age_s: float = 0.5  # a track unseen this long starts afresh
+
+    def __post_init__(self) -> None:
+        lo, hi = self.snap_deg
+        if self.min_cutoff_hz <= 0 or self.beta < 0 or self.rigid_beta < 0 or not 0 <= lo < hi <= 90 or self.max_age_s <= 0:
+            raise ValueError(f"invalid temporal filter parameters: {self}")
+
+
+def similarity(src: np.ndarray, dst: np.ndarray) -> np.ndarray:
+    """Least-squares 2-D similarity (rotation, uniform scale, translation; no reflection) taking ``src`` to ``dst``
+    (N×2 points), as a 2×3 matrix (Umeyama 1991).
+
+    >>> m = similarity(np.array([[0.0, 0], [1, 0], [0, 1]]), np.array([[1.0, 1], [1, 3], [-1, 1]]))
+    >>> np.round(m, 6).tolist()  # 90° (y down: x → y), scale 2, shift (1, 1)
+    [[0.0, -2.0, 1.0], [2.0, 0.0, 1.0]]
+    """
+    src, dst = np.asarray(src, dtype=np.float64), np.asarray(dst, dtype=np.float64)
+    mu_s, mu_d = src.mean(axis=0), dst.mean(axis=0)
+    s, d = src - mu_s, dst - mu_d
+    var = float((s ** 2).sum())
+    if var <= 0:
+        raise ValueError("similarity: source points are all identical")
+    # complex form: d ≈ z · s with z = Σ conj(s)·d / Σ |s|²
+    a = float((s[:, 0] * d[:, 0] + s[:, 1] * d[:, 1]).sum()) / var
+    b = float((s[:, 0] * d[:, 1] - s[:, 1] * d[:, 0]).sum()) / var
+    linear = np.array([[a, -b], [b, a]])
+    return np.column_stack([linear, mu_d - linear @ mu_s])
+
+
+def _h(matrix: np.ndarray) -> np.ndarray:
+    return np.vstack([np.asarray(matrix, dtype=np.float64), [0.0, 0.0, 1.0]])
+
+
+def compose(*matrices: np.ndarray) -> np.ndarray:
+    """2×3 affines composed right to left: ``compose(A, B)`` applies B, then A."""
+    out = np.eye(3)
+    for matrix in matrices:
+        out = out @ _h(matrix)
+    return out[:2]
+
+
+def rotate_normals_xy(normals_chw: np.ndarray, linear: np.ndarray) -> np.ndarray:
+    """Normals (3×H×W, +y up) of a surface whose image moved by the 2×2 pixel-space (y down) linear map ``linear``
+    (its rotation part is used): x/y rotated by the same in-plane rotation, z unchanged. Returns a new array."""
+    angle = math.atan2(linear[1, 0], linear[0, 0])  # pixel rotation, y down
+    c, s = math.cos(angle), math.sin(angle)
+    out = np.empty_like(normals_chw)
+    # in pixel axes (x, −y): p' = R p; back to +y up
+    out[0] = c * normals_chw[0] + s * normals_chw[1]
+    out[1] = -s * normals_chw[0] + c * normals_chw[1]
+    out[2] = normals_chw[2]
+    return out
+
+
+def warp_normals(normals_chw: np.ndarray, dst_to_src: np.ndarray, size: tuple[int, int]) -> np.ndarray:
+    """Resample 3×h×w normals at ``dst_to_src`` (2×3, destination pixel → source pixel) into 3×H×W (``size`` = (H, W));
+    outside the source is 0 (no normal). Bilinear; not renormalised."""
+    height, width = size
+    flags = cv2.INTER_LINEAR | cv2.WARP_INVERSE_MAP
+    return np.stack([cv2.warpAffine(np.ascontiguousarray(c, dtype=np.float32), dst_to_src, (width, height), flags=flags,
+                                    borderMode=cv2.BORDER_CONSTANT, borderValue=0) for c in normals_chw])
+
+
+def align_previous(normals_chw: np.ndarray, prev_matrix: np.ndarray, prev_landmarks: np.ndarray,
+                   matrix: np.ndarray, landmarks: np.ndarray, vectors: bool = True) -> tuple[np.ndarray, np.ndarray]:
+    """The previous frame's crop-space normals moved into the current crop: (3×S×S normals, 0 where nothing maps;
+    the frame-pixel similarity previous → current fitted to the landmarks). ``vectors=False``: any C×S×S maps
+    (a mask), moved but not rotated."""
+    motion = similarity(prev_landmarks, landmarks)  # frame px, previous → current
+    current_to_previous = compose(prev_matrix, cv2.invertAffineTransform(motion), cv2.invertAffineTransform(matrix))
+    size = normals_chw.shape[1:]
+    warped = warp_normals(normals_chw, current_to_previous, size)
+    return (rotate_normals_xy(warped, motion[:, :2]) if vectors else warped), motion
+
+
+def landmark_motion(prev: np.ndarray, cur: np.ndarray, motion: np.ndarray | None = None) -> tuple[float, float]:
+    """(rigid, non-rigid) landmark motion between two frames, in face sizes: the mean displacement explained by the
+    best similarity, and the mean residual it leaves (head turns, expressions, detector noise)."""
+    prev, cur = np.asarray(prev, dtype=np.float64), np.asarray(cur, dtype=np.float64)
+    motion = similarity(prev, cur) if motion is None else motion
+    side = float(np.ptp(cur, axis=0).max()) or 1.0
+    moved = prev @ motion[:, :2].T + motion[:, 2]
+    rigid = float(np.linalg.norm(moved - prev, axis=1).mean()) / side
+    nonrigid = float(np.linalg.norm(cur - moved, axis=1).mean()) / side
+    return rigid, nonrigid
+
+
+@dataclass
+class _Track:
+    normals: np.ndarray  # 3×S×S, the last output
+    matrix: np.ndarray
+    landmarks: np.ndarray
+    t_s: float
+
+
+class TemporalFilter:
+    """Motion-adaptive, alignment-compensated temporal filter of crop-space normals, one state per track id.
+
+    ``filter_face(track_id, normals, matrix, landmarks, t_s)`` filters one face; calling the object on a
+    :class:`~facenormals.engine.FrameResult` filters every face of the frame (replacing ``crop_normals``) and adds
+    ``timings["temporal"]``. ``last_alpha`` holds the frame weight last used per track (for reports and tests).
+    """
+
+    def __init__(self, params: TemporalParams | None = None) -> None:
+        self.params = params or TemporalParams()
+        self._tracks: dict[int, _Track] = {}
+        self.last_alpha: dict[int, float] = {}
+        lo, hi = self.params.snap_deg
+        self._cos_lo, self._cos_hi = math.cos(math.radians(lo)), math.cos(math.radians(hi))
+
+    def reset(self) -> None:
+        self._tracks.clear()
+        self.last_alpha.clear()
+
+    def frame_weight(self, dt_s: float, rigid: float, nonrigid: float) -> float:
+        """The new frame's weight for landmark motion ``rigid``/``nonrigid`` (face sizes) over ``dt_s`` seconds."""
+        p = self.params
+        cutoff = p.min_cutoff_hz + (p.beta * nonrigid + p.rigid_beta * rigid) / dt_s
+        tau = 1.0 / (2.0 * math.pi * cutoff)
+        return 1.0 / (1.0 + tau / dt_s)
+
+    def filter_face(self, track_id: int, normals_chw: np.ndarray, matrix: np.ndarray, landmarks: np.ndarray,
+                    t_s: float) -> np.ndarray:
+        """One face: the network's 3×S×S normals → filtered 3×S×S (a new float32 array)."""
+        new = np.asarray(normals_chw, dtype=np.float32)
+        track = self._tracks.get(track_id)
+        dt = t_s - track.t_s if track is not None else -1.0
+        if track is None or track.normals.shape != new.shape or dt > self.params.max_age_s:
+            out, alpha = new.copy(), 1.0
+        else:
+            dt = dt if dt > 0 else 1.0 / 30.0  # a repeated timestamp: assume a camera frame
+            aligned, motion = align_previous(track.normals, track.matrix, track.landmarks, matrix, landmarks)
+            alpha = self.frame_weight(dt, *landmark_motion(track.landmarks, landmarks, motion))
+            cos = np.einsum("chw,chw->hw", aligned, new)  # |aligned| ≤ 1; 0 where nothing maps → weight 1
+            weight = np.clip((self._cos_lo - cos) * (1.0 / (self._cos_lo - self._cos_hi)), 0.0, 1.0)
+            weight *= 1.0 - alpha
+            weight += alpha
+            out = aligned + weight * (new - aligned)
+            out /= np.maximum(np.sqrt(np.einsum("chw,chw->hw", out, out)), 1e-6)
+        self._tracks[track_id] = _Track(out, np.asarray(matrix, dtype=np.float64), np.asarray(landmarks), t_s)
+        self.last_alpha[track_id] = alpha
+        self._forget(t_s)
+        return out
+
+    def _forget(self, t_s: float) -> None:
+        for tid in [tid for tid, tr in self._tracks.items() if t_s - tr.t_s > self.params.max_age_s]:
+            del self._tracks[tid]
+            self.last_alpha.pop(tid, None)
+
+    def __call__(self, result: FrameResult) -> FrameResult:
+        t0 = time.perf_counter()
+        if result.crop_normals is not None and len(result.crops):
+            t_s = result.frame.t_capture_ns * 1e-9
+            filtered = np.empty_like(result.crop_normals, dtype=np.float32)
+            for i, (face, crop) in enumerate(zip(result.faces, result.crops, strict=True)):
+                filtered[i] = self.filter_face(face.track_id, result.crop_normals[i], crop.matrix, face.raw_landmarks, t_s)
+            result.crop_normals = filtered
+        result.frame.timings["temporal"] = (time.perf_counter() - t0) * 1000.0
+        return result
