@@ -46,7 +46,7 @@ from facenormals.depth import (
     normals_from_depth,
     plane_fit_depth,
 )
-from facenormals.fusion import SOLVERS, FusionConfig, fuse_many, prepare, rotate_by_vector
+from facenormals.fusion import SOLVERS, FusionConfig, fuse, fuse_many, prepare, rotate_by_vector
 from facenormals.zoo import WEIGHTS_DIR, default_model_name
 
 
@@ -234,6 +234,11 @@ def main(argv: list[str] | None = None) -> int:
         c2, t2 = time.process_time(), time.perf_counter()
         fused_ok = fused.region & np.any(fused.normals != 0, axis=2)
         methods["fused"] = (fused.depth_m, fused.normals, fused_ok, c2 - c0)
+        if not args.noise_model:  # the same fusion with the per-pixel λ of the profile's noise model, for comparison
+            c5 = time.process_time()
+            alt = fuse(raw, pred, mask, intr, dataclasses.replace(config, noise=NOISE_MODELS[args.profile]))
+            methods["fused, λ_p from σ_z(z)"] = (alt.depth_m, alt.normals, alt.region & np.any(alt.normals != 0, axis=2),
+                                                  time.process_time() - c5)
         raw2 = sensor_noise(clean, intr, rng, args.profile)  # the next frame: new noise, warm start
         c3, t3 = time.process_time(), time.perf_counter()
         crop2 = prepare(raw2, pred, mask, intr, config, init=fused.depth_m, rotation=fused.bias_rotation)
@@ -289,7 +294,7 @@ def main(argv: list[str] | None = None) -> int:
     scalar_keys = [k for k in rows[0] if isinstance(rows[0][k], (int, float))]
     summary = {k: (float(statistics.median(r[k] for r in rows)) if k.endswith("_ms") or "iterations" in k
                    else float(np.nanmean([r[k] for r in rows]))) for k in scalar_keys}
-    filters = [n for n in names if n not in ("fused", "raw depth")]
+    filters = [n for n in names if not n.startswith("fused") and n != "raw depth"]
     best = min(filters, key=lambda n: table[n]["normals_common_deg"])
     classes = sorted({c for r in rows for c in r["classes"]})
     by_class = {}
@@ -313,7 +318,7 @@ def main(argv: list[str] | None = None) -> int:
     print("|---|---|---|---|---|---|---|---|")
     for name in names:
         m = table[name]
-        label = f"**{name}**" if name == "fused" else name
+        label = f"**{name}**" if name.startswith("fused") else name
         print(f"| {label} | {m['normals_deg']:.2f} | {m['coverage']:.1%} | {m['normals_common_deg']:.2f} | "
               f"{m['rmse_seen_mm']:.2f} | {m['rmse_no_flying_mm']:.2f} | {m['medae_mm']:.2f} | {m['cpu_ms']:.1f} |")
     print(f"| predicted normals (the network) | {summary['pred_normals_deg']:.2f} | 100% | | | | | |")

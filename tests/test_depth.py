@@ -139,7 +139,7 @@ def test_plane_fit_is_exact_on_a_plane_and_keeps_holes():
     inside = ok & np.isfinite(depth)
     assert not ok[20:24, 30:34].any() and inside.sum() > 0.9 * depth.size
     assert np.abs(fitted - depth)[inside].max() < 1e-4  # z is linear in (u, v) only up to perspective curvature
-    assert angular_error_deg(normals[inside], np.broadcast_to(normal, normals[inside].shape)).max() < 0.5  # borders: one-sided windows
+    assert angular_error_deg(normals[inside], np.broadcast_to(normal, normals[inside].shape)).max() < 0.5  # borders
 
 
 def test_outliers_and_median_remove_flying_pixels():

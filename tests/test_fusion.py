@@ -272,3 +272,64 @@ def test_ply_export_raw_and_refined(tmp_path):
     smooth = np.einsum("ij,ij->i", refined_mesh.vertex_normals, truth).mean()
     truth_raw = (raw_mesh.vertices - [0, 0, -0.6]) / 0.1
     assert smooth > np.einsum("ij,ij->i", raw_mesh.vertex_normals, truth_raw).mean()
+
+
+# ---------------------------------------------------------------------------------------------- against depth-only filters
+
+
+def bumped_sphere(seed: int = 11):
+    """A sphere with millimetre bumps (detail a Gaussian on the depth blurs away); normals of the clean depth."""
+    depth, _, mask = sphere()
+    rng = np.random.default_rng(seed)
+    bumps = np.zeros_like(depth)
+    v, u = np.mgrid[:SIZE, :SIZE]
+    for cu, cv in rng.uniform(25, 70, (12, 2)):
+        bumps += 0.0015 * np.exp(-((u - cu) ** 2 + (v - cv) ** 2) / (2 * 2.5**2))
+    clean = (depth - bumps).astype(np.float32)
+    normals, ok = normals_from_depth(clean, INTR)
+    return clean, normals, mask & ok
+
+
+def test_fused_normals_beat_the_gaussian_smoothed_depth():
+    """Sensor-like depth (σ_z of a D435 at 0.6 m, 2 % flying pixels) and network-like normals (a smooth 6° rotation
+    field, 3° pixel noise): the fused depth's normals beat Gaussian-smoothed depth (outliers dropped) at σ 1, 1.5 and
+    4 px and come within 15 % of the best σ (2.5 px), with full coverage,
+    and its depth is closer to the truth than the raw depth without its flying pixels."""
+    from facenormals.depth import NOISE_MODELS, drop_outliers, gaussian_filter_depth
+
+    clean, truth, mask = bumped_sphere()
+    rng = np.random.default_rng(12)
+    sigma = float(NOISE_MODELS["realsense"].sigma_m(0.6))
+    raw = clean + rng.normal(0, sigma, clean.shape).astype(np.float32)
+    flying = rng.random(clean.shape) < 0.02
+    raw[flying] += rng.uniform(0.02, 0.05, flying.sum()).astype(np.float32)
+    raw[rng.random(clean.shape) < 0.03] = np.nan
+    v, u = np.mgrid[:SIZE, :SIZE] / SIZE
+    field = np.stack([np.sin(3 * u), np.cos(2 * v), 0 * u], -1) * np.radians(6.0)
+    network = rotate_by_vector(truth, (field + np.radians(3.0) * rng.normal(size=field.shape)).astype(np.float32))
+    fused = fuse(raw, network, mask, INTR, FusionConfig(solver="cg"))
+    fused_err = angular_error_deg(fused.normals[mask], truth[mask]).mean()
+    assert np.isfinite(fused.depth_m[mask]).all()  # coverage: the whole mask, holes and flying pixels included
+    for s in (1.0, 1.5, 2.5, 4.0):
+        smoothed = gaussian_filter_depth(drop_outliers(raw, 0.01), s)
+        normals, ok = normals_from_depth(smoothed, INTR)
+        seen = mask & ok & np.isfinite(smoothed)
+        assert seen.sum() < mask.sum()
+        fused_seen, gauss = (angular_error_deg(n[seen], truth[seen]).mean() for n in (fused.normals, normals))
+        # σ 2.5 px is this surface's best blur (2.49° vs fused 2.78°: not beaten yet, issue 18); every other σ is
+        assert fused_seen < gauss if s != 2.5 else fused_seen < 1.15 * gauss
+    assert fused_err < angular_error_deg(network[mask], truth[mask]).mean()
+    good = mask & np.isfinite(raw) & ~flying
+    assert rmse_mm(fused.depth_m, clean, good) < rmse_mm(raw, clean, good)
+
+
+def test_noise_model_weights_trust_a_precise_sensor_more():
+    from facenormals.depth import NOISE_MODELS
+    from facenormals.fusion import position_weights
+
+    depth = np.full((8, 8), 0.6, np.float32)
+    realsense = position_weights(depth, INTR, FusionConfig(noise=NOISE_MODELS["realsense"]))
+    kinect = position_weights(depth, INTR, FusionConfig(noise=NOISE_MODELS["kinect"]))
+    far = position_weights(depth * 2, INTR, FusionConfig(noise=NOISE_MODELS["realsense"]))
+    assert (kinect > realsense).all() and (far < realsense).all()
+    assert position_weights(depth, INTR, FusionConfig()) == FusionConfig().position_weight
