@@ -1,0 +1,184 @@
+"""A 3-D face from RGB alone (issue 20): the fitted face's depth, its refinement by normals, meshes and PLY export."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import trimesh
+
+from facenormals import face3d, ict_fit
+from facenormals.conventions import angular_error_deg
+from facenormals.fusion import FusionConfig
+
+SIZE = 128
+PX_PER_CM = 5.0
+RADIUS_CM = 9.0
+
+
+def grid_mesh(rows: int, cols: int) -> np.ndarray:
+    """Triangles of a rows×cols vertex grid (row-major), CCW seen from +z when rows go up in y."""
+    idx = np.arange(rows * cols).reshape(rows, cols)
+    a, b, c, d = idx[:-1, :-1], idx[:-1, 1:], idx[1:, :-1], idx[1:, 1:]
+    return np.concatenate([np.stack([a, b, c], -1).reshape(-1, 3), np.stack([b, d, c], -1).reshape(-1, 3)])
+
+
+def sphere_cap(n: int) -> tuple[np.ndarray, np.ndarray]:
+    """A hemisphere (radius 9 cm at 5 crop px/cm, centred in the crop) as an n×n grid mesh of its projection."""
+    s = np.linspace(-1.0, 1.0, n)
+    x, y = np.meshgrid(s, s)
+    r = np.hypot(x, y)
+    shrink = np.where(r > 1, 1 / np.maximum(r, 1e-9), 1.0)  # the square grid pulled onto the disc
+    x, y = x * shrink * 0.999, y * shrink * 0.999
+    z = np.sqrt(np.maximum(1 - x**2 - y**2, 0))
+    points = np.stack([x, y, z], -1).reshape(-1, 3) * RADIUS_CM * PX_PER_CM
+    points[:, 0] += (SIZE - 1) / 2
+    points[:, 1] -= (SIZE - 1) / 2
+    return points, grid_mesh(n, n)
+
+
+def exact_sphere() -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Orthographic height (cm) and normals of the hemisphere at every crop pixel, and the pixels 2 px inside its rim."""
+    rows, cols = np.mgrid[:SIZE, :SIZE]
+    x = (cols - (SIZE - 1) / 2) / PX_PER_CM
+    y = -(rows - (SIZE - 1) / 2) / PX_PER_CM
+    inside = np.hypot(x, y) < RADIUS_CM - 2 / PX_PER_CM
+    z = np.sqrt(np.maximum(RADIUS_CM**2 - x**2 - y**2, 0))
+    normals = (np.stack([x, y, z], -1) / RADIUS_CM).astype(np.float32)
+    return z, normals, inside
+
+
+def test_plane_depth_is_exact_up_to_weak_perspective():
+    """A tilted plane: linear in the crop, so the rasterised depth is exact; metric from px/cm."""
+    n = 5
+    s = np.linspace(10, SIZE - 10, n)
+    x, y = np.meshgrid(s, -s[::-1])
+    z = 0.3 * (x - 64) - 0.2 * (y + 64) + 7.0  # crop pixels
+    points = np.stack([x, y, z], -1).reshape(-1, 3)
+    coarse = face3d.coarse_depth_from_points(points, grid_mesh(n, n), SIZE, PX_PER_CM * 100, origin_z_px=7.0)
+    rows, cols = np.mgrid[:SIZE, :SIZE]
+    expected = face3d.NOMINAL_DISTANCE_M - (0.3 * (cols - 64) - 0.2 * (-rows + 64)) / (PX_PER_CM * 100)
+    assert coarse.coverage[12:-12, 12:-12].all() and not coarse.coverage[:9].any()
+    assert np.abs(coarse.depth_m - expected)[coarse.coverage].max() < 2e-6  # float32 at 10 m
+    assert np.isnan(coarse.depth_m[~coarse.coverage]).all()
+    intr = coarse.intrinsics
+    assert intr.fx == pytest.approx(PX_PER_CM * 100 * face3d.NOMINAL_DISTANCE_M) and intr.cx == (SIZE - 1) / 2
+
+
+def test_sphere_depth_is_exact_up_to_the_facets():
+    points, triangles = sphere_cap(81)
+    coarse = face3d.coarse_depth_from_points(points, triangles, SIZE, PX_PER_CM * 100, origin_z_px=0.0)
+    z_cm, _, inside = exact_sphere()
+    height_cm = (face3d.NOMINAL_DISTANCE_M - coarse.depth_m) * 100
+    assert coarse.coverage[inside].all()
+    assert np.abs(height_cm - z_cm)[inside].max() < 0.1  # chord error of ~1.1 cm facets: < 1 mm
+
+
+def test_back_faces_are_culled_and_the_nearest_wins():
+    points, triangles = sphere_cap(21)
+    back = points.copy()
+    back[:, 2] = -back[:, 2] - 5  # a second, farther surface facing the camera
+    both = np.concatenate([points, back])
+    z_px, coverage = face3d.rasterize_mesh_depth(both, np.concatenate([triangles, triangles + len(points)]), SIZE)
+    z_front, _ = face3d.rasterize_mesh_depth(points, triangles, SIZE)
+    assert np.array_equal(z_px[coverage], z_front[coverage])
+    s = np.linspace(10, SIZE - 10, 4)
+    x, y = np.meshgrid(s, -s[::-1])
+    plane = np.stack([x, y, 0.1 * x], -1).reshape(-1, 3)
+    assert face3d.rasterize_mesh_depth(plane, grid_mesh(4, 4), SIZE)[1].any()
+    assert not face3d.rasterize_mesh_depth(plane, grid_mesh(4, 4)[:, ::-1], SIZE)[1].any()  # clockwise: back faces
+
+
+def test_refinement_with_exact_normals_recovers_the_sphere():
+    """Coarse = a 9×9-vertex faceted sphere; the exact normals bring the refined surface close to the smooth one."""
+    points, triangles = sphere_cap(9)
+    coarse = face3d.coarse_depth_from_points(points, triangles, SIZE, PX_PER_CM * 100, origin_z_px=0.0)
+    z_cm, normals, inside = exact_sphere()
+    result = face3d.refine(coarse, normals, inside)
+    region = result.region & inside
+    region[:, :3] = region[:, -3:] = region[:3] = region[-3:] = False
+    from facenormals.depth import normals_from_depth
+
+    coarse_normals, _ = normals_from_depth(coarse.depth_m, coarse.intrinsics)
+    coarse_error = angular_error_deg(coarse_normals[region], normals[region]).mean()
+    refined_error = angular_error_deg(result.normals[region], normals[region]).mean()
+    assert coarse_error > 5.0
+    assert refined_error < coarse_error / 2  # the rest: facets ~11 px wide are near λ's crossover (~45 px)
+    def height_error_cm(depth_m: np.ndarray) -> float:
+        error = (face3d.NOMINAL_DISTANCE_M - depth_m) * 100 - z_cm
+        return float(np.abs(error - np.median(error[region]))[region].mean())
+
+    assert height_error_cm(result.depth_m) < 0.3 and height_error_cm(result.depth_m) <= height_error_cm(coarse.depth_m)
+
+
+def test_warm_start_converges_to_the_same_surface():
+    points, triangles = sphere_cap(9)
+    coarse = face3d.coarse_depth_from_points(points, triangles, SIZE, PX_PER_CM * 100, origin_z_px=0.0)
+    _, normals, inside = exact_sphere()
+    cold = face3d.refine(coarse, normals, inside)
+    warm = face3d.refine(coarse, normals, inside, init=cold.depth_m, rotation=cold.bias_rotation)
+    assert warm.iterations <= 3
+    ok = cold.region & warm.region
+    assert np.abs(warm.depth_m - cold.depth_m)[ok].max() < 2e-4
+
+
+@pytest.fixture(scope="module")
+def ict_face() -> ict_fit.IctFace:
+    return ict_fit.load_ict_face()
+
+
+@pytest.fixture(scope="module")
+def fitted(ict_face: ict_fit.IctFace) -> ict_fit.IctFit:
+    """An ICT face posed in a 128² crop, fitted back from its own landmark vertices."""
+    rng = np.random.default_rng(3)
+    identity = (rng.standard_normal(len(ict_face.identity)) * 0.5).astype(np.float32)
+    expression = np.zeros(len(ict_face.expression), np.float32)
+    angle = np.radians(15.0)
+    rot = np.array([[np.cos(angle), 0, np.sin(angle)], [0, 1, 0], [-np.sin(angle), 0, np.cos(angle)]])
+    vertices = 2.5 * ict_face.shape(identity, expression) @ rot.T + np.array([SIZE / 2, -SIZE / 2 - 8, 0.0])
+    return ict_fit.fit_landmarks(vertices[ict_face.landmark_vertices], ict_face)
+
+
+def test_coarse_depth_of_a_fit_is_metric(fitted: ict_fit.IctFit, ict_face: ict_fit.IctFace):
+    coarse = face3d.coarse_depth(fitted, SIZE, ict_face)
+    assert coarse.px_per_m == pytest.approx(fitted.scale * 100)
+    assert 0.1 < coarse.coverage.mean() < 0.9
+    relief_cm = (np.nanmax(coarse.depth_m) - np.nanmin(coarse.depth_m)) * 100
+    assert 5.0 < relief_cm < 20.0  # nose tip to the face's rim: a head's centimetres, whatever the crop scale
+    points = fitted.crop_points(ict_face)
+    z_front = points[:, 2].max()
+    assert (face3d.NOMINAL_DISTANCE_M - np.nanmin(coarse.depth_m)) * coarse.px_per_m == pytest.approx(
+        z_front - fitted.translation[2], abs=0.5)
+
+
+def test_face_3d_meshes_and_ply_round_trip(fitted: ict_fit.IctFit, ict_face: ict_fit.IctFace, tmp_path):
+    coarse = face3d.coarse_depth(fitted, SIZE, ict_face)
+    from facenormals.depth import normals_from_depth
+
+    normals, _ = normals_from_depth(coarse.depth_m, coarse.intrinsics)
+    result = face3d.face_3d(fitted, normals, coarse.coverage, face=ict_face)
+    for mesh in (result.mesh, result.coarse_mesh):
+        assert len(mesh.faces) > 1000
+        np.testing.assert_allclose(np.linalg.norm(mesh.normals, axis=1), 1.0, atol=1e-4)
+        tri = mesh.vertices[mesh.faces]
+        face_normals = np.cross(tri[:, 1] - tri[:, 0], tri[:, 2] - tri[:, 0])
+        agree = (face_normals * mesh.normals[mesh.faces[:, 0]]).sum(1) > 0
+        assert agree.mean() > 0.95  # wound counter-clockwise from outside, like the vertex normals
+        assert np.abs(mesh.vertices).max() < 0.3  # metres, around the crop centre
+    # the refined surface sits on the coarse one in the same frame (within millimetres)
+    from scipy.spatial import cKDTree
+
+    distance, _ = cKDTree(result.coarse_mesh.vertices).query(result.mesh.vertices[::97])
+    assert np.median(distance) < 0.002
+    path = tmp_path / "face.ply"
+    result.mesh.save_ply(path)
+    loaded = trimesh.load(path, process=False)
+    assert len(loaded.vertices) == len(result.mesh.vertices) and len(loaded.faces) == len(result.mesh.faces)
+    np.testing.assert_allclose(loaded.vertices, result.mesh.vertices, atol=1e-6)
+    as_trimesh = result.mesh.to_trimesh()
+    np.testing.assert_allclose(np.linalg.norm(as_trimesh.vertex_normals, axis=1), 1.0, atol=1e-4)
+
+
+def test_config_is_the_sensor_solver_with_face_knobs():
+    cfg = face3d.FACE_FUSION
+    assert isinstance(cfg, FusionConfig) and cfg.outlier_m == 0.0 and cfg.presmooth_px == 0.0
+    assert FusionConfig().outlier_m > 0  # the sensor defaults are untouched
