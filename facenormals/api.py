@@ -192,7 +192,34 @@ class FaceNormals:
     def _infer(self, images: list[np.ndarray]) -> list[list[FaceResult]]:
         """All faces of all images through the one per-frame engine, as one inference."""
         frames = [Frame(i, time.monotonic_ns(), rgb) for i, rgb in enumerate(images)]
-        return [result.face_results() for result in self.engine.process_many(frames)]
+        return [with_fits(result) for result in self.engine.process_many(frames)]
+
+
+def with_fits(result) -> list[FaceResult]:
+    """The frame's :class:`FaceResult` list, each with its ICT fit: the model's own (ict-fit prior models) or one
+    fitted here to the landmarks and MediaPipe's depth (~9 ms a face), which :meth:`FaceResult.mesh` needs."""
+    from facenormals.ict_fit import fit_landmarks
+    from facenormals.mesh_prior import crop_points_from_pixels
+
+    faces = result.face_results()
+    for i, (face, detected) in enumerate(zip(faces, result.faces, strict=False)):
+        if face.fit is None and detected.depth is not None:
+            points = crop_points_from_pixels(detected.landmarks, detected.depth, face.crop_matrix)
+            faces[i] = replace(face, fit=fit_landmarks(points))
+    return faces
+
+
+def _face_mesh(self: FaceResult, config: fusion.FusionConfig | None = None):
+    """The refined 3-D face (:mod:`facenormals.face3d`): the fitted ICT face's depth (weak perspective, metric from
+    the ICT model's cm) refined by this face's normals; a ``face3d.Mesh`` in **metres** (x right, y up, z toward the
+    camera, origin at the crop centre on the fitted head's depth) with vertices, faces, unit vertex normals,
+    ``.to_trimesh()`` and ``.save_ply(path)``. ValueError when the face has no fit (no MediaPipe depth)."""
+    from facenormals import face3d
+
+    return face3d.face_result_mesh(self, face3d.FACE_FUSION if config is None else config)
+
+
+FaceResult.mesh = _face_mesh  # FaceResult lives in facenormals.engine; the mesh is the API's (issue 20)
 
 
 # --------------------------------------------------------------------------------------------- RGB-D
