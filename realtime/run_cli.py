@@ -31,6 +31,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--view", default="normals", choices=view_names(), help="what to draw (default: normals)")
     parser.add_argument("--out", type=Path, help="write the annotated frames to this .mp4")
     parser.add_argument("--save-dir", type=Path, help="write each frame's normal map to DIR/normals/")
+    parser.add_argument("--save-mesh", type=Path, metavar="DIR",
+                        help="write each face's refined 3-D mesh (the fitted ICT face refined by the normals) and the "
+                             "fitted face alongside as binary PLY, metres, to DIR/{frame}_face{k}[_coarse].ply")
     parser.add_argument("--save-format", choices=("png", "npy"), default="png", help="normal map files (default png)")
     parser.add_argument("--headless", action="store_true", help="never open a window")
     parser.add_argument("--max-faces", type=int, default=1, metavar="K", help="faces per frame (default 1)")
@@ -92,6 +95,8 @@ def check_outputs(args: argparse.Namespace, out: Path | None) -> None:
         check_output(args.report, "--report", overwrite=args.overwrite, inputs=[*inputs, out])
     if args.save_dir is not None:
         check_writable_dir(args.save_dir / "normals", "--save-dir")
+    if args.save_mesh is not None:
+        check_writable_dir(args.save_mesh, "--save-mesh")
 
 
 def main(args: argparse.Namespace) -> int:
@@ -104,6 +109,7 @@ def main(args: argparse.Namespace) -> int:
     from facenormals.export.backends import create_backend, warm_up
     from facenormals.faces import create_detector
     from facenormals.fileio import check_model_file
+    from facenormals.realtime.mesh_sink import MeshSink
     from facenormals.realtime.pipeline import Pipeline, PipelineError
     from facenormals.realtime.render import FrameRenderer, RenderState, get_view
     from facenormals.realtime.sinks import SaveDirSink, VideoSink, WindowSink, frame_number, has_display
@@ -114,7 +120,7 @@ def main(args: argparse.Namespace) -> int:
     get_view(args.view)  # an unavailable view fails before a camera or model is opened
     window = not args.headless and has_display()
     out = args.out
-    if out is None and not window and args.save_dir is None:
+    if out is None and not window and args.save_dir is None and args.save_mesh is None:
         out = free_name(Path(DEFAULT_OUT))  # the default name never replaces an earlier run's video
         note = "" if out.name == DEFAULT_OUT else f" ({DEFAULT_OUT} exists and is kept)"
         print(f"facenormals run: no display; writing the annotated video to {out.resolve()}{note}", file=sys.stderr)
@@ -146,6 +152,8 @@ def main(args: argparse.Namespace) -> int:
             if sinks[-1].replaced:
                 print(f"facenormals run: --overwrite: removed {sinks[-1].replaced} normal maps of an earlier run "
                       f"from {sinks[-1].folder}", file=sys.stderr)
+        if args.save_mesh is not None:
+            sinks.append(MeshSink(args.save_mesh, overwrite=args.overwrite, name_of=name_of, warm=not still))
         if out is not None:
             video = VideoSink(out, fps=source.fps or 30.0)
             width, height = source.size
@@ -174,6 +182,10 @@ def main(args: argparse.Namespace) -> int:
             print(f"facenormals run: wrote {sink.frames} annotated frames to {sink.path.resolve()}", file=sys.stderr)
         if isinstance(sink, SaveDirSink):
             print(f"facenormals run: wrote {sink.frames} normal maps to {sink.folder.resolve()}", file=sys.stderr)
+        if isinstance(sink, MeshSink):
+            per_face = 1000 * sink.cpu_seconds / max(sink.meshes, 1)
+            print(f"facenormals run: wrote {sink.meshes} refined face meshes (+ coarse) to {sink.folder.resolve()} "
+                  f"({per_face:.1f} ms CPU a face; {sink.skipped} faces without a mesh)", file=sys.stderr)
     if still and getattr(images, "skipped", None):
         print(f"facenormals run: skipped {len(images.skipped)} unreadable images: "
               f"{', '.join(p.name for p in images.skipped)}", file=sys.stderr)
