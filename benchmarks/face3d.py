@@ -1,0 +1,129 @@
+"""A 3-D face from RGB alone (issue 20): the refined face's normals and depth against exact rendered geometry.
+
+For each rendered ICT face (a dataset folder with ``depth/`` in mm and ``params/`` with the pinhole camera, e.g.
+``val_ict_v2``): the ICT face fitted to the stored MediaPipe landmarks (``facenormals data prior``), its depth over
+the crop (:func:`facenormals.face3d.coarse_depth`, weak perspective), the shipped network's normals, and the
+refinement of the first by the second (:data:`facenormals.face3d.FACE_FUSION`). Scored on the pixels where the
+ground truth has normals and depth, the fitted face covers, and the landmark hull is (what the engine refines):
+
+* normals: mean angular error of the fitted face's (its depth's normals), the network's and the refined surface's;
+* depth: RMSE (mm) of the fitted and the refined depth after the best scale and offset onto the ground truth's
+  (the fit is weak perspective and its distance unknown, so both are free).
+
+Timing: CPU time of one thread (``torch.set_num_threads(1)``, ``time.process_time``) per face, cold (coarse to
+fine) and warm (started from the same face's refined depth and bias rotation, as a tracked face in video is).
+
+    python -m facenormals.benchmarks.face3d --data /work/datasets/val_ict_v2 --limit 40 --json benchmarks/results/face3d.json
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import json
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from facenormals import face3d, ict_fit, mesh_prior, prior
+from facenormals.atomic import write_text_atomic
+from facenormals.conventions import angular_error_deg
+from facenormals.dataset import load_sample, scan_dataset
+from facenormals.depth import normals_from_depth
+from facenormals.geometry import hull_mask
+
+
+def best_affine_rmse_mm(ours_m: np.ndarray, truth_mm: np.ndarray, where: np.ndarray) -> float:
+    """RMSE (mm) of ``a · ours + b`` fitted by least squares onto the ground-truth depth over ``where``."""
+    x = ours_m[where].astype(np.float64)
+    y = truth_mm[where].astype(np.float64)
+    design = np.stack([x, np.ones_like(x)], axis=1)
+    coeffs, *_ = np.linalg.lstsq(design, y, rcond=None)
+    return float(np.sqrt(np.mean((design @ coeffs - y) ** 2)))
+
+
+def evaluate(root: Path, limit: int, configs: dict[str, face3d.fusion.FusionConfig], model: str | None) -> dict:
+    from facenormals.export.backends import create_backend
+
+    torch.set_num_threads(1)
+    backend = create_backend("torch", model)
+    face = ict_fit.load_ict_face()
+    rows = []
+    samples = [s for s in scan_dataset(root) if s.depth is not None and s.image is not None][:limit]
+    for files in samples:
+        landmarks = mesh_prior.read_stored_landmarks(root, files.name)
+        if landmarks is None:
+            continue
+        sample = load_sample(files)
+        size = sample.image.shape[0]
+        points = mesh_prior.landmarks_in_crop(landmarks, sample.image.shape, prior.IDENTITY)
+        fit = ict_fit.fit_landmarks(points, face)
+        rgb = sample.image.transpose(2, 0, 1)[None].astype(np.float32) / 255.0
+        inputs = rgb
+        if backend.in_chans == 7:
+            normals_p, coverage_p = prior.stored_prior(root, files.name, sample.image.shape, backend.prior_source)
+            inputs = np.concatenate([rgb, normals_p.transpose(2, 0, 1)[None], coverage_p[None, None]], axis=1)
+        network = np.ascontiguousarray(backend(inputs.astype(np.float32))[0].transpose(1, 2, 0))
+        hull = hull_mask(points[:, :2] * [1, -1], (size, size))
+        truth_ok = sample.mask & (np.linalg.norm(sample.normals, axis=-1) > 0.5) & (sample.depth_mm > 0)
+        start = time.process_time()
+        coarse = face3d.coarse_depth(fit, size, face)
+        coarse_ms = 1000 * (time.process_time() - start)
+        coarse_normals, _ = normals_from_depth(coarse.depth_m, coarse.intrinsics)
+        row = {"name": files.name, "coverage": float(coarse.coverage.mean()), "coarse_depth_ms": coarse_ms}
+        refined = {}
+        for label, config in configs.items():
+            start = time.process_time()
+            result = face3d.refine(coarse, network, hull, config)
+            cold = 1000 * (time.process_time() - start)
+            start = time.process_time()
+            face3d.refine(coarse, network, hull, config, init=result.depth_m, rotation=result.bias_rotation)
+            warm = 1000 * (time.process_time() - start)
+            refined[label] = result
+            row[f"{label}_cold_ms"], row[f"{label}_warm_ms"] = cold, warm
+            row[f"{label}_iterations"] = result.iterations
+        where = truth_ok & coarse.coverage & hull
+        for result in refined.values():
+            where &= result.region & (np.linalg.norm(result.normals, axis=-1) > 0.5)
+        # one pixel in from the region's border: one-sided differences there are not the surface's
+        where &= np.pad(where[1:-1, 1:-1] & where[:-2, 1:-1] & where[2:, 1:-1] & where[1:-1, :-2] & where[1:-1, 2:],
+                        1, constant_values=False)
+        truth = sample.normals
+        row["pixels"] = int(where.sum())
+        row["fitted_deg"] = float(angular_error_deg(coarse_normals[where], truth[where]).mean())
+        row["network_deg"] = float(angular_error_deg(network[where], truth[where]).mean())
+        row["fitted_depth_mm"] = best_affine_rmse_mm(coarse.depth_m, sample.depth_mm, where)
+        for label, result in refined.items():
+            row[f"{label}_deg"] = float(angular_error_deg(result.normals[where], truth[where]).mean())
+            row[f"{label}_depth_mm"] = best_affine_rmse_mm(result.depth_m, sample.depth_mm, where)
+        rows.append(row)
+        print(json.dumps({k: round(v, 2) if isinstance(v, float) else v for k, v in row.items()}), flush=True)
+    keys = [k for k in rows[0] if k != "name"]
+    summary = {k: float(np.mean([r[k] for r in rows])) for k in keys}
+    return {"data": str(root), "faces": len(rows), "model": backend.name, "mean": summary, "rows": rows}
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--data", type=Path, default=Path("/work/datasets/val_ict_v2"))
+    parser.add_argument("--limit", type=int, default=40)
+    parser.add_argument("--model", help="checkpoint; default: the shipped model")
+    parser.add_argument("--sweep", action="store_true", help="also λ 0.005 / 0.1 and no bias correction")
+    parser.add_argument("--json", type=Path)
+    args = parser.parse_args()
+    configs = {"refined": face3d.FACE_FUSION}
+    if args.sweep:
+        base = face3d.FACE_FUSION
+        configs |= {"lam0.005": dataclasses.replace(base, position_weight=0.005),
+                    "lam0.1": dataclasses.replace(base, position_weight=0.1),
+                    "nobias": dataclasses.replace(base, correct_bias=False)}
+    result = evaluate(args.data, args.limit, configs, args.model)
+    print(json.dumps(result["mean"], indent=1))
+    if args.json:
+        write_text_atomic(args.json, json.dumps(result, indent=1))
+
+
+if __name__ == "__main__":
+    main()
