@@ -16,7 +16,7 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import numba
 import numpy as np
@@ -141,7 +141,29 @@ def refine(coarse: CoarseDepth, normals: np.ndarray, mask: np.ndarray | None = N
     (:func:`facenormals.fusion.warp_crop`), for a warm start.
     """
     region = coarse.coverage if mask is None else coarse.coverage & np.asarray(mask, bool)
-    return fusion.fuse(coarse.depth_m, normals, region, coarse.intrinsics, config, init=init, rotation=rotation)
+    rows, cols = np.nonzero(region)
+    if rows.size == 0:
+        raise fusion.DepthError("empty face region: the fitted face covers none of the mask")
+    # solve on the region's bounding box only (the crop's corners are background): ~30 % less work per face
+    size = region.shape
+    r0, r1 = max(int(rows.min()) - 2, 0), min(int(rows.max()) + 3, size[0])
+    c0, c1 = max(int(cols.min()) - 2, 0), min(int(cols.max()) + 3, size[1])
+    box = (slice(r0, r1), slice(c0, c1))
+    intr = coarse.intrinsics
+    sub = Intrinsics(width=c1 - c0, height=r1 - r0, fx=intr.fx, fy=intr.fy, cx=intr.cx - c0, cy=intr.cy - r0)
+    part = fusion.fuse(coarse.depth_m[box], np.asarray(normals)[box], region[box], sub, config,
+                       init=None if init is None else init[box], rotation=None if rotation is None else rotation[box])
+
+    def paste(x: np.ndarray | None, fill: float) -> np.ndarray | None:
+        if x is None:
+            return None
+        out = np.full((*size, *x.shape[2:]), fill, dtype=x.dtype)
+        out[box] = x
+        return out
+
+    return replace(part, depth_m=paste(part.depth_m, np.nan), normals=paste(part.normals, 0.0),
+                   corrected_normals=paste(part.corrected_normals, 0.0), region=paste(part.region, False),
+                   bias_rotation=paste(part.bias_rotation, 0.0))
 
 
 @dataclass(frozen=True)
