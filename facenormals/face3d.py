@@ -18,12 +18,12 @@ from __future__ import annotations
 
 from dataclasses import dataclass, replace
 
-import numba
 import numpy as np
 
 from facenormals import fusion
 from facenormals.camera import Intrinsics
 from facenormals.ict_fit import IctFace, IctFit, load_ict_face
+from facenormals.mesh_prior import rasterize_mesh
 from facenormals.ply import depth_mesh, write_ply
 
 NOMINAL_DISTANCE_M = 10.0  # the virtual camera's distance: rays parallel to < 1° over a face crop
@@ -55,54 +55,14 @@ def weak_perspective_intrinsics(size: int, px_per_m: float, distance_m: float = 
     return Intrinsics(width=size, height=size, fx=focal, fy=focal, cx=centre, cy=centre)
 
 
-@numba.njit(cache=True, nogil=True)
-def _depth_kernel(cols: np.ndarray, rows: np.ndarray, depth: np.ndarray, triangles: np.ndarray,
-                  zbuf: np.ndarray) -> None:  # pragma: no cover - JIT
-    """Per front triangle, every pixel centre inside it: keep the nearest (largest z) interpolated depth."""
-    size = zbuf.shape[0]
-    for t in range(triangles.shape[0]):
-        i0, i1, i2 = triangles[t, 0], triangles[t, 1], triangles[t, 2]
-        c0, c1, c2 = cols[i0], cols[i1], cols[i2]
-        r0, r1, r2 = rows[i0], rows[i1], rows[i2]
-        det = (c1 - c0) * (r2 - r0) - (c2 - c0) * (r1 - r0)
-        if det >= -1e-9:  # front faces are CCW in the y-up frame: clockwise in (col, row)
-            continue
-        inv = 1.0 / det
-        col_lo = max(int(np.ceil(min(c0, c1, c2))), 0)
-        col_hi = min(int(np.floor(max(c0, c1, c2))), size - 1)
-        row_lo = max(int(np.ceil(min(r0, r1, r2))), 0)
-        row_hi = min(int(np.floor(max(r0, r1, r2))), size - 1)
-        for r in range(row_lo, row_hi + 1):
-            for c in range(col_lo, col_hi + 1):
-                w1 = ((c - c0) * (r2 - r0) - (c2 - c0) * (r - r0)) * inv
-                w2 = ((c1 - c0) * (r - r0) - (c - c0) * (r1 - r0)) * inv
-                w0 = 1.0 - w1 - w2
-                if w0 < -1e-9 or w1 < -1e-9 or w2 < -1e-9:
-                    continue
-                z = w0 * depth[i0] + w1 * depth[i1] + w2 * depth[i2]
-                if z > zbuf[r, c]:
-                    zbuf[r, c] = z
-
-
 def rasterize_mesh_depth(points_crop_xyz: np.ndarray, triangles: np.ndarray, size: int) -> tuple[np.ndarray, np.ndarray]:
     """Orthographic z-buffer of a mesh on a size×size crop: (z in crop pixels, NaN outside; coverage).
 
-    The depth variant of :func:`facenormals.mesh_prior.rasterize_mesh_normals` (same frame and culling): crop
+    The depth of :func:`facenormals.mesh_prior.rasterize_mesh` (one z-buffer for normals and depth): crop
     points (N, 3) in pixels, x right, y up, z toward the camera; triangles CCW from outside; the nearest front
     triangle containing a pixel centre wins, its z interpolated barycentrically.
     """
-    points = np.asarray(points_crop_xyz, dtype=np.float64)
-    triangles = np.ascontiguousarray(triangles, dtype=np.int64)
-    if points.ndim != 2 or points.shape[1] != 3 or not np.isfinite(points).all():
-        raise ValueError(f"expected finite crop points of shape (N, 3), got {points.shape}")
-    if triangles.ndim != 2 or triangles.shape[1] != 3 or triangles.size == 0:
-        raise ValueError(f"expected triangles of shape (T, 3), got {triangles.shape}")
-    if triangles.min() < 0 or triangles.max() >= len(points):
-        raise ValueError(f"triangle indices out of range for {len(points)} points")
-    zbuf = np.full((size, size), -np.inf)
-    cols, rows, depth = (np.ascontiguousarray(v) for v in (points[:, 0], -points[:, 1], points[:, 2]))
-    _depth_kernel(cols, rows, depth, triangles, zbuf)
-    coverage = zbuf > -np.inf
+    _, coverage, zbuf = rasterize_mesh(points_crop_xyz, triangles, size)
     return np.where(coverage, zbuf, np.nan), coverage
 
 

@@ -220,13 +220,20 @@ def _zbuffer_kernel(cols: np.ndarray, rows: np.ndarray, depth: np.ndarray, norma
 
 def rasterize_mesh_normals(points_crop_xyz: np.ndarray, triangles: np.ndarray,
                            size: int = 256) -> tuple[np.ndarray, np.ndarray]:
+    """Smooth-shaded normals and coverage of a mesh on a size×size crop (:func:`rasterize_mesh` without depth)."""
+    normals, coverage, _ = rasterize_mesh(points_crop_xyz, triangles, size)
+    return normals, coverage
+
+
+def rasterize_mesh(points_crop_xyz: np.ndarray, triangles: np.ndarray,
+                   size: int = 256) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Smooth-shaded normals of a mesh seen orthographically on a size×size crop, with a z-buffer.
 
     ``points_crop_xyz`` (N, 3) in crop pixels, our frame (see the module docstring); ``triangles`` (T, 3)
     wound CCW from outside. Back faces are culled; a pixel belongs to the nearest front triangle that
     contains its centre; area-weighted vertex normals are interpolated barycentrically and renormalised.
-    Returns (normals size×size×3 float32, unit inside coverage, zero outside; coverage size×size bool).
-    The loop is compiled by numba (cached on disk after the first call).
+    Returns (normals size×size×3 float32, unit inside coverage, zero outside; coverage size×size bool; depth:
+    the winning z in crop pixels, float64, -inf outside). The loop is compiled by numba (cached on disk).
     """
     points = np.asarray(points_crop_xyz, dtype=np.float64)
     triangles = np.ascontiguousarray(triangles, dtype=np.int64)
@@ -243,7 +250,7 @@ def rasterize_mesh_normals(points_crop_xyz: np.ndarray, triangles: np.ndarray,
     zbuf = np.full((size, size), -np.inf)
     cols, rows, depth = (np.ascontiguousarray(v) for v in (points[:, 0], -points[:, 1], points[:, 2]))
     _zbuffer_kernel(cols, rows, depth, normals_v, triangles, out, zbuf)
-    return out, zbuf > -np.inf
+    return out, zbuf > -np.inf, zbuf
 
 
 def fill_prior(normals: np.ndarray, coverage: np.ndarray) -> np.ndarray:
