@@ -22,7 +22,7 @@ from facenormals import face3d, fusion
 from facenormals.engine import FrameResult
 from facenormals.ict_fit import IctFit, fit_landmarks, load_ict_face
 from facenormals.mesh_prior import crop_points_from_pixels
-from facenormals.realtime.sinks import frame_number
+from facenormals.realtime.sinks import clear_output_folder, frame_number
 
 log = logging.getLogger(__name__)
 
@@ -42,16 +42,8 @@ class MeshSink:
                  name_of: Callable[[FrameResult], str] = frame_number,
                  config: fusion.FusionConfig = face3d.FACE_FUSION, warm: bool = True) -> None:
         self.folder = Path(folder)
-        if self.folder.exists() and not self.folder.is_dir():
-            raise ValueError(f"--save-mesh {folder}: exists and is not a folder")
-        self.folder.mkdir(parents=True, exist_ok=True)
-        old = sorted(self.folder.glob("*.ply"))
-        if old and not overwrite:
-            raise ValueError(f"--save-mesh {folder}: already holds {len(old)} meshes from an earlier run; pass "
-                             "--overwrite to remove them first, or choose another folder")
-        for path in old:
-            path.unlink()
-        self.replaced = len(old)
+        self.replaced = clear_output_folder(self.folder, self.folder, lambda f: sorted(f.glob("*.ply")), "--save-mesh",
+                                            "meshes", overwrite)
         self.name_of, self.config, self.warm = name_of, config, warm  # warm: off for unrelated stills
         self.face = load_ict_face()
         self.tracks: dict[int, _Track] = {}

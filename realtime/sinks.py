@@ -120,16 +120,7 @@ class SaveDirSink:
         if fmt not in ("png", "npy"):
             raise ValueError(f"--save-format must be png or npy, got {fmt!r}")
         self.folder = Path(folder) / "normals"
-        if Path(folder).exists() and not Path(folder).is_dir():
-            raise ValueError(f"--save-dir {folder}: exists and is not a folder")
-        self.folder.mkdir(parents=True, exist_ok=True)
-        old = stale_maps(self.folder)
-        if old and not overwrite:
-            raise ValueError(f"--save-dir {folder}: {self.folder} already holds {len(old)} normal maps from an earlier "
-                             "run; pass --overwrite to remove them first, or choose another folder")
-        for path in old:
-            path.unlink()
-        self.replaced = len(old)
+        self.replaced = clear_output_folder(Path(folder), self.folder, stale_maps, "--save-dir", "normal maps", overwrite)
         self.fmt, self.name_of = fmt, name_of
         self.frames = 0
 
@@ -142,6 +133,22 @@ class SaveDirSink:
 
     def close(self) -> None:
         pass
+
+
+def clear_output_folder(given: Path, folder: Path, stale: Callable[[Path], list[Path]], option: str, what: str,
+                        overwrite: bool) -> int:
+    """Create ``folder`` (inside the ``given`` one); an earlier run's outputs there are refused unless ``overwrite``,
+    then removed. Returns how many were removed."""
+    if given.exists() and not given.is_dir():
+        raise ValueError(f"{option} {given}: exists and is not a folder")
+    folder.mkdir(parents=True, exist_ok=True)
+    old = stale(folder)
+    if old and not overwrite:
+        raise ValueError(f"{option} {given}: {folder} already holds {len(old)} {what} from an earlier run; pass "
+                         "--overwrite to remove them first, or choose another folder")
+    for path in old:
+        path.unlink()
+    return len(old)
 
 
 def stale_maps(folder: Path) -> list[Path]:
