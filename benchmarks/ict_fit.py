@@ -17,13 +17,13 @@ import time
 from collections import defaultdict
 from pathlib import Path
 
-import numpy as np
 from tqdm import tqdm
 
 from facenormals import ict_fit, mesh_prior, prior
 from facenormals.atomic import write_text_atomic
 from facenormals.dataset import load_sample, scan_dataset
 from facenormals.metrics import MetricAccumulator
+from facenormals.timing import median_ms
 
 SOURCES = ("mediapipe-mesh", "ict-fit")
 YAW_BINS = ((0, 15), (15, 30), (30, 45), (45, 90))
@@ -68,13 +68,7 @@ def score_set(root: Path) -> dict[str, dict[str, dict[str, float]]]:
 
 def cpu_ms(fn, repeats: int = 20) -> float:
     """Median CPU time of one call, milliseconds."""
-    fn()
-    times = []
-    for _ in range(repeats):
-        start = time.process_time()
-        fn()
-        times.append(time.process_time() - start)
-    return 1000.0 * float(np.median(times))
+    return median_ms(fn, repeats, clock=time.process_time)
 
 
 def timings(root: Path, size: int = 256) -> dict[str, float]:

@@ -29,6 +29,8 @@ from pathlib import Path
 
 import numpy as np
 
+from facenormals.timing import median_ms
+
 FP32_MS_PER_GMAC = 10.0  # ≈ 200 GFLOP/s: what ORT fp32 reaches on the 2 Zen 4 cores (MEASUREMENTS.md)
 INT8_MS_PER_GMAC = 3.0  # ≈ 670 GOP/s with VNNI
 
@@ -117,13 +119,7 @@ def cpu_time_ms(candidates: dict[str, Callable], batches: list[int], size: int, 
     for b in batches:
         x = rng.random((b, in_chans, size, size), dtype=np.float32)
         for name, fn in candidates.items():
-            fn(x)
-            times = []
-            for _ in range(runs):
-                start = time.process_time()
-                fn(x)
-                times.append((time.process_time() - start) * 1e3)
-            out[(name, b)] = statistics.median(times)
+            out[(name, b)] = median_ms(lambda f=fn, x=x: f(x), runs, clock=time.process_time)
     return out
 
 

@@ -18,14 +18,11 @@ import numpy as np
 
 from facenormals import mesh_prior
 from facenormals.geometry import face_crop
+from facenormals.timing import timed_ms
 
 
 def time_ms(fn: Callable[[], object], runs: int) -> tuple[float, float]:
-    samples = []
-    for _ in range(runs):
-        start = time.perf_counter()
-        fn()
-        samples.append((time.perf_counter() - start) * 1e3)
+    samples = timed_ms(fn, runs, warmup=0)
     return float(np.median(samples)), float(np.percentile(samples, 90))
 
 

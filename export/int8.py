@@ -14,7 +14,6 @@ Calibration methods (ONNX Runtime's calibrators) are compared by their angular d
 from __future__ import annotations
 
 import tempfile
-import time
 from collections.abc import Iterator
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -24,6 +23,7 @@ import onnx
 from tqdm import tqdm
 
 from facenormals.atomic import atomic_path, write_bytes_atomic
+from facenormals.timing import median_ms
 
 METHODS = ("minmax", "entropy", "percentile")
 TARGETS = ("cpu", "trt")
@@ -204,20 +204,14 @@ def cpu_speed(fp32_run: object, int8_run: object, in_chans: int, size: int, batc
     """Median latency of both models on the same zero-free input (warm-up excluded)."""
     x = np.random.default_rng(0).random((batch, in_chans, size, size), dtype=np.float32)
 
-    def median_ms(run: object) -> float:
-        run(x)
-        times = []
-        for _ in range(runs):
-            start = time.perf_counter()
-            run(x)
-            times.append((time.perf_counter() - start) * 1e3)
-        return float(np.median(times))
+    def median_of(run: object) -> float:
+        return median_ms(lambda: run(x), runs)
 
     # Interleave the two so machine load drifts affect both alike.
     fp32_ms, int8_ms = [], []
     for _ in range(2):
-        fp32_ms.append(median_ms(fp32_run))
-        int8_ms.append(median_ms(int8_run))
+        fp32_ms.append(median_of(fp32_run))
+        int8_ms.append(median_of(int8_run))
     return CpuSpeed(batch, min(fp32_ms), min(int8_ms))
 
 

@@ -209,19 +209,6 @@ def with_fits(result) -> list[FaceResult]:
     return faces
 
 
-def _face_mesh(self: FaceResult, config: fusion.FusionConfig | None = None):
-    """The refined 3-D face (:mod:`facenormals.face3d`): the fitted ICT face's depth (weak perspective, metric from
-    the ICT model's cm) refined by this face's normals; a ``face3d.Mesh`` in **metres** (x right, y up, z toward the
-    camera, origin at the crop centre on the fitted head's depth) with vertices, faces, unit vertex normals,
-    ``.to_trimesh()`` and ``.save_ply(path)``. ValueError when the face has no fit (no MediaPipe depth)."""
-    from facenormals import face3d
-
-    return face3d.face_result_mesh(self, face3d.FACE_FUSION if config is None else config)
-
-
-FaceResult.mesh = _face_mesh  # FaceResult lives in facenormals.engine; the mesh is the API's (issue 20)
-
-
 # --------------------------------------------------------------------------------------------- RGB-D
 
 

@@ -47,6 +47,15 @@ class FaceResult:
     fit: IctFit | None = None  # the ICT-FaceKit face fitted to the landmarks (ict-fit prior models): head pose
     #                            (``fit.euler_deg()``, crop space), identity and expression coefficients
 
+    def mesh(self, config: object = None) -> object:
+        """The refined 3-D face (:mod:`facenormals.face3d`): the fitted ICT face's depth (weak perspective, metric
+        from the ICT model's cm) refined by this face's normals; a ``face3d.Mesh`` in **metres** (x right, y up, z
+        toward the camera, origin at the crop centre on the fitted head's depth) with vertices, faces, unit vertex
+        normals, ``.to_trimesh()`` and ``.save_ply(path)``. ValueError when the face has no fit."""
+        from facenormals import face3d  # the fusion solver (torch) only when a mesh is asked for
+
+        return face3d.face_result_mesh(self, face3d.FACE_FUSION if config is None else config)
+
 
 @dataclass
 class FrameResult:

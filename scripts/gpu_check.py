@@ -76,19 +76,15 @@ def _latency(backend: object, in_chans: int, size: int, runs: int = 20) -> dict[
     """Median ms per call at each batch within the backend's limit (wall clock: this is the benchmark)."""
     import numpy as np
 
+    from facenormals.timing import median_ms
+
     out = {}
     limit = getattr(backend, "max_batch", None) or max(BATCHES)
     for n in BATCHES:
         if n > limit:
             continue
         batch = np.random.default_rng(0).random((n, in_chans, size, size), dtype=np.float32)
-        backend(batch)
-        times = []
-        for _ in range(runs):
-            start = time.perf_counter()
-            backend(batch)
-            times.append((time.perf_counter() - start) * 1e3)
-        out[f"batch{n}_ms"] = float(np.median(times))
+        out[f"batch{n}_ms"] = median_ms(lambda b=batch: backend(b), runs)
     return out
 
 
