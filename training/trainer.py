@@ -48,11 +48,11 @@ def seed_everything(seed: int) -> None:
     torch.manual_seed(seed)
 
 
-def build_model(cfg: TrainConfig) -> CrossModalNet:
+def build_model(cfg: TrainConfig, load_init: bool = True) -> CrossModalNet:
     # coarse-face prior input (issues 9, 13)
     prior = {"prior": cfg.model.prior, "prior_source": cfg.model.prior_source} if cfg.model.prior != "none" else {}
     model = create_model(cfg.model.arch, cfg.model.variant, **prior)
-    if cfg.model.init:
+    if cfg.model.init and load_init:
         source_cfg = read_config(cfg.model.init)
         if source_cfg.arch != cfg.model.arch or source_cfg.variant != cfg.model.variant:
             raise ValueError(f"model.init {cfg.model.init}: is {source_cfg.arch}/{source_cfg.variant}, "
@@ -141,7 +141,8 @@ def train(cfg: TrainConfig, info: ddp.DistInfo | None = None) -> TrainResult:
     preview_samples = (fixed_samples(cfg.data.preview, "image-only", cfg.data.preview_max_images)
                        if cfg.data.preview else []) + val_samples[:2]
 
-    model = build_model(cfg)
+    # a resumed run takes its weights from last.pt: reading model.init first would only be overwritten
+    model = build_model(cfg, load_init=not (run_dir / checkpointing.LAST).is_file())
     if cfg.channels_last:
         model = model.to(memory_format=torch.channels_last)
     optimizer = torch.optim.Adam(model.parameters(), lr=cfg.optim.lr, betas=cfg.optim.betas,
