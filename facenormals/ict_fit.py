@@ -11,8 +11,8 @@ MediaPipe's mesh is 468 vertices and 852 facets; the same landmarks pin down a f
    PCA standard deviation). Expression weights stay in ICT's [0, 1] range (an active-set pass).
 3. A few alternations; a tracked face warm-starts from its previous coefficients and needs fewer.
 
-The posed face (skin and eyeballs) is rasterised with the mesh prior's z-buffer
-(:func:`facenormals.mesh_prior.rasterize_mesh_normals`): smooth vertex normals, orthographic in crop pixels.
+The posed face (skin and eyeballs) is drawn by :func:`facenormals.prior.coarse_prior` with the mesh prior's
+z-buffer: smooth vertex normals, orthographic in crop pixels.
 
 Convention: crop points are crop pixels in our frame, x right, y **up**, z toward the camera, as produced by
 :func:`facenormals.mesh_prior.landmarks_in_crop` / ``crop_points_from_pixels``. The model is in ICT's frame
@@ -30,8 +30,6 @@ from pathlib import Path
 
 import numpy as np
 from threadpoolctl import ThreadpoolController
-
-from facenormals.mesh_prior import rasterize_mesh_normals
 
 ASSET = Path(__file__).resolve().parent / "assets" / "ict_face.npz"
 NUM_IDENTITY_MODES = 50
@@ -232,12 +230,3 @@ def _solve_coefficients(design: _Design, target: np.ndarray, scale: float, rot: 
         np.clip(expr, 0.0, 1.0, out=expr)
         active[k_id:] &= ~out
     return coeffs
-
-
-def fitted_normals(points: np.ndarray, size: int, face: IctFace | None = None, settings: FitSettings = FitSettings(),
-                   previous: IctFit | None = None) -> tuple[np.ndarray, np.ndarray, IctFit]:
-    """Fit, then rasterise the fitted face's smooth normals on the size×size crop: (normals, coverage, fit)."""
-    face = face if face is not None else load_ict_face()
-    fit = fit_landmarks(points, face, settings, previous)
-    normals, coverage = rasterize_mesh_normals(fit.crop_points(face), face.triangles, size)
-    return normals, coverage, fit

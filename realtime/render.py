@@ -29,7 +29,7 @@ ViewRenderer = Callable[["FrameResult", "RenderState"], np.ndarray]
 
 _VIEWS: dict[str, ViewRenderer] = {}
 # view name → module that registers it when imported (optional features stay unimported until used)
-VIEW_PLUGINS: dict[str, str] = {"fusion": "facenormals.realtime.views_rgbd"}
+VIEW_PLUGINS: dict[str, str] = {"fusion": "facenormals.realtime.views_rgbd", "fit": "facenormals.realtime.views_fit"}
 
 OVERLAY_ALPHA = 0.85  # normal colours over the face; a little of the photo shows through
 AMBIENT = 0.12  # relit: light reaching surfaces facing away from the light

@@ -113,6 +113,26 @@ def test_ict_prior_channels_are_unit_smooth_and_cover_the_face(face: ict_fit.Ict
         prior.coarse_prior(points, SIZE, "flame")
 
 
+def test_ict_prior_drawn_small_matches_the_crop_it_is_resized_to(face: ict_fit.IctFace) -> None:
+    """The ICT face is drawn at ≤ ICT_DRAW_PX² and resized: resized crop points keep pixel centres where cv2.resize
+    puts them, so the small drawing lands on the large one (no half-pixel drift)."""
+    triangle = np.array([[40.3, -30.2, 0.0], [210.7, -60.9, 0.0], [120.1, -220.4, 0.0]])
+    _, big, _ = mesh_prior.rasterize_mesh(triangle, np.array([[0, 2, 1]]), 256)
+    small_points = prior.resize_crop_points(triangle, 256, 128)
+    _, small, _ = mesh_prior.rasterize_mesh(small_points, np.array([[0, 2, 1]]), 128)
+    shrunk = cv2.resize(big.astype(np.float32), (128, 128), interpolation=cv2.INTER_AREA)
+    rows, cols = np.indices(small.shape)
+    for weights in (shrunk, small.astype(np.float32)):
+        assert weights.sum() > 1000
+    centroid = [(np.array([(w * rows).sum(), (w * cols).sum()]) / w.sum()) for w in (shrunk, small.astype(np.float32))]
+    np.testing.assert_allclose(centroid[0], centroid[1], atol=0.05)
+    rng = np.random.default_rng(3)
+    _, points, _, _ = synthetic_face(face, rng)
+    normals, coverage, _ = prior.coarse_prior(points * 2.0 + [0.5, -0.5, 0.0], 2 * SIZE, "ict-fit")
+    assert normals.shape == (2 * SIZE, 2 * SIZE, 3) and coverage.shape == (2 * SIZE, 2 * SIZE)
+    np.testing.assert_allclose(np.linalg.norm(normals, axis=2), 1.0, atol=1e-4)
+
+
 def test_bad_landmarks_name_the_problem(face: ict_fit.IctFace) -> None:
     with pytest.raises(ValueError, match="468 or 478"):
         ict_fit.fit_landmarks(np.zeros((68, 3)), face)
