@@ -78,12 +78,13 @@ def timings(root: Path, size: int = 256) -> dict[str, float]:
     points = mesh_prior.landmarks_in_crop(landmarks, (size, size), prior.IDENTITY)
     face = ict_fit.load_ict_face()
     fit = ict_fit.fit_landmarks(points, face)
-    posed = fit.crop_points(face)
+    draw = min(size, prior.ICT_DRAW_PX)  # the prior draws the face at this size, then resizes it to the crop
+    posed = prior.resize_crop_points(fit.crop_points(face), size, draw)
     return {
         "fit_cold_ms": cpu_ms(lambda: ict_fit.fit_landmarks(points, face)),
         "fit_warm_ms": cpu_ms(lambda: ict_fit.fit_landmarks(points, face, previous=fit)),
         "pose_vertices_ms": cpu_ms(lambda: fit.crop_points(face)),
-        "rasterize_ms": cpu_ms(lambda: mesh_prior.rasterize_mesh_normals(posed, face.triangles, size)),
+        f"rasterize_{draw}px_ms": cpu_ms(lambda: mesh_prior.rasterize_mesh_normals(posed, face.triangles, draw)),
         "ict_prior_total_cold_ms": cpu_ms(lambda: prior.coarse_prior(points, size, "ict-fit")),
         "ict_prior_total_warm_ms": cpu_ms(lambda: prior.coarse_prior(points, size, "ict-fit", previous=fit)),
         "mesh_prior_total_ms": cpu_ms(lambda: prior.coarse_prior(points, size, "mediapipe-mesh")),
