@@ -45,7 +45,7 @@ def best_affine_rmse_mm(ours_m: np.ndarray, truth_mm: np.ndarray, where: np.ndar
 
 
 def evaluate(root: Path, limit: int, configs: dict[str, face3d.fusion.FusionConfig], model: str | None) -> dict:
-    from facenormals.export.backends import create_backend
+    from facenormals.export.prepare import create_backend
 
     torch.set_num_threads(1)
     backend = create_backend("torch", model)

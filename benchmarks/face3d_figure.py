@@ -80,7 +80,7 @@ def main() -> None:
     parser.add_argument("--model", help="checkpoint; default: the shipped model")
     parser.add_argument("--out", type=Path, default=Path("docs/face3d.png"))
     args = parser.parse_args()
-    from facenormals.export.backends import create_backend
+    from facenormals.export.prepare import create_backend
 
     torch.set_num_threads(1)
     backend = create_backend("torch", args.model)

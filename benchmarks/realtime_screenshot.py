@@ -93,7 +93,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--colours", type=int, default=0, help="palette colours (default 0: plain RGB PNG, ~240 KB)")
     args = parser.parse_args(argv)
     if args.model:
-        from facenormals.export.backends import create_backend
+        from facenormals.export.prepare import create_backend
 
         backend = create_backend(args.backend, args.model)
     else:

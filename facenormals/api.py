@@ -125,15 +125,17 @@ class FaceNormals:
     """Faces → normals (and refined depth). ``FaceNormals(model=None, backend="auto", max_faces=4)``.
 
     ``model``: a checkpoint (``.safetensors``, e.g. from ``convert-official``), an ``.onnx`` or a TensorRT
-    ``.engine``; None = the shipped default. ``backend``: a name of ``facenormals.export.backends``
-    (``auto`` picks the fastest one that runs here). ``detector``: anything with
+    ``.engine``; None = the shipped default. ``backend``: a name of ``facenormals.runtime.backends``
+    (``auto`` picks the fastest one that runs here). The runtime runs files and never builds them: ONNX Runtime
+    on a checkpoint needs ``prepare=facenormals.export.prepare.onnx_for`` (export once, cached) or an ``.onnx``;
+    ``auto`` without it runs a checkpoint on torch (a shipped model on its INT8 twin). ``detector``: anything with
     ``detect(rgb, t_capture_ns) -> list[Face]``; default: :class:`facenormals.faces.StillFaceDetector` (face
     detection, then the mesh per face; every image on its own, no smoothing).
     """
 
     def __init__(self, model: str | Path | None = None, backend: str = "auto", max_faces: int = 4,
                  detector: object | None = None, **backend_options: object) -> None:
-        from facenormals.export.backends import create_backend
+        from facenormals.runtime.backends import create_backend
 
         self.backend = create_backend(backend, model, **backend_options)
         self.input_size = int(self.backend.input_size)

@@ -27,7 +27,7 @@ from facenormals.frame import Frame
 from facenormals.geometry import Crop, SquareBox
 from facenormals.ict_fit import IctFit
 
-Backend = Callable[[np.ndarray], np.ndarray]  # N×C×S×S float32 → N×3×S×S unit normals (facenormals.export.backends)
+Backend = Callable[[np.ndarray], np.ndarray]  # N×C×S×S float32 → N×3×S×S unit normals (facenormals.runtime)
 
 
 @dataclass(frozen=True)

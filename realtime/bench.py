@@ -168,7 +168,7 @@ def _uses_cuda(backend) -> bool:
 
 def machine_info() -> dict:
     """What the figures were measured on, including the load (other processes) at the time."""
-    from facenormals.export.backends import cpu_model
+    from facenormals.runtime.machine import cpu_model
 
     info = {
         "date_utc": datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ"),
@@ -197,7 +197,8 @@ def machine_info() -> dict:
 
 def run_benchmark(cfg: BenchConfig) -> dict:
     """Run the pipeline on ``cfg.source`` and return the JSON-ready result."""
-    from facenormals.export.backends import create_backend, warm_up
+    from facenormals.export.prepare import create_backend
+    from facenormals.runtime.backends import warm_up
     from facenormals.faces import create_detector
     from facenormals.realtime.render import FrameRenderer, RenderState
     from facenormals.realtime.sources.base import open_source, parse_spec

@@ -106,7 +106,8 @@ def main(args: argparse.Namespace) -> int:
     if args.frames is not None and args.frames < 1:
         raise ValueError(f"--frames must be at least 1, got {args.frames}")
     from facenormals.calibration.calibfile import load_calibration
-    from facenormals.export.backends import create_backend, warm_up
+    from facenormals.export.prepare import create_backend
+    from facenormals.runtime.backends import warm_up
     from facenormals.faces import create_detector
     from facenormals.fileio import check_model_file
     from facenormals.realtime.mesh_sink import MeshSink

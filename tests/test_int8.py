@@ -14,7 +14,6 @@ from onnx import numpy_helper
 from facenormals.checkpoint import save_checkpoint
 from facenormals.cli import main as cli_main
 from facenormals.dataset import DatasetWriter
-from facenormals.export.backends import OrtBackend, create_backend
 from facenormals.export.int8 import (
     compare_accuracy,
     load_eval_set,
@@ -24,7 +23,9 @@ from facenormals.export.int8 import (
 )
 from facenormals.export.onnx_export import export_onnx, head_nodes, read_metadata, set_metadata
 from facenormals.export.parity import load_face_crops
+from facenormals.export.prepare import create_backend
 from facenormals.model import create_model
+from facenormals.runtime.backends import OrtBackend
 from tests.conftest import SHARED
 
 SIZE = 64

@@ -127,7 +127,7 @@ def test_converted_fixture_reproduces_official_outputs(converted):
 
 def test_converted_checkpoint_runs_unchanged_on_onnx_runtime(converted, tmp_path, monkeypatch):
     """The converted file is an ordinary checkpoint: the ONNX export and ORT backend give the official normals."""
-    from facenormals.export.backends import create_backend
+    from facenormals.export.prepare import create_backend
 
     monkeypatch.setenv("FACENORMALS_CACHE", str(tmp_path))
     backend = create_backend("ort-cpu", converted[0])

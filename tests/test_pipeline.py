@@ -28,7 +28,7 @@ def checkpoint(tmp_path_factory) -> Path:
 
 @pytest.fixture(scope="module")
 def backend(checkpoint):
-    from facenormals.export.backends import create_backend
+    from facenormals.export.prepare import create_backend
 
     return create_backend("torch", checkpoint, device="cpu")
 
@@ -217,7 +217,7 @@ def test_backend_parity_torch_vs_onnxruntime(checkpoint, backend, monkeypatch, t
     """The same crops through torch and ONNX Runtime CPU give the same normals."""
     from facenormals.conventions import angular_error_deg
     from facenormals.crops import CropBatcher
-    from facenormals.export.backends import create_backend
+    from facenormals.export.prepare import create_backend
 
     monkeypatch.setenv("FACENORMALS_CACHE", str(tmp_path / "cache"))
     ort = create_backend("ort-cpu", checkpoint)
