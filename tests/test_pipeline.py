@@ -150,11 +150,10 @@ def test_source_dying_mid_stream_is_reported_and_video_finalised(face_video, bac
 def test_stage_exception_stops_every_stage(backend, tmp_path):
     failing = CountingBackend(backend, fail_on_call=3)
     out = tmp_path / "run.mp4"
-    started = time.monotonic()
     with pytest.raises(PipelineError, match="'infer' failed on frame 2: RuntimeError: device lost") as caught:
         make_pipeline(frames_of(moving_face_frames(30)), failing, [VideoSink(out, fps=15)]).run()
     assert caught.value.frame_id == 2
-    assert time.monotonic() - started < 60  # finished: no hang waiting on a dead stage
+    # run() returned and no stage thread is left: nothing hangs waiting on the dead stage (no clock needed)
     assert not [t for t in threading.enumerate() if t.name.startswith("facenormals-")]
     assert count_video_frames(out) == caught.value.report.frames_out == 2
 
