@@ -42,6 +42,8 @@ class FusedFace:
     region: np.ndarray
     matrix: np.ndarray
     note: str
+    iterations: int = 0
+    seconds: float = 0.0  # the solve's wall time per face
 
 
 @dataclass
@@ -137,13 +139,16 @@ class FusionStage:
         for (index, track_id, matrix, reused), solved in zip(kept, fusion.fuse_many(prepared, self.config, self.device),
                                                               strict=True):
             note = f"face {index}: {solved.solver} {solved.iterations} it, {solved.seconds * 1000:.0f} ms"
-            out.faces[index] = FusedFace(solved.depth_m, solved.normals, solved.region, matrix, note)
+            out.faces[index] = FusedFace(solved.depth_m, solved.normals, solved.region, matrix, note, solved.iterations,
+                                         solved.seconds)
             out.notes.append(note)
             if self.warm:
-                self._remember(track_id, solved, matrix, reused)
+                self.remember(track_id, solved, matrix, reused)
         return out
 
-    def _remember(self, track_id: int, solved: fusion.FusionResult, matrix: np.ndarray, reused: bool) -> None:
+    def remember(self, track_id: int, solved: fusion.FusionResult, matrix: np.ndarray, reused: bool = False) -> None:
+        """Keep a solve as track ``track_id``'s warm start for its next frame (``reused``: its bias rotation was the
+        track's previous one, so it ages; otherwise it was just measured)."""
         previous = self.tracks.pop(track_id, None)
         track = _Track(solved.depth_m, matrix)
         if solved.bias_rotation is not None:  # re-measured every REFRESH_BIAS_EVERY frames, reused in between
