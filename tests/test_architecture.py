@@ -78,3 +78,10 @@ def test_walker_sees_function_level_imports(tmp_path):
     source = tmp_path / "m.py"
     source.write_text("def f():\n    from facenormals.realtime.render import x\n    import facenormals.training\n")
     assert _imports(source) == {"facenormals.realtime.render", "facenormals.training"}
+
+
+def test_every_package_says_what_it_owns():
+    """Each package (subpackages included) opens with a docstring."""
+    bare = sorted(name for name, path in _modules().items() if path.name == "__init__.py"
+                  and not (ast.get_docstring(ast.parse(path.read_text(encoding="utf-8"))) or "").strip())
+    assert bare == []
