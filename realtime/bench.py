@@ -197,8 +197,8 @@ def machine_info() -> dict:
 
 def run_benchmark(cfg: BenchConfig) -> dict:
     """Run the pipeline on ``cfg.source`` and return the JSON-ready result."""
-    from facenormals.realtime.runner import LoopParts, open_backend
-    from facenormals.realtime.sources.base import open_source, parse_spec
+    from facenormals.realtime.runner import SAMPLE_KINDS, LoopParts, open_backend, open_run_source
+    from facenormals.realtime.sources.base import parse_spec
     from facenormals.realtime.stability import StabilityProbe, sample_photo_of
 
     if cfg.pace not in ("realtime", "max"):
@@ -208,11 +208,10 @@ def run_benchmark(cfg: BenchConfig) -> dict:
     backend = open_backend(cfg.backend, cfg.model, cfg.threads, warm_runs=5)
     gpu_timer = CudaEventTimer(backend) if _uses_cuda(backend) else None
     total = cfg.frames + cfg.warmup
-    is_sample = parse_spec(cfg.source).kind in ("sample", "sample-rgbd")
-    options = {"frames": total} if is_sample else {}
+    is_sample = parse_spec(cfg.source).kind in SAMPLE_KINDS
     load_before = machine_info()["load_avg_1m"]
     probe = JitterProbe(cfg.warmup)
-    with open_source(cfg.source, **options) as source, \
+    with open_run_source(cfg.source, sample_frames=total) as source, \
             LoopParts.build(source, backend, view=cfg.view, max_faces=cfg.max_faces, temporal=cfg.temporal) as parts:
         pace = (source.fps or 30.0) if cfg.pace == "realtime" and not source.live else None
         frames = source

@@ -55,17 +55,6 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                              "removed, and the depth scale where the source has none")
 
 
-def open_default_source(frames: int | None):
-    """The webcam if one opens, else the embedded sample (no download)."""
-    from facenormals.realtime.sources.base import SourceError, open_source
-
-    try:
-        return open_source("webcam")
-    except (SourceError, ImportError) as err:
-        print(f"facenormals run: no webcam ({err}); using the embedded sample clip", file=sys.stderr)
-        return open_source("sample", **({"frames": frames} if frames else {}))
-
-
 def source_path(spec: str | None) -> Path | None:
     """The file or folder a source spec reads, if any (``video:clip.mp4`` → ``clip.mp4``)."""
     if not spec:
@@ -110,10 +99,8 @@ def main(args: argparse.Namespace) -> int:
     from facenormals.realtime.mesh_sink import MeshSink
     from facenormals.realtime.pipeline import PipelineError
     from facenormals.realtime.render import RenderState, get_view
-    from facenormals.realtime.runner import LoopParts, open_backend
+    from facenormals.realtime.runner import LoopParts, calibrated, open_backend, open_run_source
     from facenormals.realtime.sinks import SaveDirSink, VideoSink, WindowSink, frame_number, has_display
-    from facenormals.realtime.sources.base import SourceError, open_source
-    from facenormals.realtime.sources.calibrated import CalibratedSource
 
     get_view(args.view)  # an unavailable view fails before a camera or model is opened
     window = not args.headless and has_display()
@@ -126,16 +113,10 @@ def main(args: argparse.Namespace) -> int:
     if args.model is not None and Path(args.model).suffix:
         check_model_file(args.model)  # a file that is not a face-normal model fails here, not as a traceback
     calibration = load_calibration(args.calibration) if args.calibration else None  # a bad file fails first
-    source = open_source(args.source) if args.source else open_default_source(args.frames)
-    still = bool(getattr(source, "still_images", False))
-    images = source  # the image folder keeps the file names, also once wrapped below
+    images = open_run_source(args.source, sample_frames=args.frames)  # keeps an image folder's file names
+    still = bool(getattr(images, "still_images", False))
     name_of = (lambda result: images.name_of(result.frame.id)) if still else frame_number
-    if calibration is not None:
-        try:
-            source = CalibratedSource(source, calibration)
-        except SourceError:
-            source.close()
-            raise
+    source = calibrated(images, calibration)
     with source:
         backend = open_backend(args.backend, args.model, args.threads)
         precision = getattr(backend, "metadata", {}).get("precision", "fp32")

@@ -1,9 +1,10 @@
-"""The run builder: one place that opens and owns what a run of the loop needs — the backend, the source, the face
-detector, the post-inference stages (temporal filter, RGB-D fusion), the renderer and the sinks — for ``facenormals
-run``, ``facenormals bench`` and the README screenshot script, and closes them in order.
+"""The run builder: one place that opens and owns what a run of the loop needs — the source (``open_run_source``,
+``calibrated``), the backend (``open_backend``), the face detector, the post-inference stages (temporal filter,
+RGB-D fusion), the renderer and the sinks (``LoopParts``) — for ``facenormals run``, ``facenormals bench`` and the
+README screenshot script, and closes them in order.
 
     backend = open_backend("auto", None)
-    with open_source("sample") as source, LoopParts.build(source, backend, view="normals") as parts:
+    with open_run_source("sample") as source, LoopParts.build(source, backend, view="normals") as parts:
         report = parts.pipeline(source, max_frames=100).run()
 
 What differs between the callers is options, not wiring: ``run`` adds sinks and a window, ``bench`` one-slot queues
@@ -20,6 +21,38 @@ from typing import Any
 from facenormals.faces import Detector, create_detector
 from facenormals.realtime.pipeline import Pipeline
 from facenormals.realtime.render import FrameRenderer, RenderState, get_view, view_needs_fusion
+
+SAMPLE_KINDS = ("sample", "sample-rgbd")
+
+
+def open_run_source(spec: str | None, sample_frames: int | None = None) -> Any:
+    """The run's frames: ``spec`` (``webcam[:N]``, ``video:PATH``, ``sample``, ...) or, with none, the webcam if one
+    opens, else the embedded sample (no download). ``sample_frames`` bounds the embedded clip (``--frames``)."""
+    from facenormals.realtime.sources.base import SourceError, open_source, parse_spec
+
+    frames = {"frames": sample_frames} if sample_frames else {}
+    if spec:
+        return open_source(spec, **(frames if parse_spec(spec).kind in SAMPLE_KINDS else {}))
+    try:
+        return open_source("webcam")
+    except (SourceError, ImportError) as err:
+        print(f"facenormals run: no webcam ({err}); using the embedded sample clip", file=sys.stderr)
+        return open_source("sample", **frames)
+
+
+def calibrated(source: Any, calibration: Any) -> Any:
+    """``source`` seen through a calibration file (distortion removed, its intrinsics and depth scale); the source is
+    closed when the calibration does not fit it."""
+    from facenormals.realtime.sources.base import SourceError
+    from facenormals.realtime.sources.calibrated import CalibratedSource
+
+    if calibration is None:
+        return source
+    try:
+        return CalibratedSource(source, calibration)
+    except SourceError:
+        source.close()
+        raise
 
 
 def open_backend(name: str, model: str | Path | None, threads: int | None = None, warm_runs: int = 2,
