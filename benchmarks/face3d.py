@@ -62,7 +62,7 @@ def evaluate(root: Path, limit: int, configs: dict[str, face3d.fusion.FusionConf
         fit = ict_fit.fit_landmarks(points, face)
         rgb = sample.image.transpose(2, 0, 1)[None].astype(np.float32) / 255.0
         inputs = rgb
-        if backend.in_chans == 7:
+        if backend.prior_source is not None:  # from the model's metadata, not its channel count
             normals_p, coverage_p = prior.stored_prior(root, files.name, sample.image.shape, backend.prior_source)
             inputs = np.concatenate([rgb, normals_p.transpose(2, 0, 1)[None], coverage_p[None, None]], axis=1)
         network = np.ascontiguousarray(backend(inputs.astype(np.float32))[0].transpose(1, 2, 0))
