@@ -45,7 +45,7 @@ def best_affine_rmse_mm(ours_m: np.ndarray, truth_mm: np.ndarray, where: np.ndar
 
 
 def evaluate(root: Path, limit: int, configs: dict[str, face3d.fusion.FusionConfig], model: str | None) -> dict:
-    from facenormals.export.backends import create_backend
+    from facenormals.export.prepare import create_backend
 
     torch.set_num_threads(1)
     backend = create_backend("torch", model)
@@ -62,7 +62,7 @@ def evaluate(root: Path, limit: int, configs: dict[str, face3d.fusion.FusionConf
         fit = ict_fit.fit_landmarks(points, face)
         rgb = sample.image.transpose(2, 0, 1)[None].astype(np.float32) / 255.0
         inputs = rgb
-        if backend.in_chans == 7:
+        if backend.prior_source is not None:  # from the model's metadata, not its channel count
             normals_p, coverage_p = prior.stored_prior(root, files.name, sample.image.shape, backend.prior_source)
             inputs = np.concatenate([rgb, normals_p.transpose(2, 0, 1)[None], coverage_p[None, None]], axis=1)
         network = np.ascontiguousarray(backend(inputs.astype(np.float32))[0].transpose(1, 2, 0))

@@ -51,7 +51,7 @@ def row(root: Path, name: str, backend, face: ict_fit.IctFace) -> np.ndarray:
     points = mesh_prior.landmarks_in_crop(landmarks, image.shape, prior.IDENTITY)
     fit = ict_fit.fit_landmarks(points, face)
     rgb = image.transpose(2, 0, 1)[None].astype(np.float32) / 255.0
-    if backend.in_chans == 7:
+    if backend.prior_source is not None:  # from the model's metadata, not its channel count
         normals_p, coverage_p = prior.stored_prior(root, name, image.shape, backend.prior_source)
         rgb = np.concatenate([rgb, normals_p.transpose(2, 0, 1)[None], coverage_p[None, None]], axis=1)
     network = np.ascontiguousarray(backend(rgb.astype(np.float32))[0].transpose(1, 2, 0))
@@ -80,7 +80,7 @@ def main() -> None:
     parser.add_argument("--model", help="checkpoint; default: the shipped model")
     parser.add_argument("--out", type=Path, default=Path("docs/face3d.png"))
     args = parser.parse_args()
-    from facenormals.export.backends import create_backend
+    from facenormals.export.prepare import create_backend
 
     torch.set_num_threads(1)
     backend = create_backend("torch", args.model)

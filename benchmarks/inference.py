@@ -102,7 +102,7 @@ def _cpu_models(checkpoint: Path, size: int, folder: Path, calibration: Path | N
 
 
 def _cpu_candidates(checkpoint: Path, fp32_onnx: Path, int8_onnx: Path, threads: int) -> dict[str, Callable]:
-    from facenormals.export.backends import create_backend
+    from facenormals.export.prepare import create_backend
 
     return {
         "torch eager fp32": create_backend("torch", checkpoint, device="cpu", threads=threads),
@@ -154,8 +154,8 @@ def _gpu_candidates(checkpoint: Path, size: int, folder: Path, batches: list[int
 
     candidates: dict[str, Callable] = {"torch CUDA fp16 + CUDA graphs": cuda_graph_run}
     try:
-        from facenormals.export.backends import create_backend
         from facenormals.export.onnx_export import export_onnx
+        from facenormals.export.prepare import create_backend
         from facenormals.export.tensorrt_build import build_engine
 
         onnx_path = folder / f"{checkpoint.stem}_gpu.onnx"
@@ -200,7 +200,7 @@ def run(archs: list[str], batches: list[int], size: int, runs: int, rounds: int,
         calibration: Path | None, gpu: bool) -> dict[str, object]:
     import torch
 
-    from facenormals.export.backends import cpu_model, physical_cores
+    from facenormals.runtime.machine import cpu_model, physical_cores
 
     rows: list[Row] = []
     cores = physical_cores()

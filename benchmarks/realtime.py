@@ -64,9 +64,9 @@ def prepare_models(checkpoint: Path | None, folder: Path, int8: bool) -> dict[st
     models = {"checkpoint": checkpoint, "fp32": folder / "fp32.onnx"}
     export_onnx(checkpoint, models["fp32"], check_parity=False)
     if int8:
-        from facenormals.export.backends import onnx_model_info
         from facenormals.export.int8 import quantize_int8
         from facenormals.prior import network_inputs, source_of
+        from facenormals.runtime.onnx_info import onnx_model_info
 
         in_chans, size, meta = onnx_model_info(models["fp32"])
         crops = network_inputs(sample_crops(size), in_chans, source_of(in_chans, meta.get("prior_source")))
@@ -84,12 +84,13 @@ def component_times(models: dict[str, Path], frames: int = 60) -> dict[str, dict
     import time
 
     from facenormals.engine import FrameEngine
-    from facenormals.export.backends import create_backend, warm_up
+    from facenormals.export.prepare import create_backend
     from facenormals.faces import create_detector
     from facenormals.frame import Frame
     from facenormals.realtime.pipeline import LoopStats
     from facenormals.realtime.render import FrameRenderer, RenderState
     from facenormals.realtime.sources.sample import render_sample_rgb
+    from facenormals.runtime.backends import warm_up
 
     backends = {name: create_backend("ort-cpu", models[name]) for name in ("int8", "fp32") if name in models}
     backends["torch"] = create_backend("torch", models["checkpoint"])

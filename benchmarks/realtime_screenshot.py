@@ -42,13 +42,11 @@ class MeshBaseline:
 
 def render_views(backend, frame_index: int, views: tuple[str, ...]) -> list[np.ndarray]:
     """Run the pipeline over the sample up to ``frame_index``; return that frame drawn in each view."""
-    from facenormals.faces import create_detector
-    from facenormals.realtime.pipeline import Pipeline
-    from facenormals.realtime.render import FrameRenderer, RenderState, get_view, light_from_angles
+    from facenormals.realtime.render import RenderState, get_view, light_from_angles
+    from facenormals.realtime.runner import LoopParts
     from facenormals.realtime.sources.base import open_source
 
     state = RenderState(view=views[0], light=light_from_angles(-45.0, 30.0))
-    renderer = FrameRenderer(state, backend.name)
     shots: list[np.ndarray] = []
 
     def grab(result) -> None:
@@ -57,12 +55,9 @@ def render_views(backend, frame_index: int, views: tuple[str, ...]) -> list[np.n
                 image = get_view(view)(result, state).copy()
                 shots.append(image)
 
-    with open_source("sample", frames=frame_index + 1) as source:
-        detector = create_detector(1)
-        try:
-            Pipeline(source, detector, backend, renderer, on_result=grab, handle_signals=False).run()
-        finally:
-            detector.close()
+    with open_source("sample", frames=frame_index + 1) as source, \
+            LoopParts.build(source, backend, view=views[0], temporal=False, state=state) as parts:
+        parts.pipeline(source, on_result=grab, handle_signals=False).run()
     if len(shots) != len(views):
         raise RuntimeError(f"frame {frame_index} of the sample was not rendered")
     return shots
@@ -93,9 +88,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--colours", type=int, default=0, help="palette colours (default 0: plain RGB PNG, ~240 KB)")
     args = parser.parse_args(argv)
     if args.model:
-        from facenormals.export.backends import create_backend
+        from facenormals.realtime.runner import open_backend
 
-        backend = create_backend(args.backend, args.model)
+        backend = open_backend(args.backend, args.model)
     else:
         backend = MeshBaseline()
     normals, relit = render_views(backend, args.frame, ("normals", "relit"))

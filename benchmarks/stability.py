@@ -175,7 +175,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--json", type=Path)
     parser.add_argument("--plot", type=Path)
     args = parser.parse_args(argv)
-    from facenormals.export.backends import create_backend, warm_up
+    from facenormals.export.prepare import create_backend
+    from facenormals.runtime.backends import warm_up
 
     backend = create_backend(args.backend, args.model, **({"threads": args.threads} if args.threads else {}))
     warm_up(backend)

@@ -1,2 +1,3 @@
-"""facenormals.export: turning a checkpoint into deployable graphs — ONNX, FP16, INT8 (Q/DQ), TensorRT engines,
-Triton repositories — plus parity checks and (for now) the inference backends that run them."""
+"""facenormals.export: building deployable model files from a checkpoint — ONNX, FP16, INT8 (Q/DQ, calibrated on crops
+from the one face mesh), TensorRT engines, Triton repositories — plus parity checks, and ``prepare``: what a runtime
+backend needs built before it runs (``facenormals.runtime`` only runs files)."""

@@ -110,7 +110,7 @@ def _triton(args: argparse.Namespace) -> int:
     for path in written:
         print(f"wrote {path}")
     if args.engine is not None:
-        from facenormals.export.engine_header import read_header
+        from facenormals.runtime.engine_header import read_header
 
         header = read_header(args.engine)
         # A plan deserialises only under the exact TensorRT version that built it (Triton's tensorrt backend too).
@@ -121,7 +121,7 @@ def _triton(args: argparse.Namespace) -> int:
 
 
 def _doctor(args: argparse.Namespace) -> int:
-    from facenormals.export.backends import system_report
+    from facenormals.runtime.machine import system_report
 
     report = system_report()
     if args.json:

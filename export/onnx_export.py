@@ -20,6 +20,7 @@ from pathlib import Path
 import onnx
 
 from facenormals.atomic import write_bytes_atomic
+from facenormals.runtime.onnx_info import read_metadata
 
 INPUT_NAME = "image"
 OUTPUT_NAME = "normals"
@@ -114,11 +115,6 @@ def set_metadata(model: onnx.ModelProto, values: dict[str, object]) -> None:
     for key, value in values.items():
         prop = existing.get(key) or model.metadata_props.add()
         prop.key, prop.value = key, value if isinstance(value, str) else json.dumps(value)
-
-
-def read_metadata(path: str | Path) -> dict[str, str]:
-    model = onnx.load(str(path), load_external_data=False)
-    return {p.key: p.value for p in model.metadata_props}
 
 
 def build_onnx(checkpoint: str | Path, size: int | None = None, fp16: bool = False) -> tuple[onnx.ModelProto, int | None]:

@@ -179,7 +179,7 @@ def torch_reference(checkpoint: str | Path) -> Callable[[np.ndarray], np.ndarray
 
 def onnx_runner(onnx_path: str | Path, threads: int | None = None) -> Callable[[np.ndarray], np.ndarray]:
     """ONNX Runtime CPU session as a numpy function (graph optimisations on, as deployed)."""
-    from facenormals.export.backends import OrtBackend
+    from facenormals.runtime.backends import OrtBackend
 
     return OrtBackend("ort-cpu", Path(onnx_path), threads=threads, strict=True)
 

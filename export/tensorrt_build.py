@@ -21,7 +21,10 @@ from pathlib import Path
 import onnx
 
 from facenormals.atomic import write_bytes_atomic
-from facenormals.export.engine_header import EngineHeader, write_header
+from facenormals.runtime.engine_header import EngineHeader, write_header
+from facenormals.runtime.machine import cache_dir
+from facenormals.runtime.onnx_info import onnx_model_info
+from facenormals.runtime.tensorrt import gpu_identity, import_tensorrt
 
 PRECISIONS = ("fp32", "fp16", "int8")
 
@@ -31,15 +34,6 @@ class BuildPlan:
     cast_fp16: bool  # parse the FP16-cast graph made from this fp32 ONNX
     strongly_typed: bool  # precisions come from the graph
     builder_flags: tuple[str, ...]  # names in trt.BuilderFlag (TensorRT 10 weak typing only)
-
-
-def import_tensorrt() -> object:
-    try:
-        import tensorrt as trt
-    except ImportError as err:
-        raise RuntimeError("TensorRT is not installed (pip install 'facenormals[gpu]' on a machine with an NVIDIA GPU "
-                           f"and driver): {err}") from err
-    return trt
 
 
 def trt_major(version: str) -> int:
@@ -75,20 +69,8 @@ def plan_build(onnx_meta: dict[str, str], qdq_problems: list[str], precision: st
     return BuildPlan(source != "fp16", True, ())
 
 
-def gpu_identity(device: int = 0) -> tuple[str, str]:
-    """(name, "major.minor" compute capability) of CUDA device ``device``."""
-    import torch
-
-    if not torch.cuda.is_available():
-        raise RuntimeError("no CUDA GPU visible to torch: TensorRT engines are built on the GPU they will run on")
-    major, minor = torch.cuda.get_device_capability(device)
-    return torch.cuda.get_device_name(device), f"{major}.{minor}"
-
-
 def default_timing_cache(gpu_name: str, compute_capability: str, trt_version: str) -> Path:
     """Per GPU model, compute capability and TensorRT version: tactics timed on one card mislead another."""
-    from facenormals.export.backends import cache_dir
-
     gpu = re.sub(r"[^A-Za-z0-9]+", "-", gpu_name).strip("-").lower() or "gpu"
     return cache_dir() / "trt" / f"timing-{gpu}-sm{compute_capability.replace('.', '')}-trt{trt_version}.cache"
 
@@ -128,7 +110,6 @@ def build_engine(onnx_path: str | Path, out: str | Path, precision: str = "fp16"
 
 def _build_engine(onnx_path: Path, out: Path, precision: str, batch: tuple[int, int, int],
                   timing_cache: str | Path | None, workspace_gb: float, device: int) -> EngineHeader:
-    from facenormals.export.backends import onnx_model_info
     from facenormals.export.fp16 import to_fp16
     from facenormals.export.int8 import trt_qdq_problems
 

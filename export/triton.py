@@ -99,8 +99,8 @@ def write_repository(onnx_path: str | Path, repo: str | Path, name: str = "facen
                      engine: str | Path | None = None, max_batch: int = 8, instances: int = 1,
                      kind: str = "gpu", trt_ep: bool = False) -> list[Path]:
     """Write (or update) the model folders; returns the files written."""
-    from facenormals.export.backends import onnx_model_info
-    from facenormals.export.engine_header import read_header
+    from facenormals.runtime.engine_header import read_header
+    from facenormals.runtime.onnx_info import onnx_model_info
 
     onnx_path, repo = Path(onnx_path), Path(repo)
     if not onnx_path.is_file():
@@ -110,7 +110,7 @@ def write_repository(onnx_path: str | Path, repo: str | Path, name: str = "facen
     in_chans, size, _ = onnx_model_info(onnx_path)
     served = onnx_path
     if trt_ep:
-        from facenormals.export.backends import fp16_onnx
+        from facenormals.export.prepare import fp16_onnx
 
         served = fp16_onnx(onnx_path)  # fp16 body, fp32 I/O and head; fp16/INT8 files as they are
     written = [

@@ -4,9 +4,11 @@ Implements "Cross-modal Deep Face Normals with Deactivable Skip Connections" (Ab
 Torr, Boyer, CVPR 2020). Normal convention: camera space, +x right, +y up, +z toward the camera.
 
 This package is the core: cameras (``camera``), faces and the one MediaPipe wrapper (``faces``), crops and the
-per-frame engine (``crops``, ``engine``), the API (``api``), the model and checkpoints, the coarse-face priors and
-the RGB-D fusion. It imports none of ``realtime``, ``training``, ``export`` (see README: Architecture for the two
-exceptions left), ``calibration`` or ``benchmarks``; the ``facenormals`` CLI dispatcher (``cli``) sits above all.
+per-frame engine (``crops``, ``engine``), the fusion stage (``fusion_stage`` over ``fusion``), the API (``api``), the
+model and checkpoints, the shipped-model registry (``zoo``), the inference runtime that runs model files and never
+builds them (``runtime``), and the coarse-face priors. It imports none of ``realtime``, ``training``, ``export``,
+``calibration`` or ``benchmarks`` (``tests/test_architecture.py``); the ``facenormals`` CLI dispatcher (``cli``)
+sits above all.
 """
 
 from __future__ import annotations

@@ -29,12 +29,12 @@ from pathlib import Path
 import cv2
 import numpy as np
 
-from facenormals import fusion
 from facenormals.camera import intrinsics_from_matrix
-from facenormals.depth import DepthError, check_matches, depth_to_metres
+from facenormals.depth import check_matches, depth_to_metres
 from facenormals.engine import FaceResult, FrameEngine
 from facenormals.faces import StillFaceDetector, check_frame
 from facenormals.frame import Frame
+from facenormals.fusion_stage import FusionStage
 from facenormals.geometry import invert_affine
 
 ImageInput = np.ndarray | str | Path
@@ -125,15 +125,17 @@ class FaceNormals:
     """Faces → normals (and refined depth). ``FaceNormals(model=None, backend="auto", max_faces=4)``.
 
     ``model``: a checkpoint (``.safetensors``, e.g. from ``convert-official``), an ``.onnx`` or a TensorRT
-    ``.engine``; None = the shipped default. ``backend``: a name of ``facenormals.export.backends``
-    (``auto`` picks the fastest one that runs here). ``detector``: anything with
+    ``.engine``; None = the shipped default. ``backend``: a name of ``facenormals.runtime.backends``
+    (``auto`` picks the fastest one that runs here). The runtime runs files and never builds them: ONNX Runtime
+    on a checkpoint needs ``prepare=facenormals.export.prepare.onnx_for`` (export once, cached) or an ``.onnx``;
+    ``auto`` without it runs a checkpoint on torch (a shipped model on its INT8 twin). ``detector``: anything with
     ``detect(rgb, t_capture_ns) -> list[Face]``; default: :class:`facenormals.faces.StillFaceDetector` (face
     detection, then the mesh per face; every image on its own, no smoothing).
     """
 
     def __init__(self, model: str | Path | None = None, backend: str = "auto", max_faces: int = 4,
                  detector: object | None = None, **backend_options: object) -> None:
-        from facenormals.export.backends import create_backend
+        from facenormals.runtime.backends import create_backend
 
         self.backend = create_backend(backend, model, **backend_options)
         self.input_size = int(self.backend.input_size)
@@ -146,6 +148,7 @@ class FaceNormals:
         self.detector = detector if detector is not None else StillFaceDetector(max_faces)
         # independent images: no ICT warm start from whichever face had the same index in the previous call
         self.engine = FrameEngine(self.backend, self.detector, self.input_size, warm_start=False)
+        self.fusion = FusionStage(warm=False)  # RGB-D: the same stage as the live loop, no memory across images
 
     def __enter__(self) -> FaceNormals:
         return self
@@ -182,7 +185,7 @@ class FaceNormals:
                 continue
             try:
                 results[i] = fuse_faces(results[i], depths[i], intrinsics_from_matrix(cameras[i], frames[i].shape[:2]),
-                                        depth_scale_m, frames[i].shape[:2])
+                                        depth_scale_m, frames[i].shape[:2], self.fusion)
             except ValueError as err:  # this image's depth is bad: the others keep theirs
                 if single:
                     raise
@@ -213,28 +216,24 @@ def with_fits(result) -> list[FaceResult]:
 
 
 def fuse_faces(faces: list[FaceResult], depth: np.ndarray, intrinsics, depth_scale_m: float | None,
-               frame_shape: tuple[int, int]) -> list[FaceResult]:
-    """Refine each face's depth with its normals (``facenormals.fusion``), in crop space, then paste it back."""
-
+               frame_shape: tuple[int, int], stage: FusionStage | None = None) -> list[FaceResult]:
+    """Refine each face's depth with its normals (the one fusion stage, :mod:`facenormals.fusion_stage`, in crop
+    space), then paste it back. Bad depth for the whole image raises; a face with too little depth warns."""
     metres = depth_to_metres(depth, depth_scale_m)
     check_matches(metres, intrinsics)
     if metres.shape != frame_shape:
         raise ValueError(f"depth is {metres.shape[1]}×{metres.shape[0]} but the image is "
                          f"{frame_shape[1]}×{frame_shape[0]}: align depth to the colour image first")
-    prepared, kept = [], []
-    for i, face in enumerate(faces):
-        size = face.crop_mask.shape[0]
-        try:
-            prepared.append(fusion.prepare(fusion.crop_depth(metres, face.crop_matrix, size), face.crop_normals,
-                                           face.crop_mask, fusion.crop_intrinsics(intrinsics, face.crop_matrix, size)))
-        except DepthError as err:  # this face is out of the sensor's range: keep its normals, no depth
-            warnings.warn(f"face {i}: no refined depth ({err})", RuntimeWarning, stacklevel=3)
-            continue
-        kept.append(i)
+    stage = stage or FusionStage(warm=False)
+    fused = stage.fuse(metres, intrinsics, [(i, face.crop_matrix, face.crop_normals, face.crop_mask)
+                                            for i, face in enumerate(faces)])
+    for i, reason in fused.failed.items():  # this face is out of the sensor's range: keep its normals, no depth
+        warnings.warn(f"face {i}: no refined depth ({reason})", RuntimeWarning, stacklevel=3)
     out = list(faces)
-    for i, result in zip(kept, fusion.fuse_many(prepared), strict=True):
-        out[i] = replace(faces[i], crop_depth=result.depth_m,
-                         depth=paste_depth(result.depth_m, faces[i].crop_matrix, frame_shape))
+    for i, result in enumerate(fused.faces):
+        if result is not None:
+            out[i] = replace(faces[i], crop_depth=result.depth_m,
+                             depth=paste_depth(result.depth_m, faces[i].crop_matrix, frame_shape))
     return out
 
 

@@ -18,6 +18,7 @@ from __future__ import annotations
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
 
 import numpy as np
 
@@ -27,7 +28,10 @@ from facenormals.frame import Frame
 from facenormals.geometry import Crop, SquareBox
 from facenormals.ict_fit import IctFit
 
-Backend = Callable[[np.ndarray], np.ndarray]  # N×C×S×S float32 → N×3×S×S unit normals (facenormals.export.backends)
+if TYPE_CHECKING:  # the fusion stage (torch) is imported only by callers that fuse
+    from facenormals.fusion_stage import FrameFusion
+
+Backend = Callable[[np.ndarray], np.ndarray]  # N×C×S×S float32 → N×3×S×S unit normals (facenormals.runtime)
 
 
 @dataclass(frozen=True)
@@ -68,6 +72,14 @@ class FrameResult:
     normals: list[PastedNormals] = field(default_factory=list)  # pasted into the frame (faces inside it)
     fits: tuple[IctFit | None, ...] = ()  # per face: the ICT fit of an ict-fit prior model, else None
     pasted: list[PastedNormals | None] = field(default_factory=list)  # per face, None where it is outside the frame
+    fusion: FrameFusion | None = None  # refined depth per face, when a FusionStage ran (RGB-D frames)
+
+    def face_inputs(self) -> list[tuple[int, np.ndarray, np.ndarray, np.ndarray]]:
+        """Per face: (track id, 2×3 frame → crop matrix, S×S×3 crop normals, S×S crop mask), what fusion needs."""
+        if self.crop_normals is None:
+            return []
+        return [(face.track_id, crop.matrix, np.ascontiguousarray(normals.transpose(1, 2, 0), dtype=np.float32),
+                 crop.mask) for face, crop, normals in zip(self.faces, self.crops, self.crop_normals, strict=False)]
 
     def face_results(self) -> list[FaceResult]:
         """The API's view: one :class:`FaceResult` per face, with frame-sized normals (NaN outside the face)."""

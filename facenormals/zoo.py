@@ -1,16 +1,62 @@
-"""Where the shipped models live: ``facenormals/weights/`` inside the installed package.
+"""The shipped models, described once (:data:`REGISTRY`), and where they live: ``facenormals/weights/`` inside the
+installed package.
 
-Nothing is ever downloaded: a missing file is an installation problem and says so.
+Each :class:`ShippedModel` says what a name means the way timm's pretrained configs do: file and SHA-256, input
+channels, prior kind and input size (what the runtime also reads from the file's own metadata), the INT8 twin,
+and the measured accuracy and speed reported in MODEL_CARD.md (``tests/test_zoo.py`` checks the description
+against the files). Nothing is ever downloaded: a missing file is an installation problem and says so.
 """
 
 from __future__ import annotations
 
+from dataclasses import dataclass, field
 from pathlib import Path
 
 WEIGHTS_DIR = Path(__file__).resolve().parent / "weights"
-# The default, best first: the mesh-prior model (RGB + MediaPipe's mesh, which every tool computes anyway to find
-# the face), then the RGB-only model. See MODEL_CARD.md.
-PREFERENCE = ("fast-prior", "fast")
+
+
+@dataclass(frozen=True)
+class ShippedModel:
+    """One shipped model. Accuracy: mean angular error (°) per validation set; speed: ms per 256² crop, batch 1,
+    ONNX Runtime on the project machine's 2 CPU cores (MODEL_CARD.md says how each was measured)."""
+
+    name: str
+    file: str                   # in WEIGHTS_DIR
+    sha256: str
+    in_chans: int               # 3: RGB; 7: RGB + a coarse-face prior (normals + coverage)
+    prior_source: str | None    # facenormals.prior source the channels 3-6 carry; None: RGB only
+    input_size: int
+    int8_file: str | None = None  # the calibrated INT8 Q/DQ twin (auto serves it on the CPU), in WEIGHTS_DIR
+    int8_sha256: str | None = None
+    accuracy_deg: dict[str, float] = field(default_factory=dict)
+    speed_ms: dict[str, float] = field(default_factory=dict)
+    note: str = ""
+
+    @property
+    def path(self) -> Path:
+        return WEIGHTS_DIR / self.file
+
+
+# Best first: the first one shipped is the default (no --model / "auto"). See MODEL_CARD.md.
+REGISTRY: dict[str, ShippedModel] = {m.name: m for m in (
+    ShippedModel(
+        "fast-prior", "fast-prior.safetensors",
+        "41665aab447fd7ea43accdee857624f3903834e3755300b02e234f0fda5f2779",
+        in_chans=7, prior_source="ict-fit", input_size=256,
+        int8_file="fast-prior.int8.onnx",
+        int8_sha256="b68abd1b4c86badcdec61ce866eb8552c5b16c09cb5c5cf0d58e6b266c54a95f",
+        accuracy_deg={"val_ict_v2": 14.35, "val_james": 11.05, "val_profile": 16.59},
+        speed_ms={"ort-cpu-fp32": 42.1, "ort-cpu-int8": 20.7},
+        note="run ict_prior_c1 (session 3): detail on top of an ICT-FaceKit face fitted to MediaPipe's landmarks"),
+    ShippedModel(
+        "fast", "fast.safetensors",
+        "df11c2317602ddf490180faee7e42c93c0dd5ee8bda65cd25b250c97d1519567",
+        in_chans=3, prior_source=None, input_size=256,
+        accuracy_deg={"val_ict_v2": 17.91, "val_ict": 17.79, "val_james": 18.35},
+        speed_ms={"ort-cpu-fp32": 34.42},
+        note="RGB only (any detector and crop); does not beat the MediaPipe-mesh baseline"),
+)}
+PREFERENCE = tuple(REGISTRY)
 DEFAULT_MODEL = PREFERENCE[-1]  # the name a lone shipped model gets
 
 
@@ -53,7 +99,7 @@ def int8_twin(checkpoint: Path) -> Path | None:
     if checkpoint.parent.resolve() != WEIGHTS_DIR.resolve() or not twin.is_file():
         return None
     from facenormals.checkpoint import file_sha256
-    from facenormals.export.onnx_export import read_metadata
+    from facenormals.runtime.onnx_info import read_metadata
 
     meta = read_metadata(twin)
     if meta.get("precision") != "int8" or meta.get("source_sha256") != file_sha256(checkpoint):

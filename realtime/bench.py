@@ -33,11 +33,11 @@ import numpy as np
 
 from facenormals.engine import FrameResult
 from facenormals.frame import Frame
-from facenormals.realtime.pipeline import FrameRecord, Pipeline
+from facenormals.realtime.pipeline import FrameRecord
 from facenormals.smoothing import landmark_jitter
 
 # Stages the pipeline's own code runs on every frame, besides inference (capture is the source's cost).
-OVERHEAD_STAGES = ("detect", "crop", "temporal", "paste", "render", "sink")
+OVERHEAD_STAGES = ("detect", "crop", "temporal", "fuse", "paste", "render", "sink")
 PERCENTILES = (50, 95, 99)
 
 
@@ -168,7 +168,7 @@ def _uses_cuda(backend) -> bool:
 
 def machine_info() -> dict:
     """What the figures were measured on, including the load (other processes) at the time."""
-    from facenormals.export.backends import cpu_model
+    from facenormals.runtime.machine import cpu_model
 
     info = {
         "date_utc": datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ"),
@@ -197,28 +197,22 @@ def machine_info() -> dict:
 
 def run_benchmark(cfg: BenchConfig) -> dict:
     """Run the pipeline on ``cfg.source`` and return the JSON-ready result."""
-    from facenormals.export.backends import create_backend, warm_up
-    from facenormals.faces import create_detector
-    from facenormals.realtime.render import FrameRenderer, RenderState
-    from facenormals.realtime.sources.base import open_source, parse_spec
+    from facenormals.realtime.runner import SAMPLE_KINDS, LoopParts, open_backend, open_run_source
+    from facenormals.realtime.sources.base import parse_spec
     from facenormals.realtime.stability import StabilityProbe, sample_photo_of
-    from facenormals.temporal import TemporalFilter
 
     if cfg.pace not in ("realtime", "max"):
         raise ValueError(f"pace must be 'realtime' or 'max', got {cfg.pace!r}")
     if cfg.frames < 2 or cfg.warmup < 0:
         raise ValueError(f"need frames ≥ 2 and warmup ≥ 0 (got {cfg.frames}, {cfg.warmup})")
-    backend = create_backend(cfg.backend, cfg.model, **({"threads": cfg.threads} if cfg.threads else {}))
-    warm_up(backend, runs=5)
+    backend = open_backend(cfg.backend, cfg.model, cfg.threads, warm_runs=5)
     gpu_timer = CudaEventTimer(backend) if _uses_cuda(backend) else None
     total = cfg.frames + cfg.warmup
-    is_sample = parse_spec(cfg.source).kind in ("sample", "sample-rgbd")
-    options = {"frames": total} if is_sample else {}
+    is_sample = parse_spec(cfg.source).kind in SAMPLE_KINDS
     load_before = machine_info()["load_avg_1m"]
     probe = JitterProbe(cfg.warmup)
-    with open_source(cfg.source, **options) as source:
-        detector = create_detector(cfg.max_faces)
-        renderer = FrameRenderer(RenderState(view=cfg.view), backend.name)
+    with open_run_source(cfg.source, sample_frames=total) as source, \
+            LoopParts.build(source, backend, view=cfg.view, max_faces=cfg.max_faces, temporal=cfg.temporal) as parts:
         pace = (source.fps or 30.0) if cfg.pace == "realtime" and not source.live else None
         frames = source
         if cfg.preload and not source.live:
@@ -232,14 +226,11 @@ def run_benchmark(cfg: BenchConfig) -> dict:
             if stability is not None:
                 stability(result)
         # max pace: one-slot blocking queues, so latency counts at most one waiting frame per hand-over
-        pipeline = Pipeline(frames, detector, gpu_timer or backend, renderer, max_frames=total, pace_fps=pace,
-                            live=True if pace else None, queue_size=1, on_result=on_result, handle_signals=False,
-                            temporal=TemporalFilter() if cfg.temporal else None)
-        try:
-            report = pipeline.run()
-            cpu_end_s = time.process_time()
-        finally:
-            detector.close()
+        pipeline = parts.pipeline(frames, backend=gpu_timer or backend, max_frames=total, pace_fps=pace,
+                                  live=True if pace else None, queue_size=1, on_result=on_result,
+                                  handle_signals=False)
+        report = pipeline.run()
+        cpu_end_s = time.process_time()
         live = pipeline.live
     before = [r for r in report.records if r.id < cfg.warmup]
     measured = [r for r in report.records if r.id >= cfg.warmup]
@@ -302,8 +293,8 @@ def plot_result(result: dict, path: str | Path) -> None:
              f"p95 {result['latency_ms']['p95']:.0f} ms, {result['dropped']} dropped")
     left.legend(loc="upper right", fontsize=8)
     left.grid(alpha=0.3)
-    names = [n for n in ("capture", "detect", "crop", "temporal", "infer", "infer_gpu", "paste", "render", "sink", "overhead")
-             if n in result["stages"]]
+    order = ("capture", "detect", "crop", "temporal", "fuse", "infer", "infer_gpu", "paste", "render", "sink", "overhead")
+    names = [n for n in order if n in result["stages"]]
     p50 = [result["stages"][n]["p50"] for n in names]
     p95 = [result["stages"][n]["p95"] for n in names]
     right.barh(names, p95, color="#f4a582", label="p95")

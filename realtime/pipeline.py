@@ -181,7 +181,9 @@ class Pipeline:
     restamped on release). ``max_frames``: stop after that many captured frames. ``on_result`` sees
     every finished result (the benchmark collects landmarks there). ``temporal``: a stage applied to each result
     right after inference, on the infer thread (:class:`facenormals.temporal.TemporalFilter`: ``run``/``bench``
-    turn it on for video, ``--no-temporal`` off).
+    turn it on for video, ``--no-temporal`` off). ``fusion``: the RGB-D fusion stage
+    (:class:`facenormals.fusion_stage.FusionStage`, keyed by track id), after the temporal filter on the same
+    thread, so views only draw ``result.fusion``.
     """
 
     def __init__(self, frames: Iterable[Frame], detector: Detector, backend: Callable[[np.ndarray], np.ndarray],
@@ -189,7 +191,8 @@ class Pipeline:
                  live: bool | None = None, pace_fps: float | None = None, max_frames: int | None = None,
                  queue_size: int = 4, on_result: Callable[[FrameResult], None] | None = None,
                  handle_signals: bool = True, keep_records: int = 100_000,
-                 temporal: Callable[[FrameResult], FrameResult] | None = None) -> None:
+                 temporal: Callable[[FrameResult], FrameResult] | None = None,
+                 fusion: Callable[[FrameResult], FrameResult] | None = None) -> None:
         self.frames = frames
         self.detector = detector
         self.backend = backend
@@ -202,6 +205,7 @@ class Pipeline:
         self.max_frames = max_frames
         self.on_result = on_result
         self.temporal = temporal
+        self.stages = [stage for stage in (temporal, fusion) if stage is not None]  # after inference, in order
         self.handle_signals = handle_signals
         self.stop_event = threading.Event()
         qsize = 1 if self.live else queue_size
@@ -319,7 +323,9 @@ class Pipeline:
             frame, faces, batch = item
             current[0] = frame.id
             result = self.engine.infer(frame, faces, batch)
-            out.put(self.temporal(result) if self.temporal is not None else result)
+            for stage in self.stages:
+                result = stage(result)
+            out.put(result)
 
     def _render_loop(self) -> None:
         inq = self.queues["results"]

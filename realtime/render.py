@@ -21,6 +21,8 @@ from typing import TYPE_CHECKING
 import cv2
 import numpy as np
 
+from facenormals.shading import lambert
+
 if TYPE_CHECKING:
     from facenormals.engine import FrameResult
     from facenormals.realtime.pipeline import LoopStats
@@ -28,11 +30,11 @@ if TYPE_CHECKING:
 ViewRenderer = Callable[["FrameResult", "RenderState"], np.ndarray]
 
 _VIEWS: dict[str, ViewRenderer] = {}
+_FUSED_VIEWS: set[str] = set()  # views that draw result.fusion
 # view name → module that registers it when imported (optional features stay unimported until used)
 VIEW_PLUGINS: dict[str, str] = {"fusion": "facenormals.realtime.views_rgbd", "fit": "facenormals.realtime.views_fit"}
 
 OVERLAY_ALPHA = 0.85  # normal colours over the face; a little of the photo shows through
-AMBIENT = 0.12  # relit: light reaching surfaces facing away from the light
 ALBEDO_BGR = np.array([0.78, 0.84, 0.92], dtype=np.float32)  # relit: a warm plaster colour
 
 
@@ -81,14 +83,23 @@ def angles_from_light(light: np.ndarray) -> tuple[float, float]:
 # ---------------------------------------------------------------------------------------------- registry
 
 
-def register_view(name: str) -> Callable[[ViewRenderer], ViewRenderer]:
-    """Decorator: make ``fn(result, state) -> BGR image`` available as ``--view NAME``."""
+def register_view(name: str, fused: bool = False) -> Callable[[ViewRenderer], ViewRenderer]:
+    """Decorator: make ``fn(result, state) -> BGR image`` available as ``--view NAME``. ``fused``: the view draws
+    ``result.fusion``, so the run builder adds the fusion stage (:mod:`facenormals.fusion_stage`) to the loop."""
 
     def decorate(fn: ViewRenderer) -> ViewRenderer:
         _VIEWS[name] = fn
+        if fused:
+            _FUSED_VIEWS.add(name)
         return fn
 
     return decorate
+
+
+def view_needs_fusion(name: str) -> bool:
+    """Whether ``--view NAME`` draws refined depth (the loop must run the fusion stage for it)."""
+    get_view(name)  # plugin views register themselves on import
+    return name in _FUSED_VIEWS
 
 
 def view_names() -> list[str]:
@@ -130,12 +141,9 @@ def normals_to_bgr(normals: np.ndarray) -> np.ndarray:
 
 
 def shade_bgr(normals: np.ndarray, light: np.ndarray) -> np.ndarray:
-    """Lambertian shading of unit normals under a directional light, plaster albedo, BGR uint8."""
-    lambert = normals.reshape(-1, 3) @ light.astype(np.float32)
-    np.nan_to_num(lambert, copy=False, nan=0.0)
-    np.clip(lambert, 0.0, 1.0, out=lambert)
-    intensity = (AMBIENT + (1.0 - AMBIENT) * lambert).reshape(normals.shape[:2])
-    return cv2.convertScaleAbs(intensity[..., None] * (ALBEDO_BGR * 255.0))
+    """Lambertian shading (:func:`facenormals.shading.lambert`, the project's one) of unit normals under a
+    directional light, plaster albedo, BGR uint8."""
+    return cv2.convertScaleAbs(lambert(normals, light)[..., None] * (ALBEDO_BGR * 255.0))
 
 
 def _blend_faces(out: np.ndarray, result: FrameResult, colourise: Callable[[np.ndarray], np.ndarray],

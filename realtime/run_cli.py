@@ -55,17 +55,6 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                              "removed, and the depth scale where the source has none")
 
 
-def open_default_source(frames: int | None):
-    """The webcam if one opens, else the embedded sample (no download)."""
-    from facenormals.realtime.sources.base import SourceError, open_source
-
-    try:
-        return open_source("webcam")
-    except (SourceError, ImportError) as err:
-        print(f"facenormals run: no webcam ({err}); using the embedded sample clip", file=sys.stderr)
-        return open_source("sample", **({"frames": frames} if frames else {}))
-
-
 def source_path(spec: str | None) -> Path | None:
     """The file or folder a source spec reads, if any (``video:clip.mp4`` → ``clip.mp4``)."""
     if not spec:
@@ -106,16 +95,12 @@ def main(args: argparse.Namespace) -> int:
     if args.frames is not None and args.frames < 1:
         raise ValueError(f"--frames must be at least 1, got {args.frames}")
     from facenormals.calibration.calibfile import load_calibration
-    from facenormals.export.backends import create_backend, warm_up
-    from facenormals.faces import create_detector
     from facenormals.fileio import check_model_file
     from facenormals.realtime.mesh_sink import MeshSink
-    from facenormals.realtime.pipeline import Pipeline, PipelineError
-    from facenormals.realtime.render import FrameRenderer, RenderState, get_view
+    from facenormals.realtime.pipeline import PipelineError
+    from facenormals.realtime.render import RenderState, get_view
+    from facenormals.realtime.runner import LoopParts, calibrated, open_backend, open_run_source
     from facenormals.realtime.sinks import SaveDirSink, VideoSink, WindowSink, frame_number, has_display
-    from facenormals.realtime.sources.base import SourceError, open_source
-    from facenormals.realtime.sources.calibrated import CalibratedSource
-    from facenormals.temporal import TemporalFilter
 
     get_view(args.view)  # an unavailable view fails before a camera or model is opened
     window = not args.headless and has_display()
@@ -128,20 +113,12 @@ def main(args: argparse.Namespace) -> int:
     if args.model is not None and Path(args.model).suffix:
         check_model_file(args.model)  # a file that is not a face-normal model fails here, not as a traceback
     calibration = load_calibration(args.calibration) if args.calibration else None  # a bad file fails first
-    source = open_source(args.source) if args.source else open_default_source(args.frames)
-    still = bool(getattr(source, "still_images", False))
-    images = source  # the image folder keeps the file names, also once wrapped below
+    images = open_run_source(args.source, sample_frames=args.frames)  # keeps an image folder's file names
+    still = bool(getattr(images, "still_images", False))
     name_of = (lambda result: images.name_of(result.frame.id)) if still else frame_number
-    if calibration is not None:
-        try:
-            source = CalibratedSource(source, calibration)
-        except SourceError:
-            source.close()
-            raise
+    source = calibrated(images, calibration)
     with source:
-        options = {"threads": args.threads} if args.threads else {}
-        backend = create_backend(args.backend, args.model, **options)
-        warm_up(backend)
+        backend = open_backend(args.backend, args.model, args.threads)
         precision = getattr(backend, "metadata", {}).get("precision", "fp32")
         print(f"facenormals run: backend {backend.name} ({precision}) on {', '.join(backend.providers)}; "
               f"source {source!r}", file=sys.stderr)
@@ -161,21 +138,18 @@ def main(args: argparse.Namespace) -> int:
             sinks.append(video)
         if window:
             sinks.append(WindowSink(state))
-        # Unrelated stills (an image folder) are detected one by one: tracking would carry faces across photos.
-        detector = create_detector(args.max_faces, task_file=args.task, smooth=not args.no_smoothing and not still,
-                                   still=still and args.task is None)
-        temporal = None if args.no_temporal or still else TemporalFilter()  # stills have no history
-        pipeline = Pipeline(source, detector, backend, FrameRenderer(state, backend.name), sinks,
-                            max_frames=args.frames, pace_fps=(source.fps or 30.0) if args.realtime else None,
-                            temporal=temporal)
-        try:
-            report = pipeline.run()
-            code = 0
-        except PipelineError as err:
-            report, code = err.report, 1
-            print(f"facenormals run: error: {err}", file=sys.stderr)
-        finally:
-            detector.close()
+        # stills (an image folder): no tracking, smoothing or temporal filter; --view fusion adds the fusion stage
+        with LoopParts.build(source, backend, view=args.view, max_faces=args.max_faces, task_file=args.task,
+                             smooth=not args.no_smoothing, temporal=not args.no_temporal, state=state,
+                             sinks=sinks) as parts:
+            pipeline = parts.pipeline(source, max_frames=args.frames,
+                                      pace_fps=(source.fps or 30.0) if args.realtime else None)
+            try:
+                report = pipeline.run()
+                code = 0
+            except PipelineError as err:
+                report, code = err.report, 1
+                print(f"facenormals run: error: {err}", file=sys.stderr)
     print(f"facenormals run: {report.summary()}", file=sys.stderr)
     for sink in sinks:
         if isinstance(sink, VideoSink) and sink.finished:

@@ -100,7 +100,7 @@ def _guard(results: dict[str, object], key: str, fn: object) -> None:
 
 
 def step_environment(out: Path) -> dict[str, object]:
-    from facenormals.export.backends import system_report
+    from facenormals.runtime.machine import system_report
 
     report = system_report()
     try:
@@ -127,7 +127,7 @@ def step_exports(out: Path) -> dict[str, object]:
             _guard(results, f"{model}.{precision}", export)
 
         def int8(model: str = model) -> object:
-            from facenormals.export.backends import create_backend
+            from facenormals.export.prepare import create_backend
 
             fp32 = out / f"{model}.fp32.onnx"
             backend = create_backend("ort-cpu", fp32)
@@ -150,7 +150,7 @@ class Reference:
 
 
 def _reference(fp32: Path) -> Reference:
-    from facenormals.export.backends import create_backend
+    from facenormals.export.prepare import create_backend
 
     cpu = create_backend("ort-cpu", fp32)
     inputs, masks = _crops(cpu.input_size, cpu.in_chans, cpu.prior_source)
@@ -162,7 +162,7 @@ def _measure(backend: object, ref: Reference) -> dict[str, float]:
 
 
 def _trt_engine(out: Path, model: str, precision: str, ref: Reference) -> dict[str, object]:
-    from facenormals.export.backends import create_backend
+    from facenormals.export.prepare import create_backend
     from facenormals.export.tensorrt_build import build_engine
 
     source = out / f"{model}.{'int8' if precision == 'int8' else 'fp32'}.onnx"
@@ -185,7 +185,8 @@ def step_tensorrt(out: Path) -> dict[str, object]:
 
 
 def _ort_gpu(out: Path, model: str, name: str, precision: str, ref: Reference) -> dict[str, object]:
-    from facenormals.export.backends import create_backend, warm_up
+    from facenormals.export.prepare import create_backend
+    from facenormals.runtime.backends import warm_up
 
     source = out / f"{model}.{'int8' if precision == 'int8' else 'fp32'}.onnx"
     start = time.perf_counter()
@@ -201,7 +202,8 @@ def _stale_cache(out: Path) -> dict[str, object]:
     import onnx
     from onnx import numpy_helper
 
-    from facenormals.export.backends import create_backend, engine_cache_key
+    from facenormals.export.prepare import create_backend
+    from facenormals.runtime.backends import engine_cache_key
 
     path, cache = out / "stale.onnx", out / "trt-ep-cache"
     path.write_bytes((out / "fast.fp32.onnx").read_bytes())
@@ -234,7 +236,7 @@ def step_torch_cuda(out: Path) -> dict[str, object]:
     import torch
 
     from facenormals.checkpoint import load_image_to_normal
-    from facenormals.export.backends import create_backend
+    from facenormals.export.prepare import create_backend
     from facenormals.zoo import resolve_model
 
     results: dict[str, object] = {}

@@ -20,10 +20,19 @@ def rng() -> np.random.Generator:
     return np.random.default_rng(0)
 
 
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    """Tests that read ../shared carry the ``shared`` marker (no silent switch to other fixtures): using the
+    ``shared_data`` fixture without it is an error; without the data, marked tests skip and say where it was sought."""
+    data = SHARED / "data"
+    for item in items:
+        marked = item.get_closest_marker("shared") is not None
+        if "shared_data" in getattr(item, "fixturenames", ()) and not marked:
+            raise pytest.UsageError(f"{item.nodeid} uses ../shared (shared_data): mark it @pytest.mark.shared")
+        if marked and not data.is_dir():
+            item.add_marker(pytest.mark.skip(reason=f"needs ../shared: no data at {data}"))
+
+
 @pytest.fixture(scope="session")
 def shared_data() -> Path:
-    """../shared/data, or skip: tests that need it say so in their skip reason."""
-    data = SHARED / "data"
-    if not data.is_dir():
-        pytest.skip(f"shared data not present at {data}")
-    return data
+    """../shared/data (tests using it are marked ``shared`` and skip without it)."""
+    return SHARED / "data"

@@ -51,6 +51,7 @@ def _angles_deg(a: np.ndarray, b: np.ndarray) -> np.ndarray:
     return np.degrees(np.arccos(np.clip(np.sum(a * b, axis=-1), -1.0, 1.0)))
 
 
+@pytest.mark.slow  # a subprocess
 def test_import_stays_light():
     import subprocess
 

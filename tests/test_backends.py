@@ -12,20 +12,11 @@ import pytest
 import torch
 
 from facenormals.checkpoint import save_checkpoint
-from facenormals.export.backends import (
-    Backend,
-    BackendError,
-    create_backend,
-    engine_cache_key,
-    fp16_onnx,
-    onnx_for_checkpoint,
-    ort_errors,
-    physical_cores,
-    provider_options,
-    warm_up,
-)
 from facenormals.export.parity import angular_deviation_deg, load_face_crops
+from facenormals.export.prepare import create_backend, fp16_onnx, onnx_for_checkpoint
 from facenormals.model import create_model
+from facenormals.runtime.backends import Backend, BackendError, engine_cache_key, ort_errors, provider_options, warm_up
+from facenormals.runtime.machine import physical_cores
 from facenormals.zoo import model_path
 
 SIZE = 64
@@ -72,6 +63,21 @@ def test_checkpoint_export_is_cached_by_content(checkpoint: Path, private_cache:
     stamp = first.stat().st_mtime_ns
     backend = create_backend("ort-cpu", checkpoint)
     assert backend.model_path == first and first.stat().st_mtime_ns == stamp  # reused, not re-exported
+
+
+def test_the_runtime_runs_files_and_never_builds_them(checkpoint: Path, tmp_path: Path,
+                                                     monkeypatch: pytest.MonkeyPatch) -> None:
+    """facenormals.runtime alone: ONNX Runtime on a checkpoint is refused with the fix, auto runs it on torch, and
+    nothing is written to the cache; the export layer's create_backend builds the ONNX and runs it."""
+    from facenormals.runtime import create_backend as run_only
+
+    cache = tmp_path / "fresh-cache"
+    monkeypatch.setenv("FACENORMALS_CACHE", str(cache))
+    with pytest.raises(BackendError, match="facenormals export onnx"):
+        run_only("ort-cpu", checkpoint)
+    assert run_only("auto", checkpoint, threads=1).name == "torch"
+    assert not list(cache.rglob("*.onnx"))
+    assert create_backend("ort-cpu", checkpoint, threads=1).model_path.is_relative_to(cache)
 
 
 def test_onnx_file_loads_directly_with_threads_for_this_machine(checkpoint: Path) -> None:
@@ -348,7 +354,7 @@ def test_doctor_reports_what_runs_here(capsys: pytest.CaptureFixture[str]) -> No
     import json
 
     from facenormals.cli import main as cli_main
-    from facenormals.export.backends import system_report
+    from facenormals.runtime.machine import system_report
 
     report = system_report()
     assert report["onnxruntime"] == ort.__version__ and report["providers"] == ort.get_available_providers()
@@ -367,7 +373,7 @@ def test_doctor_reports_what_runs_here(capsys: pytest.CaptureFixture[str]) -> No
      "no tensorrt wheel"),
 ])
 def test_doctor_names_the_bad_combinations(changes: dict[str, object], message: str) -> None:
-    from facenormals.export.backends import runtime_problems
+    from facenormals.runtime.machine import runtime_problems
 
     clean = {"onnxruntime": "1.22.0", "onnxruntime_wheels": {"onnxruntime-gpu": "1.22.0"}, "tensorrt": {},
              "providers": ["CPUExecutionProvider"], "gpus": []}

@@ -1,6 +1,8 @@
 import subprocess
 import sys
 
+import pytest
+
 from facenormals.cli import main
 
 
@@ -10,6 +12,7 @@ def test_model_info_reports_both_widths(capsys):
     assert "fast:" in out and "paper:" in out and "image→normal" in out
 
 
+@pytest.mark.slow  # a subprocess
 def test_unknown_verb_suggests():
     result = subprocess.run([sys.executable, "-m", "facenormals.cli", "model-inf"], capture_output=True, text=True)
     assert result.returncode == 2 and "model-info" in result.stderr

@@ -61,6 +61,7 @@ def mesh_dir(tmp_path_factory) -> Path:
     return folder
 
 
+@pytest.mark.slow  # a subprocess
 def test_render_meshes_paired_outputs_dataset(mesh_dir, tmp_path):
     out = tmp_path / "ds"
     rc = _run_cli("render", "--source", str(mesh_dir), "--count", "3", "--out", str(out), "--seed", "4",
@@ -99,6 +100,7 @@ def test_same_seed_same_files_serial_or_parallel(mesh_dir, tmp_path):
     assert sample_rng(9, 3).random() == sample_rng(9, 3).random() != sample_rng(9, 4).random()
 
 
+@pytest.mark.slow  # a subprocess
 def test_resume_after_kill_gives_the_uninterrupted_result(mesh_dir, tmp_path):
     out = tmp_path / "killed"
     cmd = [sys.executable, "-m", "facenormals.cli", "data", "render", "--source", str(mesh_dir), "--count", "200",
@@ -124,6 +126,7 @@ def test_resume_after_kill_gives_the_uninterrupted_result(mesh_dir, tmp_path):
     assert len(scan_dataset(out)) == 200
 
 
+@pytest.mark.slow  # a subprocess
 def test_broken_mesh_is_skipped_with_a_count(tmp_path, capsys):
     folder = tmp_path / "meshes"
     folder.mkdir()
@@ -137,6 +140,7 @@ def test_broken_mesh_is_skipped_with_a_count(tmp_path, capsys):
     assert "2 written" in summary and "2 skipped" in summary and "broken.obj" in summary
 
 
+@pytest.mark.slow  # a subprocess
 def test_missing_texture_renders_with_a_skin_tone(tmp_path):
     folder = tmp_path / "meshes"
     folder.mkdir()
@@ -154,6 +158,7 @@ def test_missing_texture_renders_with_a_skin_tone(tmp_path):
     assert params["albedo"] == "uniform-skin-tone"
 
 
+@pytest.mark.slow  # a subprocess
 def test_bad_sources_give_clear_errors(tmp_path):
     from facenormals.fileio import DataError
 
@@ -170,6 +175,7 @@ def test_bad_sources_give_clear_errors(tmp_path):
         _run_cli("render", "--source", "ict", "--count", "0", "--out", str(tmp_path / "o"))
 
 
+@pytest.mark.slow  # a subprocess
 @pytest.mark.parametrize("suffix", [".obj", ".glb", ".wrl"])
 def test_mesh_formats_load_and_render(tmp_path, suffix):
     from facenormals.training.data.meshes import load_mesh

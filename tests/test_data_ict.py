@@ -11,6 +11,8 @@ from facenormals.geometry import hull_mask
 from facenormals.training.data.jobs import sample_rng
 from facenormals.training.data.synth import RenderSettings, render
 
+pytestmark = pytest.mark.shared  # the ICT-FaceKit model
+
 
 @pytest.fixture(scope="module")
 def ict_source(shared_data):

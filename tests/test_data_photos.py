@@ -23,6 +23,7 @@ def _photos(*argv: str) -> int:
     return data_cli.main(parser.parse_args(["photos", *argv]))
 
 
+@pytest.mark.shared
 def test_photo_faces_become_image_only_samples_and_resume(shared_data, tmp_path):
     src = tmp_path / "in"
     src.mkdir()
@@ -44,6 +45,7 @@ def test_photo_faces_become_image_only_samples_and_resume(shared_data, tmp_path)
     assert again.written == 0 and again.existing == 2  # one per frame: the largest face marks it done
 
 
+@pytest.mark.shared
 def test_video_frames_are_sampled(shared_data, tmp_path):
     report = crop_photos([shared_data / "video" / "single_face.mp4"], tmp_path / "v", every=24)
     assert report.written == 3 and report.failed == 0  # frames 0, 24, 48 of 72

@@ -48,6 +48,7 @@ def test_yaw_range_is_checked():
         data_cli.main(args)
 
 
+@pytest.mark.shared
 def test_render_cli_profile_set_has_the_claimed_yaw(shared_data, tmp_path):
     out = tmp_path / "val_profile"
     parser = argparse.ArgumentParser()

@@ -134,6 +134,7 @@ def test_tasks_landmarker_needs_a_task_file(tmp_path):
         TaskFaceDetector(bogus)
 
 
+@pytest.mark.shared
 def test_shared_photos_face_counts(shared_data):
     from facenormals.fileio import read_rgb
 

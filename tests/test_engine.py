@@ -8,6 +8,7 @@ import torch
 
 from facenormals.checkpoint import save_checkpoint
 from facenormals.engine import FrameResult
+from facenormals.export.prepare import onnx_for
 from facenormals.faces import StillFaceDetector
 from facenormals.frame import Frame
 from facenormals.model import create_model
@@ -24,7 +25,7 @@ def api(tmp_path_factory):
     save_checkpoint(create_model("fast"), checkpoint, inference_only=True, provenance={"note": "random init, tests only"})
     with pytest.MonkeyPatch.context() as patch:  # the ONNX export cache stays inside the test's tmp dir
         patch.setenv("FACENORMALS_CACHE", str(tmp_path_factory.mktemp("cache")))
-        with FaceNormals(model=checkpoint, backend="ort-cpu") as fn:
+        with FaceNormals(model=checkpoint, backend="ort-cpu", prepare=onnx_for) as fn:
             yield fn
 
 

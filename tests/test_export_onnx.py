@@ -36,12 +36,9 @@ def checkpoint(workdir: Path) -> Path:
 
 
 @pytest.fixture(scope="module")
-def crops(request: pytest.FixtureRequest) -> object:
-    """Real face crops: the shared photos when present (MediaPipe + face_crop), else scikit-image's astronaut."""
-    from tests.conftest import SHARED
-
-    photos = SHARED / "data" / "photos"
-    return load_face_crops(photos if photos.is_dir() else None, size=SIZE, limit=6)
+def crops() -> object:
+    """A real face crop (MediaPipe + face_crop on scikit-image's astronaut): the same with or without ../shared."""
+    return load_face_crops(None, size=SIZE, limit=6)
 
 
 @pytest.fixture(scope="module")

@@ -9,10 +9,10 @@ import torch
 
 from facenormals.checkpoint import file_sha256, save_checkpoint
 from facenormals.cli import main as cli_main
-from facenormals.export.engine_header import EngineHeader, write_header
 from facenormals.export.onnx_export import export_onnx
 from facenormals.export.triton import parse_pbtxt, validate_repository, write_repository
 from facenormals.model import create_model
+from facenormals.runtime.engine_header import EngineHeader, write_header
 
 SIZE = 64
 

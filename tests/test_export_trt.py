@@ -17,7 +17,10 @@ import torch
 
 from facenormals.checkpoint import file_sha256, save_checkpoint
 from facenormals.cli import main as cli_main
-from facenormals.export.engine_header import (
+from facenormals.export.onnx_export import export_onnx, read_metadata, set_metadata
+from facenormals.export.tensorrt_build import BuildPlan, build_engine, default_timing_cache, plan_build, trt_major
+from facenormals.model import create_model
+from facenormals.runtime.engine_header import (
     EngineHeader,
     EngineMismatchError,
     check_engine,
@@ -25,9 +28,6 @@ from facenormals.export.engine_header import (
     sidecar_path,
     write_header,
 )
-from facenormals.export.onnx_export import export_onnx, read_metadata, set_metadata
-from facenormals.export.tensorrt_build import BuildPlan, build_engine, default_timing_cache, plan_build, trt_major
-from facenormals.model import create_model
 
 SIZE = 64
 HAS_TRT = importlib.util.find_spec("tensorrt") is not None
@@ -197,8 +197,9 @@ def test_fp16_precision_is_recorded_for_the_strongly_typed_path(fp32_onnx: Path,
 @pytest.mark.skipif(not HAS_TRT, reason="TensorRT is not installed (needs the 'gpu' extra and an NVIDIA GPU)")
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="no CUDA GPU")
 def test_engine_builds_runs_and_matches_onnx_runtime(fp32_onnx: Path, tmp_path: Path) -> None:
-    from facenormals.export.backends import OrtBackend, create_backend
     from facenormals.export.parity import angular_deviation_deg, load_face_crops
+    from facenormals.export.prepare import create_backend
+    from facenormals.runtime.backends import OrtBackend
 
     engine = tmp_path / "fast64.engine"
     header = build_engine(fp32_onnx, engine, precision="fp16", batch=(1, 2, 4), timing_cache=tmp_path / "timing.cache")
@@ -228,8 +229,9 @@ def face_crops() -> object:
 
 
 def _deviation_vs_cpu(onnx_path: Path, engine: Path, crops: object) -> np.ndarray:
-    from facenormals.export.backends import OrtBackend, create_backend
     from facenormals.export.parity import angular_deviation_deg
+    from facenormals.export.prepare import create_backend
+    from facenormals.runtime.backends import OrtBackend
 
     got = create_backend("tensorrt", engine)(crops.images)
     assert np.isfinite(got).all()
@@ -268,7 +270,7 @@ def test_int8_qdq_engine_stays_close_to_fp32(fp32_onnx: Path, tmp_path: Path, fa
 @pytest.mark.gpu
 @pytest.mark.skipif(not TRT_READY, reason=TRT_REASON or "TensorRT and CUDA present")
 def test_engine_refuses_a_batch_beyond_its_profile(fp32_onnx: Path, tmp_path: Path) -> None:
-    from facenormals.export.backends import create_backend
+    from facenormals.export.prepare import create_backend
 
     engine = tmp_path / "small.engine"
     build_engine(fp32_onnx, engine, precision="fp16", batch=(1, 2, 4))
@@ -285,7 +287,7 @@ def test_engine_on_the_last_gpu_stays_there(fp32_onnx: Path, tmp_path: Path, fac
     """Issue 19 (8): deserialised and run on the selected device while device 0 is current."""
     if torch.cuda.device_count() < 2:
         pytest.skip("needs two CUDA GPUs")
-    from facenormals.export.tensorrt_runner import TensorRTRunner
+    from facenormals.runtime.tensorrt import TensorRTRunner
 
     last = torch.cuda.device_count() - 1
     engine = tmp_path / "last.engine"

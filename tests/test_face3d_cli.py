@@ -26,6 +26,7 @@ def run_cli(*args: str, cwd: Path) -> subprocess.CompletedProcess:
                           capture_output=True, text=True, timeout=300)
 
 
+@pytest.mark.slow  # a subprocess
 def test_save_mesh_writes_refined_and_coarse_ply_per_frame(media, tmp_path):
     out = tmp_path / "meshes"
     args = ("--source", f"video:{media['video']}", "--model", str(media["ckpt"]), "--backend", "torch",

@@ -202,6 +202,7 @@ def sphere_frame(noise_m: float = 0.002):
 
 
 def test_rgbd_views_refined_panel_is_closer_to_the_truth():
+    from facenormals.fusion_stage import FusionStage, frame_depth
     from facenormals.geometry import box_from_mask, crop_matrix
     from facenormals.realtime.views_rgbd import render_rgbd_views
     from facenormals.shading import lambert
@@ -214,10 +215,18 @@ def test_rgbd_views_refined_panel_is_closer_to_the_truth():
     crop_normals /= np.maximum(np.linalg.norm(crop_normals, axis=2, keepdims=True), 1e-6)
     crop_mask = cv2.warpAffine(mask.astype(np.uint8), matrix, (96, 96), flags=cv2.INTER_NEAREST).astype(bool)
     crop_mask = cv2.erode(crop_mask.astype(np.uint8), np.ones((5, 5), np.uint8)).astype(bool)
-    memory: dict = {}
-    image = render_rgbd_views(frame, [matrix], [crop_normals], [crop_mask], memory=memory)
+    stage = FusionStage()
+    faces = [(7, matrix, crop_normals, crop_mask)]  # track 7
+
+    def draw() -> np.ndarray:
+        depth, problem = frame_depth(frame)
+        assert problem is None
+        return render_rgbd_views(frame, stage.fuse(depth, frame.intrinsics, faces), [matrix], [crop_normals],
+                                 [crop_mask])
+
+    image = draw()
     assert image.shape == (120, 480, 3) and image.dtype == np.uint8
-    assert "fusion:0:depth" in memory  # warm start kept for the next frame
+    assert set(stage.tracks) == {7}  # warm start kept for the next frame, keyed by the track id
     light = np.array([-0.35, 0.35, 0.87])
     truth = np.clip(lambert(normals, light) * 255, 0, 255)
     inner = cv2.erode(mask.astype(np.uint8), np.ones((9, 9), np.uint8)).astype(bool)
@@ -225,22 +234,30 @@ def test_rgbd_views_refined_panel_is_closer_to_the_truth():
     raw, mapped, refined = (image[:, i * 160:(i + 1) * 160, 0].astype(float) for i in range(3))
     err = {name: np.abs(panel - truth)[inner].mean() for name, panel in (("raw", raw), ("mapped", mapped), ("refined", refined))}
     assert err["refined"] < err["raw"] / 3 and err["mapped"] < err["raw"] / 3
-    again = render_rgbd_views(frame, [matrix], [crop_normals], [crop_mask], memory=memory)  # warm-started
+    again = draw()  # warm-started from track 7
     assert np.abs(again[:, 320:, 0].astype(float) - image[:, 320:, 0])[inner].mean() < 2.0
 
 
 def test_rgbd_views_fallbacks_without_depth():
     from facenormals.frame import Frame
+    from facenormals.fusion_stage import FrameFusion, FusionStage, frame_depth
     from facenormals.realtime.views_rgbd import render_rgbd_views
 
     frame, _, _ = sphere_frame()
     no_depth = Frame(1, 0, frame.rgb)
-    assert render_rgbd_views(no_depth, [], [], []).shape == (120, 480, 3)
+    depth, problem = frame_depth(no_depth)
+    assert depth is None and problem.startswith("no depth")
+    assert render_rgbd_views(no_depth, FrameFusion(None, None, problem=problem), [], [], []).shape == (120, 480, 3)
+    assert render_rgbd_views(no_depth, None, [], [], []).shape == (120, 480, 3)  # no stage ran
     zeros = Frame(2, 0, frame.rgb, np.zeros_like(frame.depth), 0.001, frame.intrinsics)
     matrix = np.array([[0.6, 0.0, -0.0], [0.0, 0.6, 0.0]])
     normals = np.zeros((96, 96, 3), np.float32)
     normals[..., 2] = 1
-    image = render_rgbd_views(zeros, [matrix], [normals], [np.ones((96, 96), bool)])  # all-zero depth: no crash
+    depth, problem = frame_depth(zeros)
+    faces = [(0, matrix, normals, np.ones((96, 96), bool))]
+    fused = FusionStage().fuse(depth, zeros.intrinsics, faces)  # all-zero depth: a note, no crash
+    assert fused.faces == [None] and 0 in fused.failed
+    image = render_rgbd_views(zeros, fused, [matrix], [normals], [np.ones((96, 96), bool)])
     assert image.shape == (120, 480, 3)
 
 

@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-from pathlib import Path
-
 import cv2
 import numpy as np
 import pytest
@@ -11,8 +9,9 @@ import pytest
 from facenormals import ict_fit, mesh_prior, prior
 from facenormals.conventions import angular_error_deg
 from facenormals.geometry import hull_mask
+from tests.conftest import SHARED
 
-SHARED_ICT = Path(__file__).resolve().parents[2] / "shared" / "data" / "ict-facekit" / "ict_facekit.npz"
+SHARED_ICT = SHARED / "data" / "ict-facekit" / "ict_facekit.npz"
 SIZE = 128
 
 
@@ -140,7 +139,7 @@ def test_bad_landmarks_name_the_problem(face: ict_fit.IctFace) -> None:
         ict_fit.fit_landmarks(np.full((478, 3), np.nan), face)
 
 
-@pytest.mark.skipif(not SHARED_ICT.is_file(), reason="needs ../shared/data/ict-facekit (the ICT-FaceKit model)")
+@pytest.mark.shared  # the ICT-FaceKit model
 def test_correspondence_asset_matches_a_rederivation(face: ict_fit.IctFace) -> None:
     from facenormals.training.data import ict
     from facenormals.training.data.ict_correspondence import compact_model, derive

@@ -14,7 +14,6 @@ from onnx import numpy_helper
 from facenormals.checkpoint import save_checkpoint
 from facenormals.cli import main as cli_main
 from facenormals.dataset import DatasetWriter
-from facenormals.export.backends import OrtBackend, create_backend
 from facenormals.export.int8 import (
     compare_accuracy,
     load_eval_set,
@@ -24,8 +23,9 @@ from facenormals.export.int8 import (
 )
 from facenormals.export.onnx_export import export_onnx, head_nodes, read_metadata, set_metadata
 from facenormals.export.parity import load_face_crops
+from facenormals.export.prepare import create_backend
 from facenormals.model import create_model
-from tests.conftest import SHARED
+from facenormals.runtime.backends import OrtBackend
 
 SIZE = 64
 
@@ -46,15 +46,9 @@ def fp32_onnx(workdir: Path) -> Path:
 
 
 @pytest.fixture(scope="module")
-def photos() -> Path | None:
-    folder = SHARED / "data" / "photos"
-    return folder if folder.is_dir() else None
-
-
-@pytest.fixture(scope="module")
-def crops(photos: Path | None) -> object:
-    """Real face crops: shared photos via MediaPipe when present, else scikit-image's astronaut."""
-    return load_face_crops(photos, size=SIZE, limit=8)
+def crops() -> object:
+    """A real face crop (MediaPipe + face_crop on scikit-image's astronaut): the same with or without ../shared."""
+    return load_face_crops(None, size=SIZE, limit=8)
 
 
 @pytest.fixture(scope="module")
@@ -143,9 +137,9 @@ def test_error_increase_on_a_dataset_with_ground_truth(cpu_int8: Path, fp32_onnx
 
 
 @pytest.mark.slow  # entropy calibration searches thresholds in Python: ~15 s alone
-def test_calibrate_cli_compares_methods_and_reports(fp32_onnx: Path, photos: Path | None, tmp_path: Path) -> None:
-    if photos is None:
-        pytest.skip(f"shared photos not present at {SHARED / 'data' / 'photos'}")
+@pytest.mark.shared  # real photos to calibrate on
+def test_calibrate_cli_compares_methods_and_reports(fp32_onnx: Path, shared_data: Path, tmp_path: Path) -> None:
+    photos = shared_data / "photos"
     out, report = tmp_path / "int8.onnx", tmp_path / "int8.json"
     rc = cli_main(["calibrate", "int8", "--onnx", str(fp32_onnx), "--images", str(photos), "--out", str(out),
                    "--limit", "4", "--runs", "2", "--report", str(report)])

@@ -210,6 +210,7 @@ def test_twelve_tiled_faces_are_found(still_detector):
     assert len(centres) == len(faces)  # one face per tile, none counted twice
 
 
+@pytest.mark.shared
 def test_group_photo_every_face_found(shared_data, still_detector):
     from facenormals.fileio import read_rgb
 

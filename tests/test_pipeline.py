@@ -28,7 +28,7 @@ def checkpoint(tmp_path_factory) -> Path:
 
 @pytest.fixture(scope="module")
 def backend(checkpoint):
-    from facenormals.export.backends import create_backend
+    from facenormals.export.prepare import create_backend
 
     return create_backend("torch", checkpoint, device="cpu")
 
@@ -150,11 +150,10 @@ def test_source_dying_mid_stream_is_reported_and_video_finalised(face_video, bac
 def test_stage_exception_stops_every_stage(backend, tmp_path):
     failing = CountingBackend(backend, fail_on_call=3)
     out = tmp_path / "run.mp4"
-    started = time.monotonic()
     with pytest.raises(PipelineError, match="'infer' failed on frame 2: RuntimeError: device lost") as caught:
         make_pipeline(frames_of(moving_face_frames(30)), failing, [VideoSink(out, fps=15)]).run()
     assert caught.value.frame_id == 2
-    assert time.monotonic() - started < 60  # finished: no hang waiting on a dead stage
+    # run() returned and no stage thread is left: nothing hangs waiting on the dead stage (no clock needed)
     assert not [t for t in threading.enumerate() if t.name.startswith("facenormals-")]
     assert count_video_frames(out) == caught.value.report.frames_out == 2
 
@@ -217,7 +216,7 @@ def test_backend_parity_torch_vs_onnxruntime(checkpoint, backend, monkeypatch, t
     """The same crops through torch and ONNX Runtime CPU give the same normals."""
     from facenormals.conventions import angular_error_deg
     from facenormals.crops import CropBatcher
-    from facenormals.export.backends import create_backend
+    from facenormals.export.prepare import create_backend
 
     monkeypatch.setenv("FACENORMALS_CACHE", str(tmp_path / "cache"))
     ort = create_backend("ort-cpu", checkpoint)

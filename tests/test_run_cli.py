@@ -36,6 +36,7 @@ def run_cli(*args: str, cwd: Path, timeout: float = 240) -> subprocess.Completed
                           capture_output=True, text=True, timeout=timeout)
 
 
+@pytest.mark.slow  # a subprocess
 def test_video_to_mp4_normal_maps_and_report(media, tmp_path):
     out, report, maps = tmp_path / "annotated.mp4", tmp_path / "report.json", tmp_path / "maps"
     proc = run_cli("--source", f"video:{media['video']}", "--model", str(media["ckpt"]), "--backend", "torch",
@@ -64,6 +65,7 @@ def cv2_size(path: Path) -> tuple[int, int]:
     return size
 
 
+@pytest.mark.slow  # a subprocess
 @pytest.mark.skipif(any(Path("/dev").glob("video*")), reason="a camera is attached: the default source is the webcam")
 def test_no_arguments_without_camera_or_display_writes_the_sample(media, tmp_path):
     proc = run_cli("--model", str(media["ckpt"]), "--backend", "torch", "--frames", "4", cwd=tmp_path)
@@ -74,6 +76,7 @@ def test_no_arguments_without_camera_or_display_writes_the_sample(media, tmp_pat
     assert count_video_frames(video) == 4
 
 
+@pytest.mark.slow  # a subprocess
 @pytest.mark.parametrize("sig", [signal.SIGINT, signal.SIGTERM], ids=["SIGINT", "SIGTERM"])
 def test_signal_finalises_a_readable_video(media, tmp_path, sig):
     out = tmp_path / "live.mp4"
@@ -95,6 +98,7 @@ def test_signal_finalises_a_readable_video(media, tmp_path, sig):
     assert not partial.exists()
 
 
+@pytest.mark.slow  # a subprocess
 def test_bad_arguments_are_reported(media, tmp_path):
     proc = run_cli("--source", f"video:{media['video']}", "--model", str(media["ckpt"]), "--max-faces", "0",
                    cwd=tmp_path)
@@ -104,6 +108,7 @@ def test_bad_arguments_are_reported(media, tmp_path):
     assert proc.returncode == 1 and "missing.mp4" in proc.stderr
 
 
+@pytest.mark.slow  # a subprocess
 @pytest.mark.realsense
 def test_realsense_recording_with_the_fusion_view(media, tmp_path):
     """A .db3 recorded with the SDK's recorder plays back through rs.pipeline into `run --view fusion`."""

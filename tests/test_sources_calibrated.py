@@ -83,6 +83,7 @@ def run_cli(*args: str, cwd: Path) -> subprocess.CompletedProcess:
                           text=True, timeout=240)
 
 
+@pytest.mark.slow  # a subprocess
 def test_cli_reports_bad_calibration_files(tmp_path):
     folder = write_image_folder(tmp_path / "plain", frames=1)
     broken = tmp_path / "broken.json"

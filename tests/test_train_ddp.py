@@ -8,10 +8,13 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
 import torch
 
 from facenormals.checkpoint import load_checkpoint
-from facenormals.training.synthetic import write_ellipsoids
+from tests.synthetic import write_ellipsoids
+
+pytestmark = pytest.mark.slow  # training runs in subprocesses
 
 
 def test_two_gloo_processes_train_in_sync(tmp_path: Path):

@@ -18,7 +18,9 @@ from facenormals.checkpoint import load_checkpoint
 from facenormals.training.augment import geometric_matrix, warp_normals
 from facenormals.training.config import AugmentSection, config_from_dict, load_config
 from facenormals.training.loaders import BatchPlan, scan_by_kind
-from facenormals.training.synthetic import ellipsoid, write_ellipsoids
+from tests.synthetic import ellipsoid, write_ellipsoids
+
+pytestmark = pytest.mark.slow  # training runs in subprocesses
 
 STEPS = 14
 

@@ -1,7 +1,9 @@
 """Run a TensorRT engine on torch CUDA tensors: ``set_tensor_address`` + ``execute_async_v3``, no pycuda.
 
 The engine's sidecar is checked before deserialisation: an engine from another TensorRT version or GPU
-raises ``EngineMismatchError`` with the fix, or is rebuilt from ``rebuild_from`` (the ONNX) when given.
+raises ``EngineMismatchError`` with the fix. The runtime never builds: rebuilding a foreign engine from its ONNX
+is ``facenormals.export.prepare.ensure_engine`` (what ``create_backend(..., rebuild_from=ONNX)`` in
+``facenormals.export.prepare`` does before loading).
 Output buffers are torch tensors on the runner's stream, so results stay on the GPU for callers that
 continue there (``run``) and come back to numpy only on request (``run_numpy``).
 """
@@ -12,13 +14,31 @@ from pathlib import Path
 
 import numpy as np
 
-from facenormals.export.engine_header import EngineHeader, EngineMismatchError, check_engine, compatibility_problems
-from facenormals.export.engine_header import read_header as read_engine_header
-from facenormals.export.tensorrt_build import build_engine, gpu_identity, import_tensorrt
+from facenormals.runtime.engine_header import EngineHeader, EngineMismatchError, check_engine
+
+
+def import_tensorrt() -> object:
+    try:
+        import tensorrt as trt
+    except ImportError as err:
+        raise RuntimeError("TensorRT is not installed (pip install 'facenormals[gpu]' on a machine with an NVIDIA GPU "
+                           f"and driver): {err}") from err
+    return trt
+
+
+
+def gpu_identity(device: int = 0) -> tuple[str, str]:
+    """(name, "major.minor" compute capability) of CUDA device ``device``."""
+    import torch
+
+    if not torch.cuda.is_available():
+        raise RuntimeError("no CUDA GPU visible to torch: TensorRT engines are built on the GPU they will run on")
+    major, minor = torch.cuda.get_device_capability(device)
+    return torch.cuda.get_device_name(device), f"{major}.{minor}"
 
 
 class TensorRTRunner:
-    def __init__(self, engine_path: str | Path, rebuild_from: str | Path | None = None, device: int = 0) -> None:
+    def __init__(self, engine_path: str | Path, device: int = 0) -> None:
         import torch
 
         trt = import_tensorrt()
@@ -29,17 +49,12 @@ class TensorRTRunner:
         # Deserialisation, the execution context and every buffer belong to one device: TensorRT uses the
         # current one, torch the one named, so on a multi-GPU machine both must be the selected device.
         with torch.cuda.device(self.device):
-            self._load(trt, Path(engine_path), rebuild_from)
+            self._load(trt, Path(engine_path))
 
-    def _load(self, trt: object, engine_path: Path, rebuild_from: str | Path | None) -> None:
+    def _load(self, trt: object, engine_path: Path) -> None:
         torch = self.torch
         gpu_name, capability = gpu_identity(self.device.index)
-        try:
-            header = check_engine(engine_path, trt.__version__, capability, gpu_name)
-        except EngineMismatchError:
-            if rebuild_from is None:
-                raise
-            header = self._rebuild(engine_path, Path(rebuild_from), trt.__version__, capability, self.device.index)
+        header = check_engine(engine_path, trt.__version__, capability, gpu_name)
         self.header: EngineHeader = header
         self.in_chans, self.input_size = header.in_chans, header.size
         self.logger = trt.Logger(trt.Logger.WARNING)
@@ -55,19 +70,6 @@ class TensorRTRunner:
             raise EngineMismatchError(f"{engine_path}: expected one input and one output, got {inputs} / {outputs}")
         self.input_name, self.output_name = inputs[0], outputs[0]
         self.stream = torch.cuda.Stream(device=self.device)
-
-    @staticmethod
-    def _rebuild(engine_path: Path, onnx_path: Path, trt_version: str, capability: str, device: int) -> EngineHeader:
-        try:
-            old = read_engine_header(engine_path, verify_hash=False)
-            precision, batch = old.precision, old.batch
-            reason = "; ".join(compatibility_problems(old, trt_version, capability)) or "sidecar mismatch"
-        except (EngineMismatchError, FileNotFoundError) as err:
-            precision, batch, reason = "fp16", (1, 4, 8), str(err)
-        import warnings
-
-        warnings.warn(f"{engine_path}: rebuilding from {onnx_path} ({reason})", RuntimeWarning, stacklevel=3)
-        return build_engine(onnx_path, engine_path, precision=precision, batch=batch, device=device)
 
     def run(self, batch: object) -> object:
         """float32 CUDA tensor N×C×S×S → float32 CUDA tensor N×3×S×S (synchronised on the runner's stream)."""

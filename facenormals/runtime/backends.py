@@ -10,19 +10,31 @@ project's camera convention (+x right, +y up, +z toward the camera). ``C`` (``in
 
 ``providers`` lists what is *actually* active (``session.get_providers()`` for ONNX Runtime): asking
 for CUDA on a machine without it warns and falls back, or raises with ``strict=True``.
+
+The runtime runs files and never builds them: torch runs a ``.safetensors`` checkpoint, ONNX Runtime an ``.onnx``
+(fp32, fp16-cast or INT8 Q/DQ), TensorRT an ``.engine``. An ONNX Runtime backend on a checkpoint (or the fp16-cast
+graph of an fp32 ONNX) needs an ONNX made from it first: pass ``prepare`` (``facenormals.export.prepare.onnx_for``
+exports once and caches by content), or export it yourself (``facenormals export onnx``). Without ``prepare``,
+``auto`` runs a checkpoint on torch (or on the shipped INT8 twin, a file that exists).
 """
 
 from __future__ import annotations
 
-import os
-import platform
 import warnings
+from collections.abc import Callable
 from pathlib import Path
 from typing import Protocol, runtime_checkable
 
 import numpy as np
 
 from facenormals.prior import source_of
+from facenormals.runtime.errors import BackendError
+from facenormals.runtime.machine import cache_dir, physical_cores
+from facenormals.runtime.onnx_info import onnx_input_name, onnx_model_info
+
+# (model file, fp16) → an ONNX file that runs it: a checkpoint's export or an fp32 ONNX's fp16-cast graph
+# (facenormals.export.prepare.onnx_for); the runtime calls it only when given one.
+Prepare = Callable[[Path, bool], Path]
 
 BACKEND_NAMES = ("torch", "ort-cpu", "ort-cuda", "ort-trt", "tensorrt", "auto")
 
@@ -32,10 +44,6 @@ ORT_PROVIDERS: dict[str, tuple[str, ...]] = {
     "ort-cuda": ("CUDAExecutionProvider", "CPUExecutionProvider"),
     "ort-trt": ("TensorrtExecutionProvider", "CUDAExecutionProvider", "CPUExecutionProvider"),
 }
-
-
-class BackendError(RuntimeError):
-    """A backend cannot run here (missing provider, wrong model file, incompatible engine)."""
 
 
 @runtime_checkable
@@ -49,42 +57,6 @@ class Backend(Protocol):
     providers: list[str]
 
     def __call__(self, batch: np.ndarray) -> np.ndarray: ...
-
-
-# ---------------------------------------------------------------------------------------------- machine
-
-
-def cpu_model() -> str:
-    """The CPU's marketing name, for benchmark reports."""
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or "unknown"
-
-
-def physical_cores() -> int:
-    """Physical cores this process may use: SMT siblings count once (intra-op threads beyond that only contend)."""
-    allowed = sorted(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else list(range(os.cpu_count() or 1))
-    cores: set[str] = set()
-    for cpu in allowed:
-        siblings = Path(f"/sys/devices/system/cpu/cpu{cpu}/topology/thread_siblings_list")
-        try:
-            cores.add(siblings.read_text().strip())
-        except OSError:
-            cores.add(str(cpu))
-    return max(1, len(cores))
-
-
-def cache_dir() -> Path:
-    """Per-user cache for exported ONNX files and TensorRT engine/timing caches (``FACENORMALS_CACHE`` overrides)."""
-    root = os.environ.get("FACENORMALS_CACHE") or os.path.join(
-        os.environ.get("XDG_CACHE_HOME") or os.path.expanduser("~/.cache"), "facenormals")
-    path = Path(root)
-    path.mkdir(parents=True, exist_ok=True)
-    return path
 
 
 def _check_batch(batch: np.ndarray, in_chans: int, size: int, name: str) -> np.ndarray:
@@ -112,62 +84,6 @@ def _resolve(model: str | Path | None) -> Path:
     if not path.is_file():
         raise FileNotFoundError(f"model file not found: {path}")
     return path
-
-
-def _installed(prefix: str) -> dict[str, str]:
-    """{distribution name: version} of installed wheels whose name starts with ``prefix``."""
-    import importlib.metadata as metadata
-
-    found = {}
-    for dist in metadata.distributions():
-        name = (dist.metadata["Name"] or "").lower()
-        if name.startswith(prefix):
-            found[name] = dist.version
-    return found
-
-
-def system_report() -> dict[str, object]:
-    """What will actually run here: ORT wheels and providers, TensorRT, CUDA, GPUs, and known bad combinations.
-
-    ``onnxruntime`` and ``onnxruntime-gpu`` install into the same folder and the last one wins, so two ORT wheels
-    can hide the GPU providers without an error; TensorRT 11 needs ORT ≥ 1.27 for the TensorRT EP.
-    """
-    import onnxruntime as ort
-
-    ort_wheels = _installed("onnxruntime")
-    trt_wheels = {k: v for k, v in _installed("tensorrt").items() if k in ("tensorrt", "tensorrt-cu12", "tensorrt-cu13")}
-    report: dict[str, object] = {"onnxruntime": ort.__version__, "onnxruntime_wheels": ort_wheels,
-                                 "providers": ort.get_available_providers(), "tensorrt": trt_wheels, "cpu": cpu_model()}
-    try:
-        import torch
-
-        report["torch"], report["torch_cuda"] = torch.__version__, torch.version.cuda
-        report["gpus"] = [torch.cuda.get_device_name(i) for i in range(torch.cuda.device_count())] \
-            if torch.cuda.is_available() else []
-    except ImportError:
-        report["torch"], report["gpus"] = None, []
-    report["problems"] = runtime_problems(report)
-    return report
-
-
-def runtime_problems(report: dict[str, object]) -> list[str]:
-    """Why a GPU path would not run or would silently fall back, from a :func:`system_report`."""
-    problems = []
-    wheels = [w for w in report.get("onnxruntime_wheels", {}) if w in ("onnxruntime", "onnxruntime-gpu")]
-    if len(wheels) > 1:
-        problems.append(f"both {' and '.join(sorted(wheels))} are installed: they share one folder and the last "
-                        "installed wins; pip uninstall -y onnxruntime onnxruntime-gpu, then install only onnxruntime-gpu")
-    providers = set(report.get("providers", []))
-    if report.get("gpus") and not providers & {"CUDAExecutionProvider", "TensorrtExecutionProvider"}:
-        problems.append("a CUDA GPU is visible but this onnxruntime build has no GPU providers (CPU wheel)")
-    trt_versions = list(report.get("tensorrt", {}).values())
-    ort_version = tuple(int(x) for x in str(report.get("onnxruntime", "0.0")).split(".")[:2] if x.isdigit())
-    if any(v.split(".")[0] == "11" for v in trt_versions) and ort_version < (1, 27):
-        problems.append(f"TensorRT {trt_versions[0]} with onnxruntime {report.get('onnxruntime')}: the TensorRT EP "
-                        "supports TensorRT 11 only from onnxruntime 1.27 (pin tensorrt<11 or upgrade onnxruntime-gpu)")
-    if "TensorrtExecutionProvider" in providers and not trt_versions:
-        problems.append("the TensorRT EP is listed but no tensorrt wheel is installed: sessions will fall back to CUDA")
-    return problems
 
 
 # ---------------------------------------------------------------------------------------------- torch
@@ -210,18 +126,6 @@ class TorchBackend:
 
 
 # ---------------------------------------------------------------------------------------------- ONNX Runtime
-
-
-def onnx_for_checkpoint(checkpoint: Path, fp16: bool = False) -> Path:
-    """Export (once) and cache the ONNX of a checkpoint; keyed by the checkpoint's content hash."""
-    from facenormals.checkpoint import file_sha256
-    from facenormals.export.onnx_export import export_onnx
-
-    digest = file_sha256(checkpoint)[:16]
-    target = cache_dir() / "onnx" / f"{checkpoint.stem}-{digest}{'-fp16' if fp16 else ''}.onnx"
-    if not target.is_file():
-        export_onnx(checkpoint, target, fp16=fp16, check_parity=False)
-    return target
 
 
 TRT_EP_BATCH = (1, 4, 8)  # the TensorRT EP's optimisation profile: one engine serves every batch in 1..8
@@ -272,26 +176,6 @@ def engine_cache_key(onnx_path: Path, precision: str) -> str:
     return f"{file_sha256(onnx_path)[:16]}-{precision}"
 
 
-def fp16_onnx(onnx_path: Path) -> Path:
-    """The fp16-cast graph of an fp32 ONNX (``export/fp16.py``), cached by content hash; fp16 and INT8 files as is."""
-    import onnx
-
-    from facenormals.checkpoint import file_sha256
-    from facenormals.export.fp16 import to_fp16
-    from facenormals.export.onnx_export import read_metadata, set_metadata
-
-    if read_metadata(onnx_path).get("precision", "fp32") != "fp32":
-        return onnx_path
-    target = cache_dir() / "onnx" / f"{onnx_path.stem}-{file_sha256(onnx_path)[:16]}-fp16.onnx"
-    if not target.is_file():
-        from facenormals.atomic import write_bytes_atomic
-
-        model = to_fp16(onnx.load(str(onnx_path)))
-        set_metadata(model, {"precision": "fp16"})
-        write_bytes_atomic(target, model.SerializeToString())
-    return target
-
-
 def ort_errors() -> tuple[type[BaseException], ...]:
     """ONNX Runtime's own exceptions (``Fail``, ``EPFail``, ``InvalidGraph``, ...): plain ``Exception``s, not
     ``RuntimeError``, so a TensorRT EP build failure would otherwise escape every ``except RuntimeError``."""
@@ -326,26 +210,6 @@ def load_gpu_libraries() -> None:
             ort.preload_dlls()
         except (OSError, RuntimeError) as err:
             warnings.warn(f"onnxruntime.preload_dlls() failed ({err})", RuntimeWarning, stacklevel=3)
-
-
-def onnx_input_name(onnx_path: Path) -> str:
-    import onnx
-
-    return onnx.load(str(onnx_path), load_external_data=False).graph.input[0].name
-
-
-def onnx_model_info(onnx_path: Path) -> tuple[int, int, dict[str, str]]:
-    """(in_chans, input_size, metadata) of an exported model, from its metadata or, failing that, its input shape."""
-    import onnx
-
-    model = onnx.load(str(onnx_path), load_external_data=False)
-    meta = {p.key: p.value for p in model.metadata_props}
-    dims = [d.dim_value for d in model.graph.input[0].type.tensor_type.shape.dim]
-    in_chans = int(meta.get("in_chans") or dims[1] or 3)
-    size = int(meta.get("size") or dims[2] or 0)
-    if not size:
-        raise BackendError(f"{onnx_path}: input size unknown (no 'size' metadata and a dynamic height)")
-    return in_chans, size, meta
 
 
 class OrtBackend:
@@ -436,10 +300,10 @@ class OrtBackend:
 class TensorRTBackend:
     """A serialized TensorRT engine run with ``execute_async_v3`` on torch CUDA tensors."""
 
-    def __init__(self, engine_path: Path, rebuild_from: Path | None = None, device: int = 0) -> None:
-        from facenormals.export.tensorrt_runner import TensorRTRunner
+    def __init__(self, engine_path: Path, device: int = 0) -> None:
+        from facenormals.runtime.tensorrt import TensorRTRunner
 
-        self.runner = TensorRTRunner(engine_path, rebuild_from=rebuild_from, device=device)
+        self.runner = TensorRTRunner(engine_path, device=device)
         self.name = "tensorrt"
         self.in_chans = self.runner.in_chans
         self.prior_source = source_of(self.in_chans, self.runner.header.model.get("prior_source"))
@@ -465,16 +329,32 @@ def _torch_cuda_available() -> bool:
     return torch.cuda.is_available()
 
 
-def _onnx_path(model: Path, fp16: bool) -> Path:
+def _onnx_path(name: str, model: Path, fp16: bool, prepare: Prepare | None) -> Path:
+    """The ONNX an ORT backend runs for ``model``; made by ``prepare`` when it must be built (never here)."""
     kind = _model_kind(model)
-    if kind == "onnx":
+    if kind == "engine":
+        raise ValueError(f"{model}: a TensorRT engine runs only on the 'tensorrt' backend")
+    if kind == "onnx" and not fp16:
         return model
-    if kind == "checkpoint":
-        return onnx_for_checkpoint(model, fp16=fp16)
-    raise ValueError(f"{model}: a TensorRT engine runs only on the 'tensorrt' backend")
+    if kind == "onnx" and read_precision(model) != "fp32":
+        return model  # already fp16 or INT8: run as is
+    if prepare is None:
+        what = "an fp16-cast graph" if kind == "onnx" else "an ONNX export"
+        raise BackendError(f"{name}: {model.name} needs {what} first and the runtime never builds one: run "
+                           f"'facenormals export onnx{' --fp16' if fp16 else ''}' and pass the .onnx, or pass "
+                           "prepare=facenormals.export.prepare.onnx_for")
+    return prepare(model, fp16)
 
 
-def create_backend(name: str, model: str | Path | None = None, **options: object) -> Backend:
+def read_precision(onnx_path: Path) -> str:
+    """fp32 | fp16 | int8, from the ONNX file's metadata (fp32 when it says nothing)."""
+    from facenormals.runtime.onnx_info import read_metadata
+
+    return read_metadata(onnx_path).get("precision", "fp32")
+
+
+def create_backend(name: str, model: str | Path | None = None, *, prepare: Prepare | None = None,
+                   **options: object) -> Backend:
     """Build a backend by name.
 
     ``model``: a checkpoint (``.safetensors``), an ``.onnx`` (fp32, fp16-cast or INT8 Q/DQ) or a TensorRT
@@ -482,7 +362,8 @@ def create_backend(name: str, model: str | Path | None = None, **options: object
     Options: ``device`` ("cpu"/"cuda", torch), ``fp16`` (torch CUDA autocast; ORT TensorRT EP precision;
     fp16 export of a checkpoint for ORT CUDA), ``threads`` (CPU intra-op threads, default physical cores),
     ``strict`` (raise instead of falling back to another provider), ``device_id``, ``cache`` (TRT EP cache
-    folder), ``rebuild_from`` (ONNX to rebuild an incompatible engine from).
+    folder). ``prepare``: what makes the ONNX an ORT backend needs from a checkpoint (or the fp16-cast graph), see
+    the module docstring; None: only files that exist run.
     """
     if name not in BACKEND_NAMES:
         raise ValueError(f"unknown backend {name!r}; choose one of {', '.join(BACKEND_NAMES)}")
@@ -490,7 +371,7 @@ def create_backend(name: str, model: str | Path | None = None, **options: object
     fp16 = bool(options.pop("fp16", False))
     threads = options.pop("threads", None)
     if name == "auto":
-        return _auto_backend(path, fp16=fp16, threads=threads, **options)
+        return _auto_backend(path, fp16=fp16, threads=threads, prepare=prepare, **options)
     if name == "torch":
         if _model_kind(path) != "checkpoint":
             raise ValueError(f"{path}: the torch backend needs a .safetensors checkpoint")
@@ -500,19 +381,16 @@ def create_backend(name: str, model: str | Path | None = None, **options: object
     if name == "tensorrt":
         if _model_kind(path) != "engine":
             raise ValueError(f"{path}: the tensorrt backend needs an engine; build one with 'facenormals export trt'")
-        rebuild_from = options.pop("rebuild_from", None)
         device_id = int(options.pop("device_id", 0))
         _no_extra(name, options)
-        return TensorRTBackend(path, rebuild_from=Path(rebuild_from) if rebuild_from else None, device=device_id)
+        return TensorRTBackend(path, device=device_id)
     strict = bool(options.pop("strict", False))
     device_id = int(options.pop("device_id", 0))
     cache = options.pop("cache", None)
     _no_extra(name, options)
     # fp16 on a GPU EP means the fp16-cast graph (fp32 I/O and head): TensorRT 11 has no FP16 flag any more, and
     # TensorRT 10's flag (trt_fp16_enable) lets the builder run the L2-normalisation head in fp16, which underflows.
-    onnx_path = _onnx_path(path, fp16=fp16 and name in ("ort-cuda", "ort-trt"))
-    if fp16 and name in ("ort-cuda", "ort-trt") and _model_kind(path) == "onnx":
-        onnx_path = fp16_onnx(onnx_path)
+    onnx_path = _onnx_path(name, path, fp16 and name in ("ort-cuda", "ort-trt"), prepare)
     return OrtBackend(name, onnx_path, fp16=False, threads=threads, strict=strict, device_id=device_id,
                       cache=Path(cache) if cache else None)
 
@@ -522,21 +400,22 @@ def _no_extra(name: str, options: dict[str, object]) -> None:
         raise TypeError(f"backend {name!r} got unknown options {sorted(options)}")
 
 
-def _auto_backend(path: Path, fp16: bool, threads: object, **options: object) -> Backend:
+def _auto_backend(path: Path, fp16: bool, threads: object, prepare: Prepare | None, **options: object) -> Backend:
     """The fastest backend that really runs: TensorRT engine > ORT TensorRT EP > ORT CUDA > torch CUDA > ORT CPU
     (on the CPU, a shipped checkpoint's INT8 twin when there is one: ``facenormals.zoo.int8_twin``; then the
     fp32 export, then torch on the CPU). Any failure to build one, ONNX Runtime's own exceptions included,
-    moves on to the next with a warning."""
+    moves on to the next with a warning. ORT on a checkpoint is a candidate only with ``prepare``."""
     import onnxruntime as ort
 
     kind = _model_kind(path)
     if kind == "engine":
         return create_backend("tensorrt", path, **options)
     available = set(ort.get_available_providers())
+    onnx_runs = kind == "onnx" or prepare is not None  # ORT needs an ONNX; only prepare makes one
     candidates: list[tuple[str, Path, dict[str, object]]] = []
-    if "TensorrtExecutionProvider" in available:
+    if "TensorrtExecutionProvider" in available and onnx_runs:
         candidates.append(("ort-trt", path, {"fp16": True, "strict": True}))
-    if "CUDAExecutionProvider" in available:
+    if "CUDAExecutionProvider" in available and onnx_runs:
         candidates.append(("ort-cuda", path, {"strict": True}))
     if kind == "checkpoint" and _torch_cuda_available():
         candidates.append(("torch", path, {"device": "cuda", "fp16": True}))
@@ -546,13 +425,14 @@ def _auto_backend(path: Path, fp16: bool, threads: object, **options: object) ->
         twin = int8_twin(path)  # a shipped model's calibrated INT8: ~2× faster on the CPU
         if twin is not None:
             candidates.append(("ort-cpu", twin, {"strict": True}))
-    candidates.append(("ort-cpu", path, {"strict": True}))
+    if onnx_runs:
+        candidates.append(("ort-cpu", path, {"strict": True}))
     if kind == "checkpoint":
         candidates.append(("torch", path, {"device": "cpu"}))
     errors = []
     for name, target, extra in candidates:
         try:
-            return create_backend(name, target, threads=threads, **{**extra, **options})
+            return create_backend(name, target, prepare=prepare, threads=threads, **{**extra, **options})
         except (BackendError, ImportError, RuntimeError, OSError, *ort_errors()) as err:  # present but unusable here
             errors.append(f"{name} ({target.name}): {err}")
             warnings.warn(f"auto: {name} on {target.name} does not run here ({err}); trying the next backend",

@@ -103,7 +103,7 @@ def check_engine(engine: str | Path, trt_version: str, compute_capability: str, 
     if problems:
         raise EngineMismatchError(f"{engine}: " + "; ".join(problems) + ". Rebuild it on this machine with "
                                   "'facenormals export trt --onnx MODEL.onnx --out ENGINE', or pass rebuild_from=ONNX "
-                                  "to the tensorrt backend to rebuild automatically")
+                                  "to facenormals.export.prepare.create_backend to rebuild it automatically")
     if gpu_name and header.gpu_name != gpu_name:
         import warnings
 

@@ -1,0 +1,121 @@
+"""The run builder: one place that opens and owns what a run of the loop needs — the source (``open_run_source``,
+``calibrated``), the backend (``open_backend``), the face detector, the post-inference stages (temporal filter,
+RGB-D fusion), the renderer and the sinks (``LoopParts``) — for ``facenormals run``, ``facenormals bench`` and the
+README screenshot script, and closes them in order.
+
+    backend = open_backend("auto", None)
+    with open_run_source("sample") as source, LoopParts.build(source, backend, view="normals") as parts:
+        report = parts.pipeline(source, max_frames=100).run()
+
+What differs between the callers is options, not wiring: ``run`` adds sinks and a window, ``bench`` one-slot queues
+and probes, the screenshot a grab of one frame.
+"""
+
+from __future__ import annotations
+
+import sys
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from facenormals.faces import Detector, create_detector
+from facenormals.realtime.pipeline import Pipeline
+from facenormals.realtime.render import FrameRenderer, RenderState, get_view, view_needs_fusion
+
+SAMPLE_KINDS = ("sample", "sample-rgbd")
+
+
+def open_run_source(spec: str | None, sample_frames: int | None = None) -> Any:
+    """The run's frames: ``spec`` (``webcam[:N]``, ``video:PATH``, ``sample``, ...) or, with none, the webcam if one
+    opens, else the embedded sample (no download). ``sample_frames`` bounds the embedded clip (``--frames``)."""
+    from facenormals.realtime.sources.base import SourceError, open_source, parse_spec
+
+    frames = {"frames": sample_frames} if sample_frames else {}
+    if spec:
+        return open_source(spec, **(frames if parse_spec(spec).kind in SAMPLE_KINDS else {}))
+    try:
+        return open_source("webcam")
+    except (SourceError, ImportError) as err:
+        print(f"facenormals run: no webcam ({err}); using the embedded sample clip", file=sys.stderr)
+        return open_source("sample", **frames)
+
+
+def calibrated(source: Any, calibration: Any) -> Any:
+    """``source`` seen through a calibration file (distortion removed, its intrinsics and depth scale); the source is
+    closed when the calibration does not fit it."""
+    from facenormals.realtime.sources.base import SourceError
+    from facenormals.realtime.sources.calibrated import CalibratedSource
+
+    if calibration is None:
+        return source
+    try:
+        return CalibratedSource(source, calibration)
+    except SourceError:
+        source.close()
+        raise
+
+
+def open_backend(name: str, model: str | Path | None, threads: int | None = None, warm_runs: int = 2,
+                 quiet: bool = True) -> Any:
+    """The inference backend (``facenormals.export.prepare.create_backend``: a checkpoint is exported once for ONNX
+    Runtime), warmed up so first-call costs are not in the figures; ``quiet=False`` says what runs on stderr."""
+    from facenormals.export.prepare import create_backend
+    from facenormals.runtime.backends import warm_up
+
+    backend = create_backend(name, model, **({"threads": threads} if threads else {}))
+    warm_up(backend, runs=warm_runs)
+    if not quiet:
+        precision = getattr(backend, "metadata", {}).get("precision", "fp32")
+        print(f"facenormals run: backend {backend.name} ({precision}) on {', '.join(backend.providers)}",
+              file=sys.stderr)
+    return backend
+
+
+@dataclass
+class LoopParts:
+    """Everything one run of :class:`~facenormals.realtime.pipeline.Pipeline` uses besides the frames; a context
+    manager that closes the detector (the pipeline closes the sinks; the source stays the caller's)."""
+
+    backend: Any
+    detector: Detector
+    state: RenderState
+    renderer: FrameRenderer
+    temporal: Any = None
+    fusion: Any = None
+    sinks: list = field(default_factory=list)
+
+    @classmethod
+    def build(cls, source: Any, backend: Any, *, view: str = "normals", max_faces: int = 1,
+              task_file: Path | None = None, smooth: bool = True, temporal: bool = True,
+              state: RenderState | None = None, sinks: list | None = None) -> LoopParts:
+        """The loop's parts for ``source``: unrelated stills (an image folder) are detected one by one without
+        smoothing, tracking or the temporal filter (tracking would carry faces across photos); a view that draws
+        refined depth gets the fusion stage."""
+        from facenormals.temporal import TemporalFilter
+
+        get_view(view)  # an unavailable view fails before the detector is built
+        still = bool(getattr(source, "still_images", False))
+        detector = create_detector(max_faces, task_file=task_file, smooth=smooth and not still,
+                                   still=still and task_file is None)
+        fusion = None
+        if view_needs_fusion(view):
+            from facenormals.fusion_stage import FusionStage
+
+            fusion = FusionStage(warm=not still)
+        state = state or RenderState(view=view)
+        return cls(backend, detector, state, FrameRenderer(state, backend.name),
+                   TemporalFilter() if temporal and not still else None, fusion, list(sinks or []))
+
+    def pipeline(self, frames: Any, **options: Any) -> Pipeline:
+        """The threaded loop over ``frames`` with these parts; ``options`` are :class:`Pipeline`'s keywords."""
+        return Pipeline(frames, self.detector, options.pop("backend", self.backend), self.renderer, self.sinks,
+                        temporal=self.temporal, fusion=self.fusion, **options)
+
+    def close(self) -> None:
+        self.detector.close()
+
+    def __enter__(self) -> LoopParts:
+        return self
+
+    def __exit__(self, *_exc: object) -> None:
+        self.close()
