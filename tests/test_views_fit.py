@@ -13,7 +13,7 @@ from facenormals.realtime.render import RenderState, get_view, view_names
 
 @pytest.fixture(scope="module")
 def processed():
-    normals = FaceNormals(backend="ort-cpu")  # the shipped default: an ict-fit prior model
+    normals = FaceNormals()  # the shipped default (its INT8 twin on a CPU): an ict-fit prior model
     assert normals.engine.prior_source == "ict-fit"
     rgb = face_photo()
     return normals.engine.process(Frame(0, 0, rgb)), rgb
