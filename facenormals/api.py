@@ -31,7 +31,7 @@ import numpy as np
 
 from facenormals import fusion
 from facenormals.camera import intrinsics_from_matrix
-from facenormals.depth import DepthError, check_matches, depth_to_metres
+from facenormals.depth import MAX_DEPTH_M, DepthError, check_matches, depth_to_metres, implausible_depth
 from facenormals.engine import FaceResult, FrameEngine
 from facenormals.faces import StillFaceDetector, check_frame
 from facenormals.frame import Frame
@@ -215,7 +215,10 @@ def with_fits(result) -> list[FaceResult]:
 def fuse_faces(faces: list[FaceResult], depth: np.ndarray, intrinsics, depth_scale_m: float | None,
                frame_shape: tuple[int, int]) -> list[FaceResult]:
     """Refine each face's depth with its normals (``facenormals.fusion``), in crop space, then paste it back."""
-
+    bad = int(implausible_depth(depth, depth_scale_m).sum()) if np.ndim(depth) == 2 else 0
+    if bad:
+        warnings.warn(f"depth: {bad} readings saturated or beyond {MAX_DEPTH_M:.0f} m are treated as missing",
+                      RuntimeWarning, stacklevel=3)
     metres = depth_to_metres(depth, depth_scale_m)
     check_matches(metres, intrinsics)
     if metres.shape != frame_shape:
