@@ -17,6 +17,7 @@ import contextlib
 import hashlib
 import io
 import json
+import logging
 import sys
 import tempfile
 import warnings
@@ -34,7 +35,7 @@ from pipeline_media import face_photo, moving_face_frames, small_checkpoint, wri
 from test_eval import _onnx_model, _sphere_set
 from test_nothing_lost import COLOUR, GOOD_K, READ_ONLY, bad_models, tiled_faces
 
-from facenormals.fileio import write_rgb
+from facenormals.fileio import read_rgb, write_rgb
 
 Check = Callable[[], str | None]  # after a case that should succeed: None, or what is wrong
 
@@ -60,13 +61,16 @@ def run_case(case: Case, root: Path) -> tuple[str, str]:
     before = _digests(root)
     err = io.StringIO()
     outcome, detail = "ok", ""
+    # log records (a stage's traceback among them) go to this case's stderr, whichever case set logging up
+    handlers = [h for h in logging.getLogger().handlers if isinstance(h, logging.StreamHandler)]
+    streams = [h.setStream(err) for h in handlers]
     with contextlib.redirect_stderr(err), contextlib.redirect_stdout(io.StringIO()), warnings.catch_warnings():
         warnings.simplefilter("ignore")
         try:
             if case.argv is not None:
                 code = main(case.argv)
-                if case.check is None and code != 1:
-                    outcome, detail = "silent-wrong", f"exit {code}, expected a refusal"
+                if code != (1 if case.check is None else 0):
+                    outcome, detail = "silent-wrong", f"exit {code}"
             else:
                 case.call()
                 if case.check is None:
@@ -81,6 +85,8 @@ def run_case(case: Case, root: Path) -> tuple[str, str]:
                 outcome, detail = "crash", f"{type(error).__name__}: {error}"
             else:
                 print(f"{type(error).__name__}: {error}", file=err)
+    for handler, stream in zip(handlers, streams, strict=True):
+        handler.setStream(stream)
     text = err.getvalue()
     if outcome == "ok" and "Traceback" in text:
         outcome, detail = "crash", text[text.index("Traceback"):][:300]
@@ -224,6 +230,35 @@ def build_cases(root: Path, out: Path) -> list[Case]:
                               ["calibrate", "int8", "--onnx", str(path), "--images", str(images), "--out",
                                str(out / "e.onnx")], said=said))
 
+    # ---- outputs that succeed: named after inputs, the usual file mode, a failing export not written
+    stills = root / "stills"
+    write_rgb(stills / "a_two.png", tiled_faces(2))
+    (stills / "b_broken.jpg").write_text("not an image")
+    write_rgb(stills / "c_single.png", face_photo())
+    maps = out / "still-maps"
+    cases += [
+        Case("outputs", "images:DIR with a broken file: maps named after inputs, each still detected",
+             ["run", "--source", f"images:{stills}", *model, "--max-faces", "2", "--save-dir", str(maps)],
+             check=lambda: _still_maps(maps / "normals", {"a_two.png": 2, "c_single.png": 1})),
+        Case("outputs", "export failing its parity check", call=lambda: _parity_failure(ckpt, out, existing),
+             check=lambda: None),
+        Case("outputs", "atomic files under umask 077 and 022", call=lambda: _umask(out), check=lambda: None),
+    ]
+    shared = Path("/work/shared/data/photos")
+    if (shared / "two_people.jpg").is_file():
+        pair = root / "pair"
+        for name in ("two_people.jpg", "single_face.jpg"):
+            write_rgb(pair / name.replace(".jpg", ".png"), read_rgb(shared / name))
+        pair_maps = out / "pair-maps"
+        cases.append(Case("faces", "images:DIR two_people.jpg then single_face.jpg: 2 + 1 faces",
+                          ["run", "--source", f"images:{pair}", *model, "--max-faces", "4", "--save-dir",
+                           str(pair_maps)],
+                          check=lambda: _still_maps(pair_maps / "normals", {"two_people.png": 2, "single_face.png": 1})))
+    saturated_scan = write_rgbd_folder(root / "rgbd_saturated", frames=2)
+    cv2.imwrite(str(saturated_scan / "depth" / "0001.png"), np.full((48, 64), 65535, np.uint16))
+    cases.append(Case("sources", "RGB-D frame of depth 65535", call=lambda: _saturated_source(saturated_scan),
+                      check=lambda: None))
+
     # ---- training and evaluation arguments
     config = Path(__file__).resolve().parents[1] / "training" / "configs" / "fast_prior.toml"
     typo = root / "typo.toml"
@@ -275,8 +310,6 @@ def build_cases(root: Path, out: Path) -> list[Case]:
                       check=lambda: _faces(detector, tiled_faces(), 10)))
     group = Path("/work/shared/data/photos/multi_face.jpg")
     if group.is_file():
-        from facenormals.fileio import read_rgb
-
         cases.append(Case("faces", "multi_face.jpg: all 5 found", call=lambda: None,
                           check=lambda: _faces(detector, read_rgb(group), 5, exact=True)))
 
@@ -291,6 +324,65 @@ def build_cases(root: Path, out: Path) -> list[Case]:
         cases.append(Case("live loop", f"{fault} fails on frame 5", call=lambda f=folder, a=(fault, stage, said):
                           live(media, f, *a), check=lambda: None))
     return cases
+
+
+def _still_maps(folder: Path, faces: dict[str, int]) -> str | None:
+    """Each map named after its image, with a face region per expected face (columns of normals, left to right)."""
+    from facenormals.fileio import read_normals
+
+    names = sorted(p.name for p in folder.iterdir())
+    if names != sorted(faces):
+        return f"maps {names}, expected {sorted(faces)}"
+    for name, count in faces.items():
+        covered = np.any(read_normals(folder / name) != 0, axis=2)
+        _, labels = cv2.connectedComponents(covered.astype(np.uint8))
+        regions = int(labels.max())
+        if regions < count:
+            return f"{name}: {regions} face regions, expected {count}"
+    return None
+
+
+def _parity_failure(ckpt: Path, out: Path, existing: Path) -> None:
+    from facenormals.cli import main
+    from facenormals.export import parity
+
+    target = out / "failing.onnx"
+    target.write_bytes(b"the previous export")
+    saved = dict(parity.TOLERANCE_DEG)
+    parity.TOLERANCE_DEG["fp32"] = -1.0  # a bar nothing meets: the export and its check are real
+    try:
+        code = main(["export", "onnx", "--model", str(ckpt), "--out", str(target), "--overwrite"])
+    finally:
+        parity.TOLERANCE_DEG.update(saved)
+    assert code == 1 and target.read_bytes() == b"the previous export", "a failing export replaced --out"
+    assert not list(out.glob(".failing.onnx*")), "temporary file left behind"
+
+
+def _umask(out: Path) -> None:
+    import os
+    import stat
+
+    from facenormals.atomic import write_text_atomic
+
+    for mask in (0o077, 0o022):
+        old = os.umask(mask)
+        try:
+            write_text_atomic(out / f"mode{mask:o}.json", "{}")
+            write_rgb(out / f"mode{mask:o}.png", face_photo())
+        finally:
+            os.umask(old)
+        for suffix in ("json", "png"):
+            mode = stat.S_IMODE((out / f"mode{mask:o}.{suffix}").stat().st_mode)
+            assert mode == 0o666 & ~mask, f"mode {mode:o} under umask {mask:o}"
+
+
+def _saturated_source(folder: Path) -> None:
+    from facenormals.realtime.sources.base import open_source
+
+    with open_source(f"rgbd:{folder}") as source:
+        frames = list(source)
+        assert source.invalid_depth_frames == 1, "saturated frame not counted"
+    assert frames[1].depth.max() == 0, "65535 passed on as a distance"
 
 
 def _api_model(path: Path) -> Callable[[], object]:
