@@ -158,6 +158,21 @@ def build_cases(root: Path, out: Path) -> list[Case]:
         Case("outputs", "eval --json is the model", ["eval", "--data", str(spheres), "--model", str(ckpt), "--json",
                                                       str(ckpt)], said=("also an input",)),
     ]
+    calibration = root / "calibration.json"
+    calibration.write_text('{"earlier": "calibration"}')
+    (root / "boards").mkdir()
+    pth = root / "model.pth"
+    pth.write_bytes(b"the authors' weights")
+    board = ["--board", "checkerboard:9x6:25"]
+    cases += [
+        Case("outputs", "calibrate camera --out exists", ["calibrate", "camera", "--images", str(root / "boards"),
+                                                          *board, "--out", str(calibration)], said=("already exists",)),
+        Case("outputs", "calibrate rgbd --out is --colour-calib",
+             ["calibrate", "rgbd", "--boards", str(root / "boards"), *board, "--colour-calib", str(calibration),
+              "--out", str(calibration), "--overwrite"], said=("also an input",)),
+        Case("outputs", "convert-official --out is the .pth", ["convert-official", str(pth), "--out", str(pth),
+                                                               "--overwrite"], said=("also an input",)),
+    ]
     if READ_ONLY.is_dir():
         ro = READ_ONLY
         cases += [Case("outputs", f"{what} in a read-only folder", argv, said=("cannot write there", str(ro)))

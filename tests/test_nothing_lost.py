@@ -545,3 +545,25 @@ def test_live_loop_fault_ends_clearly_with_every_earlier_frame_readable(media, t
     assert [p.stem for p in written][:5] == [f"{i:06d}" for i in range(5)]
     assert all(read_normals(p).shape == (256, 256, 3) for p in written)
     assert not list(tmp_path.glob(".*partial*"))
+
+
+def test_calibration_and_conversion_outputs_are_checked_first(tmp_path, capsys):
+    """The same output check in the other writing verbs: calibrate camera/rgbd, convert-official."""
+    from facenormals.cli import main
+
+    kept = tmp_path / "calibration.json"
+    kept.write_text('{"earlier": "calibration"}')
+    (tmp_path / "boards").mkdir()
+    pth = tmp_path / "model.pth"
+    pth.write_bytes(b"the authors' weights")
+    for argv, message in (
+            (["calibrate", "camera", "--images", str(tmp_path / "boards"), "--board", "checkerboard:9x6:25",
+              "--out", str(kept)], "already exists"),
+            (["calibrate", "rgbd", "--boards", str(tmp_path / "boards"), "--board", "checkerboard:9x6:25",
+              "--colour-calib", str(kept), "--out", str(kept), "--overwrite"], "is also an input"),
+            (["convert-official", str(pth), "--out", str(pth), "--overwrite"], "is also an input"),
+            (["convert-official", str(pth), "--out", str(kept)], "already exists")):
+        assert main(argv) == 1
+        err = capsys.readouterr().err
+        assert message in err and "Traceback" not in err, err
+    assert kept.read_text() == '{"earlier": "calibration"}' and pth.read_bytes() == b"the authors' weights"
