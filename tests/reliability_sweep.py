@@ -185,7 +185,9 @@ def build_cases(root: Path, out: Path) -> list[Case]:
                                                 "--report", str(ro / "p.json")]),
                       ("calibrate int8 --out", [*int8, "--out", str(ro / "q.onnx")]),
                       ("eval --json", ["eval", "--data", str(spheres), "--model", str(ckpt), "--json",
-                                       str(ro / "s.json")]))]
+                                       str(ro / "s.json")]),
+                      ("bench --json", ["bench", "--source", f"video:{video}", "--model", str(ckpt), "--backend",
+                                        "torch", "--json", str(ro / "b.json")]))]
 
     # ---- broken sources and calibration files
     text_video = root / "notes.mp4"

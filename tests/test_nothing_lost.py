@@ -304,6 +304,9 @@ def test_eval_json_in_an_unwritable_place_fails_before_scoring(tmp_path, capsys)
     code = main(["eval", "--data", str(empty), "--model", "fast", "--json", str(READ_ONLY / "scores.json")])
     err = capsys.readouterr().err
     assert code == 1 and "--json" in err and "cannot write there" in err and str(empty) not in err
+    code = main(["bench", "--source", f"video:{empty}.mp4", "--json", str(READ_ONLY / "bench.json")])
+    err = capsys.readouterr().err
+    assert code == 1 and "--json" in err and "cannot write there" in err  # before the source is opened
 
 
 # ------------------------------------------------------------------------- every consumer of a model file
