@@ -17,9 +17,14 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--update", action="store_true",
                         help="replace only the colour intrinsics of an existing --out file (keep its depth part)")
     parser.add_argument("--rational", action="store_true", help="8-coefficient rational distortion model (wide lenses)")
+    parser.add_argument("--overwrite", action="store_true", help="replace an existing --out file")
 
 
 def main(args: argparse.Namespace) -> int:
+    from facenormals.atomic import check_output
+
+    # --update rewrites the file it reads: that is the point; otherwise an existing file needs --overwrite
+    check_output(args.out, "--out", overwrite=args.overwrite or args.update, inputs=[args.images])
     board = parse_board(args.board)
     result = calibrate_camera(list_images(args.images), board, rational=args.rational)
     print(f"board found in {len(result.per_image_px)} images"

@@ -31,9 +31,14 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--depth-calib", type=Path,
                         help="with --boards: take the depth (ir) intrinsics from this file's 'colour' entry")
     parser.add_argument("--out", type=Path, default=Path("calibration.json"), help="calibration file to write")
+    parser.add_argument("--overwrite", action="store_true", help="replace an existing --out file")
 
 
 def main(args: argparse.Namespace) -> int:
+    from facenormals.atomic import check_output
+
+    check_output(args.out, "--out", overwrite=args.overwrite,
+                 inputs=[args.recording, args.colour_calib, args.depth_calib, args.kinect or None])
     if args.recording is not None:
         calibration = read_realsense(recording=args.recording)
     elif args.realsense is not None:

@@ -1,7 +1,7 @@
 """``facenormals export {onnx,trt,triton}``: one sub-verb per artefact.
 
-    facenormals export onnx --model CKPT --out model.onnx [--size 256] [--fp16]
-    facenormals export trt --onnx model.onnx --out model.engine [--fp16|--int8] [--batch 1,4,8]
+    facenormals export onnx --model CKPT --out model.onnx [--size 256] [--fp16] [--overwrite] [--keep-failed]
+    facenormals export trt --onnx model.onnx --out model.engine [--fp16|--int8] [--batch 1,4,8] [--overwrite]
     facenormals export triton --onnx model.onnx --repo models/ [--engine model.engine]
     facenormals export doctor [--json]      what will actually run here (providers, TensorRT, CUDA, wheels)
 """
@@ -27,6 +27,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="photos or a dataset folder for the parity check (default: scikit-image's astronaut)")
     onnx_p.add_argument("--no-parity", action="store_true", help="skip the parity check")
     onnx_p.add_argument("--report", type=Path, default=None, help="also write the parity report as JSON")
+    onnx_p.add_argument("--overwrite", action="store_true", help="replace an existing --out / --report")
+    onnx_p.add_argument("--keep-failed", action="store_true",
+                        help="write --out even when it fails the parity check (for inspection; exit status 1)")
 
     trt_p = sub.add_parser("trt", help="TensorRT engine (needs TensorRT and an NVIDIA GPU)")
     trt_p.add_argument("--onnx", required=True, type=Path, help="fp32 ONNX; its Q/DQ INT8 twin for --int8")
@@ -38,6 +41,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     trt_p.add_argument("--timing-cache", type=Path, default=None,
                        help="timing cache file to read and update (default: in the user cache folder)")
     trt_p.add_argument("--workspace-gb", type=float, default=2.0, help="builder workspace limit in GiB")
+    trt_p.add_argument("--overwrite", action="store_true", help="replace an existing --out engine")
 
     triton_p = sub.add_parser("triton", help="Triton Inference Server model repository")
     triton_p.add_argument("--onnx", required=True, type=Path, help="ONNX model to serve")
@@ -69,29 +73,50 @@ def parse_batch(text: str) -> tuple[int, int, int]:
 
 
 def _onnx(args: argparse.Namespace) -> int:
-    from facenormals.export.onnx_export import export_onnx
+    from facenormals.atomic import check_output, write_text_atomic
+    from facenormals.export.onnx_export import ParityFailed, export_onnx
+    from facenormals.fileio import check_model_file
     from facenormals.zoo import resolve_model
 
-    checkpoint = resolve_model(args.model)
-    result = export_onnx(checkpoint, args.out, size=args.size, fp16=args.fp16, check_parity=not args.no_parity,
-                         parity_images=args.parity_images)
-    print(result.summary())
-    if result.parity is None:
-        return 0
-    print(result.parity.summary())
+    checkpoint = check_model_file(resolve_model(args.model), "--model")
+    if checkpoint.suffix.lower() != ".safetensors":
+        raise ValueError(f"--model {checkpoint}: export onnx needs a checkpoint (.safetensors), got a "
+                         f"{checkpoint.suffix} file")
+    # Both outputs are checked before the export: never an input, an existing file only with --overwrite.
+    check_output(args.out, "--out", overwrite=args.overwrite, inputs=[checkpoint, args.parity_images])
     if args.report:
-        from facenormals.atomic import write_text_atomic
-
-        write_text_atomic(args.report, json.dumps(result.parity.as_dict(), indent=2) + "\n")
-    if not result.parity.passed:
-        print(f"facenormals export onnx: {args.out} fails the parity check (kept for inspection)", file=sys.stderr)
+        check_output(args.report, "--report", overwrite=args.overwrite, inputs=[checkpoint, args.out])
+    try:
+        result = export_onnx(checkpoint, args.out, size=args.size, fp16=args.fp16, check_parity=not args.no_parity,
+                             parity_images=args.parity_images, keep_failed=args.keep_failed)
+        parity = result.parity
+    except ParityFailed as err:
+        result, parity = None, err.report
+    if result is not None:
+        print(result.summary())
+    if parity is None:
+        return 0
+    print(parity.summary())
+    if args.report:
+        write_text_atomic(args.report, json.dumps(parity.as_dict(), indent=2) + "\n")
+    if result is None:
+        print(f"facenormals export onnx: {args.out} not written: it fails the parity check (pass --keep-failed to "
+              "write it anyway for inspection)", file=sys.stderr)
+        return 1
+    if not parity.passed:
+        print(f"facenormals export onnx: {args.out} fails the parity check; written only because of --keep-failed",
+              file=sys.stderr)
         return 1
     return 0
 
 
 def _trt(args: argparse.Namespace) -> int:
+    from facenormals.atomic import check_output
     from facenormals.export.tensorrt_build import build_engine
+    from facenormals.fileio import check_model_file
 
+    check_model_file(args.onnx, "--onnx")
+    check_output(args.out, "--out", overwrite=args.overwrite, inputs=[args.onnx])  # before a minutes-long build
     profile = parse_batch(args.batch)
     precision = "int8" if args.int8 else "fp16" if args.fp16 else "fp32"
     header = build_engine(args.onnx, args.out, precision=precision, batch=profile,
@@ -104,7 +129,9 @@ def _trt(args: argparse.Namespace) -> int:
 
 def _triton(args: argparse.Namespace) -> int:
     from facenormals.export.triton import write_repository
+    from facenormals.fileio import check_model_file
 
+    check_model_file(args.onnx, "--onnx")  # a foreign graph would be served as if it gave normals
     written = write_repository(args.onnx, args.repo, name=args.name, engine=args.engine, max_batch=args.max_batch,
                                instances=args.instances, kind=args.kind, trt_ep=args.trt_ep)
     for path in written:

@@ -138,7 +138,8 @@ def quantize_int8(fp32_onnx: str | Path, out: str | Path, calibration_images: np
     activation_symmetric = target == "trt"
     from onnxruntime.quantization import QuantFormat, QuantType, quantize_static
 
-    from facenormals.export.onnx_export import head_nodes, read_metadata, set_metadata
+    from facenormals.export.onnx_export import head_nodes, set_metadata
+    from facenormals.runtime.onnx_info import read_metadata
 
     fp32_onnx, out = Path(fp32_onnx), Path(out)
     model = onnx.load(str(fp32_onnx))

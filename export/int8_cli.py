@@ -38,6 +38,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--eval-limit", type=int, default=64, help="at most this many evaluation samples")
     parser.add_argument("--runs", type=int, default=10, help="timed runs per model for the CPU speed-up")
     parser.add_argument("--report", type=Path, default=None, help="also write the report as JSON")
+    parser.add_argument("--overwrite", action="store_true", help="replace an existing --out (never the --onnx input)")
 
 
 def _calibration_source(images: Path) -> Path:
@@ -48,18 +49,25 @@ def _calibration_source(images: Path) -> Path:
 
 
 def main(args: argparse.Namespace) -> int:
-    from facenormals.atomic import write_text_atomic
+    from facenormals.atomic import check_output, write_text_atomic
     from facenormals.checkpoint import file_sha256
     from facenormals.export.int8 import compare_accuracy, cpu_speed, load_eval_set, quantize_int8
     from facenormals.export.parity import load_face_crops
+    from facenormals.fileio import check_model_file
     from facenormals.prior import network_inputs, source_of
     from facenormals.runtime.backends import OrtBackend
     from facenormals.runtime.onnx_info import onnx_model_info
 
-    if not args.onnx.is_file():
-        raise FileNotFoundError(f"ONNX model not found: {args.onnx}")
+    check_model_file(args.onnx, "--onnx")  # the one model-file check: a text file or a foreign graph stops here
+    if args.onnx.suffix.lower() != ".onnx":
+        raise ValueError(f"--onnx {args.onnx}: calibration quantises an ONNX export; export the checkpoint first "
+                         "('facenormals export onnx')")
     if args.limit < 1:
         raise ValueError(f"--limit must be at least 1, got {args.limit}")
+    # Outputs are checked before minutes of calibration: never the input, an existing file only with --overwrite.
+    check_output(args.out, "--out", overwrite=args.overwrite, inputs=[args.onnx, args.images])
+    if args.report:
+        check_output(args.report, "--report", overwrite=args.overwrite, inputs=[args.onnx, args.out])
     in_chans, size, meta = onnx_model_info(args.onnx)
     prior = source_of(in_chans, meta.get("prior_source"))
     source = _calibration_source(args.images)

@@ -19,8 +19,7 @@ from pathlib import Path
 
 import onnx
 
-from facenormals.atomic import write_bytes_atomic
-from facenormals.runtime.onnx_info import read_metadata
+from facenormals.atomic import atomic_path
 
 INPUT_NAME = "image"
 OUTPUT_NAME = "normals"
@@ -148,23 +147,41 @@ def build_onnx(checkpoint: str | Path, size: int | None = None, fp16: bool = Fal
     return model, slimmed_from
 
 
+class ParityFailed(ValueError):
+    """The export deviates from torch beyond tolerance: nothing was written at the output (``report`` says by how much)."""
+
+    def __init__(self, out: Path, report: object) -> None:
+        super().__init__(f"{out}: not written: the export fails the parity check against torch "
+                         f"({report.summary()}); pass --keep-failed to write it anyway for inspection")
+        self.out, self.report = out, report
+
+
 def export_onnx(checkpoint: str | Path, out: str | Path, size: int | None = None, fp16: bool = False,
-                check_parity: bool = True, parity_images: str | Path | None = None) -> ExportResult:
-    """Write the ONNX file atomically; with ``check_parity`` also measure it against torch on real face crops."""
+                check_parity: bool = True, parity_images: str | Path | None = None,
+                keep_failed: bool = False) -> ExportResult:
+    """Write the ONNX file atomically; with ``check_parity`` also measure it against torch on real face crops.
+
+    The parity check runs on the file before it is renamed into place, so an export that fails it never
+    appears at ``out`` (an existing file there is left as it was): :class:`ParityFailed` is raised instead,
+    unless ``keep_failed`` (then the result's ``parity.passed`` is False).
+    """
     out = Path(out)
     model, slimmed_from = build_onnx(checkpoint, size, fp16)
     data = model.SerializeToString()
     if len(data) >= 2**31:
         raise ValueError(f"{out}: model of {len(data)} bytes exceeds the 2 GB single-file protobuf limit")
-    write_bytes_atomic(out, data)
     precision = "fp16" if fp16 else "fp32"
-    size = int(read_metadata(out)["size"])
+    size = int({p.key: p.value for p in model.metadata_props}["size"])
     parity = None
-    if check_parity:
-        from facenormals.export.parity import check_parity as run_parity
-        from facenormals.export.parity import load_face_crops
+    with atomic_path(out) as tmp:
+        tmp.write_bytes(data)
+        if check_parity:
+            from facenormals.export.parity import check_parity as run_parity
+            from facenormals.export.parity import load_face_crops
 
-        crops = load_face_crops(parity_images, size=size, limit=16) if parity_images else None
-        parity = run_parity(checkpoint, out, precision, crops,
-                            source_label=str(parity_images) if parity_images else None)
+            crops = load_face_crops(parity_images, size=size, limit=16) if parity_images else None
+            parity = run_parity(checkpoint, tmp, precision, crops,
+                                source_label=str(parity_images) if parity_images else None)
+            if not parity.passed and not keep_failed:
+                raise ParityFailed(out, parity)  # atomic_path removes the temporary file; ``out`` is untouched
     return ExportResult(out, precision, size, len(model.graph.node), len(data), slimmed_from, parity)

@@ -30,7 +30,7 @@ import cv2
 import numpy as np
 
 from facenormals.camera import intrinsics_from_matrix
-from facenormals.depth import check_matches, depth_to_metres
+from facenormals.depth import MAX_DEPTH_M, check_matches, depth_to_metres, implausible_depth
 from facenormals.engine import FaceResult, FrameEngine
 from facenormals.faces import StillFaceDetector, check_frame
 from facenormals.frame import Frame
@@ -218,7 +218,12 @@ def with_fits(result) -> list[FaceResult]:
 def fuse_faces(faces: list[FaceResult], depth: np.ndarray, intrinsics, depth_scale_m: float | None,
                frame_shape: tuple[int, int], stage: FusionStage | None = None) -> list[FaceResult]:
     """Refine each face's depth with its normals (the one fusion stage, :mod:`facenormals.fusion_stage`, in crop
-    space), then paste it back. Bad depth for the whole image raises; a face with too little depth warns."""
+    space), then paste it back. Bad depth for the whole image raises; a face with too little depth warns; readings
+    no sensor reports (saturated, beyond :data:`~facenormals.depth.MAX_DEPTH_M`) are missing, with a warning."""
+    bad = int(implausible_depth(depth, depth_scale_m).sum()) if np.ndim(depth) == 2 else 0
+    if bad:
+        warnings.warn(f"depth: {bad} readings saturated or beyond {MAX_DEPTH_M:.0f} m are treated as missing",
+                      RuntimeWarning, stacklevel=3)
     metres = depth_to_metres(depth, depth_scale_m)
     check_matches(metres, intrinsics)
     if metres.shape != frame_shape:

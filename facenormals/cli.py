@@ -70,7 +70,7 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt:
         print(f"facenormals {name}: interrupted", file=sys.stderr)
         return 130
-    except (ValueError, FileNotFoundError, RuntimeError) as err:
+    except (ValueError, OSError, RuntimeError) as err:  # OSError: disk full, permissions, a video too large
         # Library errors carry the file or value at fault; show them without a traceback.
         print(f"facenormals {name}: error: {err}", file=sys.stderr)
         return 1

@@ -50,11 +50,27 @@ class DepthError(ValueError):
     """Depth that cannot be used: wrong shape or type, nothing valid, or not matching its calibration."""
 
 
+MAX_DEPTH_M = 16.0  # beyond any consumer depth sensor's range (RealSense, Kinect: ≤ 10 m): such readings are invalid
+SATURATED = 65535  # the uint16 "no reading / overflow" code many sensors and recorders write
+
+
+def implausible_depth(depth: np.ndarray, scale_m: float | None = None) -> np.ndarray:
+    """True where a reading is saturated (uint16 65535) or farther than :data:`MAX_DEPTH_M`: not a distance."""
+    depth = np.asarray(depth)
+    if np.issubdtype(depth.dtype, np.integer):
+        far = depth.astype(np.float64) * float(scale_m or 0.0) > MAX_DEPTH_M if scale_m else np.zeros(depth.shape, bool)
+        return far | (depth == SATURATED) if depth.dtype == np.uint16 else far
+    with np.errstate(invalid="ignore"):
+        return depth > MAX_DEPTH_M
+
+
 def depth_to_metres(depth: np.ndarray, scale_m: float | None = None) -> np.ndarray:
     """Raw depth → float32 metres with NaN where missing.
 
     ``uint16`` (sensor units, 0 = missing) needs ``scale_m`` (metres per unit, e.g. 0.001 for millimetres).
-    Float input is taken as metres already; zero, negative, NaN and infinite values all become NaN.
+    Float input is taken as metres already; zero, negative, NaN and infinite values all become NaN, and so do
+    :func:`implausible_depth` readings (saturated, or beyond :data:`MAX_DEPTH_M`): fused as distances they
+    would put a face at 65 m.
     """
     depth = np.asarray(depth)
     if depth.ndim != 2:
@@ -68,7 +84,7 @@ def depth_to_metres(depth: np.ndarray, scale_m: float | None = None) -> np.ndarr
     else:
         raise DepthError(f"unsupported depth dtype {depth.dtype}")
     with np.errstate(invalid="ignore"):
-        metres[~(np.isfinite(metres) & (metres > 0))] = np.nan
+        metres[~(np.isfinite(metres) & (metres > 0)) | implausible_depth(depth, scale_m)] = np.nan
     return metres
 
 

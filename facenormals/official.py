@@ -229,9 +229,13 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="keep only the image→normal path (E_I, skips, D_N): what export and realtime use")
     parser.add_argument("--allow-pickle", action="store_true",
                         help="full unpickle when weights_only loading refuses the file (runs code from it: trusted files only)")
+    parser.add_argument("--overwrite", action="store_true", help="replace an existing --out file")
 
 
 def main(args: argparse.Namespace) -> int:
+    from facenormals.atomic import check_output
+
+    check_output(args.out, "--out", overwrite=args.overwrite, inputs=[args.pth])  # before reading 300 MB of weights
     report = convert_official(args.pth, args.out, allow_pickle=args.allow_pickle, half=args.half,
                               inference_only=args.inference_only)
     print(f"{args.pth} → {args.out}: {report.summary()}")

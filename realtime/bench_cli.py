@@ -30,8 +30,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def main(args: argparse.Namespace) -> int:
+    from facenormals.atomic import check_output
     from facenormals.realtime.bench import BenchConfig, plot_result, run_benchmark
 
+    for option, path in (("--json", args.json), ("--plot", args.plot)):  # unwritable: fail before the benchmark
+        if path is not None:
+            check_output(path, option, overwrite=True, inputs=[args.model])
     cfg = BenchConfig(source=args.source, backend=args.backend, model=args.model, frames=args.frames,
                       warmup=args.warmup, max_faces=args.max_faces, pace=args.pace, view=args.view, threads=args.threads,
                       preload=not args.no_preload, temporal=not args.no_temporal)

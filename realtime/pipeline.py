@@ -239,7 +239,8 @@ class Pipeline:
                 error = PipelineError(stage, frame_id, err)
                 error.__cause__ = err
                 self._error = error
-                log.error("%s", error, exc_info=err)
+                log.error("%s", error)  # one line: the run ends with this message and a readable output
+                log.debug("%s: traceback", error, exc_info=err)  # for a bug hunt: logging at DEBUG shows it
         if stop:
             self.stop("error")
 

@@ -135,7 +135,7 @@ def test_bad_requests_fail_clearly(checkpoint: Path, tmp_path: Path) -> None:
         create_backend("tensorrt", checkpoint)
     weird = tmp_path / "model.pt"
     weird.write_bytes(b"x")
-    with pytest.raises(ValueError, match="unknown model file type"):
+    with pytest.raises(ValueError, match="unknown model format"):
         create_backend("ort-cpu", weird)
     with pytest.raises(FileNotFoundError, match="model file not found"):
         create_backend("ort-cpu", tmp_path / "absent.onnx")

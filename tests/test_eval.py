@@ -34,6 +34,7 @@ def _onnx_model(path: Path, constant: tuple[float, float, float] | None) -> Path
         nodes = [helper.make_node("Mul", ["image", "zero"], ["zeros"]), helper.make_node("Add", ["zeros", "const"], ["normals"])]
     graph = helper.make_graph(nodes, "test", [image], [normals], inits)
     model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+    model.metadata_props.add(key="convention", value="camera")  # what makes it a facenormals export (check_model_file)
     onnx.save(model, str(path))
     return path
 

@@ -118,6 +118,7 @@ def _decode_model(path: Path) -> Path:
              helper.make_node("LpNormalization", ["raw"], ["normals"], axis=1, p=2)]
     model = helper.make_model(helper.make_graph(nodes, "decode", [image], [normals], inits),
                               opset_imports=[helper.make_opsetid("", 17)])
+    model.metadata_props.add(key="convention", value="camera")  # what makes it a facenormals export (check_model_file)
     onnx.save(model, str(path))
     return path
 

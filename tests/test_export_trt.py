@@ -17,7 +17,7 @@ import torch
 
 from facenormals.checkpoint import file_sha256, save_checkpoint
 from facenormals.cli import main as cli_main
-from facenormals.export.onnx_export import export_onnx, read_metadata, set_metadata
+from facenormals.export.onnx_export import export_onnx, set_metadata
 from facenormals.export.tensorrt_build import BuildPlan, build_engine, default_timing_cache, plan_build, trt_major
 from facenormals.model import create_model
 from facenormals.runtime.engine_header import (
@@ -28,6 +28,7 @@ from facenormals.runtime.engine_header import (
     sidecar_path,
     write_header,
 )
+from facenormals.runtime.onnx_info import read_metadata
 
 SIZE = 64
 HAS_TRT = importlib.util.find_spec("tensorrt") is not None

@@ -21,11 +21,12 @@ from facenormals.export.int8 import (
     quantize_int8,
     trt_qdq_problems,
 )
-from facenormals.export.onnx_export import export_onnx, head_nodes, read_metadata, set_metadata
+from facenormals.export.onnx_export import export_onnx, head_nodes, set_metadata
 from facenormals.export.parity import load_face_crops
 from facenormals.export.prepare import create_backend
 from facenormals.model import create_model
 from facenormals.runtime.backends import OrtBackend
+from facenormals.runtime.onnx_info import read_metadata
 
 SIZE = 64
 

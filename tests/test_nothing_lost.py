@@ -108,6 +108,7 @@ def test_video_too_large_for_mpeg4_says_so_before_any_map_is_lost(media, tmp_pat
     proc = run_cli("--source", f"images:{images}", "--view", "side", "--out", str(tmp_path / "big.mp4"),
                    *model_args(media), cwd=tmp_path)
     assert proc.returncode == 1 and "8400×64 are too large for an MPEG-4" in proc.stderr
+    assert "Traceback" not in proc.stderr  # an OSError is a one-line error too
     assert not list(tmp_path.glob(".*partial*"))
 
 
@@ -304,3 +305,269 @@ def test_eval_json_in_an_unwritable_place_fails_before_scoring(tmp_path, capsys)
     code = main(["eval", "--data", str(empty), "--model", "fast", "--json", str(READ_ONLY / "scores.json")])
     err = capsys.readouterr().err
     assert code == 1 and "--json" in err and "cannot write there" in err and str(empty) not in err
+    code = main(["bench", "--source", f"video:{empty}.mp4", "--json", str(READ_ONLY / "bench.json")])
+    err = capsys.readouterr().err
+    assert code == 1 and "--json" in err and "cannot write there" in err  # before the source is opened
+
+
+# ------------------------------------------------------------------------- every consumer of a model file
+
+def _api(path: Path) -> None:
+    from facenormals.api import FaceNormals
+
+    FaceNormals(model=path, backend="ort-cpu" if path.suffix == ".onnx" else "torch")
+
+
+def _backend(path: Path) -> None:
+    from facenormals.export.prepare import create_backend
+
+    create_backend("auto", path)
+
+
+def _cli(*argv: str) -> None:
+    from facenormals.cli import main
+
+    code = main(list(argv))
+    assert code == 1
+    raise DataError(f"exit {code}")  # the message itself is on stderr: read by the test through capsys
+
+
+@pytest.mark.parametrize("consumer", ["api", "create_backend", "eval", "calibrate int8", "export trt"])
+def test_every_model_consumer_refuses_bad_model_files_naming_them(media, tmp_path, capsys, consumer):
+    """One check (fileio.check_model_file) behind every door a model file comes in by: same error, no traceback."""
+    data = tmp_path / "data"
+    from test_eval import _sphere_set
+
+    _sphere_set(data, count=1)
+    for kind, (path, message) in bad_models(tmp_path).items():
+        if consumer in ("calibrate int8", "export trt") and path.suffix != ".onnx":
+            continue
+        call = {"api": lambda p: _api(p), "create_backend": lambda p: _backend(p),
+                "eval": lambda p: _cli("eval", "--data", str(data), "--model", str(p)),
+                "calibrate int8": lambda p: _cli("calibrate", "int8", "--onnx", str(p), "--images", str(data),
+                                                 "--out", str(tmp_path / "q.onnx")),
+                "export trt": lambda p: _cli("export", "trt", "--onnx", str(p), "--out", str(tmp_path / "m.engine"))}
+        with pytest.raises(DataError) as err:
+            call[consumer](path)
+        said = str(err.value) + capsys.readouterr().err
+        assert message in said and str(path) in said and "Traceback" not in said, (kind, said)
+    assert not (tmp_path / "q.onnx").exists() and not (tmp_path / "m.engine").exists()
+
+
+# ----------------------------------------------------------------------------------------- export outputs
+
+@pytest.fixture(scope="module")
+def exported(media, tmp_path_factory) -> Path:
+    from facenormals.export.onnx_export import export_onnx
+
+    return export_onnx(media["ckpt"], tmp_path_factory.mktemp("onnx") / "small.onnx", check_parity=False).path
+
+
+def test_export_never_writes_over_an_input_or_an_existing_file_unasked(media, tmp_path, capsys):
+    from facenormals.cli import main
+
+    ckpt_before = digest(media["ckpt"])
+    other = tmp_path / "holiday.onnx"
+    other.write_bytes(b"someone's file")
+    assert main(["export", "onnx", "--model", str(media["ckpt"]), "--out", str(other), "--no-parity"]) == 1
+    assert "already exists" in capsys.readouterr().err and other.read_bytes() == b"someone's file"
+    assert main(["export", "onnx", "--model", str(media["ckpt"]), "--out", str(media["ckpt"]), "--no-parity",
+                 "--overwrite"]) == 1
+    assert "is also an input" in capsys.readouterr().err and digest(media["ckpt"]) == ckpt_before
+    assert main(["export", "onnx", "--model", str(media["ckpt"]), "--out", str(other), "--no-parity",
+                 "--overwrite"]) == 0
+    check_model_file(other)  # replaced, when asked, by a real export
+    if READ_ONLY.is_dir():
+        assert main(["export", "onnx", "--model", str(media["ckpt"]), "--out", str(READ_ONLY / "m.onnx")]) == 1
+        assert "cannot write there" in capsys.readouterr().err
+
+
+def test_export_failing_parity_is_not_written(media, tmp_path, capsys, monkeypatch):
+    """The parity check runs before the rename: a failing export never lands at --out (kept only when asked)."""
+    from facenormals.cli import main
+    from facenormals.export import parity
+
+    monkeypatch.setitem(parity.TOLERANCE_DEG, "fp32", -1.0)  # a real export and check, a bar nothing can meet
+    out, report = tmp_path / "m.onnx", tmp_path / "parity.json"
+    out.write_bytes(b"the previous export")
+    argv = ["export", "onnx", "--model", str(media["ckpt"]), "--out", str(out), "--report", str(report), "--overwrite"]
+    assert main(argv) == 1
+    err = capsys.readouterr().err
+    assert f"{out} not written: it fails the parity check" in err and "--keep-failed" in err
+    assert out.read_bytes() == b"the previous export" and sorted(p.name for p in tmp_path.iterdir()) == [
+        "m.onnx", "parity.json"]  # no temporary file left behind
+    assert '"passed": false' in report.read_text()
+    assert main([*argv, "--keep-failed"]) == 1
+    assert "written only because of --keep-failed" in capsys.readouterr().err
+    check_model_file(out)
+
+
+def test_calibrate_int8_checks_its_outputs_before_calibrating(exported, tmp_path, capsys):
+    from facenormals.cli import main
+
+    before = digest(exported)
+    images = tmp_path / "photos"
+    write_rgb(images / "face.png", face_photo())
+    base = ["calibrate", "int8", "--onnx", str(exported), "--images", str(images)]
+    assert main([*base, "--out", str(exported), "--overwrite"]) == 1
+    assert "is also an input" in capsys.readouterr().err and digest(exported) == before
+    taken = tmp_path / "taken.onnx"
+    taken.write_bytes(b"keep me")
+    assert main([*base, "--out", str(taken)]) == 1
+    err = capsys.readouterr().err
+    assert "already exists" in err and "calibrating" not in err and taken.read_bytes() == b"keep me"
+
+
+# ------------------------------------------------------------------------------------------ train, eval
+
+def test_train_steps_zero_is_refused_not_the_full_run(tmp_path, capsys):
+    from facenormals.cli import main
+
+    config = Path(__file__).resolve().parents[1] / "training" / "configs" / "fast_prior.toml"
+    assert main(["train", "--config", str(config), "--steps", "0", "--run-dir", str(tmp_path / "run")]) == 1
+    assert "--steps must be at least 1, got 0" in capsys.readouterr().err
+    assert not (tmp_path / "run").exists()
+
+
+def test_eval_resizes_crops_to_the_model_and_refuses_non_square(media, tmp_path, capsys):
+    """300² crops (the encoder cannot halve 300 five times) are scored at the model's 64² and resized back."""
+    from test_eval import _onnx_model, _sphere_set
+
+    from facenormals.cli import main
+    from facenormals.dataset import DatasetWriter
+
+    data = _sphere_set(tmp_path / "big", count=1, size=300)
+    assert main(["eval", "--data", str(data), "--model", str(media["ckpt"])]) == 0
+    assert "300×300 crops resized to the model's 64×64 input" in capsys.readouterr().err
+    # an exact model (normals = decode(image)) at a fixed 64²: resizing costs only a little accuracy
+    exact = onnx.load(str(_onnx_model(tmp_path / "exact.onnx", None)))
+    for value_info in (*exact.graph.input, *exact.graph.output):
+        for dim, side in zip(value_info.type.tensor_type.shape.dim[2:], (64, 64), strict=True):
+            dim.dim_value = side
+    onnx.save(exact, str(tmp_path / "exact64.onnx"))
+    out = tmp_path / "scores.json"
+    assert main(["eval", "--data", str(data), "--model", str(tmp_path / "exact64.onnx"), "--json", str(out)]) == 0
+    import json
+
+    assert json.loads(out.read_text())["sets"]["big"]["mean_deg"] < 5.0
+    wide = DatasetWriter(tmp_path / "wide", normal_format="npy")
+    mask = np.zeros((64, 96), bool)
+    mask[16:48, 32:64] = True
+    normals = np.zeros((64, 96, 3), np.float32)
+    normals[..., 2] = 1.0
+    wide.write("w0", mask, image=np.full((64, 96, 3), 128, np.uint8), normals=normals)
+    assert main(["eval", "--data", str(tmp_path / "wide"), "--model", str(media["ckpt"])]) == 1
+    assert "96×64 crops are not square" in capsys.readouterr().err
+
+
+# ------------------------------------------------------------------------------------------ RGB-D in the API
+
+def test_api_treats_saturated_depth_as_missing_with_a_warning(media):
+    from facenormals.api import FaceNormals
+
+    image = face_photo()
+    h, w = image.shape[:2]
+    camera = np.array([[500.0, 0, w / 2], [0, 500.0, h / 2], [0, 0, 1]])
+    fn = FaceNormals(model=media["ckpt"], backend="torch")
+    with pytest.warns(RuntimeWarning, match="saturated or beyond 16 m are treated as missing"):
+        faces = fn(image, depth=np.full((h, w), 65535, np.uint16), intrinsics=camera)
+    assert len(faces) == 1 and faces[0].depth is None  # no face placed 65 m away
+    good = fn(image, depth=np.full((h, w), 800, np.uint16), intrinsics=camera)
+    assert abs(float(np.nanmedian(good[0].depth)) - 0.8) < 0.05
+
+
+# ------------------------------------------------------------------------------- live loop, fault injection
+
+class FailingSink:
+    """A real sink's failure mode (disk full) on the ``at``-th frame it is given."""
+
+    def __init__(self, at: int) -> None:
+        self.at, self.seen = at, 0
+
+    def write(self, result, image) -> None:
+        self.seen += 1
+        if self.seen == self.at:
+            raise OSError(28, "No space left on device")
+
+    def close(self) -> None:
+        pass
+
+
+class FlakyBackend:
+    """The real backend, raising on its ``at``-th batch as a lost device would."""
+
+    def __init__(self, backend, at: int) -> None:
+        self.backend, self.at, self.calls = backend, at, 0
+        self.input_size, self.in_chans, self.name = backend.input_size, backend.in_chans, backend.name
+        self.prior_source = getattr(backend, "prior_source", None)
+
+    def __call__(self, batch: np.ndarray) -> np.ndarray:
+        self.calls += 1
+        if self.calls == self.at:
+            raise RuntimeError("CUDA error: device lost")
+        return self.backend(batch)
+
+
+def _dying_source(video: Path, at: int):
+    from facenormals.realtime.sources.base import SourceError, open_source
+
+    with open_source(f"video:{video}") as source:
+        for frame in source:
+            if frame.id == at:
+                raise SourceError(f"{video}: read failed at frame {at} (cable pulled)")
+            yield frame
+
+
+@pytest.mark.parametrize(("fault", "stage", "said"), [
+    ("source", "capture", "cable pulled"), ("sink", "sink", "No space left"), ("backend", "infer", "device lost")])
+def test_live_loop_fault_ends_clearly_with_every_earlier_frame_readable(media, tmp_path, fault, stage, said):
+    from facenormals.export.prepare import create_backend
+    from facenormals.faces import create_detector
+    from facenormals.realtime.pipeline import Pipeline, PipelineError
+    from facenormals.realtime.render import FrameRenderer, RenderState
+    from facenormals.realtime.run_cli import report_json
+    from facenormals.realtime.sinks import SaveDirSink, VideoSink
+    from facenormals.realtime.sources.base import open_source
+
+    backend = create_backend("torch", media["ckpt"], device="cpu")
+    source = _dying_source(media["video"], 5) if fault == "source" else open_source(f"video:{media['video']}")
+    if fault == "backend":
+        backend = FlakyBackend(backend, at=6)
+    video, maps = VideoSink(tmp_path / "out.mp4", fps=15), SaveDirSink(tmp_path / "maps", "png")
+    sinks = [maps, video, *([FailingSink(at=6)] if fault == "sink" else [])]
+    pipeline = Pipeline(source, create_detector(1), backend, FrameRenderer(RenderState(), "torch"), sinks,
+                        handle_signals=False)
+    with pytest.raises(PipelineError) as caught:
+        pipeline.run()
+    err, report = caught.value, caught.value.report
+    assert err.stage == stage and err.frame_id == 5 and said in str(err)
+    assert report.stopped_by == "error" and said in report.error and report.frames_out == 5
+    assert report_json(report, "torch")["error"] == report.error  # --report says what happened
+    # Frames before the fault are all on disk and readable; a sink that failed on frame 5 leaves the others' copy.
+    assert count_video_frames(tmp_path / "out.mp4") == video.frames >= 5
+    written = sorted((tmp_path / "maps" / "normals").glob("*.png"))
+    assert [p.stem for p in written][:5] == [f"{i:06d}" for i in range(5)]
+    assert all(read_normals(p).shape == (256, 256, 3) for p in written)
+    assert not list(tmp_path.glob(".*partial*"))
+
+
+def test_calibration_and_conversion_outputs_are_checked_first(tmp_path, capsys):
+    """The same output check in the other writing verbs: calibrate camera/rgbd, convert-official."""
+    from facenormals.cli import main
+
+    kept = tmp_path / "calibration.json"
+    kept.write_text('{"earlier": "calibration"}')
+    (tmp_path / "boards").mkdir()
+    pth = tmp_path / "model.pth"
+    pth.write_bytes(b"the authors' weights")
+    for argv, message in (
+            (["calibrate", "camera", "--images", str(tmp_path / "boards"), "--board", "checkerboard:9x6:25",
+              "--out", str(kept)], "already exists"),
+            (["calibrate", "rgbd", "--boards", str(tmp_path / "boards"), "--board", "checkerboard:9x6:25",
+              "--colour-calib", str(kept), "--out", str(kept), "--overwrite"], "is also an input"),
+            (["convert-official", str(pth), "--out", str(pth), "--overwrite"], "is also an input"),
+            (["convert-official", str(pth), "--out", str(kept)], "already exists")):
+        assert main(argv) == 1
+        err = capsys.readouterr().err
+        assert message in err and "Traceback" not in err, err
+    assert kept.read_text() == '{"earlier": "calibration"}' and pth.read_bytes() == b"the authors' weights"

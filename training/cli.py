@@ -25,10 +25,12 @@ def main(args: argparse.Namespace) -> int:
     from facenormals.training.config import Phase
     from facenormals.training.trainer import train
 
+    if args.steps is not None and args.steps < 1:  # 0 once meant "not given" and trained the config's full run
+        raise ValueError(f"--steps must be at least 1, got {args.steps} (leave it out to train the config's phases)")
     cfg = load_config(args.config)
     if args.run_dir:
         cfg = replace(cfg, run_dir=args.run_dir)
-    if args.steps:
+    if args.steps is not None:
         last = cfg.phases[-1]
         cfg = replace(cfg, phases=(Phase(args.steps, last.size, last.batch_size),))
     info = ddp.init_from_env()

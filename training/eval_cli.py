@@ -27,6 +27,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import sys
 import time
 from pathlib import Path
 
@@ -69,6 +70,10 @@ def _parse_variants(specs: list[str]) -> dict[str, Path]:
     return out
 
 
+def _note(text: str) -> None:
+    print(f"facenormals eval: note: {text}", file=sys.stderr)
+
+
 def main(args: argparse.Namespace) -> int:
     from facenormals.training.diagnose import SetDiagnosis, format_diagnosis, read_params
     from facenormals.training.evaluation import evaluate_baseline, evaluate_predictor, load_predictor, paired_samples
@@ -79,7 +84,7 @@ def main(args: argparse.Namespace) -> int:
     folders = {Path(d).resolve().name: Path(d) for d in args.data}
     model_path = resolve_model(args.model)
     report: dict = {"model": str(model_path), "sets": {}, "baselines": {}}
-    predictor = load_predictor(model_path)
+    predictor = load_predictor(model_path, note=_note)
     for name, samples in sets.items():
         started = time.perf_counter()
         diagnosis = SetDiagnosis(read_params(folders[name])) if args.diagnose else None
@@ -113,7 +118,7 @@ def main(args: argparse.Namespace) -> int:
         print("\nablation (mean ± std °, paper Fig. 7 layout):")
         print(f"  {'variant':<24}" + "".join(f"{name:>22}" for name in sets))
         for label, path in variants.items():
-            variant_predictor = load_predictor(path)
+            variant_predictor = load_predictor(path, note=_note)
             entry = {"model": str(path), "sets": {}}
             for name, samples in sets.items():
                 entry["sets"][name] = evaluate_predictor(variant_predictor, samples, args.batch_size, label).metrics.as_dict()

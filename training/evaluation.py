@@ -14,12 +14,14 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
+import cv2
 import numpy as np
 import torch
 from scipy.ndimage import distance_transform_edt
 from tqdm import tqdm
 
 from facenormals.dataset import SampleFiles, SampleKind, load_sample, scan_dataset
+from facenormals.fileio import check_model_file
 from facenormals.mesh_prior import create_face_mesh
 from facenormals.metrics import MetricAccumulator, SetMetrics
 from facenormals.model import ImageToNormal
@@ -70,16 +72,64 @@ def onnx_predictor(path: str | Path) -> Predictor:
     return predict
 
 
-def load_predictor(spec: str | Path) -> Predictor:
-    """A checkpoint (.safetensors) or an ONNX file (.onnx) → predictor."""
-    path = Path(spec)
-    if not path.is_file():
-        raise FileNotFoundError(f"model file not found: {path}")
+def onnx_input_size(path: Path) -> int | None:
+    """The square input side an ONNX model was exported at (metadata ``size``, else a fixed input height); None: any."""
+    import onnx
+
+    model = onnx.load(str(path), load_external_data=False)
+    meta = {p.key: p.value for p in model.metadata_props}
+    image = next(i for i in model.graph.input if i.name == "image")
+    height = image.type.tensor_type.shape.dim[2].dim_value
+    return int(meta.get("size") or height or 0) or None
+
+
+def at_model_size(predict: Predictor, size: int | None, model: Path,
+                  note: Callable[[str], object] | None = None) -> Predictor:
+    """Run ``predict`` on crops resized to the model's input side, the normals resized back and renormalised.
+
+    A model sees faces at the scale it was trained on (the realtime path crops at that size too), and a
+    side the encoder cannot halve five times (300 → 19 vs 20 at the skips) would not run at all. Only
+    square crops are resized: stretching one axis would tilt every normal. ``size`` None: run as given.
+    """
+    told: set[tuple[int, int]] = set()
+
+    def run(images: np.ndarray) -> np.ndarray:
+        height, width = images.shape[2:]
+        if size is None or (height, width) == (size, size):
+            return predict(images)
+        if height != width:
+            raise ValueError(f"{model}: takes {size}×{size} crops; {width}×{height} crops are not square, and "
+                             "resizing them would tilt the normals (crop them square)")
+        if note is not None and (height, width) not in told:
+            told.add((height, width))
+            note(f"{model.name}: {width}×{height} crops resized to the model's {size}×{size} input (and back)")
+        shrink = cv2.INTER_AREA if height > size else cv2.INTER_LINEAR
+        small = np.stack([cv2.resize(np.ascontiguousarray(im.transpose(1, 2, 0)), (size, size), interpolation=shrink)
+                          for im in images]).transpose(0, 3, 1, 2)
+        normals = predict(np.ascontiguousarray(small, dtype=np.float32))
+        back = np.stack([cv2.resize(np.ascontiguousarray(n.transpose(1, 2, 0)), (width, height),
+                                    interpolation=cv2.INTER_LINEAR) for n in normals]).transpose(0, 3, 1, 2)
+        return (back / np.maximum(np.linalg.norm(back, axis=1, keepdims=True), 1e-8)).astype(np.float32)
+
+    return run
+
+
+def load_predictor(spec: str | Path, note: Callable[[str], object] | None = None) -> Predictor:
+    """A checkpoint (.safetensors) or an ONNX file (.onnx) → predictor at the model's input size.
+
+    The file passes the same check as every other model file first (``facenormals.fileio.check_model_file``);
+    crops of another side are resized (:func:`at_model_size`; ``note`` is told once per crop size).
+    """
+    path = check_model_file(spec, "model")
+    if path.suffix.lower() == ".engine":
+        raise ValueError(f"model {path}: eval runs checkpoints (.safetensors) and ONNX files; score the ONNX the "
+                         "engine was built from, or run the engine with 'facenormals run --backend tensorrt'")
     if path.suffix.lower() == ".onnx":
-        return onnx_predictor(path)
+        return at_model_size(onnx_predictor(path), onnx_input_size(path), path, note)
     from facenormals.checkpoint import load_image_to_normal
 
-    return torch_predictor(load_image_to_normal(path))
+    module = load_image_to_normal(path)
+    return at_model_size(torch_predictor(module), int(module.cfg.input_size), path, note)
 
 
 def paired_samples(folder: str | Path) -> list[SampleFiles]:

@@ -78,12 +78,13 @@ def _model_kind(model: Path) -> str:
 
 
 def _resolve(model: str | Path | None) -> Path:
+    from facenormals.fileio import check_model_file
     from facenormals.zoo import resolve_model
 
     path = resolve_model(None if model is None else str(model))
-    if not path.is_file():
-        raise FileNotFoundError(f"model file not found: {path}")
-    return path
+    # The one check of every model file (format, face-normal I/O, metadata): run, eval, the API and
+    # calibration all refuse a file that is not a facenormals model the same way, naming it.
+    return check_model_file(path, "model")
 
 
 # ---------------------------------------------------------------------------------------------- torch

@@ -36,12 +36,11 @@ from typing import Any, NamedTuple
 import numpy as np
 
 from facenormals.camera import Intrinsics
+from facenormals.depth import MAX_DEPTH_M, SATURATED  # one definition of an implausible reading
 from facenormals.frame import Frame
 
 log = logging.getLogger(__name__)
 
-MAX_DEPTH_M = 16.0  # beyond any consumer depth sensor's range (RealSense, Kinect: ≤ 10 m): such readings are invalid
-SATURATED = 65535  # the uint16 "no reading / overflow" code many sensors and recorders write
 VIDEO_SUFFIXES = (".mp4", ".avi", ".mov", ".mkv", ".webm", ".m4v", ".mpg", ".mpeg", ".wmv")
 REALSENSE_SUFFIXES = (".bag", ".db3")
 
