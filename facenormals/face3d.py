@@ -14,12 +14,14 @@
    y up, z toward the viewer, origin at the crop centre on the depth of the fitted head's model origin.
 
 **Calibrated** (``intrinsics``: the crop's pinhole, :func:`facenormals.fusion.crop_intrinsics` of a calibration
-file's or a sensor's colour intrinsics): the fit's scale then gives the head's distance, ``Z0 = f / (100 · s)``
-(crop pixels per metre at the head = focal length / distance), and the depth map is written for the real camera:
-``Z = Z0 − relief`` along the optical axis, back-projected by the real rays. At the head's origin the lateral
-scale is exactly the fit's; the relief keeps the fit's weak perspective (a face seen off-axis is not re-projected:
-its relief stays along the optical axis). Meshes are then in the camera frame (metres, origin at the camera
-centre, z = −depth), so faces of one frame sit where they are relative to each other.
+file's or a sensor's colour intrinsics): the fit's scale then gives the distance of the fitted landmarks' mean
+depth, ``Z0 = f / (100 · s)`` (crop pixels per metre there = focal length / distance), and the depth map is
+written for the real camera: ``Z = Z0 − relief`` (relief from that mean depth) along the optical axis,
+back-projected by the real rays. At the landmarks' mean depth the lateral scale is exactly the fit's; the
+relief keeps the fit's weak perspective (a face seen off-axis is not re-projected: its relief stays along the
+optical axis). Meshes are then in the camera frame (metres, origin at the camera centre, z = −depth), so faces
+of one frame sit where they are relative to each other. The distance is as good as the fit's scale, i.e. as the
+person's head is ICT-sized (rendered ICT faces: ±6 % median, ``benchmarks/face3d.py``).
 """
 
 from __future__ import annotations
@@ -30,7 +32,7 @@ import numpy as np
 
 from facenormals import fusion
 from facenormals.camera import Intrinsics
-from facenormals.ict_fit import IctFace, IctFit, load_ict_face
+from facenormals.ict_fit import NUM_FIT_POINTS, IctFace, IctFit, load_ict_face
 from facenormals.mesh_prior import rasterize_mesh
 from facenormals.ply import depth_mesh, write_ply
 
@@ -113,8 +115,18 @@ def coarse_depth(fit: IctFit, size: int, face: IctFace | None = None, distance_m
     module docstring); without it the virtual weak-perspective pinhole at ``distance_m``.
     """
     face = face if face is not None else load_ict_face()
-    return coarse_depth_from_points(fit.crop_points(face), face.triangles, size, fit.scale * CM_PER_M,
-                                    float(fit.translation[2]), distance_m, intrinsics)
+    points = fit.crop_points(face)
+    return coarse_depth_from_points(points, face.triangles, size, fit.scale * CM_PER_M,
+                                    reference_z_px(fit, face, points, intrinsics is not None), distance_m, intrinsics)
+
+
+def reference_z_px(fit: IctFit, face: IctFace, points: np.ndarray, calibrated: bool) -> float:
+    """The crop-space z put at the (nominal or calibrated) distance. Calibrated: the fitted landmarks' mean depth,
+    the depth at which a weak-perspective fit's scale is the camera's magnification (f / Z); else the fitted
+    head's model origin (a fixed point of the head, for the nominal frame)."""
+    if calibrated:
+        return float(np.mean(points[face.landmark_vertices[:NUM_FIT_POINTS], 2]))
+    return float(fit.translation[2])
 
 
 def refine(coarse: CoarseDepth, normals: np.ndarray, mask: np.ndarray | None = None,
@@ -199,7 +211,7 @@ def coarse_mesh(fit: IctFit, size: int, face: IctFace | None = None, intrinsics:
     face = face if face is not None else load_ict_face()
     points = fit.crop_points(face).astype(np.float64)
     px_per_m = fit.scale * CM_PER_M
-    relief_m = (points[:, 2] - fit.translation[2]) / px_per_m
+    relief_m = (points[:, 2] - reference_z_px(fit, face, points, intrinsics is not None)) / px_per_m
     if intrinsics is None:
         centre = (size - 1) / 2.0
         vertices = np.stack([(points[:, 0] - centre) / px_per_m, (points[:, 1] + centre) / px_per_m, relief_m], 1)
@@ -261,6 +273,5 @@ def face_result_mesh(result, config: fusion.FusionConfig = FACE_FUSION, intrinsi
 
 
 __all__ = ["FACE_FUSION", "CoarseDepth", "Face3D", "Mesh", "calibrated_distance_m", "coarse_depth",
-           "coarse_depth_from_points", "coarse_mesh",
-           "depth_to_mesh", "face_3d", "face_result_mesh", "rasterize_mesh_depth", "refine",
-           "weak_perspective_intrinsics"]
+           "coarse_depth_from_points", "coarse_mesh", "depth_to_mesh", "face_3d", "face_result_mesh",
+           "rasterize_mesh_depth", "reference_z_px", "refine", "weak_perspective_intrinsics"]
