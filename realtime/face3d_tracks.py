@@ -3,8 +3,9 @@
 For each face of a :class:`~facenormals.engine.FrameResult`: the ICT fit (the model's own, else one fitted here to
 the landmarks and MediaPipe's depth, warm-started from the track's last fit), the coarse depth and its refinement
 by the frame's normals (:func:`facenormals.face3d.face_3d`), warm-started from the same track's refined depth and
-bias rotation moved into this frame's crop. Frames that carry intrinsics (a calibration file, an RGB-D sensor,
-the sample clip) are refined on the real camera: metric and in the camera frame; others in weak perspective.
+bias rotation moved into this frame's crop (unless the crop jumped: a new face under an old id). Frames that
+carry intrinsics (a calibration file, an RGB-D sensor, the sample clip) are refined on the real camera: metric
+and in the camera frame; others in weak perspective.
 """
 
 from __future__ import annotations
@@ -29,6 +30,16 @@ class _Track:
     matrix: np.ndarray
     depth_m: np.ndarray
     rotation: np.ndarray | None
+
+
+def jumped(before: np.ndarray, after: np.ndarray, size: int, max_shift: float = 0.5, max_zoom: float = 1.4) -> bool:
+    """Whether two frame → crop matrices (2×3, scale + translation) are too far apart to be one face moving: the
+    crop's centre moved by more than ``max_shift`` of its side, or its side changed by more than ``max_zoom``×."""
+    centre = (size - 1) / 2.0
+    side_before, side_after = size / before[0, 0], size / after[0, 0]
+    shift = np.hypot(*((centre - before[:, 2]) / before[0, 0] - (centre - after[:, 2]) / after[0, 0]))
+    zoom = max(side_before, side_after) / min(side_before, side_after)
+    return bool(shift > max_shift * side_before or zoom > max_zoom)
 
 
 class FaceTracks3D:
@@ -56,6 +67,8 @@ class FaceTracks3D:
         for k, (detected, crop) in enumerate(zip(result.faces, result.crops, strict=False)):
             start = time.process_time()
             track = self.tracks.get(detected.track_id) if self.warm else None
+            if track is not None and jumped(track.matrix, np.asarray(crop.matrix), result.crop_normals.shape[-1]):
+                track = None  # a new face under an old id (a cut, a swap, another photo): start cold
             fit = result.fits[k] if k < len(result.fits) else None
             if fit is None:
                 if detected.depth is None:

@@ -105,3 +105,17 @@ def test_headless_run_on_the_sample_writes_a_readable_video(tmp_path):
     assert min(drawn) > 0.03  # a face on every frame, not an empty panel
     assert np.abs(panels[-1] - panels[0]).mean() > 0.5  # the automatic turn moved it
 
+
+
+def test_a_jumped_crop_is_a_new_face():
+    from facenormals.realtime.face3d_tracks import jumped
+
+    crop = np.array([[0.5, 0.0, -40.0], [0.0, 0.5, -30.0]])  # a 512-px square of the frame into 256²
+    moved = crop.copy()
+    moved[:, 2] -= 20.0  # 40 frame px: a face moving
+    assert not jumped(crop, crop, 256) and not jumped(crop, moved, 256)
+    far = crop.copy()
+    far[0, 2] -= 200.0  # 400 frame px of a 512-px crop
+    assert jumped(crop, far, 256)
+    zoomed = crop * np.array([[2.0], [2.0]])
+    assert jumped(crop, zoomed, 256)
