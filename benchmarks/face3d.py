@@ -159,14 +159,15 @@ def main() -> None:
     parser.add_argument("--data", type=Path, default=Path("/work/datasets/val_ict_v2"))
     parser.add_argument("--limit", type=int, default=40)
     parser.add_argument("--model", help="checkpoint; default: the shipped model")
-    parser.add_argument("--sweep", action="store_true", help="also λ 0.005 / 0.1 and no bias correction")
+    parser.add_argument("--sweep", action="store_true", help="also λ 0.02 / 0.005 / 0.0005 and no bias correction")
     parser.add_argument("--json", type=Path)
     args = parser.parse_args()
     configs = {"refined": face3d.FACE_FUSION}
     if args.sweep:
         base = face3d.FACE_FUSION
-        configs |= {"lam0.005": dataclasses.replace(base, position_weight=0.005),
-                    "lam0.1": dataclasses.replace(base, position_weight=0.1),
+        configs |= {"lam0.02": dataclasses.replace(base, position_weight=0.02),
+                    "lam0.005": dataclasses.replace(base, position_weight=0.005),
+                    "lam0.0005": dataclasses.replace(base, position_weight=0.0005),
                     "nobias": dataclasses.replace(base, correct_bias=False)}
     result = evaluate(args.data, args.limit, configs, args.model)
     print(json.dumps(result["mean"], indent=1))

@@ -40,10 +40,15 @@ NOMINAL_DISTANCE_M = 10.0  # the virtual camera's distance: rays parallel to < 1
 CM_PER_M = 100.0
 
 # The fusion knobs for a fitted face: its depth is smooth and noise-free but coarse (ICT's shape, not the
-# person's), so the normals carry everything below ~2π/√λ ≈ 45 crop pixels; no outliers, no pre-smoothing.
+# person's) and its broad form is no better than the network's, so the normals carry everything below
+# ~2π/√λ ≈ 140 crop pixels (λ 0.02, 45 px, lost 0.65° against the network's own normals: benchmarks/face3d.py);
+# no outliers, no pre-smoothing.
 # The CG tolerance is relative to ‖λ·Z‖ with Z ≈ 10 m: 3e-6 there is ~3e-3 of the face's own depth relief.
-FACE_FUSION = fusion.FusionConfig(position_weight=0.02, outlier_m=0.0, presmooth_px=0.0, jump_m=0.02,
+FACE_FUSION = fusion.FusionConfig(position_weight=0.002, outlier_m=0.0, presmooth_px=0.0, jump_m=0.02,
                                   tolerance=3e-6, max_iterations=400)
+
+# A tracked face: CG iterations per frame, started from the last frame's detail; the solve carries on over frames.
+WARM_MAX_ITERATIONS = 25
 
 
 @dataclass(frozen=True)
@@ -232,20 +237,29 @@ class Face3D:
     mesh: Mesh
     coarse_mesh: Mesh | None
 
+    @property
+    def detail_m(self) -> np.ndarray:
+        """What the refinement added to the coarse depth (metres, NaN outside the region): a tracked face's warm start."""
+        return self.refined.depth_m - self.coarse.depth_m
+
 
 def face_3d(fit: IctFit, crop_normals: np.ndarray, crop_mask: np.ndarray | None = None,
             config: fusion.FusionConfig = FACE_FUSION, init: np.ndarray | None = None,
             rotation: np.ndarray | None = None, face: IctFace | None = None, intrinsics: Intrinsics | None = None,
-            mesh_step: int = 1, with_coarse_mesh: bool = True) -> Face3D:
+            mesh_step: int = 1, with_coarse_mesh: bool = True, init_detail: np.ndarray | None = None) -> Face3D:
     """Fit → coarse depth → refined depth → meshes, for one crop (S×S×3 normals from the network).
 
     ``intrinsics``: the crop's real pinhole (calibrated, see the module docstring); ``mesh_step``: the refined
     mesh's grid step (2 for a live view: a quarter of the vertices); ``with_coarse_mesh``: False leaves
-    ``Face3D.coarse_mesh`` None (a view that draws only the refined face).
+    ``Face3D.coarse_mesh`` None (a view that draws only the refined face). ``init_detail``: the tracked face's last
+    :attr:`Face3D.detail_m` moved into this crop — the warm start is this frame's coarse depth plus it, so the
+    fit's frame-to-frame changes of scale and depth origin (low frequencies, slow for CG) are not solved again.
     """
     face = face if face is not None else load_ict_face()
     size = crop_normals.shape[0]
     coarse = coarse_depth(fit, size, face, intrinsics=intrinsics)
+    if init_detail is not None:
+        init = np.where(np.isfinite(init_detail), coarse.depth_m + init_detail, np.nan)
     refined = refine(coarse, crop_normals, crop_mask, config, init, rotation)
     return Face3D(coarse, refined, depth_to_mesh(refined.depth_m, coarse, refined.region, step=mesh_step),
                   coarse_mesh(fit, size, face, intrinsics) if with_coarse_mesh else None)
@@ -272,6 +286,21 @@ def face_result_mesh(result, config: fusion.FusionConfig = FACE_FUSION, intrinsi
                    with_coarse_mesh=False).mesh
 
 
-__all__ = ["FACE_FUSION", "CoarseDepth", "Face3D", "Mesh", "calibrated_distance_m", "coarse_depth",
-           "coarse_depth_from_points", "coarse_mesh", "depth_to_mesh", "face_3d", "face_result_mesh",
-           "rasterize_mesh_depth", "reference_z_px", "refine", "weak_perspective_intrinsics"]
+__all__ = [
+    "FACE_FUSION",
+    "WARM_MAX_ITERATIONS",
+    "CoarseDepth",
+    "Face3D",
+    "Mesh",
+    "calibrated_distance_m",
+    "coarse_depth",
+    "coarse_depth_from_points",
+    "coarse_mesh",
+    "depth_to_mesh",
+    "face_3d",
+    "face_result_mesh",
+    "rasterize_mesh_depth",
+    "reference_z_px",
+    "refine",
+    "weak_perspective_intrinsics",
+]

@@ -2,17 +2,18 @@
 
 For each face of a :class:`~facenormals.engine.FrameResult`: the ICT fit (the model's own, else one fitted here to
 the landmarks and MediaPipe's depth, warm-started from the track's last fit), the coarse depth and its refinement
-by the frame's normals (:func:`facenormals.face3d.face_3d`), warm-started from the same track's refined depth and
-bias rotation moved into this frame's crop (unless the crop jumped: a new face under an old id). Frames that
-carry intrinsics (a calibration file, an RGB-D sensor, the sample clip) are refined on the real camera: metric
-and in the camera frame; others in weak perspective.
+by the frame's normals (:func:`facenormals.face3d.face_3d`), warm-started from the same track's detail (refined
+minus coarse depth) and bias rotation moved into this frame's crop (unless the crop jumped: a new face under an
+old id); a tracked face gets at most ``warm_iterations`` CG iterations a frame (the solve carries on over the
+frames: a bounded cost per face). Frames that carry intrinsics (a calibration file, an RGB-D sensor, the sample
+clip) are refined on the real camera: metric and in the camera frame; others in weak perspective.
 """
 
 from __future__ import annotations
 
 import logging
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import numpy as np
 
@@ -28,7 +29,7 @@ log = logging.getLogger(__name__)
 class _Track:
     fit: IctFit
     matrix: np.ndarray
-    depth_m: np.ndarray
+    detail_m: np.ndarray  # refined − coarse depth: moved into the next crop, added to the next coarse depth
     rotation: np.ndarray | None
 
 
@@ -51,8 +52,9 @@ class FaceTracks3D:
     """
 
     def __init__(self, config: fusion.FusionConfig = face3d.FACE_FUSION, warm: bool = True, mesh_step: int = 1,
-                 with_coarse_mesh: bool = True) -> None:
+                 with_coarse_mesh: bool = True, warm_iterations: int = face3d.WARM_MAX_ITERATIONS) -> None:
         self.config, self.warm, self.mesh_step, self.with_coarse_mesh = config, warm, mesh_step, with_coarse_mesh
+        self.warm_config = replace(config, max_iterations=min(warm_iterations, config.max_iterations))
         self.face = load_ict_face()
         self.tracks: dict[int, _Track] = {}
         self.faces = self.skipped = 0
@@ -79,21 +81,21 @@ class FaceTracks3D:
             normals = np.ascontiguousarray(result.crop_normals[k].transpose(1, 2, 0), dtype=np.float32)
             size = normals.shape[0]
             intrinsics = None if camera is None else fusion.crop_intrinsics(camera, crop.matrix, size)
-            init = rotation = None
+            detail = rotation = None
             if track is not None:
-                init = fusion.warp_crop(track.depth_m, track.matrix, crop.matrix)
+                detail = fusion.warp_crop(track.detail_m, track.matrix, crop.matrix)
                 if track.rotation is not None:
                     rotation = fusion.warp_crop(track.rotation, track.matrix, crop.matrix)
             try:
-                face = face3d.face_3d(fit, normals, crop.mask, self.config, init, rotation, self.face, intrinsics,
-                                      self.mesh_step, self.with_coarse_mesh)
+                config = self.config if detail is None else self.warm_config
+                face = face3d.face_3d(fit, normals, crop.mask, config, None, rotation, self.face, intrinsics,
+                                      self.mesh_step, self.with_coarse_mesh, init_detail=detail)
             except fusion.DepthError as err:
                 log.warning("frame %s face %d: no 3-D face (%s)", name or result.frame.id, k, err)
                 self.skipped += 1
                 continue
             self.cpu_seconds += time.process_time() - start
-            live[detected.track_id] = _Track(fit, np.asarray(crop.matrix), face.refined.depth_m,
-                                             face.refined.bias_rotation)
+            live[detected.track_id] = _Track(fit, np.asarray(crop.matrix), face.detail_m, face.refined.bias_rotation)
             self.faces += 1
             out.append((k, face))
         self.tracks = live  # a face that left takes its warm start with it
