@@ -9,9 +9,15 @@ ground truth has normals and depth, the fitted face covers, and the landmark hul
 * normals: mean angular error of the fitted face's (its depth's normals), the network's and the refined surface's;
 * depth: RMSE (mm) of the fitted and the refined depth after the best scale and offset onto the ground truth's
   (the fit is weak perspective and its distance unknown, so both are free).
+* calibrated (``calibrated_*``, the render's own pinhole as a calibration file would give it): the same with the
+  head's distance from the focal length; ``calibrated_distance_mm`` is the median signed depth error with no
+  alignment at all (how far off the head is placed), ``calibrated_*_offset_mm`` the RMSE after the best offset
+  only (the scale is metric, not fitted).
 
 Timing: CPU time of one thread (``torch.set_num_threads(1)``, ``time.process_time``) per face, cold (coarse to
-fine) and warm (started from the same face's refined depth and bias rotation, as a tracked face in video is).
+fine) and warm (started from the same face's refined depth and bias rotation, as a tracked face in video is);
+``view_ms``: what ``--view 3d`` adds on top of the warm refinement (the grid mesh of every 2nd pixel and its
+z-buffer rendering at 480², turned 25°).
 
     python -m facenormals.benchmarks.face3d --data /work/datasets/val_ict_v2 --limit 40 --json benchmarks/results/face3d.json
 """
@@ -44,7 +50,25 @@ def best_affine_rmse_mm(ours_m: np.ndarray, truth_mm: np.ndarray, where: np.ndar
     return float(np.sqrt(np.mean((design @ coeffs - y) ** 2)))
 
 
+def offset_rmse_mm(ours_m: np.ndarray, truth_mm: np.ndarray, where: np.ndarray) -> float:
+    """RMSE (mm) after the best constant offset only (metric depth: the scale is not fitted)."""
+    error = ours_m[where].astype(np.float64) * 1000 - truth_mm[where]
+    return float(np.sqrt(np.mean((error - error.mean()) ** 2)))
+
+
+def view_ms(result: face3d.fusion.FusionResult, coarse: face3d.CoarseDepth) -> float:
+    """CPU ms of what ``--view 3d`` draws for one face: the every-2nd-pixel mesh and its 480² rendering."""
+    from facenormals.realtime.render import light_from_angles
+    from facenormals.realtime.view3d import MESH_STEP, render_mesh, turn_matrix
+
+    start = time.process_time()
+    mesh = face3d.depth_to_mesh(result.depth_m, coarse, result.region, step=MESH_STEP)
+    render_mesh(mesh, turn_matrix(25.0, 0.0), light_from_angles(-30.0, 25.0), 480)
+    return 1000 * (time.process_time() - start)
+
+
 def evaluate(root: Path, limit: int, configs: dict[str, face3d.fusion.FusionConfig], model: str | None) -> dict:
+    from facenormals.benchmarks.fusion import read_camera
     from facenormals.export.prepare import create_backend
 
     torch.set_num_threads(1)
@@ -84,9 +108,21 @@ def evaluate(root: Path, limit: int, configs: dict[str, face3d.fusion.FusionConf
             refined[label] = result
             row[f"{label}_cold_ms"], row[f"{label}_warm_ms"] = cold, warm
             row[f"{label}_iterations"] = result.iterations
+        camera = read_camera(root, files.name, sample.image.shape[:2])
+        calibrated = {}
+        if camera is not None:  # in crop pixels: the render is its own crop
+            coarse_cal = face3d.coarse_depth(fit, size, face, intrinsics=camera)
+            start = time.process_time()
+            calibrated["coarse"] = coarse_cal
+            calibrated["refined"] = face3d.refine(coarse_cal, network, hull)
+            row["calibrated_cold_ms"] = 1000 * (time.process_time() - start)
+            row["calibrated_iterations"] = calibrated["refined"].iterations
+        row["view_ms"] = view_ms(refined["refined"], coarse) if "refined" in refined else float("nan")
         where = truth_ok & coarse.coverage & hull
-        for result in refined.values():
+        for result in [*refined.values(), *([calibrated["refined"]] if calibrated else [])]:
             where &= result.region & (np.linalg.norm(result.normals, axis=-1) > 0.5)
+        if calibrated:
+            where &= calibrated["coarse"].coverage
         # one pixel in from the region's border: one-sided differences there are not the surface's
         where &= np.pad(where[1:-1, 1:-1] & where[:-2, 1:-1] & where[2:, 1:-1] & where[1:-1, :-2] & where[1:-1, 2:],
                         1, constant_values=False)
@@ -98,11 +134,24 @@ def evaluate(root: Path, limit: int, configs: dict[str, face3d.fusion.FusionConf
         for label, result in refined.items():
             row[f"{label}_deg"] = float(angular_error_deg(result.normals[where], truth[where]).mean())
             row[f"{label}_depth_mm"] = best_affine_rmse_mm(result.depth_m, sample.depth_mm, where)
+        if calibrated:
+            coarse_cal, refined_cal = calibrated["coarse"], calibrated["refined"]
+            cal_normals, _ = normals_from_depth(coarse_cal.depth_m, coarse_cal.intrinsics)
+            row["calibrated_distance_mm"] = float(np.median(coarse_cal.depth_m[where] * 1000 - sample.depth_mm[where]))
+            for label, depth_m, normals in (("fitted", coarse_cal.depth_m, cal_normals),
+                                            ("refined", refined_cal.depth_m, refined_cal.normals)):
+                row[f"calibrated_{label}_deg"] = float(angular_error_deg(normals[where], truth[where]).mean())
+                row[f"calibrated_{label}_depth_mm"] = best_affine_rmse_mm(depth_m, sample.depth_mm, where)
+                row[f"calibrated_{label}_offset_mm"] = offset_rmse_mm(depth_m, sample.depth_mm, where)
         rows.append(row)
         print(json.dumps({k: round(v, 2) if isinstance(v, float) else v for k, v in row.items()}), flush=True)
     keys = [k for k in rows[0] if k != "name"]
-    summary = {k: float(np.mean([r[k] for r in rows])) for k in keys}
-    return {"data": str(root), "faces": len(rows), "model": backend.name, "mean": summary, "rows": rows}
+
+    def over_rows(reduce) -> dict[str, float]:
+        return {k: float(reduce([r[k] for r in rows if k in r])) for k in keys}
+
+    return {"data": str(root), "faces": len(rows), "model": backend.name, "mean": over_rows(np.mean),
+            "median": over_rows(np.median), "p90": over_rows(lambda v: np.percentile(v, 90)), "rows": rows}
 
 
 def main() -> None:
@@ -110,14 +159,15 @@ def main() -> None:
     parser.add_argument("--data", type=Path, default=Path("/work/datasets/val_ict_v2"))
     parser.add_argument("--limit", type=int, default=40)
     parser.add_argument("--model", help="checkpoint; default: the shipped model")
-    parser.add_argument("--sweep", action="store_true", help="also λ 0.005 / 0.1 and no bias correction")
+    parser.add_argument("--sweep", action="store_true", help="also λ 0.02 / 0.005 / 0.0005 and no bias correction")
     parser.add_argument("--json", type=Path)
     args = parser.parse_args()
     configs = {"refined": face3d.FACE_FUSION}
     if args.sweep:
         base = face3d.FACE_FUSION
-        configs |= {"lam0.005": dataclasses.replace(base, position_weight=0.005),
-                    "lam0.1": dataclasses.replace(base, position_weight=0.1),
+        configs |= {"lam0.02": dataclasses.replace(base, position_weight=0.02),
+                    "lam0.005": dataclasses.replace(base, position_weight=0.005),
+                    "lam0.0005": dataclasses.replace(base, position_weight=0.0005),
                     "nobias": dataclasses.replace(base, correct_bias=False)}
     result = evaluate(args.data, args.limit, configs, args.model)
     print(json.dumps(result["mean"], indent=1))

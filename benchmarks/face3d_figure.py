@@ -2,8 +2,8 @@
 
 Rows: crops with stored MediaPipe landmarks (``facenormals data prior``) from dataset folders — real photos
 (no ground truth) and rendered ICT faces. The coarse mesh is the ICT face fitted to the landmarks, the refined
-one its depth refined by the shipped network's normals (:mod:`facenormals.face3d`); both drawn with the same
-orthographic z-buffer, Lambert-shaded from a light at the upper left, frontal and turned 40° about the vertical.
+one its depth refined by the shipped network's normals (:mod:`facenormals.face3d`); both drawn by ``--view 3d``'s
+renderer (orthographic z-buffer, Lambert) from a light at the upper left, frontal and turned 40° about the vertical.
 
     python -m facenormals.benchmarks.face3d_figure --image /work/datasets/photos_image_only:obama_f0 \\
         --image /work/datasets/photos_image_only:single_face_f0 --image /work/datasets/val_ict_v2:ict_000002 \\
@@ -28,18 +28,11 @@ TILE = 256
 
 
 def render(mesh: face3d.Mesh, yaw_deg: float, px_per_m: float, size: int = TILE) -> np.ndarray:
-    """Orthographic Lambert rendering of a metric mesh turned by ``yaw_deg``: RGB uint8 size×size."""
-    angle = np.radians(yaw_deg)
-    rot = np.array([[np.cos(angle), 0, np.sin(angle)], [0, 1, 0], [-np.sin(angle), 0, np.cos(angle)]])
-    centre = np.median(mesh.vertices, axis=0)
-    points = (mesh.vertices - centre) @ rot.T * px_per_m
-    points[:, 0] += (size - 1) / 2
-    points[:, 1] -= (size - 1) / 2
-    normals, coverage = mesh_prior.rasterize_mesh_normals(points, mesh.faces, size)
-    light = LIGHT / np.linalg.norm(LIGHT)
-    shade = np.clip(normals @ light, 0, 1) * 0.8 + 0.2
-    grey = np.where(coverage, shade * 235, 30).astype(np.uint8)
-    return np.repeat(grey[..., None], 3, axis=2)
+    """``--view 3d``'s renderer (orthographic z-buffer, Lambert) of a metric mesh turned by ``yaw_deg``: RGB uint8."""
+    from facenormals.realtime.view3d import render_mesh, turn_matrix
+
+    image, _ = render_mesh(mesh, turn_matrix(yaw_deg, 0.0), LIGHT / np.linalg.norm(LIGHT), size, span_m=size / px_per_m)
+    return cv2.cvtColor(image, cv2.COLOR_BGR2RGB)
 
 
 def row(root: Path, name: str, backend, face: ict_fit.IctFace) -> np.ndarray:

@@ -169,6 +169,8 @@ class FaceNormals:
         ``depth`` (with ``intrinsics``, an ``Intrinsics`` or 3×3 matrix of the RGB image): depth aligned to
         the RGB image, uint16 in units of ``depth_scale_m`` metres (default millimetres) or float metres;
         a list of them for a list of images. Adds the refined depth of each face (``facenormals.fusion``).
+        ``intrinsics`` alone are kept on each face (``FaceResult.intrinsics``): ``face.mesh()`` is then metric
+        in the camera frame (the head's distance from the focal length) instead of weak perspective.
         """
         single = isinstance(images, (str, Path)) or (isinstance(images, np.ndarray) and images.ndim == 3)
         batch = [images] if single else list(images)
@@ -181,6 +183,9 @@ class FaceNormals:
         for i, faces in zip(good, self._infer([frames[i] for i in good]), strict=True):
             results[i] = faces
         for i in good:
+            if cameras[i] is not None and results[i]:  # FaceResult.mesh() is then metric in the camera frame
+                camera = intrinsics_from_matrix(cameras[i], frames[i].shape[:2])
+                results[i] = [replace(face, intrinsics=camera) for face in results[i]]
             if depths[i] is None or not results[i]:
                 continue
             try:

@@ -22,6 +22,7 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
+from facenormals.camera import Intrinsics
 from facenormals.crops import CropBatcher, FaceBatch, PastedNormals, paste_face
 from facenormals.faces import Detector, Face
 from facenormals.frame import Frame
@@ -50,15 +51,18 @@ class FaceResult:
     crop_depth: np.ndarray | None = None  # float32 S×S refined depth in the crop
     fit: IctFit | None = None  # the ICT-FaceKit face fitted to the landmarks (ict-fit prior models): head pose
     #                            (``fit.euler_deg()``, crop space), identity and expression coefficients
+    intrinsics: Intrinsics | None = None  # the image's pinhole when the caller gave one (``intrinsics=``)
 
-    def mesh(self, config: object = None) -> object:
-        """The refined 3-D face (:mod:`facenormals.face3d`): the fitted ICT face's depth (weak perspective, metric
-        from the ICT model's cm) refined by this face's normals; a ``face3d.Mesh`` in **metres** (x right, y up, z
-        toward the camera, origin at the crop centre on the fitted head's depth) with vertices, faces, unit vertex
-        normals, ``.to_trimesh()`` and ``.save_ply(path)``. ValueError when the face has no fit."""
+    def mesh(self, config: object = None, intrinsics: object = None) -> object:
+        """The refined 3-D face (:mod:`facenormals.face3d`): the fitted ICT face's depth refined by this face's
+        normals; a ``face3d.Mesh`` in **metres** with vertices, faces, unit vertex normals, ``.to_trimesh()`` and
+        ``.save_ply(path)``. Without intrinsics: weak perspective, metric from the ICT model's cm, x right, y up,
+        z toward the camera, origin at the crop centre on the fitted head's depth. With ``intrinsics`` (an
+        ``Intrinsics`` or 3×3 matrix of the image; default: those given to the API call): the head's distance
+        from the focal length, the mesh in the camera frame. ValueError when the face has no fit."""
         from facenormals import face3d  # the fusion solver (torch) only when a mesh is asked for
 
-        return face3d.face_result_mesh(self, face3d.FACE_FUSION if config is None else config)
+        return face3d.face_result_mesh(self, face3d.FACE_FUSION if config is None else config, intrinsics)
 
 
 @dataclass

@@ -10,8 +10,18 @@
 2. **Refinement** (:func:`refine`): the same solver as for sensor depth (:mod:`facenormals.fusion`), with the
    fitted depth as a smooth, noise-free low-frequency measurement (:data:`FACE_FUSION`: no outlier drop, no
    pre-smoothing) and the predicted normals for the detail — RGB-only and RGB-D share one code path.
-3. **Meshes** (:func:`face_mesh`, :func:`coarse_mesh`): metres, in the crop's weak-perspective frame: x right,
+3. **Meshes** (:func:`depth_to_mesh`, :func:`coarse_mesh`): metres, in the crop's weak-perspective frame: x right,
    y up, z toward the viewer, origin at the crop centre on the depth of the fitted head's model origin.
+
+**Calibrated** (``intrinsics``: the crop's pinhole, :func:`facenormals.fusion.crop_intrinsics` of a calibration
+file's or a sensor's colour intrinsics): the fit's scale then gives the distance of the fitted landmarks' mean
+depth, ``Z0 = f / (100 · s)`` (crop pixels per metre there = focal length / distance), and the depth map is
+written for the real camera: ``Z = Z0 − relief`` (relief from that mean depth) along the optical axis,
+back-projected by the real rays. At the landmarks' mean depth the lateral scale is exactly the fit's; the
+relief keeps the fit's weak perspective (a face seen off-axis is not re-projected: its relief stays along the
+optical axis). Meshes are then in the camera frame (metres, origin at the camera centre, z = −depth), so faces
+of one frame sit where they are relative to each other. The distance is as good as the fit's scale, i.e. as the
+person's head is ICT-sized (rendered ICT faces: ±6 % median, ``benchmarks/face3d.py``).
 """
 
 from __future__ import annotations
@@ -22,7 +32,7 @@ import numpy as np
 
 from facenormals import fusion
 from facenormals.camera import Intrinsics
-from facenormals.ict_fit import IctFace, IctFit, load_ict_face
+from facenormals.ict_fit import NUM_FIT_POINTS, IctFace, IctFit, load_ict_face
 from facenormals.mesh_prior import rasterize_mesh
 from facenormals.ply import depth_mesh, write_ply
 
@@ -30,10 +40,15 @@ NOMINAL_DISTANCE_M = 10.0  # the virtual camera's distance: rays parallel to < 1
 CM_PER_M = 100.0
 
 # The fusion knobs for a fitted face: its depth is smooth and noise-free but coarse (ICT's shape, not the
-# person's), so the normals carry everything below ~2π/√λ ≈ 45 crop pixels; no outliers, no pre-smoothing.
+# person's) and its broad form is no better than the network's, so the normals carry everything below
+# ~2π/√λ ≈ 140 crop pixels (λ 0.02, 45 px, lost 0.65° against the network's own normals: benchmarks/face3d.py);
+# no outliers, no pre-smoothing.
 # The CG tolerance is relative to ‖λ·Z‖ with Z ≈ 10 m: 3e-6 there is ~3e-3 of the face's own depth relief.
-FACE_FUSION = fusion.FusionConfig(position_weight=0.02, outlier_m=0.0, presmooth_px=0.0, jump_m=0.02,
+FACE_FUSION = fusion.FusionConfig(position_weight=0.002, outlier_m=0.0, presmooth_px=0.0, jump_m=0.02,
                                   tolerance=3e-6, max_iterations=400)
+
+# A tracked face: CG iterations per frame, started from the last frame's detail; the solve carries on over frames.
+WARM_MAX_ITERATIONS = 25
 
 
 @dataclass(frozen=True)
@@ -44,8 +59,9 @@ class CoarseDepth:
     coverage: np.ndarray         # bool S×S: pixels the fitted face covers
     intrinsics: Intrinsics       # the virtual weak-perspective pinhole (see the module docstring)
     px_per_m: float              # crop pixels per metre (100 × the fit's scale)
-    origin_z_px: float           # the crop-space z (pixels) put at the nominal distance
-    distance_m: float = NOMINAL_DISTANCE_M
+    origin_z_px: float           # the crop-space z (pixels) put at ``distance_m``
+    distance_m: float = NOMINAL_DISTANCE_M  # the nominal distance, or the head's from calibrated intrinsics
+    calibrated: bool = False     # ``intrinsics`` are the real camera's (meshes in the camera frame)
 
 
 def weak_perspective_intrinsics(size: int, px_per_m: float, distance_m: float = NOMINAL_DISTANCE_M) -> Intrinsics:
@@ -66,29 +82,56 @@ def rasterize_mesh_depth(points_crop_xyz: np.ndarray, triangles: np.ndarray, siz
     return np.where(coverage, zbuf, np.nan), coverage
 
 
+def calibrated_distance_m(intrinsics: Intrinsics, px_per_m: float) -> float:
+    """The distance (m, along the optical axis) at which the crop's pinhole images ``px_per_m`` pixels per metre."""
+    if not px_per_m > 0:
+        raise ValueError(f"px_per_m must be positive, got {px_per_m}")
+    return 0.5 * (intrinsics.fx + intrinsics.fy) / px_per_m
+
+
 def coarse_depth_from_points(points_crop_xyz: np.ndarray, triangles: np.ndarray, size: int, px_per_m: float,
-                             origin_z_px: float | None = None,
-                             distance_m: float = NOMINAL_DISTANCE_M) -> CoarseDepth:
+                             origin_z_px: float | None = None, distance_m: float = NOMINAL_DISTANCE_M,
+                             intrinsics: Intrinsics | None = None) -> CoarseDepth:
     """Any crop-space mesh (weak perspective, ``px_per_m`` crop pixels per metre) → :class:`CoarseDepth`.
 
     The crop-space ``origin_z_px`` (default: the mean vertex z) is placed at ``distance_m``; depth grows away
-    from the camera: ``Z = distance − (z − origin_z) / px_per_m``.
+    from the camera: ``Z = distance − (z − origin_z) / px_per_m``. With the crop's real ``intrinsics`` the
+    distance is the head's (:func:`calibrated_distance_m`) and ``distance_m`` is not used.
     """
     if not px_per_m > 0:
         raise ValueError(f"px_per_m must be positive, got {px_per_m}")
+    if intrinsics is not None:
+        if (intrinsics.width, intrinsics.height) != (size, size):
+            raise ValueError(f"intrinsics are for a {intrinsics.width}×{intrinsics.height} image, not the "
+                             f"{size}×{size} crop: pass fusion.crop_intrinsics(frame_intrinsics, crop_matrix, size)")
+        distance_m = calibrated_distance_m(intrinsics, px_per_m)
     z_px, coverage = rasterize_mesh_depth(points_crop_xyz, triangles, size)
     origin = float(np.mean(np.asarray(points_crop_xyz)[:, 2])) if origin_z_px is None else float(origin_z_px)
     depth = (distance_m - (z_px - origin) / px_per_m).astype(np.float32)
-    return CoarseDepth(depth, coverage, weak_perspective_intrinsics(size, px_per_m, distance_m), float(px_per_m),
-                       origin, distance_m)
+    intr = intrinsics if intrinsics is not None else weak_perspective_intrinsics(size, px_per_m, distance_m)
+    return CoarseDepth(depth, coverage, intr, float(px_per_m), origin, float(distance_m), intrinsics is not None)
 
 
-def coarse_depth(fit: IctFit, size: int, face: IctFace | None = None,
-                 distance_m: float = NOMINAL_DISTANCE_M) -> CoarseDepth:
-    """The fitted ICT face's depth over the size×size crop; metric from the fit's scale (crop pixels per cm)."""
+def coarse_depth(fit: IctFit, size: int, face: IctFace | None = None, distance_m: float = NOMINAL_DISTANCE_M,
+                 intrinsics: Intrinsics | None = None) -> CoarseDepth:
+    """The fitted ICT face's depth over the size×size crop; metric from the fit's scale (crop pixels per cm).
+
+    ``intrinsics``: the crop's real pinhole (calibrated: the head's distance from the focal length, see the
+    module docstring); without it the virtual weak-perspective pinhole at ``distance_m``.
+    """
     face = face if face is not None else load_ict_face()
-    return coarse_depth_from_points(fit.crop_points(face), face.triangles, size, fit.scale * CM_PER_M,
-                                    float(fit.translation[2]), distance_m)
+    points = fit.crop_points(face)
+    return coarse_depth_from_points(points, face.triangles, size, fit.scale * CM_PER_M,
+                                    reference_z_px(fit, face, points, intrinsics is not None), distance_m, intrinsics)
+
+
+def reference_z_px(fit: IctFit, face: IctFace, points: np.ndarray, calibrated: bool) -> float:
+    """The crop-space z put at the (nominal or calibrated) distance. Calibrated: the fitted landmarks' mean depth,
+    the depth at which a weak-perspective fit's scale is the camera's magnification (f / Z); else the fitted
+    head's model origin (a fixed point of the head, for the nominal frame)."""
+    if calibrated:
+        return float(np.mean(points[face.landmark_vertices[:NUM_FIT_POINTS], 2]))
+    return float(fit.translation[2])
 
 
 def refine(coarse: CoarseDepth, normals: np.ndarray, mask: np.ndarray | None = None,
@@ -96,11 +139,16 @@ def refine(coarse: CoarseDepth, normals: np.ndarray, mask: np.ndarray | None = N
            rotation: np.ndarray | None = None) -> fusion.FusionResult:
     """Refine the coarse depth with the crop's predicted normals (S×S×3, our frame): :func:`facenormals.fusion.fuse`.
 
-    ``mask``: the face region (e.g. ``FaceResult.crop_mask``), intersected with the coverage. ``init`` and
+    ``mask``: the face region (e.g. ``FaceResult.crop_mask``), intersected with the coverage;
+    ``config.tolerance`` is stated for a face at :data:`NOMINAL_DISTANCE_M` (scaled here for others). ``init`` and
     ``rotation``: the same tracked face's previous refined depth and bias rotation, moved into this crop
     (:func:`facenormals.fusion.warp_crop`), for a warm start.
     """
     region = coarse.coverage if mask is None else coarse.coverage & np.asarray(mask, bool)
+    if coarse.distance_m != NOMINAL_DISTANCE_M:
+        # the CG tolerance is relative to ‖λ·Z‖ and stated for the nominal distance: the same relief accuracy
+        # for a head at its real (calibrated) distance
+        config = replace(config, tolerance=config.tolerance * NOMINAL_DISTANCE_M / coarse.distance_m)
     rows, cols = np.nonzero(region)
     if rows.size == 0:
         raise fusion.DepthError("empty face region: the fitted face covers none of the mask")
@@ -144,24 +192,38 @@ class Mesh:
 
 
 def depth_to_mesh(depth_m: np.ndarray, coarse: CoarseDepth, mask: np.ndarray | None = None,
-                  max_edge_m: float = 0.01) -> Mesh:
-    """Grid mesh of a crop depth map on the virtual camera, moved so the nominal distance is z = 0."""
-    vertices, normals, faces = depth_mesh(depth_m, coarse.intrinsics, max_edge_m=max_edge_m, mask=mask)
-    vertices = vertices.astype(np.float64)
-    vertices[:, 2] += coarse.distance_m
+                  max_edge_m: float = 0.01, step: int = 1) -> Mesh:
+    """Grid mesh of a crop depth map: on the virtual camera, moved so the nominal distance is z = 0; calibrated,
+    in the camera frame. ``step``: every step-th pixel in each direction (2 → a quarter of the vertices)."""
+    intr = coarse.intrinsics
+    if step > 1:  # the sub-grid's pixel (r, c) is the crop's (step·r, step·c)
+        depth_m = depth_m[::step, ::step]
+        mask = None if mask is None else mask[::step, ::step]
+        intr = Intrinsics(width=depth_m.shape[1], height=depth_m.shape[0], fx=intr.fx / step, fy=intr.fy / step,
+                          cx=intr.cx / step, cy=intr.cy / step)
+    vertices, normals, faces = depth_mesh(depth_m, intr, max_edge_m=max_edge_m * step, mask=mask)
+    if not coarse.calibrated:
+        vertices = vertices.astype(np.float64)
+        vertices[:, 2] += coarse.distance_m
     return Mesh(vertices.astype(np.float32), faces, normals)  # depth_mesh winds CCW seen from the camera
 
 
-def coarse_mesh(fit: IctFit, size: int, face: IctFace | None = None) -> Mesh:
-    """The fitted ICT face itself as a mesh in the same metric frame as :func:`face_mesh`."""
+def coarse_mesh(fit: IctFit, size: int, face: IctFace | None = None, intrinsics: Intrinsics | None = None) -> Mesh:
+    """The fitted ICT face itself as a mesh in the same metric frame as :func:`depth_to_mesh` (with the same
+    ``intrinsics``: each vertex at ``Z0 − relief`` on the real ray through its crop pixel)."""
     from facenormals.mesh_prior import vertex_normals
 
     face = face if face is not None else load_ict_face()
     points = fit.crop_points(face).astype(np.float64)
     px_per_m = fit.scale * CM_PER_M
-    centre = (size - 1) / 2.0
-    vertices = np.stack([(points[:, 0] - centre) / px_per_m, (points[:, 1] + centre) / px_per_m,
-                         (points[:, 2] - fit.translation[2]) / px_per_m], axis=1)
+    relief_m = (points[:, 2] - reference_z_px(fit, face, points, intrinsics is not None)) / px_per_m
+    if intrinsics is None:
+        centre = (size - 1) / 2.0
+        vertices = np.stack([(points[:, 0] - centre) / px_per_m, (points[:, 1] + centre) / px_per_m, relief_m], 1)
+    else:
+        depth = calibrated_distance_m(intrinsics, px_per_m) - relief_m
+        vertices = np.stack([(points[:, 0] - intrinsics.cx) * depth / intrinsics.fx,
+                             (-points[:, 1] - intrinsics.cy) * -depth / intrinsics.fy, -depth], axis=1)
     return Mesh(vertices.astype(np.float32), face.triangles.astype(np.int32),
                 vertex_normals(vertices, face.triangles).astype(np.float32))
 
@@ -173,32 +235,72 @@ class Face3D:
     coarse: CoarseDepth
     refined: fusion.FusionResult
     mesh: Mesh
-    coarse_mesh: Mesh
+    coarse_mesh: Mesh | None
+
+    @property
+    def detail_m(self) -> np.ndarray:
+        """What the refinement added to the coarse depth (metres, NaN outside the region): a tracked face's warm start."""
+        return self.refined.depth_m - self.coarse.depth_m
 
 
 def face_3d(fit: IctFit, crop_normals: np.ndarray, crop_mask: np.ndarray | None = None,
             config: fusion.FusionConfig = FACE_FUSION, init: np.ndarray | None = None,
-            rotation: np.ndarray | None = None, face: IctFace | None = None) -> Face3D:
-    """Fit → coarse depth → refined depth → meshes, for one crop (S×S×3 normals from the network)."""
+            rotation: np.ndarray | None = None, face: IctFace | None = None, intrinsics: Intrinsics | None = None,
+            mesh_step: int = 1, with_coarse_mesh: bool = True, init_detail: np.ndarray | None = None) -> Face3D:
+    """Fit → coarse depth → refined depth → meshes, for one crop (S×S×3 normals from the network).
+
+    ``intrinsics``: the crop's real pinhole (calibrated, see the module docstring); ``mesh_step``: the refined
+    mesh's grid step (2 for a live view: a quarter of the vertices); ``with_coarse_mesh``: False leaves
+    ``Face3D.coarse_mesh`` None (a view that draws only the refined face). ``init_detail``: the tracked face's last
+    :attr:`Face3D.detail_m` moved into this crop — the warm start is this frame's coarse depth plus it, so the
+    fit's frame-to-frame changes of scale and depth origin (low frequencies, slow for CG) are not solved again.
+    """
     face = face if face is not None else load_ict_face()
     size = crop_normals.shape[0]
-    coarse = coarse_depth(fit, size, face)
+    coarse = coarse_depth(fit, size, face, intrinsics=intrinsics)
+    if init_detail is not None:
+        init = np.where(np.isfinite(init_detail), coarse.depth_m + init_detail, np.nan)
     refined = refine(coarse, crop_normals, crop_mask, config, init, rotation)
-    return Face3D(coarse, refined, depth_to_mesh(refined.depth_m, coarse, refined.region),
-                  coarse_mesh(fit, size, face))
+    return Face3D(coarse, refined, depth_to_mesh(refined.depth_m, coarse, refined.region, step=mesh_step),
+                  coarse_mesh(fit, size, face, intrinsics) if with_coarse_mesh else None)
 
 
-def face_result_mesh(result, config: fusion.FusionConfig = FACE_FUSION) -> Mesh:
+def face_result_mesh(result, config: fusion.FusionConfig = FACE_FUSION, intrinsics: object = None) -> Mesh:
     """``FaceResult.mesh()``: the refined face mesh in metres (see the module docstring for the frame).
 
-    Needs the face's ICT fit (``result.fit``: models with the ``ict-fit`` prior); raises ValueError without one.
+    ``intrinsics`` (an ``Intrinsics`` or 3×3 matrix of the whole image; default ``result.intrinsics``): the
+    calibrated path, a mesh in the camera frame. Needs the face's ICT fit (``result.fit``); ValueError without one.
     """
+    from facenormals.camera import intrinsics_from_matrix
+
     if result.fit is None:
         raise ValueError("FaceResult.mesh() needs the face's ICT fit (result.fit), which models with the ict-fit "
                          "prior provide; use facenormals.face3d.face_3d(fit, crop_normals) with a fit of your own")
-    return face_3d(result.fit, result.crop_normals, result.crop_mask, config).mesh
+    camera = intrinsics if intrinsics is not None else getattr(result, "intrinsics", None)
+    crop = None
+    if camera is not None:
+        size = result.crop_normals.shape[0]
+        crop = fusion.crop_intrinsics(intrinsics_from_matrix(camera, result.normals.shape[:2]), result.crop_matrix,
+                                      size)
+    return face_3d(result.fit, result.crop_normals, result.crop_mask, config, intrinsics=crop,
+                   with_coarse_mesh=False).mesh
 
 
-__all__ = ["FACE_FUSION", "CoarseDepth", "Face3D", "Mesh", "coarse_depth", "coarse_depth_from_points", "coarse_mesh",
-           "depth_to_mesh", "face_3d", "face_result_mesh", "rasterize_mesh_depth", "refine",
-           "weak_perspective_intrinsics"]
+__all__ = [
+    "FACE_FUSION",
+    "WARM_MAX_ITERATIONS",
+    "CoarseDepth",
+    "Face3D",
+    "Mesh",
+    "calibrated_distance_m",
+    "coarse_depth",
+    "coarse_depth_from_points",
+    "coarse_mesh",
+    "depth_to_mesh",
+    "face_3d",
+    "face_result_mesh",
+    "rasterize_mesh_depth",
+    "reference_z_px",
+    "refine",
+    "weak_perspective_intrinsics",
+]

@@ -2,37 +2,24 @@
 
 ``DIR/{name}_face{k}.ply`` is the refined face (the fitted face's depth refined by the frame's normals,
 :mod:`facenormals.face3d`) and ``DIR/{name}_face{k}_coarse.ply`` the fitted ICT face alongside; binary PLY with
-vertex normals, metres, x right, y up, z toward the camera, origin at the crop centre on the fitted head's depth
-(weak perspective: the scale is the ICT model's centimetres). ``name`` is the frame id (6 digits) or the input
-file's name; ``k`` the face's index in the frame. Each tracked face is warm-started from its previous frame
-(the ICT fit, the refined depth and the normals' bias rotation, moved into this frame's crop).
+vertex normals, metres, x right, y up, z toward the camera. Frames with intrinsics (``--calibration``, an RGB-D
+sensor, the sample clip): the camera frame, the head's distance from the focal length; others: weak perspective
+(the scale is the ICT model's centimetres), origin at the crop centre on the fitted head's depth. ``name`` is the
+frame id (6 digits) or the input file's name; ``k`` the face's index in the frame. Each tracked face is
+warm-started from its previous frame (:class:`facenormals.realtime.face3d_tracks.FaceTracks3D`).
 """
 
 from __future__ import annotations
 
-import logging
-import time
 from collections.abc import Callable
-from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 
 from facenormals import face3d, fusion
 from facenormals.engine import FrameResult
-from facenormals.ict_fit import IctFit, fit_landmarks, load_ict_face
-from facenormals.mesh_prior import crop_points_from_pixels
+from facenormals.realtime.face3d_tracks import FaceTracks3D
 from facenormals.realtime.sinks import clear_output_folder, frame_number
-
-log = logging.getLogger(__name__)
-
-
-@dataclass
-class _Track:
-    fit: IctFit
-    matrix: np.ndarray
-    depth_m: np.ndarray
-    rotation: np.ndarray | None
 
 
 class MeshSink:
@@ -44,50 +31,27 @@ class MeshSink:
         self.folder = Path(folder)
         self.replaced = clear_output_folder(self.folder, self.folder, lambda f: sorted(f.glob("*.ply")), "--save-mesh",
                                             "meshes", overwrite)
-        self.name_of, self.config, self.warm = name_of, config, warm  # warm: off for unrelated stills
-        self.face = load_ict_face()
-        self.tracks: dict[int, _Track] = {}
-        self.frames = self.meshes = self.skipped = 0
-        self.cpu_seconds = 0.0  # fit (where the model gave none) + coarse depth + refinement, all faces
+        self.name_of = name_of
+        self.tracks = FaceTracks3D(config, warm=warm)  # warm: off for unrelated stills
+        self.frames = self.meshes = 0
+
+    @property
+    def skipped(self) -> int:
+        return self.tracks.skipped
+
+    @property
+    def cpu_seconds(self) -> float:
+        """Fit (where the model gave none) + coarse depth + refinement + meshes, all faces."""
+        return self.tracks.cpu_seconds
 
     def write(self, result: FrameResult, image: np.ndarray) -> None:
-        if result.crop_normals is None or not result.faces:
-            return
         name = self.name_of(result)
-        wrote = False
-        live = set()
-        for k, (detected, crop) in enumerate(zip(result.faces, result.crops, strict=False)):
-            start = time.process_time()
-            track = self.tracks.get(detected.track_id) if self.warm else None
-            fit = result.fits[k] if k < len(result.fits) else None
-            if fit is None:
-                if detected.depth is None:
-                    self.skipped += 1
-                    continue
-                points = crop_points_from_pixels(detected.landmarks, detected.depth, crop.matrix)
-                fit = fit_landmarks(points, self.face, previous=track.fit if track else None)
-            normals = np.ascontiguousarray(result.crop_normals[k].transpose(1, 2, 0), dtype=np.float32)
-            init = rotation = None
-            if track is not None:
-                init = fusion.warp_crop(track.depth_m, track.matrix, crop.matrix)
-                if track.rotation is not None:
-                    rotation = fusion.warp_crop(track.rotation, track.matrix, crop.matrix)
-            try:
-                out = face3d.face_3d(fit, normals, crop.mask, self.config, init, rotation, self.face)
-            except fusion.DepthError as err:
-                log.warning("frame %s face %d: no mesh (%s)", name, k, err)
-                self.skipped += 1
-                continue
-            self.cpu_seconds += time.process_time() - start
-            self.tracks[detected.track_id] = _Track(fit, np.asarray(crop.matrix), out.refined.depth_m,
-                                                    out.refined.bias_rotation)
-            live.add(detected.track_id)
-            out.mesh.save_ply(self.folder / f"{name}_face{k}.ply")
-            out.coarse_mesh.save_ply(self.folder / f"{name}_face{k}_coarse.ply")
-            self.meshes += 1
-            wrote = True
-        self.tracks = {t: v for t, v in self.tracks.items() if t in live}
-        self.frames += wrote
+        faces = self.tracks.update(result, name)
+        for k, face in faces:
+            face.mesh.save_ply(self.folder / f"{name}_face{k}.ply")
+            face.coarse_mesh.save_ply(self.folder / f"{name}_face{k}_coarse.ply")
+        self.meshes += len(faces)
+        self.frames += bool(faces)
 
     def close(self) -> None:
         pass

@@ -32,7 +32,8 @@ ViewRenderer = Callable[["FrameResult", "RenderState"], np.ndarray]
 _VIEWS: dict[str, ViewRenderer] = {}
 _FUSED_VIEWS: set[str] = set()  # views that draw result.fusion
 # view name → module that registers it when imported (optional features stay unimported until used)
-VIEW_PLUGINS: dict[str, str] = {"fusion": "facenormals.realtime.views_rgbd", "fit": "facenormals.realtime.views_fit"}
+VIEW_PLUGINS: dict[str, str] = {"fusion": "facenormals.realtime.views_rgbd", "fit": "facenormals.realtime.views_fit",
+                                "3d": "facenormals.realtime.view3d"}
 
 OVERLAY_ALPHA = 0.85  # normal colours over the face; a little of the photo shows through
 ALBEDO_BGR = np.array([0.78, 0.84, 0.92], dtype=np.float32)  # relit: a warm plaster colour
@@ -46,6 +47,8 @@ class RenderState:
     view: str = "normals"
     show_hud: bool = True
     cache: dict[str, np.ndarray] = field(default_factory=dict)  # reused output buffers, by purpose
+    turn: tuple[float, float] | None = None  # --view 3d: (yaw, pitch) degrees once the user turns it; None = auto
+    memory: dict[str, object] = field(default_factory=dict)  # per-view state kept between frames, by view name
 
     def buffer(self, key: str, shape: tuple[int, ...]) -> np.ndarray:
         """A reusable uint8 image buffer (reallocated only when the frame size changes)."""
@@ -57,6 +60,11 @@ class RenderState:
     def move_light(self, d_azimuth: float, d_elevation: float) -> None:
         azimuth, elevation = angles_from_light(self.light)
         self.light = light_from_angles(azimuth + d_azimuth, max(-85.0, min(85.0, elevation + d_elevation)))
+
+    def turn_view(self, d_yaw: float, d_pitch: float) -> None:
+        """Turn the 3-D view (degrees); the first turn stops the automatic one."""
+        yaw, pitch = self.turn if self.turn is not None else (0.0, 0.0)
+        self.turn = ((yaw + d_yaw + 180.0) % 360.0 - 180.0, max(-80.0, min(80.0, pitch + d_pitch)))
 
     def light_from_pointer(self, x: float, y: float, width: int, height: int) -> None:
         """Light toward the pointer: the window centre is a frontal light, the edges grazing ones."""

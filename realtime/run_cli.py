@@ -17,7 +17,7 @@ from facenormals.atomic import check_output, check_writable_dir, write_text_atom
 
 DEFAULT_OUT = "facenormals-run.mp4"
 PATH_SPECS = ("video", "images", "realsense", "kinect", "rgbd")
-VIEW_PANELS = {"side": 2, "fusion": 3}  # views that draw panels side by side: the video is that many frames wide
+VIEW_PANELS = {"side": 2, "fusion": 3, "3d": 2}  # views that draw panels side by side: the video is that many frames wide
 log = logging.getLogger("facenormals.run")
 
 

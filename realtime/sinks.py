@@ -24,6 +24,7 @@ from facenormals.realtime.render import RenderState, registered_views
 log = logging.getLogger(__name__)
 
 LIGHT_STEP_DEG = 8.0
+TURN_PER_PX_DEG = 0.5  # --view 3d: degrees the mesh turns per pixel of a right-button drag
 MP4V_MAX_SIDE = 8191  # MPEG-4 Part 2 stores width and height in 13 bits
 MAP_SUFFIXES = (".png", ".npy")
 
@@ -159,19 +160,23 @@ def stale_maps(folder: Path) -> list[Path]:
 
 
 class WindowSink:
-    """An OpenCV window. Keys: q/Esc quit, v next view, h HUD, w/a/s/d move the light; dragging with the
-    left mouse button points the light at the cursor."""
+    """An OpenCV window. Keys: q/Esc quit, v next view, h HUD, w/a/s/d move the light, j/l/i/k turn the 3-D
+    view; dragging with the left mouse button points the light at the cursor, with the right one turns the 3-D view."""
 
     def __init__(self, state: RenderState, title: str = "facenormals") -> None:
         self.state, self.title = state, title
         self.wants_stop = False
         self._size = (1, 1)
+        self._drag: tuple[int, int] | None = None  # the pointer at the last right-button event
         cv2.namedWindow(title, cv2.WINDOW_NORMAL | cv2.WINDOW_KEEPRATIO)
         cv2.setMouseCallback(title, self._on_mouse)
 
     def _on_mouse(self, event: int, x: int, y: int, flags: int, _param: object) -> None:
         if event == cv2.EVENT_LBUTTONDOWN or (event == cv2.EVENT_MOUSEMOVE and flags & cv2.EVENT_FLAG_LBUTTON):
             self.state.light_from_pointer(x, y, *self._size)
+        elif event == cv2.EVENT_MOUSEMOVE and flags & cv2.EVENT_FLAG_RBUTTON and self._drag is not None:
+            self.state.turn_view(TURN_PER_PX_DEG * (x - self._drag[0]), TURN_PER_PX_DEG * (y - self._drag[1]))
+        self._drag = (x, y) if flags & cv2.EVENT_FLAG_RBUTTON or event == cv2.EVENT_RBUTTONDOWN else None
 
     def write(self, result: FrameResult, image: np.ndarray) -> None:
         self._size = (image.shape[1], image.shape[0])
@@ -192,7 +197,7 @@ class WindowSink:
 def apply_key(state: RenderState, key: int) -> bool:
     """A window key press applied to the render state; True when it asks to quit (q or Esc).
 
-    v: next loaded view; h: HUD on/off; a/d: light left/right; w/s: light up/down.
+    v: next loaded view; h: HUD on/off; a/d: light left/right; w/s: light up/down; j/l, i/k: turn the 3-D view.
     """
     if key in (ord("q"), 27):
         return True
@@ -206,4 +211,8 @@ def apply_key(state: RenderState, key: int) -> bool:
         state.move_light(LIGHT_STEP_DEG if key == ord("d") else -LIGHT_STEP_DEG, 0.0)
     elif key in (ord("w"), ord("s")):
         state.move_light(0.0, LIGHT_STEP_DEG if key == ord("w") else -LIGHT_STEP_DEG)
+    elif key in (ord("j"), ord("l")):
+        state.turn_view(LIGHT_STEP_DEG if key == ord("l") else -LIGHT_STEP_DEG, 0.0)
+    elif key in (ord("i"), ord("k")):
+        state.turn_view(0.0, LIGHT_STEP_DEG if key == ord("k") else -LIGHT_STEP_DEG)
     return False

@@ -5,8 +5,10 @@ from __future__ import annotations
 import numpy as np
 import pytest
 import trimesh
+from surfaces import sphere_depth
 
 from facenormals import face3d, ict_fit
+from facenormals.camera import Intrinsics
 from facenormals.conventions import angular_error_deg
 from facenormals.fusion import FusionConfig
 
@@ -182,3 +184,62 @@ def test_config_is_the_sensor_solver_with_face_knobs():
     cfg = face3d.FACE_FUSION
     assert isinstance(cfg, FusionConfig) and cfg.outlier_m == 0.0 and cfg.presmooth_px == 0.0
     assert FusionConfig().outlier_m > 0  # the sensor defaults are untouched
+
+
+# -- calibrated intrinsics: the head's distance from the focal length, meshes in the camera frame ---------------
+
+FOCAL_PX = 300.0  # a crop pinhole that images 5 px/cm (PX_PER_CM) at 0.6 m
+
+
+def crop_camera() -> Intrinsics:
+    return Intrinsics(SIZE, SIZE, FOCAL_PX, FOCAL_PX, (SIZE - 1) / 2, (SIZE - 1) / 2)
+
+
+def test_calibrated_sphere_is_at_its_distance_up_to_weak_perspective():
+    """The sphere seen at 5 px/cm through a 300 px pinhole is 0.6 m away; its relief is the fit's (weak perspective),
+    so against the ray-cast perspective sphere only the weak-perspective error is left (a few mm mid-face)."""
+    points, triangles = sphere_cap(81)
+    coarse = face3d.coarse_depth_from_points(points, triangles, SIZE, PX_PER_CM * 100, origin_z_px=0.0,
+                                             intrinsics=crop_camera())
+    assert coarse.calibrated and coarse.distance_m == pytest.approx(0.6)
+    assert coarse.intrinsics == crop_camera()
+    z_cm, _, inside = exact_sphere()
+    assert np.abs((0.6 - coarse.depth_m) * 100 - z_cm)[inside].max() < 0.1  # relief: exact up to the facets
+    truth, normals, hit = sphere_depth(crop_camera(), 0.6, RADIUS_CM / 100)
+    rows, cols = np.mgrid[:SIZE, :SIZE]
+    central = inside & hit & (np.hypot(rows - 63.5, cols - 63.5) < 0.5 * RADIUS_CM * PX_PER_CM)
+    assert np.abs(coarse.depth_m - truth)[central].max() < 0.005
+    refined = face3d.refine(coarse, normals, inside & hit)
+    assert refined.iterations < face3d.FACE_FUSION.max_iterations  # the tolerance scaled for 0.6 m converges
+    assert np.nanmedian(np.abs(refined.depth_m - truth)[central]) < 0.005
+
+
+def test_a_wrongly_sized_camera_is_refused():
+    points, triangles = sphere_cap(9)
+    frame_camera = Intrinsics(640, 480, FOCAL_PX, FOCAL_PX, 319.5, 239.5)
+    with pytest.raises(ValueError, match="crop_intrinsics"):
+        face3d.coarse_depth_from_points(points, triangles, SIZE, 500.0, intrinsics=frame_camera)
+
+
+def test_calibrated_meshes_are_in_the_camera_frame(fitted: ict_fit.IctFit, ict_face: ict_fit.IctFace):
+    """Off-centre principal point: the coarse mesh's vertices project back onto the fit's crop points, the refined
+    surface lies on the coarse one, both at the distance f / (crop px per metre)."""
+    camera = Intrinsics(SIZE, SIZE, 900.0, 900.0, 20.0, 90.0)
+    coarse = face3d.coarse_depth(fitted, SIZE, ict_face, intrinsics=camera)
+    distance = 900.0 / (fitted.scale * 100)
+    assert coarse.distance_m == pytest.approx(distance)
+    from facenormals.depth import normals_from_depth
+
+    normals, _ = normals_from_depth(coarse.depth_m, coarse.intrinsics)
+    result = face3d.face_3d(fitted, normals, coarse.coverage, face=ict_face, intrinsics=camera)
+    vertices = result.coarse_mesh.vertices.astype(np.float64)
+    depth = -vertices[:, 2]
+    projected = np.stack([camera.fx * vertices[:, 0] / depth + camera.cx,
+                          camera.fy * vertices[:, 1] / depth - camera.cy], axis=1)  # crop y is up: -row
+    np.testing.assert_allclose(projected, fitted.crop_points(ict_face)[:, :2], atol=1e-3)
+    head = ict_face.landmark_vertices
+    assert np.median(depth[head]) == pytest.approx(distance, rel=0.05)
+    from scipy.spatial import cKDTree
+
+    gap, _ = cKDTree(result.coarse_mesh.vertices).query(result.mesh.vertices[::97])
+    assert np.median(gap) < 0.002 and (result.mesh.vertices[:, 2] < 0).all()

@@ -46,3 +46,29 @@ def test_save_mesh_writes_refined_and_coarse_ply_per_frame(media, tmp_path):
         assert np.ptp(mesh.vertices, axis=0).max() < 0.5  # metres: a head, not pixels
     again = run_cli(*args, cwd=tmp_path)
     assert again.returncode != 0 and "--overwrite" in again.stderr
+
+
+def test_calibration_gives_the_meshes_their_distance(media, tmp_path):
+    """``--calibration``: the same video seen with a focal length twice as long puts the head twice as far away
+    (weak perspective alone cannot tell the distance): every vertex of the fitted face moves back by the same
+    distance Z0 = f / (crop px per metre), its relief unchanged."""
+    from facenormals.calibration.calibfile import Calibration, save_calibration
+    from facenormals.camera import Intrinsics
+
+    depths = []
+    for focal in (300.0, 600.0):
+        calibration = tmp_path / f"camera_{focal:.0f}.json"
+        save_calibration(calibration, Calibration(Intrinsics(256, 256, focal, focal, 127.5, 127.5), source="test"))
+        out = tmp_path / f"meshes_{focal:.0f}"
+        proc = run_cli("--source", f"video:{media['video']}", "--model", str(media["ckpt"]), "--backend", "torch",
+                       "--headless", "--frames", "2", "--calibration", str(calibration), "--save-mesh", str(out),
+                       cwd=tmp_path)
+        assert proc.returncode == 0, proc.stderr
+        coarse = trimesh.load(sorted(out.glob("*_face0_coarse.ply"))[-1], process=False)
+        refined = trimesh.load(sorted(out.glob("*_face0.ply"))[-1], process=False)
+        depths.append(-np.asarray(coarse.vertices[:, 2], np.float64))
+        assert np.median(refined.vertices[:, 2]) == pytest.approx(np.median(coarse.vertices[:, 2]), abs=0.02)
+    shift = depths[1] - depths[0]  # the same fit both times: 2·Z0 − relief minus Z0 − relief
+    assert np.ptp(shift) < 1e-4
+    assert 0.2 < shift.mean() < 2.0  # Z0: a head a webcam's distance away, in metres
+    assert np.ptp(depths[0]) < 0.25  # the relief: a head's, not Z0's
