@@ -323,26 +323,20 @@ def train(run: Run, counts: dict[str, int], init: Path) -> None:
     plan = run.plan
     phase = {"size": plan.size, "batch_size": plan.batch}
     huge = 10**7  # the time budget ends a stage, not its step count
+    main_phases = [{"steps": trained_steps(run.work / "run") + (plan.dry_steps[0] if plan.dry_steps else huge),
+                    **phase, "lr": plan.lr}]
+    baseline(run, training_config(run, counts, init, main_phases, 0.0))
     # stage 1: the main learning rate for (1 - settle_share) of the time left
-    left = run.left() - END_RESERVE_S
-    main_s = left * (1 - plan.settle_share)
-    steps = plan.dry_steps[0] if plan.dry_steps else huge
-    start = trained_steps(run.work / "run")
-    config = training_config(run, counts, init, [{"steps": start + steps, **phase, "lr": plan.lr}],
-                             max(0.1, (main_s - STAGE_OVERHEAD_S) / 60))
-    baseline(run, config)
-    left = run.left() - END_RESERVE_S
-    main_s = left * (1 - plan.settle_share)
-    config = training_config(run, counts, init, [{"steps": start + steps, **phase, "lr": plan.lr}],
-                             max(0.1, (main_s - STAGE_OVERHEAD_S) / 60))
+    main_s = (run.left() - END_RESERVE_S) * (1 - plan.settle_share)
+    config = training_config(run, counts, init, main_phases, max(0.1, (main_s - STAGE_OVERHEAD_S) / 60))
     if train_stage(run, "train_main", config, main_s) != "ok":
         return
     # stage 2: the settle rate for the rest (the phases so far replay unchanged, so the batch plan continues)
     done = trained_steps(run.work / "run")
     left = run.left() - END_RESERVE_S
     steps = plan.dry_steps[1] if plan.dry_steps else huge
-    config = training_config(run, counts, init, [{"steps": done, **phase, "lr": plan.lr},
-                                                 {"steps": steps, **phase, "lr": plan.settle_lr}],
+    phases = [{"steps": done, **phase, "lr": plan.lr}] if done else []
+    config = training_config(run, counts, init, [*phases, {"steps": steps, **phase, "lr": plan.settle_lr}],
                              max(0.1, (left - STAGE_OVERHEAD_S) / 60))
     train_stage(run, "train_settle", config, left)
 
