@@ -162,8 +162,7 @@ def train(cfg: TrainConfig, info: ddp.DistInfo | None = None) -> TrainResult:
         write_text_atomic(run_dir / "config.json", json.dumps(config_dict, indent=2) + "\n")
         counts = {k: len(v) for k, v in groups.items()}
         print(f"run {run_dir}: {cfg.model.arch}/{cfg.model.variant}, samples per kind {counts}, "
-              f"{len(val_samples)} validation images, resuming at step {progress.step}/{cfg.total_steps}, "
-              f"device {device}", flush=True)
+              f"{len(val_samples)} validation images, resuming at step {progress.step}/{cfg.total_steps}", flush=True)
     wrapped = ddp.wrap(StepLosses(model), info)
     model.train()
 
