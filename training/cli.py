@@ -31,13 +31,13 @@ def main(args: argparse.Namespace) -> int:
     cfg = load_config(args.config)
     if args.run_dir:
         cfg = replace(cfg, run_dir=args.run_dir)
+    if args.steps:
+        last = cfg.phases[-1]
+        cfg = replace(cfg, phases=(Phase(args.steps, last.size, last.batch_size),))
     if args.device:
         cfg = replace(cfg, device=args.device)
     if args.max_minutes is not None:
         cfg = replace(cfg, max_minutes=args.max_minutes)
-    if args.steps:
-        last = cfg.phases[-1]
-        cfg = replace(cfg, phases=(Phase(args.steps, last.size, last.batch_size),))
     info = ddp.init_from_env()
     try:
         result = train(cfg, info)
