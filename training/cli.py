@@ -10,13 +10,16 @@ import argparse
 import sys
 
 from facenormals.training import ddp
-from facenormals.training.config import load_config
+from facenormals.training.config import DEVICES, load_config
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--config", required=True, help="TOML or JSON training config (see training/configs/)")
     parser.add_argument("--run-dir", help="override run_dir of the config (checkpoints, logs, PNGs)")
     parser.add_argument("--steps", type=int, help="override: stop after this many steps of the last phase's shape")
+    parser.add_argument("--device", choices=DEVICES, help="override device of the config")
+    parser.add_argument("--max-minutes", type=float,
+                        help="override max_minutes: validate, checkpoint and stop after this many minutes")
 
 
 def main(args: argparse.Namespace) -> int:
@@ -33,6 +36,10 @@ def main(args: argparse.Namespace) -> int:
     if args.steps is not None:
         last = cfg.phases[-1]
         cfg = replace(cfg, phases=(Phase(args.steps, last.size, last.batch_size),))
+    if args.device:
+        cfg = replace(cfg, device=args.device)
+    if args.max_minutes is not None:
+        cfg = replace(cfg, max_minutes=args.max_minutes)
     info = ddp.init_from_env()
     try:
         result = train(cfg, info)

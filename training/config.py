@@ -22,6 +22,7 @@ from facenormals.model import PRIOR_MODES, PRIOR_SOURCES, VARIANTS, WIDTHS
 
 BATCH_KINDS = ("paired", "image-only", "normal-only")
 PRECISIONS = ("fp32", "bf16")
+DEVICES = ("auto", "cpu", "cuda")
 
 
 @dataclass(frozen=True)
@@ -138,10 +139,19 @@ class TrainConfig:
     # Step speed (benchmarks/train_throughput.py): bf16 autocast and channels_last were 2.5× fp32 NCHW on Zen 4.
     precision: str = "fp32"  # "fp32" | "bf16" (autocast of the forward pass; weights, optimiser, losses fp32)
     channels_last: bool = False  # NHWC memory layout for weights and batches
+    # "cpu" | "cuda" | "auto" (CUDA when torch sees a GPU); bf16 autocast runs on the chosen device type
+    device: str = "cpu"
+    # wall-clock budget of one invocation (a GPU slot): past it the run validates, checkpoints and stops; a rerun
+    # continues. 0 = none
+    max_minutes: float = 0.0
 
     def __post_init__(self) -> None:
         if self.precision not in PRECISIONS:
             raise ValueError(f"precision {self.precision!r} unknown; choose one of {list(PRECISIONS)}")
+        if self.device not in DEVICES:
+            raise ValueError(f"device {self.device!r} unknown; choose one of {list(DEVICES)}")
+        if self.max_minutes < 0:
+            raise ValueError(f"max_minutes must be ≥ 0 (0 = no limit), got {self.max_minutes}")
 
     @property
     def total_steps(self) -> int:

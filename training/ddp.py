@@ -64,6 +64,15 @@ def check_replicas_in_sync(model: nn.Module, info: DistInfo) -> None:
         raise RuntimeError(f"model replicas diverged across ranks: parameter sums {sums}")
 
 
+def any_rank(flag: bool, info: DistInfo, device: torch.device) -> bool:
+    """True on every rank when ``flag`` is True on any: a decision (stop now) all ranks take at the same step."""
+    if not info.distributed:
+        return flag
+    value = torch.tensor([float(flag)], device=device)  # NCCL reduces CUDA tensors, gloo CPU ones
+    dist.all_reduce(value, op=dist.ReduceOp.MAX)
+    return bool(value.item())
+
+
 def barrier(info: DistInfo) -> None:
     if info.distributed:
         dist.barrier()

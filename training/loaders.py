@@ -222,12 +222,13 @@ class _PlanBatches:
 
 
 def train_batches(cfg: TrainConfig, groups: dict[str, list[SampleFiles]], start_step: int, world: int = 1,
-                  rank: int = 0) -> Iterator[tuple[int, str, dict[str, torch.Tensor]]]:
-    """(step, batch kind, batch tensors) from ``start_step`` to the end of the run."""
+                  rank: int = 0, pin_memory: bool = False) -> Iterator[tuple[int, str, dict[str, torch.Tensor]]]:
+    """(step, batch kind, batch tensors) from ``start_step`` to the end of the run (in pinned memory with
+    ``pin_memory``, for asynchronous copies to a GPU)."""
     plan = BatchPlan(cfg, groups, world, rank)
     dataset = KindDatasets(groups, cfg.augment, prior=cfg.model.input_prior)
     loader = DataLoader(dataset, batch_sampler=_PlanBatches(plan, start_step), collate_fn=collate,
-                        num_workers=cfg.data.num_workers, persistent_workers=False)
+                        num_workers=cfg.data.num_workers, persistent_workers=False, pin_memory=pin_memory)
     steps = ((step, kind) for step, kind, _ in plan.iterate(start_step))
     for (step, kind), batch in zip(steps, loader, strict=True):
         yield step, kind, batch

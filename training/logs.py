@@ -20,7 +20,8 @@ class ScalarLog:
     def __init__(self, run_dir: Path, start_step: int) -> None:
         self.path = Path(run_dir) / SCALARS
         rows = read_scalars(self.path) if self.path.is_file() else []
-        kept = [r for r in rows if int(r["step"]) < start_step]
+        # a validation row at the resume step scored exactly the weights the run resumes from: it stays
+        kept = [r for r in rows if int(r["step"]) < start_step or (r["kind"] == "val" and int(r["step"]) == start_step)]
         with atomic_path(self.path) as tmp, open(tmp, "w", newline="") as handle:
             writer = csv.DictWriter(handle, FIELDS)
             writer.writeheader()

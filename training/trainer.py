@@ -22,6 +22,7 @@ from facenormals.metrics import MetricAccumulator
 from facenormals.model import CrossModalNet, create_model
 from facenormals.training import checkpointing, ddp
 from facenormals.training.config import TrainConfig
+from facenormals.training.device import resolve_device, to_device
 from facenormals.training.loaders import (
     fixed_samples,
     load_item,
@@ -72,11 +73,12 @@ def validate(model: CrossModalNet, samples: list[SampleFiles], batch_size: int =
     was_training = model.training
     model.eval()
     prior = model.cfg.input_prior
+    device = next(model.parameters()).device
     with torch.inference_mode():
         for start in range(0, len(samples), batch_size):
             items = [load_item(f, VAL_SIZE, None, None, prior) for f in samples[start:start + batch_size]]
             batch = {k: torch.from_numpy(np.stack([i[k] for i in items])) for k in ("image", "prior") if k in items[0]}
-            preds = path(image_input(batch)).numpy()
+            preds = path(image_input(batch).to(device)).cpu().numpy()
             for item, pred in zip(items, preds, strict=True):
                 accumulator.add(pred.transpose(1, 2, 0), item["normals"].transpose(1, 2, 0), item["mask"][0] > 0.5)
     model.train(was_training)
@@ -93,6 +95,7 @@ def write_preview(model: torch.nn.Module, samples: list[SampleFiles], path: Path
     was_training = model.training
     model.eval()
     predict = model.image_to_normal if isinstance(model, CrossModalNet) else model
+    device = next(model.parameters()).device
     rows = []
     with torch.inference_mode():
         for files in samples:
@@ -100,7 +103,7 @@ def write_preview(model: torch.nn.Module, samples: list[SampleFiles], path: Path
             if "image" not in item:
                 continue
             batch = {k: torch.from_numpy(item[k][None]) for k in ("image", "prior") if k in item}
-            pred = predict(image_input(batch))[0].numpy().transpose(1, 2, 0)
+            pred = predict(image_input(batch).to(device))[0].cpu().numpy().transpose(1, 2, 0)
             mask = item["mask"][0] > 0.5
             row = [np.round(item["image"].transpose(1, 2, 0) * 255).astype(np.uint8), normals_to_rgb(pred)]
             if "normals" in item:
@@ -126,6 +129,8 @@ def _raise_stop(signum: int, frame: object) -> None:
 
 def train(cfg: TrainConfig, info: ddp.DistInfo | None = None) -> TrainResult:
     info = info or ddp.DistInfo()
+    deadline = time.monotonic() + 60.0 * cfg.max_minutes if cfg.max_minutes > 0 else math.inf
+    device = resolve_device(cfg.device, info)
     if cfg.threads > 0:
         torch.set_num_threads(cfg.threads)
     run_dir = Path(cfg.run_dir)
@@ -142,7 +147,7 @@ def train(cfg: TrainConfig, info: ddp.DistInfo | None = None) -> TrainResult:
                        if cfg.data.preview else []) + val_samples[:2]
 
     # a resumed run takes its weights from last.pt: reading model.init first would only be overwritten
-    model = build_model(cfg, load_init=not (run_dir / checkpointing.LAST).is_file())
+    model = build_model(cfg, load_init=not (run_dir / checkpointing.LAST).is_file()).to(device)
     if cfg.channels_last:
         model = model.to(memory_format=torch.channels_last)
     optimizer = torch.optim.Adam(model.parameters(), lr=cfg.optim.lr, betas=cfg.optim.betas,
@@ -194,12 +199,15 @@ def train(cfg: TrainConfig, info: ddp.DistInfo | None = None) -> TrainResult:
 
     try:
         tick = time.monotonic()
-        for step, kind, batch in train_batches(cfg, groups, progress.step, info.world, info.rank):
+        out_of_time = False
+        for step, kind, batch in train_batches(cfg, groups, progress.step, info.world, info.rank,
+                                               pin_memory=device.type == "cuda"):
+            batch = to_device(batch, device)
             set_learning_rate(optimizer, cfg.phase_at(step).lr or cfg.optim.lr)
             parts: dict[str, float] = {}
             for step_kind in steps_for_batch(kind, cfg.model.variant):
                 optimizer.zero_grad(set_to_none=True)
-                with torch.autocast("cpu", dtype=torch.bfloat16, enabled=cfg.precision == "bf16"):
+                with torch.autocast(device.type, dtype=torch.bfloat16, enabled=cfg.precision == "bf16"):
                     loss, terms = wrapped(step_kind, batch)
                 if not math.isfinite(float(loss.detach())):
                     raise FloatingPointError(f"step {step} ({step_kind.value}): loss is {float(loss.detach())}")
@@ -215,13 +223,18 @@ def train(cfg: TrainConfig, info: ddp.DistInfo | None = None) -> TrainResult:
                 bar.set_postfix({**{k: f"{v:.4f}" for k, v in parts.items()}, "img/s": f"{rate:.1f}"})
                 log.write(step=step, kind=kind, samples_per_s=f"{rate:.2f}",
                           elapsed_s=f"{now - started:.1f}", **{k: f"{v:.5f}" for k, v in parts.items()})
+            if deadline < math.inf and ddp.any_rank(time.monotonic() >= deadline, info, device):
+                out_of_time = True  # max_minutes: validate and checkpoint below, as at the end of the run
+                if info.is_main:
+                    bar.write(f"max_minutes {cfg.max_minutes:g} reached at step {progress.step}: stopping")
+                break
             if cfg.val_every and progress.step % cfg.val_every == 0 and progress.step < cfg.total_steps:
                 run_validation(progress.step)
             due_time = time.monotonic() - last_save >= cfg.checkpoint_every_s
             due_step = cfg.checkpoint_every_steps and progress.step % cfg.checkpoint_every_steps == 0
             if due_time or due_step:
                 checkpoint()
-        if progress.step >= cfg.total_steps:
+        if progress.step >= cfg.total_steps or out_of_time:
             run_validation(progress.step)
         checkpoint()
         ddp.check_replicas_in_sync(model, info)
