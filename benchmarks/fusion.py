@@ -177,6 +177,11 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--noise-model", action="store_true", help="per-pixel λ from the sensor's σ_z(z), not one λ")
     parser.add_argument("--presmooth", type=float, default=FusionConfig.presmooth_px, help="sensor pixels")
     parser.add_argument("--normal-sigma", type=float, default=FusionConfig.normal_sigma_deg)
+    parser.add_argument("--crossover", type=float, default=FusionConfig.crossover_px,
+                        help="multi-scale split σ, sensor pixels (0: only the low-frequency bias correction)")
+    parser.add_argument("--crossover-deg", type=float, default=FusionConfig.crossover_deg,
+                        help="> 0 with --noise-model: the split where the depth's normals reach this precision")
+    parser.add_argument("--detail", type=float, default=FusionConfig.detail_deg, help="largest believed detail, degrees")
     parser.add_argument("--tolerance", type=float, default=FusionConfig.tolerance)
     parser.add_argument("--levels", type=int, default=FusionConfig.levels, help="CG coarse-to-fine levels")
     parser.add_argument("--gauss-sigma", default="1.5,2.5", help="Gaussian baselines' σ, sensor pixels (comma list)")
@@ -201,7 +206,8 @@ def main(argv: list[str] | None = None) -> int:
     base_config = FusionConfig(solver=args.solver, position_weight=args.position_weight, bias_sigma_px=args.bias_sigma,
                                tolerance=args.tolerance, levels=args.levels, jump_m=args.jump,
                                correct_bias=not args.no_bias_correction, presmooth_px=args.presmooth,
-                               normal_sigma_deg=args.normal_sigma,
+                               normal_sigma_deg=args.normal_sigma, crossover_px=args.crossover,
+                               crossover_deg=args.crossover_deg, detail_deg=args.detail,
                                noise=NOISE_MODELS[args.profile] if args.noise_model else None)
     gauss_sigmas = [float(x) for x in args.gauss_sigma.split(",") if x]
     rng = np.random.default_rng(args.seed)
@@ -310,6 +316,7 @@ def main(argv: list[str] | None = None) -> int:
     print(f"\n{len(rows)} crops of {args.data.name}, {args.profile}-like noise, predicted normals: {source}, "
           f"solver {fused.solver}, λ={base_config.position_weight} per sensor pixel"
           f"{'' if base_config.noise is None else ' at the reference noise (σ_z(z) of the profile per pixel)'}, "
+          f"split σ={base_config.crossover_px} sensor px, presmooth {base_config.presmooth_px}, "
           f"bias σ={base_config.bias_sigma_px}, threads {args.threads}, {time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())}")
     print(f"flying pixels (> {FLYING_M * 100:g} cm off the truth): {summary['flying_fraction']:.1%} of the sensor's pixels; "
           f"normals by central differences of each depth map (plane fit: its plane); errors over the facial mask")

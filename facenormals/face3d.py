@@ -32,7 +32,7 @@ CM_PER_M = 100.0
 # The fusion knobs for a fitted face: its depth is smooth and noise-free but coarse (ICT's shape, not the
 # person's), so the normals carry everything below ~2π/√λ ≈ 45 crop pixels; no outliers, no pre-smoothing.
 # The CG tolerance is relative to ‖λ·Z‖ with Z ≈ 10 m: 3e-6 there is ~3e-3 of the face's own depth relief.
-FACE_FUSION = fusion.FusionConfig(position_weight=0.02, outlier_m=0.0, presmooth_px=0.0, jump_m=0.02,
+FACE_FUSION = fusion.FusionConfig(position_weight=0.02, outlier_m=0.0, presmooth_px=0.0, jump_m=0.02, crossover_px=0.0,
                                   tolerance=3e-6, max_iterations=400)
 
 

@@ -14,10 +14,14 @@ positive-definite 5-point stencil, solved either
 * as a sparse matrix by CHOLMOD (``scikit-sparse``, when installed) or SciPy's SuperLU: exact, and the
   reference the tests hold CG to, but on 2 CPU cores slower than CG to the default tolerance.
 
-The normals fix the high frequencies, the depth the low ones; the crossover wavelength is about 2π/√λ pixels.
-Before fusing, the predicted normals are rotated so that their heavily smoothed version matches the normals
-of the smoothed depth: a network's low-frequency bias (a face turned a few degrees too far) would otherwise bend
-the refined surface away from the measurement.
+The normals fix the high frequencies, the depth the low ones. The split is made explicit before the solve
+(:func:`detail_rotation`, ``FusionConfig.crossover_px``): the predicted normals are rotated so that their local-plane
+fit at σ ≈ 2 sensor pixels matches the depth's, so the depth sets every scale above σ (where a consumer sensor is
+reliable) and the network only the detail below it, plus holes and flying pixels, where the field is filled from
+around. A network's low- and medium-frequency shape errors (a face turned a few degrees too far, a nose too flat)
+would otherwise leak into the surface; a small λ then only anchors it. (``crossover_px = 0`` keeps the older
+correction of the low-frequency bias only, at ``bias_sigma_px``: what a noise-free but coarse depth, e.g. a fitted
+face model, wants.)
 
 Conventions: normals and rays in our camera space (+x right, +y up, +z toward the camera), depth in metres
 along the optical axis, NaN = missing. Everything here works in crop pixels; :func:`crop_intrinsics` gives the
@@ -42,10 +46,11 @@ from facenormals.depth import (
     cross3,
     dot3,
     fill_holes,
-    gaussian_filter_depth,
     hole_mask,
+    local_linear_fit,
     norm3,
     normals_from_depth,
+    normals_from_gradient,
     pixel_rays,
 )
 
@@ -64,10 +69,11 @@ def cholmod_available() -> bool:
 class FusionConfig:
     """Knobs of the fusion; the defaults are tuned on the synthetic benchmark (benchmarks/fusion.py)."""
 
-    # λ: trust in the depth vs the normals (crossover wavelength ≈ 2π/√λ sensor pixels). 0.1 suits the shipped model's
-    # ~15° normals (the best fused normals and depth in benchmarks/fusion.py's sweep 0.003–1); near-perfect normals
-    # (a few degrees) want less, ~0.003, to let them shape more of the surface.
-    position_weight: float = 0.1
+    # λ: trust in the depth vs the normals (crossover wavelength ≈ 2π/√λ sensor pixels). With the multi-scale split
+    # (crossover_px) the normals already hold the depth's shape above ~2 sensor pixels, so the position term only has
+    # to anchor the surface: 0.01 (benchmarks/fusion.py, sweep 0.01–0.1). Without the split, 0.1 suited the shipped
+    # model's ~15° normals.
+    position_weight: float = 0.01
     bias_sigma_px: float = 32.0         # Gaussian σ (crop pixels) of the low-frequency bias correction
     correct_bias: bool = True
     depth_pixel_px: float = 1.0         # one depth-sensor pixel's width in crop pixels (crop upsampling × colour/depth
@@ -83,8 +89,18 @@ class FusionConfig:
     # λ_p = (pixel footprint z/f · σ_n)² / σ_z(z_p)² per sensor measurement — the variance of the normal term's
     # residual over the depth's — instead of ``position_weight``; σ_n is the predicted normals' error (radians).
     noise: DepthNoiseModel | None = None
-    presmooth_px: float = 0.0           # Gaussian σ (sensor pixels) of the depth the position term pulls toward
+    presmooth_px: float = 1.0           # σ (sensor pixels) of the local-plane fit of the depth the position term pulls toward
     normal_sigma_deg: float = 21.0
+    # Multi-scale split (0 = off: only the low-frequency bias correction at ``bias_sigma_px``): the predicted normals
+    # are rotated so that their local-plane fit at this σ (sensor pixels) matches the depth's, i.e. the depth sets
+    # every scale above ~σ and the network only the detail below it. With ``crossover_deg`` > 0 and a ``noise``
+    # model, σ is instead the scale at which the depth's normals reach that precision at the face's depth.
+    crossover_px: float = 2.0
+    crossover_deg: float = 0.0
+    # The largest RMS detail (degrees, below the crossover) the predicted normals are believed to carry: where their
+    # local deviation from their own low-pass is rougher, their detail is shrunk by (detail/roughness)² (a Wiener
+    # weight: noisy normals fall back to the depth's shape). 0 = off.
+    detail_deg: float = 12.0
 
 
 @dataclass(frozen=True)
@@ -242,6 +258,97 @@ def bias_rotation(normals: np.ndarray, depth_m: np.ndarray, intrinsics: Intrinsi
     if far.any():
         omega[far] = omega[interior].mean(axis=0) if interior.any() else 0.0
     return cv2.resize(omega, (width, height), interpolation=cv2.INTER_LINEAR).astype(np.float32)
+
+
+def _rotation_vectors(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    """Per-pixel rotation vectors (axis × angle) of the smallest rotations taking unit ``a`` to unit ``b``."""
+    cross = cross3(a, b)
+    sin = norm3(cross)[..., None]
+    return cross / np.maximum(sin, 1e-12) * np.arctan2(sin, dot3(a, b)[..., None])
+
+
+def detail_rotation(normals: np.ndarray, depth_m: np.ndarray, intrinsics: Intrinsics, region: np.ndarray,
+                    sigma: float) -> np.ndarray:
+    """Rotation-vector field (H×W×3) that gives the predicted normals the depth's shape at every scale above σ.
+
+    Both the depth and the predicted normals get the same Gaussian-weighted local-plane fit (σ crop pixels) over the
+    measured pixels: the depth's fitted gradient is the sensor's normal at that scale, the normals' fitted value the
+    network's. Rotating each predicted normal by the rotation between the two keeps the network's detail below σ
+    and replaces everything coarser (its medium-frequency shape errors and its bias) by the measurement. The local
+    plane (not a normalised Gaussian) keeps both unbiased next to borders and holes. Where the depth cannot say
+    (holes, flying pixels, beyond the region's measured part) the field is filled from around, coarse to fine.
+    The fit runs on a grid subsampled to σ/1.5 per cell: its output holds nothing finer.
+    """
+    height, width = region.shape
+    support = (region & ~hole_mask(depth_m)).astype(np.float32)
+    stacked = np.concatenate([np.nan_to_num(depth_m)[..., None], normals], axis=-1).astype(np.float32)
+    factor = max(1.0, sigma / 1.5)
+    small = (max(8, round(width / factor)), max(8, round(height / factor)))
+    scale_x, scale_y = width / small[0], height / small[1]
+    weight = cv2.resize(support, small, interpolation=cv2.INTER_AREA)
+    values = cv2.resize(stacked * support[..., None], small, interpolation=cv2.INTER_AREA)
+    values /= np.maximum(weight, 1e-6)[..., None]
+    grid = Intrinsics(width=small[0], height=small[1], fx=intrinsics.fx / scale_x, fy=intrinsics.fy / scale_y,
+                      cx=(intrinsics.cx + 0.5) / scale_x - 0.5, cy=(intrinsics.cy + 0.5) / scale_y - 0.5)
+    value, d_u, d_v, ok = local_linear_fit(values, weight, sigma / scale_x)  # one set of moments for both
+    z, z_u, z_v = value[..., 0], d_u[..., 0], d_v[..., 0]
+    low = value[..., 1:] / np.maximum(norm3(value[..., 1:]), 1e-6)[..., None]
+    ok &= (weight > 0.5) & (z > 0)
+    if not ok.any():
+        return np.zeros_like(normals, dtype=np.float32)
+    omega = _rotation_vectors(low, normals_from_gradient(z, z_u, z_v, grid))
+    omega = _fill_field(np.where(ok[..., None], omega, 0.0).astype(np.float32), ok, (2.0, 6.0, 18.0))
+    return cv2.resize(omega, (width, height), interpolation=cv2.INTER_LINEAR)
+
+
+def shrink_detail(normals: np.ndarray, region: np.ndarray, sigma: float, detail_deg: float) -> np.ndarray:
+    """Predicted normals with their detail below σ scaled by ``min(1, detail² / roughness²)`` (unit, zero outside).
+
+    ``roughness`` is the local RMS angle (Gaussian σ) between the normals and their own σ-low-pass: a network's
+    real detail stays below ``detail_deg``, pure noise far above, so noisy normals leave the depth's shape alone.
+    """
+    low = _smooth_normals(normals, region, sigma)
+    cos = np.clip(dot3(normals, low), -1.0, 1.0)
+    angle_sq = np.where(region, np.arccos(cos) ** 2, 0.0).astype(np.float32)
+    den = cv2.GaussianBlur(region.astype(np.float32), (0, 0), sigma)
+    rough_sq = cv2.GaussianBlur(angle_sq, (0, 0), sigma) / np.maximum(den, 1e-6)
+    keep = np.minimum(1.0, np.radians(detail_deg) ** 2 / np.maximum(rough_sq, 1e-12))[..., None]
+    out = low + keep * (normals - low)
+    out /= np.maximum(norm3(out), 1e-6)[..., None]
+    return np.where(region[..., None], out, 0.0).astype(np.float32)
+
+
+def _fill_field(values: np.ndarray, known: np.ndarray, sigmas: tuple[float, ...]) -> np.ndarray:
+    """Fill a H×W×C field outside ``known`` by normalised convolution at growing σ; the known mean beyond reach."""
+    out = values.copy()
+    todo = ~known
+    weight = known.astype(np.float32)
+    for sigma in sigmas:
+        if not todo.any():
+            break
+        den = cv2.GaussianBlur(weight, (0, 0), sigma)
+        num = cv2.GaussianBlur(values * weight[..., None], (0, 0), sigma)
+        reach = todo & (den > 1e-3)
+        out[reach] = num[reach] / den[reach, None]
+        todo &= ~reach
+    out[todo] = values[known].mean(axis=0)
+    return out
+
+
+def crossover_sigma(depth_m: np.ndarray, intrinsics: Intrinsics, config: FusionConfig) -> float:
+    """σ (crop pixels) of the multi-scale split: ``config.crossover_px`` sensor pixels, or from the noise model.
+
+    A local plane fitted with Gaussian weights σ (sensor pixels) to depth with noise σ_z has a slope error of about
+    σ_z / (footprint · √(4π) · σ²), footprint = z/f per sensor pixel; the split goes where that reaches
+    ``crossover_deg`` at the face's median depth: farther or noisier faces leave more of the shape to the network.
+    """
+    pixel = max(1.0, config.depth_pixel_px)
+    if config.crossover_deg <= 0 or config.noise is None:
+        return config.crossover_px * pixel
+    z = float(np.nanmedian(depth_m))
+    footprint = z / (0.5 * (intrinsics.fx + intrinsics.fy) / pixel)
+    ratio = float(config.noise.sigma_m(z)) / footprint
+    return float(np.sqrt(ratio / (np.sqrt(4 * np.pi) * np.radians(config.crossover_deg)))) * pixel
 
 
 def build_problem(target: np.ndarray, measured: np.ndarray, normals: np.ndarray, region: np.ndarray,
@@ -466,15 +573,19 @@ def prepare(depth_m: np.ndarray, normals: np.ndarray, mask: np.ndarray, intrinsi
         depth = np.where(measured, depth, np.nan).astype(np.float32)
         filled = np.where(outliers, median, filled).astype(np.float32)
     pixel = max(1.0, config.depth_pixel_px)  # an upsampled measurement repeats over pixel² crop pixels
-    if config.presmooth_px > 0:
-        filled = np.where(measured, gaussian_filter_depth(depth, config.presmooth_px * pixel), filled).astype(np.float32)
-    omega = None
-    if config.correct_bias:
-        omega = rotation if rotation is not None else bias_rotation(normals, depth, intrinsics, region,
-                                                                     config.bias_sigma_px * pixel)
-        corrected = apply_rotation(normals, np.nan_to_num(omega), region)
-    else:
-        corrected = normals
+    if config.presmooth_px > 0:  # a local plane, not a normalised Gaussian: no flattening at borders and holes
+        smooth, _, _, fitted = local_linear_fit(np.nan_to_num(depth), measured, config.presmooth_px * pixel)
+        filled = np.where(measured & fitted, smooth, filled).astype(np.float32)
+    omega = rotation if config.correct_bias else None  # a field from an earlier frame, reused
+    if config.correct_bias and config.crossover_px > 0:  # the multi-scale split
+        sigma = crossover_sigma(depth, intrinsics, config)
+        if config.detail_deg > 0:
+            normals = shrink_detail(normals, region, sigma, config.detail_deg)
+        if omega is None:
+            omega = detail_rotation(normals, depth, intrinsics, region, sigma)
+    elif config.correct_bias and omega is None:  # the low-frequency bias only
+        omega = bias_rotation(normals, depth, intrinsics, region, config.bias_sigma_px * pixel)
+    corrected = apply_rotation(normals, np.nan_to_num(omega), region) if omega is not None else normals
     position_weight = position_weights(filled, intrinsics, config) / pixel**2
     problem = build_problem(filled, measured, corrected, region, intrinsics, position_weight, config.jump_m, median)
     start = smooth_depth(np.where(region, filled, np.nan), 2.0)
