@@ -306,16 +306,48 @@ def shrink_detail(normals: np.ndarray, region: np.ndarray, sigma: float, detail_
 
     ``roughness`` is the local RMS angle (Gaussian σ) between the normals and their own σ-low-pass: a network's
     real detail stays below ``detail_deg``, pure noise far above, so noisy normals leave the depth's shape alone.
+    The low-passes run on a grid subsampled to σ/1.5 per cell (they hold nothing finer).
     """
-    low = _smooth_normals(normals, region, sigma)
-    cos = np.clip(dot3(normals, low), -1.0, 1.0)
-    angle_sq = np.where(region, np.arccos(cos) ** 2, 0.0).astype(np.float32)
-    den = cv2.GaussianBlur(region.astype(np.float32), (0, 0), sigma)
-    rough_sq = cv2.GaussianBlur(angle_sq, (0, 0), sigma) / np.maximum(den, 1e-6)
+    height, width = region.shape
+    factor = max(1.0, sigma / 1.5)
+    small = (max(8, round(width / factor)), max(8, round(height / factor)))
+    inside = region.astype(np.float32)
+
+    def low_pass(x: np.ndarray) -> np.ndarray:
+        """Normalised Gaussian over the region, on the small grid, brought back to full size."""
+        num = cv2.resize(x * (inside if x.ndim == 2 else inside[..., None]), small, interpolation=cv2.INTER_AREA)
+        den = cv2.resize(inside, small, interpolation=cv2.INTER_AREA)
+        blur = sigma * small[0] / width
+        num, den = cv2.GaussianBlur(num, (0, 0), blur), cv2.GaussianBlur(den, (0, 0), blur)
+        out = num / (np.maximum(den, 1e-6) if x.ndim == 2 else np.maximum(den, 1e-6)[..., None])
+        return cv2.resize(out, (width, height), interpolation=cv2.INTER_LINEAR)
+
+    low = low_pass(normals)
+    low /= np.maximum(norm3(low), 1e-6)[..., None]
+    angle_sq = 2.0 * (1.0 - np.clip(dot3(normals, low), -1.0, 1.0))  # ≈ angle² (radians²) for small angles
+    rough_sq = low_pass(angle_sq.astype(np.float32))
     keep = np.minimum(1.0, np.radians(detail_deg) ** 2 / np.maximum(rough_sq, 1e-12))[..., None]
     out = low + keep * (normals - low)
     out /= np.maximum(norm3(out), 1e-6)[..., None]
     return np.where(region[..., None], out, 0.0).astype(np.float32)
+
+
+def presmooth(depth_m: np.ndarray, measured: np.ndarray, sigma: float) -> np.ndarray:
+    """The depth's Gaussian-weighted local-plane fit (σ crop pixels; NaN where undetermined).
+
+    A local plane, not a normalised Gaussian: no flattening of a curved face toward the interior at borders and
+    holes. Fitted on a grid subsampled to σ per cell (about the sensor's own grid: the crop's depth repeats each
+    measurement over σ/presmooth_px crop pixels) and interpolated back, which is exact enough for a fitted surface.
+    """
+    height, width = measured.shape
+    factor = max(1.0, sigma)
+    small = (max(8, round(width / factor)), max(8, round(height / factor)))
+    weight = cv2.resize(measured.astype(np.float32), small, interpolation=cv2.INTER_AREA)
+    values = cv2.resize(np.where(measured, depth_m, 0.0).astype(np.float32), small, interpolation=cv2.INTER_AREA)
+    values /= np.maximum(weight, 1e-6)
+    fit, _, _, ok = local_linear_fit(values, weight, sigma * small[0] / width)
+    fit = np.where(ok, fit, np.nan).astype(np.float32)
+    return cv2.resize(fit, (width, height), interpolation=cv2.INTER_LINEAR)
 
 
 def _fill_field(values: np.ndarray, known: np.ndarray, sigmas: tuple[float, ...]) -> np.ndarray:
@@ -573,9 +605,9 @@ def prepare(depth_m: np.ndarray, normals: np.ndarray, mask: np.ndarray, intrinsi
         depth = np.where(measured, depth, np.nan).astype(np.float32)
         filled = np.where(outliers, median, filled).astype(np.float32)
     pixel = max(1.0, config.depth_pixel_px)  # an upsampled measurement repeats over pixel² crop pixels
-    if config.presmooth_px > 0:  # a local plane, not a normalised Gaussian: no flattening at borders and holes
-        smooth, _, _, fitted = local_linear_fit(np.nan_to_num(depth), measured, config.presmooth_px * pixel)
-        filled = np.where(measured & fitted, smooth, filled).astype(np.float32)
+    if config.presmooth_px > 0:
+        smooth = presmooth(depth, measured, config.presmooth_px * pixel)
+        filled = np.where(measured & np.isfinite(smooth), smooth, filled).astype(np.float32)
     omega = rotation if config.correct_bias else None  # a field from an earlier frame, reused
     if config.correct_bias and config.crossover_px > 0:  # the multi-scale split
         sigma = crossover_sigma(depth, intrinsics, config)
