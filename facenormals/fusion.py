@@ -101,6 +101,11 @@ class FusionConfig:
     # local deviation from their own low-pass is rougher, their detail is shrunk by (detail/roughness)² (a Wiener
     # weight: noisy normals fall back to the depth's shape). 0 = off.
     detail_deg: float = 12.0
+    # Sequence mode (``prepare(..., previous=...)``): the previous frame's measurement history (its result's
+    # ``measurement``, moved into this crop) counts as this many measurements where it agrees with the new one
+    # (within ``outlier_m``): a recursive average that lowers a still face's depth noise before the split and the
+    # solve. Not the refined depth: fed back, the network's own detail would count as measured. 0 = no history.
+    history_weight: float = 2.0
 
 
 @dataclass(frozen=True)
@@ -138,6 +143,7 @@ class FusionResult:
     iterations: int
     seconds: float
     bias_rotation: np.ndarray | None = None  # H×W×3 rotation vectors: reusable for the next frames (prepare's rotation=)
+    measurement: np.ndarray | None = None  # the (history-averaged, outlier-free) depth it used: next frame's previous=
 
 
 def crop_intrinsics(intrinsics: Intrinsics, matrix: np.ndarray, size: int) -> Intrinsics:
@@ -350,6 +356,17 @@ def presmooth(depth_m: np.ndarray, measured: np.ndarray, sigma: float) -> np.nda
     return cv2.resize(fit, (width, height), interpolation=cv2.INTER_LINEAR)
 
 
+def with_history(depth_m: np.ndarray, previous: np.ndarray, weight: float, max_change_m: float) -> np.ndarray:
+    """``(D + k·Z_prev) / (1 + k)`` where both exist and agree within ``max_change_m``; the new depth elsewhere.
+
+    Where they disagree (the face moved in depth, a disocclusion, a wrong warp) the new measurement wins alone.
+    """
+    with np.errstate(invalid="ignore"):
+        agree = ~hole_mask(depth_m) & ~hole_mask(previous) & (np.abs(depth_m - previous) < max_change_m)
+    blended = (depth_m + weight * np.where(agree, previous, 0.0)) / (1.0 + weight)
+    return np.where(agree, blended, depth_m).astype(np.float32)
+
+
 def _fill_field(values: np.ndarray, known: np.ndarray, sigmas: tuple[float, ...]) -> np.ndarray:
     """Fill a H×W×C field outside ``known`` by normalised convolution at growing σ; the known mean beyond reach."""
     out = values.copy()
@@ -556,6 +573,7 @@ class PreparedCrop:
     position_weight: float | np.ndarray  # λ, a scalar or per pixel
     warm: bool = False  # init came from the previous frame: refine it directly, no coarse levels
     bias_rotation: np.ndarray | None = None
+    measurement: np.ndarray | None = None
 
 
 def position_weights(depth_m: np.ndarray, intrinsics: Intrinsics, config: FusionConfig) -> float | np.ndarray:
@@ -575,11 +593,14 @@ def position_weights(depth_m: np.ndarray, intrinsics: Intrinsics, config: Fusion
 
 def prepare(depth_m: np.ndarray, normals: np.ndarray, mask: np.ndarray, intrinsics: Intrinsics,
             config: FusionConfig = FusionConfig(), init: np.ndarray | None = None,
-            rotation: np.ndarray | None = None) -> PreparedCrop:
+            rotation: np.ndarray | None = None, previous: np.ndarray | None = None) -> PreparedCrop:
     """Validate one crop, drop outliers, correct the normals' bias, build the linear system and a start.
 
     ``rotation``: a bias rotation field from an earlier frame (moved into this crop) to reuse instead of
     measuring it again — the bias changes slowly, and measuring it is half of this function's work.
+    ``previous``: sequence mode — the previous frame's ``FusionResult.measurement`` moved into this crop
+    (:func:`warp_crop` with the tracked face's crop matrices), averaged into the measurement with
+    ``config.history_weight``.
     """
     if depth_m.ndim != 2 or normals.shape != (*depth_m.shape, 3) or mask.shape != depth_m.shape:
         raise DepthError(f"crop shapes differ: depth {depth_m.shape}, normals {normals.shape}, mask {mask.shape}")
@@ -604,6 +625,9 @@ def prepare(depth_m: np.ndarray, normals: np.ndarray, mask: np.ndarray, intrinsi
         measured &= ~outliers
         depth = np.where(measured, depth, np.nan).astype(np.float32)
         filled = np.where(outliers, median, filled).astype(np.float32)
+    if previous is not None and config.history_weight > 0:
+        depth = with_history(depth, previous, config.history_weight, config.outlier_m or 0.015)
+        filled = np.where(measured, depth, filled).astype(np.float32)
     pixel = max(1.0, config.depth_pixel_px)  # an upsampled measurement repeats over pixel² crop pixels
     if config.presmooth_px > 0:
         smooth = presmooth(depth, measured, config.presmooth_px * pixel)
@@ -626,7 +650,7 @@ def prepare(depth_m: np.ndarray, normals: np.ndarray, mask: np.ndarray, intrinsi
         start = np.where(usable, init, start)
     start = np.where(region, start, problem.target).astype(np.float32)
     return PreparedCrop(problem, start, corrected, intrinsics, measured, position_weight, warm=init is not None,
-                        bias_rotation=omega)
+                        bias_rotation=omega, measurement=depth)
 
 
 def _pool(x: np.ndarray) -> np.ndarray:
@@ -720,17 +744,19 @@ def fuse_many(crops: list[PreparedCrop], config: FusionConfig = FusionConfig(),
         normals, ok = normals_from_depth(depth, crop.intrinsics)
         normals[~(ok & region)] = 0.0
         results.append(FusionResult(depth, normals, crop.corrected_normals, region, solver, iterations, seconds,
-                                    crop.bias_rotation))
+                                    crop.bias_rotation, crop.measurement))
     return results
 
 
 def fuse(depth_m: np.ndarray, normals: np.ndarray, mask: np.ndarray, intrinsics: Intrinsics,
          config: FusionConfig = FusionConfig(), init: np.ndarray | None = None,
-         device: str | torch.device = "cpu", rotation: np.ndarray | None = None) -> FusionResult:
+         device: str | torch.device = "cpu", rotation: np.ndarray | None = None,
+         previous: np.ndarray | None = None) -> FusionResult:
     """Refine one crop's depth (metres, NaN = missing) with its predicted normals; see the module docstring.
 
     ``init``: a warm start, e.g. the previous frame's refined depth moved by :func:`warp_crop`;
-    ``rotation``: the previous frame's ``bias_rotation``, moved the same way, to skip re-measuring the bias.
+    ``rotation``: the previous frame's ``bias_rotation``, moved the same way, to skip re-measuring the bias;
+    ``previous``: sequence mode, the previous result's ``measurement`` moved the same way (see :func:`prepare`).
     Raises :class:`DepthError` when the crop holds too little valid depth to anchor the surface.
     """
-    return fuse_many([prepare(depth_m, normals, mask, intrinsics, config, init, rotation)], config, device)[0]
+    return fuse_many([prepare(depth_m, normals, mask, intrinsics, config, init, rotation, previous)], config, device)[0]
