@@ -12,8 +12,10 @@ For each rendered face crop (256², ``depth/`` in mm, ``params/NAME.json`` with 
    the ground truth perturbed like a network's output (``--normals perturbed``): fine detail blurred (σ 1 px),
    a low-frequency rotation field (3° global + 2° RMS smooth), and 1.5° per-pixel noise. The report says which.
 3. **Fusion** (:func:`facenormals.fusion.fuse`), cold start; then a second "frame" (new sensor noise)
-   warm-started from the first and reusing its bias rotation through the realtime route, the fusion stage
-   (:class:`facenormals.fusion_stage.FusionStage`, the crop as track 0 of a frame the size of the crop).
+   warm-started from the first and reusing its rotation field through the realtime route, the fusion stage
+   (:class:`facenormals.fusion_stage.FusionStage`, the crop as track 0 of a frame the size of the crop); then
+   sequence mode (``--sequence N``): N frames of the still face, each with new noise, carrying the measurement
+   history (``previous=result.measurement``).
 
 Reported over the facial mask: mean angular error of raw-depth normals, predicted normals and fused normals,
 depth RMSE of raw and fused depth (on pixels where the sensor gave depth, and fused over the whole mask), and
@@ -180,6 +182,11 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--noise-model", action="store_true", help="per-pixel λ from the sensor's σ_z(z), not one λ")
     parser.add_argument("--presmooth", type=float, default=FusionConfig.presmooth_px, help="sensor pixels")
     parser.add_argument("--normal-sigma", type=float, default=FusionConfig.normal_sigma_deg)
+    parser.add_argument("--crossover", type=float, default=FusionConfig.crossover_px,
+                        help="multi-scale split σ, sensor pixels (0: only the low-frequency bias correction)")
+    parser.add_argument("--crossover-deg", type=float, default=FusionConfig.crossover_deg,
+                        help="> 0 with --noise-model: the split where the depth's normals reach this precision")
+    parser.add_argument("--detail", type=float, default=FusionConfig.detail_deg, help="largest believed detail, degrees")
     parser.add_argument("--tolerance", type=float, default=FusionConfig.tolerance)
     parser.add_argument("--levels", type=int, default=FusionConfig.levels, help="CG coarse-to-fine levels")
     parser.add_argument("--gauss-sigma", default="1.5,2.5", help="Gaussian baselines' σ, sensor pixels (comma list)")
@@ -187,6 +194,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--bilateral-colour", type=float, default=20.0, help="joint bilateral σ_colour, grey levels")
     parser.add_argument("--threads", type=int, default=1,
                         help="torch/OpenCV threads (1: the fusion is memory-bound on 256² maps; the other core runs the network)")
+    parser.add_argument("--sequence", type=int, default=5,
+                        help="frames of a still face (new noise each) for sequence mode; 0 = skip")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--json", type=Path, help="also write the numbers here")
     args = parser.parse_args(argv)
@@ -204,7 +213,8 @@ def main(argv: list[str] | None = None) -> int:
     base_config = FusionConfig(solver=args.solver, position_weight=args.position_weight, bias_sigma_px=args.bias_sigma,
                                tolerance=args.tolerance, levels=args.levels, jump_m=args.jump,
                                correct_bias=not args.no_bias_correction, presmooth_px=args.presmooth,
-                               normal_sigma_deg=args.normal_sigma,
+                               normal_sigma_deg=args.normal_sigma, crossover_px=args.crossover,
+                               crossover_deg=args.crossover_deg, detail_deg=args.detail,
                                noise=NOISE_MODELS[args.profile] if args.noise_model else None)
     gauss_sigmas = [float(x) for x in args.gauss_sigma.split(",") if x]
     rng = np.random.default_rng(args.seed)
@@ -250,6 +260,13 @@ def main(argv: list[str] | None = None) -> int:
         warm = stage.fuse(raw2, intr, [(0, IDENTITY, pred, mask)]).faces[0]
         c4, t4 = time.process_time(), time.perf_counter()
 
+        sequence_deg = []  # sequence mode: a still face, new noise each frame, the measurement history carried
+        result = fused
+        for _ in range(1, args.sequence):
+            result = fuse(sensor_noise(clean, intr, rng, args.profile), pred, mask, intr, config, init=result.depth_m,
+                          previous=result.measurement)
+            sequence_deg.append(mean_error(result.normals, truth, mask & np.any(result.normals != 0, axis=2)))
+
         seen = mask & np.isfinite(raw)
         with np.errstate(invalid="ignore"):
             flying = seen & ~(np.abs(raw - truth_depth) <= FLYING_M)
@@ -289,6 +306,8 @@ def main(argv: list[str] | None = None) -> int:
             "warm_total_ms": (t4 - t3) * 1000,
             "warm_iterations": warm.iterations,
             "warm_fused_normals_deg": mean_error(warm.normals, truth, mask & np.any(warm.normals != 0, axis=2)),
+            "fused_own_deg": per_method["fused"]["normals_deg"],
+            "sequence_last_deg": sequence_deg[-1] if sequence_deg else float("nan"),
         })
     progress.close()
 
@@ -315,6 +334,7 @@ def main(argv: list[str] | None = None) -> int:
     print(f"\n{len(rows)} crops of {args.data.name}, {args.profile}-like noise, predicted normals: {source}, "
           f"solver {fused.solver}, λ={base_config.position_weight} per sensor pixel"
           f"{'' if base_config.noise is None else ' at the reference noise (σ_z(z) of the profile per pixel)'}, "
+          f"split σ={base_config.crossover_px} sensor px, presmooth {base_config.presmooth_px}, "
           f"bias σ={base_config.bias_sigma_px}, threads {args.threads}, {time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())}")
     print(f"flying pixels (> {FLYING_M * 100:g} cm off the truth): {summary['flying_fraction']:.1%} of the sensor's pixels; "
           f"normals by central differences of each depth map (plane fit: its plane); errors over the facial mask")
@@ -331,6 +351,11 @@ def main(argv: list[str] | None = None) -> int:
     print(f"| fused, warm-started next frame | {summary['warm_fused_normals_deg']:.2f} | | | | | | "
           f"{summary['warm_cpu_ms']:.1f} |")
     print(f"\nfused depth RMSE over the whole mask (holes filled): {summary['fused_rmse_all_mm']:.2f} mm")
+    if args.sequence > 1:
+        gain = 1 - summary["sequence_last_deg"] / summary["fused_own_deg"]
+        print(f"sequence mode, still face, frame {args.sequence} of {args.sequence} (measurement history, weight "
+              f"{base_config.history_weight:g}): fused normals {summary['sequence_last_deg']:.2f}° vs one frame "
+              f"{summary['fused_own_deg']:.2f}° (own pixels; {gain:.1%} lower)")
     print(f"\n| frames | n | best filter ({best}) (°) | fused (°) | frames where fused is worse than every filter's best |")
     print("|---|---|---|---|---|")
     for cls, c in by_class.items():

@@ -355,6 +355,55 @@ def gaussian_filter_depth(depth_m: np.ndarray, sigma: float) -> np.ndarray:
     return np.where(valid, num / np.maximum(den, 1e-6), np.nan).astype(np.float32)
 
 
+def local_linear_fit(values: np.ndarray, weight: np.ndarray, sigma: float) -> tuple[np.ndarray, np.ndarray, np.ndarray,
+                                                                                  np.ndarray]:
+    """Gaussian-weighted local plane ``x(q) ≈ a + b·(u_q − u_p) + c·(v_q − v_p)`` around each pixel p, per channel.
+
+    ``values`` H×W or H×W×C, ``weight`` H×W (0 = unknown). Returns (a, b, c) shaped like ``values`` and the pixels
+    where the fit is determined. Unlike a normalised Gaussian (a first-order fit is exact on planes), it does not
+    flatten a curved surface toward the region's interior at borders and holes, so its gradient stays unbiased there.
+    Nine Gaussian blurs plus three per channel, the 3×3 normal equations solved in closed form per pixel.
+    """
+    weight = np.asarray(weight, dtype=np.float32)
+    height, width = weight.shape
+    u = np.broadcast_to((np.arange(width, dtype=np.float32) - width / 2)[None, :], (height, width))
+    v = np.broadcast_to((np.arange(height, dtype=np.float32) - height / 2)[:, None], (height, width))
+
+    def blur(x: np.ndarray) -> np.ndarray:
+        return cv2.GaussianBlur(x, (0, 0), sigma)
+
+    s1, su, sv = blur(weight), blur(weight * u), blur(weight * v)
+    suu, svv, suv = blur(weight * u * u), blur(weight * v * v), blur(weight * u * v)
+    cu, cv = su - u * s1, sv - v * s1  # moments centred on each pixel
+    cuu, cvv, cuv = suu - 2 * u * su + u * u * s1, svv - 2 * v * sv + v * v * s1, suv - u * sv - v * su + u * v * s1
+    i00, i01, i02 = cuu * cvv - cuv * cuv, cv * cuv - cu * cvv, cu * cuv - cv * cuu  # adjugate of the moment matrix
+    i11, i12, i22 = s1 * cvv - cv * cv, cu * cv - s1 * cuv, s1 * cuu - cu * cu
+    det = s1 * i00 + cu * i01 + cv * i02
+    ok = (s1 > 0.05) & (det > 1e-3 * np.maximum(s1, 1e-6) ** 3 * sigma**4)  # enough support, not all on a line
+    inv = np.where(ok, 1.0 / np.where(ok, det, 1.0), 0.0).astype(np.float32)
+    channels = values[..., None] if values.ndim == 2 else values
+    fits = []
+    for k in range(channels.shape[2]):
+        x = np.where(weight > 0, channels[..., k], 0.0).astype(np.float32) * weight
+        t1 = blur(x)
+        r1, r2 = blur(x * u) - u * t1, blur(x * v) - v * t1
+        fits.append(((i00 * t1 + i01 * r1 + i02 * r2) * inv, (i01 * t1 + i11 * r1 + i12 * r2) * inv,
+                     (i02 * t1 + i12 * r1 + i22 * r2) * inv))
+    a, b, c = (np.stack([f[j] for f in fits], axis=-1) for j in range(3))
+    if values.ndim == 2:
+        a, b, c = a[..., 0], b[..., 0], c[..., 0]
+    return a, b, c, ok
+
+
+def normals_from_gradient(z: np.ndarray, z_u: np.ndarray, z_v: np.ndarray, intrinsics: Intrinsics) -> np.ndarray:
+    """Unit normals of a depth map given its value and pixel derivatives (the formula of :func:`normals_from_depth`)."""
+    u = np.arange(z.shape[1], dtype=np.float32) - np.float32(intrinsics.cx)
+    v = np.arange(z.shape[0], dtype=np.float32) - np.float32(intrinsics.cy)
+    normals = np.stack([np.float32(intrinsics.fx) * z_u, -np.float32(intrinsics.fy) * z_v,
+                        z + u[None, :] * z_u + v[:, None] * z_v], axis=-1).astype(np.float32)
+    return normals / np.maximum(norm3(normals), 1e-12)[..., None]
+
+
 def joint_bilateral_depth(depth_m: np.ndarray, guide_rgb: np.ndarray, sigma_space: float,
                           sigma_colour: float = 20.0) -> np.ndarray:
     """Joint (cross) bilateral filter of depth guided by the colour image (``cv2.ximgproc.jointBilateralFilter``).

@@ -44,7 +44,8 @@ CM_PER_M = 100.0
 # ~2π/√λ ≈ 140 crop pixels (λ 0.02, 45 px, lost 0.65° against the network's own normals: benchmarks/face3d.py);
 # no outliers, no pre-smoothing.
 # The CG tolerance is relative to ‖λ·Z‖ with Z ≈ 10 m: 3e-6 there is ~3e-3 of the face's own depth relief.
-FACE_FUSION = fusion.FusionConfig(position_weight=0.002, outlier_m=0.0, presmooth_px=0.0, jump_m=0.02,
+# crossover_px 0: no scale split (sensor fusion's): the fitted face's shape is ICT's, the normals must set it.
+FACE_FUSION = fusion.FusionConfig(position_weight=0.002, outlier_m=0.0, presmooth_px=0.0, jump_m=0.02, crossover_px=0.0,
                                   tolerance=3e-6, max_iterations=400)
 
 # A tracked face: CG iterations per frame, started from the last frame's detail; the solve carries on over frames.

@@ -14,10 +14,14 @@ positive-definite 5-point stencil, solved either
 * as a sparse matrix by CHOLMOD (``scikit-sparse``, when installed) or SciPy's SuperLU: exact, and the
   reference the tests hold CG to, but on 2 CPU cores slower than CG to the default tolerance.
 
-The normals fix the high frequencies, the depth the low ones; the crossover wavelength is about 2π/√λ pixels.
-Before fusing, the predicted normals are rotated so that their heavily smoothed version matches the normals
-of the smoothed depth: a network's low-frequency bias (a face turned a few degrees too far) would otherwise bend
-the refined surface away from the measurement.
+The normals fix the high frequencies, the depth the low ones. The split is made explicit before the solve
+(:func:`detail_rotation`, ``FusionConfig.crossover_px``): the predicted normals are rotated so that their local-plane
+fit at σ ≈ 2 sensor pixels matches the depth's, so the depth sets every scale above σ (where a consumer sensor is
+reliable) and the network only the detail below it, plus holes and flying pixels, where the field is filled from
+around. A network's low- and medium-frequency shape errors (a face turned a few degrees too far, a nose too flat)
+would otherwise leak into the surface; a small λ then only anchors it. (``crossover_px = 0`` keeps the older
+correction of the low-frequency bias only, at ``bias_sigma_px``: what a noise-free but coarse depth, e.g. a fitted
+face model, wants.)
 
 Conventions: normals and rays in our camera space (+x right, +y up, +z toward the camera), depth in metres
 along the optical axis, NaN = missing. Everything here works in crop pixels; :func:`crop_intrinsics` gives the
@@ -42,10 +46,11 @@ from facenormals.depth import (
     cross3,
     dot3,
     fill_holes,
-    gaussian_filter_depth,
     hole_mask,
+    local_linear_fit,
     norm3,
     normals_from_depth,
+    normals_from_gradient,
     pixel_rays,
 )
 
@@ -64,10 +69,11 @@ def cholmod_available() -> bool:
 class FusionConfig:
     """Knobs of the fusion; the defaults are tuned on the synthetic benchmark (benchmarks/fusion.py)."""
 
-    # λ: trust in the depth vs the normals (crossover wavelength ≈ 2π/√λ sensor pixels). 0.1 suits the shipped model's
-    # ~15° normals (the best fused normals and depth in benchmarks/fusion.py's sweep 0.003–1); near-perfect normals
-    # (a few degrees) want less, ~0.003, to let them shape more of the surface.
-    position_weight: float = 0.1
+    # λ: trust in the depth vs the normals (crossover wavelength ≈ 2π/√λ sensor pixels). With the multi-scale split
+    # (crossover_px) the normals already hold the depth's shape above ~2 sensor pixels, so the position term only has
+    # to anchor the surface: 0.01 (benchmarks/fusion.py, sweep 0.01–0.1). Without the split, 0.1 suited the shipped
+    # model's ~15° normals.
+    position_weight: float = 0.01
     bias_sigma_px: float = 32.0         # Gaussian σ (crop pixels) of the low-frequency bias correction
     correct_bias: bool = True
     depth_pixel_px: float = 1.0         # one depth-sensor pixel's width in crop pixels (crop upsampling × colour/depth
@@ -83,8 +89,23 @@ class FusionConfig:
     # λ_p = (pixel footprint z/f · σ_n)² / σ_z(z_p)² per sensor measurement — the variance of the normal term's
     # residual over the depth's — instead of ``position_weight``; σ_n is the predicted normals' error (radians).
     noise: DepthNoiseModel | None = None
-    presmooth_px: float = 0.0           # Gaussian σ (sensor pixels) of the depth the position term pulls toward
+    presmooth_px: float = 1.0           # σ (sensor pixels) of the local-plane fit of the depth the position term pulls toward
     normal_sigma_deg: float = 21.0
+    # Multi-scale split (0 = off: only the low-frequency bias correction at ``bias_sigma_px``): the predicted normals
+    # are rotated so that their local-plane fit at this σ (sensor pixels) matches the depth's, i.e. the depth sets
+    # every scale above ~σ and the network only the detail below it. With ``crossover_deg`` > 0 and a ``noise``
+    # model, σ is instead the scale at which the depth's normals reach that precision at the face's depth.
+    crossover_px: float = 2.0
+    crossover_deg: float = 0.0
+    # The largest RMS detail (degrees, below the crossover) the predicted normals are believed to carry: where their
+    # local deviation from their own low-pass is rougher, their detail is shrunk by (detail/roughness)² (a Wiener
+    # weight: noisy normals fall back to the depth's shape). 0 = off.
+    detail_deg: float = 12.0
+    # Sequence mode (``prepare(..., previous=...)``): the previous frame's measurement history (its result's
+    # ``measurement``, moved into this crop) counts as this many measurements where it agrees with the new one
+    # (within ``outlier_m``): a recursive average that lowers a still face's depth noise before the split and the
+    # solve. Not the refined depth: fed back, the network's own detail would count as measured. 0 = no history.
+    history_weight: float = 2.0
 
 
 @dataclass(frozen=True)
@@ -122,6 +143,7 @@ class FusionResult:
     iterations: int
     seconds: float
     bias_rotation: np.ndarray | None = None  # H×W×3 rotation vectors: reusable for the next frames (prepare's rotation=)
+    measurement: np.ndarray | None = None  # the (history-averaged, outlier-free) depth it used: next frame's previous=
 
 
 def crop_intrinsics(intrinsics: Intrinsics, matrix: np.ndarray, size: int) -> Intrinsics:
@@ -242,6 +264,140 @@ def bias_rotation(normals: np.ndarray, depth_m: np.ndarray, intrinsics: Intrinsi
     if far.any():
         omega[far] = omega[interior].mean(axis=0) if interior.any() else 0.0
     return cv2.resize(omega, (width, height), interpolation=cv2.INTER_LINEAR).astype(np.float32)
+
+
+def _rotation_vectors(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    """Per-pixel rotation vectors (axis × angle) of the smallest rotations taking unit ``a`` to unit ``b``."""
+    cross = cross3(a, b)
+    sin = norm3(cross)[..., None]
+    return cross / np.maximum(sin, 1e-12) * np.arctan2(sin, dot3(a, b)[..., None])
+
+
+def detail_rotation(normals: np.ndarray, depth_m: np.ndarray, intrinsics: Intrinsics, region: np.ndarray,
+                    sigma: float) -> np.ndarray:
+    """Rotation-vector field (H×W×3) that gives the predicted normals the depth's shape at every scale above σ.
+
+    Both the depth and the predicted normals get the same Gaussian-weighted local-plane fit (σ crop pixels) over the
+    measured pixels: the depth's fitted gradient is the sensor's normal at that scale, the normals' fitted value the
+    network's. Rotating each predicted normal by the rotation between the two keeps the network's detail below σ
+    and replaces everything coarser (its medium-frequency shape errors and its bias) by the measurement. The local
+    plane (not a normalised Gaussian) keeps both unbiased next to borders and holes. Where the depth cannot say
+    (holes, flying pixels, beyond the region's measured part) the field is filled from around, coarse to fine.
+    The fit runs on a grid subsampled to σ/1.5 per cell: its output holds nothing finer.
+    """
+    height, width = region.shape
+    support = (region & ~hole_mask(depth_m)).astype(np.float32)
+    stacked = np.concatenate([np.nan_to_num(depth_m)[..., None], normals], axis=-1).astype(np.float32)
+    factor = max(1.0, sigma / 1.5)
+    small = (max(8, round(width / factor)), max(8, round(height / factor)))
+    scale_x, scale_y = width / small[0], height / small[1]
+    weight = cv2.resize(support, small, interpolation=cv2.INTER_AREA)
+    values = cv2.resize(stacked * support[..., None], small, interpolation=cv2.INTER_AREA)
+    values /= np.maximum(weight, 1e-6)[..., None]
+    grid = Intrinsics(width=small[0], height=small[1], fx=intrinsics.fx / scale_x, fy=intrinsics.fy / scale_y,
+                      cx=(intrinsics.cx + 0.5) / scale_x - 0.5, cy=(intrinsics.cy + 0.5) / scale_y - 0.5)
+    value, d_u, d_v, ok = local_linear_fit(values, weight, sigma / scale_x)  # one set of moments for both
+    z, z_u, z_v = value[..., 0], d_u[..., 0], d_v[..., 0]
+    low = value[..., 1:] / np.maximum(norm3(value[..., 1:]), 1e-6)[..., None]
+    ok &= (weight > 0.5) & (z > 0)
+    if not ok.any():
+        return np.zeros_like(normals, dtype=np.float32)
+    omega = _rotation_vectors(low, normals_from_gradient(z, z_u, z_v, grid))
+    omega = _fill_field(np.where(ok[..., None], omega, 0.0).astype(np.float32), ok, (2.0, 6.0, 18.0))
+    return cv2.resize(omega, (width, height), interpolation=cv2.INTER_LINEAR)
+
+
+def shrink_detail(normals: np.ndarray, region: np.ndarray, sigma: float, detail_deg: float) -> np.ndarray:
+    """Predicted normals with their detail below σ scaled by ``min(1, detail² / roughness²)`` (unit, zero outside).
+
+    ``roughness`` is the local RMS angle (Gaussian σ) between the normals and their own σ-low-pass: a network's
+    real detail stays below ``detail_deg``, pure noise far above, so noisy normals leave the depth's shape alone.
+    The low-passes run on a grid subsampled to σ/1.5 per cell (they hold nothing finer).
+    """
+    height, width = region.shape
+    factor = max(1.0, sigma / 1.5)
+    small = (max(8, round(width / factor)), max(8, round(height / factor)))
+    inside = region.astype(np.float32)
+
+    def low_pass(x: np.ndarray) -> np.ndarray:
+        """Normalised Gaussian over the region, on the small grid, brought back to full size."""
+        num = cv2.resize(x * (inside if x.ndim == 2 else inside[..., None]), small, interpolation=cv2.INTER_AREA)
+        den = cv2.resize(inside, small, interpolation=cv2.INTER_AREA)
+        blur = sigma * small[0] / width
+        num, den = cv2.GaussianBlur(num, (0, 0), blur), cv2.GaussianBlur(den, (0, 0), blur)
+        out = num / (np.maximum(den, 1e-6) if x.ndim == 2 else np.maximum(den, 1e-6)[..., None])
+        return cv2.resize(out, (width, height), interpolation=cv2.INTER_LINEAR)
+
+    low = low_pass(normals)
+    low /= np.maximum(norm3(low), 1e-6)[..., None]
+    angle_sq = 2.0 * (1.0 - np.clip(dot3(normals, low), -1.0, 1.0))  # ≈ angle² (radians²) for small angles
+    rough_sq = low_pass(angle_sq.astype(np.float32))
+    keep = np.minimum(1.0, np.radians(detail_deg) ** 2 / np.maximum(rough_sq, 1e-12))[..., None]
+    out = low + keep * (normals - low)
+    out /= np.maximum(norm3(out), 1e-6)[..., None]
+    return np.where(region[..., None], out, 0.0).astype(np.float32)
+
+
+def presmooth(depth_m: np.ndarray, measured: np.ndarray, sigma: float) -> np.ndarray:
+    """The depth's Gaussian-weighted local-plane fit (σ crop pixels; NaN where undetermined).
+
+    A local plane, not a normalised Gaussian: no flattening of a curved face toward the interior at borders and
+    holes. Fitted on a grid subsampled to σ per cell (about the sensor's own grid: the crop's depth repeats each
+    measurement over σ/presmooth_px crop pixels) and interpolated back, which is exact enough for a fitted surface.
+    """
+    height, width = measured.shape
+    factor = max(1.0, sigma)
+    small = (max(8, round(width / factor)), max(8, round(height / factor)))
+    weight = cv2.resize(measured.astype(np.float32), small, interpolation=cv2.INTER_AREA)
+    values = cv2.resize(np.where(measured, depth_m, 0.0).astype(np.float32), small, interpolation=cv2.INTER_AREA)
+    values /= np.maximum(weight, 1e-6)
+    fit, _, _, ok = local_linear_fit(values, weight, sigma * small[0] / width)
+    fit = np.where(ok, fit, np.nan).astype(np.float32)
+    return cv2.resize(fit, (width, height), interpolation=cv2.INTER_LINEAR)
+
+
+def with_history(depth_m: np.ndarray, previous: np.ndarray, weight: float, max_change_m: float) -> np.ndarray:
+    """``(D + k·Z_prev) / (1 + k)`` where both exist and agree within ``max_change_m``; the new depth elsewhere.
+
+    Where they disagree (the face moved in depth, a disocclusion, a wrong warp) the new measurement wins alone.
+    """
+    with np.errstate(invalid="ignore"):
+        agree = ~hole_mask(depth_m) & ~hole_mask(previous) & (np.abs(depth_m - previous) < max_change_m)
+    blended = (depth_m + weight * np.where(agree, previous, 0.0)) / (1.0 + weight)
+    return np.where(agree, blended, depth_m).astype(np.float32)
+
+
+def _fill_field(values: np.ndarray, known: np.ndarray, sigmas: tuple[float, ...]) -> np.ndarray:
+    """Fill a H×W×C field outside ``known`` by normalised convolution at growing σ; the known mean beyond reach."""
+    out = values.copy()
+    todo = ~known
+    weight = known.astype(np.float32)
+    for sigma in sigmas:
+        if not todo.any():
+            break
+        den = cv2.GaussianBlur(weight, (0, 0), sigma)
+        num = cv2.GaussianBlur(values * weight[..., None], (0, 0), sigma)
+        reach = todo & (den > 1e-3)
+        out[reach] = num[reach] / den[reach, None]
+        todo &= ~reach
+    out[todo] = values[known].mean(axis=0)
+    return out
+
+
+def crossover_sigma(depth_m: np.ndarray, intrinsics: Intrinsics, config: FusionConfig) -> float:
+    """σ (crop pixels) of the multi-scale split: ``config.crossover_px`` sensor pixels, or from the noise model.
+
+    A local plane fitted with Gaussian weights σ (sensor pixels) to depth with noise σ_z has a slope error of about
+    σ_z / (footprint · √(4π) · σ²), footprint = z/f per sensor pixel; the split goes where that reaches
+    ``crossover_deg`` at the face's median depth: farther or noisier faces leave more of the shape to the network.
+    """
+    pixel = max(1.0, config.depth_pixel_px)
+    if config.crossover_deg <= 0 or config.noise is None:
+        return config.crossover_px * pixel
+    z = float(np.nanmedian(depth_m))
+    footprint = z / (0.5 * (intrinsics.fx + intrinsics.fy) / pixel)
+    ratio = float(config.noise.sigma_m(z)) / footprint
+    return float(np.sqrt(ratio / (np.sqrt(4 * np.pi) * np.radians(config.crossover_deg)))) * pixel
 
 
 def build_problem(target: np.ndarray, measured: np.ndarray, normals: np.ndarray, region: np.ndarray,
@@ -417,6 +573,7 @@ class PreparedCrop:
     position_weight: float | np.ndarray  # λ, a scalar or per pixel
     warm: bool = False  # init came from the previous frame: refine it directly, no coarse levels
     bias_rotation: np.ndarray | None = None
+    measurement: np.ndarray | None = None
 
 
 def position_weights(depth_m: np.ndarray, intrinsics: Intrinsics, config: FusionConfig) -> float | np.ndarray:
@@ -436,11 +593,14 @@ def position_weights(depth_m: np.ndarray, intrinsics: Intrinsics, config: Fusion
 
 def prepare(depth_m: np.ndarray, normals: np.ndarray, mask: np.ndarray, intrinsics: Intrinsics,
             config: FusionConfig = FusionConfig(), init: np.ndarray | None = None,
-            rotation: np.ndarray | None = None) -> PreparedCrop:
+            rotation: np.ndarray | None = None, previous: np.ndarray | None = None) -> PreparedCrop:
     """Validate one crop, drop outliers, correct the normals' bias, build the linear system and a start.
 
     ``rotation``: a bias rotation field from an earlier frame (moved into this crop) to reuse instead of
     measuring it again — the bias changes slowly, and measuring it is half of this function's work.
+    ``previous``: sequence mode — the previous frame's ``FusionResult.measurement`` moved into this crop
+    (:func:`warp_crop` with the tracked face's crop matrices), averaged into the measurement with
+    ``config.history_weight``.
     """
     if depth_m.ndim != 2 or normals.shape != (*depth_m.shape, 3) or mask.shape != depth_m.shape:
         raise DepthError(f"crop shapes differ: depth {depth_m.shape}, normals {normals.shape}, mask {mask.shape}")
@@ -465,16 +625,23 @@ def prepare(depth_m: np.ndarray, normals: np.ndarray, mask: np.ndarray, intrinsi
         measured &= ~outliers
         depth = np.where(measured, depth, np.nan).astype(np.float32)
         filled = np.where(outliers, median, filled).astype(np.float32)
+    if previous is not None and config.history_weight > 0:
+        depth = with_history(depth, previous, config.history_weight, config.outlier_m or 0.015)
+        filled = np.where(measured, depth, filled).astype(np.float32)
     pixel = max(1.0, config.depth_pixel_px)  # an upsampled measurement repeats over pixel² crop pixels
     if config.presmooth_px > 0:
-        filled = np.where(measured, gaussian_filter_depth(depth, config.presmooth_px * pixel), filled).astype(np.float32)
-    omega = None
-    if config.correct_bias:
-        omega = rotation if rotation is not None else bias_rotation(normals, depth, intrinsics, region,
-                                                                     config.bias_sigma_px * pixel)
-        corrected = apply_rotation(normals, np.nan_to_num(omega), region)
-    else:
-        corrected = normals
+        smooth = presmooth(depth, measured, config.presmooth_px * pixel)
+        filled = np.where(measured & np.isfinite(smooth), smooth, filled).astype(np.float32)
+    omega = rotation if config.correct_bias else None  # a field from an earlier frame, reused
+    if config.correct_bias and config.crossover_px > 0:  # the multi-scale split
+        sigma = crossover_sigma(depth, intrinsics, config)
+        if config.detail_deg > 0:
+            normals = shrink_detail(normals, region, sigma, config.detail_deg)
+        if omega is None:
+            omega = detail_rotation(normals, depth, intrinsics, region, sigma)
+    elif config.correct_bias and omega is None:  # the low-frequency bias only
+        omega = bias_rotation(normals, depth, intrinsics, region, config.bias_sigma_px * pixel)
+    corrected = apply_rotation(normals, np.nan_to_num(omega), region) if omega is not None else normals
     position_weight = position_weights(filled, intrinsics, config) / pixel**2
     problem = build_problem(filled, measured, corrected, region, intrinsics, position_weight, config.jump_m, median)
     start = smooth_depth(np.where(region, filled, np.nan), 2.0)
@@ -483,7 +650,7 @@ def prepare(depth_m: np.ndarray, normals: np.ndarray, mask: np.ndarray, intrinsi
         start = np.where(usable, init, start)
     start = np.where(region, start, problem.target).astype(np.float32)
     return PreparedCrop(problem, start, corrected, intrinsics, measured, position_weight, warm=init is not None,
-                        bias_rotation=omega)
+                        bias_rotation=omega, measurement=depth)
 
 
 def _pool(x: np.ndarray) -> np.ndarray:
@@ -577,17 +744,19 @@ def fuse_many(crops: list[PreparedCrop], config: FusionConfig = FusionConfig(),
         normals, ok = normals_from_depth(depth, crop.intrinsics)
         normals[~(ok & region)] = 0.0
         results.append(FusionResult(depth, normals, crop.corrected_normals, region, solver, iterations, seconds,
-                                    crop.bias_rotation))
+                                    crop.bias_rotation, crop.measurement))
     return results
 
 
 def fuse(depth_m: np.ndarray, normals: np.ndarray, mask: np.ndarray, intrinsics: Intrinsics,
          config: FusionConfig = FusionConfig(), init: np.ndarray | None = None,
-         device: str | torch.device = "cpu", rotation: np.ndarray | None = None) -> FusionResult:
+         device: str | torch.device = "cpu", rotation: np.ndarray | None = None,
+         previous: np.ndarray | None = None) -> FusionResult:
     """Refine one crop's depth (metres, NaN = missing) with its predicted normals; see the module docstring.
 
     ``init``: a warm start, e.g. the previous frame's refined depth moved by :func:`warp_crop`;
-    ``rotation``: the previous frame's ``bias_rotation``, moved the same way, to skip re-measuring the bias.
+    ``rotation``: the previous frame's ``bias_rotation``, moved the same way, to skip re-measuring the bias;
+    ``previous``: sequence mode, the previous result's ``measurement`` moved the same way (see :func:`prepare`).
     Raises :class:`DepthError` when the crop holds too little valid depth to anchor the surface.
     """
-    return fuse_many([prepare(depth_m, normals, mask, intrinsics, config, init, rotation)], config, device)[0]
+    return fuse_many([prepare(depth_m, normals, mask, intrinsics, config, init, rotation, previous)], config, device)[0]

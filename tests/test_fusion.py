@@ -45,8 +45,9 @@ def plane(intr: Intrinsics = INTR):
     return depth, np.broadcast_to(normal, (intr.height, intr.width, 3)).astype(np.float32).copy(), np.ones(depth.shape, bool)
 
 
-# Exact normals deserve more trust than the default λ gives (it suits the shipped network's ~15° normals).
-EXACT_NORMALS = FusionConfig(solver="cg", position_weight=0.003)
+# Exact normals deserve more trust than the defaults give (they suit the shipped network's ~15° normals): every
+# scale from the normals (no multi-scale split), a small λ.
+EXACT_NORMALS = FusionConfig(solver="cg", position_weight=0.003, crossover_px=0.0)
 
 
 def noisy(depth: np.ndarray, sigma_m: float, seed: int) -> np.ndarray:
@@ -76,7 +77,8 @@ def test_bias_correction_removes_a_tilted_network():
     angle = np.radians(8.0)  # every predicted normal rotated 8° about the vertical axis
     rot = np.array([[np.cos(angle), 0, np.sin(angle)], [0, 1, 0], [-np.sin(angle), 0, np.cos(angle)]], np.float32)
     tilted = normals @ rot.T
-    trust_normals = FusionConfig(position_weight=0.001, solver="cg")  # low λ: the normals shape the whole sphere
+    # low λ and no multi-scale split: the (otherwise exact) normals shape the whole sphere, only their tilt is removed
+    trust_normals = FusionConfig(position_weight=0.001, solver="cg", crossover_px=0.0)
     plain = fuse(measured, tilted, mask, INTR, dataclasses.replace(trust_normals, correct_bias=False))
     corrected = fuse(measured, tilted, mask, INTR, trust_normals)
     err = angular_error_deg(corrected.normals[mask], normals[mask]).mean()
@@ -129,14 +131,17 @@ def test_warm_start_converges_in_fewer_iterations():
     config = FusionConfig(solver="cg", tolerance=1e-6, levels=1)  # same CG, started from the raw depth or last frame
     first = fuse(noisy(depth, 0.002, seed=5), normals, mask, INTR, config)
     second_depth = noisy(depth, 0.002, seed=6)  # the next frame: same face, new sensor noise
-    cold = fuse(second_depth, normals, mask, INTR, config)
-    warm = fuse(second_depth, normals, mask, INTR, config, init=first.depth_m)
+    # as the realtime view does between refreshes: the first frame's rotation field reused, so both solve one system
+    cold = fuse(second_depth, normals, mask, INTR, config, rotation=first.bias_rotation)
+    warm = fuse(second_depth, normals, mask, INTR, config, init=first.depth_m, rotation=first.bias_rotation)
     assert warm.iterations < cold.iterations
     assert np.abs(warm.depth_m - cold.depth_m)[mask].max() < 1e-4
-    # the bias rotation measured on the first frame, reused: same correction, within the noise's change
-    reused = fuse(second_depth, normals, mask, INTR, config, init=first.depth_m, rotation=first.bias_rotation)
+    # the rotation measured on the first frame, reused: it carries the first frame's depth noise instead of this
+    # one's, so it differs, but corrects as well
+    fresh = fuse(second_depth, normals, mask, INTR, config)
     assert first.bias_rotation is not None and first.bias_rotation.shape == (SIZE, SIZE, 3)
-    assert angular_error_deg(reused.corrected_normals[mask], cold.corrected_normals[mask]).mean() < 0.3
+    reused_err, fresh_err = (angular_error_deg(r.corrected_normals[mask], normals[mask]).mean() for r in (warm, fresh))
+    assert reused_err < 1.2 * fresh_err
 
 
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
@@ -307,37 +312,116 @@ def bumped_sphere(seed: int = 11):
     return clean, normals, mask & ok
 
 
-def test_fused_normals_beat_the_gaussian_smoothed_depth():
-    """Sensor-like depth (σ_z of a D435 at 0.6 m, 2 % flying pixels) and network-like normals (a smooth 6° rotation
-    field, 3° pixel noise): the fused depth's normals beat Gaussian-smoothed depth (outliers dropped) at σ 1, 1.5 and
-    4 px and come within 15 % of the best σ (2.5 px), with full coverage,
-    and its depth is closer to the truth than the raw depth without its flying pixels."""
-    from facenormals.depth import NOISE_MODELS, drop_outliers, gaussian_filter_depth
+def sensor_like(clean: np.ndarray, rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
+    """σ_z of a D435 at 0.6 m, 2 % flying pixels (2–5 cm off), 3 % holes; returns (raw, flying)."""
+    from facenormals.depth import NOISE_MODELS
 
-    clean, truth, mask = bumped_sphere()
-    rng = np.random.default_rng(12)
     sigma = float(NOISE_MODELS["realsense"].sigma_m(0.6))
     raw = clean + rng.normal(0, sigma, clean.shape).astype(np.float32)
     flying = rng.random(clean.shape) < 0.02
     raw[flying] += rng.uniform(0.02, 0.05, flying.sum()).astype(np.float32)
     raw[rng.random(clean.shape) < 0.03] = np.nan
+    return raw, flying
+
+
+def network_like(truth: np.ndarray, rng: np.random.Generator) -> np.ndarray:
+    """A smooth 6° rotation field (medium-frequency shape error) and 3° pixel noise."""
     v, u = np.mgrid[:SIZE, :SIZE] / SIZE
     field = np.stack([np.sin(3 * u), np.cos(2 * v), 0 * u], -1) * np.radians(6.0)
-    network = rotate_by_vector(truth, (field + np.radians(3.0) * rng.normal(size=field.shape)).astype(np.float32))
+    return rotate_by_vector(truth, (field + np.radians(3.0) * rng.normal(size=field.shape)).astype(np.float32))
+
+
+def depth_only_filters(raw: np.ndarray) -> dict[str, tuple[np.ndarray, np.ndarray]]:
+    """(normals, valid) of the filters of benchmarks/fusion.py; central differences but for the plane fit."""
+    from facenormals.depth import drop_outliers, gaussian_filter_depth, median_filter_depth, plane_fit_depth
+
+    kept = drop_outliers(raw, 0.01)
+    out = {f"Gaussian σ {s:g}": normals_from_depth(gaussian_filter_depth(kept, s), INTR) for s in (1.0, 1.5, 2.5, 4.0)}
+    out["median 5×5"] = normals_from_depth(median_filter_depth(raw, 5), INTR)
+    _, normals, ok = plane_fit_depth(kept, INTR, 5)
+    out["plane fit 5×5"] = (normals, ok)
+    return out
+
+
+# Fused error / the filter's, per surface: on the bumped sphere the network's detail wins against every filter; a bare
+# sphere or plane has no detail to win back, so the blur that fits it best (Gaussian σ 2.5 / 4 px) stays ahead by the
+# network's per-pixel noise that survives below the split (not beaten yet, issue 18) — every other filter is.
+BEST_BLUR_SLACK = {"bumped_sphere": 1.0, "sphere": 1.2, "plane": 1.05}
+
+
+@pytest.mark.parametrize("surface", [plane, sphere, bumped_sphere])
+def test_fused_normals_beat_depth_only_filters(surface):
+    """Sensor-like depth and network-like normals: the fused depth's normals (central differences) beat the
+    depth-only filters on the pixels each covers, cover the whole mask, and the depth beats the raw depth's."""
+    clean, truth, mask = surface()
+    rng = np.random.default_rng(12)
+    raw, flying = sensor_like(clean, rng)
+    network = network_like(truth, rng)
     fused = fuse(raw, network, mask, INTR, FusionConfig(solver="cg"))
-    fused_err = angular_error_deg(fused.normals[mask], truth[mask]).mean()
     assert np.isfinite(fused.depth_m[mask]).all()  # coverage: the whole mask, holes and flying pixels included
-    for s in (1.0, 1.5, 2.5, 4.0):
-        smoothed = gaussian_filter_depth(drop_outliers(raw, 0.01), s)
-        normals, ok = normals_from_depth(smoothed, INTR)
-        seen = mask & ok & np.isfinite(smoothed)
+    errors = {}
+    for name, (normals, ok) in depth_only_filters(raw).items():
+        seen = mask & ok
         assert seen.sum() < mask.sum()
-        fused_seen, gauss = (angular_error_deg(n[seen], truth[seen]).mean() for n in (fused.normals, normals))
-        # σ 2.5 px is this surface's best blur (2.49° vs fused 2.78°: not beaten yet, issue 18); every other σ is
-        assert fused_seen < gauss if s != 2.5 else fused_seen < 1.15 * gauss
-    assert fused_err < angular_error_deg(network[mask], truth[mask]).mean()
+        errors[name] = tuple(angular_error_deg(n[seen], truth[seen]).mean() for n in (fused.normals, normals))
+    best = min(errors, key=lambda name: errors[name][1])
+    for name, (fused_err, filter_err) in errors.items():
+        assert fused_err < filter_err * (BEST_BLUR_SLACK[surface.__name__] if name == best else 1.0), (name, errors)
+    assert angular_error_deg(fused.normals[mask], truth[mask]).mean() < angular_error_deg(network[mask], truth[mask]).mean()
     good = mask & np.isfinite(raw) & ~flying
     assert rmse_mm(fused.depth_m, clean, good) < rmse_mm(raw, clean, good)
+
+
+def test_pure_noise_normals_leave_the_depth_in_charge():
+    """Normals that are pure noise: the detail weight notices (they are far rougher than any face's detail), so the
+    result follows the depth — far better than the raw depth, near the best Gaussian — instead of the noise."""
+    clean, truth, mask = bumped_sphere()
+    rng = np.random.default_rng(3)
+    raw, flying = sensor_like(clean, rng)
+    noise = rng.normal(size=truth.shape).astype(np.float32)
+    noise[..., 2] = np.abs(noise[..., 2]) + 0.3  # facing the camera, else random
+    noise /= np.linalg.norm(noise, axis=2, keepdims=True)
+    fused = fuse(raw, noise, mask, INTR, FusionConfig(solver="cg"))
+    blind = fuse(raw, noise, mask, INTR, FusionConfig(solver="cg", detail_deg=0.0))
+    raw_normals, raw_ok = normals_from_depth(raw, INTR)
+    seen = mask & raw_ok
+    fused_err, blind_err, raw_err = (angular_error_deg(n[seen], truth[seen]).mean()
+                                     for n in (fused.normals, blind.normals, raw_normals))
+    assert fused_err < 0.25 * blind_err and fused_err < 0.25 * raw_err
+    filters = depth_only_filters(raw)
+    best = min(angular_error_deg(n[mask & ok], truth[mask & ok]).mean() for n, ok in filters.values())
+    assert fused_err < 1.5 * best
+    good = mask & np.isfinite(raw) & ~flying
+    assert rmse_mm(fused.depth_m, clean, good) < rmse_mm(raw, clean, good)
+
+
+def test_multiscale_split_removes_medium_frequency_shape_errors():
+    """A network whose shape is wrong at a ~30 px wavelength (~9°): the low-frequency bias correction alone
+    (σ 32 px) cannot see it and it leaks into the surface; the split at 2 sensor pixels takes that scale from the
+    depth and keeps the network's fine detail."""
+    clean, truth, mask = bumped_sphere()
+    rng = np.random.default_rng(5)
+    raw, _ = sensor_like(clean, rng)
+    v, u = np.mgrid[:SIZE, :SIZE].astype(np.float32)
+    wrong_shape = clean + 0.002 * np.sin(u / 5.0) * np.cos(v / 5.0)  # ±2 mm bumps the face does not have (~9°)
+    network, _ = normals_from_depth(wrong_shape.astype(np.float32), INTR)
+    split = fuse(raw, network, mask, INTR, FusionConfig(solver="cg"))
+    bias_only = fuse(raw, network, mask, INTR, FusionConfig(solver="cg", crossover_px=0.0))
+    split_err, bias_err = (angular_error_deg(r.normals[mask], truth[mask]).mean() for r in (split, bias_only))
+    assert split_err < 0.7 * bias_err
+
+
+def test_crossover_follows_the_sensor_noise():
+    """With a noise model the split moves to coarser scales where the sensor is noisier: farther, or RealSense."""
+    from facenormals.depth import NOISE_MODELS
+    from facenormals.fusion import crossover_sigma
+
+    near = np.full((8, 8), 0.5, np.float32)
+    realsense = FusionConfig(noise=NOISE_MODELS["realsense"], crossover_deg=5.0)
+    kinect = dataclasses.replace(realsense, noise=NOISE_MODELS["kinect"])
+    assert crossover_sigma(near * 3, INTR, realsense) > crossover_sigma(near, INTR, realsense)
+    assert crossover_sigma(near, INTR, kinect) < crossover_sigma(near, INTR, realsense)
+    assert crossover_sigma(near, INTR, FusionConfig(depth_pixel_px=2.0)) == 2 * FusionConfig().crossover_px
 
 
 def test_noise_model_weights_trust_a_precise_sensor_more():
@@ -350,3 +434,55 @@ def test_noise_model_weights_trust_a_precise_sensor_more():
     far = position_weights(depth * 2, INTR, FusionConfig(noise=NOISE_MODELS["realsense"]))
     assert (kinect > realsense).all() and (far < realsense).all()
     assert position_weights(depth, INTR, FusionConfig()) == FusionConfig().position_weight
+
+
+def test_sequence_mode_converges_on_a_still_face():
+    """Sequence mode on a still bumped sphere (new sensor noise every frame, the same network normals): each frame
+    averages the previous measurement history in, so the refined depth settles (frame-to-frame change shrinks) and
+    its normals end better than any single frame's; without history (weight 0) nothing improves."""
+    clean, truth, mask = bumped_sphere()
+    rng = np.random.default_rng(21)
+    network = network_like(truth, rng)
+    frames = [sensor_like(clean, rng)[0] for _ in range(8)]
+
+    def run(config: FusionConfig) -> tuple[list[float], list[float]]:
+        errors, changes, result = [], [], None
+        for raw in frames:
+            previous = None if result is None else result.measurement
+            new = fuse(raw, network, mask, INTR, config, init=None if result is None else result.depth_m,
+                       previous=previous)
+            if result is not None:
+                changes.append(float(np.abs(new.depth_m - result.depth_m)[mask].mean()))
+            errors.append(float(angular_error_deg(new.normals[mask], truth[mask]).mean()))
+            result = new
+        return errors, changes
+
+    errors, changes = run(FusionConfig(solver="cg"))
+    single, _ = run(FusionConfig(solver="cg", history_weight=0.0))
+    assert errors[-1] < 0.9 * np.mean(single) and errors[-1] < min(single)
+    # settling: later frames move the surface less (an average of ~3 frames: ≈ √(1.2/2) of the first step)
+    assert np.mean(changes[-3:]) < 0.85 * changes[0]
+    assert np.std(single[1:]) > 0 and abs(np.mean(single[-3:]) - single[0]) < 0.1 * single[0]
+
+
+def test_fusion_stage_carries_each_tracks_measurement_history():
+    """The realtime route (the stage, keyed by track id) runs sequence mode: a still face seen in 6 frames of new
+    sensor noise ends better than one frame alone, and a track it has not seen starts without history."""
+    from facenormals.fusion_stage import FusionStage
+
+    clean, truth, mask = bumped_sphere()
+    rng = np.random.default_rng(5)
+    network = network_like(truth, rng)
+    frames = [sensor_like(clean, rng)[0] for _ in range(6)]
+    identity = np.array([[1.0, 0.0, 0.0], [0.0, 1.0, 0.0]])
+
+    def last_error(config: FusionConfig) -> float:
+        stage = FusionStage(config, device="cpu")
+        for raw in frames:
+            fused = stage.fuse(raw, INTR, [(3, identity, network, mask)]).faces[0]
+        assert set(stage.tracks) == {3} and stage.tracks[3].measurement is not None
+        return float(angular_error_deg(fused.normals[mask], truth[mask]).mean())
+
+    with_history = last_error(FusionConfig(solver="cg"))
+    without = last_error(FusionConfig(solver="cg", history_weight=0.0))
+    assert with_history < 0.95 * without
