@@ -25,6 +25,7 @@ import time
 from dataclasses import dataclass
 
 import cv2
+import numba
 import numpy as np
 
 from facenormals.engine import FrameResult
@@ -123,6 +124,26 @@ def landmark_motion(prev: np.ndarray, cur: np.ndarray, motion: np.ndarray | None
     return rigid, nonrigid
 
 
+@numba.njit(cache=True, nogil=True, fastmath=True, error_model="numpy")
+def _rotate_blend(aligned: np.ndarray, new: np.ndarray, cos_r: float, sin_r: float, alpha: float, cos_lo: float,
+                  inv_band: float, out: np.ndarray) -> None:  # pragma: no cover - JIT
+    """One pass over the pixels of 3×N maps (why: the dozen numpy passes it replaces cost twice the warp): the aligned
+    previous output's x/y rotated by (cos_r, sin_r) (as :func:`rotate_normals_xy`), the per-pixel weight raised from
+    ``alpha`` towards 1 as its angle to ``new`` grows, the blend, renormalised. float32 throughout."""
+    c, s, a = np.float32(cos_r), np.float32(sin_r), np.float32(alpha)
+    lo, band = np.float32(cos_lo), np.float32(inv_band)
+    one, zero, tiny = np.float32(1.0), np.float32(0.0), np.float32(1e-12)
+    for i in range(new.shape[1]):
+        a0, a1, a2 = c * aligned[0, i] + s * aligned[1, i], c * aligned[1, i] - s * aligned[0, i], aligned[2, i]
+        n0, n1, n2 = new[0, i], new[1, i], new[2, i]
+        weight = min(max((lo - (a0 * n0 + a1 * n1 + a2 * n2)) * band, zero), one)  # |aligned| ≤ 1; 0 outside → 1
+        weight = a + (one - a) * weight
+        o0, o1, o2 = a0 + weight * (n0 - a0), a1 + weight * (n1 - a1), a2 + weight * (n2 - a2)
+        inv = one / np.sqrt(max(o0 * o0 + o1 * o1 + o2 * o2, tiny))
+        out[0, i] = o0 * inv
+        out[1, i] = o1 * inv
+        out[2, i] = o2 * inv
+
 @dataclass
 class _Track:
     normals: np.ndarray  # 3×S×S, the last output
@@ -160,21 +181,21 @@ class TemporalFilter:
     def filter_face(self, track_id: int, normals_chw: np.ndarray, matrix: np.ndarray, landmarks: np.ndarray,
                     t_s: float) -> np.ndarray:
         """One face: the network's 3×S×S normals → filtered 3×S×S (a new float32 array)."""
-        new = np.asarray(normals_chw, dtype=np.float32)
+        new = np.ascontiguousarray(normals_chw, dtype=np.float32)
         track = self._tracks.get(track_id)
         dt = t_s - track.t_s if track is not None else -1.0
         if track is None or track.normals.shape != new.shape or dt > self.params.max_age_s:
             out, alpha = new.copy(), 1.0
         else:
             dt = dt if dt > 0 else 1.0 / 30.0  # a repeated timestamp: assume a camera frame
-            aligned, motion = align_previous(track.normals, track.matrix, track.landmarks, matrix, landmarks)
+            motion = similarity(track.landmarks, landmarks)  # frame px, previous → current
             alpha = self.frame_weight(dt, *landmark_motion(track.landmarks, landmarks, motion))
-            cos = np.einsum("chw,chw->hw", aligned, new)  # |aligned| ≤ 1; 0 where nothing maps → weight 1
-            weight = np.clip((self._cos_lo - cos) * (1.0 / (self._cos_lo - self._cos_hi)), 0.0, 1.0)
-            weight *= 1.0 - alpha
-            weight += alpha
-            out = aligned + weight * (new - aligned)
-            out /= np.maximum(np.sqrt(np.einsum("chw,chw->hw", out, out)), 1e-6)
+            current_to_previous = compose(track.matrix, cv2.invertAffineTransform(motion), cv2.invertAffineTransform(matrix))
+            aligned = warp_normals(track.normals, current_to_previous, new.shape[1:])
+            angle = math.atan2(motion[1, 0], motion[0, 0])
+            out = np.empty(new.shape, np.float32)
+            _rotate_blend(aligned.reshape(3, -1), new.reshape(3, -1), math.cos(angle), math.sin(angle), alpha,
+                          self._cos_lo, 1.0 / (self._cos_lo - self._cos_hi), out.reshape(3, -1))
         self._tracks[track_id] = _Track(out, np.asarray(matrix, dtype=np.float64), np.asarray(landmarks), t_s)
         self.last_alpha[track_id] = alpha
         self._forget(t_s)
