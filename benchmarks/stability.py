@@ -267,7 +267,7 @@ def plot(results: dict, path: Path) -> None:
                     label=f"filter {label}: mean {run['aligned_frame_to_frame_deg']['mean']:.2f}°")
     photo = "photo" in results["on"]
     ax.set(xlabel="frame", ylabel="deviation from temporal median (°)" if photo else "aligned frame-to-frame change (°)",
-           title=f"{results['source']}, {results['model']} ({results['backend']})")
+           title=f"{results['source']}, {results['model']} {results.get('precision', '')} ({results['backend']})")
     ax.grid(alpha=0.3)
     ax.legend(fontsize=8)
     if parts:
