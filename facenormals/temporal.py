@@ -179,6 +179,16 @@ def _rotate_blend(ax: np.ndarray, ay: np.ndarray, az: np.ndarray, new: np.ndarra
         out[1, i] = o1 * inv
         out[2, i] = o2 * inv
 
+
+def _compile_kernels() -> None:
+    """Run each numba kernel once on tiny inputs of the loop's types (why: compiling — or loading numba's disk
+    cache — then happens when the filter is built, not on the first filtered frame of a live run: 1–7 s)."""
+    points = np.array([[0.0, 0.0], [1.0, 0.0], [0.0, 1.0]])
+    landmark_motion(points, points + 1.0)
+    plane = np.zeros(1, np.float32)
+    _rotate_blend(plane, plane, plane, np.zeros((3, 1), np.float32), 1.0, 0.0, 0.5, 0.99, 10.0, np.zeros((3, 1), np.float32))
+
+
 @dataclass
 class _Track:
     normals: np.ndarray  # S×S×3 (pixel-interleaved: one warpAffine call moves it), the last output
@@ -201,6 +211,7 @@ class TemporalFilter:
         self.last_alpha: dict[int, float] = {}
         lo, hi = self.params.snap_deg
         self._cos_lo, self._cos_hi = math.cos(math.radians(lo)), math.cos(math.radians(hi))
+        _compile_kernels()
 
     def reset(self) -> None:
         self._tracks.clear()

@@ -231,3 +231,29 @@ def test_fast_slow_split_tells_flicker_from_drift():
                       * np.ones((1, 12, 12, 1), np.float32))
     fast, slow = fast_slow(drift, valid)
     assert fast.mean() < 0.5 and slow.mean() > 3.0  # half a slow swing of ±5.7°: nearly all slow
+
+
+def test_benchmark_replay_gives_what_the_loop_gives():
+    """The stability benchmark keeps the network's raw outputs of one pass and replays them through the filter: the
+    same normals as the filter in the real loop (MediaPipe, the shipped default on ONNX Runtime), frame for frame."""
+    from facenormals.benchmarks.stability import factor_poses, record_outputs, replay, synthetic_frames
+    from facenormals.export.backends import create_backend
+    from facenormals.faces import create_detector
+    from facenormals.realtime.pipeline import Pipeline
+
+    poses = factor_poses("all", 8)
+    assert {p.angle_deg for p in factor_poses("shift", 8)} == {0.0} and len({p.shift for p in factor_poses("shift", 8)}) == 8
+    backend = create_backend("auto", None, threads=1)
+    looped = StabilityProbe()
+    detector = create_detector(1)
+    try:
+        Pipeline(synthetic_frames(poses), detector, backend, lambda result, stats: result.frame.rgb, live=False,
+                 queue_size=2, on_result=looped, handle_signals=False, temporal=TemporalFilter()).run()
+    finally:
+        detector.close()
+    replayed, cpu_ms, _ = replay(record_outputs(synthetic_frames(poses), backend), TemporalFilter())
+    a, b = max(looped.tracks.values(), key=len), max(replayed.tracks.values(), key=len)
+    assert len(a) == len(b) == 8 and len(cpu_ms) == 8 and all(ms > 0 for ms in cpu_ms)
+    for x, y in zip(a, b, strict=True):
+        assert x.frame_id == y.frame_id and np.allclose(x.matrix, y.matrix)
+        assert np.abs(x.normals.astype(np.float32) - y.normals.astype(np.float32)).max() < 2e-3  # float16 storage
