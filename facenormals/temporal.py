@@ -33,8 +33,11 @@ from facenormals.engine import FrameResult
 
 @dataclass(frozen=True)
 class TemporalParams:
-    min_cutoff_hz: float = 1.5  # cutoff of a still face (lower = smoother)
-    beta: float = 30.0  # cutoff rise (Hz) per face size per second of non-rigid landmark speed
+    # 1.0 Hz / 15 (session 3: 1.5 / 30), chosen on recorded outputs (benchmarks/stability.py): real clip's aligned
+    # frame-to-frame change −37 % → −46 %, sample 2.89 → 2.82°, step and turn lags unchanged (0; 1 frame for a 10°
+    # turn under still landmarks); lower cutoffs lag that turn by 2+ frames
+    min_cutoff_hz: float = 1.0  # cutoff of a still face (lower = smoother)
+    beta: float = 15.0  # cutoff rise (Hz) per face size per second of non-rigid landmark speed
     rigid_beta: float = 1.0  # cutoff rise (Hz) per face size per second of rigid motion (the alignment is not exact)
     snap_deg: tuple[float, float] = (6.0, 15.0)  # per pixel: changes above the first start to pass, above the second pass
     max_age_s: float = 0.5  # a track unseen this long starts afresh

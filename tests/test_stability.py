@@ -168,7 +168,7 @@ def test_frame_weight_rises_with_nonrigid_motion():
     temporal = TemporalFilter(TemporalParams())
     still = temporal.frame_weight(1 / 30, 0.0, 0.0)
     assert 0.1 < still < 0.4
-    assert temporal.frame_weight(1 / 30, 0.0, 0.01) > 0.6  # 1 % of the face per frame: a turn, not noise
+    assert temporal.frame_weight(1 / 30, 0.0, 0.01) > 0.5  # 1 % of the face per frame: a turn, mostly the new frame
     assert temporal.frame_weight(1 / 30, 0.01, 0.0) < temporal.frame_weight(1 / 30, 0.0, 0.01)
 
 
