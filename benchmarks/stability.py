@@ -1,10 +1,16 @@
 """Temporal stability of the normals (issue 16): filter off vs on, through the real loop (MediaPipe, crops, backend).
 
     python -m facenormals.benchmarks.stability [--source sample|video:PATH] [--backend auto] [--model M]
-        [--frames 90] [--json out.json] [--plot docs/stability.png]
+        [--frames 90] [--decompose] [--json out.json] [--plot docs/stability.png]
 
-Every frame is processed (file queues, no pacing), once with the temporal filter off and once on
-(:mod:`facenormals.temporal`); figures from :class:`facenormals.realtime.stability.StabilityProbe`:
+Every frame goes through the real loop once (MediaPipe, crops, the backend; file queues, no pacing) with the temporal
+filter off, and the network's raw per-face outputs are kept; they are then replayed into
+:class:`facenormals.realtime.stability.StabilityProbe` as they are (filter off) and through a fresh
+:class:`facenormals.temporal.TemporalFilter` (filter on). The filter sits after inference and feeds nothing back, so
+the replay gives exactly what the loop would — and times the filter per face on one core (process CPU time with
+OpenCV on one thread: a figure that moves less with what else runs on the machine than wall time; ``facenormals
+bench`` reports its wall time in the loop as stage ``temporal``). File frames are stamped at the source's frame rate,
+as a camera would stamp them. Figures:
 
 * every source: frame-to-frame change in landmark-aligned crop space, beside the landmark motion;
 * ``sample`` (its motion is known exactly): the outputs mapped back onto the photo — mean deviation of each pixel
@@ -16,6 +22,11 @@ Every frame is processed (file queues, no pacing), once with the temporal filter
   - **lag**: the photo still for 12 frames, then a step of 15° in-plane rotation, 20 px, 1.1× scale; for each
     frame after it, the output read on the photo with the new transform vs with the old one, against the
     pre-step median; lag = frames until the new reading is the closer one (0 = follows at once).
+* ``--decompose`` (``sample``): where the deviation comes from — the clip re-rendered with one factor moving at a time
+  (nothing but sensor noise; only the light; only the rotation; only the scale; only the shift), each scored like
+  the clip, filter off and on; and the clip's deviation split into its fast part (each frame against a centred
+  7-frame average: what a temporal filter can remove) and its slow part (that average against the median: systematic
+  changes that follow the pose and the light, a property of the network).
 """
 
 from __future__ import annotations
@@ -36,23 +47,62 @@ LIGHTS = ((1.0, -0.25), (0.78, 0.25))  # (gain, light slope): the clip's extreme
 LIGHT_POSES = (0, 15, 30, 45)
 
 
-def run_sequence(frames, backend, temporal: bool, photo_of=None, max_faces: int = 1):
-    """The real pipeline over ``frames`` (every frame), with a stability probe; returns (probe, report, filter ms)."""
+def record_outputs(frames, backend, max_faces: int = 1) -> list:
+    """The real pipeline over ``frames`` (every frame), filter off; returns each frame's result with the network's raw
+    per-face outputs (copies: crop buffers are reused by the loop; no pixels kept)."""
+    from facenormals.engine import FrameResult
     from facenormals.faces import create_detector
+    from facenormals.frame import Frame
+    from facenormals.geometry import Crop
     from facenormals.realtime.pipeline import Pipeline
-    from facenormals.realtime.stability import StabilityProbe
-    from facenormals.temporal import TemporalFilter
 
-    probe = StabilityProbe(0, photo_of)
+    kept: list[FrameResult] = []
+    no_pixels = np.zeros((1, 1, 3), np.uint8)
+
+    def keep(result: FrameResult) -> None:
+        crops = tuple(Crop(no_pixels, c.mask.copy(), c.matrix.copy(), c.box) for c in result.crops)
+        normals = None if result.crop_normals is None else result.crop_normals.copy()
+        kept.append(FrameResult(Frame(result.frame.id, result.frame.t_capture_ns, no_pixels), list(result.faces),
+                                crops, normals))
+
     detector = create_detector(max_faces)
     try:
-        pipeline = Pipeline(frames, detector, backend, lambda result, stats: result.frame.rgb, live=False, queue_size=2,
-                            on_result=probe, handle_signals=False, temporal=TemporalFilter() if temporal else None)
-        report = pipeline.run()
+        Pipeline(frames, detector, backend, lambda result, stats: result.frame.rgb, live=False, queue_size=2,
+                 on_result=keep, handle_signals=False, temporal=None).run()
     finally:
         detector.close()
-    filter_ms = [r.timings["temporal"] for r in report.records if "temporal" in r.timings]
-    return probe, report, filter_ms
+    return kept
+
+
+def replay(recorded: list, temporal, photo_of=None):
+    """The recorded outputs into a stability probe, through ``temporal`` (a TemporalFilter, or None = off).
+    Returns (probe, per-face filter CPU ms — the process's, OpenCV on one thread — and per-face filter wall ms)."""
+    import cv2
+
+    from facenormals.realtime.stability import StabilityProbe
+
+    probe = StabilityProbe(0, photo_of)
+    cpu_ms, wall_ms = [], []
+    threads = cv2.getNumThreads()
+    cv2.setNumThreads(1)  # the cost on one core: the process CPU time then counts every thread the filter uses
+    try:
+        _replay_into(recorded, temporal, probe, cpu_ms, wall_ms)
+    finally:
+        cv2.setNumThreads(threads)
+    return probe, cpu_ms, wall_ms
+
+
+def _replay_into(recorded: list, temporal, probe, cpu_ms: list, wall_ms: list) -> None:
+    for result in recorded:
+        result = dataclasses.replace(result, frame=dataclasses.replace(result.frame, timings={}),
+                                     crop_normals=None if result.crop_normals is None else result.crop_normals.copy())
+        if temporal is not None:
+            c0, w0 = time.process_time(), time.perf_counter()
+            temporal(result)
+            if len(result.crops):
+                cpu_ms.append((time.process_time() - c0) * 1000.0 / len(result.crops))
+                wall_ms.append((time.perf_counter() - w0) * 1000.0 / len(result.crops))
+        probe(result)
 
 
 def synthetic_frames(poses, width: int = 640, height: int = 480, fps: float = 30.0):
@@ -63,17 +113,22 @@ def synthetic_frames(poses, width: int = 640, height: int = 480, fps: float = 30
     return [Frame(i, int(i * 1e9 / fps), render_pose_rgb(pose, width, height, noise_index=i)) for i, pose in enumerate(poses)]
 
 
-def step_lag_figures(backend, temporal: bool) -> dict:
-    """Lag after a step in (in-plane) head pose on a rendered sequence, in frames."""
+def step_sequence(backend) -> tuple[list, list]:
+    """The step sequence's recorded outputs and its photo → frame matrices."""
     from facenormals.realtime.sources.sample import frame_from_photo_matrix, sample_pose
-    from facenormals.realtime.stability import to_photo
-    from facenormals.stability import deviation_from_median, pair_change, step_lag
 
     before = sample_pose(0)
     after = dataclasses.replace(before, angle_deg=15.0, shift=(before.shift[0] + 20.0, before.shift[1]), scale=1.1)
     poses = [before] * STEP_AT + [after] * STEP_AFTER
-    matrices = [frame_from_photo_matrix(p, 640, 480) for p in poses]
-    probe, _, _ = run_sequence(synthetic_frames(poses), backend, temporal, photo_of=lambda i: matrices[i])
+    return record_outputs(synthetic_frames(poses), backend), [frame_from_photo_matrix(p, 640, 480) for p in poses]
+
+
+def step_lag_figures(recorded: list, matrices: list, temporal) -> dict:
+    """Lag after a step in (in-plane) head pose on a rendered sequence, in frames."""
+    from facenormals.realtime.stability import to_photo
+    from facenormals.stability import deviation_from_median, pair_change, step_lag
+
+    probe, _, _ = replay(recorded, temporal, photo_of=lambda i: matrices[i])
     samples = max(probe.tracks.values(), key=len)
     old = [to_photo(s.normals, s.mask, s.matrix, matrices[0]) for s in samples]
     new = [to_photo(s.normals, s.mask, s.matrix, matrices[s.frame_id]) for s in samples]
@@ -118,21 +173,75 @@ def lighting_figures(backend) -> dict:
             "poses": list(LIGHT_POSES), "lights": [list(light) for light in LIGHTS]}
 
 
-def measure(source: str, backend, frames: int, temporal: bool) -> dict:
+def figures_of(probe, cpu_ms: list, wall_ms: list, temporal: bool) -> dict:
+    """The probe's summary, the photo deviation's fast/slow split (sample), and the filter's per-face cost."""
+    from facenormals.stability import fast_slow, summarise
+
+    figures = probe.summary()
+    if "photo" in figures:
+        _, normals, valid = probe.photo_maps()
+        fast, slow = fast_slow(normals, valid)
+        figures["photo"]["fast_deg"], figures["photo"]["slow_deg"] = summarise(fast), summarise(slow)
+    figures["filter_cpu_ms_per_face"] = summarise(np.array(cpu_ms)) if temporal else None
+    figures["filter_wall_ms_per_face"] = summarise(np.array(wall_ms)) if temporal else None
+    return figures
+
+
+def measure(source: str, backend, frames: int) -> tuple[dict, dict]:
+    """(filter off, filter on) figures of ``frames`` frames of ``source``."""
     from facenormals.realtime.sources.base import open_source, parse_spec
     from facenormals.realtime.stability import sample_photo_of
-    from facenormals.stability import summarise
+    from facenormals.temporal import TemporalFilter
 
     is_sample = parse_spec(source).kind in ("sample", "sample-rgbd")
     with open_source(source, **({"frames": frames} if is_sample else {})) as src:
         info = src.info
         clip = [f for _, f in zip(range(frames), src, strict=False)]
-    photo_of = sample_photo_of(info.width, info.height, info.fps or 30.0) if is_sample else None
-    probe, report, filter_ms = run_sequence(clip, backend, temporal, photo_of)
-    figures = probe.summary()
-    figures["frames"] = report.frames_out
-    figures["filter_ms"] = summarise(np.array(filter_ms)) if temporal else None
-    return figures
+    # stamped as a camera would (the source stamps the time it was read: a file reads in a burst, and the landmark
+    # smoother and the filter would see 100+ FPS — smoothing far too much; that inflated session 3's figures)
+    fps = info.fps or 30.0
+    clip = [dataclasses.replace(f, t_capture_ns=int(i * 1e9 / fps)) for i, f in enumerate(clip)]
+    photo_of = sample_photo_of(info.width, info.height, fps) if is_sample else None
+    recorded = record_outputs(clip, backend)
+    out = []
+    for temporal in (None, TemporalFilter()):
+        figures = figures_of(*replay(recorded, temporal, photo_of), temporal is not None)
+        figures["frames"] = len(recorded)
+        out.append(figures)
+    return out[0], out[1]
+
+
+FACTORS = ("still", "light", "rotation", "scale", "shift", "all")
+
+
+def factor_poses(factor: str, frames: int) -> list:
+    """The clip's poses with only ``factor`` moving (``still``: pose 0 throughout, only the sensor noise changes)."""
+    from facenormals.realtime.sources.sample import sample_pose
+
+    base = sample_pose(0)
+    moving = {"still": (), "light": ("gain", "light_slope"), "rotation": ("angle_deg",), "scale": ("scale",),
+              "shift": ("shift",), "all": ("angle_deg", "shift", "scale", "gain", "light_slope")}[factor]
+    return [dataclasses.replace(base, **{name: getattr(sample_pose(i), name) for name in moving}) for i in range(frames)]
+
+
+def decompose(backend, frames: int) -> dict:
+    """Deviation from the temporal median with one factor of the clip moving at a time, filter off and on."""
+    from facenormals.realtime.sources.sample import frame_from_photo_matrix
+    from facenormals.temporal import TemporalFilter
+
+    out = {}
+    for factor in FACTORS:
+        poses = factor_poses(factor, frames)
+        matrices = [frame_from_photo_matrix(p, 640, 480) for p in poses]
+        recorded = record_outputs(synthetic_frames(poses), backend)
+        row = {}
+        for label, temporal in (("off", None), ("on", TemporalFilter())):
+            photo = figures_of(*replay(recorded, temporal, matrices.__getitem__), False)["photo"]
+            row[label] = {k: photo[k]["mean"] for k in ("deviation_from_median_deg", "fast_deg", "slow_deg",
+                                                          "frame_to_frame_deg")}
+        out[factor] = row
+        print(f"decompose {factor}: off {row['off']}, on {row['on']}", flush=True)
+    return out
 
 
 def plot(results: dict, path: Path) -> None:
@@ -141,7 +250,11 @@ def plot(results: dict, path: Path) -> None:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    fig, ax = plt.subplots(figsize=(7.5, 3.2))
+    parts = results.get("decomposition")
+    if parts:
+        fig, (ax, bars) = plt.subplots(1, 2, figsize=(12, 3.4), gridspec_kw={"width_ratios": [3, 2]})
+    else:
+        fig, ax = plt.subplots(figsize=(7.5, 3.2))
     for label, colour in (("off", "#d6604d"), ("on", "#4393c3")):
         run = results[label]
         series = run.get("photo", {}).get("per_frame")
@@ -154,9 +267,21 @@ def plot(results: dict, path: Path) -> None:
                     label=f"filter {label}: mean {run['aligned_frame_to_frame_deg']['mean']:.2f}°")
     photo = "photo" in results["on"]
     ax.set(xlabel="frame", ylabel="deviation from temporal median (°)" if photo else "aligned frame-to-frame change (°)",
-           title=f"{results['source']}, {results['model']} ({results['backend']})")
+           title=f"{results['source']}, {results['model']} {results.get('precision', '')} ({results['backend']})")
     ax.grid(alpha=0.3)
     ax.legend(fontsize=8)
+    if parts:
+        names = list(parts)
+        x = np.arange(len(names))
+        for k, (label, key, colour) in enumerate((("off: deviation", ("off", "deviation_from_median_deg"), "#d6604d"),
+                                                  ("on: deviation", ("on", "deviation_from_median_deg"), "#4393c3"),
+                                                  ("off: slow part", ("off", "slow_deg"), "#878787"),
+                                                  ("off: fast part", ("off", "fast_deg"), "#f4a582"))):
+            bars.bar(x + (k - 1.5) * 0.2, [parts[n][key[0]][key[1]] for n in names], 0.2, color=colour, label=label)
+        bars.set_xticks(x, names, fontsize=8)
+        bars.set(ylabel="°", title="one factor of the clip at a time")
+        bars.grid(alpha=0.3, axis="y")
+        bars.legend(fontsize=7)
     fig.tight_layout()
     from facenormals.atomic import atomic_path
 
@@ -172,6 +297,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--model")
     parser.add_argument("--frames", type=int, default=90)
     parser.add_argument("--threads", type=int)
+    parser.add_argument("--decompose", action="store_true", help="sample: one factor of the clip at a time")
     parser.add_argument("--json", type=Path)
     parser.add_argument("--plot", type=Path)
     args = parser.parse_args(argv)
@@ -184,12 +310,16 @@ def main(argv: list[str] | None = None) -> int:
     results: dict = {"source": args.source, "backend": backend.name, "model": str(model),
                      "precision": getattr(backend, "metadata", {}).get("precision", "fp32"),
                      "date_utc": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())}
-    for label, on in (("off", False), ("on", True)):
-        results[label] = measure(args.source, backend, args.frames, on)
-        if args.source.startswith("sample"):
-            results[label]["lag"] = step_lag_figures(backend, on)
+    results["off"], results["on"] = measure(args.source, backend, args.frames)
     if args.source.startswith("sample"):
+        from facenormals.temporal import TemporalFilter
+
+        recorded, matrices = step_sequence(backend)
+        results["off"]["lag"] = step_lag_figures(recorded, matrices, None)
+        results["on"]["lag"] = step_lag_figures(recorded, matrices, TemporalFilter())
         results["lighting_sensitivity"] = lighting_figures(backend)
+        if args.decompose:
+            results["decomposition"] = decompose(backend, args.frames)
     else:
         results["lighting_sensitivity"] = "not measured: a real video has no frames that differ only in light"
     for label in ("off", "on"):
@@ -198,10 +328,12 @@ def main(argv: list[str] | None = None) -> int:
                 f"(landmarks rigid {run['landmark_motion_rigid']['mean']} ‰, non-rigid "
                 f"{run['landmark_motion_nonrigid']['mean']} ‰)")
         if "photo" in run:
-            line += (f"; photo: deviation {run['photo']['deviation_from_median_deg']['mean']}°, frame to frame "
+            line += (f"; photo: deviation {run['photo']['deviation_from_median_deg']['mean']}° (fast "
+                     f"{run['photo']['fast_deg']['mean']}°, slow {run['photo']['slow_deg']['mean']}°), frame to frame "
                      f"{run['photo']['frame_to_frame_deg']['mean']}°; lag {run['lag']['lag_frames']} frames")
-        if run.get("filter_ms"):
-            line += f"; filter {run['filter_ms']['mean']} ms/frame"
+        if run.get("filter_cpu_ms_per_face"):
+            line += (f"; filter {run['filter_cpu_ms_per_face']['mean']} CPU ms/face "
+                     f"(p95 {run['filter_cpu_ms_per_face']['p95']}; wall {run['filter_wall_ms_per_face']['mean']})")
         print(line)
     if isinstance(results["lighting_sensitivity"], dict):
         print(f"lighting sensitivity: {results['lighting_sensitivity']['mean_deg']}°")

@@ -8,7 +8,9 @@ previous frame aligned into it, :func:`facenormals.temporal.align_previous`):
 * :func:`frame_to_frame` — the mean angle between consecutive frames (only pairs of consecutive frame ids);
 * :func:`pair_change` — the mean angle between two maps on their common pixels (lighting sensitivity: two frames
   that differ only in light);
-* :func:`step_lag` — frames until the output is closer to where it should be after a step than to where it was.
+* :func:`step_lag` — frames until the output is closer to where it should be after a step than to where it was;
+* :func:`fast_slow` — the deviation split into a fast part (each frame against a short centred average: flicker, what
+  a temporal filter can remove) and a slow part (that average against the median: systematic change).
 
 >>> n = np.zeros((4, 2, 2, 3), np.float32); n[..., 2] = 1
 >>> float(deviation_from_median(n, np.ones((4, 2, 2), bool))[0].max())
@@ -74,6 +76,39 @@ def step_lag(to_new: np.ndarray, to_old: np.ndarray) -> int:
     """
     closer = np.nonzero(np.asarray(to_new) <= np.asarray(to_old))[0]
     return int(closer[0]) if closer.size else len(to_new)
+
+
+def fast_slow(normals: np.ndarray, valid: np.ndarray, half_window: int = 3,
+              min_fraction: float = 0.5) -> tuple[np.ndarray, np.ndarray]:
+    """Per frame (T), the fast and the slow part of the deviation from the temporal median (°).
+
+    Fast: each pixel's angle from its centred average over frames t−k…t+k (``k = half_window``, fewer at the ends;
+    component-wise mean of the valid frames, renormalised). Slow: :func:`deviation_from_median` of those averages.
+    A sequence with only independent per-frame noise has a slow part near 0 (the noise / √(2k+1)); one that drifts
+    smoothly has a fast part near 0. ``normals`` T×H×W×3, ``valid`` T×H×W, in one common space.
+
+    >>> n = np.zeros((9, 2, 2, 3), np.float32); n[..., 2] = 1; n[4:, ..., 0] = 1  # a step halfway
+    >>> fast, slow = fast_slow(normalize(n), np.ones((9, 2, 2), bool), 1)
+    >>> float(fast[0]), float(slow[0]) > 20  # far from the step: no flicker, but not where the median is
+    (0.0, True)
+    """
+    normals, valid = np.asarray(normals, dtype=np.float32), np.asarray(valid, dtype=bool)
+    weights = valid.astype(np.float32)
+    sums = np.cumsum(np.concatenate([np.zeros_like(normals[:1]), normals * weights[..., None]]), axis=0)
+    counts = np.cumsum(np.concatenate([np.zeros_like(weights[:1]), weights]), axis=0)
+    frames = len(normals)
+    lo = np.clip(np.arange(frames) - half_window, 0, frames)
+    hi = np.clip(np.arange(frames) + half_window + 1, 0, frames)
+    average = normalize(sums[hi] - sums[lo])
+    has_average = (counts[hi] - counts[lo]) > 0
+    keep = valid.mean(axis=0) >= min_fraction
+    fast = np.full(frames, np.nan)
+    for t in range(frames):
+        use = valid[t] & keep
+        if use.any():
+            fast[t] = float(_angles(normals[t][use], average[t][use]).mean())
+    slow, _ = deviation_from_median(average, has_average & valid, min_fraction)
+    return fast, slow
 
 
 def summarise(values: np.ndarray) -> dict:

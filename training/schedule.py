@@ -25,6 +25,7 @@ import torch
 from torch import nn
 
 from facenormals.model import VARIANTS, CrossModalNet
+from facenormals.training.consistency import ConsistencySection, consistency_loss, draw_view, second_view_input
 from facenormals.training.losses import masked_cosine_distance, masked_l2
 
 
@@ -66,30 +67,47 @@ class StepLosses(nn.Module):
 
     ``forward(kind, batch)`` returns ``(total, parts)``: the loss to back-propagate and its named terms.
     ``batch`` holds ``image`` (N×3×H×W in [0, 1]), ``normals`` (N×3×H×W), ``mask`` (N×1×H×W).
+    ``consistency`` (optional, weight > 0): every step with an image adds the two-view consistency term
+    (:mod:`facenormals.training.consistency`) as ``cons``.
     """
 
-    def __init__(self, net: CrossModalNet) -> None:
+    def __init__(self, net: CrossModalNet, consistency: ConsistencySection | None = None) -> None:
         super().__init__()
         self.net = net
+        self.consistency = consistency if consistency is not None and consistency.weight > 0 else None
 
     def forward(self, kind: StepKind, batch: dict[str, torch.Tensor]) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+        loss, terms, normals = self._paper_step(kind, batch)
+        if self.consistency is None or kind is StepKind.NORMAL_TO_NORMAL:
+            return loss, terms
+        if normals is None:  # image→image: no normal output to reuse
+            normals = self.net.image_to_normal(image_input(batch))
+        view = draw_view(len(batch["image"]), self.consistency)
+        second = self.net.image_to_normal(second_view_input(batch["image"], batch.get("prior"), view))
+        term = consistency_loss(normals, second, batch["mask"], view)
+        return loss + self.consistency.weight * term, {**terms, "cons": term.detach()}
+
+    def _paper_step(self, kind: StepKind, batch: dict[str, torch.Tensor]
+                    ) -> tuple[torch.Tensor, dict[str, torch.Tensor], torch.Tensor | None]:
+        """The paper's loss of one step, its named terms, and the image→normal output when the step made one."""
         mask = batch["mask"]
         if kind is StepKind.NORMAL_TO_NORMAL:
             target = batch["normals"]
             pred = self.net.normal_to_normal(normal_encoder_input(target, mask))
             loss = masked_cosine_distance(pred, target, mask)
-            return loss, {"n2n": loss.detach()}
+            return loss, {"n2n": loss.detach()}, None
         if kind is StepKind.IMAGE_TO_NORMAL_AND_IMAGE:
             image = batch["image"]
             normals, recon = self.net.image_to_normal_and_image(image_input(batch))
             normal_loss = masked_cosine_distance(normals, batch["normals"], mask)
             image_loss = masked_l2(recon, image, mask)
-            return normal_loss + image_loss, {"i2n": normal_loss.detach(), "i2i": image_loss.detach()}
+            return normal_loss + image_loss, {"i2n": normal_loss.detach(), "i2i": image_loss.detach()}, normals
         if kind is StepKind.IMAGE_TO_NORMAL:
-            loss = masked_cosine_distance(self.net.image_to_normal(image_input(batch)), batch["normals"], mask)
-            return loss, {"i2n": loss.detach()}
+            normals = self.net.image_to_normal(image_input(batch))
+            loss = masked_cosine_distance(normals, batch["normals"], mask)
+            return loss, {"i2n": loss.detach()}, normals
         if kind is StepKind.IMAGE_TO_IMAGE:
             image = batch["image"]
             loss = masked_l2(self.net.image_to_image(image_input(batch)), image, mask)
-            return loss, {"i2i": loss.detach()}
+            return loss, {"i2i": loss.detach()}, None
         raise ValueError(f"unknown step kind {kind!r}")
