@@ -26,7 +26,7 @@ from facenormals.training.consistency import (
 )
 from facenormals.training.logs import SCALARS, read_scalars
 from facenormals.training.schedule import StepKind, StepLosses
-from facenormals.training.synthetic import write_ellipsoids
+from tests.synthetic import write_ellipsoids
 
 SIZE = 64
 

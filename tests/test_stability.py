@@ -237,7 +237,7 @@ def test_benchmark_replay_gives_what_the_loop_gives():
     """The stability benchmark keeps the network's raw outputs of one pass and replays them through the filter: the
     same normals as the filter in the real loop (MediaPipe, the shipped default on ONNX Runtime), frame for frame."""
     from facenormals.benchmarks.stability import factor_poses, record_outputs, replay, synthetic_frames
-    from facenormals.export.backends import create_backend
+    from facenormals.export.prepare import create_backend
     from facenormals.faces import create_detector
     from facenormals.realtime.pipeline import Pipeline
 

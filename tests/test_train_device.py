@@ -11,7 +11,7 @@ import torch
 
 from facenormals.training.config import TrainConfig, config_from_dict
 from facenormals.training.device import resolve_device, to_device
-from facenormals.training.synthetic import write_ellipsoids
+from tests.synthetic import write_ellipsoids
 from facenormals.training.trainer import train
 
 STEPS = 4
