@@ -41,6 +41,7 @@ def test_without_cuda_a_real_run_stops_before_rendering_and_says_why(tmp_path: P
 
 
 @pytest.mark.slow
+@pytest.mark.shared
 def test_dry_run_renders_trains_in_two_stages_and_brings_back_a_loadable_checkpoint(shared_data: Path,
                                                                                     tmp_path: Path) -> None:
     if not (shared_data / "ict-facekit" / "ict_facekit.npz").is_file():
