@@ -11,8 +11,8 @@ import torch
 
 from facenormals.training.config import TrainConfig, config_from_dict
 from facenormals.training.device import resolve_device, to_device
-from tests.synthetic import write_ellipsoids
 from facenormals.training.trainer import train
+from tests.synthetic import write_ellipsoids
 
 STEPS = 4
 
