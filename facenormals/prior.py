@@ -9,7 +9,7 @@ MediaPipe landmarks (``ModelCfg.prior_source``, stored in checkpoints and ONNX m
 * ``"ict-fit"``: an ICT-FaceKit face fitted to the landmarks (:mod:`facenormals.ict_fit`), drawn at
   :data:`ICT_DRAW_PX`² at most, smoothed with a Gaussian of :data:`ICT_SMOOTH_PX` (in 256² pixels) and resized
   to the crop: the fit's high-frequency detail is ICT's, not the person's. The smoothed face was ~1° closer to
-  real scans than the sharp one; drawn at 128² rather than 256² it is 0.15–0.23° closer again on all three
+  real scans than the sharp one; drawn at 128² rather than 256² it is 0.04–0.19° closer again on all three
   validation sets (real scan, ICT, profiles; session 4) and ~3.5 ms cheaper per face.
 
 Both are also the parameter-free baselines ``facenormals eval --baseline mediapipe-mesh|ict-fit``.

@@ -46,7 +46,8 @@ def _draw_fit(out: np.ndarray, crop: Crop, fit: IctFit, light: np.ndarray) -> No
 @register_view("fit")
 def render_fit(result: FrameResult, state: RenderState) -> np.ndarray:
     """The frame with each face's fitted ICT face drawn over it, lit from the user's light, and its head pose."""
-    out = cv2.cvtColor(result.frame.rgb, cv2.COLOR_RGB2BGR)
+    out = state.buffer("frame", result.frame.rgb.shape)  # reused per frame, as the other views do
+    cv2.cvtColor(result.frame.rgb, cv2.COLOR_RGB2BGR, dst=out)
     fitted = [(crop, fit) for crop, fit in zip(result.crops, result.fits, strict=False) if fit is not None]
     for crop, fit in fitted:
         _draw_fit(out, crop, fit, state.light)
