@@ -2,10 +2,17 @@
 
 **The landmark → pixel convention (stated once, here).** Landmarks are float32 N×2 (x, y) in pixels of the
 image, with the origin at the *centre* of the top-left pixel (the convention of :mod:`facenormals.geometry`:
-pixel centres at integers, a pixel covers [c − 0.5, c + 0.5]). MediaPipe's normalised coordinates span the
-image *edges* (0 = left edge of the first pixel, 1 = right edge of the last), so::
+pixel centres at integers, a pixel covers [c − 0.5, c + 0.5]). MediaPipe's normalised coordinates are in the
+same pixel-centre frame, divided by the image size (its CPU graph cuts the face with OpenCV's warp, whose pixel
+centres are integers, and divides the landmark by the tensor size), so::
 
-    pixel = normalised × size − 0.5                      (:func:`mesh_to_pixels`)
+    pixel = normalised × size                             (:func:`mesh_to_pixels`)
+
+Measured, not assumed (issue 13, ``tests/test_landmark_convention.py``): on renders of the ICT head (128², 160²)
+the landmarks average onto their vertices' true pixels to (−0.14, −0.01) px (x, y) — read as image edges
+(``− 0.5``, the project's reading before) they sat ~0.5 px up-left; and an image and its exact k× pixel
+replication put the landmarks at ``k·p + (k − 1)/2``, the pixel-centre mapping (miss −0.06, −0.10 px per
+replicated pixel, +0.44, +0.40 with ``− 0.5``).
 
 Every crop in the project (training photos, the data engine, INT8 calibration, parity, eval, the API, the
 live loop) takes its landmarks from :class:`FaceMesh` and its square from :func:`facenormals.geometry.face_crop`,
@@ -81,21 +88,22 @@ def check_frame(rgb: object) -> np.ndarray:
 class MeshLandmarks:
     """One face found by :class:`FaceMesh`: MediaPipe's numbers and the same points in our pixel convention."""
 
-    normalised: np.ndarray  # float32 478×3: x / width, y / height (0..1 spans the pixel edges), z / width
+    normalised: np.ndarray  # float32 478×3: pixel-centre x / width, y / height, z / width
     points: np.ndarray      # float32 478×2 pixels (x, y), pixel centres at integers
     depth: np.ndarray       # float32 478 MediaPipe's relative z in pixels (z × width; smaller = nearer)
 
 
-def mesh_to_pixels(normalised: np.ndarray, width: int, height: int) -> tuple[np.ndarray, np.ndarray]:
+def mesh_to_pixels(normalised: np.ndarray, width: int, height: int,
+                   dtype: type = np.float32) -> tuple[np.ndarray, np.ndarray]:
     """MediaPipe normalised landmarks N×3 → (points N×2, depth N) in pixels of a ``width`` × ``height`` image.
 
     >>> points, depth = mesh_to_pixels(np.array([[0.0, 0.0, 0.1], [1.0, 0.5, 0.0]]), 100, 50)
-    >>> points.tolist(), depth.tolist()  # image edges → -0.5 and size - 0.5: pixel centres at integers
-    ([[-0.5, -0.5], [99.5, 24.5]], [10.0, 0.0])
+    >>> points.tolist(), depth.tolist()  # normalised × size: MediaPipe's coordinates are already pixel centres
+    ([[0.0, 0.0], [100.0, 25.0]], [10.0, 0.0])
     """
-    normalised = np.asarray(normalised, dtype=np.float32)
-    points = normalised[:, :2] * np.array([width, height], dtype=np.float32) - np.float32(0.5)
-    return points, normalised[:, 2] * np.float32(width)
+    normalised = np.asarray(normalised, dtype=dtype)
+    points = normalised[:, :2] * np.array([width, height], dtype=dtype)
+    return points, normalised[:, 2] * dtype(width)
 
 
 class FaceMesh:

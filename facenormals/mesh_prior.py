@@ -5,9 +5,10 @@ Convention: crop points are in crop pixel units in our camera frame: x = crop co
 The projection is orthographic (MediaPipe's landmarks are weak-perspective: x, y on the image, z a relative
 depth on the scale of x), so a triangle's normal is the cross product of its edges in this frame.
 
-MediaPipe landmarks (``mp.solutions.face_mesh``): x, y normalised by the image width and height, z normalised
-by the width, **smaller z = closer to the camera**. 468 mesh points, 478 with ``refine_landmarks`` (the ten
-iris points belong to no triangle and are ignored).
+MediaPipe landmarks (``mp.solutions.face_mesh``): x, y normalised by the image width and height (pixel =
+normalised × size, :func:`facenormals.faces.mesh_to_pixels`), z normalised by the width, **smaller z = closer to
+the camera**. 468 mesh points, 478 with ``refine_landmarks`` (the ten iris points belong to no triangle and
+are ignored).
 
 The triangle list is MediaPipe's canonical face tessellation (852 triangles, consistently wound), stored in
 ``assets/face_mesh_triangles.npy`` — derived from ``FACEMESH_TESSELATION`` in the mediapipe wheel
@@ -37,7 +38,7 @@ import cv2
 import numba
 import numpy as np
 
-from facenormals.faces import FaceMesh
+from facenormals.faces import FaceMesh, mesh_to_pixels
 
 ASSET = Path(__file__).resolve().parent / "assets" / "face_mesh_triangles.npy"
 NUM_MESH_POINTS = 468  # the tessellated points; refine_landmarks adds 10 iris points after them
@@ -140,12 +141,8 @@ def landmarks_in_crop(landmarks_norm: np.ndarray, frame_shape: tuple[int, ...],
     if matrix.shape != (2, 3):
         raise ValueError(f"expected a 2×3 crop matrix, got shape {matrix.shape}")
     height, width = frame_shape[:2]
-    # normalised 0..1 spans the image edges; our pixel centres are integers, so shift by half a pixel
-    frame_xy = np.stack([points[:, 0] * width - 0.5, points[:, 1] * height - 0.5], axis=1)
-    crop_xy = frame_xy @ matrix[:, :2].T + matrix[:, 2]
-    scale = float(np.sqrt(abs(np.linalg.det(matrix[:, :2]))))
-    depth = -points[:, 2] * width * scale  # MediaPipe: smaller z = closer; ours: +z toward the camera
-    return np.stack([crop_xy[:, 0], -crop_xy[:, 1], depth], axis=1)
+    frame_xy, depth_px = mesh_to_pixels(points, width, height, np.float64)  # the one landmark → pixel convention
+    return crop_points_from_pixels(frame_xy, depth_px, matrix)
 
 
 def crop_points_from_pixels(landmarks_px: np.ndarray, depth_px: np.ndarray, crop_matrix: np.ndarray) -> np.ndarray:

@@ -8,6 +8,7 @@ from scipy.spatial import Delaunay
 
 from facenormals import mesh_prior, prior
 from facenormals.conventions import angular_error_deg, sphere_normals
+from facenormals.faces import mesh_to_pixels
 from facenormals.geometry import face_crop
 
 
@@ -120,7 +121,7 @@ def astronaut() -> tuple[np.ndarray, np.ndarray]:
 
 
 def frame_pixels(landmarks: np.ndarray, shape: tuple[int, ...]) -> np.ndarray:
-    return np.column_stack([landmarks[:, 0] * shape[1] - 0.5, landmarks[:, 1] * shape[0] - 0.5])
+    return mesh_to_pixels(landmarks, shape[1], shape[0], np.float64)[0]
 
 
 def test_landmarks_in_crop_signs_and_scale(astronaut: tuple[np.ndarray, np.ndarray]) -> None:
