@@ -11,6 +11,11 @@ MediaPipe's mesh is 468 vertices and 852 facets; the same landmarks pin down a f
    PCA standard deviation). Expression weights stay in ICT's [0, 1] range (an active-set pass).
 3. A few alternations; a tracked face warm-starts from its previous coefficients and needs fewer.
 
+A turned head hides the far half of the face: MediaPipe still places those landmarks, squeezed towards the
+silhouette, and a rigid pose through them under-states the turn. From a fitted |yaw| of 20° to 40° the far
+half's landmarks (those more than 1 cm from the midline on the side turning away) fade to a fifth of their
+weight (a ramp, so a tracked face's prior does not jump as it turns).
+
 The posed face (skin and eyeballs) is drawn by :func:`facenormals.prior.coarse_prior` with the mesh prior's
 z-buffer: smooth vertex normals, orthographic in crop pixels.
 
@@ -51,6 +56,8 @@ class FitSettings:
     expression_prior: float = 2.0
     depth_weight: float = 1.0  # MediaPipe's z relative to x/y (0.1–0.3 fitted val_james worse)
     outline_weight: float = 0.3
+    far_side_weight: float = 0.2  # the far half's weight factor once the head is turned far_side_yaw_deg[1]
+    far_side_yaw_deg: tuple[float, float] = (20.0, 40.0)  # |yaw| where the far half starts / ends fading
     iterations: int = 4
     warm_iterations: int = 1
 
@@ -153,6 +160,11 @@ class _Design:
     gram: np.ndarray  # K×K: Σ wᵢ Aᵢᵀ Aᵢ
     prior: np.ndarray  # (K,) ridge weights
     k_id: int
+    sides: np.ndarray  # 2×N: the landmarks of the model's −x half, of its +x half (midline excluded)
+    side_grams: np.ndarray  # 2×K×K: the part of ``gram`` from each half
+
+
+MIDLINE_CM = 1.0  # landmarks this close to the model's symmetry plane belong to neither half
 
 
 @lru_cache(maxsize=8)
@@ -163,8 +175,23 @@ def _design(face: IctFace, settings: FitSettings) -> _Design:
     scaled = basis.reshape(len(basis), -1) * np.repeat(np.sqrt(weights), 3)
     prior = np.concatenate([np.full(len(face.identity), settings.identity_prior),
                             np.full(len(face.expression), settings.expression_prior)])
-    return _Design(face.neutral[ids].astype(np.float64), basis, basis.reshape(len(basis), -1), weights,
-                   scaled @ scaled.T, prior, len(face.identity))
+    mean = face.neutral[ids].astype(np.float64)
+    x = mean[:, 0] - mean[:, 0].mean()
+    sides = np.stack([x < -MIDLINE_CM, x > MIDLINE_CM])
+    side_grams = np.stack([(scaled * np.repeat(side, 3)) @ scaled.T for side in sides])
+    return _Design(mean, basis, basis.reshape(len(basis), -1), weights, scaled @ scaled.T, prior, len(face.identity),
+                   sides, side_grams)
+
+
+def far_side_fade(rotation: np.ndarray, settings: FitSettings) -> tuple[int, float]:
+    """(which model half turns away: 0 for −x, 1 for +x; how much of its weight it loses, 0..1 − far_side_weight).
+
+    Yaw about the camera's y axis moves the model's +x half away from the camera when it is positive.
+    """
+    yaw = np.degrees(np.arctan2(rotation[0, 2], rotation[2, 2]))
+    start, end = settings.far_side_yaw_deg
+    ramp = float(np.clip((abs(yaw) - start) / max(end - start, 1e-9), 0.0, 1.0))
+    return int(yaw > 0), ramp * (1.0 - settings.far_side_weight)
 
 
 def fit_landmarks(points: np.ndarray, face: IctFace | None = None, settings: FitSettings = FitSettings(),
@@ -182,36 +209,46 @@ def _fit(points: np.ndarray, face: IctFace, settings: FitSettings, previous: Ict
         raise ValueError("landmark crop points contain NaN or infinite values")
     target = points[:NUM_FIT_POINTS]
     design = _design(face, settings)
+    fade = (0, 0.0)
     if previous is not None:
         coeffs = np.concatenate([previous.identity, previous.expression]).astype(np.float64)
         iterations = settings.warm_iterations
+        fade = far_side_fade(previous.rotation, settings)
     else:
         coeffs = np.zeros(len(design.prior))
         iterations = settings.iterations
     for _ in range(iterations):
         shape = design.mean + (coeffs @ design.flat).reshape(-1, 3)
-        scale, rot, trans = weighted_similarity(shape, target, design.weights)
-        coeffs = _solve_coefficients(design, target, scale, rot, trans, settings.depth_weight)
+        scale, rot, trans = weighted_similarity(shape, target, _faded_weights(design, fade))
+        fade = far_side_fade(rot, settings)
+        coeffs = _solve_coefficients(design, target, scale, rot, trans, settings.depth_weight, fade)
+    weights = _faded_weights(design, fade)
     shape = design.mean + (coeffs @ design.flat).reshape(-1, 3)
-    scale, rot, trans = weighted_similarity(shape, target, design.weights)
+    scale, rot, trans = weighted_similarity(shape, target, weights)
     axis_w = np.array([1.0, 1.0, settings.depth_weight])
-    residual = (scale * shape @ rot.T + trans - target) ** 2 * axis_w * design.weights[:, None]
-    rms = float(np.sqrt(residual.sum() / (design.weights.sum() * axis_w.sum())))
+    residual = (scale * shape @ rot.T + trans - target) ** 2 * axis_w * weights[:, None]
+    rms = float(np.sqrt(residual.sum() / (weights.sum() * axis_w.sum())))
     k_id = design.k_id
     return IctFit(rot, scale, trans, coeffs[:k_id].astype(np.float32), coeffs[k_id:].astype(np.float32), rms)
 
 
+def _faded_weights(design: _Design, fade: tuple[int, float]) -> np.ndarray:
+    side, loss = fade
+    return design.weights * (1.0 - loss * design.sides[side]) if loss > 0.0 else design.weights
+
+
 def _solve_coefficients(design: _Design, target: np.ndarray, scale: float, rot: np.ndarray, trans: np.ndarray,
-                        depth_weight: float) -> np.ndarray:
+                        depth_weight: float, fade: tuple[int, float] = (0, 0.0)) -> np.ndarray:
     """Ridge regression of the coefficients on the residuals in crop space (measured in cm); expressions in [0, 1].
 
     The camera-space weights diag(1, 1, w_z) seen from the model are ``I − (1 − w_z)·r₃r₃ᵀ`` (r₃: the camera's
-    depth axis in model space), so the normal matrix is the precomputed Σ wᵢAᵢᵀAᵢ minus a rank-N correction.
+    depth axis in model space), so the normal matrix is the precomputed Σ wᵢAᵢᵀAᵢ minus a rank-N correction
+    (and minus the faded share of the far half's precomputed part).
     """
     axis = rot[2]
     depth_rows = design.basis @ axis  # K×N: each mode's motion along the camera's depth axis
-    w = design.weights
-    normal = design.gram - (1.0 - depth_weight) * (depth_rows * w) @ depth_rows.T
+    w = _faded_weights(design, fade)
+    normal = design.gram - fade[1] * design.side_grams[fade[0]] - (1.0 - depth_weight) * (depth_rows * w) @ depth_rows.T
     residual = ((target - trans) / scale) @ rot - design.mean  # model-space residual, cm
     weighted = (residual - (1.0 - depth_weight) * np.outer(residual @ axis, axis)) * w[:, None]
     rhs = design.flat @ weighted.reshape(-1)

@@ -100,6 +100,42 @@ def test_a_face_at_60_degrees_yaw_does_not_diverge(face: ict_fit.IctFace, yaw: f
     assert fit.rms_px < 1.5 and np.linalg.norm(fit.identity) < 3.0
 
 
+def _far_half(face: ict_fit.IctFace, yaw: float) -> np.ndarray:
+    """The fitted landmarks (beyond the 1 cm midline band) on the model half that a ``yaw`` turn takes away."""
+    x = face.neutral[face.landmark_vertices[:ict_fit.NUM_FIT_POINTS], 0]
+    x = x - x.mean()
+    return (np.sign(x) == np.sign(yaw)) & (np.abs(x) > ict_fit.MIDLINE_CM)
+
+
+@pytest.mark.parametrize("yaw", [-60.0, -30.0, 10.0, 30.0, 60.0])
+def test_the_half_turned_away_fades_with_yaw(face: ict_fit.IctFace, yaw: float) -> None:
+    settings = ict_fit.FitSettings()
+    side, loss = ict_fit.far_side_fade(rotation(yaw), settings)
+    start, end = settings.far_side_yaw_deg
+    expected = np.clip((abs(yaw) - start) / (end - start), 0.0, 1.0) * (1.0 - settings.far_side_weight)
+    assert loss == pytest.approx(expected)
+    landmarks = face.neutral[face.landmark_vertices[:ict_fit.NUM_FIT_POINTS]] @ rotation(yaw).T
+    x = face.neutral[face.landmark_vertices[:ict_fit.NUM_FIT_POINTS], 0]
+    faded = (x - x.mean()) * (1 if side else -1) > ict_fit.MIDLINE_CM
+    np.testing.assert_array_equal(faded, _far_half(face, yaw))
+    assert landmarks[faded, 2].mean() < landmarks[~faded, 2].mean()  # +z toward the camera: the faded half is behind
+
+
+@pytest.mark.parametrize("yaw", [60.0, -60.0])
+def test_a_hidden_half_squeezed_to_the_silhouette_understates_the_turn_less(face: ict_fit.IctFace, yaw: float) -> None:
+    """MediaPipe squeezes a turned face's hidden landmarks towards the silhouette; a rigid fit through them
+    under-states the turn. Fading that half (the default) recovers part of it."""
+    rng = np.random.default_rng(6)
+    _, points, _, _ = synthetic_face(face, rng, yaw_deg=yaw)
+    far, nose = _far_half(face, yaw), points[4]
+    squeezed = points.copy()
+    squeezed[:ict_fit.NUM_FIT_POINTS][far] = nose + 0.5 * (points[:ict_fit.NUM_FIT_POINTS][far] - nose)
+    faded = ict_fit.fit_landmarks(squeezed, face)
+    plain = ict_fit.fit_landmarks(squeezed, face, ict_fit.FitSettings(far_side_weight=1.0))
+    assert abs(faded.euler_deg()[0] - yaw) < abs(plain.euler_deg()[0] - yaw) - 2.0
+    assert abs(ict_fit.fit_landmarks(points, face).euler_deg()[0] - yaw) < 3.0  # unsqueezed: no harm done
+
+
 def test_ict_prior_channels_are_unit_smooth_and_cover_the_face(face: ict_fit.IctFace) -> None:
     rng = np.random.default_rng(7)
     _, points, _, _ = synthetic_face(face, rng)
