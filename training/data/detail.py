@@ -17,6 +17,7 @@ the skin (eyeballs, sockets, teeth, gums). The ears (thin too) are guarded by th
 from __future__ import annotations
 
 from dataclasses import dataclass
+from functools import cached_property
 
 import numpy as np
 
@@ -29,7 +30,7 @@ FADE_MM = (6.0, 18.0)  # no displacement within 6 mm of an eye/mouth landmark, f
 EYE_MOUTH_LANDMARKS = tuple(range(31, 68))
 
 
-@dataclass(frozen=True)
+@dataclass
 class DetailField:
     """Per-vertex weights (0 = never displaced) and the neutral positions in mm the waves are evaluated on."""
 
@@ -60,9 +61,14 @@ class DetailField:
         omega = direction * (2 * np.pi / wavelength)[:, None]
         phase = rng.uniform(0, 2 * np.pi, WAVES)
         coeff = rng.standard_normal(WAVES) * (wavelength / WAVELENGTH_MM[1])  # longer waves carry more amplitude
-        field = np.cos(self.positions_mm.astype(np.float64) @ omega.T + phase) @ coeff
-        field = field * self.weight
+        active = self._active  # the waves are evaluated where the weight is > 0 only (~40 % of the head)
+        field = np.zeros(len(self.weight), np.float64)
+        field[active] = (np.cos(self.positions_mm[active].astype(np.float64) @ omega.T + phase) @ coeff) * self.weight[active]
         peak = float(np.abs(field).max())
         if peak < 1e-9:
             return np.zeros(len(self.weight), np.float32)
         return (field * (amplitude_mm / peak)).astype(np.float32)
+
+    @cached_property
+    def _active(self) -> np.ndarray:
+        return np.nonzero(self.weight > 0)[0]
