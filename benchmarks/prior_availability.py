@@ -73,6 +73,7 @@ def measure(root: Path, source: str, per_bin: int, wrong_deg: float, seed: int =
                      "missing": round(1.0 - len(hits) / len(names), 4),
                      "measured": len(errors),
                      "prior_error_deg": round(float(np.mean(errors)), 2) if errors else None,
+                     "prior_error_p90_deg": round(float(np.percentile(errors, 90)), 2) if errors else None,
                      "wrong": round(float(np.mean(np.array(errors) > wrong_deg)), 4) if errors else None})
     result["by_yaw"] = bins
     result["beyond_45"] = round(float(np.mean([y >= 45 for y in yaw.values()])), 4)
@@ -94,7 +95,8 @@ def main() -> None:
         print(f"{root}: {res['images']} images, MediaPipe found {100 * res['found_rate']:.1f} %"
               + (f", {100 * res['beyond_45']:.1f} % beyond |yaw| 45°" if "beyond_45" in res else ""))
         for b in res.get("by_yaw", []):
-            err = f"{b['prior_error_deg']:.1f}°" if b["prior_error_deg"] is not None else "—"
+            err = (f"{b['prior_error_deg']:.1f}° (p90 {b['prior_error_p90_deg']:.1f}°)"
+                   if b["prior_error_deg"] is not None else "—")
             wrong = f"{100 * b['wrong']:.0f} %" if b["wrong"] is not None else "—"
             print(f"  |yaw| {b['yaw']:>6}°: {b['images']:5d} images, missing {100 * b['missing']:5.1f} %, "
                   f"{args.source} error {err} (n={b['measured']}), wrong (> {args.wrong_deg:g}°) {wrong}")
