@@ -1,6 +1,9 @@
 """Data-engine throughput: ICT samples per second at 256² (render + post-processing + PNG writes).
 
-    python -m facenormals.benchmarks.render_throughput [--count 60] [--workers 1 2] [--kind paired]
+    python -m facenormals.benchmarks.render_throughput [--count 60] [--workers 1 2] [--kind paired] [--v4]
+
+``--v4``: the settings of ict_paired_v4 (identity scale 1–1.6 with the fold bound, 2 mm detail, 30 % of the faces
+at |yaw| 40–90°; scripts/make_datasets.sh).
 
 Prints one line per worker count: end-to-end samples/s of `facenormals data render` (setup excluded), plus the
 in-process per-stage time of one worker. The machine's load average is printed too: on a shared machine the
@@ -19,17 +22,26 @@ for _var in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS"):
     os.environ.setdefault(_var, "1")  # as in the data engine's workers: one BLAS thread per process
 
 
-def _cpu_per_sample(kind: str, size: int, count: int) -> tuple[float, float]:
+V4 = {"identity_scale": (1.0, 1.6), "detail_mm": 2.0}
+V4_POSE = {"yaw_range": (0.6981317007977318, 1.5707963267948966), "profile_fraction": 0.3}  # 40–90°
+
+
+def _job(out: Path, kind: str, size: int, v4: bool):
+    from facenormals.training.data.render_job import RenderJob
+    from facenormals.training.data.synth import RenderSettings
+
+    settings = RenderSettings(size=size, kind=kind, **(V4_POSE if v4 else {}))
+    return RenderJob(out=out, source="ict", seed=0, kind=kind, settings=settings, **(V4 if v4 else {}))
+
+
+def _cpu_per_sample(kind: str, size: int, count: int, v4: bool = False) -> tuple[float, float]:
     """(CPU seconds, wall seconds) per sample of one in-process worker, PNG writes included.
 
     CPU time is far less sensitive than wall time to other jobs sharing the cores: 2 / CPU-seconds is the
     throughput two idle cores would give.
     """
-    from facenormals.training.data.render_job import RenderJob
-    from facenormals.training.data.synth import RenderSettings
-
     with tempfile.TemporaryDirectory() as tmp:
-        job = RenderJob(out=Path(tmp), source="ict", seed=0, kind=kind, settings=RenderSettings(size=size, kind=kind))
+        job = _job(Path(tmp), kind, size, v4)
         job.setup()
         job.run(0)  # first call pays lazy imports
         cpu0, wall0 = time.process_time(), time.perf_counter()
@@ -44,20 +56,18 @@ def main() -> None:
     parser.add_argument("--workers", type=int, nargs="+", default=[1, 2])
     parser.add_argument("--kind", choices=("paired", "normal-only"), default="paired")
     parser.add_argument("--size", type=int, default=256)
+    parser.add_argument("--v4", action="store_true", help="ict_paired_v4's identity, detail and yaw settings")
     args = parser.parse_args()
 
     from facenormals.training.data.jobs import run_parallel
-    from facenormals.training.data.render_job import RenderJob
-    from facenormals.training.data.synth import RenderSettings
 
     print(f"load average before: {os.getloadavg()[0]:.2f} on {os.cpu_count()} cores")
-    cpu, wall = _cpu_per_sample(args.kind, args.size, min(args.count, 30))
+    cpu, wall = _cpu_per_sample(args.kind, args.size, min(args.count, 30), args.v4)
     print(f"{args.kind} {args.size}²: one process: {cpu * 1000:.0f} ms CPU / {wall * 1000:.0f} ms wall per sample "
           f"→ {2 / cpu:.1f} samples/s on 2 idle cores (CPU-bound estimate)")
     for workers in args.workers:
         with tempfile.TemporaryDirectory() as tmp:
-            job = RenderJob(out=Path(tmp), source="ict", seed=0, kind=args.kind,
-                            settings=RenderSettings(size=args.size, kind=args.kind))
+            job = _job(Path(tmp), args.kind, args.size, args.v4)
             stamps: list[float] = []
             start = time.perf_counter()
             report = run_parallel(job, range(args.count), workers, "timed",
@@ -66,7 +76,7 @@ def main() -> None:
             skip = min(workers, len(stamps) - 2)
             steady = (len(stamps) - 1 - skip) / (stamps[-1] - stamps[skip])
             total = time.perf_counter() - start
-        print(f"{args.kind} {args.size}²: {workers} worker(s): {steady:.1f} samples/s steady state, "
+        print(f"{args.kind}{' v4' if args.v4 else ''} {args.size}²: {workers} worker(s): {steady:.1f} samples/s steady state, "
               f"{report.written / total:.1f} samples/s including start-up ({report.written} in {total:.1f} s, "
               f"PNG writes included; load average {os.getloadavg()[0]:.2f})")
 

@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Rebuild the training and validation sets of the campaign (training/configs/ict_prior.toml) under a folder
 # (default /work/datasets), from ../shared/data. Resumable: existing samples and stored landmarks are kept.
-# ~25 min on 2 idle cores (renders ≈ 20 paired samples/s, MediaPipe landmarks ≈ 100 images/s).
+# ~40 min on 2 idle cores (renders ≈ 20 paired samples/s, MediaPipe landmarks ≈ 100 images/s).
 set -euo pipefail
 OUT="${1:-/work/datasets}"
 SHARED="${FACENORMALS_SHARED:-$(cd "$(dirname "$0")/../.." && pwd)/shared}/data"
@@ -12,10 +12,16 @@ render --source ict --count 10000 --out "$OUT/ict_paired_v3" --seed 21          
 render --source ict --count 2000 --out "$OUT/ict_profile_v3" --seed 31 --yaw-deg 45 90    # profiles, |yaw| 45–90°
 render --source ict --count 500 --out "$OUT/ict_normal_only" --seed 2 --kind normal-only
 facenormals data photos --in "$SHARED/photos" "$SHARED/video" --out "$OUT/photos_image_only" --every 4 --no-contact-sheet
+# v4 (issue 14, campaign config ict_prior_c4.toml): broader identities (per-face scale 1–1.6 under a skin-fold bound),
+# smooth shape outside ICT's span (≤ 2 mm), 30 % of the faces at |yaw| 40–90° (27 % beyond ±45°); all video frames
+render --source ict --count 10000 --out "$OUT/ict_paired_v4" --seed 41 --yaw-deg 40 90 --profile-fraction 0.3 \
+    --identity-scale 1.0 1.6 --detail-mm 2
+facenormals data photos --in "$SHARED/photos" "$SHARED/video" --out "$OUT/photos_image_only_v2" --every 1 --no-contact-sheet
 # validation (held out: other seeds; the James scan's geometry never enters training)
 render --source ict --count 200 --out "$OUT/val_ict_v2" --seed 1000 --hard-fraction 0.3
 render --source "$SHARED/james" --count 60 --out "$OUT/val_james" --seed 1001
 render --source ict --count 200 --out "$OUT/val_profile" --seed 2000 --yaw-deg 50 90
 # MediaPipe's landmarks for every image (the loader draws each model's coarse face from them)
 facenormals data prior --in "$OUT/ict_paired_v3" "$OUT/ict_profile_v3" "$OUT/photos_image_only" \
+    "$OUT/ict_paired_v4" "$OUT/photos_image_only_v2" \
     "$OUT/val_ict_v2" "$OUT/val_james" "$OUT/val_profile"

@@ -90,6 +90,13 @@ class AugmentSection:
     jpeg: float = 0.3  # probability of JPEG re-encoding
     jpeg_quality: tuple[int, int] = (30, 95)
     occluder: float = 0.3  # probability of one random occluder (ellipse/rectangle, flat or textured)
+    # prior models: share of training images shown without their coarse face (the no-face fallback), on top
+    # of the images where MediaPipe found none (README "Training data": how often that is, by yaw)
+    prior_dropout: float = 0.1
+
+    def __post_init__(self) -> None:
+        if not 0.0 <= self.prior_dropout <= 1.0:
+            raise ValueError(f"augment.prior_dropout must be in [0, 1], got {self.prior_dropout}")
 
 
 @dataclass(frozen=True)

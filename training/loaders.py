@@ -59,7 +59,7 @@ class SampleKey:
     window: tuple[float, float] = (1.0, 1.0)
 
 
-PRIOR_DROPOUT = 0.1  # share of training images shown without their mesh prior: the no-face fallback
+PRIOR_DROPOUT = AugmentSection().prior_dropout  # default share of training images shown without their prior
 
 
 def load_item(files: SampleFiles, size: int, rng: np.random.Generator | None,
@@ -86,7 +86,8 @@ def load_item(files: SampleFiles, size: int, rng: np.random.Generator | None,
             image = photometric(image, mask, rng, augment)
         out["image"] = image.transpose(2, 0, 1)
         if prior:
-            out["prior"] = _prior_channels(files, sample.image.shape, matrix, size, rng, prior)
+            dropout = augment.prior_dropout if augment is not None else PRIOR_DROPOUT
+            out["prior"] = _prior_channels(files, sample.image.shape, matrix, size, rng, prior, dropout)
     out["mask"] = mask[None].astype(np.float32)
     return {k: np.ascontiguousarray(v) for k, v in out.items()}
 
@@ -104,8 +105,8 @@ def require_stored_priors(folders: tuple[str, ...]) -> None:
 
 
 def _prior_channels(files: SampleFiles, shape: tuple[int, ...], matrix: np.ndarray, size: int,
-                    rng: np.random.Generator | None, source: str) -> np.ndarray:
-    if rng is not None and rng.random() < PRIOR_DROPOUT:
+                    rng: np.random.Generator | None, source: str, dropout: float = PRIOR_DROPOUT) -> np.ndarray:
+    if rng is not None and rng.random() < dropout:  # drawn whatever the rate: the augmentation stream stays put
         normals, coverage = empty_prior(shape[0])
     else:
         normals, coverage = stored_prior(files.image.parent.parent, files.name, shape, source)

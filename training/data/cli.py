@@ -28,6 +28,15 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     r.add_argument("--yaw-deg", type=float, nargs=2, metavar=("LO", "HI"), default=None,
                    help="profile poses: |yaw| uniform in [LO, HI] degrees (0 ≤ LO ≤ HI ≤ 90), random sign, pitch and "
                         "roll ~ N(0, 6°) within ±15°; replaces --max-angle-deg and the hard rotations (not the light)")
+    r.add_argument("--profile-fraction", type=float, default=1.0,
+                   help="with --yaw-deg: share of samples posed in that yaw range, the rest by the paper's protocol "
+                        "(default 1: a profile set; e.g. 0.25 for a training set with a quarter beyond ±45°)")
+    r.add_argument("--identity-scale", type=float, nargs="+", metavar="S", default=[1.0, 1.0],
+                   help="ICT identity weights N(0, 1)·s: one value, or LO HI for s uniform per face (a scale mixture, "
+                        "heavier-tailed than N(0, 1)); default 1 (the model's prior). Recorded in params.csv")
+    r.add_argument("--detail-mm", type=float, default=0.0,
+                   help="ICT faces: add a smooth displacement along the normals outside ICT's identity span "
+                        "(wavelengths 15–60 mm, faded near eyes and mouth) with peak uniform in [0, MM]; default 0")
     r.add_argument("--backgrounds", nargs="*", type=Path, default=None,
                    help="photo/video files or folders to cut backgrounds from (default: ../shared/data/photos "
                         "and video when present; none given → procedural backgrounds only)")
@@ -90,6 +99,13 @@ def _render(args: argparse.Namespace) -> int:
         if not 0 <= lo <= hi <= 90:
             raise ValueError(f"--yaw-deg needs 0 ≤ LO ≤ HI ≤ 90, got {lo:g} {hi:g}")
         yaw_range = (float(np.radians(lo)), float(np.radians(hi)))
+    if not 0.0 <= args.profile_fraction <= 1.0:
+        raise ValueError(f"--profile-fraction must be in [0, 1], got {args.profile_fraction:g}")
+    if args.profile_fraction < 1.0 and yaw_range is None:
+        raise ValueError("--profile-fraction needs --yaw-deg LO HI (the yaw range of the profile share)")
+    identity_scale = _identity_scale(args.identity_scale)
+    if args.detail_mm < 0 or args.detail_mm > 5:
+        raise ValueError(f"--detail-mm must be in [0, 5] mm, got {args.detail_mm:g}")
     if args.source != "ict":
         from facenormals.training.data.meshes import list_meshes
 
@@ -100,11 +116,13 @@ def _render(args: argparse.Namespace) -> int:
         james = DEFAULT_SHARED / "data" / "james"
     settings = synth.RenderSettings(size=args.size, kind=args.kind, camera=args.camera,
                                     max_angle=float(__import__("math").radians(args.max_angle_deg)),
-                                    hard_fraction=args.hard_fraction, yaw_range=yaw_range)
+                                    hard_fraction=args.hard_fraction, yaw_range=yaw_range,
+                                    profile_fraction=args.profile_fraction)
     job = RenderJob(out=args.out, source=args.source, seed=args.seed, kind=args.kind,
                     prefix=args.prefix or ("ict" if args.source == "ict" else "mesh"), settings=settings,
                     backgrounds=backgrounds, ict_path=args.ict, james_dir=james if args.source == "ict" else None,
-                    p_transfer=args.p_transfer, units=args.units)
+                    p_transfer=args.p_transfer, units=args.units, identity_scale=identity_scale,
+                    detail_mm=args.detail_mm)
     if args.source == "ict":
         from facenormals.training.data.ict import IctModel, default_ict_path
 
@@ -117,6 +135,15 @@ def _render(args: argparse.Namespace) -> int:
     if not args.no_contact_sheet and (report.written or report.existing):
         print(f"contact sheet: {contact_sheet(args.out, args.out / 'contact_sheet.png')}")
     return 0 if report.written + report.existing > 0 else 1
+
+
+def _identity_scale(values: list[float]) -> tuple[float, float]:
+    if len(values) not in (1, 2):
+        raise ValueError(f"--identity-scale takes S or LO HI, got {len(values)} values")
+    lo, hi = (values[0], values[0]) if len(values) == 1 else values
+    if not 0 < lo <= hi <= 3:
+        raise ValueError(f"--identity-scale needs 0 < LO ≤ HI ≤ 3, got {lo:g} {hi:g}")
+    return float(lo), float(hi)
 
 
 def _photos(args: argparse.Namespace) -> int:

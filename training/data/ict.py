@@ -106,6 +106,34 @@ class IctModel:
         gaze = (float(rng.uniform(-max_gaze_deg, max_gaze_deg)), float(rng.uniform(-max_gaze_deg, max_gaze_deg) * 0.6))
         return FaceShape(self.build(w_id, w_ex, gaze), w_id, w_ex, gaze)
 
+    @cached_property
+    def _face_triangles(self) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+        """The face region's triangles: (triangles, their vertex ids, triangles in those ids, neutral normals)."""
+        faces = self.faces[self.face_region == FACE]
+        ids, local = np.unique(faces, return_inverse=True)
+        return faces, ids, local.reshape(faces.shape).astype(np.int32), _triangle_normals(self.neutral, faces)
+
+    @cached_property
+    def _face_identity_basis(self) -> tuple[np.ndarray, np.ndarray]:
+        _faces, ids, _local, _ref = self._face_triangles
+        columns = (ids[:, None] * 3 + np.arange(3)).ravel()
+        return self.neutral[ids], np.ascontiguousarray(self.identity_basis[:, columns])
+
+    def folded_share(self, vertices: np.ndarray) -> float:
+        """Share of the face's triangles turned over against the neutral head's: a cheap self-intersection
+        proxy (skin that folds through itself flips its triangles; on ICT's own N(0, 1) faces it is ≤ 0.17 %,
+        all on the eyelids)."""
+        faces, _ids, _local, reference = self._face_triangles
+        return float((np.sum(_triangle_normals(vertices, faces) * reference, axis=1) < 0).mean())
+
+    def identity_folded_share(self, w_id: np.ndarray) -> float:
+        """:meth:`folded_share` of the identity ``w_id`` with a neutral expression, built on the face's vertices
+        only (a third of the head: the plausibility check costs ~1 ms)."""
+        _faces, _ids, local, reference = self._face_triangles
+        neutral, basis = self._face_identity_basis
+        vertices = neutral + (w_id.astype(np.float32) @ basis).reshape(-1, 3)
+        return float((np.sum(_triangle_normals(vertices, local) * reference, axis=1) < 0).mean())
+
     def build(self, w_id: np.ndarray, w_ex: np.ndarray, gaze: tuple[float, float] = (0.0, 0.0)) -> np.ndarray:
         offsets = w_id @ self.identity_basis + w_ex @ self.expression_basis
         vertices = self.neutral + offsets.reshape(-1, 3)
@@ -117,6 +145,11 @@ class IctModel:
                 centre = centre0 + shift
                 vertices[lo:hi + 1] = (vertices[lo:hi + 1] - centre) @ rot.T + centre
         return vertices.astype(np.float32)
+
+
+def _triangle_normals(vertices: np.ndarray, faces: np.ndarray) -> np.ndarray:
+    v = vertices.astype(np.float32)
+    return np.cross(v[faces[:, 1]] - v[faces[:, 0]], v[faces[:, 2]] - v[faces[:, 0]])
 
 
 def _yaw_pitch(yaw_deg: float, pitch_deg: float) -> np.ndarray:

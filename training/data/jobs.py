@@ -130,7 +130,8 @@ def write_params(root: Path, name: str, params: dict) -> None:
 
 
 CSV_COLUMNS = ("name", "kind", "source", "mesh", "rotation_angle_deg", "yaw_deg", "pitch_deg", "roll_deg",
-               "light_intensity", "ambient", "light_dir", "rotation_axis", "hard", "albedo", "background")
+               "light_intensity", "ambient", "light_dir", "rotation_axis", "hard", "albedo", "background",
+               "profile", "identity_scale", "identity_norm", "detail_mm")
 
 
 def collect_params_csv(root: Path) -> Path | None:

@@ -24,12 +24,15 @@ class RenderJob(SampleJob):
     james_dir: Path | None = None  # texture transfer source for ICT albedo
     p_transfer: float = 0.15
     units: str = "auto"
+    identity_scale: tuple[float, float] = (1.0, 1.0)  # ICT identity weights N(0, 1)·s, s uniform in this range
+    detail_mm: float = 0.0  # peak of the smooth displacement outside ICT's span (detail.py), uniform in [0, this]
 
     def setup(self) -> None:
         from facenormals.training.data import sources
 
         if self.source == "ict":
-            self._source = sources.IctSource(self.ict_path, p_transfer=self.p_transfer)
+            self._source = sources.IctSource(self.ict_path, p_transfer=self.p_transfer,
+                                             identity_scale=self.identity_scale, detail_mm=self.detail_mm)
             if self.james_dir is not None and self.kind == "paired" and self.p_transfer > 0:
                 self._source.enable_transfer(self.james_dir)
         else:

@@ -10,23 +10,71 @@ import numpy as np
 
 from facenormals.faces import FaceMesh
 from facenormals.fileio import DataError
-from facenormals.training.data import albedo, ict, meshes
+from facenormals.training.data import albedo, detail, ict, meshes
 from facenormals.training.data.renderer import vertex_normals
 from facenormals.training.data.synth import SceneMesh
 
+FOLD_LIMIT = 0.002  # plausibility bound on a broadened identity: ≤ 0.2 % folded face triangles (ICT's own ≤ 0.17 %)
+DETAIL_FOLD_LIMIT = 0.0003  # the detail field may fold over at most 0.03 % more (≈ 5 of the face's 18 460 triangles)
+
 
 class IctSource:
-    """Random ICT identities (N(0, 1)), expressions and gaze, with procedural or transferred albedo."""
+    """Random ICT identities, expressions and gaze, with procedural or transferred albedo.
+
+    Identity weights are N(0, 1)·s with the per-face scale s uniform in ``identity_scale`` (lo, hi): (1, 1) is
+    the model's own prior; a wider hi is a Gaussian scale mixture, heavier-tailed than N(0, 1) while most faces
+    stay typical. A face whose skin folds more than ICT's own N(0, 1) faces do is shrunk toward N(0, 1) until it
+    does not (``FOLD_LIMIT``); params record the scale kept. ``detail_mm`` > 0 adds a smooth displacement
+    outside the model's span (detail.py) whose peak is uniform in [0, detail_mm].
+    """
 
     name = "ict"
 
-    def __init__(self, path: str | Path | None = None, p_transfer: float = 0.0) -> None:
+    def __init__(self, path: str | Path | None = None, p_transfer: float = 0.0,
+                 identity_scale: tuple[float, float] = (1.0, 1.0), detail_mm: float = 0.0) -> None:
+        lo, hi = identity_scale
+        if not 0.0 < lo <= hi:
+            raise ValueError(f"identity_scale must satisfy 0 < lo ≤ hi, got {lo:g} {hi:g}")
+        if detail_mm < 0:
+            raise ValueError(f"detail_mm must be ≥ 0, got {detail_mm:g}")
         self.model = ict.IctModel(path)
+        self.identity_scale = (float(lo), float(hi))
+        self.detail_mm = float(detail_mm)
+        self.detail = detail.DetailField.for_model(self.model) if detail_mm > 0 else None
+        if self.detail is not None:
+            # the triangles around displaced vertices: their normals come out the same, at ~40 % of the cost
+            touched = (self.detail.weight > 0)[self.model.faces].any(axis=1)
+            self._detail_faces = self.model.faces[touched]
         self.layout = albedo.face_layout(self.model)
         self.oval_ids = np.array(ict.FACE_OVAL, np.int64)
         self.transfer = None
         self.p_transfer = 0.0
         self._p_transfer = p_transfer
+
+    def keep_plausible(self, shape: ict.FaceShape, scale: float) -> float:
+        """Shrink a broadened identity (×0.9 at a time, never below N(0, 1)) until its skin folds no more than
+        ICT's own faces do; returns the scale kept and updates ``shape`` in place."""
+        identity = shape.identity / scale
+        kept = scale
+        while kept > 1.0 and self.model.identity_folded_share(identity * kept) > FOLD_LIMIT:
+            kept = max(1.0, kept * 0.9)
+        if kept != scale:
+            shape.identity = (identity * kept).astype(np.float32)
+            shape.vertices = self.model.build(shape.identity, shape.expression, shape.gaze)
+        return kept
+
+    def add_detail(self, vertices: np.ndarray, rng: np.random.Generator) -> tuple[np.ndarray, float]:
+        """Displace along the normals by a field of peak uniform in [0, detail_mm]; the peak is halved while it
+        folds over more than ``DETAIL_FOLD_LIMIT`` of the face's triangles (thin ears). Returns (vertices, peak mm)."""
+        amplitude = float(rng.uniform(0.0, self.detail_mm))
+        unit = self.detail.sample(rng, 1.0) / 10.0  # cm per mm of peak
+        normals = vertex_normals(vertices, self._detail_faces)
+        base = self.model.folded_share(vertices)
+        while True:
+            displaced = vertices + normals * (unit * amplitude)[:, None]
+            if amplitude < 0.05 or self.model.folded_share(displaced) - base <= DETAIL_FOLD_LIMIT:
+                return displaced.astype(np.float32), amplitude
+            amplitude *= 0.5
 
     def enable_transfer(self, scan_folder: str | Path) -> None:
         """Give a share of the faces the texture of a scan (see transfer.py)."""
@@ -36,13 +84,22 @@ class IctSource:
         self.p_transfer = self._p_transfer
 
     def sample(self, rng: np.random.Generator, with_albedo: bool = True) -> SceneMesh:
-        shape = self.model.sample(rng)
+        lo, hi = self.identity_scale
+        # drawn only when the range is open: sets rendered with the default keep their random streams
+        scale = float(rng.uniform(lo, hi)) if hi > lo else lo
+        shape = self.model.sample(rng, identity_scale=scale)
+        if scale > 1.0:
+            scale = self.keep_plausible(shape, scale)
         params: dict = {"source": "ict", "identity_norm": round(float(np.linalg.norm(shape.identity)), 3),
+                        "identity_scale": round(scale, 4),
                         "expressions": {self.model.expression_names[i]: round(float(shape.expression[i]), 3)
                                         for i in np.nonzero(shape.expression)[0]},
                         "gaze_deg": [round(g, 2) for g in shape.gaze]}
         colors = shininess = None
         verts = shape.vertices
+        if self.detail is not None:
+            verts, amplitude = self.add_detail(verts, rng)
+            params["detail_mm"] = round(amplitude, 3)
         if with_albedo:
             use_transfer = rng.random() < self.p_transfer
             look = albedo.procedural_albedo(self.model, self.layout, rng)

@@ -50,8 +50,13 @@ class RenderSettings:
     # profile sets (issue 14): |yaw| uniform in [lo, hi] radians with a random sign, small pitch and roll
     # (yaw_pose); replaces the axis-angle protocol (max_angle, hard rotations) for the pose, not the light
     yaw_range: tuple[float, float] | None = None
+    # share of samples posed by yaw_pose when yaw_range is set; the rest follow the paper's protocol. 1 = a
+    # profile set; e.g. 0.25 with yaw_range 45–90° = a training set with a quarter of its faces beyond ±45°
+    profile_fraction: float = 1.0
 
     def __post_init__(self) -> None:
+        if not 0.0 <= self.profile_fraction <= 1.0:
+            raise ValueError(f"profile_fraction must be in [0, 1], got {self.profile_fraction:g}")
         if self.yaw_range is not None:
             lo, hi = self.yaw_range
             if not 0.0 <= lo <= hi <= np.pi / 2 + 1e-9:
@@ -116,7 +121,9 @@ def render(mesh: SceneMesh, settings: RenderSettings, rng: np.random.Generator,
            backgrounds: augment.Backgrounds | None = None) -> Rendered:
     size = settings.size
     hard = rng.random() < settings.hard_fraction
-    if settings.yaw_range is not None:
+    profile = settings.yaw_range is not None and (
+        settings.profile_fraction >= 1.0 or rng.random() < settings.profile_fraction)  # full profile sets draw nothing
+    if profile:
         axis, angle, rot = yaw_pose(rng, *settings.yaw_range)
     elif hard:
         axis, angle, rot = random_rotation(rng, np.radians(55), np.radians(35))
@@ -170,7 +177,7 @@ def render(mesh: SceneMesh, settings: RenderSettings, rng: np.random.Generator,
               "rotation_matrix": [[round(float(v), 6) for v in row] for row in rot],
               "camera": {k: (round(v, 4) if isinstance(v, float) else v) for k, v in camera.as_dict().items()},
               "distance_mm": round(distance * mesh.mm_per_unit, 1), "crop_shift": [round(float(s), 4) for s in shift],
-              "crop_scale": round(scale, 4), "hard": bool(hard), **mesh.params}
+              "crop_scale": round(scale, 4), "hard": bool(hard), "profile": bool(profile), **mesh.params}
     normals[~mask] = 0.0
     image = None
     if settings.kind == "paired":
