@@ -627,8 +627,12 @@ def prepare(depth_m: np.ndarray, normals: np.ndarray, mask: np.ndarray, intrinsi
     if measured.sum() < max(config.min_valid_fraction * region.sum(), 16):
         raise DepthError(f"too little valid depth in the face region: {int(measured.sum())} of {int(region.sum())} "
                          f"pixels (need {config.min_valid_fraction:.0%}); sensor too close/far or depth not aligned")
-    filled = fill_holes(depth)  # everywhere: the median below must not see zeros past the region's border
-    median = cv2.medianBlur(cv2.medianBlur(filled, 5), 5)
+    if config.outlier_m > 0:
+        filled = fill_holes(depth)  # everywhere: the median below must not see zeros past the region's border
+        median = cv2.medianBlur(cv2.medianBlur(filled, 5), 5)  # also what self-occlusions are judged on
+    else:  # a noise-free measurement (a fitted face): no outliers to find, its jumps judged on itself
+        filled = fill_holes(depth, region)
+        median = filled
     if config.outlier_m > 0:  # flying pixels and speckles: replaced by the local median
         outliers = measured & ~(np.abs(np.nan_to_num(depth) - median) < config.outlier_m)
         measured &= ~outliers

@@ -66,11 +66,13 @@ def _product(diag, right, down, z, out):
 
 
 @numba.njit(cache=True, nogil=True, fastmath=True)
-def _precondition(diag, inverse, right, down, r, z, ssor):
-    """z = M⁻¹ r; returns r·z. SSOR: M ∝ (D/ω + L) D⁻¹ (D/ω + U), ``inverse`` = ω/D; Jacobi: M = D (``inverse`` 1/D)."""
-    height, width = diag.shape
+def _precondition(inverse, left, up, right, down, omega, r, z):
+    """z = M⁻¹ r; returns r·z. SSOR: M ∝ (D/ω + L) D⁻¹ (D/ω + U), with the couplings pre-scaled by ω/D (``left``,
+    ``up``, ``right``, ``down``) so each sweep's chain from pixel to pixel is one multiply-add; Jacobi (``omega``
+    0): M = D, ``inverse`` = 1/D."""
+    height, width = inverse.shape
     total = 0.0
-    if not ssor:
+    if omega <= 0.0:
         for i in range(1, height - 1):
             for j in range(1, width - 1):
                 z[i, j] = r[i, j] * inverse[i, j]
@@ -78,15 +80,10 @@ def _precondition(diag, inverse, right, down, r, z, ssor):
         return total
     for i in range(1, height - 1):  # forward: (D/ω + L) y = r; the lower neighbours are left and up
         for j in range(1, width - 1):
-            z[i, j] = (r[i, j] - right[i, j - 1] * z[i, j - 1] - down[i - 1, j] * z[i - 1, j]) * inverse[i, j]
-    for i in range(1, height - 1):
-        for j in range(1, width - 1):
-            z[i, j] *= diag[i, j]
+            z[i, j] = r[i, j] * inverse[i, j] - up[i, j] * z[i - 1, j] - left[i, j] * z[i, j - 1]
     for i in range(height - 2, 0, -1):  # backward: (D/ω + U) z = D y; the upper neighbours are right and down
         for j in range(width - 2, 0, -1):
-            z[i, j] = (z[i, j] - right[i, j] * z[i, j + 1] - down[i, j] * z[i + 1, j]) * inverse[i, j]
-    for i in range(1, height - 1):
-        for j in range(1, width - 1):
+            z[i, j] = omega * z[i, j] - down[i, j] * z[i + 1, j] - right[i, j] * z[i, j + 1]
             total += r[i, j] * z[i, j]
     return total
 
@@ -97,6 +94,18 @@ def _pcg(diag, right, down, rhs, x, max_iterations, tolerance, omega):
     height, width = diag.shape
     ssor = omega > 0.0
     inverse = (omega if ssor else 1.0) / diag
+    # the preconditioner's couplings scaled by ω/D of the pixel being solved (zero on the pad)
+    left = np.zeros((height, width))
+    up = np.zeros((height, width))
+    right_s = np.zeros((height, width))
+    down_s = np.zeros((height, width))
+    if ssor:
+        for i in range(1, height - 1):
+            for j in range(1, width - 1):
+                left[i, j] = right[i, j - 1] * inverse[i, j]
+                up[i, j] = down[i - 1, j] * inverse[i, j]
+                right_s[i, j] = right[i, j] * inverse[i, j]
+                down_s[i, j] = down[i, j] * inverse[i, j]
     r = np.zeros((height, width))
     _product(diag, right, down, x, r)
     b_norm = 0.0
@@ -111,7 +120,7 @@ def _pcg(diag, right, down, rhs, x, max_iterations, tolerance, omega):
         return 0
     z = np.zeros((height, width))
     q = np.zeros((height, width))
-    rz = _precondition(diag, inverse, right, down, r, z, ssor)
+    rz = _precondition(inverse, left, up, right_s, down_s, omega, r, z)
     p = z.copy()
     for iteration in range(1, max_iterations + 1):
         pq = _product(diag, right, down, p, q)
@@ -124,7 +133,7 @@ def _pcg(diag, right, down, rhs, x, max_iterations, tolerance, omega):
                 r_norm += r[i, j] * r[i, j]
         if np.sqrt(r_norm) / b_norm < tolerance:
             return iteration
-        rz_new = _precondition(diag, inverse, right, down, r, z, ssor)
+        rz_new = _precondition(inverse, left, up, right_s, down_s, omega, r, z)
         beta = rz_new / max(rz, 1e-300)
         rz = rz_new
         for i in range(1, height - 1):
