@@ -42,7 +42,7 @@ CM_PER_M = 100.0
 # The fusion knobs for a fitted face: its depth is smooth and noise-free but coarse (ICT's shape, not the
 # person's), and at every scale the face crop holds its shape is no better than the network's, so the normals carry
 # everything below ~2π/√λ ≈ 440 crop pixels and the fitted depth only anchors the surface's distance and overall tilt
-# (benchmarks/face3d.py: λ 0.002 lost 0.15° more against the ground truth, λ 0.02 0.5° more); no bias correction (it
+# (benchmarks/face3d.py: λ 0.002 lost 0.14° more against the ground truth, λ 0.02 ~0.45°); no bias correction (it
 # rotates the normals toward the fitted face's low frequencies: on exact normals it costs 0.7°), no outliers, no
 # pre-smoothing. The CG tolerance is relative to ‖λ·Z‖ with Z ≈ 10 m.
 FACE_FUSION = fusion.FusionConfig(position_weight=2e-4, correct_bias=False, outlier_m=0.0, presmooth_px=0.0,
