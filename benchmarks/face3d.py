@@ -13,9 +13,13 @@ ground truth has normals and depth, the fitted face covers, and the landmark hul
   head's distance from the focal length; ``calibrated_distance_mm`` is the median signed depth error with no
   alignment at all (how far off the head is placed), ``calibrated_*_offset_mm`` the RMSE after the best offset
   only (the scale is metric, not fitted).
+* ``*_vs_integrated_deg``: the same normals against the ground truth's normals *integrated into one surface*
+  (:data:`TRUTH_INTEGRATION`), i.e. the best surface's normals; ``integrated_truth_deg`` is how far that surface's
+  normals are from the rendered normal maps themselves — the part of the maps no surface has.
 
 Timing: CPU time of one thread (``torch.set_num_threads(1)``, ``time.process_time``) per face, cold (coarse to
-fine) and warm (started from the same face's refined depth and bias rotation, as a tracked face in video is);
+fine), warm (started from the same face's refined depth and bias rotation: nothing moved) and moving (the detail
+shifted by a pixel on this coarse depth, at most ``WARM_MAX_ITERATIONS``: a tracked face in video);
 ``view_ms``: what ``--view 3d`` adds on top of the warm refinement (the grid mesh of every 2nd pixel and its
 z-buffer rendering at 480², turned 25°).
 
@@ -39,6 +43,10 @@ from facenormals.conventions import angular_error_deg
 from facenormals.dataset import load_sample, scan_dataset
 from facenormals.depth import normals_from_depth
 from facenormals.geometry import hull_mask
+
+# The ground truth's own normals integrated into one surface (λ → 0: the fitted depth only anchors it), to a tight
+# tolerance: the rendered normal maps are interpolated vertex normals, not exactly any surface's (eyelids, nostrils).
+TRUTH_INTEGRATION = dataclasses.replace(face3d.FACE_FUSION, position_weight=1e-5, tolerance=1e-9, max_iterations=5000)
 
 
 def best_affine_rmse_mm(ours_m: np.ndarray, truth_mm: np.ndarray, where: np.ndarray) -> float:
@@ -105,6 +113,12 @@ def evaluate(root: Path, limit: int, configs: dict[str, face3d.fusion.FusionConf
             start = time.process_time()
             face3d.refine(coarse, network, hull, config, init=result.depth_m, rotation=result.bias_rotation)
             warm = 1000 * (time.process_time() - start)
+            # a tracked face that moved a pixel: this coarse depth plus the detail shifted, the bounded warm solve
+            moved = coarse.depth_m + np.roll(result.depth_m - coarse.depth_m, 1, axis=1)
+            start = time.process_time()
+            face3d.refine(coarse, network, hull, dataclasses.replace(config, max_iterations=face3d.WARM_MAX_ITERATIONS),
+                          init=moved, rotation=result.bias_rotation)
+            row[f"{label}_moving_ms"] = 1000 * (time.process_time() - start)
             refined[label] = result
             row[f"{label}_cold_ms"], row[f"{label}_warm_ms"] = cold, warm
             row[f"{label}_iterations"] = result.iterations
@@ -118,12 +132,14 @@ def evaluate(root: Path, limit: int, configs: dict[str, face3d.fusion.FusionConf
             row["calibrated_cold_ms"] = 1000 * (time.process_time() - start)
             row["calibrated_iterations"] = calibrated["refined"].iterations
         row["view_ms"] = view_ms(refined["refined"], coarse) if "refined" in refined else float("nan")
+        integrated = face3d.refine(coarse, sample.normals.astype(np.float32), hull, TRUTH_INTEGRATION)
         where = truth_ok & coarse.coverage & hull
         for result in [*refined.values(), *([calibrated["refined"]] if calibrated else [])]:
             where &= result.region & (np.linalg.norm(result.normals, axis=-1) > 0.5)
         if calibrated:
             where &= calibrated["coarse"].coverage
         # one pixel in from the region's border: one-sided differences there are not the surface's
+        where &= integrated.region & (np.linalg.norm(integrated.normals, axis=-1) > 0.5)
         where &= np.pad(where[1:-1, 1:-1] & where[:-2, 1:-1] & where[2:, 1:-1] & where[1:-1, :-2] & where[1:-1, 2:],
                         1, constant_values=False)
         truth = sample.normals
@@ -134,6 +150,12 @@ def evaluate(root: Path, limit: int, configs: dict[str, face3d.fusion.FusionConf
         for label, result in refined.items():
             row[f"{label}_deg"] = float(angular_error_deg(result.normals[where], truth[where]).mean())
             row[f"{label}_depth_mm"] = best_affine_rmse_mm(result.depth_m, sample.depth_mm, where)
+        # against the best surface's normals: the ground truth's normals integrated (what no surface can beat)
+        surface = integrated.normals
+        row["integrated_truth_deg"] = float(angular_error_deg(surface[where], truth[where]).mean())
+        row["network_vs_integrated_deg"] = float(angular_error_deg(network[where], surface[where]).mean())
+        for label, result in refined.items():
+            row[f"{label}_vs_integrated_deg"] = float(angular_error_deg(result.normals[where], surface[where]).mean())
         if calibrated:
             coarse_cal, refined_cal = calibrated["coarse"], calibrated["refined"]
             cal_normals, _ = normals_from_depth(coarse_cal.depth_m, coarse_cal.intrinsics)
@@ -159,16 +181,18 @@ def main() -> None:
     parser.add_argument("--data", type=Path, default=Path("/work/datasets/val_ict_v2"))
     parser.add_argument("--limit", type=int, default=40)
     parser.add_argument("--model", help="checkpoint; default: the shipped model")
-    parser.add_argument("--sweep", action="store_true", help="also λ 0.02 / 0.005 / 0.0005 and no bias correction")
+    parser.add_argument("--sweep", action="store_true",
+                        help="also the previous knobs (λ 0.002 + bias correction), λ 0.002 / 0.0005 / 0.00005, bias on")
     parser.add_argument("--json", type=Path)
     args = parser.parse_args()
     configs = {"refined": face3d.FACE_FUSION}
     if args.sweep:
         base = face3d.FACE_FUSION
-        configs |= {"lam0.02": dataclasses.replace(base, position_weight=0.02),
-                    "lam0.005": dataclasses.replace(base, position_weight=0.005),
+        configs |= {"previous": dataclasses.replace(base, position_weight=0.002, correct_bias=True),  # λ 0.002 + bias
+                    "lam0.002": dataclasses.replace(base, position_weight=0.002),
                     "lam0.0005": dataclasses.replace(base, position_weight=0.0005),
-                    "nobias": dataclasses.replace(base, correct_bias=False)}
+                    "lam0.00005": dataclasses.replace(base, position_weight=0.00005),
+                    "bias": dataclasses.replace(base, correct_bias=True)}
     result = evaluate(args.data, args.limit, configs, args.model)
     print(json.dumps(result["mean"], indent=1))
     if args.json:

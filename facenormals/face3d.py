@@ -40,16 +40,17 @@ NOMINAL_DISTANCE_M = 10.0  # the virtual camera's distance: rays parallel to < 1
 CM_PER_M = 100.0
 
 # The fusion knobs for a fitted face: its depth is smooth and noise-free but coarse (ICT's shape, not the
-# person's) and its broad form is no better than the network's, so the normals carry everything below
-# ~2π/√λ ≈ 140 crop pixels (λ 0.02, 45 px, lost 0.65° against the network's own normals: benchmarks/face3d.py);
-# no outliers, no pre-smoothing.
-# The CG tolerance is relative to ‖λ·Z‖ with Z ≈ 10 m: 3e-6 there is ~3e-3 of the face's own depth relief.
-# crossover_px 0: no scale split (sensor fusion's): the fitted face's shape is ICT's, the normals must set it.
-FACE_FUSION = fusion.FusionConfig(position_weight=0.002, outlier_m=0.0, presmooth_px=0.0, jump_m=0.02, crossover_px=0.0,
-                                  tolerance=3e-6, max_iterations=400)
+# person's), and at every scale the face crop holds its shape is no better than the network's, so the normals carry
+# everything below ~2π/√λ ≈ 440 crop pixels and the fitted depth only anchors the surface's distance and overall tilt
+# (benchmarks/face3d.py: λ 0.002 lost 0.14° more against the ground truth, λ 0.02 ~0.45°); no bias correction (it
+# rotates the normals toward the fitted face's low frequencies: on exact normals it costs 0.7°), no outliers, no
+# pre-smoothing. The CG tolerance is relative to ‖λ·Z‖ with Z ≈ 10 m.
+FACE_FUSION = fusion.FusionConfig(position_weight=2e-4, correct_bias=False, outlier_m=0.0, presmooth_px=0.0,
+                                  jump_m=0.02, crossover_px=0.0, tolerance=3e-6, max_iterations=400)
 
 # A tracked face: CG iterations per frame, started from the last frame's detail; the solve carries on over frames.
-WARM_MAX_ITERATIONS = 25
+# 12 SSOR-preconditioned iterations (the CPU solver, facenormals.fusion_cg) cost and gain about what 50 Jacobi ones did.
+WARM_MAX_ITERATIONS = 12
 
 
 @dataclass(frozen=True)

@@ -9,8 +9,9 @@ The energy is a position term plus two tangent-orthogonality terms per pixel, al
 with ``n̄_pq`` the mean of the two pixels' predicted normals. Its normal equations form a symmetric
 positive-definite 5-point stencil, solved either
 
-* matrix-free by (batched) Jacobi-preconditioned conjugate gradients in torch — on CUDA for the realtime loop,
-  the same code on CPU; warm-started from the previous frame's solution; or
+* matrix-free by conjugate gradients, warm-started from the previous frame's solution: batched and
+  Jacobi-preconditioned in torch on CUDA for the realtime loop; on the CPU one numba loop per crop with an SSOR
+  preconditioner (:mod:`facenormals.fusion_cg`); or
 * as a sparse matrix by CHOLMOD (``scikit-sparse``, when installed) or SciPy's SuperLU: exact, and the
   reference the tests hold CG to, but on 2 CPU cores slower than CG to the default tolerance.
 
@@ -53,6 +54,7 @@ from facenormals.depth import (
     normals_from_gradient,
     pixel_rays,
 )
+from facenormals.fusion_cg import solve_pcg
 
 SOLVERS = ("auto", "cg", "cholmod", "splu")
 
@@ -462,7 +464,8 @@ def _diagonal(t: dict[str, torch.Tensor]) -> torch.Tensor:
 
 def solve_cg(problems: list[FusionProblem], inits: list[np.ndarray], device: str | torch.device = "cpu",
              max_iterations: int = 400, tolerance: float = 1e-5) -> tuple[list[np.ndarray], int]:
-    """Batched Jacobi-preconditioned conjugate gradients, matrix-free, warm-started from ``inits``.
+    """Conjugate gradients, matrix-free, warm-started from ``inits``: on CUDA batched Jacobi-preconditioned in torch;
+    on the CPU each crop by :func:`facenormals.fusion_cg.solve_pcg` (numba, SSOR-preconditioned, float64).
 
     The residual of the start is formed in float64 and CG iterates on the float32 correction, so float32
     precision limits the correction (≈ millimetres), not the depth (≈ metres). Stops when every problem's
@@ -475,6 +478,12 @@ def solve_cg(problems: list[FusionProblem], inits: list[np.ndarray], device: str
         return [np.asarray(x, np.float32) for x in inits], 0
     r0, r1, c0, c1 = rows.min(), rows.max() + 1, cols.min(), cols.max() + 1
     window = [_window(p, r0, r1, c0, c1) for p in problems]
+    if device.type == "cpu":  # one numba loop per crop, SSOR-preconditioned: ~4× fewer iterations, no tensor set-up
+        solved = [solve_pcg(w, x[r0:r1, c0:c1], max_iterations, tolerance) for w, x in zip(window, inits, strict=True)]
+        out = [np.array(x, dtype=np.float32) for x in inits]
+        for full, (part, _) in zip(out, solved, strict=True):
+            full[r0:r1, c0:c1] = part
+        return out, max(iterations for _, iterations in solved)
     t64 = _stencil_tensors(window, device, torch.float64)
     x0 = torch.from_numpy(np.stack([x[r0:r1, c0:c1] for x in inits])).to(device=device, dtype=torch.float64)
     b = t64["w_pos"] * t64["target"]
@@ -618,8 +627,12 @@ def prepare(depth_m: np.ndarray, normals: np.ndarray, mask: np.ndarray, intrinsi
     if measured.sum() < max(config.min_valid_fraction * region.sum(), 16):
         raise DepthError(f"too little valid depth in the face region: {int(measured.sum())} of {int(region.sum())} "
                          f"pixels (need {config.min_valid_fraction:.0%}); sensor too close/far or depth not aligned")
-    filled = fill_holes(depth)  # everywhere: the median below must not see zeros past the region's border
-    median = cv2.medianBlur(cv2.medianBlur(filled, 5), 5)
+    if config.outlier_m > 0:
+        filled = fill_holes(depth)  # everywhere: the median below must not see zeros past the region's border
+        median = cv2.medianBlur(cv2.medianBlur(filled, 5), 5)  # also what self-occlusions are judged on
+    else:  # a noise-free measurement (a fitted face): no outliers to find, its jumps judged on itself
+        filled = fill_holes(depth, region)
+        median = filled
     if config.outlier_m > 0:  # flying pixels and speckles: replaced by the local median
         outliers = measured & ~(np.abs(np.nan_to_num(depth) - median) < config.outlier_m)
         measured &= ~outliers
@@ -644,10 +657,13 @@ def prepare(depth_m: np.ndarray, normals: np.ndarray, mask: np.ndarray, intrinsi
     corrected = apply_rotation(normals, np.nan_to_num(omega), region) if omega is not None else normals
     position_weight = position_weights(filled, intrinsics, config) / pixel**2
     problem = build_problem(filled, measured, corrected, region, intrinsics, position_weight, config.jump_m, median)
-    start = smooth_depth(np.where(region, filled, np.nan), 2.0)
-    if init is not None:
-        usable = region & np.isfinite(init) & (init > 0)
-        start = np.where(usable, init, start)
+    usable = None if init is None else region & np.isfinite(init) & (init > 0)
+    if usable is not None and np.array_equal(usable, region):
+        start = init  # a warm start that covers the whole region: no smoothed guess needed
+    else:
+        start = smooth_depth(np.where(region, filled, np.nan), 2.0)
+        if usable is not None:
+            start = np.where(usable, init, start)
     start = np.where(region, start, problem.target).astype(np.float32)
     return PreparedCrop(problem, start, corrected, intrinsics, measured, position_weight, warm=init is not None,
                         bias_rotation=omega, measurement=depth)

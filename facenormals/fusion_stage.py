@@ -20,7 +20,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from facenormals import fusion
+from facenormals import fusion, fusion_cg
 from facenormals.camera import Intrinsics
 from facenormals.depth import DepthError, check_matches, depth_to_metres
 
@@ -103,6 +103,8 @@ class FusionStage:
         self.warm = warm
         self.max_tracks = max_tracks
         self.tracks: dict[int, _Track] = {}
+        if not str(self.device).startswith("cuda"):
+            fusion_cg.compile_kernels()  # not on the first face of a live run
 
     def __call__(self, result) -> object:
         t0 = time.perf_counter()

@@ -17,7 +17,7 @@ from dataclasses import dataclass, replace
 
 import numpy as np
 
-from facenormals import face3d, fusion
+from facenormals import face3d, fusion, fusion_cg
 from facenormals.engine import FrameResult
 from facenormals.ict_fit import IctFit, fit_landmarks, load_ict_face
 from facenormals.mesh_prior import crop_points_from_pixels
@@ -59,6 +59,7 @@ class FaceTracks3D:
         self.tracks: dict[int, _Track] = {}
         self.faces = self.skipped = 0
         self.cpu_seconds = 0.0
+        fusion_cg.compile_kernels()  # the CPU solver's numba kernels: compiled (or loaded) now, not on the first face
 
     def update(self, result: FrameResult, name: str = "") -> list[tuple[int, face3d.Face3D]]:
         if result.crop_normals is None or not result.faces:

@@ -67,7 +67,9 @@ def test_calibration_gives_the_meshes_their_distance(media, tmp_path):
         coarse = trimesh.load(sorted(out.glob("*_face0_coarse.ply"))[-1], process=False)
         refined = trimesh.load(sorted(out.glob("*_face0.ply"))[-1], process=False)
         depths.append(-np.asarray(coarse.vertices[:, 2], np.float64))
-        assert np.median(refined.vertices[:, 2]) == pytest.approx(np.median(coarse.vertices[:, 2]), abs=0.02)
+        # at the coarse face's distance: the refinement anchors only its mean depth over the face region (λ 2e-4),
+        # and this untrained model's normals shape it at will, so its median vertex is a few % off the coarse one's
+        assert np.median(refined.vertices[:, 2]) == pytest.approx(np.median(coarse.vertices[:, 2]), rel=0.05)
     shift = depths[1] - depths[0]  # the same fit both times: 2·Z0 − relief minus Z0 − relief
     assert np.ptp(shift) < 1e-4
     assert 0.2 < shift.mean() < 2.0  # Z0: a head a webcam's distance away, in metres
