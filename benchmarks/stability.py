@@ -1,7 +1,7 @@
 """Temporal stability of the normals (issue 16): filter off vs on, through the real loop (MediaPipe, crops, backend).
 
     python -m facenormals.benchmarks.stability [--source sample|video:PATH] [--backend auto] [--model M]
-        [--frames 90] [--decompose] [--json out.json] [--plot docs/stability.png]
+        [--frames 90] [--decompose] [--no-flow | --compare-flow] [--json out.json] [--plot docs/stability.png]
 
 Every frame goes through the real loop once (MediaPipe, crops, the backend; file queues, no pacing) with the temporal
 filter off, and the network's raw per-face outputs are kept; they are then replayed into
@@ -22,6 +22,9 @@ as a camera would stamp them. Figures:
   - **lag**: the photo still for 12 frames, then a step of 15° in-plane rotation, 20 px, 1.1× scale; for each
     frame after it, the output read on the photo with the new transform vs with the old one, against the
     pre-step median; lag = frames until the new reading is the closer one (0 = follows at once).
+* the landmark smoother's image-motion following (:mod:`facenormals.face_motion`, on by default as in
+  ``facenormals run``): ``--no-flow`` measures without it, ``--compare-flow`` measures both (the second under
+  ``"without_flow"``), and its cost per face (process CPU time, OpenCV on one thread, on the recorded frames);
 * ``--decompose`` (``sample``): where the deviation comes from — the clip re-rendered with one factor moving at a time
   (nothing but sensor noise; only the light; only the rotation; only the scale; only the shift), each scored like
   the clip, filter off and on; and the clip's deviation split into its fast part (each frame against a centred
@@ -47,9 +50,10 @@ LIGHTS = ((1.0, -0.25), (0.78, 0.25))  # (gain, light slope): the clip's extreme
 LIGHT_POSES = (0, 15, 30, 45)
 
 
-def record_outputs(frames, backend, max_faces: int = 1) -> list:
+def record_outputs(frames, backend, max_faces: int = 1, flow: bool = True) -> list:
     """The real pipeline over ``frames`` (every frame), filter off; returns each frame's result with the network's raw
-    per-face outputs (copies: crop buffers are reused by the loop; no pixels kept)."""
+    per-face outputs (copies: crop buffers are reused by the loop; no pixels kept). ``flow``: the landmark smoother
+    follows the faces' image motion."""
     from facenormals.engine import FrameResult
     from facenormals.faces import create_detector
     from facenormals.frame import Frame
@@ -65,7 +69,7 @@ def record_outputs(frames, backend, max_faces: int = 1) -> list:
         kept.append(FrameResult(Frame(result.frame.id, result.frame.t_capture_ns, no_pixels), list(result.faces),
                                 crops, normals))
 
-    detector = create_detector(max_faces)
+    detector = create_detector(max_faces, flow=flow)
     try:
         Pipeline(frames, detector, backend, lambda result, stats: result.frame.rgb, live=False, queue_size=2,
                  on_result=keep, handle_signals=False, temporal=None).run()
@@ -113,14 +117,14 @@ def synthetic_frames(poses, width: int = 640, height: int = 480, fps: float = 30
     return [Frame(i, int(i * 1e9 / fps), render_pose_rgb(pose, width, height, noise_index=i)) for i, pose in enumerate(poses)]
 
 
-def step_sequence(backend) -> tuple[list, list]:
+def step_sequence(backend, flow: bool = True) -> tuple[list, list]:
     """The step sequence's recorded outputs and its photo → frame matrices."""
     from facenormals.realtime.sources.sample import frame_from_photo_matrix, sample_pose
 
     before = sample_pose(0)
     after = dataclasses.replace(before, angle_deg=15.0, shift=(before.shift[0] + 20.0, before.shift[1]), scale=1.1)
     poses = [before] * STEP_AT + [after] * STEP_AFTER
-    return record_outputs(synthetic_frames(poses), backend), [frame_from_photo_matrix(p, 640, 480) for p in poses]
+    return record_outputs(synthetic_frames(poses), backend, flow=flow), [frame_from_photo_matrix(p, 640, 480) for p in poses]
 
 
 def step_lag_figures(recorded: list, matrices: list, temporal) -> dict:
@@ -187,11 +191,9 @@ def figures_of(probe, cpu_ms: list, wall_ms: list, temporal: bool) -> dict:
     return figures
 
 
-def measure(source: str, backend, frames: int) -> tuple[dict, dict]:
-    """(filter off, filter on) figures of ``frames`` frames of ``source``."""
+def read_clip(source: str, frames: int) -> tuple[list, object]:
+    """Up to ``frames`` frames of ``source``, stamped as a camera would, and the source's info."""
     from facenormals.realtime.sources.base import open_source, parse_spec
-    from facenormals.realtime.stability import sample_photo_of
-    from facenormals.temporal import TemporalFilter
 
     is_sample = parse_spec(source).kind in ("sample", "sample-rgbd")
     with open_source(source, **({"frames": frames} if is_sample else {})) as src:
@@ -200,14 +202,52 @@ def measure(source: str, backend, frames: int) -> tuple[dict, dict]:
     # stamped as a camera would (the source stamps the time it was read: a file reads in a burst, and the landmark
     # smoother and the filter would see 100+ FPS — smoothing far too much; that inflated session 3's figures)
     fps = info.fps or 30.0
-    clip = [dataclasses.replace(f, t_capture_ns=int(i * 1e9 / fps)) for i, f in enumerate(clip)]
-    photo_of = sample_photo_of(info.width, info.height, fps) if is_sample else None
-    recorded = record_outputs(clip, backend)
+    return [dataclasses.replace(f, t_capture_ns=int(i * 1e9 / fps)) for i, f in enumerate(clip)], info
+
+
+def flow_cost(clip: list, recorded: list) -> dict:
+    """CPU ms per face of following the faces' image motion (grey conversion + :func:`face_motion`), replayed on
+    the clip's frames and the recorded smoothed landmarks, OpenCV on one thread (process CPU time)."""
+    import cv2
+
+    from facenormals.face_motion import TRACK_LANDMARKS, face_motion, to_gray
+    from facenormals.stability import summarise
+
+    threads = cv2.getNumThreads()
+    cv2.setNumThreads(1)
+    cpu_ms, failed, prev_gray, prev_faces = [], 0, None, []
+    try:
+        for frame, result in zip(clip, recorded, strict=True):
+            c0 = time.process_time()
+            gray = to_gray(frame.rgb)
+            for face in prev_faces[:1] if len(result.faces) else []:
+                follow = face.landmarks[list(TRACK_LANDMARKS)]
+                failed += face_motion(prev_gray, gray, face.landmarks, follow=follow) is None
+            if prev_faces and len(result.faces):
+                cpu_ms.append((time.process_time() - c0) * 1000.0)
+            prev_gray, prev_faces = gray, result.faces
+    finally:
+        cv2.setNumThreads(threads)
+    return {"cpu_ms_per_face": summarise(np.array(cpu_ms)), "not_measured": failed}
+
+
+def measure(source: str, backend, frames: int, flow: bool = True) -> tuple[dict, dict]:
+    """(filter off, filter on) figures of ``frames`` frames of ``source``."""
+    from facenormals.realtime.sources.base import parse_spec
+    from facenormals.realtime.stability import sample_photo_of
+    from facenormals.temporal import TemporalFilter
+
+    clip, info = read_clip(source, frames)
+    is_sample = parse_spec(source).kind in ("sample", "sample-rgbd")
+    photo_of = sample_photo_of(info.width, info.height, info.fps or 30.0) if is_sample else None
+    recorded = record_outputs(clip, backend, flow=flow)
     out = []
     for temporal in (None, TemporalFilter()):
         figures = figures_of(*replay(recorded, temporal, photo_of), temporal is not None)
         figures["frames"] = len(recorded)
         out.append(figures)
+    if flow:
+        out[0]["flow"] = out[1]["flow"] = flow_cost(clip, recorded)
     return out[0], out[1]
 
 
@@ -224,7 +264,7 @@ def factor_poses(factor: str, frames: int) -> list:
     return [dataclasses.replace(base, **{name: getattr(sample_pose(i), name) for name in moving}) for i in range(frames)]
 
 
-def decompose(backend, frames: int) -> dict:
+def decompose(backend, frames: int, flow: bool = True) -> dict:
     """Deviation from the temporal median with one factor of the clip moving at a time, filter off and on."""
     from facenormals.realtime.sources.sample import frame_from_photo_matrix
     from facenormals.temporal import TemporalFilter
@@ -233,7 +273,7 @@ def decompose(backend, frames: int) -> dict:
     for factor in FACTORS:
         poses = factor_poses(factor, frames)
         matrices = [frame_from_photo_matrix(p, 640, 480) for p in poses]
-        recorded = record_outputs(synthetic_frames(poses), backend)
+        recorded = record_outputs(synthetic_frames(poses), backend, flow=flow)
         row = {}
         for label, temporal in (("off", None), ("on", TemporalFilter())):
             photo = figures_of(*replay(recorded, temporal, matrices.__getitem__), False)["photo"]
@@ -290,6 +330,40 @@ def plot(results: dict, path: Path) -> None:
     plt.close(fig)
 
 
+def measure_all(args: argparse.Namespace, backend, flow: bool) -> dict:
+    """Filter off and on (with the step lag on the sample), and ``--decompose``'s table, for one landmark setting."""
+    out: dict = {"flow": flow}
+    out["off"], out["on"] = measure(args.source, backend, args.frames, flow)
+    if args.source.startswith("sample"):
+        from facenormals.temporal import TemporalFilter
+
+        recorded, matrices = step_sequence(backend, flow)
+        out["off"]["lag"] = step_lag_figures(recorded, matrices, None)
+        out["on"]["lag"] = step_lag_figures(recorded, matrices, TemporalFilter())
+        if args.decompose:
+            out["decomposition"] = decompose(backend, args.frames, flow)
+    return out
+
+
+def print_runs(runs: dict, title: str) -> None:
+    for label in ("off", "on"):
+        run = runs[label]
+        line = (f"{title}filter {label}: aligned frame-to-frame {run['aligned_frame_to_frame_deg']['mean']}° "
+                f"(landmarks rigid {run['landmark_motion_rigid']['mean']} ‰, non-rigid "
+                f"{run['landmark_motion_nonrigid']['mean']} ‰)")
+        if "photo" in run:
+            line += (f"; photo: deviation {run['photo']['deviation_from_median_deg']['mean']}° (fast "
+                     f"{run['photo']['fast_deg']['mean']}°, slow {run['photo']['slow_deg']['mean']}°), frame to frame "
+                     f"{run['photo']['frame_to_frame_deg']['mean']}°; lag {run['lag']['lag_frames']} frames")
+        if run.get("filter_cpu_ms_per_face"):
+            line += (f"; filter {run['filter_cpu_ms_per_face']['mean']} CPU ms/face "
+                     f"(p95 {run['filter_cpu_ms_per_face']['p95']}; wall {run['filter_wall_ms_per_face']['mean']})")
+        if run.get("flow") and label == "off":
+            cost = run["flow"]["cpu_ms_per_face"]
+            line += f"; image motion {cost['mean']} CPU ms/face (p95 {cost['p95']})"
+        print(line)
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--source", default="sample")
@@ -298,6 +372,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--frames", type=int, default=90)
     parser.add_argument("--threads", type=int)
     parser.add_argument("--decompose", action="store_true", help="sample: one factor of the clip at a time")
+    flow = parser.add_mutually_exclusive_group()
+    flow.add_argument("--no-flow", action="store_true", help="landmark smoothing without the faces' image motion")
+    flow.add_argument("--compare-flow", action="store_true", help="also measure without it (under without_flow)")
     parser.add_argument("--json", type=Path)
     parser.add_argument("--plot", type=Path)
     args = parser.parse_args(argv)
@@ -310,31 +387,16 @@ def main(argv: list[str] | None = None) -> int:
     results: dict = {"source": args.source, "backend": backend.name, "model": str(model),
                      "precision": getattr(backend, "metadata", {}).get("precision", "fp32"),
                      "date_utc": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())}
-    results["off"], results["on"] = measure(args.source, backend, args.frames)
+    results.update(measure_all(args, backend, flow=not args.no_flow))
+    if args.compare_flow:
+        results["without_flow"] = measure_all(args, backend, flow=False)
     if args.source.startswith("sample"):
-        from facenormals.temporal import TemporalFilter
-
-        recorded, matrices = step_sequence(backend)
-        results["off"]["lag"] = step_lag_figures(recorded, matrices, None)
-        results["on"]["lag"] = step_lag_figures(recorded, matrices, TemporalFilter())
-        results["lighting_sensitivity"] = lighting_figures(backend)
-        if args.decompose:
-            results["decomposition"] = decompose(backend, args.frames)
+        results["lighting_sensitivity"] = lighting_figures(backend)  # still images: no smoothing, no flow
     else:
         results["lighting_sensitivity"] = "not measured: a real video has no frames that differ only in light"
-    for label in ("off", "on"):
-        run = results[label]
-        line = (f"filter {label}: aligned frame-to-frame {run['aligned_frame_to_frame_deg']['mean']}° "
-                f"(landmarks rigid {run['landmark_motion_rigid']['mean']} ‰, non-rigid "
-                f"{run['landmark_motion_nonrigid']['mean']} ‰)")
-        if "photo" in run:
-            line += (f"; photo: deviation {run['photo']['deviation_from_median_deg']['mean']}° (fast "
-                     f"{run['photo']['fast_deg']['mean']}°, slow {run['photo']['slow_deg']['mean']}°), frame to frame "
-                     f"{run['photo']['frame_to_frame_deg']['mean']}°; lag {run['lag']['lag_frames']} frames")
-        if run.get("filter_cpu_ms_per_face"):
-            line += (f"; filter {run['filter_cpu_ms_per_face']['mean']} CPU ms/face "
-                     f"(p95 {run['filter_cpu_ms_per_face']['p95']}; wall {run['filter_wall_ms_per_face']['mean']})")
-        print(line)
+    print_runs(results, "flow on, " if results["flow"] else "flow off, ")
+    if "without_flow" in results:
+        print_runs(results["without_flow"], "flow off, ")
     if isinstance(results["lighting_sensitivity"], dict):
         print(f"lighting sensitivity: {results['lighting_sensitivity']['mean_deg']}°")
     if args.json:
