@@ -231,6 +231,22 @@ def flow_cost(clip: list, recorded: list) -> dict:
     return {"cpu_ms_per_face": summarise(np.array(cpu_ms)), "not_measured": failed}
 
 
+def landmark_offset(recorded: list) -> dict:
+    """How far the smoothed landmarks (what the crop and the prior are drawn from) sit from the raw ones, per frame:
+    mean distance in ‰ of the face size (lag shows here on fast motion), and the mean offset of their centroid
+    (a crop that trails the face)."""
+    from facenormals.stability import summarise
+
+    mean, centroid = [], []
+    for result in recorded:
+        for face in result.faces[:1]:
+            side = float(np.ptp(face.raw_landmarks, axis=0).max()) or 1.0
+            gap = np.asarray(face.landmarks, np.float64) - np.asarray(face.raw_landmarks, np.float64)
+            mean.append(1000.0 * np.linalg.norm(gap, axis=1).mean() / side)
+            centroid.append(1000.0 * np.linalg.norm(gap.mean(axis=0)) / side)
+    return {"mean_permille": summarise(np.array(mean)), "centroid_permille": summarise(np.array(centroid))}
+
+
 def measure(source: str, backend, frames: int, flow: bool = True) -> tuple[dict, dict]:
     """(filter off, filter on) figures of ``frames`` frames of ``source``."""
     from facenormals.realtime.sources.base import parse_spec
@@ -246,6 +262,7 @@ def measure(source: str, backend, frames: int, flow: bool = True) -> tuple[dict,
         figures = figures_of(*replay(recorded, temporal, photo_of), temporal is not None)
         figures["frames"] = len(recorded)
         out.append(figures)
+    out[0]["smoothed_vs_raw_landmarks"] = landmark_offset(recorded)
     if flow:
         out[0]["flow"] = out[1]["flow"] = flow_cost(clip, recorded)
     return out[0], out[1]
@@ -358,6 +375,10 @@ def print_runs(runs: dict, title: str) -> None:
         if run.get("filter_cpu_ms_per_face"):
             line += (f"; filter {run['filter_cpu_ms_per_face']['mean']} CPU ms/face "
                      f"(p95 {run['filter_cpu_ms_per_face']['p95']}; wall {run['filter_wall_ms_per_face']['mean']})")
+        if label == "off":
+            gap = run["smoothed_vs_raw_landmarks"]
+            line += (f"; smoothed − raw landmarks {gap['mean_permille']['mean']} ‰ (p95 {gap['mean_permille']['p95']}, "
+                     f"centroid {gap['centroid_permille']['mean']} ‰)")
         if run.get("flow") and label == "off":
             cost = run["flow"]["cpu_ms_per_face"]
             line += f"; image motion {cost['mean']} CPU ms/face (p95 {cost['p95']})"
