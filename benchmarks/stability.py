@@ -109,12 +109,13 @@ def _replay_into(recorded: list, temporal, probe, cpu_ms: list, wall_ms: list) -
         probe(result)
 
 
-def synthetic_frames(poses, width: int = 640, height: int = 480, fps: float = 30.0):
-    """Frames of the sample photo under ``poses``, stamped at ``fps``."""
+def synthetic_frames(poses, width: int = 640, height: int = 480, fps: float = 30.0, noise_index: int | None = None):
+    """Frames of the sample photo under ``poses``, stamped at ``fps`` (sensor noise: frame i's draw, or one draw)."""
     from facenormals.frame import Frame
     from facenormals.realtime.sources.sample import render_pose_rgb
 
-    return [Frame(i, int(i * 1e9 / fps), render_pose_rgb(pose, width, height, noise_index=i)) for i, pose in enumerate(poses)]
+    return [Frame(i, int(i * 1e9 / fps), render_pose_rgb(pose, width, height, noise_index=i if noise_index is None
+                                                          else noise_index)) for i, pose in enumerate(poses)]
 
 
 def step_sequence(backend, flow: bool = True) -> tuple[list, list]:
@@ -175,6 +176,36 @@ def lighting_figures(backend) -> dict:
         detector_still.close()
     return {"mean_deg": round(float(np.mean(changes)), 3), "per_pose_deg": np.round(changes, 3).tolist(),
             "poses": list(LIGHT_POSES), "lights": [list(light) for light in LIGHTS]}
+
+
+SWITCH_AT = 10  # tracked lighting: frames under the first light before the switch (and after it)
+
+
+def tracked_lighting_figures(backend, flow: bool, temporal) -> dict:
+    """Lighting sensitivity in a video: each of the poses held still while the light switches between the clip's
+    extremes (``SWITCH_AT`` frames each; one sensor-noise draw, so nothing else changes), through the real loop with
+    the tracked, smoothed detector (``flow``) and ``temporal``. The mean angle on the photo between the last frame
+    before the switch and the first after it (``at_switch``), and the last frame after it (``settled``)."""
+    from facenormals.realtime.sources.sample import frame_from_photo_matrix, sample_pose
+    from facenormals.realtime.stability import to_photo
+    from facenormals.stability import pair_change
+
+    at_switch, settled = [], []
+    for index in LIGHT_POSES:
+        poses = [dataclasses.replace(sample_pose(index), gain=gain, light_slope=slope)
+                 for gain, slope in LIGHTS for _ in range(SWITCH_AT)]
+        matrix = frame_from_photo_matrix(poses[0], 640, 480)
+        recorded = record_outputs(synthetic_frames(poses, noise_index=index), backend, flow=flow)
+        probe, _, _ = replay(recorded, temporal, photo_of=lambda _, m=matrix: m)
+        samples = {s.frame_id: s for s in max(probe.tracks.values(), key=len)}
+        maps = {i: to_photo(samples[i].normals, samples[i].mask, samples[i].matrix, matrix)
+                for i in (SWITCH_AT - 1, SWITCH_AT, 2 * SWITCH_AT - 1) if i in samples}
+        before = maps.get(SWITCH_AT - 1)
+        for key, out in ((SWITCH_AT, at_switch), (2 * SWITCH_AT - 1, settled)):
+            if before is not None and key in maps:
+                out.append(pair_change(before[0], maps[key][0], before[1], maps[key][1]))
+    return {"at_switch_deg": round(float(np.mean(at_switch)), 3), "settled_deg": round(float(np.mean(settled)), 3),
+            "frames_per_light": SWITCH_AT, "poses": list(LIGHT_POSES)}
 
 
 def figures_of(probe, cpu_ms: list, wall_ms: list, temporal: bool) -> dict:
@@ -301,6 +332,18 @@ def decompose(backend, frames: int, flow: bool = True) -> dict:
     return out
 
 
+def _runs(results: dict) -> list[tuple[str, dict, str, str]]:
+    """(label, run, colour, line style) of each measured combination of image-motion following and filter."""
+    sets = [(results, results.get("flow", True))]
+    if "without_flow" in results:
+        sets.append((results["without_flow"], False))
+    out = []
+    for runs, flow in sets:
+        for label, colour in (("off", "#d6604d"), ("on", "#4393c3")):
+            out.append((f"{'flow' if flow else 'no flow'}, filter {label}", runs[label], colour, "-" if flow else ":"))
+    return out
+
+
 def plot(results: dict, path: Path) -> None:
     import matplotlib
 
@@ -309,34 +352,36 @@ def plot(results: dict, path: Path) -> None:
 
     parts = results.get("decomposition")
     if parts:
-        fig, (ax, bars) = plt.subplots(1, 2, figsize=(12, 3.4), gridspec_kw={"width_ratios": [3, 2]})
+        fig, (ax, bars) = plt.subplots(1, 2, figsize=(12, 3.6), gridspec_kw={"width_ratios": [3, 2]})
     else:
-        fig, ax = plt.subplots(figsize=(7.5, 3.2))
-    for label, colour in (("off", "#d6604d"), ("on", "#4393c3")):
-        run = results[label]
+        fig, ax = plt.subplots(figsize=(7.5, 3.4))
+    for label, run, colour, style in _runs(results):
         series = run.get("photo", {}).get("per_frame")
         if series:
-            ax.plot(series["id"], series["deviation_deg"], color=colour, lw=1.2,
-                    label=f"filter {label}: mean {run['photo']['deviation_from_median_deg']['mean']:.2f}°")
+            ax.plot(series["id"], series["deviation_deg"], color=colour, ls=style, lw=1.2,
+                    label=f"{label}: mean {run['photo']['deviation_from_median_deg']['mean']:.2f}°")
         else:
             per = run["per_frame"]
-            ax.plot(per["id"], per["aligned_change_deg"], color=colour, lw=1.2,
-                    label=f"filter {label}: mean {run['aligned_frame_to_frame_deg']['mean']:.2f}°")
+            ax.plot(per["id"], per["aligned_change_deg"], color=colour, ls=style, lw=1.2,
+                    label=f"{label}: mean {run['aligned_frame_to_frame_deg']['mean']:.2f}°")
     photo = "photo" in results["on"]
     ax.set(xlabel="frame", ylabel="deviation from temporal median (°)" if photo else "aligned frame-to-frame change (°)",
            title=f"{results['source']}, {results['model']} {results.get('precision', '')} ({results['backend']})")
     ax.grid(alpha=0.3)
-    ax.legend(fontsize=8)
+    ax.legend(fontsize=7)
     if parts:
+        columns = [("no flow, filter off", results.get("without_flow", {}).get("decomposition"), "off", "#d6604d"),
+                   ("no flow, filter on", results.get("without_flow", {}).get("decomposition"), "on", "#f4a582"),
+                   ("flow, filter off", parts, "off", "#92c5de"), ("flow, filter on", parts, "on", "#4393c3")]
+        columns = [c for c in columns if c[1]]
         names = list(parts)
         x = np.arange(len(names))
-        for k, (label, key, colour) in enumerate((("off: deviation", ("off", "deviation_from_median_deg"), "#d6604d"),
-                                                  ("on: deviation", ("on", "deviation_from_median_deg"), "#4393c3"),
-                                                  ("off: slow part", ("off", "slow_deg"), "#878787"),
-                                                  ("off: fast part", ("off", "fast_deg"), "#f4a582"))):
-            bars.bar(x + (k - 1.5) * 0.2, [parts[n][key[0]][key[1]] for n in names], 0.2, color=colour, label=label)
+        width = 0.8 / len(columns)
+        for k, (label, table, key, colour) in enumerate(columns):
+            bars.bar(x + (k - (len(columns) - 1) / 2) * width, [table[n][key]["deviation_from_median_deg"] for n in names],
+                     width, color=colour, label=label)
         bars.set_xticks(x, names, fontsize=8)
-        bars.set(ylabel="°", title="one factor of the clip at a time")
+        bars.set(ylabel="deviation from median (°)", title="one factor of the clip at a time")
         bars.grid(alpha=0.3, axis="y")
         bars.legend(fontsize=7)
     fig.tight_layout()
@@ -357,6 +402,8 @@ def measure_all(args: argparse.Namespace, backend, flow: bool) -> dict:
         recorded, matrices = step_sequence(backend, flow)
         out["off"]["lag"] = step_lag_figures(recorded, matrices, None)
         out["on"]["lag"] = step_lag_figures(recorded, matrices, TemporalFilter())
+        out["off"]["tracked_lighting"] = tracked_lighting_figures(backend, flow, None)
+        out["on"]["tracked_lighting"] = tracked_lighting_figures(backend, flow, TemporalFilter())
         if args.decompose:
             out["decomposition"] = decompose(backend, args.frames, flow)
     return out
@@ -371,7 +418,8 @@ def print_runs(runs: dict, title: str) -> None:
         if "photo" in run:
             line += (f"; photo: deviation {run['photo']['deviation_from_median_deg']['mean']}° (fast "
                      f"{run['photo']['fast_deg']['mean']}°, slow {run['photo']['slow_deg']['mean']}°), frame to frame "
-                     f"{run['photo']['frame_to_frame_deg']['mean']}°; lag {run['lag']['lag_frames']} frames")
+                     f"{run['photo']['frame_to_frame_deg']['mean']}°; lag {run['lag']['lag_frames']} frames; light "
+                     f"switch {run['tracked_lighting']['at_switch_deg']}° → settled {run['tracked_lighting']['settled_deg']}°")
         if run.get("filter_cpu_ms_per_face"):
             line += (f"; filter {run['filter_cpu_ms_per_face']['mean']} CPU ms/face "
                      f"(p95 {run['filter_cpu_ms_per_face']['p95']}; wall {run['filter_wall_ms_per_face']['mean']})")
