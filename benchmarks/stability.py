@@ -236,6 +236,20 @@ def read_clip(source: str, frames: int) -> tuple[list, object]:
     return [dataclasses.replace(f, t_capture_ns=int(i * 1e9 / fps)) for i, f in enumerate(clip)], info
 
 
+def detected(clip: list) -> list:
+    """The clip's faces from the loop's detector (smoothed, following the image), one per frame, without the network
+    (``--cost-only``): objects with the ``faces`` that :func:`flow_cost` reads."""
+    from types import SimpleNamespace
+
+    from facenormals.faces import create_detector
+
+    detector = create_detector(1)
+    try:
+        return [SimpleNamespace(faces=detector.detect(frame.rgb, frame.t_capture_ns)) for frame in clip]
+    finally:
+        detector.close()
+
+
 def flow_cost(clip: list, recorded: list) -> dict:
     """CPU ms per face of following the faces' image motion (grey conversion + :func:`face_motion`), replayed on
     the clip's frames and the recorded smoothed landmarks, OpenCV on one thread (process CPU time)."""
@@ -444,9 +458,17 @@ def main(argv: list[str] | None = None) -> int:
     flow = parser.add_mutually_exclusive_group()
     flow.add_argument("--no-flow", action="store_true", help="landmark smoothing without the faces' image motion")
     flow.add_argument("--compare-flow", action="store_true", help="also measure without it (under without_flow)")
+    parser.add_argument("--cost-only", action="store_true",
+                        help="only time the image-motion step per face (no network; for an idle machine)")
     parser.add_argument("--json", type=Path)
     parser.add_argument("--plot", type=Path)
     args = parser.parse_args(argv)
+    if args.cost_only:
+        clip, _ = read_clip(args.source, args.frames)
+        for attempt in range(3):  # the first pass warms caches
+            cost = flow_cost(clip, detected(clip))["cpu_ms_per_face"]
+            print(f"pass {attempt + 1}: image motion {cost['mean']} CPU ms/face (p95 {cost['p95']}, n {cost['n']})")
+        return 0
     from facenormals.export.prepare import create_backend
     from facenormals.runtime.backends import warm_up
 
