@@ -52,6 +52,7 @@ class MotionParams:
     ransac_px: float = 1.0  # inlier threshold, in (downscaled) pixels
     min_inliers: int = 12
     min_inlier_fraction: float = 0.5
+    match_gain: bool = True  # scale the current region's brightness to the previous one's before tracking
 
     def __post_init__(self) -> None:
         if (self.max_side_px < 32 or self.max_corners < 3 or self.window_px < 5 or self.levels < 0
@@ -84,7 +85,11 @@ def face_motion(prev_gray: np.ndarray, gray: np.ndarray, prev_points: np.ndarray
     if scale < 1.0:
         size = (max(16, round((x1 - x0) * scale)), max(16, round((y1 - y0) * scale)))
         a, b = cv2.resize(a, size, interpolation=cv2.INTER_AREA), cv2.resize(b, size, interpolation=cv2.INTER_AREA)
-    # roi pixel = (frame pixel − origin) · s + (s − 1)/2 ... kept as an exact affine for INTER_AREA-like centres
+    if params.match_gain:  # a global light change would read as motion where brightness constancy breaks
+        mean_a, mean_b = float(a.mean()), float(b.mean())
+        if mean_b > 1.0 and abs(mean_a / mean_b - 1.0) > 0.002:
+            b = cv2.convertScaleAbs(b, alpha=mean_a / mean_b)
+    # roi pixel = (frame pixel − origin) · s + (s − 1)/2: pixel centres, as cv2.resize places them
     sx, sy = a.shape[1] / (x1 - x0), a.shape[0] / (y1 - y0)
     to_roi = np.array([[sx, 0.0, (0.5 - x0) * sx - 0.5], [0.0, sy, (0.5 - y0) * sy - 0.5]])
     if follow is not None:
