@@ -14,7 +14,8 @@ so they all sit on the same pixels. 478 points: the 468 mesh points and the 10 i
 Detectors, one interface (``detect(rgb, t_capture_ns) -> list[Face]``):
 
 * :class:`FaceMeshDetector` — :class:`FaceMesh` in tracking mode (video) or still mode (independent images),
-  One-Euro smoothing optional (:mod:`facenormals.smoothing`).
+  One-Euro smoothing optional (:mod:`facenormals.smoothing`), following each face's image motion by default
+  (``flow``, :mod:`facenormals.face_motion`).
 * :class:`TaskFaceDetector` — the MediaPipe Tasks ``FaceLandmarker`` in VIDEO mode from a
   user-supplied ``.task`` file (nothing is downloaded), fed the frames' real timestamps.
 * :class:`StillFaceDetector` — for still images and group photos: MediaPipe's face *detection*

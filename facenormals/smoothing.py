@@ -7,6 +7,10 @@ from the frames' ``t_capture_ns`` — never an assumed frame rate — so dropped
 Speeds are measured in face sizes per second (landmarks divided by the face box side), so one set of
 parameters works for near and far faces.
 
+With ``flow`` (:class:`LandmarkSmoother`, on by default in the realtime loop) each face's filter state is first
+moved by the face's image motion since the last frame (:mod:`facenormals.face_motion`), so the smoothed landmarks
+follow a moving face without lag and the filter only smooths what the image motion does not explain.
+
 >>> import numpy as np
 >>> f = OneEuroFilter(min_cutoff=1.0, beta=0.0)
 >>> first = f(np.array([0.0]), 0.0)
