@@ -65,7 +65,8 @@ def format_summary(result: dict) -> str:
     lines.append(f"landmark jitter (‰ face size): raw {jitter['raw']}, smoothed {jitter['smoothed']}")
     stability = result.get("stability")
     if stability:
-        lines.append(f"temporal filter {'on' if result.get('temporal') else 'off'}: aligned frame-to-frame change "
+        lines.append(f"temporal filter {'on' if result.get('temporal') else 'off'}, landmarks following the image "
+                     f"{'on' if result.get('flow') else 'off'}: aligned frame-to-frame change "
                      f"{stability['aligned_frame_to_frame_deg']['mean']}° (landmarks: rigid "
                      f"{stability['landmark_motion_rigid']['mean']} ‰, "
                      f"non-rigid {stability['landmark_motion_nonrigid']['mean']} ‰)")
