@@ -50,7 +50,7 @@ def test_motion_of_a_moved_photo_is_recovered_to_subpixel(rng, follow, motion):
     found = face_motion(prev, cur, prev_points, follow=follow_points)
     assert found is not None
     error = np.linalg.norm(apply(found, prev_points) - apply(true, prev_points), axis=1)
-    # sub-pixel over the whole face (the 165 px face is measured at 120 px: ~0.02 px on shifts, up to ~0.2 px on turns)
+    # sub-pixel over the whole face (the 165 px face is measured at 120 px: ~0.06 px on shifts, up to ~0.3 px on a turn+zoom)
     assert error.max() < 0.5, error.max()
     assert error.mean() < 0.25, error.mean()
 
