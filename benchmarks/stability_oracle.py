@@ -17,6 +17,11 @@ MediaPipe's depth the same way). Each variant's outputs are scored on the photo 
 * ``all oracle``: crop, mask and prior from the oracle landmarks;
 * ``rolled crop`` / ``rolled crop, all oracle``: the crop turned with the face's in-plane rotation (the landmark
   similarity to the first frame), so the network sees an upright face; its normals' x/y rotated back.
+
+``--lighting``: the stability benchmark's lighting pairs (one pose under the clip's two lighting extremes, each image
+detected on its own) scored three ways — each image with its own landmarks (the benchmark's figure), both with the
+first light's landmarks (only the pixels change), and the first light's pixels with each light's landmarks (only
+the landmarks change) — and how far the two lights' landmarks lie apart.
 """
 
 from __future__ import annotations
@@ -132,6 +137,51 @@ def measure(backend, factor: str, frames: int, flow: bool, variants: tuple[str, 
     return out
 
 
+def lighting(backend) -> dict:
+    """Lighting pairs with the landmarks and the pixels swapped in turn (see the module)."""
+    import dataclasses
+
+    from facenormals.benchmarks.stability import LIGHT_POSES, LIGHTS
+    from facenormals.faces import FaceMeshDetector
+    from facenormals.geometry import crop_matrix, hull_mask, square_box, transform_points
+    from facenormals.prior import prior_input
+    from facenormals.realtime.sources.sample import frame_from_photo_matrix, render_pose_rgb, sample_pose
+    from facenormals.realtime.stability import to_photo
+    from facenormals.stability import pair_change
+
+    size, source = backend.input_size, backend.prior_source
+    detector = FaceMeshDetector(1, smoothing=None, still=True)  # each image on its own, as the benchmark's pairs
+    cases = {"own landmarks": [], "first light's landmarks for both": [], "first light's pixels, own landmarks": []}
+    apart = []
+
+    def photo_normals(rgb, face, photo_to_frame):
+        matrix = crop_matrix(square_box(face.landmarks), size)
+        inputs = np.empty((1, 7 if source else 3, size, size), np.float32)
+        inputs[0, :3] = cv2.warpAffine(rgb, matrix, (size, size), flags=cv2.INTER_LINEAR).transpose(2, 0, 1) / 255.0
+        if source:
+            prior_input(face.landmarks, face.depth, matrix, size, source, out=inputs[0, 3:])
+        mask = hull_mask(transform_points(face.landmarks, matrix), (size, size))
+        return to_photo(backend(inputs)[0], mask, matrix, photo_to_frame)
+
+    try:
+        for index in LIGHT_POSES:
+            poses = [dataclasses.replace(sample_pose(index), gain=g, light_slope=k) for g, k in LIGHTS]
+            images = [render_pose_rgb(p, noise_index=index) for p in poses]
+            faces = [detector.detect(rgb, 0)[0] for rgb in images]
+            matrix = frame_from_photo_matrix(poses[0], 640, 480)
+            apart.append(float(np.linalg.norm(faces[0].landmarks - faces[1].landmarks, axis=1).mean()))
+            for name, pair in (("own landmarks", ((0, 0), (1, 1))), ("first light's landmarks for both", ((0, 0), (1, 0))),
+                               ("first light's pixels, own landmarks", ((0, 0), (0, 1)))):
+                (a, va), (b, vb) = (photo_normals(images[i], faces[j], matrix) for i, j in pair)
+                cases[name].append(pair_change(a, b, va, vb))
+    finally:
+        detector.close()
+    out = {name: round(float(np.mean(v)), 3) for name, v in cases.items()}
+    out["landmarks_apart_px"] = np.round(apart, 2).tolist()
+    print(f"lighting pairs: {out}", flush=True)
+    return out
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--backend", default="auto")
@@ -140,6 +190,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--frames", type=int, default=90)
     parser.add_argument("--no-flow", action="store_true", help="the detector's smoother without the image motion")
     parser.add_argument("--variants", nargs="+", choices=VARIANTS, default=list(VARIANTS))
+    parser.add_argument("--lighting", action="store_true", help="the lighting pairs with landmarks / pixels swapped")
     parser.add_argument("--json", type=Path)
     args = parser.parse_args(argv)
     from facenormals.export.prepare import create_backend
@@ -147,9 +198,12 @@ def main(argv: list[str] | None = None) -> int:
 
     backend = create_backend(args.backend, args.model)
     warm_up(backend)
-    results = {"factor": args.factor, "frames": args.frames, "flow": not args.no_flow, "backend": backend.name,
-               "date_utc": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
-               "variants": measure(backend, args.factor, args.frames, not args.no_flow, tuple(args.variants))}
+    results: dict = {"backend": backend.name, "date_utc": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())}
+    if args.lighting:
+        results["lighting"] = lighting(backend)
+    else:
+        results.update({"factor": args.factor, "frames": args.frames, "flow": not args.no_flow,
+                        "variants": measure(backend, args.factor, args.frames, not args.no_flow, tuple(args.variants))})
     if args.json:
         write_text_atomic(args.json, json.dumps(results, indent=2))
     return 0
