@@ -1,7 +1,7 @@
 """Temporal stability of the normals (issue 16): filter off vs on, through the real loop (MediaPipe, crops, backend).
 
     python -m facenormals.benchmarks.stability [--source sample|video:PATH] [--backend auto] [--model M]
-        [--frames 90] [--decompose] [--json out.json] [--plot docs/stability.png]
+        [--frames 90] [--decompose] [--no-flow | --compare-flow] [--json out.json] [--plot docs/stability.png]
 
 Every frame goes through the real loop once (MediaPipe, crops, the backend; file queues, no pacing) with the temporal
 filter off, and the network's raw per-face outputs are kept; they are then replayed into
@@ -22,6 +22,9 @@ as a camera would stamp them. Figures:
   - **lag**: the photo still for 12 frames, then a step of 15° in-plane rotation, 20 px, 1.1× scale; for each
     frame after it, the output read on the photo with the new transform vs with the old one, against the
     pre-step median; lag = frames until the new reading is the closer one (0 = follows at once).
+* the landmark smoother's image-motion following (:mod:`facenormals.face_motion`, on by default as in
+  ``facenormals run``): ``--no-flow`` measures without it, ``--compare-flow`` measures both (the second under
+  ``"without_flow"``), and its cost per face (process CPU time, OpenCV on one thread, on the recorded frames);
 * ``--decompose`` (``sample``): where the deviation comes from — the clip re-rendered with one factor moving at a time
   (nothing but sensor noise; only the light; only the rotation; only the scale; only the shift), each scored like
   the clip, filter off and on; and the clip's deviation split into its fast part (each frame against a centred
@@ -47,9 +50,10 @@ LIGHTS = ((1.0, -0.25), (0.78, 0.25))  # (gain, light slope): the clip's extreme
 LIGHT_POSES = (0, 15, 30, 45)
 
 
-def record_outputs(frames, backend, max_faces: int = 1) -> list:
+def record_outputs(frames, backend, max_faces: int = 1, flow: bool = True) -> list:
     """The real pipeline over ``frames`` (every frame), filter off; returns each frame's result with the network's raw
-    per-face outputs (copies: crop buffers are reused by the loop; no pixels kept)."""
+    per-face outputs (copies: crop buffers are reused by the loop; no pixels kept). ``flow``: the landmark smoother
+    follows the faces' image motion."""
     from facenormals.engine import FrameResult
     from facenormals.faces import create_detector
     from facenormals.frame import Frame
@@ -65,7 +69,7 @@ def record_outputs(frames, backend, max_faces: int = 1) -> list:
         kept.append(FrameResult(Frame(result.frame.id, result.frame.t_capture_ns, no_pixels), list(result.faces),
                                 crops, normals))
 
-    detector = create_detector(max_faces)
+    detector = create_detector(max_faces, flow=flow)
     try:
         Pipeline(frames, detector, backend, lambda result, stats: result.frame.rgb, live=False, queue_size=2,
                  on_result=keep, handle_signals=False, temporal=None).run()
@@ -105,22 +109,23 @@ def _replay_into(recorded: list, temporal, probe, cpu_ms: list, wall_ms: list) -
         probe(result)
 
 
-def synthetic_frames(poses, width: int = 640, height: int = 480, fps: float = 30.0):
-    """Frames of the sample photo under ``poses``, stamped at ``fps``."""
+def synthetic_frames(poses, width: int = 640, height: int = 480, fps: float = 30.0, noise_index: int | None = None):
+    """Frames of the sample photo under ``poses``, stamped at ``fps`` (sensor noise: frame i's draw, or one draw)."""
     from facenormals.frame import Frame
     from facenormals.realtime.sources.sample import render_pose_rgb
 
-    return [Frame(i, int(i * 1e9 / fps), render_pose_rgb(pose, width, height, noise_index=i)) for i, pose in enumerate(poses)]
+    return [Frame(i, int(i * 1e9 / fps), render_pose_rgb(pose, width, height, noise_index=i if noise_index is None
+                                                          else noise_index)) for i, pose in enumerate(poses)]
 
 
-def step_sequence(backend) -> tuple[list, list]:
+def step_sequence(backend, flow: bool = True) -> tuple[list, list]:
     """The step sequence's recorded outputs and its photo → frame matrices."""
     from facenormals.realtime.sources.sample import frame_from_photo_matrix, sample_pose
 
     before = sample_pose(0)
     after = dataclasses.replace(before, angle_deg=15.0, shift=(before.shift[0] + 20.0, before.shift[1]), scale=1.1)
     poses = [before] * STEP_AT + [after] * STEP_AFTER
-    return record_outputs(synthetic_frames(poses), backend), [frame_from_photo_matrix(p, 640, 480) for p in poses]
+    return record_outputs(synthetic_frames(poses), backend, flow=flow), [frame_from_photo_matrix(p, 640, 480) for p in poses]
 
 
 def step_lag_figures(recorded: list, matrices: list, temporal) -> dict:
@@ -173,6 +178,36 @@ def lighting_figures(backend) -> dict:
             "poses": list(LIGHT_POSES), "lights": [list(light) for light in LIGHTS]}
 
 
+SWITCH_AT = 10  # tracked lighting: frames under the first light before the switch (and after it)
+
+
+def tracked_lighting_figures(backend, flow: bool, temporal) -> dict:
+    """Lighting sensitivity in a video: each of the poses held still while the light switches between the clip's
+    extremes (``SWITCH_AT`` frames each; one sensor-noise draw, so nothing else changes), through the real loop with
+    the tracked, smoothed detector (``flow``) and ``temporal``. The mean angle on the photo between the last frame
+    before the switch and the first after it (``at_switch``), and the last frame after it (``settled``)."""
+    from facenormals.realtime.sources.sample import frame_from_photo_matrix, sample_pose
+    from facenormals.realtime.stability import to_photo
+    from facenormals.stability import pair_change
+
+    at_switch, settled = [], []
+    for index in LIGHT_POSES:
+        poses = [dataclasses.replace(sample_pose(index), gain=gain, light_slope=slope)
+                 for gain, slope in LIGHTS for _ in range(SWITCH_AT)]
+        matrix = frame_from_photo_matrix(poses[0], 640, 480)
+        recorded = record_outputs(synthetic_frames(poses, noise_index=index), backend, flow=flow)
+        probe, _, _ = replay(recorded, temporal, photo_of=lambda _, m=matrix: m)
+        samples = {s.frame_id: s for s in max(probe.tracks.values(), key=len)}
+        maps = {i: to_photo(samples[i].normals, samples[i].mask, samples[i].matrix, matrix)
+                for i in (SWITCH_AT - 1, SWITCH_AT, 2 * SWITCH_AT - 1) if i in samples}
+        before = maps.get(SWITCH_AT - 1)
+        for key, out in ((SWITCH_AT, at_switch), (2 * SWITCH_AT - 1, settled)):
+            if before is not None and key in maps:
+                out.append(pair_change(before[0], maps[key][0], before[1], maps[key][1]))
+    return {"at_switch_deg": round(float(np.mean(at_switch)), 3), "settled_deg": round(float(np.mean(settled)), 3),
+            "frames_per_light": SWITCH_AT, "poses": list(LIGHT_POSES)}
+
+
 def figures_of(probe, cpu_ms: list, wall_ms: list, temporal: bool) -> dict:
     """The probe's summary, the photo deviation's fast/slow split (sample), and the filter's per-face cost."""
     from facenormals.stability import fast_slow, summarise
@@ -187,11 +222,9 @@ def figures_of(probe, cpu_ms: list, wall_ms: list, temporal: bool) -> dict:
     return figures
 
 
-def measure(source: str, backend, frames: int) -> tuple[dict, dict]:
-    """(filter off, filter on) figures of ``frames`` frames of ``source``."""
+def read_clip(source: str, frames: int) -> tuple[list, object]:
+    """Up to ``frames`` frames of ``source``, stamped as a camera would, and the source's info."""
     from facenormals.realtime.sources.base import open_source, parse_spec
-    from facenormals.realtime.stability import sample_photo_of
-    from facenormals.temporal import TemporalFilter
 
     is_sample = parse_spec(source).kind in ("sample", "sample-rgbd")
     with open_source(source, **({"frames": frames} if is_sample else {})) as src:
@@ -200,14 +233,83 @@ def measure(source: str, backend, frames: int) -> tuple[dict, dict]:
     # stamped as a camera would (the source stamps the time it was read: a file reads in a burst, and the landmark
     # smoother and the filter would see 100+ FPS — smoothing far too much; that inflated session 3's figures)
     fps = info.fps or 30.0
-    clip = [dataclasses.replace(f, t_capture_ns=int(i * 1e9 / fps)) for i, f in enumerate(clip)]
-    photo_of = sample_photo_of(info.width, info.height, fps) if is_sample else None
-    recorded = record_outputs(clip, backend)
+    return [dataclasses.replace(f, t_capture_ns=int(i * 1e9 / fps)) for i, f in enumerate(clip)], info
+
+
+def detected(clip: list) -> list:
+    """The clip's faces from the loop's detector (smoothed, following the image), one per frame, without the network
+    (``--cost-only``): objects with the ``faces`` that :func:`flow_cost` reads."""
+    from types import SimpleNamespace
+
+    from facenormals.faces import create_detector
+
+    detector = create_detector(1)
+    try:
+        return [SimpleNamespace(faces=detector.detect(frame.rgb, frame.t_capture_ns)) for frame in clip]
+    finally:
+        detector.close()
+
+
+def flow_cost(clip: list, recorded: list) -> dict:
+    """CPU ms per face of following the faces' image motion (grey conversion + :func:`face_motion`), replayed on
+    the clip's frames and the recorded smoothed landmarks, OpenCV on one thread (process CPU time)."""
+    import cv2
+
+    from facenormals.face_motion import TRACK_LANDMARKS, face_motion, to_gray
+    from facenormals.stability import summarise
+
+    threads = cv2.getNumThreads()
+    cv2.setNumThreads(1)
+    cpu_ms, failed, prev_gray, prev_faces = [], 0, None, []
+    try:
+        for frame, result in zip(clip, recorded, strict=True):
+            c0 = time.process_time()
+            gray = to_gray(frame.rgb)
+            for face in prev_faces[:1] if len(result.faces) else []:
+                follow = face.landmarks[list(TRACK_LANDMARKS)]
+                failed += face_motion(prev_gray, gray, face.landmarks, follow=follow) is None
+            if prev_faces and len(result.faces):
+                cpu_ms.append((time.process_time() - c0) * 1000.0)
+            prev_gray, prev_faces = gray, result.faces
+    finally:
+        cv2.setNumThreads(threads)
+    return {"cpu_ms_per_face": summarise(np.array(cpu_ms)), "not_measured": failed}
+
+
+def landmark_offset(recorded: list) -> dict:
+    """How far the smoothed landmarks (what the crop and the prior are drawn from) sit from the raw ones, per frame:
+    mean distance in ‰ of the face size (lag shows here on fast motion), and the mean offset of their centroid
+    (a crop that trails the face)."""
+    from facenormals.stability import summarise
+
+    mean, centroid = [], []
+    for result in recorded:
+        for face in result.faces[:1]:
+            side = float(np.ptp(face.raw_landmarks, axis=0).max()) or 1.0
+            gap = np.asarray(face.landmarks, np.float64) - np.asarray(face.raw_landmarks, np.float64)
+            mean.append(1000.0 * np.linalg.norm(gap, axis=1).mean() / side)
+            centroid.append(1000.0 * np.linalg.norm(gap.mean(axis=0)) / side)
+    return {"mean_permille": summarise(np.array(mean)), "centroid_permille": summarise(np.array(centroid))}
+
+
+def measure(source: str, backend, frames: int, flow: bool = True) -> tuple[dict, dict]:
+    """(filter off, filter on) figures of ``frames`` frames of ``source``."""
+    from facenormals.realtime.sources.base import parse_spec
+    from facenormals.realtime.stability import sample_photo_of
+    from facenormals.temporal import TemporalFilter
+
+    clip, info = read_clip(source, frames)
+    is_sample = parse_spec(source).kind in ("sample", "sample-rgbd")
+    photo_of = sample_photo_of(info.width, info.height, info.fps or 30.0) if is_sample else None
+    recorded = record_outputs(clip, backend, flow=flow)
     out = []
     for temporal in (None, TemporalFilter()):
         figures = figures_of(*replay(recorded, temporal, photo_of), temporal is not None)
         figures["frames"] = len(recorded)
         out.append(figures)
+    out[0]["smoothed_vs_raw_landmarks"] = landmark_offset(recorded)
+    if flow:
+        out[0]["flow"] = out[1]["flow"] = flow_cost(clip, recorded)
     return out[0], out[1]
 
 
@@ -224,7 +326,7 @@ def factor_poses(factor: str, frames: int) -> list:
     return [dataclasses.replace(base, **{name: getattr(sample_pose(i), name) for name in moving}) for i in range(frames)]
 
 
-def decompose(backend, frames: int) -> dict:
+def decompose(backend, frames: int, flow: bool = True) -> dict:
     """Deviation from the temporal median with one factor of the clip moving at a time, filter off and on."""
     from facenormals.realtime.sources.sample import frame_from_photo_matrix
     from facenormals.temporal import TemporalFilter
@@ -233,7 +335,7 @@ def decompose(backend, frames: int) -> dict:
     for factor in FACTORS:
         poses = factor_poses(factor, frames)
         matrices = [frame_from_photo_matrix(p, 640, 480) for p in poses]
-        recorded = record_outputs(synthetic_frames(poses), backend)
+        recorded = record_outputs(synthetic_frames(poses), backend, flow=flow)
         row = {}
         for label, temporal in (("off", None), ("on", TemporalFilter())):
             photo = figures_of(*replay(recorded, temporal, matrices.__getitem__), False)["photo"]
@@ -241,6 +343,18 @@ def decompose(backend, frames: int) -> dict:
                                                           "frame_to_frame_deg")}
         out[factor] = row
         print(f"decompose {factor}: off {row['off']}, on {row['on']}", flush=True)
+    return out
+
+
+def _runs(results: dict) -> list[tuple[str, dict, str, str]]:
+    """(label, run, colour, line style) of each measured combination of image-motion following and filter."""
+    sets = [(results, results.get("flow", True))]
+    if "without_flow" in results:
+        sets.append((results["without_flow"], False))
+    out = []
+    for runs, flow in sets:
+        for label, colour in (("off", "#d6604d"), ("on", "#4393c3")):
+            out.append((f"{'flow' if flow else 'no flow'}, filter {label}", runs[label], colour, "-" if flow else ":"))
     return out
 
 
@@ -252,34 +366,36 @@ def plot(results: dict, path: Path) -> None:
 
     parts = results.get("decomposition")
     if parts:
-        fig, (ax, bars) = plt.subplots(1, 2, figsize=(12, 3.4), gridspec_kw={"width_ratios": [3, 2]})
+        fig, (ax, bars) = plt.subplots(1, 2, figsize=(12, 3.6), gridspec_kw={"width_ratios": [3, 2]})
     else:
-        fig, ax = plt.subplots(figsize=(7.5, 3.2))
-    for label, colour in (("off", "#d6604d"), ("on", "#4393c3")):
-        run = results[label]
+        fig, ax = plt.subplots(figsize=(7.5, 3.4))
+    for label, run, colour, style in _runs(results):
         series = run.get("photo", {}).get("per_frame")
         if series:
-            ax.plot(series["id"], series["deviation_deg"], color=colour, lw=1.2,
-                    label=f"filter {label}: mean {run['photo']['deviation_from_median_deg']['mean']:.2f}°")
+            ax.plot(series["id"], series["deviation_deg"], color=colour, ls=style, lw=1.2,
+                    label=f"{label}: mean {run['photo']['deviation_from_median_deg']['mean']:.2f}°")
         else:
             per = run["per_frame"]
-            ax.plot(per["id"], per["aligned_change_deg"], color=colour, lw=1.2,
-                    label=f"filter {label}: mean {run['aligned_frame_to_frame_deg']['mean']:.2f}°")
+            ax.plot(per["id"], per["aligned_change_deg"], color=colour, ls=style, lw=1.2,
+                    label=f"{label}: mean {run['aligned_frame_to_frame_deg']['mean']:.2f}°")
     photo = "photo" in results["on"]
     ax.set(xlabel="frame", ylabel="deviation from temporal median (°)" if photo else "aligned frame-to-frame change (°)",
            title=f"{results['source']}, {results['model']} {results.get('precision', '')} ({results['backend']})")
     ax.grid(alpha=0.3)
-    ax.legend(fontsize=8)
+    ax.legend(fontsize=7)
     if parts:
+        columns = [("no flow, filter off", results.get("without_flow", {}).get("decomposition"), "off", "#d6604d"),
+                   ("no flow, filter on", results.get("without_flow", {}).get("decomposition"), "on", "#f4a582"),
+                   ("flow, filter off", parts, "off", "#92c5de"), ("flow, filter on", parts, "on", "#4393c3")]
+        columns = [c for c in columns if c[1]]
         names = list(parts)
         x = np.arange(len(names))
-        for k, (label, key, colour) in enumerate((("off: deviation", ("off", "deviation_from_median_deg"), "#d6604d"),
-                                                  ("on: deviation", ("on", "deviation_from_median_deg"), "#4393c3"),
-                                                  ("off: slow part", ("off", "slow_deg"), "#878787"),
-                                                  ("off: fast part", ("off", "fast_deg"), "#f4a582"))):
-            bars.bar(x + (k - 1.5) * 0.2, [parts[n][key[0]][key[1]] for n in names], 0.2, color=colour, label=label)
+        width = 0.8 / len(columns)
+        for k, (label, table, key, colour) in enumerate(columns):
+            bars.bar(x + (k - (len(columns) - 1) / 2) * width, [table[n][key]["deviation_from_median_deg"] for n in names],
+                     width, color=colour, label=label)
         bars.set_xticks(x, names, fontsize=8)
-        bars.set(ylabel="°", title="one factor of the clip at a time")
+        bars.set(ylabel="deviation from median (°)", title="one factor of the clip at a time")
         bars.grid(alpha=0.3, axis="y")
         bars.legend(fontsize=7)
     fig.tight_layout()
@@ -290,6 +406,47 @@ def plot(results: dict, path: Path) -> None:
     plt.close(fig)
 
 
+def measure_all(args: argparse.Namespace, backend, flow: bool) -> dict:
+    """Filter off and on (with the step lag on the sample), and ``--decompose``'s table, for one landmark setting."""
+    out: dict = {"flow": flow}
+    out["off"], out["on"] = measure(args.source, backend, args.frames, flow)
+    if args.source.startswith("sample"):
+        from facenormals.temporal import TemporalFilter
+
+        recorded, matrices = step_sequence(backend, flow)
+        out["off"]["lag"] = step_lag_figures(recorded, matrices, None)
+        out["on"]["lag"] = step_lag_figures(recorded, matrices, TemporalFilter())
+        out["off"]["tracked_lighting"] = tracked_lighting_figures(backend, flow, None)
+        out["on"]["tracked_lighting"] = tracked_lighting_figures(backend, flow, TemporalFilter())
+        if args.decompose:
+            out["decomposition"] = decompose(backend, args.frames, flow)
+    return out
+
+
+def print_runs(runs: dict, title: str) -> None:
+    for label in ("off", "on"):
+        run = runs[label]
+        line = (f"{title}filter {label}: aligned frame-to-frame {run['aligned_frame_to_frame_deg']['mean']}° "
+                f"(landmarks rigid {run['landmark_motion_rigid']['mean']} ‰, non-rigid "
+                f"{run['landmark_motion_nonrigid']['mean']} ‰)")
+        if "photo" in run:
+            line += (f"; photo: deviation {run['photo']['deviation_from_median_deg']['mean']}° (fast "
+                     f"{run['photo']['fast_deg']['mean']}°, slow {run['photo']['slow_deg']['mean']}°), frame to frame "
+                     f"{run['photo']['frame_to_frame_deg']['mean']}°; lag {run['lag']['lag_frames']} frames; light "
+                     f"switch {run['tracked_lighting']['at_switch_deg']}° → settled {run['tracked_lighting']['settled_deg']}°")
+        if run.get("filter_cpu_ms_per_face"):
+            line += (f"; filter {run['filter_cpu_ms_per_face']['mean']} CPU ms/face "
+                     f"(p95 {run['filter_cpu_ms_per_face']['p95']}; wall {run['filter_wall_ms_per_face']['mean']})")
+        if label == "off":
+            gap = run["smoothed_vs_raw_landmarks"]
+            line += (f"; smoothed − raw landmarks {gap['mean_permille']['mean']} ‰ (p95 {gap['mean_permille']['p95']}, "
+                     f"centroid {gap['centroid_permille']['mean']} ‰)")
+        if run.get("flow") and label == "off":
+            cost = run["flow"]["cpu_ms_per_face"]
+            line += f"; image motion {cost['mean']} CPU ms/face (p95 {cost['p95']})"
+        print(line)
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--source", default="sample")
@@ -298,9 +455,20 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--frames", type=int, default=90)
     parser.add_argument("--threads", type=int)
     parser.add_argument("--decompose", action="store_true", help="sample: one factor of the clip at a time")
+    flow = parser.add_mutually_exclusive_group()
+    flow.add_argument("--no-flow", action="store_true", help="landmark smoothing without the faces' image motion")
+    flow.add_argument("--compare-flow", action="store_true", help="also measure without it (under without_flow)")
+    parser.add_argument("--cost-only", action="store_true",
+                        help="only time the image-motion step per face (no network; for an idle machine)")
     parser.add_argument("--json", type=Path)
     parser.add_argument("--plot", type=Path)
     args = parser.parse_args(argv)
+    if args.cost_only:
+        clip, _ = read_clip(args.source, args.frames)
+        for attempt in range(3):  # the first pass warms caches
+            cost = flow_cost(clip, detected(clip))["cpu_ms_per_face"]
+            print(f"pass {attempt + 1}: image motion {cost['mean']} CPU ms/face (p95 {cost['p95']}, n {cost['n']})")
+        return 0
     from facenormals.export.prepare import create_backend
     from facenormals.runtime.backends import warm_up
 
@@ -310,31 +478,16 @@ def main(argv: list[str] | None = None) -> int:
     results: dict = {"source": args.source, "backend": backend.name, "model": str(model),
                      "precision": getattr(backend, "metadata", {}).get("precision", "fp32"),
                      "date_utc": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())}
-    results["off"], results["on"] = measure(args.source, backend, args.frames)
+    results.update(measure_all(args, backend, flow=not args.no_flow))
+    if args.compare_flow:
+        results["without_flow"] = measure_all(args, backend, flow=False)
     if args.source.startswith("sample"):
-        from facenormals.temporal import TemporalFilter
-
-        recorded, matrices = step_sequence(backend)
-        results["off"]["lag"] = step_lag_figures(recorded, matrices, None)
-        results["on"]["lag"] = step_lag_figures(recorded, matrices, TemporalFilter())
-        results["lighting_sensitivity"] = lighting_figures(backend)
-        if args.decompose:
-            results["decomposition"] = decompose(backend, args.frames)
+        results["lighting_sensitivity"] = lighting_figures(backend)  # still images: no smoothing, no flow
     else:
         results["lighting_sensitivity"] = "not measured: a real video has no frames that differ only in light"
-    for label in ("off", "on"):
-        run = results[label]
-        line = (f"filter {label}: aligned frame-to-frame {run['aligned_frame_to_frame_deg']['mean']}° "
-                f"(landmarks rigid {run['landmark_motion_rigid']['mean']} ‰, non-rigid "
-                f"{run['landmark_motion_nonrigid']['mean']} ‰)")
-        if "photo" in run:
-            line += (f"; photo: deviation {run['photo']['deviation_from_median_deg']['mean']}° (fast "
-                     f"{run['photo']['fast_deg']['mean']}°, slow {run['photo']['slow_deg']['mean']}°), frame to frame "
-                     f"{run['photo']['frame_to_frame_deg']['mean']}°; lag {run['lag']['lag_frames']} frames")
-        if run.get("filter_cpu_ms_per_face"):
-            line += (f"; filter {run['filter_cpu_ms_per_face']['mean']} CPU ms/face "
-                     f"(p95 {run['filter_cpu_ms_per_face']['p95']}; wall {run['filter_wall_ms_per_face']['mean']})")
-        print(line)
+    print_runs(results, "flow on, " if results["flow"] else "flow off, ")
+    if "without_flow" in results:
+        print_runs(results["without_flow"], "flow off, ")
     if isinstance(results["lighting_sensitivity"], dict):
         print(f"lighting sensitivity: {results['lighting_sensitivity']['mean_deg']}°")
     if args.json:

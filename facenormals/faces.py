@@ -21,7 +21,8 @@ so they all sit on the same pixels. 478 points: the 468 mesh points and the 10 i
 Detectors, one interface (``detect(rgb, t_capture_ns) -> list[Face]``):
 
 * :class:`FaceMeshDetector` — :class:`FaceMesh` in tracking mode (video) or still mode (independent images),
-  One-Euro smoothing optional (:mod:`facenormals.smoothing`).
+  One-Euro smoothing optional (:mod:`facenormals.smoothing`), following each face's image motion by default
+  (``flow``, :mod:`facenormals.face_motion`).
 * :class:`TaskFaceDetector` — the MediaPipe Tasks ``FaceLandmarker`` in VIDEO mode from a
   user-supplied ``.task`` file (nothing is downloaded), fed the frames' real timestamps.
 * :class:`StillFaceDetector` — for still images and group photos: MediaPipe's face *detection*
@@ -39,11 +40,13 @@ from typing import Protocol
 import cv2
 import numpy as np
 
+from facenormals.face_motion import MotionParams, to_gray
 from facenormals.geometry import SquareBox, square_box
 from facenormals.smoothing import LandmarkSmoother, OneEuroParams
 
 NUM_LANDMARKS = 478  # face mesh with refined irises
 DEFAULT_SMOOTHING = OneEuroParams()
+DEFAULT_FLOW = MotionParams()  # smoothing follows each face's image motion (issue 16); None: plain One-Euro
 
 
 class FrameError(ValueError):
@@ -149,20 +152,26 @@ class FaceMesh:
 class _SmoothingDetector:
     """Shared part: raw landmark arrays → smoothed, tracked :class:`Face` objects."""
 
-    def __init__(self, max_faces: int, smoothing: OneEuroParams | None) -> None:
+    def __init__(self, max_faces: int, smoothing: OneEuroParams | None, flow: MotionParams | None = None) -> None:
         if max_faces < 1:
             raise ValueError(f"max_faces must be at least 1, got {max_faces}")
         self.max_faces = max_faces
-        self._smoother = LandmarkSmoother(smoothing) if smoothing is not None else None
+        self._smoother = LandmarkSmoother(smoothing, flow=flow) if smoothing is not None else None
         self._next_id = 0
 
+    @property
+    def flow(self) -> MotionParams | None:
+        """The image-motion settings the smoother follows faces with (None: plain One-Euro, or no smoothing)."""
+        return None if self._smoother is None else self._smoother.flow
+
     def _faces(self, raw: list[np.ndarray], t_capture_ns: int,
-               depths: list[np.ndarray] | None = None) -> list[Face]:
+               depths: list[np.ndarray] | None = None, rgb: np.ndarray | None = None) -> list[Face]:
         depths = depths if depths is not None else [None] * len(raw)
         keep = [i for i, points in enumerate(raw) if np.isfinite(points).all()]
         raw, depths = [raw[i] for i in keep], [depths[i] for i in keep]
         if self._smoother is not None:
-            tracked = self._smoother(raw, t_capture_ns * 1e-9)
+            gray = to_gray(rgb) if rgb is not None and self._smoother.flow is not None else None
+            tracked = self._smoother(raw, t_capture_ns * 1e-9, gray)
         else:
             tracked = [(i, points) for i, points in enumerate(raw)]
         faces = []
@@ -180,13 +189,14 @@ class FaceMeshDetector(_SmoothingDetector):
 
     def __init__(self, max_faces: int = 1, smoothing: OneEuroParams | None = DEFAULT_SMOOTHING,
                  min_detection_confidence: float = 0.5, min_tracking_confidence: float = 0.5,
-                 still: bool = False) -> None:
-        super().__init__(max_faces, smoothing)
+                 still: bool = False, flow: MotionParams | None = DEFAULT_FLOW) -> None:
+        super().__init__(max_faces, smoothing, flow)
         self._mesh = FaceMesh(max_faces, still, min_detection_confidence, min_tracking_confidence)
 
     def detect(self, rgb: np.ndarray, t_capture_ns: int = 0) -> list[Face]:
-        found = self._mesh.find(check_frame(rgb))
-        return self._faces([f.points for f in found], t_capture_ns, [f.depth for f in found])
+        rgb = check_frame(rgb)
+        found = self._mesh.find(rgb)
+        return self._faces([f.points for f in found], t_capture_ns, [f.depth for f in found], rgb)
 
     def close(self) -> None:
         self._mesh.close()
@@ -196,8 +206,8 @@ class TaskFaceDetector(_SmoothingDetector):
     """MediaPipe Tasks ``FaceLandmarker`` (VIDEO mode) from a user-supplied ``.task`` model bundle."""
 
     def __init__(self, task_file: str | Path, max_faces: int = 1,
-                 smoothing: OneEuroParams | None = DEFAULT_SMOOTHING) -> None:
-        super().__init__(max_faces, smoothing)
+                 smoothing: OneEuroParams | None = DEFAULT_SMOOTHING, flow: MotionParams | None = DEFAULT_FLOW) -> None:
+        super().__init__(max_faces, smoothing, flow)
         path = Path(task_file)
         if not path.is_file():
             raise FileNotFoundError(f"face landmarker model not found: {path} (pass a MediaPipe .task file)")
@@ -223,7 +233,7 @@ class TaskFaceDetector(_SmoothingDetector):
         result = self._landmarker.detect_for_video(mp.Image(image_format=mp.ImageFormat.SRGB, data=rgb), t_ms)
         meshes = [mesh_to_pixels(np.array([(p.x, p.y, p.z) for p in mesh], dtype=np.float32), width, height)
                   for mesh in result.face_landmarks]
-        return self._faces([points for points, _ in meshes], t_capture_ns, [depth for _, depth in meshes])
+        return self._faces([points for points, _ in meshes], t_capture_ns, [depth for _, depth in meshes], rgb)
 
     def close(self) -> None:
         self._landmarker.close()
@@ -354,12 +364,14 @@ def _square_iou(a: SquareBox, b: SquareBox) -> float:
 
 
 def create_detector(max_faces: int = 1, task_file: str | Path | None = None, smooth: bool = True,
-                    still: bool = False) -> Detector:
+                    still: bool = False, flow: bool = True) -> Detector:
     """The face-mesh detector, the Tasks FaceLandmarker when a ``.task`` file is given, or for unrelated still
-    images (``still``: an image folder, photos) the :class:`StillFaceDetector`, which finds small faces too."""
+    images (``still``: an image folder, photos) the :class:`StillFaceDetector`, which finds small faces too.
+    ``flow`` (with ``smooth``): the smoother follows each face's image motion (:mod:`facenormals.face_motion`)."""
     params = OneEuroParams() if smooth else None
+    motion = DEFAULT_FLOW if smooth and flow else None
     if task_file is not None:
-        return TaskFaceDetector(task_file, max_faces, params)
+        return TaskFaceDetector(task_file, max_faces, params, motion)
     if still:
         return StillFaceDetector(max_faces)
-    return FaceMeshDetector(max_faces, params)
+    return FaceMeshDetector(max_faces, params, flow=motion)

@@ -7,6 +7,10 @@ from the frames' ``t_capture_ns`` — never an assumed frame rate — so dropped
 Speeds are measured in face sizes per second (landmarks divided by the face box side), so one set of
 parameters works for near and far faces.
 
+With ``flow`` (:class:`LandmarkSmoother`, on by default in the realtime loop) each face's filter state is first
+moved by the face's image motion since the last frame (:mod:`facenormals.face_motion`), so the smoothed landmarks
+follow a moving face without lag and the filter only smooths what the image motion does not explain.
+
 >>> import numpy as np
 >>> f = OneEuroFilter(min_cutoff=1.0, beta=0.0)
 >>> first = f(np.array([0.0]), 0.0)
@@ -20,6 +24,8 @@ import math
 from dataclasses import dataclass
 
 import numpy as np
+
+from facenormals.face_motion import TRACK_LANDMARKS, MotionParams, face_motion
 
 
 def _alpha(cutoff_hz: np.ndarray | float, dt_s: float) -> np.ndarray | float:
@@ -49,7 +55,15 @@ class OneEuroFilter:
     def reset(self) -> None:
         self._x = self._dx = self._t = None
 
-    def __call__(self, x: np.ndarray, t_s: float, scale: float = 1.0) -> np.ndarray:
+    @property
+    def value(self) -> np.ndarray | None:
+        """The last output (None before the first sample)."""
+        return None if self._x is None else self._x.copy()
+
+    def __call__(self, x: np.ndarray, t_s: float, scale: float = 1.0, motion: np.ndarray | None = None) -> np.ndarray:
+        """Filter one sample. ``motion``: for N×2 points, a 2×3 affine that moved the scene since the last sample
+        (measured from the image, :mod:`facenormals.face_motion`): the state is moved by it first, so motion it
+        explains is followed at once (no lag) and only the rest is smoothed."""
         x = np.asarray(x, dtype=np.float64)
         if self._x is None or self._t is None or x.shape != self._x.shape:
             self._x, self._dx, self._t = x.copy(), np.zeros_like(x), t_s
@@ -57,6 +71,10 @@ class OneEuroFilter:
         dt = t_s - self._t
         if dt <= 0:  # repeated or out-of-order timestamp: nothing new to filter
             return self._x.copy()
+        if motion is not None:
+            if x.ndim != 2 or x.shape[1] != 2:
+                raise ValueError(f"a motion applies to N×2 points, got shape {x.shape}")
+            self._x = self._x @ np.asarray(motion, dtype=np.float64)[:, :2].T + np.asarray(motion)[:, 2]
         dx = (x - self._x) / (dt * max(scale, 1e-9))
         self._dx = self._dx + _alpha(self.d_cutoff, dt) * (dx - self._dx)
         cutoff = self.min_cutoff + self.beta * np.abs(self._dx)
@@ -81,16 +99,28 @@ class LandmarkSmoother:
     start new tracks. Tracks unseen for ``max_age_s`` seconds are forgotten.
     """
 
-    def __init__(self, params: OneEuroParams | None = None, match_radius: float = 0.5, max_age_s: float = 0.5) -> None:
+    def __init__(self, params: OneEuroParams | None = None, match_radius: float = 0.5, max_age_s: float = 0.5,
+                 flow: MotionParams | None = None) -> None:
         self.params = params or OneEuroParams()
         self.match_radius = match_radius
         self.max_age_s = max_age_s
+        self.flow = flow
+        self.last_motion: dict[int, np.ndarray | None] = {}  # per track: the image motion used on the last frame
         self._tracks: list[_Track] = []
         self._next_id = 0
+        self._prev_gray: np.ndarray | None = None
 
-    def __call__(self, faces_landmarks: list[np.ndarray], t_s: float) -> list[tuple[int, np.ndarray]]:
-        """Smooth each face's N×2 landmarks; returns (track id, smoothed landmarks) in input order."""
+    def __call__(self, faces_landmarks: list[np.ndarray], t_s: float,
+                 gray: np.ndarray | None = None) -> list[tuple[int, np.ndarray]]:
+        """Smooth each face's N×2 landmarks; returns (track id, smoothed landmarks) in input order.
+
+        ``gray`` (uint8 H×W, this frame) with ``flow`` set: each continued track's state is first moved by the
+        face's image motion since the last frame (:func:`facenormals.face_motion.face_motion`)."""
         self._tracks = [tr for tr in self._tracks if t_s - tr.last_t <= self.max_age_s]
+        prev_gray = self._prev_gray if gray is not None and self._prev_gray is not None \
+            and self._prev_gray.shape == gray.shape else None
+        self._prev_gray = gray if self.flow is not None else None
+        self.last_motion = {}
         free = list(self._tracks)
         out: list[tuple[int, np.ndarray]] = []
         for points in faces_landmarks:
@@ -104,7 +134,12 @@ class LandmarkSmoother:
                 self._tracks.append(track)
             else:
                 free.remove(track)
-            smoothed = track.filter(points, t_s, scale=side)
+            motion = None
+            if prev_gray is not None and self.flow is not None and (previous := track.filter.value) is not None:
+                follow = previous[list(TRACK_LANDMARKS)] if len(previous) > max(TRACK_LANDMARKS) else None
+                motion = face_motion(prev_gray, gray, previous, self.flow, follow)
+            self.last_motion[track.track_id] = motion
+            smoothed = track.filter(points, t_s, scale=side, motion=motion)
             track.centre, track.side, track.last_t = centre, side, t_s
             out.append((track.track_id, smoothed.astype(np.float32)))
         return out

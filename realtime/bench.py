@@ -54,6 +54,7 @@ class BenchConfig:
     threads: int | None = None
     preload: bool = True  # file sources: decode/generate frames before timing, replay them from memory
     temporal: bool = True  # the temporal filter of the normals (facenormals.temporal), as `run` has it for video
+    flow: bool = True  # the landmark smoother follows the faces' image motion (facenormals.face_motion), as in `run`
     stability: bool = True  # the stability block (figures computed after the run, off the timed loop)
 
 
@@ -212,7 +213,8 @@ def run_benchmark(cfg: BenchConfig) -> dict:
     load_before = machine_info()["load_avg_1m"]
     probe = JitterProbe(cfg.warmup)
     with open_run_source(cfg.source, sample_frames=total) as source, \
-            LoopParts.build(source, backend, view=cfg.view, max_faces=cfg.max_faces, temporal=cfg.temporal) as parts:
+            LoopParts.build(source, backend, view=cfg.view, max_faces=cfg.max_faces, temporal=cfg.temporal,
+                            flow=cfg.flow) as parts:
         pace = (source.fps or 30.0) if cfg.pace == "realtime" and not source.live else None
         frames = source
         if cfg.preload and not source.live:
@@ -259,6 +261,7 @@ def run_benchmark(cfg: BenchConfig) -> dict:
         "faces_per_frame": round(float(np.mean(faces)), 3),
         "jitter": probe.summary(),
         "temporal": cfg.temporal,
+        "flow": cfg.flow,
         **({"stability": stability.summary()} if stability is not None else {}),
         # CPU seconds per processed frame (all threads; ORT's spinning included): contention inflates wall time
         # far more than CPU time, so cores / this bounds the unloaded FPS.

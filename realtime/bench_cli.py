@@ -23,6 +23,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="read file sources during the run (default: read ahead, replay from memory)")
     parser.add_argument("--max-faces", type=int, default=1, metavar="K")
     parser.add_argument("--no-temporal", action="store_true", help="no temporal filter of the normals (default: on)")
+    parser.add_argument("--no-flow", action="store_true",
+                        help="landmark smoothing without following the faces' image motion (default: on)")
     parser.add_argument("--view", default="normals", help="view rendered during the run (default normals)")
     parser.add_argument("--threads", type=int, help="CPU threads for inference (default: physical cores)")
     parser.add_argument("--json", type=Path, help="write the result here")
@@ -38,7 +40,8 @@ def main(args: argparse.Namespace) -> int:
             check_output(path, option, overwrite=True, inputs=[args.model])
     cfg = BenchConfig(source=args.source, backend=args.backend, model=args.model, frames=args.frames,
                       warmup=args.warmup, max_faces=args.max_faces, pace=args.pace, view=args.view, threads=args.threads,
-                      preload=not args.no_preload, temporal=not args.no_temporal)
+                      preload=not args.no_preload, temporal=not args.no_temporal,
+                      flow=not args.no_flow)
     result = run_benchmark(cfg)
     print(format_summary(result))
     if args.json is not None:
@@ -62,7 +65,8 @@ def format_summary(result: dict) -> str:
     lines.append(f"landmark jitter (‰ face size): raw {jitter['raw']}, smoothed {jitter['smoothed']}")
     stability = result.get("stability")
     if stability:
-        lines.append(f"temporal filter {'on' if result.get('temporal') else 'off'}: aligned frame-to-frame change "
+        lines.append(f"temporal filter {'on' if result.get('temporal') else 'off'}, landmarks following the image "
+                     f"{'on' if result.get('flow') else 'off'}: aligned frame-to-frame change "
                      f"{stability['aligned_frame_to_frame_deg']['mean']}° (landmarks: rigid "
                      f"{stability['landmark_motion_rigid']['mean']} ‰, "
                      f"non-rigid {stability['landmark_motion_nonrigid']['mean']} ‰)")

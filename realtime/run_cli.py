@@ -40,6 +40,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--frames", type=int, metavar="N", help="stop after N frames")
     parser.add_argument("--task", type=Path, help="MediaPipe Tasks face_landmarker.task file (instead of the bundled mesh)")
     parser.add_argument("--no-smoothing", action="store_true", help="raw landmarks (no One-Euro filter)")
+    parser.add_argument("--no-flow", action="store_true",
+                        help="landmark smoothing without following the face's image motion (facenormals.face_motion)")
     parser.add_argument("--no-temporal", action="store_true",
                         help="raw per-frame normals (default for video: the temporal filter, facenormals.temporal; "
                              "image folders are never filtered)")
@@ -140,7 +142,8 @@ def main(args: argparse.Namespace) -> int:
             sinks.append(WindowSink(state))
         # stills (an image folder): no tracking, smoothing or temporal filter; --view fusion adds the fusion stage
         with LoopParts.build(source, backend, view=args.view, max_faces=args.max_faces, task_file=args.task,
-                             smooth=not args.no_smoothing, temporal=not args.no_temporal, state=state,
+                             smooth=not args.no_smoothing, temporal=not args.no_temporal, flow=not args.no_flow,
+                             state=state,
                              sinks=sinks) as parts:
             pipeline = parts.pipeline(source, max_frames=args.frames,
                                       pace_fps=(source.fps or 30.0) if args.realtime else None)

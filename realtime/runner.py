@@ -86,17 +86,18 @@ class LoopParts:
 
     @classmethod
     def build(cls, source: Any, backend: Any, *, view: str = "normals", max_faces: int = 1,
-              task_file: Path | None = None, smooth: bool = True, temporal: bool = True,
+              task_file: Path | None = None, smooth: bool = True, temporal: bool = True, flow: bool = True,
               state: RenderState | None = None, sinks: list | None = None) -> LoopParts:
         """The loop's parts for ``source``: unrelated stills (an image folder) are detected one by one without
         smoothing, tracking or the temporal filter (tracking would carry faces across photos); a view that draws
-        refined depth gets the fusion stage."""
+        refined depth gets the fusion stage. ``flow``: the landmark smoother follows each face's image motion
+        (:mod:`facenormals.face_motion`; only with ``smooth``)."""
         from facenormals.temporal import TemporalFilter
 
         get_view(view)  # an unavailable view fails before the detector is built
         still = bool(getattr(source, "still_images", False))
         detector = create_detector(max_faces, task_file=task_file, smooth=smooth and not still,
-                                   still=still and task_file is None)
+                                   still=still and task_file is None, flow=flow)
         fusion = None
         if view_needs_fusion(view):
             from facenormals.fusion_stage import FusionStage

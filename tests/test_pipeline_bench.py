@@ -35,8 +35,27 @@ def test_bench_cli_writes_json_and_plot(media, tmp_path, capsys):
     assert result["jitter"]["tracks"] == 1 and result["jitter"]["raw"] > 0
     assert result["machine"]["cpus_usable"] >= 1 and result["preloaded"]
     assert result["cpu_ms_per_frame"] > 0
+    assert result["flow"] is True and result["temporal"] is True  # the defaults of `run` for video
     assert plot.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     assert "FPS" in capsys.readouterr().out
+
+
+def test_no_flow_switch_reaches_the_detector(media):
+    """``--no-flow`` (run, bench) keeps the One-Euro smoothing but stops it following the image; ``--no-smoothing``
+    turns off both; image folders get neither."""
+    from facenormals.realtime.runner import LoopParts
+    from facenormals.realtime.sources.base import open_source
+    from facenormals.runtime import create_backend
+
+    ckpt, video = media
+    backend = create_backend("torch", ckpt)
+    with open_source(f"video:{video}") as source:
+        for flow, smooth, expected in ((True, True, True), (False, True, False), (True, False, False)):
+            with LoopParts.build(source, backend, flow=flow, smooth=smooth) as parts:
+                assert (parts.detector.flow is not None) is expected, (flow, smooth)
+    result = run_benchmark(BenchConfig(source=f"video:{video}", backend="torch", model=str(ckpt), frames=4, warmup=1,
+                                       pace="max", flow=False, stability=False))
+    assert result["flow"] is False and result["frames"] == 4
 
 
 def test_realtime_pace_replays_at_the_source_rate(media):
