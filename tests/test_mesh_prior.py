@@ -273,3 +273,17 @@ def test_realtime_batches_carry_the_prior_for_prior_models(astronaut) -> None:
     points = mesh_prior.crop_points_from_pixels(landmarks_px, faces[0].depth, with_prior.crops[0].matrix)
     reference, ref_coverage = mesh_prior.rasterize_mesh_normals(points, mesh_prior.mesh_triangles(True), 64)
     assert angular_error_deg(normals[ref_coverage], reference[ref_coverage]).max() < 0.01
+
+
+def test_prior_unit_scaling_matches_the_numpy_formula():
+    """The prior's one-pass unit scaling gives the bytes of ``n / max(sqrt(Σ n²), 1e-6)`` (zeros stay zero)."""
+    import cv2
+
+    rng = np.random.default_rng(7)
+    normals = cv2.GaussianBlur((rng.standard_normal((96, 96, 3)) * 2).astype(np.float32), (0, 0), 1.5)
+    normals[:10] = 0.0
+    length = np.sqrt(np.einsum("ijk,ijk->ij", normals, normals))
+    expected = normals / np.maximum(length, 1e-6)[..., None]
+    got = prior._unit(normals.copy())
+    assert got.tobytes() == expected.tobytes()
+    assert not got[:10].any()
