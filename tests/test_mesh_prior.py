@@ -287,3 +287,16 @@ def test_prior_unit_scaling_matches_the_numpy_formula():
     got = prior._unit(normals.copy())
     assert got.tobytes() == expected.tobytes()
     assert not got[:10].any()
+
+
+def test_vertex_normals_normalise_exactly_like_numpy():
+    """The in-place row normalisation gives the bytes of ``v / max(‖v‖, 1e-12)`` (isolated vertices stay zero)."""
+    rng = np.random.default_rng(8)
+    points = rng.standard_normal((40, 3)) * 10.0
+    triangles = Delaunay(points[:, :2]).simplices.astype(np.int64)
+    sums = np.zeros((len(points) + 1, 3))  # one vertex in no triangle
+    mesh_prior._accumulate_face_normals(np.vstack([points, [[0.0, 0.0, 0.0]]]), triangles, sums)
+    expected = sums / np.maximum(np.linalg.norm(sums, axis=1, keepdims=True), 1e-12)
+    got = mesh_prior.vertex_normals(np.vstack([points, [[0.0, 0.0, 0.0]]]), triangles)
+    assert got.tobytes() == expected.tobytes()
+    assert not got[-1].any()
