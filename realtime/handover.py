@@ -6,7 +6,9 @@ of CPU) would often be replaced by a newer one before the backend got to it, and
 backend's threads for the whole inference. :class:`JustInTime` instead lets the detect thread start when
 
 * no detected batch is waiting for the backend (at most one frame between detection and inference), and
-* the backend is idle, or its running call is expected to end within one detection (running averages of both),
+* the backend is idle, or its running call is expected to end within one detection: the running average of the
+  inference time against the *shortest* recent detection (a detection that overlaps inference is slowed by it; its
+  average would start the next one ever earlier, until detection overlapped all of inference again),
 
 so the batch is ready as the backend frees up, from the newest frame. Frames are then dropped only before any
 work on them. When the machine keeps up with the camera nothing waits: each frame finds the backend idle.
@@ -14,6 +16,7 @@ work on them. When the machine keeps up with the camera nothing waits: each fram
 
 from __future__ import annotations
 
+import collections
 import threading
 import time
 from collections.abc import Callable
@@ -31,17 +34,18 @@ class JustInTime:
     Detect thread: :meth:`wait_turn` before taking a frame, then :meth:`detected` (or :meth:`skipped` for a frame
     that gave no batch). Infer thread: :meth:`inference_started` on taking a batch, :meth:`inference_done` after
     the backend returned. ``clock``: seconds, monotonic (injectable for tests); ``smoothing``: weight of the newest
-    duration in the running averages.
+    inference time in its running average; ``window``: detections the shortest is taken over.
     """
 
     def __init__(self, stop: threading.Event, clock: Callable[[], float] = time.monotonic,
-                 smoothing: float = 0.2) -> None:
+                 smoothing: float = 0.2, window: int = 30) -> None:
         self._stop, self._clock, self._smoothing = stop, clock, smoothing
         self._cond = threading.Condition()
         self._pending = False  # a frame is being detected, or its batch waits for the backend
         self._busy_until: float | None = None  # expected end of the running backend call; None: idle
-        self.detect_s = 0.0  # running averages (seconds)
-        self.infer_s = 0.0
+        self._detections: collections.deque[float] = collections.deque(maxlen=window)
+        self.detect_s = 0.0  # the shortest recent detection (seconds): the lead
+        self.infer_s = 0.0  # running average of the inference time (seconds)
 
     def start_time(self) -> float | None:
         """When the detect thread may start (clock seconds; None: not before the pending batch is taken)."""
@@ -69,7 +73,8 @@ class JustInTime:
     def detected(self, seconds: float) -> None:
         """The frame's batch is on its way to the backend; detection plus crop took ``seconds``."""
         with self._cond:
-            self.detect_s = self._average(self.detect_s, seconds)
+            self._detections.append(seconds)
+            self.detect_s = min(self._detections)
 
     def skipped(self) -> None:
         """The frame gave no batch (unreadable): the detect thread may take the next one."""

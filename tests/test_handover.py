@@ -31,17 +31,17 @@ def test_idle_backend_lets_detection_start_at_once_and_only_one_frame_waits():
 def test_detection_starts_one_detection_before_the_backend_is_expected_to_finish():
     clock = Clock()
     handover = JustInTime(threading.Event(), clock, smoothing=0.5)
-    for detect_s, infer_s in ((0.010, 0.040), (0.014, 0.060)):  # first values taken as they are, then averaged
+    for detect_s, infer_s in ((0.010, 0.040), (0.014, 0.060)):  # inference averaged, the shortest detection kept
         handover.wait_turn()
         handover.detected(detect_s)
         handover.inference_started()
         handover.inference_done(infer_s)
-    assert handover.detect_s == pytest.approx(0.012) and handover.infer_s == pytest.approx(0.050)
+    assert handover.detect_s == pytest.approx(0.010) and handover.infer_s == pytest.approx(0.050)
     handover.wait_turn()
     handover.detected(0.012)
     clock.now = 200.0
     handover.inference_started()
-    assert handover.start_time() == pytest.approx(200.0 + 0.050 - 0.012)
+    assert handover.start_time() == pytest.approx(200.0 + 0.050 - 0.010)
     handover.inference_done(0.050)
     assert handover.start_time() == float("-inf")
 
@@ -60,3 +60,15 @@ def test_stop_request_ends_a_wait():
     stop.set()
     with pytest.raises(Stopped):
         handover.wait_turn()
+
+
+def test_the_lead_is_the_shortest_recent_detection_not_one_slowed_by_overlap():
+    handover = JustInTime(threading.Event(), Clock(), window=3)
+    for seconds in (0.010, 0.030, 0.025):  # the later two overlapped an inference
+        handover.wait_turn()
+        handover.detected(seconds)
+        handover.skipped()
+    assert handover.detect_s == pytest.approx(0.010)
+    handover.wait_turn()
+    handover.detected(0.020)  # the fast one has left the window
+    assert handover.detect_s == pytest.approx(0.020)
