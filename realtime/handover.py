@@ -6,9 +6,10 @@ of CPU) would often be replaced by a newer one before the backend got to it, and
 backend's threads for the whole inference. :class:`JustInTime` instead lets the detect thread start when
 
 * no detected batch is waiting for the backend (at most one frame between detection and inference), and
-* the backend is idle, or its running call is expected to end within one detection: the running average of the
-  inference time against the *shortest* recent detection (a detection that overlaps inference is slowed by it; its
-  average would start the next one ever earlier, until detection overlapped all of inference again),
+* the backend is idle, or its running call could end within one detection: the shortest recent inference against
+  the shortest recent detection (shortest: a detection that overlaps inference is slowed by it, so an average would
+  start the next one ever earlier; and an average inference, inflated by a slow one, would start detection late
+  and leave the backend waiting for its batch on a quiet machine),
 
 so the batch is ready as the backend frees up, from the newest frame. Frames are then dropped only before any
 work on them. When the machine keeps up with the camera nothing waits: each frame finds the backend idle.
@@ -33,19 +34,19 @@ class JustInTime:
 
     Detect thread: :meth:`wait_turn` before taking a frame, then :meth:`detected` (or :meth:`skipped` for a frame
     that gave no batch). Infer thread: :meth:`inference_started` on taking a batch, :meth:`inference_done` after
-    the backend returned. ``clock``: seconds, monotonic (injectable for tests); ``smoothing``: weight of the newest
-    inference time in its running average; ``window``: detections the shortest is taken over.
+    the backend returned. ``clock``: seconds, monotonic (injectable for tests); ``window``: recent detections and
+    inferences the shortest is taken over.
     """
 
-    def __init__(self, stop: threading.Event, clock: Callable[[], float] = time.monotonic,
-                 smoothing: float = 0.2, window: int = 30) -> None:
-        self._stop, self._clock, self._smoothing = stop, clock, smoothing
+    def __init__(self, stop: threading.Event, clock: Callable[[], float] = time.monotonic, window: int = 30) -> None:
+        self._stop, self._clock = stop, clock
         self._cond = threading.Condition()
         self._pending = False  # a frame is being detected, or its batch waits for the backend
         self._busy_until: float | None = None  # expected end of the running backend call; None: idle
         self._detections: collections.deque[float] = collections.deque(maxlen=window)
+        self._inferences: collections.deque[float] = collections.deque(maxlen=window)
         self.detect_s = 0.0  # the shortest recent detection (seconds): the lead
-        self.infer_s = 0.0  # running average of the inference time (seconds)
+        self.infer_s = 0.0  # the shortest recent inference (seconds)
 
     def start_time(self) -> float | None:
         """When the detect thread may start (clock seconds; None: not before the pending batch is taken)."""
@@ -91,12 +92,10 @@ class JustInTime:
     def inference_done(self, seconds: float) -> None:
         with self._cond:
             self._busy_until = None
-            self.infer_s = self._average(self.infer_s, seconds)
+            self._inferences.append(seconds)
+            self.infer_s = min(self._inferences)
             self._cond.notify_all()
 
     def wake(self) -> None:
         with self._cond:
             self._cond.notify_all()
-
-    def _average(self, mean: float, value: float) -> float:
-        return value if mean == 0.0 else mean + self._smoothing * (value - mean)

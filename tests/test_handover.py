@@ -30,8 +30,8 @@ def test_idle_backend_lets_detection_start_at_once_and_only_one_frame_waits():
 
 def test_detection_starts_one_detection_before_the_backend_is_expected_to_finish():
     clock = Clock()
-    handover = JustInTime(threading.Event(), clock, smoothing=0.5)
-    for detect_s, infer_s in ((0.010, 0.040), (0.014, 0.060)):  # inference averaged, the shortest detection kept
+    handover = JustInTime(threading.Event(), clock)
+    for detect_s, infer_s in ((0.010, 0.060), (0.014, 0.050)):  # the shortest of each kept
         handover.wait_turn()
         handover.detected(detect_s)
         handover.inference_started()
