@@ -245,12 +245,18 @@ def _solve_coefficients(design: _Design, target: np.ndarray, scale: float, rot: 
     depth axis in model space), so the normal matrix is the precomputed Σ wᵢAᵢᵀAᵢ minus a rank-N correction
     (and minus the faded share of the far half's precomputed part).
     """
-    axis = rot[2]
-    depth_rows = design.basis @ axis  # K×N: each mode's motion along the camera's depth axis
     w = _faded_weights(design, fade)
-    normal = design.gram - fade[1] * design.side_grams[fade[0]] - (1.0 - depth_weight) * (depth_rows * w) @ depth_rows.T
     residual = ((target - trans) / scale) @ rot - design.mean  # model-space residual, cm
-    weighted = (residual - (1.0 - depth_weight) * np.outer(residual @ axis, axis)) * w[:, None]
+    if depth_weight == 1.0:
+        # the default: no depth correction (the K×K×N product below would be multiplied by 0: ~40 % of the fit)
+        normal = design.gram - fade[1] * design.side_grams[fade[0]]
+        weighted = residual * w[:, None]
+    else:
+        axis = rot[2]
+        depth_rows = design.basis @ axis  # K×N: each mode's motion along the camera's depth axis
+        normal = (design.gram - fade[1] * design.side_grams[fade[0]]
+                  - (1.0 - depth_weight) * (depth_rows * w) @ depth_rows.T)
+        weighted = (residual - (1.0 - depth_weight) * np.outer(residual @ axis, axis)) * w[:, None]
     rhs = design.flat @ weighted.reshape(-1)
     normal[np.diag_indices_from(normal)] += design.prior
     k_id = design.k_id

@@ -7,6 +7,11 @@ only adds threads, queues, pacing, stop handling and the report.
 * Live sources (cameras, or a file replayed at its frame rate with ``pace_fps``) use latest-frame
   queues of one slot: a stage that falls behind finds only the newest item; stale ones are dropped and
   counted, so latency stays bounded. File sources use blocking queues: every frame is processed.
+* Live, the detect thread takes the newest frame just in time for the backend (``overlap=False``,
+  :class:`~facenormals.realtime.handover.JustInTime`): when no detected batch waits and the running inference
+  is about to end. A frame is dropped before any work on it, never after its detection and crop, and detection
+  competes with the backend's threads for the cores only over the inference's last milliseconds. File sources
+  detect whenever a frame is there (``overlap=True``): every frame, throughput.
 * Frame ids and capture timestamps travel end to end; each stage adds its milliseconds to
   ``frame.timings`` and the last one adds ``total`` (capture → written).
 * One stop :class:`threading.Event`. A stage exception stops every stage and is raised after the
@@ -35,6 +40,8 @@ import numpy as np
 from facenormals.engine import FrameEngine, FrameResult
 from facenormals.faces import Detector, FrameError
 from facenormals.frame import Frame
+from facenormals.realtime.handover import JustInTime
+from facenormals.realtime.handover import Stopped as _Stopped  # a stage waited when the stop event was set
 
 log = logging.getLogger(__name__)
 
@@ -59,10 +66,6 @@ class Sink(Protocol):
 
 
 Renderer = Callable[[FrameResult, "LoopStats"], np.ndarray]
-
-
-class _Stopped(Exception):
-    """Internal: the stop event was set while a stage waited."""
 
 
 _END = object()  # end-of-stream marker; never dropped
@@ -183,7 +186,8 @@ class Pipeline:
     right after inference, on the infer thread (:class:`facenormals.temporal.TemporalFilter`: ``run``/``bench``
     turn it on for video, ``--no-temporal`` off). ``fusion``: the RGB-D fusion stage
     (:class:`facenormals.fusion_stage.FusionStage`, keyed by track id), after the temporal filter on the same
-    thread, so views only draw ``result.fusion``.
+    thread, so views only draw ``result.fusion``. ``overlap``: detect every frame as it comes, whatever the backend
+    is doing (default: only for non-live runs; live runs detect just in time, see the module docstring).
     """
 
     def __init__(self, frames: Iterable[Frame], detector: Detector, backend: Callable[[np.ndarray], np.ndarray],
@@ -192,7 +196,7 @@ class Pipeline:
                  queue_size: int = 4, on_result: Callable[[FrameResult], None] | None = None,
                  handle_signals: bool = True, keep_records: int = 100_000,
                  temporal: Callable[[FrameResult], FrameResult] | None = None,
-                 fusion: Callable[[FrameResult], FrameResult] | None = None) -> None:
+                 fusion: Callable[[FrameResult], FrameResult] | None = None, overlap: bool | None = None) -> None:
         self.frames = frames
         self.detector = detector
         self.backend = backend
@@ -211,6 +215,8 @@ class Pipeline:
         qsize = 1 if self.live else queue_size
         self.queues = {name: StageQueue(name, qsize, self.live, self.stop_event)
                        for name in ("frames", "batches", "results")}
+        self.overlap = not self.live if overlap is None else overlap
+        self.handover = None if self.overlap else JustInTime(self.stop_event)
         # Batch buffers in flight: one per queue slot, plus those held by detect and infer.
         self.engine = FrameEngine(backend, detector, input_size, ring=qsize + 3)
         self.stats = LoopStats()
@@ -232,6 +238,8 @@ class Pipeline:
             source_stop()  # a source blocked in a device read ends after its current frame
         for q in self.queues.values():
             q.wake()
+        if self.handover is not None:
+            self.handover.wake()
 
     def _fail(self, stage: str, frame_id: int | None, err: BaseException, stop: bool = True) -> None:
         with self._error_lock:
@@ -299,19 +307,26 @@ class Pipeline:
         out.put(_END)
 
     def _detect(self, current: list[int | None]) -> None:
-        inq, out = self.queues["frames"], self.queues["batches"]
+        inq, out, handover = self.queues["frames"], self.queues["batches"], self.handover
         while True:
-            frame = inq.get()
+            if handover is not None:
+                handover.wait_turn()
+            frame = inq.get()  # the newest (live: older ones were dropped unprocessed)
             if frame is _END:
                 out.put(_END)
                 return
             current[0] = frame.id
+            t0 = time.perf_counter()
             try:
                 faces, batch = self.engine.detect_and_crop(frame)
             except FrameError as err:
                 self.report.corrupt += 1
                 log.warning("frame %d skipped: %s", frame.id, err)
+                if handover is not None:
+                    handover.skipped()
                 continue
+            if handover is not None:
+                handover.detected(time.perf_counter() - t0)
             out.put((frame, faces, batch))
 
     def _infer(self, current: list[int | None]) -> None:
@@ -323,7 +338,13 @@ class Pipeline:
                 return
             frame, faces, batch = item
             current[0] = frame.id
+            handover = self.handover
+            if handover is not None:
+                handover.inference_started()
+            t0 = time.perf_counter()
             result = self.engine.infer(frame, faces, batch)
+            if handover is not None:
+                handover.inference_done(time.perf_counter() - t0)
             for stage in self.stages:
                 result = stage(result)
             out.put(result)

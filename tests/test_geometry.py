@@ -74,3 +74,29 @@ def test_box_from_mask_matches_points():
 def test_bad_landmarks(bad):
     with pytest.raises(ValueError):
         square_box(bad)
+
+
+def test_paste_back_renormalises_exactly_like_numpy(rng):
+    """The one-pass renormalisation gives the bytes of the numpy formula it replaced: valid where the warped mask
+    > 0.5 and |n| > 1e-3, n / max(|n|, 1e-6) there, NaN elsewhere (zero normals and a partial mask included)."""
+    import cv2
+
+    from facenormals.geometry import invert_affine
+
+    normals = (rng.standard_normal((64, 64, 3)) * 0.5).astype(np.float32)
+    normals[rng.random((64, 64)) < 0.1] = 0.0
+    mask = np.zeros((64, 64), bool)
+    mask[8:56, 12:50] = True
+    matrix = np.array([[0.7, 0.0, -11.3], [0.0, 0.7, -6.6]])
+    got, valid = paste_back(normals, mask, matrix, (60, 70))
+    inverse = invert_affine(matrix)
+    warped = cv2.warpAffine(normals, inverse, (70, 60), flags=cv2.INTER_LINEAR, borderMode=cv2.BORDER_CONSTANT)
+    weight = cv2.warpAffine(mask.astype(np.float32), inverse, (70, 60), flags=cv2.INTER_LINEAR,
+                            borderMode=cv2.BORDER_CONSTANT)
+    length = np.linalg.norm(warped, axis=2, keepdims=True)
+    expected_valid = (weight > 0.5) & (length[..., 0] > 1e-3)
+    expected = warped / np.maximum(length, 1e-6)
+    expected[~expected_valid] = np.nan
+    assert 0 < expected_valid.sum() < expected_valid.size
+    np.testing.assert_array_equal(valid, expected_valid)
+    assert got.dtype == np.float32 and got.tobytes() == expected.tobytes()

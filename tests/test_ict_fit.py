@@ -91,6 +91,20 @@ def test_fit_is_deterministic_and_warm_start_agrees(face: ict_fit.IctFace) -> No
     assert np.abs(warm.crop_points(face) - longer.crop_points(face)).max() < 0.6  # px: sub-pixel on a 90 px face
 
 
+def test_full_depth_weight_shortcut_is_the_limit_of_the_weighted_fit(face: ict_fit.IctFace) -> None:
+    """depth_weight 1 skips the depth correction (its factor is 1 − w = 0): the same fit as the general form."""
+    rng = np.random.default_rng(6)
+    _, points, _, _ = synthetic_face(face, rng, yaw_deg=30.0)
+    noisy = points + rng.normal(0.0, 1.0, points.shape)
+    full = ict_fit.fit_landmarks(noisy, face)
+    near = ict_fit.fit_landmarks(noisy, face, ict_fit.FitSettings(depth_weight=1.0 - 1e-9))
+    np.testing.assert_allclose(full.identity, near.identity, atol=1e-5)
+    np.testing.assert_allclose(full.expression, near.expression, atol=1e-5)
+    np.testing.assert_allclose(full.rotation, near.rotation, atol=1e-8)
+    low = ict_fit.fit_landmarks(noisy, face, ict_fit.FitSettings(depth_weight=0.2))
+    assert np.abs(low.identity - full.identity).max() > 1e-3  # the general form does weigh depth
+
+
 @pytest.mark.parametrize("yaw", [60.0, -60.0])
 def test_a_face_at_60_degrees_yaw_does_not_diverge(face: ict_fit.IctFace, yaw: float) -> None:
     rng = np.random.default_rng(6)

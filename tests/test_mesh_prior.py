@@ -274,3 +274,30 @@ def test_realtime_batches_carry_the_prior_for_prior_models(astronaut) -> None:
     points = mesh_prior.crop_points_from_pixels(landmarks_px, faces[0].depth, with_prior.crops[0].matrix)
     reference, ref_coverage = mesh_prior.rasterize_mesh_normals(points, mesh_prior.mesh_triangles(True), 64)
     assert angular_error_deg(normals[ref_coverage], reference[ref_coverage]).max() < 0.01
+
+
+def test_prior_unit_scaling_matches_the_numpy_formula():
+    """The prior's one-pass unit scaling gives the bytes of ``n / max(sqrt(Σ n²), 1e-6)`` (zeros stay zero)."""
+    import cv2
+
+    rng = np.random.default_rng(7)
+    normals = cv2.GaussianBlur((rng.standard_normal((96, 96, 3)) * 2).astype(np.float32), (0, 0), 1.5)
+    normals[:10] = 0.0
+    length = np.sqrt(np.einsum("ijk,ijk->ij", normals, normals))
+    expected = normals / np.maximum(length, 1e-6)[..., None]
+    got = prior._unit(normals.copy())
+    assert got.tobytes() == expected.tobytes()
+    assert not got[:10].any()
+
+
+def test_vertex_normals_normalise_exactly_like_numpy():
+    """The in-place row normalisation gives the bytes of ``v / max(‖v‖, 1e-12)`` (isolated vertices stay zero)."""
+    rng = np.random.default_rng(8)
+    points = rng.standard_normal((40, 3)) * 10.0
+    triangles = Delaunay(points[:, :2]).simplices.astype(np.int64)
+    sums = np.zeros((len(points) + 1, 3))  # one vertex in no triangle
+    mesh_prior._accumulate_face_normals(np.vstack([points, [[0.0, 0.0, 0.0]]]), triangles, sums)
+    expected = sums / np.maximum(np.linalg.norm(sums, axis=1, keepdims=True), 1e-12)
+    got = mesh_prior.vertex_normals(np.vstack([points, [[0.0, 0.0, 0.0]]]), triangles)
+    assert got.tobytes() == expected.tobytes()
+    assert not got[-1].any()

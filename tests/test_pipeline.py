@@ -185,6 +185,67 @@ def test_slow_sink_drops_stale_frames_and_latency_stays_bounded(backend):
     assert np.mean(totals[-3:]) < np.mean(totals[:3]) + bound  # no growth over the run
 
 
+class BusyBackend:
+    """The real backend, slower than the frame rate (a loaded or small device), saying when a call is in flight."""
+
+    def __init__(self, backend, delay_s: float) -> None:
+        self.backend, self.delay_s = backend, delay_s
+        self.input_size = backend.input_size
+        self.busy = False
+
+    def __call__(self, batch: np.ndarray) -> np.ndarray:
+        self.busy = True
+        try:
+            time.sleep(self.delay_s)
+            return self.backend(batch)
+        finally:
+            self.busy = False
+
+
+class WatchedDetector:
+    """The real face mesh, recording for each call whether the backend was running at that moment."""
+
+    def __init__(self, detector, backend: BusyBackend) -> None:
+        self.detector, self.backend = detector, backend
+        self.max_faces = detector.max_faces
+        self.during_inference: list[bool] = []
+
+    def detect(self, rgb: np.ndarray, t_capture_ns: int):
+        self.during_inference.append(self.backend.busy)
+        return self.detector.detect(rgb, t_capture_ns)
+
+    def close(self) -> None:
+        self.detector.close()
+
+
+@pytest.mark.parametrize("overlap", [False, True])
+def test_live_run_drops_stale_frames_before_any_work(backend, overlap):
+    """Live (frames released at 60 FPS into a backend that takes 50 ms). By default (just in time) every detected
+    frame is inferred: all drops happen before detection. Detecting every frame as it comes (``overlap``) runs
+    detection during inference and throws detected frames away."""
+    busy = BusyBackend(backend, delay_s=0.05)
+    detector = WatchedDetector(create_detector(1), busy)
+    pipeline = Pipeline(frames_of(moving_face_frames(8) * 4), detector, busy, FrameRenderer(RenderState(), "torch"),
+                        handle_signals=False, pace_fps=60, overlap=None if not overlap else True)
+    assert pipeline.live and pipeline.overlap is overlap
+    report = pipeline.run()
+    assert_accounted(report)
+    assert report.frames_in == 32 and report.dropped_total > 0
+    if not overlap:
+        assert report.dropped["batches"] == 0 and report.dropped["results"] == 0
+        assert report.frames_out == len(detector.during_inference)  # nothing detected was thrown away
+        assert report.frames_out < report.frames_in
+    else:
+        assert report.dropped["batches"] > 0 and any(detector.during_inference)
+
+
+def test_file_runs_overlap_detection_and_inference(backend):
+    """Files (blocking queues, every frame) keep the overlap: throughput, not latency."""
+    pipeline = make_pipeline(frames_of(moving_face_frames(2)), backend)
+    assert not pipeline.live and pipeline.overlap
+    assert pipeline.run().frames_out == 2
+
+
 def test_stop_request_from_another_thread_ends_the_run(face_video, backend):
     with open_source(f"video:{face_video}", loop=True) as source:
         pipeline = make_pipeline(source, backend, pace_fps=30)
