@@ -134,6 +134,24 @@ def paste_back(crop_normals: np.ndarray, crop_mask: np.ndarray, matrix: np.ndarr
     return normals, valid
 
 
+def normalise_rows(vectors: np.ndarray, floor: float) -> np.ndarray:
+    """N×3 vectors (C-contiguous, float32 or float64) scaled in place to v / max(|v|, floor); returns them.
+    One pass without numpy's temporaries, the same operations in the same order as ``v / np.maximum(
+    np.linalg.norm(v, axis=1, keepdims=True), floor)`` (bit-identical). H×W×3 maps: pass ``reshape(-1, 3)``."""
+    if vectors.ndim != 2 or vectors.shape[1] != 3 or not vectors.flags.c_contiguous:
+        raise ValueError(f"normalise_rows: C-contiguous N×3 vectors expected, got shape {vectors.shape}")
+    _normalise_rows(vectors, vectors.dtype.type(floor))
+    return vectors
+
+
+@numba.njit(cache=True, nogil=True)
+def _normalise_rows(vectors: np.ndarray, floor: np.floating) -> None:  # pragma: no cover - JIT
+    for i in range(vectors.shape[0]):
+        x, y, z = vectors[i, 0], vectors[i, 1], vectors[i, 2]
+        d = max(np.sqrt(x * x + y * y + z * z), floor)
+        vectors[i, 0], vectors[i, 1], vectors[i, 2] = x / d, y / d, z / d
+
+
 @numba.njit(cache=True, nogil=True)
 def _renormalise(normals: np.ndarray, weight: np.ndarray, valid: np.ndarray) -> None:  # pragma: no cover - JIT
     """In place: valid = weight > 0.5 and |n| > 1e-3; n / max(|n|, 1e-6) there, NaN elsewhere. One pass, float32

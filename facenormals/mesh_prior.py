@@ -39,6 +39,7 @@ import numba
 import numpy as np
 
 from facenormals.faces import FaceMesh, mesh_to_pixels
+from facenormals.geometry import normalise_rows
 
 ASSET = Path(__file__).resolve().parent / "assets" / "face_mesh_triangles.npy"
 NUM_MESH_POINTS = 468  # the tessellated points; refine_landmarks adds 10 iris points after them
@@ -161,18 +162,7 @@ def vertex_normals(points: np.ndarray, triangles: np.ndarray) -> np.ndarray:
     sums = np.zeros((len(points), 3))
     _accumulate_face_normals(np.ascontiguousarray(points, dtype=np.float64),
                              np.ascontiguousarray(triangles, dtype=np.int64), sums)
-    _normalise_rows(sums)
-    return sums
-
-
-@numba.njit(cache=True, nogil=True)
-def _normalise_rows(vectors: np.ndarray) -> None:  # pragma: no cover - JIT
-    """In place v / max(|v|, 1e-12) per row: numpy's ``v / np.maximum(np.linalg.norm(v, axis=1, keepdims=True),
-    1e-12)`` operation for operation (bit-identical) without its temporaries (~4× faster on 12 549 vertices)."""
-    for i in range(vectors.shape[0]):
-        x, y, z = vectors[i, 0], vectors[i, 1], vectors[i, 2]
-        d = max(np.sqrt(x * x + y * y + z * z), 1e-12)
-        vectors[i, 0], vectors[i, 1], vectors[i, 2] = x / d, y / d, z / d
+    return normalise_rows(sums, 1e-12)
 
 
 @numba.njit(cache=True, nogil=True)

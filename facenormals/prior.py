@@ -20,10 +20,10 @@ from __future__ import annotations
 from pathlib import Path
 
 import cv2
-import numba
 import numpy as np
 
 from facenormals import ict_fit, mesh_prior
+from facenormals.geometry import normalise_rows
 from facenormals.model import PRIOR_SOURCES
 
 ICT_SMOOTH_PX = 3.0  # Gaussian σ on a 256² crop
@@ -38,20 +38,9 @@ def check_source(source: str) -> str:
 
 
 def _unit(normals: np.ndarray) -> np.ndarray:
-    """H×W×3 float32 normals scaled to unit length in place (zero stays zero)."""
-    _unit_kernel(normals, np.float32(1e-6))
+    """H×W×3 float32 normals (C-contiguous, as OpenCV returns them) scaled to unit length in place (zero stays zero)."""
+    normalise_rows(normals.reshape(-1, 3), 1e-6)
     return normals
-
-
-@numba.njit(cache=True, nogil=True)
-def _unit_kernel(normals: np.ndarray, floor: np.float32) -> None:  # pragma: no cover - JIT
-    """n / max(|n|, floor) per pixel in one pass, float32 throughout: the same operations in the same order as
-    ``n / np.maximum(np.sqrt(np.einsum("ijk,ijk->ij", n, n)), floor)`` (bit-identical), ~2× faster."""
-    for i in range(normals.shape[0]):
-        for j in range(normals.shape[1]):
-            x, y, z = normals[i, j, 0], normals[i, j, 1], normals[i, j, 2]
-            d = max(np.sqrt(x * x + y * y + z * z), floor)
-            normals[i, j, 0], normals[i, j, 1], normals[i, j, 2] = x / d, y / d, z / d
 
 
 def _smooth(normals: np.ndarray, sigma: float) -> np.ndarray:
