@@ -17,6 +17,7 @@ Both are also the parameter-free baselines ``facenormals eval --baseline mediapi
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from pathlib import Path
 
 import cv2
@@ -101,14 +102,21 @@ def prior_input(landmarks_px: np.ndarray, depth_px: np.ndarray | None, crop_matr
     return out, fit
 
 
-def stored_prior(root: str | Path, name: str, shape: tuple[int, ...], source: str) -> tuple[np.ndarray, np.ndarray]:
-    """(normals, coverage) of a sample's stored landmarks on its own square image of ``shape``; empty if none."""
+def stored_prior(root: str | Path, name: str, shape: tuple[int, ...], source: str,
+                 move_points: Callable[[np.ndarray], np.ndarray] | None = None) -> tuple[np.ndarray, np.ndarray]:
+    """(normals, coverage) of a sample's stored landmarks on its own square image of ``shape``; empty if none.
+
+    ``move_points``: applied to the landmark crop points (N×3) before the coarse face is built (training's jitter).
+    """
     if shape[0] != shape[1]:
         raise ValueError(f"sample '{name}' in {root}: the prior needs a square crop, got {shape[:2]}")
     landmarks = mesh_prior.read_stored_landmarks(root, name)
     if landmarks is None:
         return mesh_prior.empty_prior(shape[0])
-    normals, coverage, _ = coarse_prior(mesh_prior.landmarks_in_crop(landmarks, shape, IDENTITY), shape[0], source)
+    points = mesh_prior.landmarks_in_crop(landmarks, shape, IDENTITY)
+    if move_points is not None:
+        points = move_points(points)
+    normals, coverage, _ = coarse_prior(points, shape[0], source)
     return normals, coverage
 
 

@@ -93,10 +93,25 @@ class AugmentSection:
     # prior models: share of training images shown without their coarse face (the no-face fallback), on top
     # of the images where MediaPipe found none (README "Training data": how often that is, by yaw)
     prior_dropout: float = 0.1
+    # prior models: share of training images whose stored landmarks are moved before the coarse face is fitted,
+    # so that the network learns to correct a prior that sits slightly off the face (live landmarks move 0.2–0.5 px
+    # with the light alone; README "Training data": landmark jitter). 0 = off (no random draws: older runs replay).
+    prior_jitter: float = 0.0
+    prior_shift_px: float = 1.0  # std of the whole face's shift, pixels of a 256² crop
+    prior_rotate_deg: float = 1.0  # std of its in-plane rotation about the landmarks' centroid
+    prior_scale: float = 0.015  # std of its relative scale about the centroid
+    prior_point_px: float = 0.5  # std of each landmark's own noise (x, y), pixels of a 256² crop
 
     def __post_init__(self) -> None:
         if not 0.0 <= self.prior_dropout <= 1.0:
             raise ValueError(f"augment.prior_dropout must be in [0, 1], got {self.prior_dropout}")
+        if not 0.0 <= self.prior_jitter <= 1.0:
+            raise ValueError(f"augment.prior_jitter must be in [0, 1], got {self.prior_jitter}")
+        spreads = {"prior_shift_px": self.prior_shift_px, "prior_rotate_deg": self.prior_rotate_deg,
+                   "prior_scale": self.prior_scale, "prior_point_px": self.prior_point_px}
+        bad = {k: v for k, v in spreads.items() if not v >= 0.0}
+        if bad:
+            raise ValueError(f"augment: landmark jitter spreads must be ≥ 0, got {bad}")
 
 
 @dataclass(frozen=True)
