@@ -159,6 +159,9 @@ class TrainConfig:
     val_every: int = 200  # steps (0 = only at the end)
     checkpoint_every_s: float = 300.0
     checkpoint_every_steps: int = 0  # 0 = time-based only
+    # steps between weight snapshots RUN/snapshots/step_NNNNNN.safetensors, for weight averaging
+    # (python -m facenormals.training.average); 0 = none
+    snapshot_every: int = 0
     preview_every: int = 0  # steps between sample-prediction PNGs (0 = with each validation)
     # Step speed (benchmarks/train_throughput.py): bf16 autocast and channels_last were 2.5× fp32 NCHW on Zen 4.
     precision: str = "fp32"  # "fp32" | "bf16" (autocast of the forward pass; weights, optimiser, losses fp32)
@@ -176,6 +179,8 @@ class TrainConfig:
             raise ValueError(f"device {self.device!r} unknown; choose one of {list(DEVICES)}")
         if self.max_minutes < 0:
             raise ValueError(f"max_minutes must be ≥ 0 (0 = no limit), got {self.max_minutes}")
+        if self.snapshot_every < 0:
+            raise ValueError(f"snapshot_every must be ≥ 0 (0 = no snapshots), got {self.snapshot_every}")
 
     @property
     def total_steps(self) -> int:
