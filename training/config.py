@@ -32,7 +32,7 @@ class ModelSection:
     variant: str = "full"
     init: str | None = None  # a full checkpoint to start from (weights only; a fresh optimiser)
     prior: str = "none"  # coarse-face prior input (issue 9): "none" | "absolute" | "residual"
-    prior_source: str = "mediapipe-mesh"  # which coarse face (issue 13): "mediapipe-mesh" | "ict-fit"
+    prior_source: str = "mediapipe-mesh"  # which coarse face (issue 13): "mediapipe-mesh" | "ict-fit" | "ict-blend"
 
     def __post_init__(self) -> None:
         if self.arch not in WIDTHS:
