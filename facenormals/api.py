@@ -204,7 +204,7 @@ class FaceNormals:
 
 
 def with_fits(result) -> list[FaceResult]:
-    """The frame's :class:`FaceResult` list, each with its ICT fit: the model's own (ict-fit prior models) or one
+    """The frame's :class:`FaceResult` list, each with its ICT fit: the model's own (ict-fit, ict-blend priors) or one
     fitted here to the landmarks and MediaPipe's depth (~9 ms a face), which :meth:`FaceResult.mesh` needs."""
     from facenormals.ict_fit import fit_landmarks
     from facenormals.mesh_prior import crop_points_from_pixels

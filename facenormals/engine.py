@@ -49,7 +49,7 @@ class FaceResult:
     depth: np.ndarray | None = None       # float32 H×W refined depth (metres, NaN outside) when depth was given
     #                                       (None with a warning where the face has too little valid depth)
     crop_depth: np.ndarray | None = None  # float32 S×S refined depth in the crop
-    fit: IctFit | None = None  # the ICT-FaceKit face fitted to the landmarks (ict-fit prior models): head pose
+    fit: IctFit | None = None  # the ICT-FaceKit face fitted to the landmarks (ict-fit, ict-blend priors): head pose
     #                            (``fit.euler_deg()``, crop space), identity and expression coefficients
     intrinsics: Intrinsics | None = None  # the image's pinhole when the caller gave one (``intrinsics=``)
 
@@ -74,7 +74,7 @@ class FrameResult:
     crops: tuple[Crop, ...] = ()
     crop_normals: np.ndarray | None = None  # backend output N×3×S×S
     normals: list[PastedNormals] = field(default_factory=list)  # pasted into the frame (faces inside it)
-    fits: tuple[IctFit | None, ...] = ()  # per face: the ICT fit of an ict-fit prior model, else None
+    fits: tuple[IctFit | None, ...] = ()  # per face: the ICT fit of an ict-fit or ict-blend prior model, else None
     pasted: list[PastedNormals | None] = field(default_factory=list)  # per face, None where it is outside the frame
     fusion: FrameFusion | None = None  # refined depth per face, when a FusionStage ran (RGB-D frames)
 
