@@ -58,6 +58,7 @@ class BenchConfig:
     stability: bool = True  # the stability block (figures computed after the run, off the timed loop)
 
 
+THREAD_CPU_EVERY = 5  # frames between per-thread CPU samples (a thread that ends is counted to its last sample)
 PRELOAD_LIMIT = 150  # distinct frames kept in memory (640×480: 138 MB); longer runs cycle through them
 
 
@@ -201,12 +202,15 @@ def run_benchmark(cfg: BenchConfig) -> dict:
     from facenormals.realtime.runner import SAMPLE_KINDS, LoopParts, open_backend, open_run_source
     from facenormals.realtime.sources.base import parse_spec
     from facenormals.realtime.stability import StabilityProbe, sample_photo_of
+    from facenormals.realtime.thread_cpu import ThreadCpu
 
     if cfg.pace not in ("realtime", "max"):
         raise ValueError(f"pace must be 'realtime' or 'max', got {cfg.pace!r}")
     if cfg.frames < 2 or cfg.warmup < 0:
         raise ValueError(f"need frames ≥ 2 and warmup ≥ 0 (got {cfg.frames}, {cfg.warmup})")
-    backend = open_backend(cfg.backend, cfg.model, cfg.threads, warm_runs=5)
+    thread_cpu = ThreadCpu()
+    with thread_cpu.mark("backend workers"):  # e.g. ONNX Runtime's intra-op pool: CPU no stage timing shows
+        backend = open_backend(cfg.backend, cfg.model, cfg.threads, warm_runs=5)
     gpu_timer = CudaEventTimer(backend) if _uses_cuda(backend) else None
     total = cfg.frames + cfg.warmup
     is_sample = parse_spec(cfg.source).kind in SAMPLE_KINDS
@@ -223,8 +227,16 @@ def run_benchmark(cfg: BenchConfig) -> dict:
         photo_of = sample_photo_of(source.info.width, source.info.height, source.fps or 30.0, cycle) if is_sample else None
         stability = StabilityProbe(cfg.warmup, photo_of) if cfg.stability else None
 
+        measured_results = [0]
+
         def on_result(result: FrameResult) -> None:
             probe(result)
+            if result.frame.id >= cfg.warmup:
+                if measured_results[0] == 0:
+                    thread_cpu.start(0)
+                elif measured_results[0] % THREAD_CPU_EVERY == 0:
+                    thread_cpu.sample(measured_results[0])
+                measured_results[0] += 1
             if stability is not None:
                 stability(result)
         # max pace: one-slot blocking queues, so latency counts at most one waiting frame per hand-over
@@ -266,6 +278,8 @@ def run_benchmark(cfg: BenchConfig) -> dict:
         # CPU seconds per processed frame (all threads; ORT's spinning included): contention inflates wall time
         # far more than CPU time, so cores / this bounds the unloaded FPS.
         "cpu_ms_per_frame": round((cpu_end_s - (probe.cpu_start_s or cpu_end_s)) * 1000.0 / (len(measured) - 1), 2),
+        # the same by thread (Linux): the pipeline's threads by stage, the backend's workers, MediaPipe's threads
+        "cpu_ms_per_frame_by_thread": thread_cpu.ms_per_frame(),
         "backend": backend.name,
         "providers": list(backend.providers),
         "model": str(cfg.model) if cfg.model else "default",

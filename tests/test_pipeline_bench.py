@@ -35,6 +35,9 @@ def test_bench_cli_writes_json_and_plot(media, tmp_path, capsys):
     assert result["jitter"]["tracks"] == 1 and result["jitter"]["raw"] > 0
     assert result["machine"]["cpus_usable"] >= 1 and result["preloaded"]
     assert result["cpu_ms_per_frame"] > 0
+    by_thread = result["cpu_ms_per_frame_by_thread"]  # Linux: where the CPU goes, the stage threads by name
+    assert {"infer", "detect", "main (paste, render, sinks)"} <= set(by_thread)
+    assert all(ms >= 0 for ms in by_thread.values())
     assert result["flow"] is True and result["temporal"] is True  # the defaults of `run` for video
     assert plot.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     assert "FPS" in capsys.readouterr().out
