@@ -36,7 +36,8 @@ from facenormals.frame import Frame
 from facenormals.realtime.pipeline import FrameRecord
 from facenormals.smoothing import landmark_jitter
 
-# Stages the pipeline's own code runs on every frame, besides inference (capture is the source's cost).
+# Stages the pipeline's own code runs on every frame, besides inference (capture is the source's cost). The queue
+# waits (wait_detect, wait_infer, wait_render: time in the hand-over before each thread) are reported as stages too.
 OVERHEAD_STAGES = ("detect", "crop", "temporal", "fuse", "paste", "render", "sink")
 PERCENTILES = (50, 95, 99)
 
@@ -310,7 +311,8 @@ def plot_result(result: dict, path: str | Path) -> None:
              f"p95 {result['latency_ms']['p95']:.0f} ms, {result['dropped']} dropped")
     left.legend(loc="upper right", fontsize=8)
     left.grid(alpha=0.3)
-    order = ("capture", "detect", "crop", "temporal", "fuse", "infer", "infer_gpu", "paste", "render", "sink", "overhead")
+    order = ("capture", "wait_detect", "detect", "crop", "wait_infer", "temporal", "fuse", "infer", "infer_gpu",
+             "wait_render", "paste", "render", "sink", "overhead")
     names = [n for n in order if n in result["stages"]]
     p50 = [result["stages"][n]["p50"] for n in names]
     p95 = [result["stages"][n]["p95"] for n in names]
