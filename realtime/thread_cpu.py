@@ -77,6 +77,7 @@ class ThreadCpu:
         self._start = _read_all()
         self._last = dict(self._start)
         self.start_frames = self.last_frames = frames_done
+        self._note_names()
 
     def sample(self, frames_done: int) -> None:
         if self._start is None:
@@ -84,6 +85,10 @@ class ThreadCpu:
         for tid, ns in _read_all().items():
             self._last[tid] = max(ns, self._last.get(tid, 0))
         self.last_frames = frames_done
+        self._note_names()
+
+    def _note_names(self) -> None:
+        """Names of the threads alive now (one that ends before the figures are asked for keeps its name)."""
         self._python_names.update({t.native_id: t.name for t in threading.enumerate() if t.native_id is not None})
         for tid in self._last.keys() - self._comms.keys():
             self._comms[tid] = _comm(tid)
