@@ -7,6 +7,8 @@ refinement of the first by the second (:data:`facenormals.face3d.FACE_FUSION`). 
 ground truth has normals and depth, the fitted face covers, and the landmark hull is (what the engine refines):
 
 * normals: mean angular error of the fitted face's (its depth's normals), the network's and the refined surface's;
+  ``mediapipe_deg``: MediaPipe's own face mesh (the 468 landmarks' triangles, eyes and mouth closed, smooth-shaded
+  as the mesh prior draws it) on the scored pixels it covers (``mediapipe_pct`` of them);
 * depth: RMSE (mm) of the fitted and the refined depth after the best scale and offset onto the ground truth's
   (the fit is weak perspective and its distance unknown, so both are free).
 * calibrated (``calibrated_*``, the render's own pinhole as a calibration file would give it): the same with the
@@ -171,6 +173,10 @@ def evaluate(root: Path, limit: int, configs: dict[str, face3d.fusion.FusionConf
         row["pixels"] = int(where.sum())
         row["fitted_deg"] = float(angular_error_deg(coarse_normals[where], truth[where]).mean())
         row["network_deg"] = float(angular_error_deg(network[where], truth[where]).mean())
+        mp_normals, mp_coverage = mesh_prior.mesh_normals_from_landmarks(landmarks, sample.image.shape, prior.IDENTITY,
+                                                                         size)
+        row["mediapipe_pct"] = 100.0 * float((where & mp_coverage).sum() / where.sum())
+        row["mediapipe_deg"] = float(angular_error_deg(mp_normals[where & mp_coverage], truth[where & mp_coverage]).mean())
         row["fitted_depth_mm"] = best_affine_rmse_mm(coarse.depth_m, sample.depth_mm, where)
         for label, result in refined.items():
             row[f"{label}_deg"] = float(angular_error_deg(result.normals[where], truth[where]).mean())
