@@ -102,7 +102,8 @@ def view_ms(result: face3d.fusion.FusionResult, coarse: face3d.CoarseDepth) -> f
     return 1000 * (time.process_time() - start)
 
 
-def evaluate(root: Path, limit: int, configs: dict[str, face3d.fusion.FusionConfig], model: str | None) -> dict:
+def evaluate(root: Path, limit: int, configs: dict[str, face3d.fusion.FusionConfig], model: str | None,
+             skip: int = 0) -> dict:
     from facenormals.benchmarks.fusion import read_camera
     from facenormals.export.prepare import create_backend
 
@@ -110,7 +111,7 @@ def evaluate(root: Path, limit: int, configs: dict[str, face3d.fusion.FusionConf
     backend = create_backend("torch", model)
     face = ict_fit.load_ict_face()
     rows = []
-    samples = [s for s in scan_dataset(root) if s.depth is not None and s.image is not None][:limit]
+    samples = [s for s in scan_dataset(root) if s.depth is not None and s.image is not None][skip:skip + limit]
     for files in samples:
         landmarks = mesh_prior.read_stored_landmarks(root, files.name)
         if landmarks is None:
@@ -218,6 +219,8 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--data", type=Path, default=Path("/work/datasets/val_ict_v2"))
     parser.add_argument("--limit", type=int, default=40)
+    parser.add_argument("--skip", type=int, default=0,
+                        help="leave out the first N faces (--skip 40: a held-out set for knobs chosen on the first 40)")
     parser.add_argument("--model", help="checkpoint; default: the shipped model")
     parser.add_argument("--sweep", action="store_true",
                         help="also the previous knobs (λ 0.002 + bias correction), λ 0.002 / 0.0005 / 0.00005, bias on, "
@@ -233,7 +236,7 @@ def main() -> None:
                     "lam0.00005": dataclasses.replace(base, position_weight=0.00005),
                     "bias": dataclasses.replace(base, correct_bias=True),
                     "jump0.02": dataclasses.replace(base, jump_m=0.02)}  # session 5's: ties across the fitted steps
-    result = evaluate(args.data, args.limit, configs, args.model)
+    result = evaluate(args.data, args.limit, configs, args.model, args.skip)
     print(json.dumps(result["mean"], indent=1))
     if args.json:
         write_text_atomic(args.json, json.dumps(result, indent=1))

@@ -154,7 +154,8 @@ def normals_from_points(points: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
 
 def _depth_derivative(z: np.ndarray, axis: int, tied: np.ndarray | None = None, sharpen: bool = False) -> np.ndarray:
     """∂z along ``axis``: central differences, one-sided next to holes, borders and untied steps (``tied`` False:
-    a step the surface does not have, e.g. a self-occlusion), NaN where neither side exists.
+    a step the surface does not have, e.g. a self-occlusion), NaN where neither side exists. A pixel tied to
+    neither neighbour (a sliver between two cuts) is differenced across them: some slope rather than none.
 
     ``sharpen``: for a surface integrated from normals by the fusion stencil (each step the slope of its two
     pixels' mean normal: a trapezoid rule), whose central differences see the normals' slope filtered by
@@ -177,6 +178,10 @@ def _depth_derivative(z: np.ndarray, axis: int, tied: np.ndarray | None = None, 
     forward, backward = out[:, :-1], out[:, 1:]
     np.copyto(forward, step, where=np.isnan(forward))
     np.copyto(backward, step, where=np.isnan(backward))
+    if tied is not None:
+        lonely = np.isnan(out) & np.isfinite(z)
+        if lonely.any():
+            out[lonely] = _depth_derivative(z, 1)[lonely]
     return out
 
 

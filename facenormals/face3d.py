@@ -9,7 +9,10 @@
    pinhole fusion solver sees the orthographic geometry (float32 still resolves ~1 µm at 10 m).
 2. **Refinement** (:func:`refine`): the same solver as for sensor depth (:mod:`facenormals.fusion`), with the
    fitted depth as a smooth, noise-free low-frequency measurement (:data:`FACE_FUSION`: no outlier drop, no
-   pre-smoothing) and the predicted normals for the detail — RGB-only and RGB-D share one code path.
+   pre-smoothing) and the predicted normals for the detail — RGB-only and RGB-D share one code path. The fitted
+   face's self-occlusion steps are not tied (``jump_m``), and the refined surface's normals are differenced along
+   the tied edges only and sharpened to match the solve's discretisation (``sharpen_normals``): they keep the
+   normals' detail, and the meshes carry them as vertex normals.
 3. **Meshes** (:func:`depth_to_mesh`, :func:`coarse_mesh`): metres, in the crop's weak-perspective frame: x right,
    y up, z toward the viewer, origin at the crop centre on the depth of the fitted head's model origin.
 

@@ -89,6 +89,9 @@ def test_untied_steps_are_not_slopes_and_sharpening_keeps_planes():
         assert valid.all()
         err = angular_error_deg(normals, truth)
         assert err.mean() < 0.05 and err.max() < 0.5
+    tie_y[30] = False  # row 30 now tied to neither row: differenced across the cuts, still a normal
+    normals, valid = normals_from_depth(depth, INTR, (tie_x, tie_y))
+    assert valid.all() and angular_error_deg(normals[30], truth[30]).min() > 20.0
 
 
 def test_sharpened_derivative_undoes_the_solves_mean_normal_steps():
