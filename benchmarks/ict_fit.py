@@ -25,7 +25,7 @@ from facenormals.dataset import load_sample, scan_dataset
 from facenormals.metrics import MetricAccumulator
 from facenormals.timing import median_ms
 
-SOURCES = ("mediapipe-mesh", "ict-fit")
+SOURCES = ("mediapipe-mesh", "ict-fit", "ict-blend")
 YAW_BINS = ((0, 15), (15, 30), (30, 45), (45, 90))
 OPEN_MOUTH = 0.3  # jawOpen weight of the rendered face
 
@@ -88,6 +88,7 @@ def timings(root: Path, size: int = 256) -> dict[str, float]:
         "ict_prior_total_cold_ms": cpu_ms(lambda: prior.coarse_prior(points, size, "ict-fit")),
         "ict_prior_total_warm_ms": cpu_ms(lambda: prior.coarse_prior(points, size, "ict-fit", previous=fit)),
         "mesh_prior_total_ms": cpu_ms(lambda: prior.coarse_prior(points, size, "mediapipe-mesh")),
+        "blend_prior_total_warm_ms": cpu_ms(lambda: prior.coarse_prior(points, size, "ict-blend", previous=fit)),
     }
 
 

@@ -83,7 +83,7 @@ def measure(root: Path, source: str, per_bin: int, wrong_deg: float, seed: int =
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("folders", type=Path, nargs="+")
-    parser.add_argument("--source", default="ict-fit", choices=("ict-fit", "mediapipe-mesh"))
+    parser.add_argument("--source", default="ict-fit", choices=("ict-fit", "ict-blend", "mediapipe-mesh"))
     parser.add_argument("--per-bin", type=int, default=40, help="found images per yaw bin whose prior error is measured")
     parser.add_argument("--wrong-deg", type=float, default=30.0, help="a prior this far from the truth counts as wrong")
     parser.add_argument("--json", type=Path, default=None)

@@ -24,6 +24,7 @@ import time
 import warnings
 from collections.abc import Sequence
 from dataclasses import replace
+from functools import partial
 from pathlib import Path
 
 import cv2
@@ -36,6 +37,7 @@ from facenormals.faces import StillFaceDetector, check_frame
 from facenormals.frame import Frame
 from facenormals.fusion_stage import FusionStage
 from facenormals.geometry import invert_affine
+from facenormals.ict_fit import IctFit
 
 ImageInput = np.ndarray | str | Path
 __all__ = ["FaceNormals", "FaceResult", "ImageError", "load_image"]
@@ -204,17 +206,21 @@ class FaceNormals:
 
 
 def with_fits(result) -> list[FaceResult]:
-    """The frame's :class:`FaceResult` list, each with its ICT fit: the model's own (ict-fit prior models) or one
-    fitted here to the landmarks and MediaPipe's depth (~9 ms a face), which :meth:`FaceResult.mesh` needs."""
-    from facenormals.ict_fit import fit_landmarks
-    from facenormals.mesh_prior import crop_points_from_pixels
-
+    """The frame's :class:`FaceResult` list, each with its ICT fit: the model's own (ict-fit, ict-blend priors) or one
+    fitted to the landmarks and MediaPipe's depth when first read (``fit``, :meth:`FaceResult.mesh`; ~2–3 ms a
+    face, which a caller that wants only normals does not pay)."""
     faces = result.face_results()
     for i, (face, detected) in enumerate(zip(faces, result.faces, strict=False)):
         if face.fit is None and detected.depth is not None:
-            points = crop_points_from_pixels(detected.landmarks, detected.depth, face.crop_matrix)
-            faces[i] = replace(face, fit=fit_landmarks(points))
+            faces[i] = replace(face, fit=partial(_fit_face, detected.landmarks, detected.depth, face.crop_matrix))
     return faces
+
+
+def _fit_face(landmarks: np.ndarray, depth: np.ndarray, crop_matrix: np.ndarray) -> IctFit:
+    from facenormals.ict_fit import fit_landmarks
+    from facenormals.mesh_prior import crop_points_from_pixels
+
+    return fit_landmarks(crop_points_from_pixels(landmarks, depth, crop_matrix))
 
 
 # --------------------------------------------------------------------------------------------- RGB-D

@@ -27,7 +27,7 @@ _INV_255 = np.float32(1.0 / 255.0)
 @dataclass(frozen=True)
 class FaceBatch:
     """The network input for one frame: ``inputs`` N×C×S×S (N = number of faces, may be 0; C = 3, or 7 with a
-    coarse-face prior) and each face's crop and ICT fit (None unless the prior is ``ict-fit``)."""
+    coarse-face prior) and each face's crop and ICT fit (None unless the prior fits ICT: ``ict-fit``, ``ict-blend``)."""
 
     inputs: np.ndarray
     crops: tuple[Crop, ...]

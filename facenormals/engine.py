@@ -35,6 +35,35 @@ if TYPE_CHECKING:  # the fusion stage (torch) is imported only by callers that f
 Backend = Callable[[np.ndarray], np.ndarray]  # N×C×S×S float32 → N×3×S×S unit normals (facenormals.runtime)
 
 
+class _PendingFit:
+    """``FaceResult.fit``: an :class:`IctFit`, None, or a callable that fits one, called on first access and cached.
+
+    A model without an ict-fit prior has no fit of its own; the API fits one to the landmarks only when a caller reads
+    ``fit`` (head pose, :meth:`FaceResult.mesh`), not on every image (~2–3 ms of CPU a face). A data descriptor,
+    so the frozen dataclass's ``__init__`` and ``dataclasses.replace`` store through it.
+    """
+
+    def __set_name__(self, owner: type, name: str) -> None:
+        self._slot = f"_{name}"
+
+    def __get__(self, obj: object, owner: type | None = None) -> IctFit | None:
+        if obj is None:
+            return None  # the field's default
+        value = obj.__dict__.get(self._slot)
+        if callable(value):
+            value = value()
+            obj.__dict__[self._slot] = value
+        return value
+
+    def __set__(self, obj: object, value: IctFit | Callable[[], IctFit] | None) -> None:
+        obj.__dict__[self._slot] = value
+
+    @staticmethod
+    def pending(obj: object) -> bool:
+        """True while ``obj.fit`` is a fit not yet computed."""
+        return callable(obj.__dict__.get("_fit"))
+
+
 @dataclass(frozen=True)
 class FaceResult:
     """One face of one image. Frame-sized arrays are H×W of the input image; crop arrays S×S (S = model input)."""
@@ -49,8 +78,9 @@ class FaceResult:
     depth: np.ndarray | None = None       # float32 H×W refined depth (metres, NaN outside) when depth was given
     #                                       (None with a warning where the face has too little valid depth)
     crop_depth: np.ndarray | None = None  # float32 S×S refined depth in the crop
-    fit: IctFit | None = None  # the ICT-FaceKit face fitted to the landmarks (ict-fit prior models): head pose
-    #                            (``fit.euler_deg()``, crop space), identity and expression coefficients
+    fit: IctFit | None = _PendingFit()  # the ICT-FaceKit face fitted to the landmarks: head pose (``fit.euler_deg()``,
+    #                                   crop space), identity and expression coefficients; the model's own (ict-fit,
+    #                                   ict-blend priors) or, for other models, fitted on first access
     intrinsics: Intrinsics | None = None  # the image's pinhole when the caller gave one (``intrinsics=``)
 
     def mesh(self, config: object = None, intrinsics: object = None) -> object:
@@ -74,7 +104,7 @@ class FrameResult:
     crops: tuple[Crop, ...] = ()
     crop_normals: np.ndarray | None = None  # backend output N×3×S×S
     normals: list[PastedNormals] = field(default_factory=list)  # pasted into the frame (faces inside it)
-    fits: tuple[IctFit | None, ...] = ()  # per face: the ICT fit of an ict-fit prior model, else None
+    fits: tuple[IctFit | None, ...] = ()  # per face: the ICT fit of an ict-fit or ict-blend prior model, else None
     pasted: list[PastedNormals | None] = field(default_factory=list)  # per face, None where it is outside the frame
     fusion: FrameFusion | None = None  # refined depth per face, when a FusionStage ran (RGB-D frames)
 

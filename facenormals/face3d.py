@@ -297,8 +297,8 @@ def face_result_mesh(result, config: fusion.FusionConfig = FACE_FUSION, intrinsi
     from facenormals.camera import intrinsics_from_matrix
 
     if result.fit is None:
-        raise ValueError("FaceResult.mesh() needs the face's ICT fit (result.fit), which models with the ict-fit "
-                         "prior provide; use facenormals.face3d.face_3d(fit, crop_normals) with a fit of your own")
+        raise ValueError("FaceResult.mesh() needs the face's ICT fit (result.fit), which models with an ICT prior "
+                         "(ict-fit, ict-blend) provide; use facenormals.face3d.face_3d(fit, crop_normals) with a fit of your own")
     camera = intrinsics if intrinsics is not None else getattr(result, "intrinsics", None)
     crop = None
     if camera is not None:

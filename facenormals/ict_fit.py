@@ -53,7 +53,7 @@ class FitSettings:
     """Weights and priors of the fit. Regularisers are in cm² of landmark residual per unit coefficient²."""
 
     identity_prior: float = 4.0
-    expression_prior: float = 2.0
+    expression_prior: float = 16.0  # 2 until session 6: stronger is closer on every set and steadier under light (README)
     depth_weight: float = 1.0  # MediaPipe's z relative to x/y (0.1–0.3 fitted val_james worse)
     outline_weight: float = 0.3
     far_side_weight: float = 0.2  # the far half's weight factor once the head is turned far_side_yaw_deg[1]

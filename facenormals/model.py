@@ -69,7 +69,7 @@ WIDTHS: dict[str, WidthSpec] = {
 
 # ModelCfg.prior: how E_I uses the MediaPipe mesh prior (see the module docstring)
 PRIOR_MODES = ("none", "absolute", "residual")
-PRIOR_SOURCES = ("mediapipe-mesh", "ict-fit")  # ModelCfg.prior_source: which coarse face (facenormals.prior)
+PRIOR_SOURCES = ("mediapipe-mesh", "ict-fit", "ict-blend")  # ModelCfg.prior_source: which coarse face (facenormals.prior)
 PRIOR_CHANS = 4  # prior normals (3, zero where uncovered) + coverage (1), after the RGB channels
 COARSE_PRIOR_FACTOR = 16  # normal→normal prior: the input averaged over 16×16 blocks (~ the mesh's resolution)
 

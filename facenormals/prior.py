@@ -11,12 +11,17 @@ MediaPipe landmarks (``ModelCfg.prior_source``, stored in checkpoints and ONNX m
   to the crop: the fit's high-frequency detail is ICT's, not the person's. The smoothed face was ~1° closer to
   real scans than the sharp one; drawn at 128² rather than 256² it is 0.04–0.19° closer again on all three
   validation sets (real scan, ICT, profiles; session 4) and ~3.5 ms cheaper per face.
+* ``"ict-blend"``: the two above averaged per pixel (:data:`BLEND_ICT_WEIGHT` on the ICT fit), with the ICT
+  face's coverage. Two coarse faces with different errors average to a better one (issue 13 item 3): on all
+  three validation sets the blend is closer to the truth than either alone, most on profiles, where the fit
+  alone is worse than the mesh (README "Coarse face").
 
-Both are also the parameter-free baselines ``facenormals eval --baseline mediapipe-mesh|ict-fit``.
+All three are also the parameter-free baselines ``facenormals eval --baseline mediapipe-mesh|ict-fit|ict-blend``.
 """
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from pathlib import Path
 
 import cv2
@@ -28,6 +33,7 @@ from facenormals.model import PRIOR_SOURCES
 
 ICT_SMOOTH_PX = 3.0  # Gaussian σ on a 256² crop
 ICT_DRAW_PX = 128  # the fitted face is drawn at most this size, then resized to the crop
+BLEND_ICT_WEIGHT = 0.65  # "ict-blend": the ICT fit's share (0.5–0.8 all beat both faces; README "Coarse face")
 IDENTITY = np.array([[1.0, 0.0, 0.0], [0.0, 1.0, 0.0]])
 
 
@@ -57,6 +63,8 @@ def coarse_prior(points: np.ndarray, size: int, source: str,
     if check_source(source) == "mediapipe-mesh":
         normals, coverage = mesh_prior.rasterize_mesh_normals(points, mesh_prior.mesh_triangles(close_holes=True), size)
         return mesh_prior.fill_prior(normals, coverage), coverage, None
+    if source == "ict-blend":
+        return _blend(points, size, previous)
     face = ict_fit.load_ict_face()
     fit = ict_fit.fit_landmarks(points, face, previous=previous)
     draw = min(size, ICT_DRAW_PX)
@@ -70,6 +78,18 @@ def coarse_prior(points: np.ndarray, size: int, source: str,
     normals = _unit(cv2.resize(normals, (size, size), interpolation=cv2.INTER_LINEAR))
     coverage = cv2.resize(coverage.astype(np.float32), (size, size), interpolation=cv2.INTER_LINEAR) > 0.5
     return normals, coverage, fit
+
+
+def _blend(points: np.ndarray, size: int,
+           previous: ict_fit.IctFit | None) -> tuple[np.ndarray, np.ndarray, ict_fit.IctFit | None]:
+    """The "ict-blend" coarse face: ICT fit and MediaPipe mesh normals averaged per pixel, the fit's coverage."""
+    fitted, coverage, fit = coarse_prior(points, size, "ict-fit", previous)
+    if not coverage.any():
+        return fitted, coverage, fit
+    mesh, _, _ = coarse_prior(points, size, "mediapipe-mesh")
+    fitted *= BLEND_ICT_WEIGHT
+    fitted += (1.0 - BLEND_ICT_WEIGHT) * mesh
+    return _unit(fitted), coverage, fit
 
 
 def resize_crop_points(points: np.ndarray, size: int, new_size: int) -> np.ndarray:
@@ -101,14 +121,21 @@ def prior_input(landmarks_px: np.ndarray, depth_px: np.ndarray | None, crop_matr
     return out, fit
 
 
-def stored_prior(root: str | Path, name: str, shape: tuple[int, ...], source: str) -> tuple[np.ndarray, np.ndarray]:
-    """(normals, coverage) of a sample's stored landmarks on its own square image of ``shape``; empty if none."""
+def stored_prior(root: str | Path, name: str, shape: tuple[int, ...], source: str,
+                 move_points: Callable[[np.ndarray], np.ndarray] | None = None) -> tuple[np.ndarray, np.ndarray]:
+    """(normals, coverage) of a sample's stored landmarks on its own square image of ``shape``; empty if none.
+
+    ``move_points``: applied to the landmark crop points (N×3) before the coarse face is built (training's jitter).
+    """
     if shape[0] != shape[1]:
         raise ValueError(f"sample '{name}' in {root}: the prior needs a square crop, got {shape[:2]}")
     landmarks = mesh_prior.read_stored_landmarks(root, name)
     if landmarks is None:
         return mesh_prior.empty_prior(shape[0])
-    normals, coverage, _ = coarse_prior(mesh_prior.landmarks_in_crop(landmarks, shape, IDENTITY), shape[0], source)
+    points = mesh_prior.landmarks_in_crop(landmarks, shape, IDENTITY)
+    if move_points is not None:
+        points = move_points(points)
+    normals, coverage, _ = coarse_prior(points, shape[0], source)
     return normals, coverage
 
 

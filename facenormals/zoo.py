@@ -41,13 +41,14 @@ class ShippedModel:
 REGISTRY: dict[str, ShippedModel] = {m.name: m for m in (
     ShippedModel(
         "fast-prior", "fast-prior.safetensors",
-        "41665aab447fd7ea43accdee857624f3903834e3755300b02e234f0fda5f2779",
-        in_chans=7, prior_source="ict-fit", input_size=256,
+        "45d23a55069b899436873dc7eddb062593fcbced210da4af639ee8e7e5d291c0",
+        in_chans=7, prior_source="ict-blend", input_size=256,
         int8_file="fast-prior.int8.onnx",
-        int8_sha256="b68abd1b4c86badcdec61ce866eb8552c5b16c09cb5c5cf0d58e6b266c54a95f",
-        accuracy_deg={"val_ict_v2": 14.35, "val_james": 11.05, "val_profile": 16.59},
+        int8_sha256="6edebf6575d8c21dcf887005fcbb97e3222d1f80f14af9ea28ad135676df8482",
+        accuracy_deg={"val_ict_v2": 14.25, "val_james": 10.96, "val_profile": 16.01},
         speed_ms={"ort-cpu-fp32": 42.1, "ort-cpu-int8": 20.7},
-        note="run ict_prior_c1 (session 3): detail on top of an ICT-FaceKit face fitted to MediaPipe's landmarks"),
+        note="run ict_prior_c1 (session 3) weights on the ict-blend coarse face (session 6): detail on top of an "
+             "ICT-FaceKit face fitted to MediaPipe's landmarks, averaged with MediaPipe's mesh"),
     ShippedModel(
         "fast", "fast.safetensors",
         "df11c2317602ddf490180faee7e42c93c0dd5ee8bda65cd25b250c97d1519567",

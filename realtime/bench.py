@@ -36,7 +36,8 @@ from facenormals.frame import Frame
 from facenormals.realtime.pipeline import FrameRecord
 from facenormals.smoothing import landmark_jitter
 
-# Stages the pipeline's own code runs on every frame, besides inference (capture is the source's cost).
+# Stages the pipeline's own code runs on every frame, besides inference (capture is the source's cost). The queue
+# waits (wait_detect, wait_infer, wait_render: time in the hand-over before each thread) are reported as stages too.
 OVERHEAD_STAGES = ("detect", "crop", "temporal", "fuse", "paste", "render", "sink")
 PERCENTILES = (50, 95, 99)
 
@@ -58,6 +59,7 @@ class BenchConfig:
     stability: bool = True  # the stability block (figures computed after the run, off the timed loop)
 
 
+THREAD_CPU_EVERY = 5  # frames between per-thread CPU samples (a thread that ends is counted to its last sample)
 PRELOAD_LIMIT = 150  # distinct frames kept in memory (640×480: 138 MB); longer runs cycle through them
 
 
@@ -201,12 +203,15 @@ def run_benchmark(cfg: BenchConfig) -> dict:
     from facenormals.realtime.runner import SAMPLE_KINDS, LoopParts, open_backend, open_run_source
     from facenormals.realtime.sources.base import parse_spec
     from facenormals.realtime.stability import StabilityProbe, sample_photo_of
+    from facenormals.realtime.thread_cpu import ThreadCpu
 
     if cfg.pace not in ("realtime", "max"):
         raise ValueError(f"pace must be 'realtime' or 'max', got {cfg.pace!r}")
     if cfg.frames < 2 or cfg.warmup < 0:
         raise ValueError(f"need frames ≥ 2 and warmup ≥ 0 (got {cfg.frames}, {cfg.warmup})")
-    backend = open_backend(cfg.backend, cfg.model, cfg.threads, warm_runs=5)
+    thread_cpu = ThreadCpu()
+    with thread_cpu.mark("backend workers"):  # e.g. ONNX Runtime's intra-op pool: CPU no stage timing shows
+        backend = open_backend(cfg.backend, cfg.model, cfg.threads, warm_runs=5)
     gpu_timer = CudaEventTimer(backend) if _uses_cuda(backend) else None
     total = cfg.frames + cfg.warmup
     is_sample = parse_spec(cfg.source).kind in SAMPLE_KINDS
@@ -223,8 +228,16 @@ def run_benchmark(cfg: BenchConfig) -> dict:
         photo_of = sample_photo_of(source.info.width, source.info.height, source.fps or 30.0, cycle) if is_sample else None
         stability = StabilityProbe(cfg.warmup, photo_of) if cfg.stability else None
 
+        measured_results = [0]
+
         def on_result(result: FrameResult) -> None:
             probe(result)
+            if result.frame.id >= cfg.warmup:
+                if measured_results[0] == 0:
+                    thread_cpu.start(0)
+                elif measured_results[0] % THREAD_CPU_EVERY == 0:
+                    thread_cpu.sample(measured_results[0])
+                measured_results[0] += 1
             if stability is not None:
                 stability(result)
         # max pace: one-slot blocking queues, so latency counts at most one waiting frame per hand-over
@@ -266,6 +279,8 @@ def run_benchmark(cfg: BenchConfig) -> dict:
         # CPU seconds per processed frame (all threads; ORT's spinning included): contention inflates wall time
         # far more than CPU time, so cores / this bounds the unloaded FPS.
         "cpu_ms_per_frame": round((cpu_end_s - (probe.cpu_start_s or cpu_end_s)) * 1000.0 / (len(measured) - 1), 2),
+        # the same by thread (Linux): the pipeline's threads by stage, the backend's workers, MediaPipe's threads
+        "cpu_ms_per_frame_by_thread": thread_cpu.ms_per_frame(),
         "backend": backend.name,
         "providers": list(backend.providers),
         "model": str(cfg.model) if cfg.model else "default",
@@ -296,7 +311,8 @@ def plot_result(result: dict, path: str | Path) -> None:
              f"p95 {result['latency_ms']['p95']:.0f} ms, {result['dropped']} dropped")
     left.legend(loc="upper right", fontsize=8)
     left.grid(alpha=0.3)
-    order = ("capture", "detect", "crop", "temporal", "fuse", "infer", "infer_gpu", "paste", "render", "sink", "overhead")
+    order = ("capture", "wait_detect", "detect", "crop", "wait_infer", "temporal", "fuse", "infer", "infer_gpu",
+             "wait_render", "paste", "render", "sink", "overhead")
     names = [n for n in order if n in result["stages"]]
     p50 = [result["stages"][n]["p50"] for n in names]
     p95 = [result["stages"][n]["p95"] for n in names]

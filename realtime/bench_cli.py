@@ -61,6 +61,9 @@ def format_summary(result: dict) -> str:
              "stage        p50      p95"]
     lines += [f"{name:<10} {v['p50']:7.2f}  {v['p95']:7.2f}" for name, v in stages.items()]
     lines.append(f"CPU per frame (all threads): {result['cpu_ms_per_frame']:.1f} ms")
+    by_thread = result.get("cpu_ms_per_frame_by_thread")
+    if by_thread:
+        lines.append("  by thread: " + ", ".join(f"{role} {ms:.1f}" for role, ms in by_thread.items()))
     jitter = result["jitter"]
     lines.append(f"landmark jitter (‰ face size): raw {jitter['raw']}, smoothed {jitter['smoothed']}")
     stability = result.get("stability")

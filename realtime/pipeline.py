@@ -176,6 +176,22 @@ def _ms_since(t0: float) -> float:
     return (time.perf_counter() - t0) * 1000.0
 
 
+_QUEUED = "_queued_at_ms"  # when the frame entered its current queue (ms since capture); removed on the way out
+
+
+def _age_ms(frame: Frame) -> float:
+    return (time.monotonic_ns() - frame.t_capture_ns) * 1e-6
+
+
+def _enqueued(frame: Frame) -> None:
+    frame.timings[_QUEUED] = _age_ms(frame)
+
+
+def _dequeued(frame: Frame, wait: str) -> None:
+    """Record how long the frame waited in the queue it just left (``wait_detect``, ``wait_infer``, ``wait_render``)."""
+    frame.timings[wait] = max(0.0, _age_ms(frame) - frame.timings.pop(_QUEUED, _age_ms(frame)))
+
+
 class Pipeline:
     """Wire a frame iterable, a detector, a backend, a renderer and sinks into the threaded loop.
 
@@ -303,6 +319,7 @@ class Pipeline:
             frame.timings.setdefault("capture", _ms_since(t0))
             self.report.frames_in += 1
             current[0] = frame.id + 1
+            _enqueued(frame)
             out.put(frame)
         out.put(_END)
 
@@ -316,6 +333,7 @@ class Pipeline:
                 out.put(_END)
                 return
             current[0] = frame.id
+            _dequeued(frame, "wait_detect")  # live: the just-in-time hand-over's wait, or a detection still running
             t0 = time.perf_counter()
             try:
                 faces, batch = self.engine.detect_and_crop(frame)
@@ -327,6 +345,7 @@ class Pipeline:
                 continue
             if handover is not None:
                 handover.detected(time.perf_counter() - t0)
+            _enqueued(frame)
             out.put((frame, faces, batch))
 
     def _infer(self, current: list[int | None]) -> None:
@@ -338,6 +357,7 @@ class Pipeline:
                 return
             frame, faces, batch = item
             current[0] = frame.id
+            _dequeued(frame, "wait_infer")  # a detected batch waiting for the backend
             handover = self.handover
             if handover is not None:
                 handover.inference_started()
@@ -347,6 +367,7 @@ class Pipeline:
                 handover.inference_done(time.perf_counter() - t0)
             for stage in self.stages:
                 result = stage(result)
+            _enqueued(frame)
             out.put(result)
 
     def _render_loop(self) -> None:
@@ -371,6 +392,7 @@ class Pipeline:
 
     def _finish(self, result: FrameResult) -> None:
         frame = result.frame
+        _dequeued(frame, "wait_render")  # a result waiting for the main thread
         self.engine.paste(result)
         t1 = time.perf_counter()
         self.stats.dropped = sum(q.dropped for q in self.queues.values())

@@ -220,7 +220,8 @@ def draw_light_gizmo(image: np.ndarray, light: np.ndarray, radius: int = 28) -> 
 def hud_lines(result: FrameResult, fps: float, backend: str, dropped: int) -> list[str]:
     """The HUD text: throughput, faces, per-stage milliseconds of this frame, end-to-end latency."""
     timings = result.frame.timings
-    stages = " ".join(f"{name} {ms:.1f}" for name, ms in timings.items() if name != "total")
+    stages = " ".join(f"{name} {ms:.1f}" for name, ms in timings.items()
+                      if name != "total" and not name.startswith("wait_"))  # queue waits: in the benchmark
     lines = [f"{fps:5.1f} FPS  faces {len(result.faces)}  {backend}  dropped {dropped}"]
     if stages:
         lines.append(f"ms: {stages}")

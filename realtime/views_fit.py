@@ -1,8 +1,8 @@
 """The ``fit`` view: the ICT-FaceKit face fitted to each face's landmarks, shaded under the user's light, with its
 head pose — what a prior model is given as its coarse face (:mod:`facenormals.prior`), drawn sharp.
 
-Only models with the ``ict-fit`` prior fit a face; for others (and faces without a fit) the frame is shown with
-a note. The fitted face is drawn in each crop with the mesh prior's z-buffer and pasted like the normals.
+Only models with an ICT prior (``ict-fit``, ``ict-blend``) fit a face; for others (and faces without a fit) the
+frame is shown with a note. The fitted face is drawn in each crop with the mesh prior's z-buffer and pasted like the normals.
 """
 
 from __future__ import annotations
@@ -52,6 +52,6 @@ def render_fit(result: FrameResult, state: RenderState) -> np.ndarray:
     for crop, fit in fitted:
         _draw_fit(out, crop, fit, state.light)
     if result.crops and not fitted:
-        _label(out, "no fitted face: the model does not use the ict-fit prior", (8, 22))
+        _label(out, "no fitted face: the model does not use an ICT prior", (8, 22))
     draw_light_gizmo(out, state.light)
     return out

@@ -214,3 +214,22 @@ def test_prior_model_gets_the_detectors_mesh(astronaut, tmp_path, monkeypatch):
     errors = _angles_deg(face.crop_normals[inside], reference[inside])
     assert np.median(errors) < 4.0  # two MediaPipe runs (frame vs crop) agree to a few degrees
     assert face.crop_normals[inside][:, 2].mean() > 0.5  # facing the camera (+z), as the convention says
+
+
+def test_rgb_model_fits_the_ict_face_only_when_asked(api, astronaut):
+    """A model without an ict-fit prior: the API's faces carry a pending fit, computed on first read (head pose,
+    ``mesh()``) and then kept; it is the fit of the detected landmarks, as when it was computed on every call."""
+    from facenormals.engine import _PendingFit
+    from facenormals.frame import Frame
+    from facenormals.ict_fit import IctFit, fit_landmarks
+    from facenormals.mesh_prior import crop_points_from_pixels
+
+    face = api(astronaut)[0]
+    assert _PendingFit.pending(face)  # the normals came without the fit's cost
+    fit = face.fit
+    assert isinstance(fit, IctFit) and not _PendingFit.pending(face) and face.fit is fit
+    detected = api.engine.process_many([Frame(0, 0, astronaut)])[0].faces[0]
+    eager = fit_landmarks(crop_points_from_pixels(detected.landmarks, detected.depth, face.crop_matrix))
+    for name in ("identity", "expression", "rotation", "translation"):
+        np.testing.assert_array_equal(getattr(fit, name), getattr(eager, name))
+    assert fit.scale == eager.scale

@@ -162,6 +162,22 @@ def test_ict_prior_channels_are_unit_smooth_and_cover_the_face(face: ict_fit.Ict
         prior.coarse_prior(points, SIZE, "flame")
 
 
+def test_blend_prior_is_the_weighted_mean_of_fit_and_mesh_with_the_fits_coverage(face: ict_fit.IctFace) -> None:
+    rng = np.random.default_rng(8)
+    _, points, _, _ = synthetic_face(face, rng, yaw_deg=25.0)
+    fitted, fit_coverage, fit = prior.coarse_prior(points, SIZE, "ict-fit")
+    mesh, _, _ = prior.coarse_prior(points, SIZE, "mediapipe-mesh")
+    blend, coverage, blend_fit = prior.coarse_prior(points, SIZE, "ict-blend")
+    expected = prior.BLEND_ICT_WEIGHT * fitted + (1.0 - prior.BLEND_ICT_WEIGHT) * mesh
+    expected /= np.linalg.norm(expected, axis=2, keepdims=True)
+    np.testing.assert_allclose(blend, expected, atol=1e-5)
+    np.testing.assert_array_equal(coverage, fit_coverage)
+    assert blend_fit is not None and np.allclose(blend_fit.identity, fit.identity)  # the fit is still exposed
+    between = np.degrees(np.arccos(np.clip((fitted * mesh).sum(axis=2), -1, 1)))[coverage]
+    to_fit = np.degrees(np.arccos(np.clip((blend * fitted).sum(axis=2), -1, 1)))[coverage]
+    assert between.mean() > 1.0 and to_fit.mean() < between.mean()  # two different faces, the blend between them
+
+
 def test_ict_prior_drawn_small_matches_the_crop_it_is_resized_to(face: ict_fit.IctFace) -> None:
     """The ICT face is drawn at ≤ ICT_DRAW_PX² and resized: resized crop points keep pixel centres where cv2.resize
     puts them, so the small drawing lands on the large one (no half-pixel drift)."""

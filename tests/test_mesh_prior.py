@@ -200,7 +200,7 @@ def test_bad_inputs_name_the_problem() -> None:
         mesh_prior.mesh_normals_for_crop(np.zeros((10, 20, 3), np.uint8), face_mesh=None)
 
 
-@pytest.mark.parametrize("source", ["mediapipe-mesh", "ict-fit"])
+@pytest.mark.parametrize("source", ["mediapipe-mesh", "ict-fit", "ict-blend"])
 def test_data_prior_command_stores_landmarks_and_records_misses(astronaut, tmp_path, rng, source) -> None:
     from facenormals.dataset import DatasetWriter
     from facenormals.training.data.prior_cli import compute_priors, read_index

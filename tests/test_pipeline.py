@@ -317,3 +317,20 @@ def test_depth_and_intrinsics_reach_the_views(backend):
         assert depth is not None and depth.dtype == np.uint16 and depth.shape == (480, 640)
         assert intrinsics is not None and intrinsics.width == 640
         assert faces == 1
+
+
+@pytest.mark.parametrize("pace_fps", [None, 30.0])
+def test_queue_waits_are_recorded_and_partition_the_latency(face_video, backend, pace_fps):
+    """Each frame says how long it waited before the detect, infer and main threads; with the stage times they
+    are disjoint parts of its capture-to-screen time (so they cannot add up to more)."""
+    with open_source(f"video:{face_video}") as source:
+        pipeline = make_pipeline(source, backend, pace_fps=pace_fps)
+        report = pipeline.run()
+    assert report.records
+    for record in report.records:
+        waits = {name: ms for name, ms in record.timings.items() if name.startswith("wait_")}
+        assert set(waits) == {"wait_detect", "wait_infer", "wait_render"}
+        assert all(ms >= 0.0 for ms in waits.values())
+        assert "_queued_at_ms" not in record.timings  # the hand-over stamp does not leak into the figures
+        parts = sum(ms for name, ms in record.timings.items() if name not in ("total", "capture"))
+        assert parts <= record.timings["total"] + 1e-6, record.timings

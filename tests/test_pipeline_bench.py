@@ -35,6 +35,9 @@ def test_bench_cli_writes_json_and_plot(media, tmp_path, capsys):
     assert result["jitter"]["tracks"] == 1 and result["jitter"]["raw"] > 0
     assert result["machine"]["cpus_usable"] >= 1 and result["preloaded"]
     assert result["cpu_ms_per_frame"] > 0
+    by_thread = result["cpu_ms_per_frame_by_thread"]  # Linux: where the CPU goes, the stage threads by name
+    assert {"infer", "detect", "main (paste, render, sinks)"} <= set(by_thread)
+    assert all(ms >= 0 for ms in by_thread.values())
     assert result["flow"] is True and result["temporal"] is True  # the defaults of `run` for video
     assert plot.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     assert "FPS" in capsys.readouterr().out
@@ -80,3 +83,23 @@ def test_bench_rejects_bad_settings(media):
     ckpt, video = media
     with pytest.raises(ValueError, match="pace"):
         run_benchmark(BenchConfig(source=f"video:{video}", backend="torch", model=str(ckpt), pace="fast"))
+
+
+def test_loop_runs_opencv_on_one_thread_and_restores_it(media):
+    """The loop's stages have threads of their own: OpenCV's pool is off while the loop's parts are open (crops,
+    priors and pasted normals are bit-identical either way) and back to what it was after."""
+    import cv2
+
+    from facenormals.realtime.runner import LoopParts
+    from facenormals.realtime.sources.base import open_source
+    from facenormals.runtime import create_backend
+
+    ckpt, video = media
+    before = cv2.getNumThreads()
+    cv2.setNumThreads(2)
+    try:
+        with open_source(f"video:{video}") as source, LoopParts.build(source, create_backend("torch", ckpt)):
+            assert cv2.getNumThreads() == 1
+        assert cv2.getNumThreads() == 2
+    finally:
+        cv2.setNumThreads(before)

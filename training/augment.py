@@ -133,3 +133,23 @@ def photometric(image: np.ndarray, mask: np.ndarray, rng: np.random.Generator, c
         if ok:
             image = cv2.imdecode(data, cv2.IMREAD_UNCHANGED).astype(np.float32) / 255.0
     return np.ascontiguousarray(image, dtype=np.float32)
+
+
+def jitter_landmarks(points: np.ndarray, size: int, rng: np.random.Generator, cfg: AugmentSection) -> np.ndarray:
+    """Landmark crop points N×3 (crop pixels of a ``size``² crop) moved like a live detector's error: one small
+    similarity of the whole face about its centroid plus independent noise per point; z is scaled with the face.
+
+    The spreads are given for a 256² crop and scale with ``size``. Returns a new array; ``points`` is unchanged.
+    """
+    unit = size / 256.0
+    angle = math.radians(rng.normal(0.0, cfg.prior_rotate_deg))
+    zoom = 1.0 + rng.normal(0.0, cfg.prior_scale)
+    shift = rng.normal(0.0, cfg.prior_shift_px * unit, size=2)
+    noise = rng.normal(0.0, cfg.prior_point_px * unit, size=(len(points), 2))
+    centre = points[:, :2].mean(axis=0)
+    cos, sin = math.cos(angle) * zoom, math.sin(angle) * zoom
+    linear = np.array([[cos, -sin], [sin, cos]])
+    out = np.array(points, dtype=np.float64, copy=True)
+    out[:, :2] = (points[:, :2] - centre) @ linear.T + centre + shift + noise
+    out[:, 2] = points[:, 2] * zoom
+    return out

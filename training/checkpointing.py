@@ -2,6 +2,7 @@
 
     RUN/last.pt              weights, optimiser, step, RNG states, best-so-far, elapsed time, config
     RUN/best.safetensors     the full network with the lowest validation error (facenormals.checkpoint format)
+    RUN/snapshots/step_NNNNNN.safetensors   the full network every ``snapshot_every`` steps (weight averaging)
 
 The data order needs no saved state beyond the step (see ``loaders``); the torch/numpy/python RNG
 states are saved anyway, so anything else drawing random numbers resumes exactly too.
@@ -22,6 +23,7 @@ from facenormals.model import CrossModalNet
 
 LAST = "last.pt"
 BEST = "best.safetensors"
+SNAPSHOTS = "snapshots"
 
 
 @dataclass
@@ -71,4 +73,12 @@ def save_best(run_dir: Path, model: CrossModalNet, progress: Progress, config: d
     path = Path(run_dir) / BEST
     save_checkpoint(model, path, provenance={"step": progress.best_step, "val_mean_deg": progress.best_val_deg,
                                              "train_config": config})
+    return path
+
+
+def save_snapshot(run_dir: Path, model: CrossModalNet, step: int, config: dict) -> Path:
+    """The weights after ``step`` steps, for averaging along the run (``facenormals.training.average``)."""
+    path = Path(run_dir) / SNAPSHOTS / f"step_{step:06d}.safetensors"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    save_checkpoint(model, path, provenance={"step": step, "train_config": config})
     return path

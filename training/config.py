@@ -32,7 +32,7 @@ class ModelSection:
     variant: str = "full"
     init: str | None = None  # a full checkpoint to start from (weights only; a fresh optimiser)
     prior: str = "none"  # coarse-face prior input (issue 9): "none" | "absolute" | "residual"
-    prior_source: str = "mediapipe-mesh"  # which coarse face (issue 13): "mediapipe-mesh" | "ict-fit"
+    prior_source: str = "mediapipe-mesh"  # which coarse face (issue 13): "mediapipe-mesh" | "ict-fit" | "ict-blend"
 
     def __post_init__(self) -> None:
         if self.arch not in WIDTHS:
@@ -93,10 +93,25 @@ class AugmentSection:
     # prior models: share of training images shown without their coarse face (the no-face fallback), on top
     # of the images where MediaPipe found none (README "Training data": how often that is, by yaw)
     prior_dropout: float = 0.1
+    # prior models: share of training images whose stored landmarks are moved before the coarse face is fitted,
+    # so that the network learns to correct a prior that sits slightly off the face (live landmarks move 0.2–0.5 px
+    # with the light alone; README "Training data": landmark jitter). 0 = off (no random draws: older runs replay).
+    prior_jitter: float = 0.0
+    prior_shift_px: float = 1.0  # std of the whole face's shift, pixels of a 256² crop
+    prior_rotate_deg: float = 1.0  # std of its in-plane rotation about the landmarks' centroid
+    prior_scale: float = 0.015  # std of its relative scale about the centroid
+    prior_point_px: float = 0.5  # std of each landmark's own noise (x, y), pixels of a 256² crop
 
     def __post_init__(self) -> None:
         if not 0.0 <= self.prior_dropout <= 1.0:
             raise ValueError(f"augment.prior_dropout must be in [0, 1], got {self.prior_dropout}")
+        if not 0.0 <= self.prior_jitter <= 1.0:
+            raise ValueError(f"augment.prior_jitter must be in [0, 1], got {self.prior_jitter}")
+        spreads = {"prior_shift_px": self.prior_shift_px, "prior_rotate_deg": self.prior_rotate_deg,
+                   "prior_scale": self.prior_scale, "prior_point_px": self.prior_point_px}
+        bad = {k: v for k, v in spreads.items() if not v >= 0.0}
+        if bad:
+            raise ValueError(f"augment: landmark jitter spreads must be ≥ 0, got {bad}")
 
 
 @dataclass(frozen=True)
@@ -144,6 +159,9 @@ class TrainConfig:
     val_every: int = 200  # steps (0 = only at the end)
     checkpoint_every_s: float = 300.0
     checkpoint_every_steps: int = 0  # 0 = time-based only
+    # steps between weight snapshots RUN/snapshots/step_NNNNNN.safetensors, for weight averaging
+    # (python -m facenormals.training.average); 0 = none
+    snapshot_every: int = 0
     preview_every: int = 0  # steps between sample-prediction PNGs (0 = with each validation)
     # Step speed (benchmarks/train_throughput.py): bf16 autocast and channels_last were 2.5× fp32 NCHW on Zen 4.
     precision: str = "fp32"  # "fp32" | "bf16" (autocast of the forward pass; weights, optimiser, losses fp32)
@@ -161,6 +179,8 @@ class TrainConfig:
             raise ValueError(f"device {self.device!r} unknown; choose one of {list(DEVICES)}")
         if self.max_minutes < 0:
             raise ValueError(f"max_minutes must be ≥ 0 (0 = no limit), got {self.max_minutes}")
+        if self.snapshot_every < 0:
+            raise ValueError(f"snapshot_every must be ≥ 0 (0 = no snapshots), got {self.snapshot_every}")
 
     @property
     def total_steps(self) -> int:

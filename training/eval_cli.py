@@ -1,6 +1,6 @@
 """``facenormals eval``: the paper's metrics on dataset folders, optionally with coarse-face baselines (MediaPipe mesh, ICT fit).
 
-    facenormals eval --data DIR [--data DIR ...] --model CKPT|ONNX [--json FILE] [--baseline mediapipe-mesh|ict-fit]
+    facenormals eval --data DIR [--data DIR ...] --model CKPT|ONNX [--json FILE] [--baseline mediapipe-mesh|ict-fit|ict-blend]
     facenormals eval --data DIR --variants full=A.safetensors no-skip=B.safetensors ...   (ablation table)
     facenormals eval --data DIR --diagnose [--baseline ict-fit]   (where the error is: training/diagnose.py)
 

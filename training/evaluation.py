@@ -27,7 +27,8 @@ from facenormals.metrics import MetricAccumulator, SetMetrics
 from facenormals.model import ImageToNormal
 from facenormals.prior import prior_channels, prior_for_crop, source_of
 
-BASELINES = ("mediapipe-mesh", "ict-fit")  # parameter-free coarse faces from MediaPipe's landmarks (facenormals.prior)
+# parameter-free coarse faces from MediaPipe's landmarks (facenormals.prior)
+BASELINES = ("mediapipe-mesh", "ict-fit", "ict-blend")
 
 Predictor = Callable[[np.ndarray], np.ndarray]  # N×3×H×W float32 images in [0, 1] → N×3×H×W normals
 

@@ -10,7 +10,7 @@ of loader workers, and no loader state needs saving beyond the step.
 from __future__ import annotations
 
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -22,7 +22,14 @@ from facenormals.dataset import SampleFiles, SampleKind, load_sample, scan_datas
 from facenormals.fileio import DataError
 from facenormals.mesh_prior import empty_prior
 from facenormals.prior import stored_prior
-from facenormals.training.augment import geometric_matrix, photometric, warp_image, warp_mask, warp_normals
+from facenormals.training.augment import (
+    geometric_matrix,
+    jitter_landmarks,
+    photometric,
+    warp_image,
+    warp_mask,
+    warp_normals,
+)
 from facenormals.training.config import BATCH_KINDS, AugmentSection, TrainConfig
 from facenormals.training.schedule import steps_for_batch
 
@@ -87,7 +94,7 @@ def load_item(files: SampleFiles, size: int, rng: np.random.Generator | None,
         out["image"] = image.transpose(2, 0, 1)
         if prior:
             dropout = augment.prior_dropout if augment is not None else PRIOR_DROPOUT
-            out["prior"] = _prior_channels(files, sample.image.shape, matrix, size, rng, prior, dropout)
+            out["prior"] = _prior_channels(files, sample.image.shape, matrix, size, rng, prior, dropout, augment)
     out["mask"] = mask[None].astype(np.float32)
     return {k: np.ascontiguousarray(v) for k, v in out.items()}
 
@@ -104,12 +111,22 @@ def require_stored_priors(folders: tuple[str, ...]) -> None:
                              f"run `facenormals data prior --in {root}` first")
 
 
+def _landmark_jitter(size: int, rng: np.random.Generator | None,
+                     augment: AugmentSection | None) -> Callable[[np.ndarray], np.ndarray] | None:
+    """The landmark move for this sample's prior, or None (no draw at all when the jitter is off)."""
+    if rng is None or augment is None or augment.prior_jitter <= 0.0 or rng.random() >= augment.prior_jitter:
+        return None
+    return lambda points: jitter_landmarks(points, size, rng, augment)
+
+
 def _prior_channels(files: SampleFiles, shape: tuple[int, ...], matrix: np.ndarray, size: int,
-                    rng: np.random.Generator | None, source: str, dropout: float = PRIOR_DROPOUT) -> np.ndarray:
+                    rng: np.random.Generator | None, source: str, dropout: float = PRIOR_DROPOUT,
+                    augment: AugmentSection | None = None) -> np.ndarray:
     if rng is not None and rng.random() < dropout:  # drawn whatever the rate: the augmentation stream stays put
         normals, coverage = empty_prior(shape[0])
     else:
-        normals, coverage = stored_prior(files.image.parent.parent, files.name, shape, source)
+        normals, coverage = stored_prior(files.image.parent.parent, files.name, shape, source,
+                                         _landmark_jitter(shape[0], rng, augment))
     warped, _ = warp_normals(normals, np.full(coverage.shape, coverage.any()), matrix, size)
     return np.concatenate([warped.transpose(2, 0, 1), warp_mask(coverage, matrix, size)[None].astype(np.float32)])
 

@@ -228,6 +228,8 @@ def train(cfg: TrainConfig, info: ddp.DistInfo | None = None) -> TrainResult:
                 if info.is_main:
                     bar.write(f"max_minutes {cfg.max_minutes:g} reached at step {progress.step}: stopping")
                 break
+            if info.is_main and cfg.snapshot_every and progress.step % cfg.snapshot_every == 0:
+                checkpointing.save_snapshot(run_dir, model, progress.step, config_dict)
             if cfg.val_every and progress.step % cfg.val_every == 0 and progress.step < cfg.total_steps:
                 run_validation(progress.step)
             due_time = time.monotonic() - last_save >= cfg.checkpoint_every_s
