@@ -7,6 +7,8 @@ refinement of the first by the second (:data:`facenormals.face3d.FACE_FUSION`). 
 ground truth has normals and depth, the fitted face covers, and the landmark hull is (what the engine refines):
 
 * normals: mean angular error of the fitted face's (its depth's normals), the network's and the refined surface's;
+  ``mediapipe_deg``: MediaPipe's own face mesh (the 468 landmarks' triangles, eyes and mouth closed, smooth-shaded
+  as the mesh prior draws it) on the scored pixels it covers (``mediapipe_pct`` of them);
 * depth: RMSE (mm) of the fitted and the refined depth after the best scale and offset onto the ground truth's
   (the fit is weak perspective and its distance unknown, so both are free).
 * calibrated (``calibrated_*``, the render's own pinhole as a calibration file would give it): the same with the
@@ -16,6 +18,11 @@ ground truth has normals and depth, the fitted face covers, and the landmark hul
 * ``*_vs_integrated_deg``: the same normals against the ground truth's normals *integrated into one surface*
   (:data:`TRUTH_INTEGRATION`), i.e. the best surface's normals; ``integrated_truth_deg`` is how far that surface's
   normals are from the rendered normal maps themselves — the part of the maps no surface has.
+* where the error is (``network_*`` / ``refined_*``, the shipped normals and their refined surface's): ``*_rim_deg``
+  on the pixels within 2 px of where even the integrated ground truth is > 5° off the maps (``rim_pct`` of the
+  scored pixels: eyelid rims, nostrils, lips — defined by the ground truth alone) and ``*_smooth_deg`` on the rest;
+  ``*_border_deg`` / ``*_interior_deg`` in and inside the 12 px border band; ``*_rotation_deg`` / ``*_low_deg`` /
+  ``*_detail_deg``, the split of ``facenormals eval --diagnose`` (σ = 4 px: head pose, shape, detail).
 
 Timing: CPU time of one thread (``torch.set_num_threads(1)``, ``time.process_time``) per face, cold (coarse to
 fine), warm (started from the same face's refined depth and bias rotation: nothing moved) and moving (the detail
@@ -34,6 +41,7 @@ import json
 import time
 from pathlib import Path
 
+import cv2
 import numpy as np
 import torch
 
@@ -43,6 +51,11 @@ from facenormals.conventions import angular_error_deg
 from facenormals.dataset import load_sample, scan_dataset
 from facenormals.depth import normals_from_depth
 from facenormals.geometry import hull_mask
+from training.diagnose import BAND_SIGMAS, border_band, decompose
+
+RIM_DEG = 5.0  # the integrated ground truth this far off the maps: a surface cannot have those normals there
+RIM_PX = 2  # ... and this many pixels around (the solve spreads what it cannot fit)
+DIAGNOSE_SIGMA_PX = 4.0  # eval --diagnose's low-pass at 256²
 
 # The ground truth's own normals integrated into one surface (λ → 0: the fitted depth only anchors it), to a tight
 # tolerance: the rendered normal maps are interpolated vertex normals, not exactly any surface's (eyelids, nostrils).
@@ -64,18 +77,33 @@ def offset_rmse_mm(ours_m: np.ndarray, truth_mm: np.ndarray, where: np.ndarray) 
     return float(np.sqrt(np.mean((error - error.mean()) ** 2)))
 
 
+def error_by_region(normals: np.ndarray, truth: np.ndarray, where: np.ndarray, rim: np.ndarray) -> dict[str, float]:
+    """Mean angular error on the rim / the rest, border band / interior, and eval --diagnose's three parts."""
+    error = angular_error_deg(normals, truth)
+    band = border_band(where, BAND_SIGMAS * DIAGNOSE_SIGMA_PX)
+    split = decompose(normals, truth, where, sigma=DIAGNOSE_SIGMA_PX)
+
+    def mean(region: np.ndarray) -> float:
+        return float(error[region].mean()) if region.any() else float("nan")
+
+    return {"rim_deg": mean(where & rim), "smooth_deg": mean(where & ~rim), "border_deg": mean(band),
+            "interior_deg": mean(where & ~band), "rotation_deg": split.parts["rotation_deg"],
+            "low_deg": split.parts["low_freq_deg"], "detail_deg": split.parts["detail_deg"]}
+
+
 def view_ms(result: face3d.fusion.FusionResult, coarse: face3d.CoarseDepth) -> float:
     """CPU ms of what ``--view 3d`` draws for one face: the every-2nd-pixel mesh and its 480² rendering."""
     from facenormals.realtime.render import light_from_angles
     from facenormals.realtime.view3d import MESH_STEP, render_mesh, turn_matrix
 
     start = time.process_time()
-    mesh = face3d.depth_to_mesh(result.depth_m, coarse, result.region, step=MESH_STEP)
+    mesh = face3d.depth_to_mesh(result.depth_m, coarse, result.region, step=MESH_STEP, normals=result.normals)
     render_mesh(mesh, turn_matrix(25.0, 0.0), light_from_angles(-30.0, 25.0), 480)
     return 1000 * (time.process_time() - start)
 
 
-def evaluate(root: Path, limit: int, configs: dict[str, face3d.fusion.FusionConfig], model: str | None) -> dict:
+def evaluate(root: Path, limit: int, configs: dict[str, face3d.fusion.FusionConfig], model: str | None,
+             skip: int = 0) -> dict:
     from facenormals.benchmarks.fusion import read_camera
     from facenormals.export.prepare import create_backend
 
@@ -83,7 +111,7 @@ def evaluate(root: Path, limit: int, configs: dict[str, face3d.fusion.FusionConf
     backend = create_backend("torch", model)
     face = ict_fit.load_ict_face()
     rows = []
-    samples = [s for s in scan_dataset(root) if s.depth is not None and s.image is not None][:limit]
+    samples = [s for s in scan_dataset(root) if s.depth is not None and s.image is not None][skip:skip + limit]
     for files in samples:
         landmarks = mesh_prior.read_stored_landmarks(root, files.name)
         if landmarks is None:
@@ -146,6 +174,10 @@ def evaluate(root: Path, limit: int, configs: dict[str, face3d.fusion.FusionConf
         row["pixels"] = int(where.sum())
         row["fitted_deg"] = float(angular_error_deg(coarse_normals[where], truth[where]).mean())
         row["network_deg"] = float(angular_error_deg(network[where], truth[where]).mean())
+        mp_normals, mp_coverage = mesh_prior.mesh_normals_from_landmarks(landmarks, sample.image.shape, prior.IDENTITY,
+                                                                         size)
+        row["mediapipe_pct"] = 100.0 * float((where & mp_coverage).sum() / where.sum())
+        row["mediapipe_deg"] = float(angular_error_deg(mp_normals[where & mp_coverage], truth[where & mp_coverage]).mean())
         row["fitted_depth_mm"] = best_affine_rmse_mm(coarse.depth_m, sample.depth_mm, where)
         for label, result in refined.items():
             row[f"{label}_deg"] = float(angular_error_deg(result.normals[where], truth[where]).mean())
@@ -156,6 +188,13 @@ def evaluate(root: Path, limit: int, configs: dict[str, face3d.fusion.FusionConf
         row["network_vs_integrated_deg"] = float(angular_error_deg(network[where], surface[where]).mean())
         for label, result in refined.items():
             row[f"{label}_vs_integrated_deg"] = float(angular_error_deg(result.normals[where], surface[where]).mean())
+        rim = cv2.dilate((where & (angular_error_deg(surface, truth) > RIM_DEG)).astype(np.uint8),
+                         np.ones((2 * RIM_PX + 1,) * 2, np.uint8)).astype(bool)
+        row["rim_pct"] = 100.0 * float((rim & where).sum() / where.sum())
+        for label, normals in (("network", network), *((("refined", refined["refined"].normals),)
+                                                       if "refined" in refined else ())):
+            for key, value in error_by_region(normals, truth, where, rim).items():
+                row[f"{label}_{key}"] = value
         if calibrated:
             coarse_cal, refined_cal = calibrated["coarse"], calibrated["refined"]
             cal_normals, _ = normals_from_depth(coarse_cal.depth_m, coarse_cal.intrinsics)
@@ -180,9 +219,12 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--data", type=Path, default=Path("/work/datasets/val_ict_v2"))
     parser.add_argument("--limit", type=int, default=40)
+    parser.add_argument("--skip", type=int, default=0,
+                        help="leave out the first N faces (--skip 40: a held-out set for knobs chosen on the first 40)")
     parser.add_argument("--model", help="checkpoint; default: the shipped model")
     parser.add_argument("--sweep", action="store_true",
-                        help="also the previous knobs (λ 0.002 + bias correction), λ 0.002 / 0.0005 / 0.00005, bias on")
+                        help="also the previous knobs (λ 0.002 + bias correction), λ 0.002 / 0.0005 / 0.00005, bias on, "
+                             "jump 2 cm")
     parser.add_argument("--json", type=Path)
     args = parser.parse_args()
     configs = {"refined": face3d.FACE_FUSION}
@@ -192,8 +234,9 @@ def main() -> None:
                     "lam0.002": dataclasses.replace(base, position_weight=0.002),
                     "lam0.0005": dataclasses.replace(base, position_weight=0.0005),
                     "lam0.00005": dataclasses.replace(base, position_weight=0.00005),
-                    "bias": dataclasses.replace(base, correct_bias=True)}
-    result = evaluate(args.data, args.limit, configs, args.model)
+                    "bias": dataclasses.replace(base, correct_bias=True),
+                    "jump0.02": dataclasses.replace(base, jump_m=0.02)}  # session 5's: ties across the fitted steps
+    result = evaluate(args.data, args.limit, configs, args.model, args.skip)
     print(json.dumps(result["mean"], indent=1))
     if args.json:
         write_text_atomic(args.json, json.dumps(result, indent=1))

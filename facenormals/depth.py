@@ -152,33 +152,56 @@ def normals_from_points(points: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     return normals, ok
 
 
-def _depth_derivative(z: np.ndarray, axis: int) -> np.ndarray:
-    """∂z along ``axis``: central differences, one-sided next to holes and borders (NaN where neither exists)."""
-    step = np.diff(z, axis=axis)  # step k = z[k+1] - z[k]
+def _depth_derivative(z: np.ndarray, axis: int, tied: np.ndarray | None = None, sharpen: bool = False) -> np.ndarray:
+    """∂z along ``axis``: central differences, one-sided next to holes, borders and untied steps (``tied`` False:
+    a step the surface does not have, e.g. a self-occlusion), NaN where neither side exists. A pixel tied to
+    neither neighbour (a sliver between two cuts) is differenced across them: some slope rather than none.
+
+    ``sharpen``: for a surface integrated from normals by the fusion stencil (each step the slope of its two
+    pixels' mean normal: a trapezoid rule), whose central differences see the normals' slope filtered by
+    [¼ ½ ¼] (cos²(ω/2): 15 % lost at an 8-pixel wavelength). ``1.5·c_k − 0.25·(c_(k−1) + c_(k+1))`` on the
+    central differences ``c`` cancels that to second order (97.9 % kept at 8 px) and never amplifies; used where
+    pixel k and both neighbours have central differences (the five pixels are one surface).
+    """
+    if axis == 0:
+        return _depth_derivative(z.T, 1, None if tied is None else tied.T, sharpen).T
+    step = np.diff(z, axis=1)  # step k = z[k+1] - z[k]
+    if tied is not None:
+        step = np.where(tied, step, np.nan)
     out = np.full_like(z, np.nan)
-    if axis == 1:
-        out[:, 1:-1] = (step[:, 1:] + step[:, :-1]) * 0.5
-        forward, backward = out[:, :-1], out[:, 1:]
-    else:
-        out[1:-1] = (step[1:] + step[:-1]) * 0.5
-        forward, backward = out[:-1], out[1:]
+    out[:, 1:-1] = (step[:, 1:] + step[:, :-1]) * 0.5
+    central = np.isfinite(out)
+    if sharpen:
+        full = central[:, 2:-2] & central[:, 1:-3] & central[:, 3:-1]
+        sharp = 1.5 * out[:, 2:-2] - 0.25 * (out[:, 1:-3] + out[:, 3:-1])
+        out[:, 2:-2] = np.where(full, sharp, out[:, 2:-2])
+    forward, backward = out[:, :-1], out[:, 1:]
     np.copyto(forward, step, where=np.isnan(forward))
     np.copyto(backward, step, where=np.isnan(backward))
+    if tied is not None:
+        lonely = np.isnan(out) & np.isfinite(z)
+        if lonely.any():
+            out[lonely] = _depth_derivative(z, 1)[lonely]
     return out
 
 
-def normals_from_depth(depth_m: np.ndarray, intrinsics: Intrinsics) -> tuple[np.ndarray, np.ndarray]:
+def normals_from_depth(depth_m: np.ndarray, intrinsics: Intrinsics, ties: tuple[np.ndarray, np.ndarray] | None = None,
+                       sharpen: bool = False) -> tuple[np.ndarray, np.ndarray]:
     """Normals (our camera space) of a depth map: the cross product of its back-projected tangents.
 
     With ``P = z·r``, ``r = ((u−cx)/fx, −(v−cy)/fy, −1)``, the tangents are ``P_u = z_u·r + z·r_u`` and
     ``P_v = z_v·r + z·r_v`` (``z_u``, ``z_v`` by central differences, one-sided next to holes); their cross
     product, scaled by fx·fy/z, is ``(fx·z_u, −fy·z_v, z + (u−cx)·z_u + (v−cy)·z_v)``. It matches
     :func:`normals_from_points` on :func:`backproject` up to second-order terms, in less than half the work.
+    ``ties``: (H×(W−1), (H−1)×W) bool, which neighbours are one surface (e.g. a fusion solve's tied edges); steps
+    between untied ones are not differenced across (one-sided there), as a depth jump is no slope. ``sharpen``: the
+    derivative consistent with the fusion solve's discretisation (see :func:`_depth_derivative`), for its surfaces.
     """
     z = np.asarray(depth_m, dtype=np.float32)
+    tie_x, tie_y = (None, None) if ties is None else ties
     with np.errstate(invalid="ignore"):
         z = np.where(z > 0, z, np.nan).astype(np.float32)
-        zu, zv = _depth_derivative(z, 1), _depth_derivative(z, 0)
+        zu, zv = _depth_derivative(z, 1, tie_x, sharpen), _depth_derivative(z, 0, tie_y, sharpen)
         u = np.arange(z.shape[1], dtype=np.float32) - np.float32(intrinsics.cx)
         v = np.arange(z.shape[0], dtype=np.float32) - np.float32(intrinsics.cy)
         normals = np.empty((*z.shape, 3), dtype=np.float32)

@@ -9,7 +9,10 @@
    pinhole fusion solver sees the orthographic geometry (float32 still resolves ~1 µm at 10 m).
 2. **Refinement** (:func:`refine`): the same solver as for sensor depth (:mod:`facenormals.fusion`), with the
    fitted depth as a smooth, noise-free low-frequency measurement (:data:`FACE_FUSION`: no outlier drop, no
-   pre-smoothing) and the predicted normals for the detail — RGB-only and RGB-D share one code path.
+   pre-smoothing) and the predicted normals for the detail — RGB-only and RGB-D share one code path. The fitted
+   face's self-occlusion steps are not tied (``jump_m``), and the refined surface's normals are differenced along
+   the tied edges only and sharpened to match the solve's discretisation (``sharpen_normals``): they keep the
+   normals' detail, and the meshes carry them as vertex normals.
 3. **Meshes** (:func:`depth_to_mesh`, :func:`coarse_mesh`): metres, in the crop's weak-perspective frame: x right,
    y up, z toward the viewer, origin at the crop centre on the depth of the fitted head's model origin.
 
@@ -45,8 +48,19 @@ CM_PER_M = 100.0
 # (benchmarks/face3d.py: λ 0.002 lost 0.14° more against the ground truth, λ 0.02 ~0.45°); no bias correction (it
 # rotates the normals toward the fitted face's low frequencies: on exact normals it costs 0.7°), no outliers, no
 # pre-smoothing. The CG tolerance is relative to ‖λ·Z‖ with Z ≈ 10 m.
+# jump_m: neighbours whose fitted depths differ by more than 6 mm are not tied — the fitted face's own
+# self-occlusion steps (eyelid rims, nostrils, lips). A slope, not a distance: it is stated for a crop of
+# JUMP_PX_PER_M (the evidence's median face: 256² crops, 0.83 mm a pixel, where 6 mm is an 82° slope) and refine()
+# scales it with the crop's pixel. The fitted depth is noise-free, so it can be judged finer than a sensor's 1–2 cm;
+# tied, the surface had to bend across those steps
+# (benchmarks/face3d.py, 40 faces, with the refined normals differenced only along tied edges: 13.73 → 13.60°
+# against the maps, flat over 3–8 mm; 2 cm before). sharpen_normals: the refined surface's normals keep the
+# normals' detail (a 6-px ripple: 1.3 → 0.4°, tests/test_face3d.py); the shipped network's are level (13.60°).
 FACE_FUSION = fusion.FusionConfig(position_weight=2e-4, correct_bias=False, outlier_m=0.0, presmooth_px=0.0,
-                                  jump_m=0.02, crossover_px=0.0, tolerance=3e-6, max_iterations=400)
+                                  jump_m=0.006, crossover_px=0.0, tolerance=3e-6, max_iterations=400,
+                                  sharpen_normals=True)
+
+JUMP_PX_PER_M = 1200.0  # the crop scale FACE_FUSION.jump_m is stated for (crop pixels per metre)
 
 # A tracked face: CG iterations per frame, started from the last frame's detail; the solve carries on over frames.
 # 12 SSOR-preconditioned iterations (the CPU solver, facenormals.fusion_cg) cost and gain about what 50 Jacobi ones did.
@@ -142,7 +156,8 @@ def refine(coarse: CoarseDepth, normals: np.ndarray, mask: np.ndarray | None = N
     """Refine the coarse depth with the crop's predicted normals (S×S×3, our frame): :func:`facenormals.fusion.fuse`.
 
     ``mask``: the face region (e.g. ``FaceResult.crop_mask``), intersected with the coverage;
-    ``config.tolerance`` is stated for a face at :data:`NOMINAL_DISTANCE_M` (scaled here for others). ``init`` and
+    ``config.tolerance`` is stated for a face at :data:`NOMINAL_DISTANCE_M` and ``config.jump_m`` for a crop of
+    :data:`JUMP_PX_PER_M` (both scaled here for others: the same relief accuracy, the same slope). ``init`` and
     ``rotation``: the same tracked face's previous refined depth and bias rotation, moved into this crop
     (:func:`facenormals.fusion.warp_crop`), for a warm start.
     """
@@ -151,6 +166,8 @@ def refine(coarse: CoarseDepth, normals: np.ndarray, mask: np.ndarray | None = N
         # the CG tolerance is relative to ‖λ·Z‖ and stated for the nominal distance: the same relief accuracy
         # for a head at its real (calibrated) distance
         config = replace(config, tolerance=config.tolerance * NOMINAL_DISTANCE_M / coarse.distance_m)
+    # a step of jump_m at JUMP_PX_PER_M is a slope: the same slope on this crop's pixels
+    config = replace(config, jump_m=config.jump_m * JUMP_PX_PER_M / coarse.px_per_m)
     rows, cols = np.nonzero(region)
     if rows.size == 0:
         raise fusion.DepthError("empty face region: the fitted face covers none of the mask")
@@ -194,16 +211,19 @@ class Mesh:
 
 
 def depth_to_mesh(depth_m: np.ndarray, coarse: CoarseDepth, mask: np.ndarray | None = None,
-                  max_edge_m: float = 0.01, step: int = 1) -> Mesh:
+                  max_edge_m: float = 0.01, step: int = 1, normals: np.ndarray | None = None) -> Mesh:
     """Grid mesh of a crop depth map: on the virtual camera, moved so the nominal distance is z = 0; calibrated,
-    in the camera frame. ``step``: every step-th pixel in each direction (2 → a quarter of the vertices)."""
+    in the camera frame. ``step``: every step-th pixel in each direction (2 → a quarter of the vertices).
+    ``normals``: the surface's normals per crop pixel (a refinement's ``FusionResult.normals``, differenced as its
+    solve tied the pixels) as the vertex normals; zero ones, and all without it, are the depth's own."""
     intr = coarse.intrinsics
     if step > 1:  # the sub-grid's pixel (r, c) is the crop's (step·r, step·c)
         depth_m = depth_m[::step, ::step]
         mask = None if mask is None else mask[::step, ::step]
+        normals = None if normals is None else normals[::step, ::step]
         intr = Intrinsics(width=depth_m.shape[1], height=depth_m.shape[0], fx=intr.fx / step, fy=intr.fy / step,
                           cx=intr.cx / step, cy=intr.cy / step)
-    vertices, normals, faces = depth_mesh(depth_m, intr, max_edge_m=max_edge_m * step, mask=mask)
+    vertices, normals, faces = depth_mesh(depth_m, intr, max_edge_m=max_edge_m * step, mask=mask, normals=normals)
     if not coarse.calibrated:
         vertices = vertices.astype(np.float64)
         vertices[:, 2] += coarse.distance_m
@@ -263,7 +283,8 @@ def face_3d(fit: IctFit, crop_normals: np.ndarray, crop_mask: np.ndarray | None 
     if init_detail is not None:
         init = np.where(np.isfinite(init_detail), coarse.depth_m + init_detail, np.nan)
     refined = refine(coarse, crop_normals, crop_mask, config, init, rotation)
-    return Face3D(coarse, refined, depth_to_mesh(refined.depth_m, coarse, refined.region, step=mesh_step),
+    return Face3D(coarse, refined, depth_to_mesh(refined.depth_m, coarse, refined.region, step=mesh_step,
+                                                normals=refined.normals),
                   coarse_mesh(fit, size, face, intrinsics) if with_coarse_mesh else None)
 
 
@@ -290,6 +311,7 @@ def face_result_mesh(result, config: fusion.FusionConfig = FACE_FUSION, intrinsi
 
 __all__ = [
     "FACE_FUSION",
+    "JUMP_PX_PER_M",
     "WARM_MAX_ITERATIONS",
     "CoarseDepth",
     "Face3D",

@@ -108,6 +108,11 @@ class FusionConfig:
     # (within ``outlier_m``): a recursive average that lowers a still face's depth noise before the split and the
     # solve. Not the refined depth: fed back, the network's own detail would count as measured. 0 = no history.
     history_weight: float = 2.0
+    # The refined surface's normals by the derivative consistent with the solve (depth._depth_derivative's
+    # ``sharpen``): its mean-normal steps pass the normals' slope through [¼ ½ ¼], which central differences
+    # then show. Off for a sensor: that blur is what keeps the predicted normals' per-pixel noise down
+    # (tests/test_fusion.py); on for a fitted face (facenormals.face3d), whose normals should keep their detail.
+    sharpen_normals: bool = False
 
 
 @dataclass(frozen=True)
@@ -757,7 +762,9 @@ def fuse_many(crops: list[PreparedCrop], config: FusionConfig = FusionConfig(),
     for crop, depth in zip(crops, depths, strict=True):
         region = crop.problem.region
         depth = np.where(region, depth, np.nan).astype(np.float32)
-        normals, ok = normals_from_depth(depth, crop.intrinsics)
+        # differenced only along the edges the solve tied: across a cut (a self-occlusion step) it has no slope
+        normals, ok = normals_from_depth(depth, crop.intrinsics, (crop.problem.wx > 0, crop.problem.wy > 0),
+                                         sharpen=config.sharpen_normals)
         normals[~(ok & region)] = 0.0
         results.append(FusionResult(depth, normals, crop.corrected_normals, region, solver, iterations, seconds,
                                     crop.bias_rotation, crop.measurement))

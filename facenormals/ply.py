@@ -47,17 +47,26 @@ def write_ply(path: str | Path, points: np.ndarray, normals: np.ndarray | None =
 
 
 def depth_mesh(depth_m: np.ndarray, intrinsics: Intrinsics, max_edge_m: float = 0.01,
-               mask: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+               mask: np.ndarray | None = None,
+               normals: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Grid triangulation of a depth map: (vertices V×3, normals V×3, faces F×3).
 
     Two triangles per 2×2 block whose corners all have depth (inside ``mask``); triangles with an edge longer
-    than ``max_edge_m`` (a depth jump, e.g. flying pixels at a silhouette) are dropped.
+    than ``max_edge_m`` (a depth jump, e.g. flying pixels at a silhouette) are dropped. ``normals`` (H×W×3, unit
+    or 0): the vertex normals where given (e.g. a fusion result's); elsewhere the depth's central differences.
     """
     valid = ~hole_mask(depth_m)
     if mask is not None:
         valid &= mask
     points = backproject(depth_m, intrinsics)
-    normals, _ = normals_from_depth(np.where(valid, depth_m, np.nan), intrinsics)
+    own, _ = normals_from_depth(np.where(valid, depth_m, np.nan), intrinsics)
+    if normals is None:
+        normals = own
+    else:
+        if normals.shape != (*depth_m.shape, 3):
+            raise ValueError(f"normals are {normals.shape}, the depth map {depth_m.shape}: need H×W×3")
+        given = np.linalg.norm(normals, axis=-1) > 0.5
+        normals = np.where(given[..., None], normals, own)
     index = np.full(depth_m.shape, -1, dtype=np.int64)
     index[valid] = np.arange(int(valid.sum()))
     a, b, c, d = index[:-1, :-1], index[:-1, 1:], index[1:, :-1], index[1:, 1:]

@@ -70,6 +70,50 @@ def test_tilted_plane_normals_are_exact():
     assert angular_error_deg(exact, np.broadcast_to(normal, normals.shape).astype(np.float32)).max() < 0.01
 
 
+def test_untied_steps_are_not_slopes_and_sharpening_keeps_planes():
+    """Two parallel tilted planes with a 5 cm step between rows 29 and 30: central differences across the step
+    tilt those rows' normals; told the step is not tied, one-sided differences keep them exact. The sharpened
+    derivative (the fusion solve's) is exact on a plane too (its weights sum to one)."""
+    normal = np.array([0.3, -0.4, 0.8])
+    normal /= np.linalg.norm(normal)
+    depth = plane_depth(normal, -0.9 * normal[2], INTR)
+    depth[30:] = plane_depth(normal, -0.95 * normal[2], INTR)[30:]
+    tie_x = np.ones((INTR.height, INTR.width - 1), bool)
+    tie_y = np.ones((INTR.height - 1, INTR.width), bool)
+    tie_y[29] = False
+    truth = np.broadcast_to(normal, (*depth.shape, 3)).astype(np.float32)
+    across, _ = normals_from_depth(depth, INTR)
+    assert angular_error_deg(across[29:31], truth[29:31]).min() > 20.0
+    for sharpen in (False, True):
+        normals, valid = normals_from_depth(depth, INTR, (tie_x, tie_y), sharpen=sharpen)
+        assert valid.all()
+        err = angular_error_deg(normals, truth)
+        assert err.mean() < 0.05 and err.max() < 0.5
+    tie_y[30] = False  # row 30 now tied to neither row: differenced across the cuts, still a normal
+    normals, valid = normals_from_depth(depth, INTR, (tie_x, tie_y))
+    assert valid.all() and angular_error_deg(normals[30], truth[30]).min() > 20.0
+
+
+def test_sharpened_derivative_undoes_the_solves_mean_normal_steps():
+    """A 6-px ripple z = A·sin(ωu) integrated as the fusion solve does (each step the mean of its two pixels'
+    slopes: a trapezoid rule): central differences show cos²(ω/2) = 75 % of the slope, the sharpened ones
+    cos²(ω/2)·(1.5 − 0.5·cos ω) = 94 %."""
+    omega, amplitude = 2 * np.pi / 6, 0.002
+    u = np.arange(64, dtype=np.float64)
+    slope = amplitude * omega * np.cos(omega * u)
+    z = 1.0 + np.concatenate([[0.0], np.cumsum(0.5 * (slope[1:] + slope[:-1]))])
+    depth = np.tile(z, (8, 1)).astype(np.float32)
+
+    def kept(sharpen: bool) -> float:
+        from facenormals.depth import _depth_derivative
+
+        derivative = _depth_derivative(depth.astype(np.float64), 1, sharpen=sharpen)[4, 8:-8]
+        return float(np.abs(derivative).max() / np.abs(slope[8:-8]).max())
+
+    assert kept(False) == pytest.approx(np.cos(omega / 2) ** 2, abs=0.02)
+    assert kept(True) == pytest.approx(np.cos(omega / 2) ** 2 * (1.5 - 0.5 * np.cos(omega)), abs=0.02)
+
+
 def test_sphere_normals_and_holes():
     intr = Intrinsics(96, 96, 150.0, 150.0, 47.5, 47.5)
     depth, truth, hit = sphere_depth(intr)

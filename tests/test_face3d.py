@@ -131,6 +131,76 @@ def test_refinement_never_loses_the_input_normals_accuracy():
     assert input_error > 8.0 and refined_error < input_error / 2
 
 
+def bumped_sphere(wavelength_px: float, amplitude_cm: float = 0.04) -> tuple[np.ndarray, np.ndarray]:
+    """The hemisphere with a ripple ``A·sin(kx)·sin(ky)`` (an integrable surface): its exact normals, and the
+    pixels 2 px inside the rim."""
+    rows, cols = np.mgrid[:SIZE, :SIZE]
+    x = (cols - (SIZE - 1) / 2) / PX_PER_CM
+    y = -(rows - (SIZE - 1) / 2) / PX_PER_CM
+    k = 2 * np.pi * PX_PER_CM / wavelength_px
+    cap = np.sqrt(np.maximum(RADIUS_CM**2 - x**2 - y**2, 1e-6))
+    zx = -x / cap + amplitude_cm * k * np.cos(k * x) * np.sin(k * y)
+    zy = -y / cap + amplitude_cm * k * np.sin(k * x) * np.cos(k * y)
+    normals = np.stack([-zx, -zy, np.ones_like(zx)], -1)
+    normals /= np.linalg.norm(normals, axis=-1, keepdims=True)
+    return normals.astype(np.float32), np.hypot(x, y) < RADIUS_CM - 2 / PX_PER_CM
+
+
+@pytest.mark.parametrize("wavelength_px", [6.0, 12.0])
+def test_refined_normals_keep_the_normals_detail(wavelength_px: float):
+    """Coarse: the smooth faceted sphere; normals: the exact ones of the sphere with a fine ripple (up to 12° of
+    tilt). The refined surface carries the ripple: its normals are within 0.6° of the input's (which are exact),
+    where the plain central differences of the same surface lose the ripple's slope (cos²(ω/2)) — the knob
+    ``sharpen_normals`` is what keeps it."""
+    from dataclasses import replace
+
+    points, triangles = sphere_cap(9)
+    coarse = face3d.coarse_depth_from_points(points, triangles, SIZE, PX_PER_CM * 100, origin_z_px=0.0)
+    normals, inside = bumped_sphere(wavelength_px)
+    result = face3d.refine(coarse, normals, inside)
+    plain = face3d.refine(coarse, normals, inside, replace(face3d.FACE_FUSION, sharpen_normals=False))
+    region = result.region & inside
+    region[:, :4] = region[:, -4:] = region[:4] = region[-4:] = False
+    refined_error = angular_error_deg(result.normals[region], normals[region]).mean()
+    plain_error = angular_error_deg(plain.normals[region], normals[region]).mean()
+    assert refined_error < 0.6 and refined_error < plain_error
+    if wavelength_px < 8:
+        assert plain_error > 1.0  # a 6-px ripple through [¼ ½ ¼]: a quarter of its slope
+
+
+def test_a_self_occlusion_step_is_kept():
+    """Coarse: two fronto-parallel planes, the upper half 2 cm nearer (an eyelid over the eye); normals: all facing
+    the camera (here 2 mm a crop pixel: the jump of 6 mm at 0.83 mm a pixel is 14 mm). Ties across the fitted face's
+    steps are cut, so the refined surface keeps the step and every normal beside it is exact; tied (jump ×4), the
+    normals flatten it (λ's crossover is wider than the crop), bending the surface around it."""
+    from dataclasses import replace
+
+    n = 5
+    s = np.linspace(4, SIZE - 4, n)
+    x, _ = np.meshgrid(s, s)
+    upper_y, lower_y = np.linspace(-4, -63.5, n), np.linspace(-63.5, -(SIZE - 4), n)
+    step_px = 2.0 * PX_PER_CM
+    upper = np.stack([x, np.meshgrid(s, upper_y)[1], np.full_like(x, step_px)], -1).reshape(-1, 3)
+    lower = np.stack([x, np.meshgrid(s, lower_y)[1], np.zeros_like(x)], -1).reshape(-1, 3)
+    triangles = grid_mesh(n, n)[:, ::-1]  # rows go down in y here: flip the winding to face the camera
+    coarse = face3d.coarse_depth_from_points(np.concatenate([upper, lower]),
+                                             np.concatenate([triangles, triangles + n * n]), SIZE, PX_PER_CM * 100)
+    inside = np.zeros((SIZE, SIZE), bool)
+    inside[10:-10, 10:-10] = True
+    assert coarse.coverage[inside].all()
+    facing = np.zeros((SIZE, SIZE, 3), np.float32)
+    facing[..., 2] = 1.0
+    cut = face3d.refine(coarse, facing, inside)
+    tied = face3d.refine(coarse, facing, inside, replace(face3d.FACE_FUSION, jump_m=4 * face3d.FACE_FUSION.jump_m))
+
+    def step_cm(result) -> float:
+        return float(np.nanmedian(result.depth_m[66:70, 20:-20]) - np.nanmedian(result.depth_m[58:62, 20:-20])) * 100
+
+    assert step_cm(cut) == pytest.approx(2.0, abs=0.02)
+    assert angular_error_deg(cut.normals[inside], facing[inside]).max() < 0.1
+    assert step_cm(tied) < 0.5 and angular_error_deg(tied.normals[inside], facing[inside]).max() > 1.0
+
+
 def test_a_plane_takes_the_normals_tilt_and_the_coarse_distance():
     """Coarse: a plane tilted one way; normals: a plane tilted another. Over a region far below λ's crossover (~440 crop
     px; here 88 px) the normals set the shape: the refined surface is a plane with nearly the normals' tilt (the
@@ -226,6 +296,11 @@ def test_face_3d_meshes_and_ply_round_trip(fitted: ict_fit.IctFit, ict_face: ict
     np.testing.assert_allclose(loaded.vertices, result.mesh.vertices, atol=1e-6)
     as_trimesh = result.mesh.to_trimesh()
     np.testing.assert_allclose(np.linalg.norm(as_trimesh.vertex_normals, axis=1), 1.0, atol=1e-4)
+    # the vertex normals are the refinement's (the evidence's): pixel by pixel, in the mesh's vertex order
+    valid = result.refined.region & np.isfinite(result.refined.depth_m)
+    given = np.linalg.norm(result.refined.normals[valid], axis=-1) > 0.5
+    assert given.mean() > 0.99  # the rest (no tied neighbour in a direction): the depth's own normals
+    np.testing.assert_allclose(loaded.vertex_normals[given], result.refined.normals[valid][given], atol=1e-3)
 
 
 def test_config_is_the_sensor_solver_with_face_knobs():
