@@ -18,6 +18,8 @@ from dataclasses import dataclass
 import numba
 import numpy as np
 
+from facenormals.geometry import normalise_rows
+
 
 @dataclass
 class Fragments:
@@ -193,8 +195,7 @@ def vertex_normals(vertices: np.ndarray, faces: np.ndarray) -> np.ndarray:
     normals = np.zeros_like(v)
     for k in range(3):  # first corners, then second, then third: the summation order of the former bincounts
         normals += corner_sums[k]
-    length = np.linalg.norm(normals, axis=1, keepdims=True)
-    return (normals / np.maximum(length, 1e-12)).astype(np.float32)
+    return normalise_rows(normals, 1e-12).astype(np.float32)
 
 
 @numba.njit(cache=True, nogil=True)

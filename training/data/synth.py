@@ -11,8 +11,7 @@ from dataclasses import dataclass, field
 import cv2
 import numpy as np
 
-from facenormals.conventions import normalize
-from facenormals.geometry import hull_mask
+from facenormals.geometry import hull_mask, normalise_rows
 from facenormals.training.data import augment, lighting, shadows
 from facenormals.training.data.camera import crop_camera
 from facenormals.training.data.renderer import Fragments, rasterize, vertex_normals
@@ -109,6 +108,11 @@ def yaw_pose(rng: np.random.Generator, min_yaw: float, max_yaw: float) -> tuple[
     return axis.astype(np.float32), angle, rot
 
 
+def _unit_rows(vectors: np.ndarray) -> np.ndarray:
+    """N×3 → float32 unit rows, zero rows stay zero: conventions.normalize's result, in one compiled pass."""
+    return normalise_rows(np.array(vectors, dtype=np.float32, order="C"), 1e-8)
+
+
 def euler_yaw_pitch_roll(rot: np.ndarray) -> tuple[float, float, float]:
     """Head pose angles (degrees) of a camera-space rotation: yaw about y, pitch about x, roll about z."""
     yaw = np.degrees(np.arctan2(rot[0, 2], rot[2, 2]))
@@ -157,7 +161,7 @@ def render(mesh: SceneMesh, settings: RenderSettings, rng: np.random.Generator,
     if shaded and mesh.shininess is not None:
         columns.append(mesh.shininess[:, None])
     attrs = frags.vertex_values(np.hstack(columns), mesh.faces)
-    shading_normals = normalize(attrs[:, 0:3])
+    shading_normals = _unit_rows(attrs[:, 0:3])
     points = attrs[:, 3:6]
     vertex_albedo = attrs[:, 6:9] if shaded and mesh.albedo is not None else None
     shininess = attrs[:, -1] if shaded and mesh.shininess is not None else None
@@ -236,7 +240,7 @@ def _shade_image(mesh: SceneMesh, frags: Fragments, surface: Surface, mask: np.n
         blurred = cv2.GaussianBlur(vis.reshape(size, size), (0, 0), sigma).reshape(-1)[pixels]
         shadow = (blurred / np.maximum(weight, 1e-3)).astype(np.float32)
     radiance = frags.scatter(lighting.shade(normals, albedo, light, shadow=shadow, specular_mask=shin,
-                                            view=normalize(-points), wet=surface.wet))
+                                            view=_unit_rows(-points), wet=surface.wet))
     face = mask if mask.any() else covered
     face_pixels = face.reshape(-1)[pixels]  # the face's pixels among the covered ones, in the same order
     albedo_lum = float(albedo[face_pixels].mean()) if face.any() else 0.18
