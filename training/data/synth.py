@@ -239,12 +239,13 @@ def _shade_image(mesh: SceneMesh, frags: Fragments, surface: Surface, mask: np.n
         weight = cv2.GaussianBlur(covered.astype(np.float32), (0, 0), sigma).reshape(-1)[pixels]
         blurred = cv2.GaussianBlur(vis.reshape(size, size), (0, 0), sigma).reshape(-1)[pixels]
         shadow = (blurred / np.maximum(weight, 1e-3)).astype(np.float32)
-    radiance = frags.scatter(lighting.shade(normals, albedo, light, shadow=shadow, specular_mask=shin,
-                                            view=_unit_rows(-points), wet=surface.wet))
+    radiance = lighting.shade(normals, albedo, light, shadow=shadow, specular_mask=shin, view=_unit_rows(-points),
+                              wet=surface.wet)
     face = mask if mask.any() else covered
     face_pixels = face.reshape(-1)[pixels]  # the face's pixels among the covered ones, in the same order
     albedo_lum = float(albedo[face_pixels].mean()) if face.any() else 0.18
-    display, tone = augment.tone_map(radiance, face, rng, albedo_lum)
+    display, tone = augment.tone_map(radiance, face_pixels, rng, albedo_lum)  # the covered pixels: others stay black
+    display = frags.scatter(display)
     bg, bg_kind = backgrounds.sample(size, rng) if backgrounds is not None else (
         augment.procedural_background(size, rng), "procedural")
     image = augment.composite(display, covered, bg)
