@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import argparse
 import os
+import resource
 import tempfile
 import time
 from pathlib import Path
@@ -66,28 +67,46 @@ def main() -> None:
     parser.add_argument("--bare", action="store_true", help="procedural backgrounds only, no texture transfer")
     args = parser.parse_args()
 
-    from facenormals.training.data.jobs import run_parallel
-
     label = f"{args.kind}{' v4' if args.v4 else ''}{' bare' if args.bare else ''} {args.size}²"
     print(f"load average before: {os.getloadavg()[0]:.2f} on {os.cpu_count()} cores")
     cpu, wall = _cpu_per_sample(args.kind, args.size, min(args.count, 30), args.v4, args.bare)
     print(f"{label}: one process: {cpu * 1000:.0f} ms CPU / {wall * 1000:.0f} ms wall per sample "
           f"→ {2 / cpu:.1f} samples/s on 2 idle cores (CPU-bound estimate)")
     for workers in args.workers:
-        with tempfile.TemporaryDirectory() as tmp:
-            job = _job(Path(tmp), args.kind, args.size, args.v4, args.bare)
-            stamps: list[float] = []
-            start = time.perf_counter()
-            report = run_parallel(job, range(args.count), workers, "timed",
-                                  on_result=lambda _i, _s, st=stamps: st.append(time.perf_counter()))
-            # steady state: from the first finished sample to the last (worker start-up and model load excluded)
-            skip = min(workers, len(stamps) - 2)
-            steady = (len(stamps) - 1 - skip) / (stamps[-1] - stamps[skip])
-            total = time.perf_counter() - start
-        print(f"{label}: {workers} worker(s): {steady:.1f} samples/s steady state, "
-              f"{report.written / total:.1f} samples/s including start-up ({report.written} in {total:.1f} s, "
-              f"PNG writes included; load average {os.getloadavg()[0]:.2f})")
+        stamps, written, total, children_cpu = _timed_run(args, workers, args.count)
+        # steady state: from the first finished sample to the last (worker start-up and model load excluded)
+        skip = min(workers, len(stamps) - 2)
+        steady = (len(stamps) - 1 - skip) / (stamps[-1] - stamps[skip])
+        line = (f"{label}: {workers} worker(s): {steady:.1f} samples/s steady state, {written / total:.1f} samples/s "
+                f"including start-up ({written} in {total:.1f} s, PNG writes included; load average "
+                f"{os.getloadavg()[0]:.2f})")
+        if workers > 1:
+            # the workers' CPU per sample, start-up cancelled out by a shorter run: less sensitive to other jobs
+            # than wall time, and it includes what two workers cost each other (shared caches, memory bandwidth)
+            short = max(args.count // 4, workers * 2)
+            _s, short_written, _t, short_cpu = _timed_run(args, workers, short)
+            per_sample = (children_cpu - short_cpu) / max(written - short_written, 1)
+            line += (f"; workers' CPU {per_sample * 1000:.0f} ms per sample → {workers / per_sample:.1f} samples/s "
+                     f"on {workers} idle cores")
+        print(line)
 
+
+def _timed_run(args: argparse.Namespace, workers: int, count: int) -> tuple[list[float], int, float, float]:
+    """One ``run_parallel`` of ``count`` samples: (finish times, written, wall seconds, CPU seconds of the
+    worker processes, start-up included; 0 for one worker, which runs in this process)."""
+    from facenormals.training.data.jobs import run_parallel
+
+    with tempfile.TemporaryDirectory() as tmp:
+        job = _job(Path(tmp), args.kind, args.size, args.v4, args.bare)
+        stamps: list[float] = []
+        before = resource.getrusage(resource.RUSAGE_CHILDREN)
+        start = time.perf_counter()
+        report = run_parallel(job, range(count), workers, "timed",
+                              on_result=lambda _i, _s, st=stamps: st.append(time.perf_counter()))
+        total = time.perf_counter() - start
+        after = resource.getrusage(resource.RUSAGE_CHILDREN)  # the pool's workers, joined by now
+    cpu = (after.ru_utime - before.ru_utime) + (after.ru_stime - before.ru_stime)
+    return stamps, report.written, total, cpu
 
 if __name__ == "__main__":
     main()
