@@ -60,7 +60,8 @@ def _cpu_per_sample(kind: str, size: int, count: int, v4: bool = False, bare: bo
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--count", type=int, default=60)
-    parser.add_argument("--workers", type=int, nargs="+", default=[1, 2])
+    parser.add_argument("--workers", type=int, nargs="*", default=[1, 2],
+                        help="worker counts to time (none: only the in-process CPU figure)")
     parser.add_argument("--kind", choices=("paired", "normal-only"), default="paired")
     parser.add_argument("--size", type=int, default=256)
     parser.add_argument("--v4", action="store_true", help="ict_paired_v4's identity, detail and yaw settings")
