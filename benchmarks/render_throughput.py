@@ -7,9 +7,10 @@ transfer from ../shared/data when present (scripts/make_datasets.sh). ``--bare``
 no texture transfer (the setting of the figures before 2026-12-03). ``--v4``: the settings of ict_paired_v4
 (identity scale 1–1.6 with the fold bound, 2 mm detail, 30 % of the faces at |yaw| 40–90°).
 
-Prints one line per worker count: end-to-end samples/s of `facenormals data render` (setup excluded), plus the
-in-process per-stage time of one worker. The machine's load average is printed too: on a shared machine the
-figures are lower bounds.
+Prints the CPU and wall time per sample of one in-process worker, then one line per worker count: steady-state
+samples/s of `facenormals data render`'s workers (start-up excluded) and, for several workers, their CPU per
+sample (a second, shorter run cancels the start-up out): on a shared machine the wall figures are lower bounds
+and the CPU figure says what idle cores would give. The load average is printed too.
 """
 
 from __future__ import annotations
