@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import itertools
 from dataclasses import dataclass
+from functools import cached_property
 
 import cv2
 import numpy as np
@@ -59,6 +60,17 @@ class FaceLayout:
     bank_low: np.ndarray  # V×K smooth random fields, wavelength 3–9 cm (blotches)
     bank_mid: np.ndarray  # V×K, 1–5 cm (hairline, stubble)
     bank_high: np.ndarray  # V×K, 0.4–1.2 cm (hair strands)
+
+    @cached_property
+    def support(self) -> dict[str, np.ndarray]:
+        """Vertex ids where each feature's weight is > 0. A blend base·(1 − w) + c·w leaves base's bits unchanged
+        where w = 0, so blends touch only these (a tenth of the head or less)."""
+        eyes = np.clip(self.sclera + self.iris, 0, 1)
+        mouth = np.clip(self.teeth + self.mouth_inside, 0, 1)
+        weights = {"beard": self.beard, "lips": self.lips, "brows": self.brows, "lid_margin": self.lid_margin,
+                   "eyes": eyes, "mouth_inside": self.mouth_inside, "teeth": self.teeth, "mouth": mouth,
+                   "socket": self.socket}
+        return {name: np.flatnonzero(w > 0) for name, w in weights.items()}
 
     def field(self, bank: np.ndarray, rng: np.random.Generator) -> np.ndarray:
         """A random unit-variance smooth field: a random combination of the precomputed plane waves."""
@@ -199,32 +211,38 @@ def procedural_albedo(model: ict.IctModel, layout: FaceLayout, rng: np.random.Ge
     if lum < 0.15:  # darker skin mostly comes with dark hair
         hair_color = np.minimum(hair_color, srgb_to_linear(HAIR_SRGB[1]) * 1.5)
     stubble = rng.uniform(0.2, 0.7) if rng.random() < 0.25 else 0.0
+    at = layout.support  # each blend below only where its weight is > 0 (elsewhere it would keep base as it is)
     if stubble:
         bw = layout.beard * np.clip(1 + 0.2 * layout.field(layout.bank_mid, rng), 0, 1.3) * stubble
-        base = base * (1 - bw[:, None]) + (hair_color * 0.8 + base * 0.2) * bw[:, None] * 0.7 + base * bw[:, None] * 0.3
+        ids = at["beard"]
+        b, w = base[ids], bw[ids, None]
+        base[ids] = b * (1 - w) + (hair_color * 0.8 + b * 0.2) * w * 0.7 + b * w * 0.3
     lip_tone = tone * np.array([1.0, 0.6, 0.65], np.float32) * rng.uniform(0.55, 0.9)
     if rng.random() < 0.06:  # lipstick
         lip_tone = srgb_to_linear(np.array([rng.uniform(0.5, 0.8), rng.uniform(0.1, 0.3), rng.uniform(0.15, 0.35)]))
-    base = base * (1 - layout.lips[:, None]) + lip_tone * layout.lips[:, None]
+    _blend(base, at["lips"], layout.lips, lip_tone)
     brow_strength = rng.uniform(0.4, 0.95)
     bw = layout.brows * brow_strength
     brow_color = np.minimum(hair_color, base.mean(0) * 0.5) * 0.7 + hair_color * 0.3
-    base = base * (1 - bw[:, None]) + (brow_color * 0.8 + base * 0.2) * bw[:, None]
+    ids = at["brows"]
+    _blend(base, ids, bw, brow_color * 0.8 + base[ids] * 0.2)
     lashes = layout.lid_margin * rng.uniform(0.5, 0.9)
-    base = base * (1 - lashes[:, None]) + (np.minimum(hair_color, base.mean(0)) * 0.4) * lashes[:, None]
+    _blend(base, at["lid_margin"], lashes, np.minimum(hair_color, base.mean(0)) * 0.4)
     if rng.random() > 0.08:
         hair, hair_volume = hair_weights(layout, rng, v)
     else:
         hair = hair_volume = np.zeros(len(v), np.float32)
     hair_tex = hair_color * (1 + 0.25 * layout.field(layout.bank_high, rng))[:, None]
-    base = base * (1 - hair[:, None]) + hair_tex * hair[:, None]
+    ids = np.flatnonzero(hair > 0)
+    _blend(base, ids, hair, hair_tex[ids])
     # eyes and mouth
     # darker skin: brown eyes; lighter skin: any iris colour
     iris_pick = rng.integers(2) if lum < 0.1 else rng.integers(len(IRIS_SRGB))
     iris_color = srgb_to_linear(IRIS_SRGB[iris_pick] * rng.uniform(0.8, 1.2))
     sclera = srgb_to_linear(np.array([0.78, 0.72, 0.68], np.float32) * rng.uniform(0.65, 0.85))
-    eyes = np.clip(layout.sclera + layout.iris, 0, 1)
-    r = layout.eye_radial
+    ids = at["eyes"]
+    eyes = np.clip(layout.sclera[ids] + layout.iris[ids], 0, 1)
+    r = layout.eye_radial[ids]
     iris_r = rng.uniform(0.6, 0.68)  # cm; the cornea carries the iris pattern (the iris mesh sits behind it)
     iris_w = _soft(r, iris_r, 0.06) * eyes
     pupil_w = _soft(r, iris_r * rng.uniform(0.3, 0.5), 0.04) * eyes
@@ -233,21 +251,28 @@ def procedural_albedo(model: ict.IctModel, layout: FaceLayout, rng: np.random.Ge
     sclera_shade = np.clip(1.0 - 0.6 * (r / 1.1), 0.25, 0.9)[:, None]
     eye = sclera * sclera_shade * (1 - iris_w)[:, None] + iris_color * (iris_w * (1 - pupil_w) * (1 - limbus))[:, None]
     eye += 0.005 * pupil_w[:, None]
-    base = base * (1 - eyes[:, None]) + eye * eyes[:, None]
+    base[ids] = base[ids] * (1 - eyes[:, None]) + eye * eyes[:, None]
     # the mouth interior is mostly occluded: its albedo carries that darkening (no ambient occlusion otherwise)
     inside = srgb_to_linear(np.array([0.45, 0.18, 0.18], np.float32)) * rng.uniform(0.15, 0.4)
-    base = base * (1 - layout.mouth_inside[:, None]) + inside * layout.mouth_inside[:, None]
+    _blend(base, at["mouth_inside"], layout.mouth_inside, inside)
     teeth = srgb_to_linear(np.array([0.85, 0.8, 0.68], np.float32) * rng.uniform(0.55, 0.85))
-    base = base * (1 - layout.teeth[:, None]) + teeth * layout.teeth[:, None]
-    mouth = np.clip(layout.teeth + layout.mouth_inside, 0, 1)
-    base *= (1 - mouth * (1 - layout.mouth_ao))[:, None]
-    base = base * (1 - layout.socket[:, None]) + 0.02 * layout.socket[:, None]
+    _blend(base, at["teeth"], layout.teeth, teeth)
+    ids = at["mouth"]
+    mouth = np.clip(layout.teeth[ids] + layout.mouth_inside[ids], 0, 1)
+    base[ids] *= (1 - mouth * (1 - layout.mouth_ao[ids]))[:, None]
+    _blend(base, at["socket"], layout.socket, 0.02)
     params = {"albedo": "procedural", "skin_tone_srgb": [round(float(c), 3) for c in linear_to_srgb(tone)],
               "stubble": round(float(stubble), 3), "hair": bool(hair.any())}
     shininess = specular_weights(layout) * (1 - 0.85 * hair)
     params["hair_thickness_cm"] = round(float(rng.uniform(0.3, 1.6)), 3) if hair.any() else 0.0
     return FaceAlbedo(np.clip(base, 0.0, 1.0).astype(np.float32), shininess.astype(np.float32),
                       (hair_volume * params["hair_thickness_cm"]).astype(np.float32), params)
+
+
+def _blend(base: np.ndarray, ids: np.ndarray, weight: np.ndarray, color: np.ndarray | float) -> None:
+    """In place on the vertices ``ids``: base ← base·(1 − w) + color·w (``color``: one colour, or one per id)."""
+    w = weight[ids, None]
+    base[ids] = base[ids] * (1 - w) + color * w
 
 
 def hair_weights(layout: FaceLayout, rng: np.random.Generator, v: np.ndarray) -> tuple[np.ndarray, np.ndarray]:

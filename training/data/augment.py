@@ -5,6 +5,7 @@ Images here are float32 H×W×3 in [0, 1]; "linear" means scene radiance, otherw
 
 from __future__ import annotations
 
+import functools
 from pathlib import Path
 
 import cv2
@@ -22,8 +23,12 @@ def tone_map(linear: np.ndarray, face: np.ndarray, rng: np.random.Generator,
 
     The exposure undoes most of the lighting's brightness but only part of the skin's (``albedo_lum``, mean
     face albedo luminance), as metering on a whole frame does: dark skin stays darker than light skin.
+    ``linear`` is an H×W×3 image or only its lit pixels (N×3), ``face`` the matching H×W or N mask: black pixels
+    stay black, so both give the same values.
     """
     lum = linear[face].mean(axis=1) if face.any() else linear.reshape(-1, 3).mean(axis=1)
+    if lum.size == 0:  # no lit pixel at all: as a black image meters
+        lum = np.zeros(1, np.float32)
     target = rng.uniform(0.45, 1.0) * (max(albedo_lum, 1e-3) / 0.18) ** 0.6
     exposure = min(target, 1.0) / max(float(np.percentile(lum, 97)), 1e-4)
     balance = rng.uniform(0.92, 1.08, 3).astype(np.float32)
@@ -116,7 +121,7 @@ def procedural_background(size: int, rng: np.random.Generator) -> np.ndarray:
     base = np.clip(grey + rng.normal(0, 0.12, 3), 0, 1).astype(np.float32)  # walls: mostly muted colours
     other = np.clip(base * rng.uniform(0.5, 1.5) + rng.normal(0, 0.08, 3), 0, 1).astype(np.float32)
     angle = rng.uniform(0, 2 * np.pi)
-    ys, xs = np.mgrid[0:size, 0:size].astype(np.float32) / size
+    ys, xs = _unit_grid(size)
     t = np.clip((np.cos(angle) * (xs - 0.5) + np.sin(angle) * (ys - 0.5)) + 0.5, 0, 1)[..., None]
     img = base * (1 - t) + other * t
     small = max(4, size // 16)
@@ -133,6 +138,14 @@ def procedural_background(size: int, rng: np.random.Generator) -> np.ndarray:
         img = cv2.GaussianBlur(img, (0, 0), rng.uniform(1.0, 4.0))
     img += rng.normal(0, 0.01, img.shape).astype(np.float32)
     return np.clip(img, 0, 1).astype(np.float32)
+
+
+@functools.lru_cache(maxsize=4)
+def _unit_grid(size: int) -> np.ndarray:
+    """(ys, xs) pixel grid / size, float32: a per-process constant of procedural_background (read-only)."""
+    grid = np.mgrid[0:size, 0:size].astype(np.float32) / size
+    grid.flags.writeable = False
+    return grid
 
 
 def composite(foreground: np.ndarray, coverage: np.ndarray, background: np.ndarray) -> np.ndarray:

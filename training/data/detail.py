@@ -63,7 +63,7 @@ class DetailField:
         coeff = rng.standard_normal(WAVES) * (wavelength / WAVELENGTH_MM[1])  # longer waves carry more amplitude
         active = self._active  # the waves are evaluated where the weight is > 0 only (~40 % of the head)
         field = np.zeros(len(self.weight), np.float64)
-        field[active] = (np.cos(self.positions_mm[active].astype(np.float64) @ omega.T + phase) @ coeff) * self.weight[active]
+        field[active] = (np.cos(self._active_positions @ omega.T + phase) @ coeff) * self.weight[active]
         peak = float(np.abs(field).max())
         if peak < 1e-9:
             return np.zeros(len(self.weight), np.float32)
@@ -72,3 +72,8 @@ class DetailField:
     @cached_property
     def _active(self) -> np.ndarray:
         return np.nonzero(self.weight > 0)[0]
+
+    @cached_property
+    def _active_positions(self) -> np.ndarray:
+        """Float64 positions (mm) of the displaced vertices: a per-process constant."""
+        return self.positions_mm[self._active].astype(np.float64)

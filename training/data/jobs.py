@@ -62,6 +62,11 @@ _SETUP_ERROR: str | None = None
 def _init_worker(job: SampleJob) -> None:
     # an initializer that raises makes multiprocessing respawn workers forever: report it per sample instead
     global _JOB, _SETUP_ERROR
+    import cv2
+
+    # one OpenCV thread per worker too: its pthreads pool ignores OMP_NUM_THREADS, and two workers with two
+    # threads each on two cores spin against each other (same pixels: OpenCV splits rows, not sums)
+    cv2.setNumThreads(1)
     _JOB = job
     try:
         job.setup()

@@ -10,6 +10,7 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from facenormals.conventions import normalize
+from facenormals.geometry import normalise_rows
 
 
 @dataclass
@@ -100,10 +101,10 @@ def shade(normals: np.ndarray, albedo: np.ndarray, light: Lighting, shadow: np.n
     if shadow is not None:
         direct = direct * shadow[:, None]
     radiance = albedo * (irradiance + light.intensity * direct)
+    n_dot_half = None
     if light.specular > 0 and light.intensity > 0:
-        v = view if view is not None else np.broadcast_to(np.array([0, 0, 1], np.float32), normals.shape)
-        half = normalize(v + light.direction[None, :])
-        spec = np.clip(np.sum(normals * half, axis=1), 0.0, None) ** light.shininess * (cosine > 0)
+        n_dot_half = _n_dot_half(normals, view, light.direction)
+        spec = np.clip(n_dot_half, 0.0, None) ** light.shininess * (cosine > 0)
         # energy-normalised Blinn-Phong lobe keeps broad highlights dim and tight ones bright
         spec = spec * (light.shininess + 8) / (8 * np.pi)
         weight = light.specular * (specular_mask if specular_mask is not None else 1.0)
@@ -111,11 +112,22 @@ def shade(normals: np.ndarray, albedo: np.ndarray, light: Lighting, shadow: np.n
             spec = spec * shadow
         radiance = radiance + (light.intensity * spec * weight)[:, None] * light.color[None, :]
     if wet is not None and light.intensity > 0:
-        v = view if view is not None else np.broadcast_to(np.array([0, 0, 1], np.float32), normals.shape)
-        half = normalize(v + light.direction[None, :])
-        glint = np.clip(np.sum(normals * half, axis=1), 0.0, None) ** EYE_EXPONENT * (cosine > 0)
-        glint = glint * (EYE_EXPONENT + 8) / (8 * np.pi) * 0.02 * wet
+        # the catchlight only where wet > 0 (the eyes): elsewhere it is multiplied by 0 (x⁴⁰⁰ is the costly part)
+        eyes = np.flatnonzero(wet > 0)
+        if n_dot_half is not None:
+            n_dot_half_eyes = n_dot_half[eyes]
+        else:
+            n_dot_half_eyes = _n_dot_half(normals[eyes], view[eyes] if view is not None else None, light.direction)
+        glint = np.clip(n_dot_half_eyes, 0.0, None) ** EYE_EXPONENT * (cosine[eyes] > 0)
+        glint = glint * (EYE_EXPONENT + 8) / (8 * np.pi) * 0.02 * wet[eyes]
         if shadow is not None:
-            glint = glint * shadow
-        radiance = radiance + (light.intensity * glint)[:, None] * light.color[None, :]
+            glint = glint * shadow[eyes]
+        radiance[eyes] += (light.intensity * glint)[:, None] * light.color[None, :]
     return radiance.astype(np.float32)
+
+
+def _n_dot_half(normals: np.ndarray, view: np.ndarray | None, direction: np.ndarray) -> np.ndarray:
+    """n·h per point, h the unit half-vector between the view direction (default +z) and the light."""
+    v = view if view is not None else np.broadcast_to(np.array([0, 0, 1], np.float32), normals.shape)
+    half = normalise_rows(np.ascontiguousarray(v + direction[None, :], dtype=np.float32), 1e-8)  # = normalize()
+    return np.sum(normals * half, axis=1)

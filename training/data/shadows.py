@@ -29,7 +29,8 @@ def shadow_factor(vertices: np.ndarray, faces: np.ndarray, points: np.ndarray, n
     """
     basis = light_basis(np.asarray(direction, np.float64))
     lv = np.asarray(vertices, np.float64) @ basis.T  # (u, v, toward-light)
-    lo, hi = lv[:, :2].min(0), lv[:, :2].max(0)
+    u, v = lv[:, 0], lv[:, 1]
+    lo, hi = np.array([u.min(), v.min()]), np.array([u.max(), v.max()])  # per column: numpy's strided min(0) is slow
     scale = (resolution - 2) / max(float((hi - lo).max()), 1e-9)
     xy = (lv[:, :2] - lo) * scale + 0.5
     xy[:, 1] = resolution - 1 - xy[:, 1]  # rows grow downward, as the rasteriser expects (v is "up")

@@ -11,8 +11,7 @@ from dataclasses import dataclass, field
 import cv2
 import numpy as np
 
-from facenormals.conventions import normalize
-from facenormals.geometry import hull_mask
+from facenormals.geometry import hull_mask, normalise_rows
 from facenormals.training.data import augment, lighting, shadows
 from facenormals.training.data.camera import crop_camera
 from facenormals.training.data.renderer import Fragments, rasterize, vertex_normals
@@ -109,6 +108,11 @@ def yaw_pose(rng: np.random.Generator, min_yaw: float, max_yaw: float) -> tuple[
     return axis.astype(np.float32), angle, rot
 
 
+def _unit_rows(vectors: np.ndarray) -> np.ndarray:
+    """N×3 → float32 unit rows, zero rows stay zero: conventions.normalize's result, in one compiled pass."""
+    return normalise_rows(np.array(vectors, dtype=np.float32, order="C"), 1e-8)
+
+
 def euler_yaw_pitch_roll(rot: np.ndarray) -> tuple[float, float, float]:
     """Head pose angles (degrees) of a camera-space rotation: yaw about y, pitch about x, roll about z."""
     yaw = np.degrees(np.arctan2(rot[0, 2], rot[2, 2]))
@@ -146,7 +150,8 @@ def render(mesh: SceneMesh, settings: RenderSettings, rng: np.random.Generator,
                       perspective=camera.perspective)
     covered = frags.covered
     vn = vertex_normals(mesh.vertices, mesh.faces) @ rot.T.astype(np.float32)
-    # one gather for every per-vertex attribute: normals, positions, then albedo and shininess when shaded
+    # one gather for every per-vertex attribute: normals, positions, then albedo and shininess when shaded;
+    # kept per covered pixel (N×C, row-major: the order of image[covered]), not as H×W maps
     columns = [vn, verts.astype(np.float32)]
     shaded = settings.kind == "paired"
     if shaded and mesh.albedo is not None:
@@ -155,20 +160,20 @@ def render(mesh: SceneMesh, settings: RenderSettings, rng: np.random.Generator,
         columns.append(mesh.wet[:, None])
     if shaded and mesh.shininess is not None:
         columns.append(mesh.shininess[:, None])
-    attrs = frags.interpolate_vertices(np.hstack(columns), mesh.faces)
-    shading_normals = normalize(attrs[..., 0:3])
-    points = attrs[..., 3:6]
-    vertex_albedo = attrs[..., 6:9] if shaded and mesh.albedo is not None else None
-    shininess = attrs[..., -1] if shaded and mesh.shininess is not None else None
+    attrs = frags.vertex_values(np.hstack(columns), mesh.faces)
+    shading_normals = _unit_rows(attrs[:, 0:3])
+    points = attrs[:, 3:6]
+    vertex_albedo = attrs[:, 6:9] if shaded and mesh.albedo is not None else None
+    shininess = attrs[:, -1] if shaded and mesh.shininess is not None else None
     wet_col = 6 + 3 * (mesh.albedo is not None)
-    wet = attrs[..., wet_col] if shaded and mesh.wet is not None else None
+    wet = attrs[:, wet_col] if shaded and mesh.wet is not None else None
     if not mesh.cull_backfaces:
         # unknown winding: a visible surface always faces the viewer, so flip normals that point away
-        away = np.sum(shading_normals * points, axis=2) > 0
+        away = np.sum(shading_normals * points, axis=1) > 0
         shading_normals[away] *= -1
-    normals = shading_normals.copy()
     oval_xy, _ = camera.project(oval)
     mask = hull_mask(oval_xy, (size, size)) & covered
+    normals = frags.scatter(shading_normals)
     depth_mm = np.clip(np.round(frags.depth * mesh.mm_per_unit), 0, 65535).astype(np.uint16)
     depth_mm[~covered] = 0
     yaw, pitch, roll = euler_yaw_pitch_roll(rot)
@@ -178,7 +183,7 @@ def render(mesh: SceneMesh, settings: RenderSettings, rng: np.random.Generator,
               "camera": {k: (round(v, 4) if isinstance(v, float) else v) for k, v in camera.as_dict().items()},
               "distance_mm": round(distance * mesh.mm_per_unit, 1), "crop_shift": [round(float(s), 4) for s in shift],
               "crop_scale": round(scale, 4), "hard": bool(hard), "profile": bool(profile), **mesh.params}
-    normals[~mask] = 0.0
+    normals[~mask] = 0.0  # covered but outside the face's hull
     image = None
     if settings.kind == "paired":
         surface = Surface(shading_normals, points, vertex_albedo, shininess, wet, verts, face_height)
@@ -189,7 +194,8 @@ def render(mesh: SceneMesh, settings: RenderSettings, rng: np.random.Generator,
 
 @dataclass
 class Surface:
-    """Per-pixel surface attributes of a render (H×W maps) and the posed vertices, for shading."""
+    """Surface attributes of a render's covered pixels (N×C, ``Fragments.pixels`` order) and the posed
+    vertices, for shading."""
 
     normals: np.ndarray
     points: np.ndarray
@@ -203,8 +209,8 @@ class Surface:
 def _shade_image(mesh: SceneMesh, frags: Fragments, surface: Surface, mask: np.ndarray, rng: np.random.Generator,
                  hard: bool, backgrounds: augment.Backgrounds | None, size: int) -> tuple[np.ndarray, dict]:
     """Shade every covered pixel (not only the mask), tone-map, composite on a background, degrade."""
-    covered = frags.covered
-    normals_all, points, vertex_albedo, shin = surface.normals, surface.points, surface.albedo, surface.shininess
+    covered, pixels = frags.covered, frags.pixels
+    normals, points, vertex_albedo, shin = surface.normals, surface.points, surface.albedo, surface.shininess
     light = lighting.sample_lighting(rng, harsh=hard)
     if mesh.texture is not None and mesh.uv is not None and mesh.faces_uv is not None:
         uv = frags.interpolate(mesh.uv[mesh.faces_uv])
@@ -212,33 +218,34 @@ def _shade_image(mesh: SceneMesh, frags: Fragments, surface: Surface, mask: np.n
         albedo_img = cv2.remap(mesh.texture, (uv[..., 0] * tw - 0.5).astype(np.float32),
                                ((1 - uv[..., 1]) * th - 0.5).astype(np.float32), cv2.INTER_LINEAR,
                                borderMode=cv2.BORDER_REPLICATE)
+        albedo = albedo_img.reshape(-1, 3)[pixels]
     elif vertex_albedo is not None:
-        albedo_img = vertex_albedo
+        albedo = vertex_albedo
     else:
         grey = np.full((len(mesh.vertices), 3), rng.uniform(0.2, 0.6), np.float32)
-        albedo_img = frags.interpolate_vertices(grey, mesh.faces)
+        albedo = frags.vertex_values(grey, mesh.faces)
     if mesh.texture is None:
-        albedo_img = albedo_img * augment.skin_detail((size, size), rng, float(rng.uniform(0.01, 0.04)))
-    idx = covered
+        detail = augment.skin_detail((size, size), rng, float(rng.uniform(0.01, 0.04)))
+        albedo = albedo * detail.reshape(-1, 1)[pixels]
     shadow = None
     if light.shadows and light.intensity > 0.05:
         # bias ~1 mm on a face (+ slope term): lit skin must not shadow itself, the nose must shadow the cheek
-        shadow = shadows.shadow_factor(surface.vertices, mesh.faces, points[idx], normals_all[idx], light.direction,
+        shadow = shadows.shadow_factor(surface.vertices, mesh.faces, points, normals, light.direction,
                                        bias=0.005 * surface.face_height, cull_backfaces=mesh.cull_backfaces)
         # soft penumbra: blur the visibility over the covered pixels (normalised, so edges do not darken)
-        vis = np.zeros((size, size), np.float32)
-        vis[idx] = shadow
+        vis = np.zeros(size * size, np.float32)
+        vis[pixels] = shadow
         sigma = float(rng.uniform(0.6, 2.0))
-        weight = cv2.GaussianBlur(idx.astype(np.float32), (0, 0), sigma)
-        shadow = (cv2.GaussianBlur(vis, (0, 0), sigma)[idx] / np.maximum(weight[idx], 1e-3)).astype(np.float32)
-    radiance = np.zeros((size, size, 3), np.float32)
-    radiance[idx] = lighting.shade(normals_all[idx], albedo_img[idx], light, shadow=shadow,
-                                   specular_mask=shin[idx] if shin is not None else None,
-                                   view=normalize(-points[idx]),
-                                   wet=surface.wet[idx] if surface.wet is not None else None)
+        weight = cv2.GaussianBlur(covered.astype(np.float32), (0, 0), sigma).reshape(-1)[pixels]
+        blurred = cv2.GaussianBlur(vis.reshape(size, size), (0, 0), sigma).reshape(-1)[pixels]
+        shadow = (blurred / np.maximum(weight, 1e-3)).astype(np.float32)
+    radiance = lighting.shade(normals, albedo, light, shadow=shadow, specular_mask=shin, view=_unit_rows(-points),
+                              wet=surface.wet)
     face = mask if mask.any() else covered
-    albedo_lum = float(albedo_img[face].mean()) if face.any() else 0.18
-    display, tone = augment.tone_map(radiance, face, rng, albedo_lum)
+    face_pixels = face.reshape(-1)[pixels]  # the face's pixels among the covered ones, in the same order
+    albedo_lum = float(albedo[face_pixels].mean()) if face.any() else 0.18
+    display, tone = augment.tone_map(radiance, face_pixels, rng, albedo_lum)  # the covered pixels: others stay black
+    display = frags.scatter(display)
     bg, bg_kind = backgrounds.sample(size, rng) if backgrounds is not None else (
         augment.procedural_background(size, rng), "procedural")
     image = augment.composite(display, covered, bg)
