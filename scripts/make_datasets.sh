@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Rebuild the training and validation sets of the campaign (training/configs/ict_prior.toml) under a folder
 # (default /work/datasets), from ../shared/data. Resumable: existing samples and stored landmarks are kept.
-# ~40 min on 2 idle cores (renders ≈ 20 paired samples/s, MediaPipe landmarks ≈ 100 images/s).
+# ~40 min on 2 idle cores (renders ≈ 40 paired samples/s (2 idle cores, session 6), MediaPipe landmarks ≈ 100 images/s).
 set -euo pipefail
 OUT="${1:-/work/datasets}"
 SHARED="${FACENORMALS_SHARED:-$(cd "$(dirname "$0")/../.." && pwd)/shared}/data"
