@@ -122,6 +122,10 @@ def test_mediapipe_baseline_on_a_real_face_counts_missed_faces(tmp_path: Path):
     # the baseline rasterises the same mesh that made the ground truth: near 0°, and far better than a constant
     assert base["sets"]["faces"]["mean_deg"] < 2.0
     assert report["sets"]["faces"]["n_images"] == 2
+    # the model (constant +z) on the crops the baseline scored: the astronaut alone, not the sphere
+    same = base["model_on_same_crops"]["faces"]
+    expected = np.degrees(np.arccos(np.clip(truth[mask][:, 2], -1.0, 1.0))).mean()
+    assert same["n_images"] == 1 and same["mean_deg"] == pytest.approx(expected, abs=0.05)
 
 
 def test_bad_inputs_name_the_problem(tmp_path: Path, capsys):
