@@ -58,38 +58,48 @@ def coarse_prior(points: np.ndarray, size: int, source: str,
     """Landmark crop points (N×3, our frame) → (normals S×S×3 over the whole crop, coverage S×S, the ICT fit or None).
 
     What a prior model sees and what the baseline of ``source`` predicts. ``previous``: a tracked face's last
-    fit (warm start; ict-fit only).
+    fit (warm start; the ICT sources only).
     """
     if check_source(source) == "mediapipe-mesh":
         normals, coverage = mesh_prior.rasterize_mesh_normals(points, mesh_prior.mesh_triangles(close_holes=True), size)
         return mesh_prior.fill_prior(normals, coverage), coverage, None
-    if source == "ict-blend":
-        return _blend(points, size, previous)
+    draw = min(size, ICT_DRAW_PX)
+    normals, coverage, fit = _ict_drawn(points, size, draw, previous)
+    if source == "ict-blend" and coverage.any():
+        normals = _blend_mesh(normals, points, size, draw)
+    return (*_to_crop(normals, coverage, size), fit)
+
+
+def _ict_drawn(points: np.ndarray, size: int, draw: int,
+               previous: ict_fit.IctFit | None) -> tuple[np.ndarray, np.ndarray, ict_fit.IctFit]:
+    """The ICT face fitted to the landmarks, drawn at ``draw``² (normals extended and smoothed, coverage)."""
     face = ict_fit.load_ict_face()
     fit = ict_fit.fit_landmarks(points, face, previous=previous)
-    draw = min(size, ICT_DRAW_PX)
     normals, coverage = mesh_prior.rasterize_mesh_normals(resize_crop_points(fit.crop_points(face), size, draw),
                                                           face.triangles, draw)
     if not coverage.any():
-        return (*mesh_prior.empty_prior(size), fit)
-    normals = _smooth(mesh_prior.fill_prior(normals, coverage), ICT_SMOOTH_PX * draw / 256.0)
-    if draw == size:
         return normals, coverage, fit
-    normals = _unit(cv2.resize(normals, (size, size), interpolation=cv2.INTER_LINEAR))
-    coverage = cv2.resize(coverage.astype(np.float32), (size, size), interpolation=cv2.INTER_LINEAR) > 0.5
-    return normals, coverage, fit
+    return _smooth(mesh_prior.fill_prior(normals, coverage), ICT_SMOOTH_PX * draw / 256.0), coverage, fit
 
 
-def _blend(points: np.ndarray, size: int,
-           previous: ict_fit.IctFit | None) -> tuple[np.ndarray, np.ndarray, ict_fit.IctFit | None]:
-    """The "ict-blend" coarse face: ICT fit and MediaPipe mesh normals averaged per pixel, the fit's coverage."""
-    fitted, coverage, fit = coarse_prior(points, size, "ict-fit", previous)
-    if not coverage.any():
-        return fitted, coverage, fit
-    mesh, _, _ = coarse_prior(points, size, "mediapipe-mesh")
+def _blend_mesh(fitted: np.ndarray, points: np.ndarray, size: int, draw: int) -> np.ndarray:
+    """"ict-blend": the drawn ICT normals averaged per pixel with MediaPipe's mesh drawn at the same size (the
+    mesh drawn at ``draw``² and blended before the one resize costs a quarter of drawing it at the crop's size)."""
+    mesh, covered = mesh_prior.rasterize_mesh_normals(resize_crop_points(points, size, draw),
+                                                      mesh_prior.mesh_triangles(close_holes=True), draw)
     fitted *= BLEND_ICT_WEIGHT
-    fitted += (1.0 - BLEND_ICT_WEIGHT) * mesh
-    return _unit(fitted), coverage, fit
+    fitted += (1.0 - BLEND_ICT_WEIGHT) * mesh_prior.fill_prior(mesh, covered)
+    return _unit(fitted)
+
+
+def _to_crop(normals: np.ndarray, coverage: np.ndarray, size: int) -> tuple[np.ndarray, np.ndarray]:
+    """Drawn normals and coverage resized to the crop (empty: the no-face prior)."""
+    if not coverage.any():
+        return mesh_prior.empty_prior(size)
+    if normals.shape[0] == size:
+        return normals, coverage
+    normals = _unit(cv2.resize(normals, (size, size), interpolation=cv2.INTER_LINEAR))
+    return normals, cv2.resize(coverage.astype(np.float32), (size, size), interpolation=cv2.INTER_LINEAR) > 0.5
 
 
 def resize_crop_points(points: np.ndarray, size: int, new_size: int) -> np.ndarray:

@@ -176,6 +176,12 @@ def test_blend_prior_is_the_weighted_mean_of_fit_and_mesh_with_the_fits_coverage
     between = np.degrees(np.arccos(np.clip((fitted * mesh).sum(axis=2), -1, 1)))[coverage]
     to_fit = np.degrees(np.arccos(np.clip((blend * fitted).sum(axis=2), -1, 1)))[coverage]
     assert between.mean() > 1.0 and to_fit.mean() < between.mean()  # two different faces, the blend between them
+    big, big_coverage, _ = prior.coarse_prior(points * 2.0 + [0.5, -0.5, 0.0], 2 * SIZE, "ict-blend")
+    upsampled = cv2.resize(blend, (2 * SIZE, 2 * SIZE), interpolation=cv2.INTER_LINEAR)
+    upsampled /= np.linalg.norm(upsampled, axis=2, keepdims=True)
+    # a larger crop: both faces drawn at ICT_DRAW_PX², blended there, resized once — the same face
+    assert big_coverage.sum() > 3.5 * coverage.sum()
+    assert np.degrees(np.arccos(np.clip((big * upsampled).sum(axis=2), -1, 1)))[big_coverage].mean() < 0.5
 
 
 def test_ict_prior_drawn_small_matches_the_crop_it_is_resized_to(face: ict_fit.IctFace) -> None:
