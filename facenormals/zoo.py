@@ -45,7 +45,7 @@ REGISTRY: dict[str, ShippedModel] = {m.name: m for m in (
         in_chans=7, prior_source="ict-blend", input_size=256,
         int8_file="fast-prior.int8.onnx",
         int8_sha256="6edebf6575d8c21dcf887005fcbb97e3222d1f80f14af9ea28ad135676df8482",
-        accuracy_deg={"val_ict_v2": 14.18, "val_james": 10.93, "val_profile": 16.01},
+        accuracy_deg={"val_ict_v2": 14.18, "val_james": 10.92, "val_profile": 16.01},
         speed_ms={"ort-cpu-fp32": 42.1, "ort-cpu-int8": 20.7},
         note="run ict_prior_c1 (session 3) weights on the ict-blend coarse face (session 6): detail on top of an "
              "ICT-FaceKit face fitted to MediaPipe's landmarks, averaged with MediaPipe's mesh"),
