@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import argparse
 import json
+from itertools import cycle
 from pathlib import Path
 
 from facenormals.atomic import atomic_path
@@ -46,6 +47,9 @@ def validation_series(run: Path) -> dict[str, list[tuple[int, float]]]:
     return series
 
 
+REFERENCE_STYLES = ("--", ":", "-.", (0, (5, 1)), (0, (1, 3)))
+
+
 def plot(runs: list[Path], out: Path, references: dict[str, dict[str, float]], offsets: dict[str, int]) -> Path:
     import matplotlib
 
@@ -64,9 +68,10 @@ def plot(runs: list[Path], out: Path, references: dict[str, dict[str, float]], o
             if points:
                 x = [offsets.get(run.name, 0) + samples_seen(config, step) for step, _ in points]
                 ax.plot(x, [deg for _, deg in points], "o-", ms=3, label=run.name)
-        for (label, values), style in zip(references.items(), ("--", ":", "-.", (0, (5, 1))), strict=False):
+        for (label, values), style, colour in zip(references.items(), cycle(REFERENCE_STYLES), cycle(("grey", "black")),
+                                                  strict=False):  # the references set the length; styles repeat
             if name in values:
-                ax.axhline(values[name], color="grey", linestyle=style, lw=1, label=label)
+                ax.axhline(values[name], color=colour, linestyle=style, lw=1, label=label)
         ax.set_title(name)
         ax.set_xlabel("training samples seen")
         ax.set_ylabel("mean angular error (°)")
