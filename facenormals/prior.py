@@ -11,10 +11,10 @@ MediaPipe landmarks (``ModelCfg.prior_source``, stored in checkpoints and ONNX m
   to the crop: the fit's high-frequency detail is ICT's, not the person's. The smoothed face was ~1° closer to
   real scans than the sharp one; drawn at 128² rather than 256² it is 0.04–0.19° closer again on all three
   validation sets (real scan, ICT, profiles; session 4) and ~3.5 ms cheaper per face.
-* ``"ict-blend"``: the two above averaged per pixel (:data:`BLEND_ICT_WEIGHT` on the ICT fit), with the ICT
-  face's coverage. Two coarse faces with different errors average to a better one (issue 13 item 3): on all
-  three validation sets the blend is closer to the truth than either alone, most on profiles, where the fit
-  alone is worse than the mesh (README "Coarse face").
+* ``"ict-blend"``: the two above averaged per pixel (:data:`BLEND_ICT_WEIGHT` on the ICT fit), both drawn at the
+  ICT face's size and resized once, with the ICT face's coverage. Two coarse faces with different errors average
+  to a better one (issue 13 item 3): on all three validation sets the blend is closer to the truth than either
+  alone, most on profiles, where the fit alone is worse than the mesh (README "Coarse face").
 
 All three are also the parameter-free baselines ``facenormals eval --baseline mediapipe-mesh|ict-fit|ict-blend``.
 """
