@@ -189,7 +189,8 @@ def _enqueued(frame: Frame) -> None:
 
 def _dequeued(frame: Frame, wait: str) -> None:
     """Record how long the frame waited in the queue it just left (``wait_detect``, ``wait_infer``, ``wait_render``)."""
-    frame.timings[wait] = max(0.0, _age_ms(frame) - frame.timings.pop(_QUEUED, _age_ms(frame)))
+    age = _age_ms(frame)
+    frame.timings[wait] = max(0.0, age - frame.timings.pop(_QUEUED, age))
 
 
 class Pipeline:

@@ -93,8 +93,7 @@ def load_item(files: SampleFiles, size: int, rng: np.random.Generator | None,
             image = photometric(image, mask, rng, augment)
         out["image"] = image.transpose(2, 0, 1)
         if prior:
-            dropout = augment.prior_dropout if augment is not None else PRIOR_DROPOUT
-            out["prior"] = _prior_channels(files, sample.image.shape, matrix, size, rng, prior, dropout, augment)
+            out["prior"] = _prior_channels(files, sample.image.shape, matrix, size, rng, prior, augment)
     out["mask"] = mask[None].astype(np.float32)
     return {k: np.ascontiguousarray(v) for k, v in out.items()}
 
@@ -120,8 +119,8 @@ def _landmark_jitter(size: int, rng: np.random.Generator | None,
 
 
 def _prior_channels(files: SampleFiles, shape: tuple[int, ...], matrix: np.ndarray, size: int,
-                    rng: np.random.Generator | None, source: str, dropout: float = PRIOR_DROPOUT,
-                    augment: AugmentSection | None = None) -> np.ndarray:
+                    rng: np.random.Generator | None, source: str, augment: AugmentSection | None) -> np.ndarray:
+    dropout = augment.prior_dropout if augment is not None else PRIOR_DROPOUT
     if rng is not None and rng.random() < dropout:  # drawn whatever the rate: the augmentation stream stays put
         normals, coverage = empty_prior(shape[0])
     else:
