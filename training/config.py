@@ -19,6 +19,7 @@ from pathlib import Path
 from typing import Any, get_type_hints
 
 from facenormals.model import PRIOR_MODES, PRIOR_SOURCES, VARIANTS, WIDTHS
+from facenormals.training.anchor import AnchorSection
 from facenormals.training.consistency import ConsistencySection
 
 BATCH_KINDS = ("paired", "image-only", "normal-only")
@@ -154,6 +155,7 @@ class TrainConfig:
     augment: AugmentSection = field(default_factory=AugmentSection)
     optim: OptimSection = field(default_factory=OptimSection)
     consistency: ConsistencySection = field(default_factory=ConsistencySection)  # two-view term, off by default
+    anchor: AnchorSection = field(default_factory=AnchorSection)  # real-photo anchor, off by default
     phases: tuple[Phase, ...] = (Phase(steps=1000),)
     log_every: int = 10
     val_every: int = 200  # steps (0 = only at the end)

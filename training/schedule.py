@@ -25,6 +25,7 @@ import torch
 from torch import nn
 
 from facenormals.model import VARIANTS, CrossModalNet
+from facenormals.training.anchor import AnchorSection, anchor_loss
 from facenormals.training.consistency import ConsistencySection, consistency_loss, draw_view, second_view_input
 from facenormals.training.losses import masked_cosine_distance, masked_l2
 
@@ -69,12 +70,16 @@ class StepLosses(nn.Module):
     ``batch`` holds ``image`` (N×3×H×W in [0, 1]), ``normals`` (N×3×H×W), ``mask`` (N×1×H×W).
     ``consistency`` (optional, weight > 0): every step with an image adds the two-view consistency term
     (:mod:`facenormals.training.consistency`) as ``cons``.
+    ``anchor`` (optional, weight > 0): image-only steps with a coarse face add the real-photo anchor
+    (:mod:`facenormals.training.anchor`) as ``anchor``.
     """
 
-    def __init__(self, net: CrossModalNet, consistency: ConsistencySection | None = None) -> None:
+    def __init__(self, net: CrossModalNet, consistency: ConsistencySection | None = None,
+                 anchor: AnchorSection | None = None) -> None:
         super().__init__()
         self.net = net
         self.consistency = consistency if consistency is not None and consistency.weight > 0 else None
+        self.anchor = anchor if anchor is not None and anchor.weight > 0 else None
 
     def forward(self, kind: StepKind, batch: dict[str, torch.Tensor]) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
         loss, terms, normals = self._paper_step(kind, batch)
@@ -106,6 +111,12 @@ class StepLosses(nn.Module):
             normals = self.net.image_to_normal(image_input(batch))
             loss = masked_cosine_distance(normals, batch["normals"], mask)
             return loss, {"i2n": loss.detach()}, normals
+        if kind is StepKind.IMAGE_TO_IMAGE and self.anchor is not None and "prior" in batch:
+            image = batch["image"]
+            normals, recon = self.net.image_to_normal_and_image(image_input(batch))
+            image_loss = masked_l2(recon, image, mask)
+            term = anchor_loss(normals, batch["prior"], mask, self.anchor)
+            return image_loss + self.anchor.weight * term, {"i2i": image_loss.detach(), "anchor": term.detach()}, normals
         if kind is StepKind.IMAGE_TO_IMAGE:
             image = batch["image"]
             loss = masked_l2(self.net.image_to_image(image_input(batch)), image, mask)

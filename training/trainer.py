@@ -163,7 +163,7 @@ def train(cfg: TrainConfig, info: ddp.DistInfo | None = None) -> TrainResult:
         counts = {k: len(v) for k, v in groups.items()}
         print(f"run {run_dir}: {cfg.model.arch}/{cfg.model.variant}, samples per kind {counts}, "
               f"{len(val_samples)} validation images, resuming at step {progress.step}/{cfg.total_steps}", flush=True)
-    wrapped = ddp.wrap(StepLosses(model, cfg.consistency), info)
+    wrapped = ddp.wrap(StepLosses(model, cfg.consistency, cfg.anchor), info)
     model.train()
 
     log = ScalarLog(run_dir, progress.step) if info.is_main else None
