@@ -35,7 +35,6 @@ import numpy as np
 
 from facenormals import fusion
 from facenormals.camera import Intrinsics
-from facenormals.depth import normals_from_depth
 from facenormals.ict_fit import NUM_FIT_POINTS, IctFace, IctFit, load_ict_face
 from facenormals.mesh_prior import rasterize_mesh
 from facenormals.ply import depth_mesh, write_ply
@@ -148,23 +147,23 @@ def normal_trust(coarse: CoarseDepth, box: tuple[slice, slice] | None = None,
     """Per-pixel trust in the normals as a surface's (over ``box`` of the crop): 1, or ``rim_weight`` where the fitted
     face's smooth-shaded normals are more than :data:`RIM_DEG` off its depth's own (see :data:`RIM_WEIGHT`).
 
-    Both are orthographic (the depth's relief is differenced on the virtual weak-perspective pinhole, also for a
-    calibrated crop: the shading normals are the fit's, not the real rays'). None without shading normals or with
-    ``rim_weight`` ≥ 1 (the plain least squares).
+    Both orthographic, in crop pixels: the depth's relief ``h = (distance − Z)·px_per_m`` by central differences,
+    normal ∝ (−∂h/∂u, ∂h/∂v, 1) (also for a calibrated crop: the shading normals are the fit's weak perspective, not
+    the real rays'). Pixels without both neighbours along an axis (the coverage's edge) keep trust 1. None without
+    shading normals or with ``rim_weight`` ≥ 1 (the plain least squares).
     """
     if coarse.shading_normals is None or rim_weight >= 1.0:
         return None
     box = box if box is not None else (slice(None), slice(None))
-    depth = NOMINAL_DISTANCE_M + (coarse.depth_m[box] - coarse.distance_m)  # the relief, at the nominal distance
-    size = coarse.depth_m.shape[0]
-    virtual = weak_perspective_intrinsics(size, coarse.px_per_m)
-    rows, cols = box[0].indices(size)[0], box[1].indices(size)[0]
-    virtual = Intrinsics(width=depth.shape[1], height=depth.shape[0], fx=virtual.fx, fy=virtual.fy,
-                         cx=virtual.cx - cols, cy=virtual.cy - rows)
-    surface, ok = normals_from_depth(depth, virtual)
+    height = (np.float32(coarse.distance_m) - coarse.depth_m[box]) * np.float32(coarse.px_per_m)
+    h_u = np.full_like(height, np.nan)
+    h_v = np.full_like(height, np.nan)
+    h_u[:, 1:-1] = 0.5 * (height[:, 2:] - height[:, :-2])
+    h_v[1:-1] = 0.5 * (height[2:] - height[:-2])
     shading = coarse.shading_normals[box]
-    cos = np.sum(surface * shading, axis=-1)
-    rim = ok & (cos < np.cos(np.radians(RIM_DEG)))
+    along = -h_u * shading[..., 0] + h_v * shading[..., 1] + shading[..., 2]  # unnormalised surface normal · shading
+    with np.errstate(invalid="ignore"):
+        rim = along < np.float32(np.cos(np.radians(RIM_DEG))) * np.sqrt(h_u * h_u + h_v * h_v + 1.0)
     return np.where(rim, np.float32(rim_weight), np.float32(1.0))
 
 
