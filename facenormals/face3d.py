@@ -12,7 +12,9 @@
    pre-smoothing) and the predicted normals for the detail — RGB-only and RGB-D share one code path. The fitted
    face's self-occlusion steps are not tied (``jump_m``), and the refined surface's normals are differenced along
    the tied edges only and sharpened to match the solve's discretisation (``sharpen_normals``): they keep the
-   normals' detail, and the meshes carry them as vertex normals.
+   normals' detail, and the meshes carry them as vertex normals. The normals are trusted less (weighted least
+   squares, :func:`normal_trust`) where the fitted face's own smooth-shaded normals are no surface's — its rims and
+   creases, where rendered and learnt normals are not a surface's either.
 3. **Meshes** (:func:`depth_to_mesh`, :func:`coarse_mesh`): metres, in the crop's weak-perspective frame: x right,
    y up, z toward the viewer, origin at the crop centre on the depth of the fitted head's model origin.
 
