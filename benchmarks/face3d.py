@@ -3,7 +3,8 @@
 For each rendered ICT face (a dataset folder with ``depth/`` in mm and ``params/`` with the pinhole camera, e.g.
 ``val_ict_v2``): the ICT face fitted to the stored MediaPipe landmarks (``facenormals data prior``), its depth over
 the crop (:func:`facenormals.face3d.coarse_depth`, weak perspective), the shipped network's normals, and the
-refinement of the first by the second (:data:`facenormals.face3d.FACE_FUSION`). Scored on the pixels where the
+refinement of the first by the second (:data:`facenormals.face3d.FACE_FUSION`, the fitted face's rims trusted
+:data:`facenormals.face3d.RIM_WEIGHT`; ``--sweep``'s ``unweighted``: plain least squares). Scored on the pixels where the
 ground truth has normals and depth, the fitted face covers, and the landmark hull is (what the engine refines):
 
 * normals: mean angular error of the fitted face's (its depth's normals), the network's and the refined surface's;
