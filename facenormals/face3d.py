@@ -68,8 +68,8 @@ JUMP_PX_PER_M = 1200.0  # the crop scale FACE_FUSION.jump_m is stated for (crop 
 # nostrils, lip lines, the jaw's fold: interpolated vertex normals across self-occlusions and creases), the rendered
 # normal maps — and the network that learnt them — hold normals no surface has. The solve trusts the normals there
 # RIM_WEIGHT as much (weighted least squares, refine's ``rim_weight``), so it does not spread their misfit over the
-# neighbours. benchmarks/face3d.py, 40 faces: 13.440 → 13.429° (better on 26 of 40; held out, 60 faces: 13.909 →
-# 13.898°, 37 of 60); down-weighting the ground truth's own rims instead (an oracle) gains no more (13.429°).
+# neighbours. benchmarks/face3d.py, 40 faces: 13.440 → 13.430° (better on 27 of 40; held out, 60 faces: 13.908 →
+# 13.898°); down-weighting the ground truth's own rims instead (an oracle) gains no more (13.429°).
 RIM_DEG = 5.0
 RIM_WEIGHT = 0.3
 
