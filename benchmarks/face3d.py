@@ -3,7 +3,8 @@
 For each rendered ICT face (a dataset folder with ``depth/`` in mm and ``params/`` with the pinhole camera, e.g.
 ``val_ict_v2``): the ICT face fitted to the stored MediaPipe landmarks (``facenormals data prior``), its depth over
 the crop (:func:`facenormals.face3d.coarse_depth`, weak perspective), the shipped network's normals, and the
-refinement of the first by the second (:data:`facenormals.face3d.FACE_FUSION`). Scored on the pixels where the
+refinement of the first by the second (:data:`facenormals.face3d.FACE_FUSION`, the fitted face's rims trusted
+:data:`facenormals.face3d.RIM_WEIGHT`; ``--sweep``'s ``unweighted``: plain least squares). Scored on the pixels where the
 ground truth has normals and depth, the fitted face covers, and the landmark hull is (what the engine refines):
 
 * normals: mean angular error of the fitted face's (its depth's normals), the network's and the refined surface's;
@@ -103,7 +104,8 @@ def view_ms(result: face3d.fusion.FusionResult, coarse: face3d.CoarseDepth) -> f
 
 
 def evaluate(root: Path, limit: int, configs: dict[str, face3d.fusion.FusionConfig], model: str | None,
-             skip: int = 0) -> dict:
+             skip: int = 0, rim_weights: dict[str, float] | None = None) -> dict:
+    """``rim_weights``: a configuration's ``face3d.refine(rim_weight=)`` where not :data:`face3d.RIM_WEIGHT`."""
     from facenormals.benchmarks.fusion import read_camera
     from facenormals.export.prepare import create_backend
 
@@ -135,17 +137,19 @@ def evaluate(root: Path, limit: int, configs: dict[str, face3d.fusion.FusionConf
         row = {"name": files.name, "coverage": float(coarse.coverage.mean()), "coarse_depth_ms": coarse_ms}
         refined = {}
         for label, config in configs.items():
+            trust = (rim_weights or {}).get(label, face3d.RIM_WEIGHT)
             start = time.process_time()
-            result = face3d.refine(coarse, network, hull, config)
+            result = face3d.refine(coarse, network, hull, config, rim_weight=trust)
             cold = 1000 * (time.process_time() - start)
             start = time.process_time()
-            face3d.refine(coarse, network, hull, config, init=result.depth_m, rotation=result.bias_rotation)
+            face3d.refine(coarse, network, hull, config, init=result.depth_m, rotation=result.bias_rotation,
+                          rim_weight=trust)
             warm = 1000 * (time.process_time() - start)
             # a tracked face that moved a pixel: this coarse depth plus the detail shifted, the bounded warm solve
             moved = coarse.depth_m + np.roll(result.depth_m - coarse.depth_m, 1, axis=1)
             start = time.process_time()
             face3d.refine(coarse, network, hull, dataclasses.replace(config, max_iterations=face3d.WARM_MAX_ITERATIONS),
-                          init=moved, rotation=result.bias_rotation)
+                          init=moved, rotation=result.bias_rotation, rim_weight=trust)
             row[f"{label}_moving_ms"] = 1000 * (time.process_time() - start)
             refined[label] = result
             row[f"{label}_cold_ms"], row[f"{label}_warm_ms"] = cold, warm
@@ -160,7 +164,8 @@ def evaluate(root: Path, limit: int, configs: dict[str, face3d.fusion.FusionConf
             row["calibrated_cold_ms"] = 1000 * (time.process_time() - start)
             row["calibrated_iterations"] = calibrated["refined"].iterations
         row["view_ms"] = view_ms(refined["refined"], coarse) if "refined" in refined else float("nan")
-        integrated = face3d.refine(coarse, sample.normals.astype(np.float32), hull, TRUTH_INTEGRATION)
+        # plain least squares: the rendered maps' rims are what this surface is scored against
+        integrated = face3d.refine(coarse, sample.normals.astype(np.float32), hull, TRUTH_INTEGRATION, rim_weight=1.0)
         where = truth_ok & coarse.coverage & hull
         for result in [*refined.values(), *([calibrated["refined"]] if calibrated else [])]:
             where &= result.region & (np.linalg.norm(result.normals, axis=-1) > 0.5)
@@ -224,7 +229,7 @@ def main() -> None:
     parser.add_argument("--model", help="checkpoint; default: the shipped model")
     parser.add_argument("--sweep", action="store_true",
                         help="also the previous knobs (λ 0.002 + bias correction), λ 0.002 / 0.0005 / 0.00005, bias on, "
-                             "jump 2 cm")
+                             "jump 2 cm, and plain least squares (no rim weights)")
     parser.add_argument("--json", type=Path)
     args = parser.parse_args()
     configs = {"refined": face3d.FACE_FUSION}
@@ -235,8 +240,9 @@ def main() -> None:
                     "lam0.0005": dataclasses.replace(base, position_weight=0.0005),
                     "lam0.00005": dataclasses.replace(base, position_weight=0.00005),
                     "bias": dataclasses.replace(base, correct_bias=True),
-                    "jump0.02": dataclasses.replace(base, jump_m=0.02)}  # session 5's: ties across the fitted steps
-    result = evaluate(args.data, args.limit, configs, args.model, args.skip)
+                    "jump0.02": dataclasses.replace(base, jump_m=0.02),  # session 5's: ties across the fitted steps
+                    "unweighted": base}  # session 6's: every normal trusted alike (rim_weight 1)
+    result = evaluate(args.data, args.limit, configs, args.model, args.skip, {"unweighted": 1.0})
     print(json.dumps(result["mean"], indent=1))
     if args.json:
         write_text_atomic(args.json, json.dumps(result, indent=1))

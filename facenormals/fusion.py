@@ -409,13 +409,16 @@ def crossover_sigma(depth_m: np.ndarray, intrinsics: Intrinsics, config: FusionC
 
 def build_problem(target: np.ndarray, measured: np.ndarray, normals: np.ndarray, region: np.ndarray,
                   intrinsics: Intrinsics, position_weight: float | np.ndarray, jump_m: float = np.inf,
-                  jump_depth: np.ndarray | None = None) -> FusionProblem:
+                  jump_depth: np.ndarray | None = None, normal_weight: np.ndarray | None = None) -> FusionProblem:
     """Stencil coefficients of the energy for one crop.
 
     ``target`` is the depth the position term pulls toward (hole-filled), ``measured`` marks where that is a
     measurement (weight λ); elsewhere in the region a tiny weight keeps the system definite. Neighbours whose
     depths differ by more than ``jump_m`` (a self-occlusion: nose over cheek, an open mouth) are not tied together;
     ``jump_depth`` (default ``target``) is the depth judged, e.g. a median-filtered one that noise cannot split.
+    ``normal_weight`` (H×W, default 1): how much each pixel's normal is trusted to be a surface's; an edge's tangent
+    term gets the smaller of its two pixels' (weighted least squares: where the normals are known to be no surface's,
+    the solve does not spread their misfit over the neighbours).
     """
     rays = pixel_rays(intrinsics, target.shape)
     position_weight = np.asarray(position_weight, dtype=np.float32)  # a scalar or per pixel
@@ -434,6 +437,10 @@ def build_problem(target: np.ndarray, measured: np.ndarray, normals: np.ndarray,
         tie_y = region[:-1] & region[1:] & ~(np.abs(np.diff(judged, axis=0)) > jump_m)
     ax, bx, wx = edges(normals[:, :-1], normals[:, 1:], rays[:, :-1], rays[:, 1:], tie_x)
     ay, by, wy = edges(normals[:-1], normals[1:], rays[:-1], rays[1:], tie_y)
+    if normal_weight is not None:
+        trust = np.asarray(normal_weight, dtype=np.float32)
+        wx = (wx * np.minimum(trust[:, :-1], trust[:, 1:])).astype(np.float32)
+        wy = (wy * np.minimum(trust[:-1], trust[1:])).astype(np.float32)
     target = np.where(region, target, 0.0).astype(np.float32)
     return FusionProblem(target, w_pos, ax, bx, wx, ay, by, wy, region)
 
@@ -588,6 +595,7 @@ class PreparedCrop:
     warm: bool = False  # init came from the previous frame: refine it directly, no coarse levels
     bias_rotation: np.ndarray | None = None
     measurement: np.ndarray | None = None
+    normal_weight: np.ndarray | None = None  # per-pixel trust in the normal term (None: 1; kept for the coarse levels)
 
 
 def position_weights(depth_m: np.ndarray, intrinsics: Intrinsics, config: FusionConfig) -> float | np.ndarray:
@@ -607,17 +615,20 @@ def position_weights(depth_m: np.ndarray, intrinsics: Intrinsics, config: Fusion
 
 def prepare(depth_m: np.ndarray, normals: np.ndarray, mask: np.ndarray, intrinsics: Intrinsics,
             config: FusionConfig = FusionConfig(), init: np.ndarray | None = None,
-            rotation: np.ndarray | None = None, previous: np.ndarray | None = None) -> PreparedCrop:
+            rotation: np.ndarray | None = None, previous: np.ndarray | None = None,
+            normal_weight: np.ndarray | None = None) -> PreparedCrop:
     """Validate one crop, drop outliers, correct the normals' bias, build the linear system and a start.
 
     ``rotation``: a bias rotation field from an earlier frame (moved into this crop) to reuse instead of
     measuring it again — the bias changes slowly, and measuring it is half of this function's work.
     ``previous``: sequence mode — the previous frame's ``FusionResult.measurement`` moved into this crop
     (:func:`warp_crop` with the tracked face's crop matrices), averaged into the measurement with
-    ``config.history_weight``.
+    ``config.history_weight``. ``normal_weight``: per-pixel trust in the normal term (:func:`build_problem`).
     """
     if depth_m.ndim != 2 or normals.shape != (*depth_m.shape, 3) or mask.shape != depth_m.shape:
         raise DepthError(f"crop shapes differ: depth {depth_m.shape}, normals {normals.shape}, mask {mask.shape}")
+    if normal_weight is not None and np.shape(normal_weight) != depth_m.shape:
+        raise DepthError(f"normal_weight is {np.shape(normal_weight)} but the crop is {depth_m.shape}")
     if depth_m.shape != (intrinsics.height, intrinsics.width):
         raise DepthError(f"crop is {depth_m.shape[1]}×{depth_m.shape[0]} but its intrinsics are for "
                          f"{intrinsics.width}×{intrinsics.height}")
@@ -661,7 +672,8 @@ def prepare(depth_m: np.ndarray, normals: np.ndarray, mask: np.ndarray, intrinsi
         omega = bias_rotation(normals, depth, intrinsics, region, config.bias_sigma_px * pixel)
     corrected = apply_rotation(normals, np.nan_to_num(omega), region) if omega is not None else normals
     position_weight = position_weights(filled, intrinsics, config) / pixel**2
-    problem = build_problem(filled, measured, corrected, region, intrinsics, position_weight, config.jump_m, median)
+    problem = build_problem(filled, measured, corrected, region, intrinsics, position_weight, config.jump_m, median,
+                            normal_weight)
     usable = None if init is None else region & np.isfinite(init) & (init > 0)
     if usable is not None and np.array_equal(usable, region):
         start = init  # a warm start that covers the whole region: no smoothed guess needed
@@ -671,7 +683,7 @@ def prepare(depth_m: np.ndarray, normals: np.ndarray, mask: np.ndarray, intrinsi
             start = np.where(usable, init, start)
     start = np.where(region, start, problem.target).astype(np.float32)
     return PreparedCrop(problem, start, corrected, intrinsics, measured, position_weight, warm=init is not None,
-                        bias_rotation=omega, measurement=depth)
+                        bias_rotation=omega, measurement=depth, normal_weight=normal_weight)
 
 
 def _pool(x: np.ndarray) -> np.ndarray:
@@ -699,9 +711,13 @@ def coarser(crop: PreparedCrop) -> PreparedCrop:
         lam = _pool(crop.position_weight * region_f) / np.maximum(count, 1) * 4.0
     else:
         lam = crop.position_weight * 4.0
-    problem = build_problem(target, measured, np.where(region[..., None], normals, 0.0), region, coarse, lam)
+    trust = None
+    if crop.normal_weight is not None:
+        trust = _pool(crop.normal_weight * region_f) / np.maximum(count, 1)
+    problem = build_problem(target, measured, np.where(region[..., None], normals, 0.0), region, coarse, lam,
+                            normal_weight=trust)
     return PreparedCrop(problem, np.where(region, init, problem.target).astype(np.float32),
-                        normals.astype(np.float32), coarse, measured, lam)
+                        normals.astype(np.float32), coarse, measured, lam, normal_weight=trust)
 
 
 def _finer_start(crop: PreparedCrop, coarse_solution: np.ndarray, coarse_region: np.ndarray) -> np.ndarray:
@@ -774,12 +790,14 @@ def fuse_many(crops: list[PreparedCrop], config: FusionConfig = FusionConfig(),
 def fuse(depth_m: np.ndarray, normals: np.ndarray, mask: np.ndarray, intrinsics: Intrinsics,
          config: FusionConfig = FusionConfig(), init: np.ndarray | None = None,
          device: str | torch.device = "cpu", rotation: np.ndarray | None = None,
-         previous: np.ndarray | None = None) -> FusionResult:
+         previous: np.ndarray | None = None, normal_weight: np.ndarray | None = None) -> FusionResult:
     """Refine one crop's depth (metres, NaN = missing) with its predicted normals; see the module docstring.
 
     ``init``: a warm start, e.g. the previous frame's refined depth moved by :func:`warp_crop`;
     ``rotation``: the previous frame's ``bias_rotation``, moved the same way, to skip re-measuring the bias;
-    ``previous``: sequence mode, the previous result's ``measurement`` moved the same way (see :func:`prepare`).
+    ``previous``: sequence mode, the previous result's ``measurement`` moved the same way (see :func:`prepare`);
+    ``normal_weight``: per-pixel trust in the normals (default 1 everywhere; :func:`build_problem`).
     Raises :class:`DepthError` when the crop holds too little valid depth to anchor the surface.
     """
-    return fuse_many([prepare(depth_m, normals, mask, intrinsics, config, init, rotation, previous)], config, device)[0]
+    return fuse_many([prepare(depth_m, normals, mask, intrinsics, config, init, rotation, previous, normal_weight)],
+                     config, device)[0]

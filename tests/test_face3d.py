@@ -151,14 +151,15 @@ def test_refined_normals_keep_the_normals_detail(wavelength_px: float):
     """Coarse: the smooth faceted sphere; normals: the exact ones of the sphere with a fine ripple (up to 12° of
     tilt). The refined surface carries the ripple: its normals are within 0.6° of the input's (which are exact),
     where the plain central differences of the same surface lose the ripple's slope (cos²(ω/2)) — the knob
-    ``sharpen_normals`` is what keeps it."""
+    ``sharpen_normals`` is what keeps it. (Plain least squares: the 9×9-vertex cap's facets are ~20° apart, so its
+    shading normals are off its depth's nearly everywhere — no rims to weight.)"""
     from dataclasses import replace
 
     points, triangles = sphere_cap(9)
     coarse = face3d.coarse_depth_from_points(points, triangles, SIZE, PX_PER_CM * 100, origin_z_px=0.0)
     normals, inside = bumped_sphere(wavelength_px)
-    result = face3d.refine(coarse, normals, inside)
-    plain = face3d.refine(coarse, normals, inside, replace(face3d.FACE_FUSION, sharpen_normals=False))
+    result = face3d.refine(coarse, normals, inside, rim_weight=1.0)
+    plain = face3d.refine(coarse, normals, inside, replace(face3d.FACE_FUSION, sharpen_normals=False), rim_weight=1.0)
     region = result.region & inside
     region[:, :4] = region[:, -4:] = region[:4] = region[-4:] = False
     refined_error = angular_error_deg(result.normals[region], normals[region]).mean()
@@ -166,6 +167,69 @@ def test_refined_normals_keep_the_normals_detail(wavelength_px: float):
     assert refined_error < 0.6 and refined_error < plain_error
     if wavelength_px < 8:
         assert plain_error > 1.0  # a 6-px ripple through [¼ ½ ¼]: a quarter of its slope
+
+
+def folded_cap() -> tuple[face3d.CoarseDepth, np.ndarray, np.ndarray, np.ndarray]:
+    """A finely meshed hemisphere (81×81 vertices: its shading normals are its depth's to ~1°) whose shading normals
+    are folded along a 3-px band across it (turned 15° sideways there, about the vertical axis: what a renderer's
+    interpolated normals do across a crease). Returns the coarse depth, the exact normals, the pixels well inside,
+    the band."""
+    from dataclasses import replace
+
+    points, triangles = sphere_cap(81)
+    coarse = face3d.coarse_depth_from_points(points, triangles, SIZE, PX_PER_CM * 100, origin_z_px=0.0)
+    _, exact, inside = exact_sphere()
+    rows, cols = np.mgrid[:SIZE, :SIZE]
+    inner = inside & (np.hypot(rows - (SIZE - 1) / 2, cols - (SIZE - 1) / 2) < 0.8 * RADIUS_CM * PX_PER_CM)
+    band = (np.abs(rows - 64) <= 1) & inner
+    folded = coarse.shading_normals.copy()
+    folded[band] = turned(folded[band], 15.0)
+    return replace(coarse, shading_normals=folded), exact, inner, band
+
+
+def turned(normals: np.ndarray, degrees: float) -> np.ndarray:
+    """Normals rotated about the vertical axis (y): a horizontal band of them slopes sideways, which no surface
+    does only there (the band's edges have curl)."""
+    c, s = np.cos(np.radians(degrees)), np.sin(np.radians(degrees))
+    out = normals.copy()
+    out[..., 0], out[..., 2] = c * normals[..., 0] + s * normals[..., 2], -s * normals[..., 0] + c * normals[..., 2]
+    return out
+
+
+def test_the_fitted_faces_rims_are_trusted_less():
+    """Where the fitted face's shading normals agree with its depth's, the normals are trusted fully; on a fold of
+    the shading normals (a crease, a self-occlusion's rim) they get RIM_WEIGHT."""
+    coarse, _, inner, band = folded_cap()
+    trust = face3d.normal_trust(coarse)
+    assert np.all(trust[inner & ~band] == 1.0)
+    assert np.all(trust[band] == pytest.approx(face3d.RIM_WEIGHT))
+    assert face3d.normal_trust(coarse, rim_weight=1.0) is None
+
+
+def test_weighted_refinement_keeps_non_integrable_normals_local():
+    """Known answer: the sphere's exact normals with per-pixel noise (~2°), and turned 15° sideways on the band where
+    the fitted face's shading is folded (normals no surface has, as a network learns them at rims). The refined
+    surface is integrable: its normals are closer to the truth than the input's; trusting the band's normals less
+    keeps their misfit from spreading: beside the band the weighted surface is closer to the truth than the plain
+    least squares (by ~40 %), and over the whole region too."""
+    coarse, exact, inner, band = folded_cap()
+    spoiled = exact + np.random.default_rng(0).normal(0.0, 0.03, exact.shape)
+    spoiled[band] = turned(spoiled[band], 15.0)
+    spoiled = (spoiled / np.linalg.norm(spoiled, axis=-1, keepdims=True)).astype(np.float32)
+    weighted = face3d.refine(coarse, spoiled, inner)
+    plain = face3d.refine(coarse, spoiled, inner, rim_weight=1.0)
+    rows = np.mgrid[:SIZE, :SIZE][0]
+    beside = inner & ~band & (np.abs(rows - 64) <= 6)
+    scored = inner & weighted.region & plain.region
+    scored &= np.pad(scored[1:-1, 1:-1] & scored[:-2, 1:-1] & scored[2:, 1:-1] & scored[1:-1, :-2]
+                     & scored[1:-1, 2:], 1)  # one pixel in from the region's border, as the benchmark scores
+
+    def error(normals: np.ndarray, where: np.ndarray) -> float:
+        return float(angular_error_deg(normals[where & scored], exact[where & scored]).mean())
+
+    assert error(weighted.normals, scored) < error(spoiled, scored)
+    assert error(weighted.normals, beside) < 0.8 * error(plain.normals, beside)
+    assert error(weighted.normals, scored) < error(plain.normals, scored)
 
 
 def test_a_self_occlusion_step_is_kept():
