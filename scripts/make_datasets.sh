@@ -24,7 +24,9 @@ render --source ict --count 10000 --out "$OUT/ict_paired_v5" --seed 51 --yaw-deg
 render --source ict --count 200 --out "$OUT/val_ict_v2" --seed 1000 --hard-fraction 0.3
 render --source "$SHARED/james" --count 60 --out "$OUT/val_james" --seed 1001
 render --source ict --count 200 --out "$OUT/val_profile" --seed 2000 --yaw-deg 50 90
+render --source ict --count 200 --out "$OUT/val_ict_v5" --seed 5000 --hard-fraction 0.3 --identity-scale 1.0 1.6 \
+    --detail-mm 5                                                  # held-out ICT faces with off-span shape (session 7)
 # MediaPipe's landmarks for every image (the loader draws each model's coarse face from them)
 facenormals data prior --in "$OUT/ict_paired_v3" "$OUT/ict_profile_v3" "$OUT/photos_image_only" \
     "$OUT/ict_paired_v4" "$OUT/photos_image_only_v2" "$OUT/ict_paired_v5" \
-    "$OUT/val_ict_v2" "$OUT/val_james" "$OUT/val_profile"
+    "$OUT/val_ict_v2" "$OUT/val_james" "$OUT/val_profile" "$OUT/val_ict_v5"
