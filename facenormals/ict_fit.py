@@ -7,8 +7,9 @@ MediaPipe's mesh is 468 vertices and 852 facets; the same landmarks pin down a f
    landmarks in crop space.
 2. **Shape**: identity and expression coefficients by regularised linear least squares on the landmark residuals
    in crop space, each landmark weighted by its inverse noise measured on training renders (the face outline,
-   which slides on the cheek as the head turns, and the eyebrows come out lowest), and a strong Gaussian prior on the identity (coefficients are in units of the
-   PCA standard deviation). Expression weights stay in ICT's [0, 1] range (an active-set pass).
+   which slides on the cheek as the head turns, and the eyebrows come out lowest), and a strong Gaussian prior
+   on the identity (coefficients are in units of the PCA standard deviation). Expression weights stay in ICT's
+   [0, 1] range (an active-set pass).
 3. A few alternations; a tracked face warm-starts from its previous coefficients and needs fewer.
 
 A turned head hides the far half of the face: MediaPipe still places those landmarks, squeezed towards the
