@@ -6,9 +6,10 @@ MediaPipe's mesh is 468 vertices and 852 facets; the same landmarks pin down a f
 1. **Pose**: a weighted similarity (Umeyama) taking the current ICT shape's landmark vertices onto the
    landmarks in crop space.
 2. **Shape**: identity and expression coefficients by regularised linear least squares on the landmark residuals
-   in crop space, with MediaPipe's depth (noisier than x/y) and the face outline (it slides on the cheek as the
-   head turns) down-weighted, and a strong Gaussian prior on the identity (coefficients are in units of the
-   PCA standard deviation). Expression weights stay in ICT's [0, 1] range (an active-set pass).
+   in crop space, each landmark weighted by its inverse noise measured on training renders (the face outline,
+   which slides on the cheek as the head turns, and the eyebrows come out lowest), and a strong Gaussian prior
+   on the identity (coefficients are in units of the PCA standard deviation). Expression weights stay in ICT's
+   [0, 1] range (an active-set pass).
 3. A few alternations; a tracked face warm-starts from its previous coefficients and needs fewer.
 
 A turned head hides the far half of the face: MediaPipe still places those landmarks, squeezed towards the
@@ -37,6 +38,8 @@ import numpy as np
 from threadpoolctl import ThreadpoolController
 
 ASSET = Path(__file__).resolve().parent / "assets" / "ict_face.npz"
+# Per-landmark weights measured on training renders (inverse noise; ``training/data/ict_landmark_noise.py``).
+LANDMARK_WEIGHTS = Path(__file__).resolve().parent / "assets" / "ict_landmark_weights.npy"
 NUM_IDENTITY_MODES = 50
 NUM_EXPRESSION_MODES = 53
 # The fit's products are small (≤ 103×1404): BLAS threads only spin on them, 5–10× the CPU time of one thread
@@ -55,7 +58,8 @@ class FitSettings:
     identity_prior: float = 4.0
     expression_prior: float = 16.0  # 2 until session 6: stronger is closer on every set and steadier under light (README)
     depth_weight: float = 1.0  # MediaPipe's z relative to x/y (0.1–0.3 fitted val_james worse)
-    outline_weight: float = 0.3
+    measured_weights: bool = True  # per-landmark inverse noise measured on renders (README); False: the hand weights
+    outline_weight: float = 0.3  # the hand weights' face outline (measured_weights=False)
     far_side_weight: float = 0.2  # the far half's weight factor once the head is turned far_side_yaw_deg[1]
     far_side_yaw_deg: tuple[float, float] = (20.0, 40.0)  # |yaw| where the far half starts / ends fading
     iterations: int = 4
@@ -143,9 +147,23 @@ def weighted_similarity(source: np.ndarray, target: np.ndarray, weights: np.ndar
 
 
 def point_weights(settings: FitSettings) -> np.ndarray:
-    """Per-landmark weights of the 468 fitted points: the outline down-weighted."""
+    """Per-landmark weights of the 468 fitted points: the measured inverse noise, or the outline down-weighted."""
+    if settings.measured_weights:
+        return load_landmark_weights().copy()
     weights = np.ones(NUM_FIT_POINTS)
     weights[list(FACE_OVAL)] = settings.outline_weight
+    return weights
+
+
+@lru_cache(maxsize=2)
+def load_landmark_weights(path: str | Path = LANDMARK_WEIGHTS) -> np.ndarray:
+    """The shipped per-landmark weights (468,), median 1: each landmark's inverse mean squared fit residual."""
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"{path}: landmark weights missing (python -m facenormals.training.data.ict_landmark_noise)")
+    weights = np.load(path, allow_pickle=False).astype(np.float64)
+    if weights.shape != (NUM_FIT_POINTS,) or not (np.isfinite(weights).all() and (weights > 0).all()):
+        raise ValueError(f"{path}: expected {NUM_FIT_POINTS} positive finite weights, got shape {weights.shape}")
     return weights
 
 
