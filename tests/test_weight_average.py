@@ -81,3 +81,26 @@ def test_bad_inputs_are_refused_by_name(run, tmp_path):
     with pytest.raises(ValueError, match=r"other\.safetensors"):
         average.main([str(tmp_path / "out.safetensors"), str(snapshot), str(other)])
     assert not (tmp_path / "out.safetensors").exists()
+
+
+def test_a_weighted_mean_with_a_shipped_file_is_the_shipped_interpolation(run, tmp_path):
+    """WiSE-FT: 0.25 of a shipped (inference-only, fp16) file + 0.75 of a snapshot, per tensor of the image→normal
+    path; the result is inference-only itself and ships like a run's best."""
+    from facenormals.checkpoint import _load_tensors
+    from facenormals.training.ship import ship
+
+    shipped = ship(run / "snapshots" / "step_000002.safetensors", tmp_path / "shipped.safetensors")
+    snapshot = run / "snapshots" / "step_000006.safetensors"
+    out = tmp_path / "wise.safetensors"
+    assert average.main([str(out), str(shipped), str(snapshot), "--weights", "1", "3"]) == 0
+    assert read_header(out)["parts"] == "image_to_normal"
+    assert [a["weight"] for a in read_header(out)["provenance"]["averaged"]] == [0.25, 0.75]
+    a, b, mixed = (_load_tensors(p) for p in (shipped, snapshot, out))
+    assert set(mixed) == set(a)  # the image→normal path only
+    for key, value in mixed.items():
+        if value.is_floating_point():
+            torch.testing.assert_close(value.double(), 0.25 * a[key].double() + 0.75 * b[key].double(),
+                                       rtol=1e-5, atol=1e-6)
+    assert read_header(ship(out, tmp_path / "reshipped.safetensors"))["parts"] == "image_to_normal"
+    with pytest.raises(SystemExit, match="one weight"):
+        average.main([str(tmp_path / "bad.safetensors"), str(shipped), str(snapshot), "--weights", "1"])
