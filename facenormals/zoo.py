@@ -41,14 +41,15 @@ class ShippedModel:
 REGISTRY: dict[str, ShippedModel] = {m.name: m for m in (
     ShippedModel(
         "fast-prior", "fast-prior.safetensors",
-        "45d23a55069b899436873dc7eddb062593fcbced210da4af639ee8e7e5d291c0",
+        "85132bd361be2ea832975f03671e1fd8cc98d1f63cc8749369a82c02f1b44c2f",
         in_chans=7, prior_source="ict-blend", input_size=256,
         int8_file="fast-prior.int8.onnx",
-        int8_sha256="6edebf6575d8c21dcf887005fcbb97e3222d1f80f14af9ea28ad135676df8482",
-        accuracy_deg={"val_ict_v2": 14.18, "val_james": 10.92, "val_profile": 16.01},
+        int8_sha256="23477280970403292493445149c34d639258dae305916a39222782d454f0ff97",
+        accuracy_deg={"val_ict_v2": 14.10, "val_james": 10.70, "val_profile": 15.39},
         speed_ms={"ort-cpu-fp32": 42.1, "ort-cpu-int8": 20.7},
-        note="run ict_prior_c1 (session 3) weights on the ict-blend coarse face (session 6): detail on top of an "
-             "ICT-FaceKit face fitted to MediaPipe's landmarks, averaged with MediaPipe's mesh"),
+        note="campaign run ict_prior_c7 (session 7, the real-photo anchor): 0.7 of its snapshot mean + 0.3 of the "
+             "previous weights; detail on top of an ICT-FaceKit face fitted to MediaPipe's landmarks, averaged "
+             "with MediaPipe's mesh"),
     ShippedModel(
         "fast", "fast.safetensors",
         "df11c2317602ddf490180faee7e42c93c0dd5ee8bda65cd25b250c97d1519567",
