@@ -118,10 +118,15 @@ def load_state_into(module: torch.nn.Module, tensors: dict[str, torch.Tensor], s
     module.load_state_dict(casted, strict=True)
 
 
+def is_inference_only(path: str | Path) -> bool:
+    """A shipped file: the image→normal path only (``save_checkpoint(inference_only=True)``)."""
+    return read_header(path).get("parts") == "image_to_normal"
+
+
 def load_checkpoint(path: str | Path, map_location: str | torch.device = "cpu") -> CrossModalNet:
     """Rebuild the full network from a checkpoint (eval mode, fp32)."""
     path = Path(path)
-    if read_header(path).get("parts") == "image_to_normal":
+    if is_inference_only(path):
         raise CheckpointError(f"{path}: an inference-only checkpoint (image→normal path only); "
                               "load it with load_image_to_normal, or train from a full checkpoint")
     model = CrossModalNet(read_config(path))
@@ -147,6 +152,16 @@ def init_from_image_to_normal(model: CrossModalNet, path: str | Path) -> list[st
             copied[key] = source.to(value.dtype) if source is not None and source.shape == value.shape else value
         model.normal_encoder.load_state_dict(copied, strict=True)
     return fresh
+
+
+def load_network(path: str | Path) -> CrossModalNet:
+    """The full network from a full checkpoint, or from an inference-only one with E_N and D_I filled in by
+    :func:`init_from_image_to_normal` (for tools that write the image→normal path back: averaging, shipping)."""
+    if not is_inference_only(path):
+        return load_checkpoint(path)
+    model = CrossModalNet(read_config(path))
+    init_from_image_to_normal(model, path)
+    return model.eval()
 
 
 def load_image_to_normal(path: str | Path, map_location: str | torch.device = "cpu") -> ImageToNormal:

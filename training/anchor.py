@@ -64,8 +64,10 @@ def masked_blur(values: torch.Tensor, weight: torch.Tensor, sigma: float) -> tor
 def anchor_loss(normals: torch.Tensor, prior: torch.Tensor, mask: torch.Tensor, section: AnchorSection) -> torch.Tensor:
     """Masked cosine distance between the blurred normals and the blurred coarse face, over the face mask where the
     coarse face is drawn (0 when it is drawn nowhere: a photo without a face, or a dropped prior)."""
-    region = (mask > 0.5).to(normals.dtype) * (prior[:, 3:4] > 0.5).to(normals.dtype)
+    region = ((mask > 0.5) & (prior[:, 3:4] > 0.5)).float()
     sigma = section.sigma_px * normals.shape[-1] / 256.0
-    coarse_pred = masked_blur(normals.float(), region.float(), sigma)
-    coarse_prior = masked_blur(prior[:, :3].float(), region.float(), sigma)
-    return masked_cosine_distance(coarse_pred, coarse_prior, region.float())
+    # fp32 even inside the trainer's bf16 autocast: the term is ~4e-4, below bf16's resolution of a blurred unit vector
+    with torch.autocast(normals.device.type, enabled=False):
+        coarse_pred = masked_blur(normals.float(), region, sigma)
+        coarse_prior = masked_blur(prior[:, :3].float(), region, sigma)
+        return masked_cosine_distance(coarse_pred, coarse_prior, region)

@@ -29,10 +29,9 @@ import torch
 from facenormals.checkpoint import (
     CheckpointError,
     file_sha256,
-    init_from_image_to_normal,
-    load_checkpoint,
+    is_inference_only,
+    load_network,
     load_state_into,
-    read_config,
     read_header,
     save_checkpoint,
 )
@@ -42,21 +41,12 @@ from facenormals.training.config import config_from_dict
 TRAINING_STATE_SUFFIX = ".pt"
 
 
-def is_inference_only(path: Path) -> bool:
-    """A shipped file: the image→normal path only (``facenormals.training.ship``)."""
-    return path.suffix != TRAINING_STATE_SUFFIX and read_header(path).get("parts") == "image_to_normal"
-
-
 def load_weights(path: Path) -> tuple[CrossModalNet, int | None]:
     """(the network, its step or None) from a full checkpoint or a training state (``last.pt``)."""
     if not path.is_file():
         raise FileNotFoundError(f"{path}: no such checkpoint")
-    if is_inference_only(path):  # E_I, skips, D_N loaded; E_N and D_I filled in, and dropped again on writing
-        model = CrossModalNet(read_config(path))
-        init_from_image_to_normal(model, path)
-        return model.eval(), read_header(path).get("provenance", {}).get("step")
-    if path.suffix != TRAINING_STATE_SUFFIX:
-        return load_checkpoint(path), read_header(path).get("provenance", {}).get("step")
+    if path.suffix != TRAINING_STATE_SUFFIX:  # a shipped file's E_N and D_I are filled in, and dropped on writing
+        return load_network(path), read_header(path).get("provenance", {}).get("step")
     from facenormals.training.trainer import build_model
 
     try:
@@ -122,7 +112,7 @@ def main(argv: list[str] | None = None) -> int:
                                 "provenance": read_header(path).get("provenance") if path.suffix != TRAINING_STATE_SUFFIX
                                 else None}
                                for path, step, share in zip(args.inputs, steps, shares, strict=True)]}
-    inference_only = any(is_inference_only(path) for path in args.inputs)
+    inference_only = any(path.suffix != TRAINING_STATE_SUFFIX and is_inference_only(path) for path in args.inputs)
     save_checkpoint(model, args.out, provenance=provenance, inference_only=inference_only)
     kind = "inference-only " if inference_only else ""
     print(f"wrote {args.out}: the {kind}weighted mean of {len(args.inputs)} checkpoints "

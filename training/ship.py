@@ -13,25 +13,12 @@ import argparse
 import sys
 from pathlib import Path
 
-from facenormals.checkpoint import (
-    file_sha256,
-    init_from_image_to_normal,
-    load_checkpoint,
-    load_image_to_normal,
-    read_config,
-    read_header,
-    save_checkpoint,
-)
-from facenormals.model import CrossModalNet
+from facenormals.checkpoint import file_sha256, load_image_to_normal, load_network, read_header, save_checkpoint
 
 
 def ship(best: Path, out: Path) -> Path:
     """``best``: a run's full checkpoint, or an inference-only one (e.g. a weighted average with a shipped file)."""
-    if read_header(best).get("parts") == "image_to_normal":
-        model = CrossModalNet(read_config(best))
-        init_from_image_to_normal(model, best)  # only the image→normal path is written back
-    else:
-        model = load_checkpoint(best)
+    model = load_network(best)  # only the image→normal path is written back
     provenance = {**read_header(best).get("provenance", {}), "source_sha256": file_sha256(best)}
     save_checkpoint(model, out, provenance=provenance, half=True, inference_only=True)
     return out

@@ -15,7 +15,7 @@ import torch
 from tqdm import tqdm
 
 from facenormals.atomic import write_text_atomic
-from facenormals.checkpoint import init_from_image_to_normal, load_checkpoint, read_config, read_header
+from facenormals.checkpoint import init_from_image_to_normal, is_inference_only, load_checkpoint, read_config
 from facenormals.dataset import SampleFiles
 from facenormals.fileio import write_rgb
 from facenormals.metrics import MetricAccumulator
@@ -58,7 +58,7 @@ def build_model(cfg: TrainConfig, load_init: bool = True) -> CrossModalNet:
         if source_cfg.arch != cfg.model.arch or source_cfg.variant != cfg.model.variant:
             raise ValueError(f"model.init {cfg.model.init}: is {source_cfg.arch}/{source_cfg.variant}, "
                              f"config asks for {cfg.model.arch}/{cfg.model.variant}")
-        if read_header(cfg.model.init).get("parts") == "image_to_normal":  # a shipped model: E_N, D_I derived/fresh
+        if is_inference_only(cfg.model.init):  # a shipped model: E_N, D_I derived/fresh
             fresh = init_from_image_to_normal(model, cfg.model.init)
             print(f"model.init {cfg.model.init}: inference-only; fresh {fresh}, E_N copied from E_I", flush=True)
         else:
