@@ -6,21 +6,28 @@ set -euo pipefail
 OUT="${1:-/work/datasets}"
 SHARED="${FACENORMALS_SHARED:-$(cd "$(dirname "$0")/../.." && pwd)/shared}/data"
 render() { facenormals data render --no-contact-sheet "$@"; }
+# v3–v5 were rendered before session 8, when the engine dressed 15 % of the ICT faces in the James scan's texture by
+# default; `--james` reproduces them as they are. Campaign runs from c8 on leave those faces out
+# (`[data] exclude = { albedo = ["james-transfer"] }`): James is the real-scan validation set. New sets omit --james.
+jt=(--james "$SHARED/james")
 
 # training
-render --source ict --count 10000 --out "$OUT/ict_paired_v3" --seed 21                    # new identities, v2 shading
-render --source ict --count 2000 --out "$OUT/ict_profile_v3" --seed 31 --yaw-deg 45 90    # profiles, |yaw| 45–90°
+render --source ict --count 10000 --out "$OUT/ict_paired_v3" --seed 21 "${jt[@]}"                    # new identities, v2 shading
+render --source ict --count 2000 --out "$OUT/ict_profile_v3" --seed 31 --yaw-deg 45 90 "${jt[@]}"    # profiles, |yaw| 45–90°
 render --source ict --count 500 --out "$OUT/ict_normal_only" --seed 2 --kind normal-only
 facenormals data photos --in "$SHARED/photos" "$SHARED/video" --out "$OUT/photos_image_only" --every 4 --no-contact-sheet
 # v4 (issue 14, campaign config ict_prior_c4.toml): broader identities (per-face scale 1–1.6 under a skin-fold bound),
 # smooth shape outside ICT's span (≤ 2 mm), 30 % of the faces at |yaw| 40–90° (27 % beyond ±45°); all video frames
-render --source ict --count 10000 --out "$OUT/ict_paired_v4" --seed 41 --yaw-deg 40 90 --profile-fraction 0.3 \
+render --source ict --count 10000 --out "$OUT/ict_paired_v4" --seed 41 "${jt[@]}" --yaw-deg 40 90 --profile-fraction 0.3 \
     --identity-scale 1.0 1.6 --detail-mm 2
 facenormals data photos --in "$SHARED/photos" "$SHARED/video" --out "$OUT/photos_image_only_v2" --every 1 --no-contact-sheet
 # v5 (session 7, campaign config ict_prior_c6.toml): as v4 with off-span shape up to 5 mm (the renderer's bound)
 render --source ict --count 10000 --out "$OUT/ict_paired_v5" --seed 51 --yaw-deg 40 90 --profile-fraction 0.3 \
+    --identity-scale 1.0 1.6 --detail-mm 5 "${jt[@]}"
+# v6 (session 8, campaign config ict_prior_c8.toml): as v5, and no face wears the James texture
+render --source ict --count 10000 --out "$OUT/ict_paired_v6" --seed 61 --yaw-deg 40 90 --profile-fraction 0.3 \
     --identity-scale 1.0 1.6 --detail-mm 5
-# validation (held out: other seeds; the James scan's geometry never enters training)
+# validation (held out: other seeds; the James scan is the real-scan set: nothing of it enters training from c8 on)
 render --source ict --count 200 --out "$OUT/val_ict_v2" --seed 1000 --hard-fraction 0.3
 render --source "$SHARED/james" --count 60 --out "$OUT/val_james" --seed 1001
 render --source ict --count 200 --out "$OUT/val_profile" --seed 2000 --yaw-deg 50 90
@@ -28,5 +35,5 @@ render --source ict --count 200 --out "$OUT/val_ict_v5" --seed 5000 --hard-fract
     --detail-mm 5                                                  # held-out ICT faces with off-span shape (session 7)
 # MediaPipe's landmarks for every image (the loader draws each model's coarse face from them)
 facenormals data prior --in "$OUT/ict_paired_v3" "$OUT/ict_profile_v3" "$OUT/photos_image_only" \
-    "$OUT/ict_paired_v4" "$OUT/photos_image_only_v2" "$OUT/ict_paired_v5" \
+    "$OUT/ict_paired_v4" "$OUT/photos_image_only_v2" "$OUT/ict_paired_v5" "$OUT/ict_paired_v6" \
     "$OUT/val_ict_v2" "$OUT/val_james" "$OUT/val_profile" "$OUT/val_ict_v5"

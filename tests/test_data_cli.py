@@ -205,3 +205,16 @@ def test_mesh_formats_load_and_render(tmp_path, suffix):
                   "--size", "48", "--workers", "1", "--no-contact-sheet", "--backgrounds")
     assert rc == 0
     assert json.loads(next((out / "params").glob("*.json")).read_text())["albedo"] == "vertex-colors"
+
+
+@pytest.mark.shared
+def test_ict_faces_wear_the_james_texture_only_when_asked(shared_data, tmp_path):
+    # the James scan is the real-scan validation set: without --james not one ICT face may wear its texture,
+    # however high the transfer share
+    out = tmp_path / "ict"
+    rc = _run_cli("render", "--source", "ict", "--ict", str(shared_data / "ict-facekit" / "ict_facekit.npz"),
+                  "--count", "3", "--out", str(out), "--seed", "8", "--workers", "1", "--size", "64",
+                  "--p-transfer", "1.0", "--no-contact-sheet")
+    assert rc == 0
+    albedos = [json.loads(p.read_text())["albedo"] for p in sorted((out / "params").glob("*.json"))]
+    assert albedos == ["procedural"] * 3

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -146,3 +147,20 @@ def test_flip_and_rotation_transform_normals_with_the_image():
     point[...] = [1.0, 0.0, 0.0]
     rotated, _ = warp_normals(point, np.ones((64, 64), bool), matrix, 64)
     assert np.allclose(rotated[32, 32], [0.0, 1.0, 0.0], atol=1e-5)
+
+
+def test_excluded_samples_never_reach_training(data: Path, tmp_path: Path):
+    train = tmp_path / "train"
+    shutil.copytree(data / "train", train)
+    names = sorted(p.stem for p in (train / "masks").iterdir())
+    worn = set(names[::4])  # every fourth sample "wore the James texture"
+    rows = "".join(f"{name},{'james-transfer' if name in worn else 'procedural'}\n" for name in names)
+    (train / "params.csv").write_text("name,albedo\n" + rows)
+    cfg = config_from_dict({"data": {"train": [str(train)], "exclude": {"albedo": ["james-transfer"]}},
+                            "phases": [{"steps": 1}]})
+    kept = {f.name for files in scan_by_kind(cfg.data.train, cfg.data.exclude).values() for f in files}
+    assert kept == set(names) - worn and worn
+    everything = {f.name for files in scan_by_kind(cfg.data.train).values() for f in files}
+    assert everything == set(names)
+    with pytest.raises(ValueError, match=r"data\.exclude\.albedo"):
+        config_from_dict({"data": {"exclude": {"albedo": "james-transfer"}}, "phases": [{"steps": 1}]})

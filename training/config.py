@@ -58,6 +58,9 @@ class DataSection:
     preview: tuple[str, ...] = ()  # folders of real crops drawn in the sample-prediction PNG
     # relative frequency of each batch kind; kinds with no data or no step for the variant are dropped
     mix: dict[str, float] = field(default_factory=lambda: {"paired": 0.5, "image-only": 0.25, "normal-only": 0.25})
+    # training samples left out by their params.csv: column → values, e.g. {albedo = ["james-transfer"]} (the ICT faces
+    # that wore the James scan's texture: that scan is the real-scan validation set)
+    exclude: dict[str, list[str]] = field(default_factory=dict)
     num_workers: int = 0
     val_max_images: int = 64
     preview_max_images: int = 6
@@ -68,6 +71,9 @@ class DataSection:
             raise ValueError(f"data.mix has unknown batch kinds {sorted(bad)}; use {list(BATCH_KINDS)}")
         if any(w < 0 for w in self.mix.values()) or not any(w > 0 for w in self.mix.values()):
             raise ValueError(f"data.mix weights must be ≥ 0 with at least one > 0, got {self.mix}")
+        for column, values in self.exclude.items():
+            if isinstance(values, str) or not all(isinstance(v, str) for v in values):
+                raise ValueError(f"data.exclude.{column} must be a list of strings, got {values!r}")
 
 
 @dataclass(frozen=True)

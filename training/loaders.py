@@ -9,6 +9,7 @@ of loader workers, and no loader state needs saving beyond the step.
 
 from __future__ import annotations
 
+import csv
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
@@ -48,12 +49,25 @@ def _scan_settled(folder: str, tries: int = 30) -> list[SampleFiles]:
     raise AssertionError("unreachable")
 
 
-def scan_by_kind(folders: tuple[str, ...] | list[str]) -> dict[str, list[SampleFiles]]:
-    """All samples of ``folders`` grouped by batch kind (sorted, so the order is reproducible)."""
+def excluded_names(folder: str | Path, exclude: dict[str, list[str]]) -> set[str]:
+    """Names of the samples whose ``params.csv`` row holds an excluded value (none where the file or column is absent)."""
+    path = Path(folder) / "params.csv"
+    if not exclude or not path.is_file():
+        return set()
+    with path.open(newline="") as f:
+        return {row["name"] for row in csv.DictReader(f)
+                if any(row.get(column) in values for column, values in exclude.items())}
+
+
+def scan_by_kind(folders: tuple[str, ...] | list[str],
+                 exclude: dict[str, list[str]] | None = None) -> dict[str, list[SampleFiles]]:
+    """All samples of ``folders`` grouped by batch kind (sorted, so the order is reproducible), less ``exclude``'s."""
     groups: dict[str, list[SampleFiles]] = {kind: [] for kind in BATCH_KINDS}
     for folder in folders:
+        left_out = excluded_names(folder, exclude or {})
         for files in _scan_settled(folder):
-            groups[KIND_OF_SAMPLE[files.kind]].append(files)
+            if files.name not in left_out:
+                groups[KIND_OF_SAMPLE[files.kind]].append(files)
     return groups
 
 

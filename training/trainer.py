@@ -138,7 +138,7 @@ def train(cfg: TrainConfig, info: ddp.DistInfo | None = None) -> TrainResult:
     seed_everything(cfg.seed + info.rank)
     if cfg.model.prior != "none":
         require_stored_priors(cfg.data.train + cfg.data.val + cfg.data.preview)
-    groups = scan_by_kind(cfg.data.train)
+    groups = scan_by_kind(cfg.data.train, cfg.data.exclude)
     # each validation set weighs the same in "best" (a large synthetic set must not drown the real-scan one)
     per_set = max(1, cfg.data.val_max_images // max(1, len(cfg.data.val)))
     val_sets = {Path(folder).name: fixed_samples((folder,), "paired", per_set) for folder in cfg.data.val}

@@ -42,9 +42,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         "and video when present; none given → procedural backgrounds only)")
     r.add_argument("--ict", type=Path, default=None, help="path of ict_facekit.npz (default: ../shared/data/...)")
     r.add_argument("--james", type=Path, default=None,
-                   help="folder with james.obj/.jpg/.ljson: transfer its texture onto a share of ICT faces "
-                        "(default: ../shared/data/james when present)")
-    r.add_argument("--p-transfer", type=float, default=0.15, help="share of ICT faces with the transferred texture")
+                   help="folder with james.obj/.jpg/.ljson: transfer its texture onto a share of ICT faces. "
+                        "Off unless given: the James scan is the real-scan validation set, kept out of training")
+    r.add_argument("--p-transfer", type=float, default=0.15,
+                   help="share of ICT faces with the transferred texture (with --james)")
     r.add_argument("--units", choices=("auto", "mm", "cm", "m"), default="auto", help="units of user meshes")
     r.add_argument("--prefix", default=None, help="sample name prefix (default: 'ict' or 'mesh')")
     r.add_argument("--no-contact-sheet", action="store_true")
@@ -111,16 +112,13 @@ def _render(args: argparse.Namespace) -> int:
 
         list_meshes(args.source)  # fail here with a clear message, not inside the worker processes
     backgrounds = _default_backgrounds() if args.backgrounds is None else list(args.backgrounds)
-    james = args.james
-    if james is None and (DEFAULT_SHARED / "data" / "james" / "james.obj").is_file():
-        james = DEFAULT_SHARED / "data" / "james"
     settings = synth.RenderSettings(size=args.size, kind=args.kind, camera=args.camera,
                                     max_angle=float(__import__("math").radians(args.max_angle_deg)),
                                     hard_fraction=args.hard_fraction, yaw_range=yaw_range,
                                     profile_fraction=args.profile_fraction)
     job = RenderJob(out=args.out, source=args.source, seed=args.seed, kind=args.kind,
                     prefix=args.prefix or ("ict" if args.source == "ict" else "mesh"), settings=settings,
-                    backgrounds=backgrounds, ict_path=args.ict, james_dir=james if args.source == "ict" else None,
+                    backgrounds=backgrounds, ict_path=args.ict, james_dir=args.james if args.source == "ict" else None,
                     p_transfer=args.p_transfer, units=args.units, identity_scale=identity_scale,
                     detail_mm=args.detail_mm)
     if args.source == "ict":
