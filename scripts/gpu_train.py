@@ -192,9 +192,9 @@ def data_chains(run: Run, args: argparse.Namespace, shared: Path | None, ict: Pa
     plan, data = run.plan, run.work / "data"
     media = [str(shared / m) for m in ("photos", "video") if shared is not None and (shared / m).is_dir()]
     james = shared / "james" if shared is not None and (shared / "james" / "james.obj").is_file() else None
-    # every input named: nothing falls back to a ../shared that may hold other files
-    common = ["--ict", str(ict), "--workers", "1", "--no-contact-sheet", "--backgrounds", *media,
-              *(["--james", str(james)] if james else ["--p-transfer", "0"])]
+    # every input named: nothing falls back to a ../shared that may hold other files; no ICT face wears the James
+    # texture (the James scan is val_james, kept out of training)
+    common = ["--ict", str(ict), "--workers", "1", "--no-contact-sheet", "--backgrounds", *media, "--p-transfer", "0"]
     chains = []
     profile_shards = max(1, round(plan.shards * plan.profile_share)) if plan.shards > 1 else 0
     paired_shards = plan.shards - profile_shards

@@ -7,7 +7,7 @@
 #   bash scripts/gpu_train.sh OUT_DIR [--shared DIR] [--ict FILE] [--install WHEELHOUSE] [--dry-run] [options]
 #
 # --shared DIR     a data folder laid out like ../shared/data: ict-facekit/ict_facekit.npz (needed: the renderer's
-#                  faces), and when present james/ (val_james, texture transfer), photos/ and video/ (backgrounds,
+#                  faces), and when present james/ (val_james; never in training), photos/ and video/ (backgrounds,
 #                  image-only crops). Default: ../shared/data next to the repository. --ict FILE names the model alone.
 #                  The device machine has no ../shared: copy what it needs into an ignored folder of the checkout
 #                  and carry it (the device tool's `carry`, ≤ 64 MiB with the working tree), e.g. here, once:
