@@ -48,6 +48,7 @@ def validation_series(run: Path) -> dict[str, list[tuple[int, float]]]:
 
 
 REFERENCE_STYLES = ("--", ":", "-.", (0, (5, 1)), (0, (1, 3)))
+LEGEND_COLUMNS = 4
 
 
 def plot(runs: list[Path], out: Path, references: dict[str, dict[str, float]], offsets: dict[str, int]) -> Path:
@@ -60,7 +61,10 @@ def plot(runs: list[Path], out: Path, references: dict[str, dict[str, float]], o
     sets = sorted({name for series in per_run.values() for name in series})
     if not sets:
         raise ValueError(f"no per-set validation rows in {[str(r) for r in runs]}")
-    fig, axes = plt.subplots(1, len(sets), figsize=(4.2 * len(sets), 3.6), squeeze=False)
+    labels = len(runs) + len(references)
+    legend_rows = -(-labels // LEGEND_COLUMNS)
+    legend_in = 0.2 * legend_rows + 0.2  # one legend under the panels: inside them it hid the curves
+    fig, axes = plt.subplots(1, len(sets), figsize=(4.2 * len(sets), 3.6 + legend_in), squeeze=False)
     for ax, name in zip(axes[0], sets, strict=True):
         for run, series in per_run.items():
             config = json.loads((run / "config.json").read_text())
@@ -75,8 +79,13 @@ def plot(runs: list[Path], out: Path, references: dict[str, dict[str, float]], o
         ax.set_title(name)
         ax.set_xlabel("training samples seen")
         ax.set_ylabel("mean angular error (°)")
-        ax.legend(fontsize=7)
-    fig.tight_layout()
+    handles: dict[str, object] = {}
+    for ax in axes[0]:
+        for handle, label in zip(*ax.get_legend_handles_labels(), strict=True):
+            handles.setdefault(label, handle)
+    fig.legend(list(handles.values()), list(handles), loc="lower center", ncol=LEGEND_COLUMNS, fontsize=7,
+               frameon=False)
+    fig.tight_layout(rect=(0, legend_in / (3.6 + legend_in), 1, 1))
     with atomic_path(out) as tmp:
         fig.savefig(tmp, dpi=90)
     plt.close(fig)
