@@ -57,6 +57,7 @@ class BenchConfig:
     temporal: bool = True  # the temporal filter of the normals (facenormals.temporal), as `run` has it for video
     flow: bool = True  # the landmark smoother follows the faces' image motion (facenormals.face_motion), as in `run`
     stability: bool = True  # the stability block (figures computed after the run, off the timed loop)
+    infer_every: int | None = None  # facenormals.reuse: None = `run`'s default (auto), 1 = every frame
 
 
 THREAD_CPU_EVERY = 5  # frames between per-thread CPU samples (a thread that ends is counted to its last sample)
@@ -219,7 +220,7 @@ def run_benchmark(cfg: BenchConfig) -> dict:
     probe = JitterProbe(cfg.warmup)
     with open_run_source(cfg.source, sample_frames=total) as source, \
             LoopParts.build(source, backend, view=cfg.view, max_faces=cfg.max_faces, temporal=cfg.temporal,
-                            flow=cfg.flow) as parts:
+                            flow=cfg.flow, infer_every=cfg.infer_every) as parts:
         pace = (source.fps or 30.0) if cfg.pace == "realtime" and not source.live else None
         frames = source
         if cfg.preload and not source.live:
@@ -229,12 +230,15 @@ def run_benchmark(cfg: BenchConfig) -> dict:
         stability = StabilityProbe(cfg.warmup, photo_of) if cfg.stability else None
 
         measured_results = [0]
+        inferred_before = [0, 0]
 
         def on_result(result: FrameResult) -> None:
             probe(result)
             if result.frame.id >= cfg.warmup:
                 if measured_results[0] == 0:
                     thread_cpu.start(0)
+                    counts = pipeline.engine.counts  # faces inferred / reused until now: not measured
+                    inferred_before[:] = counts["inferred"], counts["reused"]
                 elif measured_results[0] % THREAD_CPU_EVERY == 0:
                     thread_cpu.sample(measured_results[0])
                 measured_results[0] += 1
@@ -247,6 +251,7 @@ def run_benchmark(cfg: BenchConfig) -> dict:
         report = pipeline.run()
         cpu_end_s = time.process_time()
         live = pipeline.live
+        every = parts.reuse.every if parts.reuse is not None else 1
     before = [r for r in report.records if r.id < cfg.warmup]
     measured = [r for r in report.records if r.id >= cfg.warmup]
     if len(measured) < 2:
@@ -275,6 +280,10 @@ def run_benchmark(cfg: BenchConfig) -> dict:
         "jitter": probe.summary(),
         "temporal": cfg.temporal,
         "flow": cfg.flow,
+        "infer_every": every,
+        # faces of the measured frames sent to the network / given an earlier inference's output (facenormals.reuse)
+        "faces_inferred": report.faces_inferred - inferred_before[0],
+        "faces_reused": report.faces_reused - inferred_before[1],
         **({"stability": stability.summary()} if stability is not None else {}),
         # CPU seconds per processed frame (all threads; ORT's spinning included): contention inflates wall time
         # far more than CPU time, so cores / this bounds the unloaded FPS.

@@ -42,6 +42,7 @@ from facenormals.faces import Detector, FrameError
 from facenormals.frame import Frame
 from facenormals.realtime.handover import JustInTime
 from facenormals.realtime.handover import Stopped as _Stopped  # a stage waited when the stop event was set
+from facenormals.reuse import ReusePolicy
 
 log = logging.getLogger(__name__)
 
@@ -157,6 +158,8 @@ class PipelineReport:
     stopped_by: str = "end"  # end | max-frames | signal | sink | error
     records: list[FrameRecord] = field(default_factory=list)
     error: str | None = None
+    faces_inferred: int = 0  # faces sent to the network
+    faces_reused: int = 0  # faces given an earlier inference's normals (facenormals.reuse)
 
     @property
     def dropped_total(self) -> int:
@@ -205,6 +208,8 @@ class Pipeline:
     (:class:`facenormals.fusion_stage.FusionStage`, keyed by track id), after the temporal filter on the same
     thread, so views only draw ``result.fusion``. ``overlap``: detect every frame as it comes, whatever the backend
     is doing (default: only for non-live runs; live runs detect just in time, see the module docstring).
+    ``reuse``: the motion-adaptive inference rate (:class:`facenormals.reuse.ReusePolicy`; ``--infer-every``): a
+    tracked face that barely moved since its last inference reuses it, carried into the new crop; None: every frame.
     """
 
     def __init__(self, frames: Iterable[Frame], detector: Detector, backend: Callable[[np.ndarray], np.ndarray],
@@ -213,7 +218,8 @@ class Pipeline:
                  queue_size: int = 4, on_result: Callable[[FrameResult], None] | None = None,
                  handle_signals: bool = True, keep_records: int = 100_000,
                  temporal: Callable[[FrameResult], FrameResult] | None = None,
-                 fusion: Callable[[FrameResult], FrameResult] | None = None, overlap: bool | None = None) -> None:
+                 fusion: Callable[[FrameResult], FrameResult] | None = None, overlap: bool | None = None,
+                 reuse: ReusePolicy | None = None) -> None:
         self.frames = frames
         self.detector = detector
         self.backend = backend
@@ -235,7 +241,7 @@ class Pipeline:
         self.overlap = not self.live if overlap is None else overlap
         self.handover = None if self.overlap else JustInTime(self.stop_event)
         # Batch buffers in flight: one per queue slot, plus those held by detect and infer.
-        self.engine = FrameEngine(backend, detector, input_size, ring=qsize + 3)
+        self.engine = FrameEngine(backend, detector, input_size, ring=qsize + 3, reuse=reuse)
         self.stats = LoopStats()
         self.report = PipelineReport()
         self._records: collections.deque[FrameRecord] = collections.deque(maxlen=keep_records)
@@ -360,12 +366,13 @@ class Pipeline:
             current[0] = frame.id
             _dequeued(frame, "wait_infer")  # a detected batch waiting for the backend
             handover = self.handover
+            network = self.engine.expects_inference(batch)  # a frame that only reuses takes ~1 ms
             if handover is not None:
-                handover.inference_started()
+                handover.inference_started(network)
             t0 = time.perf_counter()
             result = self.engine.infer(frame, faces, batch)
             if handover is not None:
-                handover.inference_done(time.perf_counter() - t0)
+                handover.inference_done(time.perf_counter() - t0, network)
             for stage in self.stages:
                 result = stage(result)
             _enqueued(frame)
@@ -441,6 +448,8 @@ class Pipeline:
         self.report.stopped_by = "error" if self._error else (self._stop_reason or "end")
         self.report.dropped = {name: q.dropped for name, q in self.queues.items()}
         self.report.records = list(self._records)
+        self.report.faces_inferred = self.engine.counts["inferred"]
+        self.report.faces_reused = self.engine.counts["reused"]
         report = self.report
         report.unfinished = report.frames_in - report.frames_out - report.dropped_total - report.corrupt
         if self._error is not None:

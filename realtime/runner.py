@@ -84,15 +84,21 @@ class LoopParts:
     fusion: Any = None
     sinks: list = field(default_factory=list)
     opencv_threads: int | None = None  # OpenCV's thread count before the loop, restored by close()
+    reuse: Any = None  # the motion-adaptive inference rate (facenormals.reuse.ReusePolicy), None: every frame
 
     @classmethod
     def build(cls, source: Any, backend: Any, *, view: str = "normals", max_faces: int = 1,
               task_file: Path | None = None, smooth: bool = True, temporal: bool = True, flow: bool = True,
-              state: RenderState | None = None, sinks: list | None = None) -> LoopParts:
+              state: RenderState | None = None, sinks: list | None = None, infer_every: int | None = None,
+              needs_fits: bool = False) -> LoopParts:
         """The loop's parts for ``source``: unrelated stills (an image folder) are detected one by one without
         smoothing, tracking or the temporal filter (tracking would carry faces across photos); a view that draws
         refined depth gets the fusion stage. ``flow``: the landmark smoother follows each face's image motion
-        (:mod:`facenormals.face_motion`; only with ``smooth``)."""
+        (:mod:`facenormals.face_motion`; only with ``smooth``). ``infer_every``: a face is inferred at least every
+        that many frames, reusing the last inference in between while it barely moves (:mod:`facenormals.reuse`);
+        None (``--infer-every auto``): :func:`default_infer_every`. ``needs_fits``: a sink reads each frame's ICT
+        fits (``--save-mesh``)."""
+        from facenormals.reuse import ReusePolicy
         from facenormals.temporal import TemporalFilter
 
         get_view(view)  # an unavailable view fails before the detector is built
@@ -105,14 +111,19 @@ class LoopParts:
 
             fusion = FusionStage(warm=not still)
         state = state or RenderState(view=view)
+        every = default_infer_every(source, view, needs_fits) if infer_every is None else infer_every
+        if still:
+            every = 1  # reuse follows a face from frame to frame: unrelated stills have none
+        # (unsmoothed landmarks keep ids by order: a swap of two faces moves every landmark, so they are inferred)
         return cls(backend, detector, state, FrameRenderer(state, backend.name),
                    TemporalFilter() if temporal and not still else None, fusion, list(sinks or []),
-                   opencv_threads=_single_threaded_opencv())
+                   opencv_threads=_single_threaded_opencv(),
+                   reuse=ReusePolicy(every=every) if every > 1 else None)
 
     def pipeline(self, frames: Any, **options: Any) -> Pipeline:
         """The threaded loop over ``frames`` with these parts; ``options`` are :class:`Pipeline`'s keywords."""
         return Pipeline(frames, self.detector, options.pop("backend", self.backend), self.renderer, self.sinks,
-                        temporal=self.temporal, fusion=self.fusion, **options)
+                        temporal=self.temporal, fusion=self.fusion, reuse=self.reuse, **options)
 
     def close(self) -> None:
         self.detector.close()
@@ -127,6 +138,18 @@ class LoopParts:
 
     def __exit__(self, *_exc: object) -> None:
         self.close()
+
+
+FIT_VIEWS = ("fit", "3d")  # views that draw each frame's ICT fit, made only on frames that are inferred
+AUTO_INFER_EVERY = 2  # --infer-every auto on video (README "Realtime": its measured cost and gain)
+
+
+def default_infer_every(source: Any, view: str, needs_fits: bool = False) -> int:
+    """``--infer-every auto``: reuse (every ``AUTO_INFER_EVERY`` frames at least) on video sources, live or file,
+    unless the view or a sink wants an ICT fit on every frame; 1 (every frame) for stills."""
+    if getattr(source, "still_images", False) or view in FIT_VIEWS or needs_fits:
+        return 1
+    return AUTO_INFER_EVERY
 
 
 def _single_threaded_opencv() -> int:
