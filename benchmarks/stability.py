@@ -315,10 +315,22 @@ def measure(source: str, backend, frames: int, flow: bool = True, infer_every: i
         out.append(figures)
     out[0]["smoothed_vs_raw_landmarks"] = landmark_offset(recorded)
     if infer_every > 1:
-        out[0]["reuse"] = out[1]["reuse"] = reuse_error(recorded, record_outputs(clip, backend, flow=flow))
+        fresh = record_outputs(clip, backend, flow=flow)
+        out[0]["reuse"] = reuse_error(recorded, fresh)
+        out[1]["reuse"] = reuse_error(filtered(recorded), filtered(fresh))
     if flow:
         out[0]["flow"] = out[1]["flow"] = flow_cost(clip, recorded)
     return out[0], out[1]
+
+
+def filtered(recorded: list) -> list:
+    """The recorded outputs through a fresh temporal filter (copies)."""
+    from facenormals.temporal import TemporalFilter
+
+    temporal = TemporalFilter()
+    return [temporal(dataclasses.replace(result, frame=dataclasses.replace(result.frame, timings={}),
+                                         crop_normals=None if result.crop_normals is None else result.crop_normals.copy()))
+            for result in recorded]
 
 
 def reuse_error(reused: list, fresh: list) -> dict:
@@ -470,7 +482,7 @@ def print_runs(runs: dict, title: str) -> None:
         if run.get("filter_cpu_ms_per_face"):
             line += (f"; filter {run['filter_cpu_ms_per_face']['mean']} CPU ms/face "
                      f"(p95 {run['filter_cpu_ms_per_face']['p95']}; wall {run['filter_wall_ms_per_face']['mean']})")
-        if label == "off" and run.get("reuse"):
+        if run.get("reuse"):
             reuse = run["reuse"]
             on_reused = reuse["vs_network_deg_reused_frames"]
             line += (f"; reused {reuse['faces_reused']} / {reuse['faces']} faces, "

@@ -32,7 +32,7 @@ class ReusePolicy:
     # Thresholds measured on real clips (README "Realtime"): a reused face's distance from the network's own output
     # on that frame follows the non-rigid motion (correlation 0.8–0.94); at ≤ 2 ‰ it is 0.5–0.7° on average, under
     # the network's own frame-to-frame change there (0.7–1.2°), and 74–92 % of the candidate frames are reused.
-    every: int = 2  # a face is inferred at least every this many frames (1: every frame, no reuse)
+    every: int = 3  # a face is inferred at least every this many frames (1: every frame, no reuse)
     max_nonrigid: float = 0.002  # face sizes: mean landmark residual after the best similarity, keyframe → now
     max_rigid: float = 0.01  # face sizes: mean landmark motion inside the crop explained by that similarity
 

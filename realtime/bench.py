@@ -201,7 +201,14 @@ def machine_info() -> dict:
 
 def run_benchmark(cfg: BenchConfig) -> dict:
     """Run the pipeline on ``cfg.source`` and return the JSON-ready result."""
-    from facenormals.realtime.runner import SAMPLE_KINDS, LoopParts, open_backend, open_run_source
+    from facenormals.realtime.runner import (
+        SAMPLE_KINDS,
+        LoopParts,
+        default_infer_every,
+        inference_threads,
+        open_backend,
+        open_run_source,
+    )
     from facenormals.realtime.sources.base import parse_spec
     from facenormals.realtime.stability import StabilityProbe, sample_photo_of
     from facenormals.realtime.thread_cpu import ThreadCpu
@@ -211,8 +218,9 @@ def run_benchmark(cfg: BenchConfig) -> dict:
     if cfg.frames < 2 or cfg.warmup < 0:
         raise ValueError(f"need frames ≥ 2 and warmup ≥ 0 (got {cfg.frames}, {cfg.warmup})")
     thread_cpu = ThreadCpu()
+    every = cfg.infer_every or default_infer_every(parse_spec(cfg.source).kind == "images", cfg.view)
     with thread_cpu.mark("backend workers"):  # e.g. ONNX Runtime's intra-op pool: CPU no stage timing shows
-        backend = open_backend(cfg.backend, cfg.model, cfg.threads, warm_runs=5)
+        backend = open_backend(cfg.backend, cfg.model, inference_threads(cfg.backend, cfg.threads, every), warm_runs=5)
     gpu_timer = CudaEventTimer(backend) if _uses_cuda(backend) else None
     total = cfg.frames + cfg.warmup
     is_sample = parse_spec(cfg.source).kind in SAMPLE_KINDS
@@ -220,7 +228,7 @@ def run_benchmark(cfg: BenchConfig) -> dict:
     probe = JitterProbe(cfg.warmup)
     with open_run_source(cfg.source, sample_frames=total) as source, \
             LoopParts.build(source, backend, view=cfg.view, max_faces=cfg.max_faces, temporal=cfg.temporal,
-                            flow=cfg.flow, infer_every=cfg.infer_every) as parts:
+                            flow=cfg.flow, infer_every=every) as parts:
         pace = (source.fps or 30.0) if cfg.pace == "realtime" and not source.live else None
         frames = source
         if cfg.preload and not source.live:
@@ -281,6 +289,7 @@ def run_benchmark(cfg: BenchConfig) -> dict:
         "temporal": cfg.temporal,
         "flow": cfg.flow,
         "infer_every": every,
+        "inference_threads": inference_threads(cfg.backend, cfg.threads, every),  # None: physical cores
         # faces of the measured frames sent to the network / given an earlier inference's output (facenormals.reuse)
         "faces_inferred": report.faces_inferred - inferred_before[0],
         "faces_reused": report.faces_reused - inferred_before[1],

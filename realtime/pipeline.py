@@ -48,6 +48,11 @@ log = logging.getLogger(__name__)
 
 STAGES = ("capture", "detect", "infer", "render", "sink")
 _POLL_S = 0.1  # safety net only: waits are woken by notify; this bounds a missed wake-up
+# Live: how long the infer thread lets the main thread take the previous result before replacing it. A frame that
+# reuses an earlier inference (facenormals.reuse) is done ~1 ms after the inferred frame before it, less than the
+# main thread may need to get the GIL back (a 5 ms switch interval) and take it: without this wait that inference's
+# own frame was dropped (17 of 300 frames on the sample). About one frame's paste and render, so latency stays bounded.
+_RESULT_HANDOFF_S = 0.010
 
 
 class PipelineError(RuntimeError):
@@ -102,6 +107,18 @@ class StageQueue:
                     self._cond.wait(_POLL_S)
             self._items.append(item)
             self._cond.notify_all()
+
+    def put_when_taken(self, item: Any, wait_s: float) -> None:
+        """``put``, first waiting up to ``wait_s`` for the consumer to take what the queue holds (a latest-frame
+        queue would otherwise replace it)."""
+        with self._cond:
+            deadline = time.monotonic() + wait_s
+            while self._items and not self._stop.is_set():
+                left = deadline - time.monotonic()
+                if left <= 0:
+                    break
+                self._cond.wait(left)
+        self.put(item)
 
     def get(self) -> Any:
         with self._cond:
@@ -376,7 +393,10 @@ class Pipeline:
             for stage in self.stages:
                 result = stage(result)
             _enqueued(frame)
-            out.put(result)
+            if self.live:
+                out.put_when_taken(result, _RESULT_HANDOFF_S)
+            else:
+                out.put(result)
 
     def _render_loop(self) -> None:
         inq = self.queues["results"]

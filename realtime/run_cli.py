@@ -51,7 +51,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--infer-every", default="auto", metavar="auto|N",
                         help="run the network on a tracked face at least every N frames, reusing its last output "
                              "(carried into the new crop) while the face barely moves; 1: every frame; auto (default): "
-                             "2 for video, 1 for stills, the fit and 3d views and --save-mesh (facenormals.reuse)")
+                             "3 for video, 1 for stills, the fit and 3d views and --save-mesh (facenormals.reuse); "
+                             "while it reuses, ONNX Runtime on the CPU runs one thread unless --threads says otherwise")
     parser.add_argument("--report", type=Path, help="write the run report (JSON) here")
     parser.add_argument("--overwrite", action="store_true",
                         help="replace an existing --out/--report and the maps of an earlier run in --save-dir "
@@ -105,7 +106,14 @@ def main(args: argparse.Namespace) -> int:
     from facenormals.realtime.mesh_sink import MeshSink
     from facenormals.realtime.pipeline import PipelineError
     from facenormals.realtime.render import RenderState, get_view
-    from facenormals.realtime.runner import LoopParts, calibrated, open_backend, open_run_source
+    from facenormals.realtime.runner import (
+        LoopParts,
+        calibrated,
+        default_infer_every,
+        inference_threads,
+        open_backend,
+        open_run_source,
+    )
     from facenormals.realtime.sinks import SaveDirSink, VideoSink, WindowSink, frame_number, has_display
     from facenormals.reuse import parse_infer_every
 
@@ -126,7 +134,8 @@ def main(args: argparse.Namespace) -> int:
     name_of = (lambda result: images.name_of(result.frame.id)) if still else frame_number
     source = calibrated(images, calibration)
     with source:
-        backend = open_backend(args.backend, args.model, args.threads)
+        every = default_infer_every(still, args.view, args.save_mesh is not None) if infer_every is None else infer_every
+        backend = open_backend(args.backend, args.model, inference_threads(args.backend, args.threads, every))
         precision = getattr(backend, "metadata", {}).get("precision", "fp32")
         print(f"facenormals run: backend {backend.name} ({precision}) on {', '.join(backend.providers)}; "
               f"source {source!r}", file=sys.stderr)
@@ -149,8 +158,7 @@ def main(args: argparse.Namespace) -> int:
         # stills (an image folder): no tracking, smoothing or temporal filter; --view fusion adds the fusion stage
         with LoopParts.build(source, backend, view=args.view, max_faces=args.max_faces, task_file=args.task,
                              smooth=not args.no_smoothing, temporal=not args.no_temporal, flow=not args.no_flow,
-                             state=state, sinks=sinks, infer_every=infer_every,
-                             needs_fits=args.save_mesh is not None) as parts:
+                             state=state, sinks=sinks, infer_every=every) as parts:
             pipeline = parts.pipeline(source, max_frames=args.frames,
                                       pace_fps=(source.fps or 30.0) if args.realtime else None)
             try:

@@ -111,14 +111,16 @@ class LoopParts:
 
             fusion = FusionStage(warm=not still)
         state = state or RenderState(view=view)
-        every = default_infer_every(source, view, needs_fits) if infer_every is None else infer_every
+        every = default_infer_every(still, view, needs_fits) if infer_every is None else infer_every
         if still:
             every = 1  # reuse follows a face from frame to frame: unrelated stills have none
         # (unsmoothed landmarks keep ids by order: a swap of two faces moves every landmark, so they are inferred)
-        return cls(backend, detector, state, FrameRenderer(state, backend.name),
-                   TemporalFilter() if temporal and not still else None, fusion, list(sinks or []),
-                   opencv_threads=_single_threaded_opencv(),
-                   reuse=ReusePolicy(every=every) if every > 1 else None)
+        parts = cls(backend, detector, state, FrameRenderer(state, backend.name),
+                    TemporalFilter() if temporal and not still else None, fusion, list(sinks or []),
+                    opencv_threads=_single_threaded_opencv(),
+                    reuse=ReusePolicy(every=every) if every > 1 else None)
+        _freeze_setup_objects()
+        return parts
 
     def pipeline(self, frames: Any, **options: Any) -> Pipeline:
         """The threaded loop over ``frames`` with these parts; ``options`` are :class:`Pipeline`'s keywords."""
@@ -141,15 +143,38 @@ class LoopParts:
 
 
 FIT_VIEWS = ("fit", "3d")  # views that draw each frame's ICT fit, made only on frames that are inferred
-AUTO_INFER_EVERY = 2  # --infer-every auto on video (README "Realtime": its measured cost and gain)
+# --infer-every auto on video: 3 meets ≤ 30 CPU ms a frame on the sample (2 does not: ~34 ms) for +0.02° of deviation
+# from the temporal median there (README "Realtime": its measured cost and gain)
+AUTO_INFER_EVERY = 3
 
 
-def default_infer_every(source: Any, view: str, needs_fits: bool = False) -> int:
+def default_infer_every(still: bool, view: str, needs_fits: bool = False) -> int:
     """``--infer-every auto``: reuse (every ``AUTO_INFER_EVERY`` frames at least) on video sources, live or file,
-    unless the view or a sink wants an ICT fit on every frame; 1 (every frame) for stills."""
-    if getattr(source, "still_images", False) or view in FIT_VIEWS or needs_fits:
+    unless the view or a sink wants an ICT fit on every frame; 1 (every frame) for ``still`` images."""
+    if still or view in FIT_VIEWS or needs_fits:
         return 1
     return AUTO_INFER_EVERY
+
+
+def inference_threads(backend: str, threads: int | None, infer_every: int) -> int | None:
+    """CPU intra-op threads for the backend: ``--threads`` when given; else one for ONNX Runtime on the CPU
+    (``auto``, ``ort-cpu``) when the loop reuses inferences, None (physical cores) otherwise. Why: the network then
+    runs on one frame in two or three, so a second thread no longer buys frame rate; in the loop it only spends CPU
+    (−3 to −5 ms a frame on the sample with the same FPS, README "Realtime"). Torch keeps its default."""
+    if threads:
+        return threads
+    return 1 if infer_every > 1 and backend in ("auto", "ort-cpu") else None
+
+
+def _freeze_setup_objects() -> None:
+    """Move everything allocated so far (modules, the backend, MediaPipe, numba, the ICT model) out of the garbage
+    collector's reach (``gc.freeze``). Why: a full collection otherwise walks all of it once every few hundred frames
+    and holds the GIL for 160–250 ms, stalling every stage (one such stall in each 330-frame `bench` run on the
+    sample, 5 frames dropped; none with it frozen). The loop's own per-frame garbage is still collected."""
+    import gc
+
+    gc.collect()
+    gc.freeze()
 
 
 def _single_threaded_opencv() -> int:

@@ -434,15 +434,19 @@ def test_a_reuse_whose_keyframe_never_reached_the_backend_is_inferred(backend):
 def test_infer_every_auto_reuses_on_video_only(tmp_path):
     import cv2
 
-    from facenormals.realtime.runner import AUTO_INFER_EVERY, default_infer_every
+    from facenormals.realtime.runner import AUTO_INFER_EVERY, default_infer_every, inference_threads
     from facenormals.reuse import parse_infer_every
 
     cv2.imwrite(str(tmp_path / "face.png"), cv2.cvtColor(face_photo(), cv2.COLOR_RGB2BGR))
-    with open_source("sample", frames=2) as video, open_source(f"images:{tmp_path}") as stills:
-        assert default_infer_every(video, "normals") == AUTO_INFER_EVERY > 1
-        assert default_infer_every(stills, "normals") == 1  # unrelated photos: nothing to carry
-        assert default_infer_every(video, "fit") == default_infer_every(video, "3d") == 1  # they draw each frame's fit
-        assert default_infer_every(video, "normals", needs_fits=True) == 1  # --save-mesh
+    with open_source("sample", frames=2) as video, open_source(f"images:{tmp_path}") as images:
+        video_still, images_still = (bool(getattr(s, "still_images", False)) for s in (video, images))
+    assert default_infer_every(video_still, "normals") == AUTO_INFER_EVERY > 1
+    assert default_infer_every(images_still, "normals") == 1  # unrelated photos: nothing to carry
+    assert default_infer_every(video_still, "fit") == default_infer_every(video_still, "3d") == 1  # each frame's fit
+    assert default_infer_every(video_still, "normals", needs_fits=True) == 1  # --save-mesh
+    assert inference_threads("auto", None, 3) == 1 and inference_threads("ort-cpu", None, 2) == 1
+    assert inference_threads("auto", None, 1) is None and inference_threads("torch", None, 3) is None
+    assert inference_threads("auto", 2, 3) == 2  # --threads wins
     assert parse_infer_every("auto") is None and parse_infer_every("1") == 1
     with pytest.raises(ValueError, match="--infer-every"):
         parse_infer_every("often")
