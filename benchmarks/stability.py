@@ -50,15 +50,17 @@ LIGHTS = ((1.0, -0.25), (0.78, 0.25))  # (gain, light slope): the clip's extreme
 LIGHT_POSES = (0, 15, 30, 45)
 
 
-def record_outputs(frames, backend, max_faces: int = 1, flow: bool = True) -> list:
+def record_outputs(frames, backend, max_faces: int = 1, flow: bool = True, infer_every: int = 1) -> list:
     """The real pipeline over ``frames`` (every frame), filter off; returns each frame's result with the network's raw
     per-face outputs (copies: crop buffers are reused by the loop; no pixels kept). ``flow``: the landmark smoother
-    follows the faces' image motion."""
+    follows the faces' image motion. ``infer_every``: the loop's motion-adaptive inference rate
+    (:mod:`facenormals.reuse`; 1: the network on every frame)."""
     from facenormals.engine import FrameResult
     from facenormals.faces import create_detector
     from facenormals.frame import Frame
     from facenormals.geometry import Crop
     from facenormals.realtime.pipeline import Pipeline
+    from facenormals.reuse import ReusePolicy
 
     kept: list[FrameResult] = []
     no_pixels = np.zeros((1, 1, 3), np.uint8)
@@ -67,12 +69,13 @@ def record_outputs(frames, backend, max_faces: int = 1, flow: bool = True) -> li
         crops = tuple(Crop(no_pixels, c.mask.copy(), c.matrix.copy(), c.box) for c in result.crops)
         normals = None if result.crop_normals is None else result.crop_normals.copy()
         kept.append(FrameResult(Frame(result.frame.id, result.frame.t_capture_ns, no_pixels), list(result.faces),
-                                crops, normals))
+                                crops, normals, reused=result.reused))
 
     detector = create_detector(max_faces, flow=flow)
     try:
         Pipeline(frames, detector, backend, lambda result, stats: result.frame.rgb, live=False, queue_size=2,
-                 on_result=keep, handle_signals=False, temporal=None).run()
+                 on_result=keep, handle_signals=False, temporal=None,
+                 reuse=ReusePolicy(every=infer_every) if infer_every > 1 else None).run()
     finally:
         detector.close()
     return kept
@@ -118,14 +121,15 @@ def synthetic_frames(poses, width: int = 640, height: int = 480, fps: float = 30
                                                           else noise_index)) for i, pose in enumerate(poses)]
 
 
-def step_sequence(backend, flow: bool = True) -> tuple[list, list]:
+def step_sequence(backend, flow: bool = True, infer_every: int = 1) -> tuple[list, list]:
     """The step sequence's recorded outputs and its photo → frame matrices."""
     from facenormals.realtime.sources.sample import frame_from_photo_matrix, sample_pose
 
     before = sample_pose(0)
     after = dataclasses.replace(before, angle_deg=15.0, shift=(before.shift[0] + 20.0, before.shift[1]), scale=1.1)
     poses = [before] * STEP_AT + [after] * STEP_AFTER
-    return record_outputs(synthetic_frames(poses), backend, flow=flow), [frame_from_photo_matrix(p, 640, 480) for p in poses]
+    return (record_outputs(synthetic_frames(poses), backend, flow=flow, infer_every=infer_every),
+            [frame_from_photo_matrix(p, 640, 480) for p in poses])
 
 
 def step_lag_figures(recorded: list, matrices: list, temporal) -> dict:
@@ -181,7 +185,7 @@ def lighting_figures(backend) -> dict:
 SWITCH_AT = 10  # tracked lighting: frames under the first light before the switch (and after it)
 
 
-def tracked_lighting_figures(backend, flow: bool, temporal) -> dict:
+def tracked_lighting_figures(backend, flow: bool, temporal, infer_every: int = 1) -> dict:
     """Lighting sensitivity in a video: each of the poses held still while the light switches between the clip's
     extremes (``SWITCH_AT`` frames each; one sensor-noise draw, so nothing else changes), through the real loop with
     the tracked, smoothed detector (``flow``) and ``temporal``. The mean angle on the photo between the last frame
@@ -195,7 +199,8 @@ def tracked_lighting_figures(backend, flow: bool, temporal) -> dict:
         poses = [dataclasses.replace(sample_pose(index), gain=gain, light_slope=slope)
                  for gain, slope in LIGHTS for _ in range(SWITCH_AT)]
         matrix = frame_from_photo_matrix(poses[0], 640, 480)
-        recorded = record_outputs(synthetic_frames(poses, noise_index=index), backend, flow=flow)
+        recorded = record_outputs(synthetic_frames(poses, noise_index=index), backend, flow=flow,
+                                  infer_every=infer_every)
         probe, _, _ = replay(recorded, temporal, photo_of=lambda _, m=matrix: m)
         samples = {s.frame_id: s for s in max(probe.tracks.values(), key=len)}
         maps = {i: to_photo(samples[i].normals, samples[i].mask, samples[i].matrix, matrix)
@@ -292,8 +297,9 @@ def landmark_offset(recorded: list) -> dict:
     return {"mean_permille": summarise(np.array(mean)), "centroid_permille": summarise(np.array(centroid))}
 
 
-def measure(source: str, backend, frames: int, flow: bool = True) -> tuple[dict, dict]:
-    """(filter off, filter on) figures of ``frames`` frames of ``source``."""
+def measure(source: str, backend, frames: int, flow: bool = True, infer_every: int = 1) -> tuple[dict, dict]:
+    """(filter off, filter on) figures of ``frames`` frames of ``source``; with ``infer_every`` > 1 also how far the
+    reused outputs sit from the network's own on the same frames (``reuse``)."""
     from facenormals.realtime.sources.base import parse_spec
     from facenormals.realtime.stability import sample_photo_of
     from facenormals.temporal import TemporalFilter
@@ -301,16 +307,54 @@ def measure(source: str, backend, frames: int, flow: bool = True) -> tuple[dict,
     clip, info = read_clip(source, frames)
     is_sample = parse_spec(source).kind in ("sample", "sample-rgbd")
     photo_of = sample_photo_of(info.width, info.height, info.fps or 30.0) if is_sample else None
-    recorded = record_outputs(clip, backend, flow=flow)
+    recorded = record_outputs(clip, backend, flow=flow, infer_every=infer_every)
     out = []
     for temporal in (None, TemporalFilter()):
         figures = figures_of(*replay(recorded, temporal, photo_of), temporal is not None)
         figures["frames"] = len(recorded)
         out.append(figures)
     out[0]["smoothed_vs_raw_landmarks"] = landmark_offset(recorded)
+    if infer_every > 1:
+        fresh = record_outputs(clip, backend, flow=flow)
+        out[0]["reuse"] = reuse_error(recorded, fresh)
+        out[1]["reuse"] = reuse_error(filtered(recorded), filtered(fresh))
     if flow:
         out[0]["flow"] = out[1]["flow"] = flow_cost(clip, recorded)
     return out[0], out[1]
+
+
+def filtered(recorded: list) -> list:
+    """The recorded outputs through a fresh temporal filter (copies)."""
+    from facenormals.temporal import TemporalFilter
+
+    temporal = TemporalFilter()
+    return [temporal(dataclasses.replace(result, frame=dataclasses.replace(result.frame, timings={}),
+                                         crop_normals=None if result.crop_normals is None else result.crop_normals.copy()))
+            for result in recorded]
+
+
+def reuse_error(reused: list, fresh: list) -> dict:
+    """Mean angle (degrees, over each face's crop mask) between the loop's outputs with reuse and the network's own
+    on the same frames (the same landmarks and crops: the detector sees the same frames), on the frames that reused
+    and over all frames; and the share of faces reused."""
+    from facenormals.stability import summarise
+
+    on_reused, on_all, faces, reused_faces = [], [], 0, 0
+    for a, b in zip(reused, fresh, strict=True):
+        if a.crop_normals is None or b.crop_normals is None:
+            continue
+        for i, (crop_a, crop_b) in enumerate(zip(a.crops, b.crops, strict=True)):
+            mask = crop_a.mask & crop_b.mask
+            cos = np.clip(np.einsum("chw,chw->hw", a.crop_normals[i], b.crop_normals[i])[mask], -1.0, 1.0)
+            angle = float(np.degrees(np.arccos(cos)).mean()) if cos.size else 0.0
+            was_reused = bool(a.reused[i]) if i < len(a.reused) else False
+            on_all.append(angle)
+            faces += 1
+            if was_reused:
+                on_reused.append(angle)
+                reused_faces += 1
+    return {"vs_network_deg_reused_frames": summarise(np.array(on_reused)) if on_reused else None,
+            "vs_network_deg_all_frames": summarise(np.array(on_all)), "faces": faces, "faces_reused": reused_faces}
 
 
 FACTORS = ("still", "light", "rotation", "scale", "shift", "all")
@@ -409,15 +453,16 @@ def plot(results: dict, path: Path) -> None:
 def measure_all(args: argparse.Namespace, backend, flow: bool) -> dict:
     """Filter off and on (with the step lag on the sample), and ``--decompose``'s table, for one landmark setting."""
     out: dict = {"flow": flow}
-    out["off"], out["on"] = measure(args.source, backend, args.frames, flow)
+    every = args.infer_every
+    out["off"], out["on"] = measure(args.source, backend, args.frames, flow, every)
     if args.source.startswith("sample"):
         from facenormals.temporal import TemporalFilter
 
-        recorded, matrices = step_sequence(backend, flow)
+        recorded, matrices = step_sequence(backend, flow, every)
         out["off"]["lag"] = step_lag_figures(recorded, matrices, None)
         out["on"]["lag"] = step_lag_figures(recorded, matrices, TemporalFilter())
-        out["off"]["tracked_lighting"] = tracked_lighting_figures(backend, flow, None)
-        out["on"]["tracked_lighting"] = tracked_lighting_figures(backend, flow, TemporalFilter())
+        out["off"]["tracked_lighting"] = tracked_lighting_figures(backend, flow, None, every)
+        out["on"]["tracked_lighting"] = tracked_lighting_figures(backend, flow, TemporalFilter(), every)
         if args.decompose:
             out["decomposition"] = decompose(backend, args.frames, flow)
     return out
@@ -437,6 +482,12 @@ def print_runs(runs: dict, title: str) -> None:
         if run.get("filter_cpu_ms_per_face"):
             line += (f"; filter {run['filter_cpu_ms_per_face']['mean']} CPU ms/face "
                      f"(p95 {run['filter_cpu_ms_per_face']['p95']}; wall {run['filter_wall_ms_per_face']['mean']})")
+        if run.get("reuse"):
+            reuse = run["reuse"]
+            on_reused = reuse["vs_network_deg_reused_frames"]
+            line += (f"; reused {reuse['faces_reused']} / {reuse['faces']} faces, "
+                     f"{on_reused['mean'] if on_reused else '—'}° from the network's own on those frames "
+                     f"(p95 {on_reused['p95'] if on_reused else '—'})")
         if label == "off":
             gap = run["smoothed_vs_raw_landmarks"]
             line += (f"; smoothed − raw landmarks {gap['mean_permille']['mean']} ‰ (p95 {gap['mean_permille']['p95']}, "
@@ -454,6 +505,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--model")
     parser.add_argument("--frames", type=int, default=90)
     parser.add_argument("--threads", type=int)
+    parser.add_argument("--infer-every", type=int, default=1, metavar="N",
+                        help="the loop's motion-adaptive inference rate (facenormals.reuse; default 1: every frame); "
+                             "> 1 also scores the reused outputs against the network's own")
     parser.add_argument("--decompose", action="store_true", help="sample: one factor of the clip at a time")
     flow = parser.add_mutually_exclusive_group()
     flow.add_argument("--no-flow", action="store_true", help="landmark smoothing without the faces' image motion")

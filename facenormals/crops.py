@@ -11,6 +11,7 @@ translated crop matrix), not on the whole frame: the work scales with the face, 
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import cv2
@@ -32,6 +33,8 @@ class FaceBatch:
     inputs: np.ndarray
     crops: tuple[Crop, ...]
     fits: tuple[IctFit | None, ...] = ()
+    reuse: tuple[int | None, ...] = ()  # per face: the keyframe id whose output it reuses (its input row is not
+    #                                     filled), None: inferred; empty: every face inferred (facenormals.reuse)
 
 
 @dataclass(frozen=True)
@@ -73,24 +76,33 @@ class CropBatcher:
         self._buffers = [np.empty((max_faces, chans, size, size), dtype=np.float32) for _ in range(ring)]
         self._next = 0
 
-    def __call__(self, rgb: np.ndarray, faces: list[Face]) -> FaceBatch:
+    def __call__(self, rgb: np.ndarray, faces: list[Face],
+                 reuse: Callable[[Face, Crop], int | None] | None = None) -> FaceBatch:
+        """``reuse(face, crop)``: the keyframe id a face reuses instead of being inferred, or None (infer it); a
+        reused face's input row (crop pixels, prior) is left unfilled."""
         buffer = self._buffers[self._next]
         self._next = (self._next + 1) % len(self._buffers)
         faces = faces[: len(buffer)]
-        crops, fits = [], []
+        crops, fits, keys = [], [], []
         for i, face in enumerate(faces):
             crop = face_crop(rgb, face.landmarks, size=self.size)
-            np.multiply(crop.image.transpose(2, 0, 1), _INV_255, out=buffer[i, :3], casting="unsafe")
-            fit = None
-            if self.prior is not None:
-                previous = self.fits.get(face.track_id) if self.warm_start else None
-                _, fit = prior_input(face.landmarks, face.depth, crop.matrix, self.size, self.prior, out=buffer[i, 3:],
-                                     previous=previous)
-                if self.warm_start:
-                    self._remember(face.track_id, fit)
+            key = reuse(face, crop) if reuse is not None else None
             crops.append(crop)
-            fits.append(fit)
-        return FaceBatch(buffer[: len(crops)], tuple(crops), tuple(fits))
+            keys.append(key)
+            fits.append(self.fill(buffer[i], face, crop) if key is None else None)
+        return FaceBatch(buffer[: len(crops)], tuple(crops), tuple(fits), tuple(keys) if reuse is not None else ())
+
+    def fill(self, row: np.ndarray, face: Face, crop: Crop) -> IctFit | None:
+        """One face's network input (C×S×S ``row``: crop pixels, and the prior of a prior model); its ICT fit."""
+        np.multiply(crop.image.transpose(2, 0, 1), _INV_255, out=row[:3], casting="unsafe")
+        if self.prior is None:
+            return None
+        previous = self.fits.get(face.track_id) if self.warm_start else None
+        _, fit = prior_input(face.landmarks, face.depth, crop.matrix, self.size, self.prior, out=row[3:],
+                             previous=previous)
+        if self.warm_start:
+            self._remember(face.track_id, fit)
+        return fit
 
     def _remember(self, track_id: int, fit: IctFit | None) -> None:
         if fit is None:
@@ -98,7 +110,7 @@ class CropBatcher:
             return
         self.fits[track_id] = fit
         while len(self.fits) > 4 * len(self._buffers[0]):  # tracks come and go: keep the newest
-            self.fits.pop(next(iter(self.fits)))
+            self.fits.pop(next(iter(self.fits)), None)
 
 
 def crop_region(crop: Crop, frame_shape: tuple[int, int]) -> tuple[int, int, int, int] | None:

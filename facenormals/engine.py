@@ -28,6 +28,7 @@ from facenormals.faces import Detector, Face
 from facenormals.frame import Frame
 from facenormals.geometry import Crop, SquareBox
 from facenormals.ict_fit import IctFit
+from facenormals.reuse import KeyframeStore, ReusePolicy, ReuseSchedule
 
 if TYPE_CHECKING:  # the fusion stage (torch) is imported only by callers that fuse
     from facenormals.fusion_stage import FrameFusion
@@ -107,6 +108,7 @@ class FrameResult:
     fits: tuple[IctFit | None, ...] = ()  # per face: the ICT fit of an ict-fit or ict-blend prior model, else None
     pasted: list[PastedNormals | None] = field(default_factory=list)  # per face, None where it is outside the frame
     fusion: FrameFusion | None = None  # refined depth per face, when a FusionStage ran (RGB-D frames)
+    reused: tuple[bool, ...] = ()  # per face: its normals are an earlier inference's, carried (facenormals.reuse)
 
     def face_inputs(self) -> list[tuple[int, np.ndarray, np.ndarray, np.ndarray]]:
         """Per face: (track id, 2×3 frame → crop matrix, S×S×3 crop normals, S×S crop mask), what fusion needs."""
@@ -146,10 +148,13 @@ class FrameEngine:
     ``backend``: N×C×S×S → N×3×S×S normals, with ``input_size`` and ``prior_source`` attributes (or pass
     ``input_size``). ``ring``: crop buffers in flight (the threaded pipeline holds a few; one call at a time
     needs 2). ``warm_start``: ICT fits start from the same track's previous fit (video); off for independent images.
+    ``reuse``: a tracked face that barely moved since its last inference reuses that output, carried into the new
+    crop, instead of being inferred (:mod:`facenormals.reuse`; video only: track ids must follow faces); None or
+    ``every=1``: every face of every frame is inferred. ``counts`` holds the faces inferred and reused so far.
     """
 
     def __init__(self, backend: Backend, detector: Detector, input_size: int | None = None, ring: int = 2,
-                 warm_start: bool = True) -> None:
+                 warm_start: bool = True, reuse: ReusePolicy | None = None) -> None:
         size = input_size or getattr(backend, "input_size", None)
         if not size:
             raise ValueError("input_size unknown: pass it or use a backend with an input_size attribute")
@@ -160,6 +165,10 @@ class FrameEngine:
         max_faces = int(getattr(detector, "max_faces", 4))
         self.batcher = CropBatcher(self.input_size, max_faces, ring=ring, prior=self.prior_source,
                                    warm_start=warm_start)
+        active = reuse is not None and reuse.active
+        self.schedule = ReuseSchedule(reuse) if active else None  # detect thread's half
+        self.keyframes = KeyframeStore() if active else None  # infer thread's half
+        self.counts = {"inferred": 0, "reused": 0}  # faces, over the engine's life
 
     # -- stages (the threaded pipeline calls these one by one) -----------------------------------------------
     def detect_and_crop(self, frame: Frame) -> tuple[list[Face], FaceBatch]:
@@ -167,7 +176,15 @@ class FrameEngine:
         t0 = time.perf_counter()
         faces = self.detector.detect(frame.rgb, frame.t_capture_ns)
         t1 = time.perf_counter()
-        batch = self.batcher(frame.rgb, faces)
+        decide = None
+        if self.schedule is not None:
+            schedule = self.schedule
+            schedule.forget_except({face.track_id for face in faces})
+
+            def decide(face: Face, crop: Crop) -> int | None:
+                return schedule.decide(face.track_id, frame.id, face.landmarks, crop.matrix)
+
+        batch = self.batcher(frame.rgb, faces, decide)
         frame.timings["detect"] = (t1 - t0) * 1000.0
         frame.timings["crop"] = _ms_since(t1)
         return faces[: len(batch.crops)], batch
@@ -175,9 +192,47 @@ class FrameEngine:
     def infer(self, frame: Frame, faces: list[Face], batch: FaceBatch) -> FrameResult:
         """The network on all faces of the frame at once (no call when there are none)."""
         t0 = time.perf_counter()
-        normals = self._run(batch.inputs) if len(batch.crops) else None
+        if not batch.reuse or self.keyframes is None:
+            normals = self._run(batch.inputs) if len(batch.crops) else None
+            self.counts["inferred"] += len(batch.crops)
+            result = FrameResult(frame, faces, batch.crops, normals, fits=batch.fits)
+        else:
+            result = self._infer_or_reuse(frame, faces, batch, self.keyframes)
         frame.timings["infer"] = _ms_since(t0)
-        return FrameResult(frame, faces, batch.crops, normals, fits=batch.fits)
+        return result
+
+    @staticmethod
+    def expects_inference(batch: FaceBatch) -> bool:
+        """Whether :meth:`infer` will call the backend for ``batch`` (a face to infer; a fallback may add one)."""
+        return bool(batch.crops) and (not batch.reuse or any(key is None for key in batch.reuse))
+
+    def _infer_or_reuse(self, frame: Frame, faces: list[Face], batch: FaceBatch, store: KeyframeStore) -> FrameResult:
+        """Infer the faces scheduled for it (and any whose keyframe never reached the backend), carry the others'
+        keyframe outputs into their crops, keep the new keyframes."""
+        store.forget_except({face.track_id for face in faces})
+        fits = list(batch.fits)
+        rows = []
+        for i, (face, key) in enumerate(zip(faces, batch.reuse, strict=True)):
+            if key is None:
+                rows.append(i)
+            elif not store.has(face.track_id, key):  # its keyframe was dropped on the way: infer it after all
+                fits[i] = self.batcher.fill(batch.inputs[i], face, batch.crops[i])
+                rows.append(i)
+        size = self.input_size
+        normals = np.empty((len(batch.crops), 3, size, size), np.float32)
+        if rows:
+            inputs = batch.inputs if len(rows) == len(batch.crops) else batch.inputs[rows]
+            normals[rows] = self._run(inputs)
+        inferred = set(rows)
+        for i, (face, crop) in enumerate(zip(faces, batch.crops, strict=True)):
+            if i in inferred:
+                store.keep(face.track_id, frame.id, normals[i], crop.matrix, face.landmarks)
+            else:
+                normals[i] = store.carried(face.track_id, crop.matrix, face.landmarks)
+        self.counts["inferred"] += len(rows)
+        self.counts["reused"] += len(batch.crops) - len(rows)
+        reused = tuple(i not in inferred for i in range(len(batch.crops)))
+        return FrameResult(frame, faces, batch.crops, normals, fits=tuple(fits), reused=reused)
 
     def paste(self, result: FrameResult) -> FrameResult:
         """The crop-space normals back into the frame, each face on its own region."""

@@ -23,12 +23,14 @@ from __future__ import annotations
 import math
 import time
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 import cv2
 import numba
 import numpy as np
 
-from facenormals.engine import FrameResult
+if TYPE_CHECKING:  # why: the engine imports this module's alignment (facenormals.reuse); no import cycle
+    from facenormals.engine import FrameResult
 
 
 @dataclass(frozen=True)

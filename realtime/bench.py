@@ -57,6 +57,7 @@ class BenchConfig:
     temporal: bool = True  # the temporal filter of the normals (facenormals.temporal), as `run` has it for video
     flow: bool = True  # the landmark smoother follows the faces' image motion (facenormals.face_motion), as in `run`
     stability: bool = True  # the stability block (figures computed after the run, off the timed loop)
+    infer_every: int | None = None  # facenormals.reuse: None = `run`'s default (auto), 1 = every frame
 
 
 THREAD_CPU_EVERY = 5  # frames between per-thread CPU samples (a thread that ends is counted to its last sample)
@@ -200,7 +201,14 @@ def machine_info() -> dict:
 
 def run_benchmark(cfg: BenchConfig) -> dict:
     """Run the pipeline on ``cfg.source`` and return the JSON-ready result."""
-    from facenormals.realtime.runner import SAMPLE_KINDS, LoopParts, open_backend, open_run_source
+    from facenormals.realtime.runner import (
+        SAMPLE_KINDS,
+        LoopParts,
+        default_infer_every,
+        inference_threads,
+        open_backend,
+        open_run_source,
+    )
     from facenormals.realtime.sources.base import parse_spec
     from facenormals.realtime.stability import StabilityProbe, sample_photo_of
     from facenormals.realtime.thread_cpu import ThreadCpu
@@ -210,8 +218,9 @@ def run_benchmark(cfg: BenchConfig) -> dict:
     if cfg.frames < 2 or cfg.warmup < 0:
         raise ValueError(f"need frames ≥ 2 and warmup ≥ 0 (got {cfg.frames}, {cfg.warmup})")
     thread_cpu = ThreadCpu()
+    every = cfg.infer_every or default_infer_every(parse_spec(cfg.source).kind == "images", cfg.view)
     with thread_cpu.mark("backend workers"):  # e.g. ONNX Runtime's intra-op pool: CPU no stage timing shows
-        backend = open_backend(cfg.backend, cfg.model, cfg.threads, warm_runs=5)
+        backend = open_backend(cfg.backend, cfg.model, inference_threads(cfg.backend, cfg.threads, every), warm_runs=5)
     gpu_timer = CudaEventTimer(backend) if _uses_cuda(backend) else None
     total = cfg.frames + cfg.warmup
     is_sample = parse_spec(cfg.source).kind in SAMPLE_KINDS
@@ -219,7 +228,7 @@ def run_benchmark(cfg: BenchConfig) -> dict:
     probe = JitterProbe(cfg.warmup)
     with open_run_source(cfg.source, sample_frames=total) as source, \
             LoopParts.build(source, backend, view=cfg.view, max_faces=cfg.max_faces, temporal=cfg.temporal,
-                            flow=cfg.flow) as parts:
+                            flow=cfg.flow, infer_every=every) as parts:
         pace = (source.fps or 30.0) if cfg.pace == "realtime" and not source.live else None
         frames = source
         if cfg.preload and not source.live:
@@ -229,12 +238,15 @@ def run_benchmark(cfg: BenchConfig) -> dict:
         stability = StabilityProbe(cfg.warmup, photo_of) if cfg.stability else None
 
         measured_results = [0]
+        inferred_before = [0, 0]
 
         def on_result(result: FrameResult) -> None:
             probe(result)
             if result.frame.id >= cfg.warmup:
                 if measured_results[0] == 0:
                     thread_cpu.start(0)
+                    counts = pipeline.engine.counts  # faces inferred / reused until now: not measured
+                    inferred_before[:] = counts["inferred"], counts["reused"]
                 elif measured_results[0] % THREAD_CPU_EVERY == 0:
                     thread_cpu.sample(measured_results[0])
                 measured_results[0] += 1
@@ -247,6 +259,7 @@ def run_benchmark(cfg: BenchConfig) -> dict:
         report = pipeline.run()
         cpu_end_s = time.process_time()
         live = pipeline.live
+        every = parts.reuse.every if parts.reuse is not None else 1
     before = [r for r in report.records if r.id < cfg.warmup]
     measured = [r for r in report.records if r.id >= cfg.warmup]
     if len(measured) < 2:
@@ -275,6 +288,11 @@ def run_benchmark(cfg: BenchConfig) -> dict:
         "jitter": probe.summary(),
         "temporal": cfg.temporal,
         "flow": cfg.flow,
+        "infer_every": every,
+        "inference_threads": inference_threads(cfg.backend, cfg.threads, every),  # None: physical cores
+        # faces of the measured frames sent to the network / given an earlier inference's output (facenormals.reuse)
+        "faces_inferred": report.faces_inferred - inferred_before[0],
+        "faces_reused": report.faces_reused - inferred_before[1],
         **({"stability": stability.summary()} if stability is not None else {}),
         # CPU seconds per processed frame (all threads; ORT's spinning included): contention inflates wall time
         # far more than CPU time, so cores / this bounds the unloaded FPS.

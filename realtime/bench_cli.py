@@ -27,6 +27,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="landmark smoothing without following the faces' image motion (default: on)")
     parser.add_argument("--view", default="normals", help="view rendered during the run (default normals)")
     parser.add_argument("--threads", type=int, help="CPU threads for inference (default: physical cores)")
+    parser.add_argument("--infer-every", default="auto", metavar="auto|N",
+                        help="network at least every N frames per face, its output reused while the face barely "
+                             "moves; 1: every frame; auto (default): as `facenormals run` (facenormals.reuse)")
     parser.add_argument("--json", type=Path, help="write the result here")
     parser.add_argument("--plot", type=Path, help="write a latency plot (PNG) here")
 
@@ -34,6 +37,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 def main(args: argparse.Namespace) -> int:
     from facenormals.atomic import check_output
     from facenormals.realtime.bench import BenchConfig, plot_result, run_benchmark
+    from facenormals.reuse import parse_infer_every
 
     for option, path in (("--json", args.json), ("--plot", args.plot)):  # unwritable: fail before the benchmark
         if path is not None:
@@ -41,7 +45,7 @@ def main(args: argparse.Namespace) -> int:
     cfg = BenchConfig(source=args.source, backend=args.backend, model=args.model, frames=args.frames,
                       warmup=args.warmup, max_faces=args.max_faces, pace=args.pace, view=args.view, threads=args.threads,
                       preload=not args.no_preload, temporal=not args.no_temporal,
-                      flow=not args.no_flow)
+                      flow=not args.no_flow, infer_every=parse_infer_every(args.infer_every))
     result = run_benchmark(cfg)
     print(format_summary(result))
     if args.json is not None:
@@ -61,6 +65,9 @@ def format_summary(result: dict) -> str:
              "stage        p50      p95"]
     lines += [f"{name:<10} {v['p50']:7.2f}  {v['p95']:7.2f}" for name, v in stages.items()]
     lines.append(f"CPU per frame (all threads): {result['cpu_ms_per_frame']:.1f} ms")
+    if "faces_inferred" in result:
+        lines.append(f"faces inferred {result['faces_inferred']}, reused {result['faces_reused']} "
+                     f"(infer every {result['infer_every']})")
     by_thread = result.get("cpu_ms_per_frame_by_thread")
     if by_thread:
         lines.append("  by thread: " + ", ".join(f"{role} {ms:.1f}" for role, ms in by_thread.items()))

@@ -42,11 +42,17 @@ from facenormals.faces import Detector, FrameError
 from facenormals.frame import Frame
 from facenormals.realtime.handover import JustInTime
 from facenormals.realtime.handover import Stopped as _Stopped  # a stage waited when the stop event was set
+from facenormals.reuse import ReusePolicy
 
 log = logging.getLogger(__name__)
 
 STAGES = ("capture", "detect", "infer", "render", "sink")
 _POLL_S = 0.1  # safety net only: waits are woken by notify; this bounds a missed wake-up
+# Live: how long the infer thread lets the main thread take the previous result before replacing it. A frame that
+# reuses an earlier inference (facenormals.reuse) is done ~1 ms after the inferred frame before it, less than the
+# main thread may need to get the GIL back (a 5 ms switch interval) and take it: without this wait that inference's
+# own frame was dropped (17 of 300 frames on the sample). About one frame's paste and render, so latency stays bounded.
+_RESULT_HANDOFF_S = 0.010
 
 
 class PipelineError(RuntimeError):
@@ -101,6 +107,18 @@ class StageQueue:
                     self._cond.wait(_POLL_S)
             self._items.append(item)
             self._cond.notify_all()
+
+    def put_when_taken(self, item: Any, wait_s: float) -> None:
+        """``put``, first waiting up to ``wait_s`` for the consumer to take what the queue holds (a latest-frame
+        queue would otherwise replace it)."""
+        with self._cond:
+            deadline = time.monotonic() + wait_s
+            while self._items and not self._stop.is_set():
+                left = deadline - time.monotonic()
+                if left <= 0:
+                    break
+                self._cond.wait(left)
+        self.put(item)
 
     def get(self) -> Any:
         with self._cond:
@@ -157,6 +175,8 @@ class PipelineReport:
     stopped_by: str = "end"  # end | max-frames | signal | sink | error
     records: list[FrameRecord] = field(default_factory=list)
     error: str | None = None
+    faces_inferred: int = 0  # faces sent to the network
+    faces_reused: int = 0  # faces given an earlier inference's normals (facenormals.reuse)
 
     @property
     def dropped_total(self) -> int:
@@ -205,6 +225,8 @@ class Pipeline:
     (:class:`facenormals.fusion_stage.FusionStage`, keyed by track id), after the temporal filter on the same
     thread, so views only draw ``result.fusion``. ``overlap``: detect every frame as it comes, whatever the backend
     is doing (default: only for non-live runs; live runs detect just in time, see the module docstring).
+    ``reuse``: the motion-adaptive inference rate (:class:`facenormals.reuse.ReusePolicy`; ``--infer-every``): a
+    tracked face that barely moved since its last inference reuses it, carried into the new crop; None: every frame.
     """
 
     def __init__(self, frames: Iterable[Frame], detector: Detector, backend: Callable[[np.ndarray], np.ndarray],
@@ -213,7 +235,8 @@ class Pipeline:
                  queue_size: int = 4, on_result: Callable[[FrameResult], None] | None = None,
                  handle_signals: bool = True, keep_records: int = 100_000,
                  temporal: Callable[[FrameResult], FrameResult] | None = None,
-                 fusion: Callable[[FrameResult], FrameResult] | None = None, overlap: bool | None = None) -> None:
+                 fusion: Callable[[FrameResult], FrameResult] | None = None, overlap: bool | None = None,
+                 reuse: ReusePolicy | None = None) -> None:
         self.frames = frames
         self.detector = detector
         self.backend = backend
@@ -235,7 +258,7 @@ class Pipeline:
         self.overlap = not self.live if overlap is None else overlap
         self.handover = None if self.overlap else JustInTime(self.stop_event)
         # Batch buffers in flight: one per queue slot, plus those held by detect and infer.
-        self.engine = FrameEngine(backend, detector, input_size, ring=qsize + 3)
+        self.engine = FrameEngine(backend, detector, input_size, ring=qsize + 3, reuse=reuse)
         self.stats = LoopStats()
         self.report = PipelineReport()
         self._records: collections.deque[FrameRecord] = collections.deque(maxlen=keep_records)
@@ -360,16 +383,20 @@ class Pipeline:
             current[0] = frame.id
             _dequeued(frame, "wait_infer")  # a detected batch waiting for the backend
             handover = self.handover
+            network = self.engine.expects_inference(batch)  # a frame that only reuses takes ~1 ms
             if handover is not None:
-                handover.inference_started()
+                handover.inference_started(network)
             t0 = time.perf_counter()
             result = self.engine.infer(frame, faces, batch)
             if handover is not None:
-                handover.inference_done(time.perf_counter() - t0)
+                handover.inference_done(time.perf_counter() - t0, network)
             for stage in self.stages:
                 result = stage(result)
             _enqueued(frame)
-            out.put(result)
+            if self.live:
+                out.put_when_taken(result, _RESULT_HANDOFF_S)
+            else:
+                out.put(result)
 
     def _render_loop(self) -> None:
         inq = self.queues["results"]
@@ -441,6 +468,8 @@ class Pipeline:
         self.report.stopped_by = "error" if self._error else (self._stop_reason or "end")
         self.report.dropped = {name: q.dropped for name, q in self.queues.items()}
         self.report.records = list(self._records)
+        self.report.faces_inferred = self.engine.counts["inferred"]
+        self.report.faces_reused = self.engine.counts["reused"]
         report = self.report
         report.unfinished = report.frames_in - report.frames_out - report.dropped_total - report.corrupt
         if self._error is not None:

@@ -48,6 +48,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--realtime", action="store_true",
                         help="replay a file source at its frame rate like a camera (drops frames when behind)")
     parser.add_argument("--threads", type=int, help="CPU threads for inference (default: physical cores)")
+    parser.add_argument("--infer-every", default="auto", metavar="auto|N",
+                        help="run the network on a tracked face at least every N frames, reusing its last output "
+                             "(carried into the new crop) while the face barely moves; 1: every frame; auto (default): "
+                             "3 for video, 1 for stills, the fit and 3d views and --save-mesh (facenormals.reuse); "
+                             "while it reuses, ONNX Runtime on the CPU runs one thread unless --threads says otherwise")
     parser.add_argument("--report", type=Path, help="write the run report (JSON) here")
     parser.add_argument("--overwrite", action="store_true",
                         help="replace an existing --out/--report and the maps of an earlier run in --save-dir "
@@ -101,10 +106,19 @@ def main(args: argparse.Namespace) -> int:
     from facenormals.realtime.mesh_sink import MeshSink
     from facenormals.realtime.pipeline import PipelineError
     from facenormals.realtime.render import RenderState, get_view
-    from facenormals.realtime.runner import LoopParts, calibrated, open_backend, open_run_source
+    from facenormals.realtime.runner import (
+        LoopParts,
+        calibrated,
+        default_infer_every,
+        inference_threads,
+        open_backend,
+        open_run_source,
+    )
     from facenormals.realtime.sinks import SaveDirSink, VideoSink, WindowSink, frame_number, has_display
+    from facenormals.reuse import parse_infer_every
 
     get_view(args.view)  # an unavailable view fails before a camera or model is opened
+    infer_every = parse_infer_every(args.infer_every)  # so does a bad --infer-every
     window = not args.headless and has_display()
     out = args.out
     if out is None and not window and args.save_dir is None and args.save_mesh is None:
@@ -120,7 +134,8 @@ def main(args: argparse.Namespace) -> int:
     name_of = (lambda result: images.name_of(result.frame.id)) if still else frame_number
     source = calibrated(images, calibration)
     with source:
-        backend = open_backend(args.backend, args.model, args.threads)
+        every = default_infer_every(still, args.view, args.save_mesh is not None) if infer_every is None else infer_every
+        backend = open_backend(args.backend, args.model, inference_threads(args.backend, args.threads, every))
         precision = getattr(backend, "metadata", {}).get("precision", "fp32")
         print(f"facenormals run: backend {backend.name} ({precision}) on {', '.join(backend.providers)}; "
               f"source {source!r}", file=sys.stderr)
@@ -143,8 +158,7 @@ def main(args: argparse.Namespace) -> int:
         # stills (an image folder): no tracking, smoothing or temporal filter; --view fusion adds the fusion stage
         with LoopParts.build(source, backend, view=args.view, max_faces=args.max_faces, task_file=args.task,
                              smooth=not args.no_smoothing, temporal=not args.no_temporal, flow=not args.no_flow,
-                             state=state,
-                             sinks=sinks) as parts:
+                             state=state, sinks=sinks, infer_every=every) as parts:
             pipeline = parts.pipeline(source, max_frames=args.frames,
                                       pace_fps=(source.fps or 30.0) if args.realtime else None)
             try:
@@ -176,4 +190,5 @@ def report_json(report, backend: str) -> dict:
 
     return {"backend": backend, "frames_in": report.frames_in, "frames": report.frames_out, "fps": report.fps,
             "dropped": report.dropped_total, "dropped_by_queue": report.dropped, "corrupt": report.corrupt,
-            "stopped_by": report.stopped_by, "error": report.error, **latency_summary(report.records)}
+            "stopped_by": report.stopped_by, "error": report.error, "faces_inferred": report.faces_inferred,
+            "faces_reused": report.faces_reused, **latency_summary(report.records)}

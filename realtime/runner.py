@@ -84,15 +84,21 @@ class LoopParts:
     fusion: Any = None
     sinks: list = field(default_factory=list)
     opencv_threads: int | None = None  # OpenCV's thread count before the loop, restored by close()
+    reuse: Any = None  # the motion-adaptive inference rate (facenormals.reuse.ReusePolicy), None: every frame
 
     @classmethod
     def build(cls, source: Any, backend: Any, *, view: str = "normals", max_faces: int = 1,
               task_file: Path | None = None, smooth: bool = True, temporal: bool = True, flow: bool = True,
-              state: RenderState | None = None, sinks: list | None = None) -> LoopParts:
+              state: RenderState | None = None, sinks: list | None = None, infer_every: int | None = None,
+              needs_fits: bool = False) -> LoopParts:
         """The loop's parts for ``source``: unrelated stills (an image folder) are detected one by one without
         smoothing, tracking or the temporal filter (tracking would carry faces across photos); a view that draws
         refined depth gets the fusion stage. ``flow``: the landmark smoother follows each face's image motion
-        (:mod:`facenormals.face_motion`; only with ``smooth``)."""
+        (:mod:`facenormals.face_motion`; only with ``smooth``). ``infer_every``: a face is inferred at least every
+        that many frames, reusing the last inference in between while it barely moves (:mod:`facenormals.reuse`);
+        None (``--infer-every auto``): :func:`default_infer_every`. ``needs_fits``: a sink reads each frame's ICT
+        fits (``--save-mesh``)."""
+        from facenormals.reuse import ReusePolicy
         from facenormals.temporal import TemporalFilter
 
         get_view(view)  # an unavailable view fails before the detector is built
@@ -105,14 +111,21 @@ class LoopParts:
 
             fusion = FusionStage(warm=not still)
         state = state or RenderState(view=view)
-        return cls(backend, detector, state, FrameRenderer(state, backend.name),
-                   TemporalFilter() if temporal and not still else None, fusion, list(sinks or []),
-                   opencv_threads=_single_threaded_opencv())
+        every = default_infer_every(still, view, needs_fits) if infer_every is None else infer_every
+        if still:
+            every = 1  # reuse follows a face from frame to frame: unrelated stills have none
+        # (unsmoothed landmarks keep ids by order: a swap of two faces moves every landmark, so they are inferred)
+        parts = cls(backend, detector, state, FrameRenderer(state, backend.name),
+                    TemporalFilter() if temporal and not still else None, fusion, list(sinks or []),
+                    opencv_threads=_single_threaded_opencv(),
+                    reuse=ReusePolicy(every=every) if every > 1 else None)
+        _freeze_setup_objects()
+        return parts
 
     def pipeline(self, frames: Any, **options: Any) -> Pipeline:
         """The threaded loop over ``frames`` with these parts; ``options`` are :class:`Pipeline`'s keywords."""
         return Pipeline(frames, self.detector, options.pop("backend", self.backend), self.renderer, self.sinks,
-                        temporal=self.temporal, fusion=self.fusion, **options)
+                        temporal=self.temporal, fusion=self.fusion, reuse=self.reuse, **options)
 
     def close(self) -> None:
         self.detector.close()
@@ -127,6 +140,41 @@ class LoopParts:
 
     def __exit__(self, *_exc: object) -> None:
         self.close()
+
+
+FIT_VIEWS = ("fit", "3d")  # views that draw each frame's ICT fit, made only on frames that are inferred
+# --infer-every auto on video: 3 meets ≤ 30 CPU ms a frame on the sample (2 does not: ~34 ms) for +0.02° of deviation
+# from the temporal median there (README "Realtime": its measured cost and gain)
+AUTO_INFER_EVERY = 3
+
+
+def default_infer_every(still: bool, view: str, needs_fits: bool = False) -> int:
+    """``--infer-every auto``: reuse (every ``AUTO_INFER_EVERY`` frames at least) on video sources, live or file,
+    unless the view or a sink wants an ICT fit on every frame; 1 (every frame) for ``still`` images."""
+    if still or view in FIT_VIEWS or needs_fits:
+        return 1
+    return AUTO_INFER_EVERY
+
+
+def inference_threads(backend: str, threads: int | None, infer_every: int) -> int | None:
+    """CPU intra-op threads for the backend: ``--threads`` when given; else one for ONNX Runtime on the CPU
+    (``auto``, ``ort-cpu``) when the loop reuses inferences, None (physical cores) otherwise. Why: the network then
+    runs on one frame in two or three, so a second thread no longer buys frame rate; in the loop it only spends CPU
+    (−3 to −5 ms a frame on the sample with the same FPS, README "Realtime"). Torch keeps its default."""
+    if threads:
+        return threads
+    return 1 if infer_every > 1 and backend in ("auto", "ort-cpu") else None
+
+
+def _freeze_setup_objects() -> None:
+    """Move everything allocated so far (modules, the backend, MediaPipe, numba, the ICT model) out of the garbage
+    collector's reach (``gc.freeze``). Why: a full collection otherwise walks all of it once every few hundred frames
+    and holds the GIL for 160–250 ms, stalling every stage (one such stall in each 330-frame `bench` run on the
+    sample, 5 frames dropped; none with it frozen). The loop's own per-frame garbage is still collected."""
+    import gc
+
+    gc.collect()
+    gc.freeze()
 
 
 def _single_threaded_opencv() -> int:

@@ -48,3 +48,35 @@ def test_api_and_realtime_loop_give_identical_normals(api):
     np.testing.assert_array_equal(live.mask, expected[0].mask)
     np.testing.assert_array_equal(live.normals, expected[0].normals)  # NaN outside the face on both sides
 
+
+
+def test_reused_frames_skip_the_prior_and_match_the_network_on_the_still_sample():
+    """The shipped default (ICT prior, INT8) on the sample's photo held still (one sensor-noise draw: equal frames):
+    with ``every=2`` every other frame reuses the last inference — no network call, no ICT fit — and equals the
+    network's own output on that frame."""
+    from facenormals.benchmarks.stability import synthetic_frames
+    from facenormals.engine import FrameEngine
+    from facenormals.export.prepare import create_backend
+    from facenormals.faces import create_detector
+    from facenormals.realtime.sources.sample import sample_pose
+    from facenormals.reuse import ReusePolicy
+
+    backend = create_backend("auto", None, threads=1)
+    assert backend.prior_source is not None  # the shipped default is a prior model
+    frames = synthetic_frames([sample_pose(0)] * 4, noise_index=0)
+    outputs = {}
+    for label, reuse in (("reuse", ReusePolicy(every=2)), ("fresh", None)):
+        detector = create_detector(1, smooth=False, still=True)  # equal landmarks for equal images
+        try:
+            # fits from scratch: a warm-started ICT fit keeps converging over equal frames (0.2–0.3° of output)
+            engine = FrameEngine(backend, detector, warm_start=False, reuse=reuse)
+            outputs[label] = [engine.process(frame) for frame in frames]
+        finally:
+            detector.close()
+        assert engine.counts == ({"inferred": 2, "reused": 2} if reuse else {"inferred": 4, "reused": 0})
+    for i, (a, b) in enumerate(zip(outputs["reuse"], outputs["fresh"], strict=True)):
+        assert a.reused == ((i % 2 == 1),)
+        assert (a.fits[0] is None) == a.reused[0] and b.fits[0] is not None  # the ICT prior only where inferred
+        cos = np.einsum("chw,chw->hw", a.crop_normals[0], b.crop_normals[0])[b.crops[0].mask]
+        angle = np.degrees(np.arccos(np.clip(cos, -1.0, 1.0))).mean()
+        assert angle < 0.02

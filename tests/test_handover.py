@@ -46,6 +46,23 @@ def test_detection_starts_one_detection_before_the_backend_is_expected_to_finish
     assert handover.start_time() == float("-inf")
 
 
+def test_a_frame_that_only_reuses_is_not_waited_for_and_does_not_teach_the_inference_time():
+    """``--infer-every``: a frame whose faces all reuse an earlier inference takes ~1 ms; detection of the next frame
+    may start at once, and the learnt inference time stays that of real backend calls."""
+    clock = Clock()
+    handover = JustInTime(threading.Event(), clock)
+    handover.wait_turn()
+    handover.detected(0.010)
+    handover.inference_started()
+    handover.inference_done(0.050)
+    handover.wait_turn()
+    handover.detected(0.010)
+    handover.inference_started(network=False)
+    assert handover.start_time() == pytest.approx(100.0 - 0.010)  # not 50 ms later
+    handover.inference_done(0.001, network=False)
+    assert handover.infer_s == pytest.approx(0.050)
+
+
 def test_a_skipped_frame_frees_the_turn():
     handover = JustInTime(threading.Event(), Clock())
     handover.wait_turn()

@@ -334,3 +334,119 @@ def test_queue_waits_are_recorded_and_partition_the_latency(face_video, backend,
         assert "_queued_at_ms" not in record.timings  # the hand-over stamp does not leak into the figures
         parts = sum(ms for name, ms in record.timings.items() if name not in ("total", "capture"))
         assert parts <= record.timings["total"] + 1e-6, record.timings
+
+
+# -- motion-adaptive inference rate (facenormals.reuse, ``--infer-every``) -------------------------------------------
+def run_collecting(images: list[np.ndarray], backend, reuse=None) -> tuple[list, object, dict]:
+    """Every frame through the loop (file queues); (results, report, the engine's face counts). The face mesh in
+    still-image mode: equal frames give equal landmarks (tracking mode drifts by ~2 px over a still image's first
+    frames), so a carried output can be compared with the network's own."""
+    results: list = []
+    detector = create_detector(1, smooth=False, still=True)
+    pipeline = Pipeline(frames_of(images), detector, backend, FrameRenderer(RenderState(), "torch"), live=False,
+                        handle_signals=False, on_result=results.append, reuse=reuse)
+    try:
+        report = pipeline.run()
+    finally:
+        detector.close()
+    return results, report, pipeline.engine.counts
+
+
+def mean_angle_deg(a: np.ndarray, b: np.ndarray, mask: np.ndarray) -> float:
+    cos = np.clip(np.einsum("chw,chw->hw", a, b)[mask], -1.0, 1.0)
+    return float(np.degrees(np.arccos(cos)).mean())
+
+
+def rotated(image: np.ndarray, degrees: float) -> np.ndarray:
+    import cv2
+
+    height, width = image.shape[:2]
+    matrix = cv2.getRotationMatrix2D((width / 2.0, height / 2.0), degrees, 1.0)
+    return cv2.warpAffine(image, matrix, (width, height), borderMode=cv2.BORDER_REFLECT)
+
+
+def test_still_face_reuses_an_inference_equal_to_a_fresh_one(backend):
+    from facenormals.reuse import ReusePolicy
+
+    still = [face_photo()] * 7
+    counting = CountingBackend(backend)
+    reused, report, counts = run_collecting(still, counting, ReusePolicy(every=3))
+    fresh, _, fresh_counts = run_collecting(still, backend, None)
+    assert report.frames_out == 7 and report.faces_inferred == 3 and report.faces_reused == 4
+    assert counts == {"inferred": 3, "reused": 4} and len(counting.shapes) == 3  # the backend ran on frames 0, 3, 6
+    assert [r.reused for r in reused] == [(False,), (True,), (True,), (False,), (True,), (True,), (False,)]
+    assert fresh_counts == {"inferred": 7, "reused": 0}
+    for a, b in zip(reused, fresh, strict=True):
+        assert np.allclose(a.crops[0].matrix, b.crops[0].matrix, atol=1e-6)
+        assert mean_angle_deg(a.crop_normals[0], b.crop_normals[0], b.crops[0].mask) < 0.02
+        np.testing.assert_allclose(np.linalg.norm(a.normals[0].normals[a.normals[0].valid], axis=1), 1.0, atol=1e-4)
+
+
+def test_motion_beyond_the_threshold_triggers_inference(backend):
+    """A still face, then the same face turned 12° in the image (the crop does not turn with it): the turn is
+    inferred at once, the still frames around it are reused; with thresholds of a whole face size it is reused too."""
+    from facenormals.reuse import ReusePolicy
+
+    photo = face_photo()
+    frames = [photo] * 3 + [rotated(photo, 12.0)] * 3
+    results, _, counts = run_collecting(frames, backend, ReusePolicy(every=100))
+    assert [r.reused for r in results] == [(False,), (True,), (True,), (False,), (True,), (True,)]
+    assert counts == {"inferred": 2, "reused": 4}
+    loose, _, counts = run_collecting(frames, backend, ReusePolicy(every=100, max_nonrigid=1.0, max_rigid=1.0))
+    assert [r.reused for r in loose] == [(False,)] + [(True,)] * 5 and counts == {"inferred": 1, "reused": 5}
+
+
+def test_every_bounds_the_reuse_and_one_infers_every_frame(backend):
+    from facenormals.reuse import ReusePolicy
+
+    still = [face_photo()] * 6
+    results, _, counts = run_collecting(still, backend, ReusePolicy(every=2))
+    assert [r.reused[0] for r in results] == [False, True] * 3 and counts == {"inferred": 3, "reused": 3}
+    for off in (None, ReusePolicy(every=1)):
+        counting = CountingBackend(backend)
+        results, report, counts = run_collecting(still, counting, off)
+        assert counts == {"inferred": 6, "reused": 0} and len(counting.shapes) == 6
+        assert report.faces_reused == 0 and all(not any(r.reused) for r in results)
+
+
+def test_a_reuse_whose_keyframe_never_reached_the_backend_is_inferred(backend):
+    """A live queue may drop the keyframe's batch: the next frame, scheduled to reuse it, is inferred after all (its
+    input made then) and equals the engine's fresh inference of it."""
+    from facenormals.engine import FrameEngine
+    from facenormals.reuse import ReusePolicy
+
+    photo = face_photo()
+    detector = create_detector(1)
+    try:
+        engine = FrameEngine(backend, detector, ring=4, reuse=ReusePolicy(every=4))
+        engine.detect_and_crop(Frame(0, 0, photo))  # the keyframe, dropped before inference
+        faces, batch = engine.detect_and_crop(Frame(1, 33_000_000, photo))
+        assert batch.reuse == (0,)
+        result = engine.infer(Frame(1, 33_000_000, photo), faces, batch)
+    finally:
+        detector.close()
+    assert engine.counts == {"inferred": 1, "reused": 0} and result.reused == (False,)
+    np.testing.assert_allclose(batch.inputs[0, :3], batch.crops[0].image.transpose(2, 0, 1) / 255.0, atol=1e-6)
+    direct = backend(np.ascontiguousarray(batch.inputs))  # the input filled by the fallback
+    np.testing.assert_allclose(result.crop_normals, direct, atol=1e-6)
+
+
+def test_infer_every_auto_reuses_on_video_only(tmp_path):
+    import cv2
+
+    from facenormals.realtime.runner import AUTO_INFER_EVERY, default_infer_every, inference_threads
+    from facenormals.reuse import parse_infer_every
+
+    cv2.imwrite(str(tmp_path / "face.png"), cv2.cvtColor(face_photo(), cv2.COLOR_RGB2BGR))
+    with open_source("sample", frames=2) as video, open_source(f"images:{tmp_path}") as images:
+        video_still, images_still = (bool(getattr(s, "still_images", False)) for s in (video, images))
+    assert default_infer_every(video_still, "normals") == AUTO_INFER_EVERY > 1
+    assert default_infer_every(images_still, "normals") == 1  # unrelated photos: nothing to carry
+    assert default_infer_every(video_still, "fit") == default_infer_every(video_still, "3d") == 1  # each frame's fit
+    assert default_infer_every(video_still, "normals", needs_fits=True) == 1  # --save-mesh
+    assert inference_threads("auto", None, 3) == 1 and inference_threads("ort-cpu", None, 2) == 1
+    assert inference_threads("auto", None, 1) is None and inference_threads("torch", None, 3) is None
+    assert inference_threads("auto", 2, 3) == 2  # --threads wins
+    assert parse_infer_every("auto") is None and parse_infer_every("1") == 1
+    with pytest.raises(ValueError, match="--infer-every"):
+        parse_infer_every("often")

@@ -48,6 +48,7 @@ def test_video_to_mp4_normal_maps_and_report(media, tmp_path):
     assert cv2_size(out) == (2 * 256, 256)  # side by side: twice the source width
     data = json.loads(report.read_text())
     assert data["frames"] == 6 and data["dropped"] == 0 and data["stopped_by"] == "end"
+    assert data["faces_inferred"] + data["faces_reused"] == 6 and data["faces_inferred"] >= 2  # --infer-every auto: 3
     assert set(data["latency_ms"]) == {"p50", "p95", "p99"} and "infer" in data["stages"]
     files = sorted((maps / "normals").glob("*.npy"))
     assert len(files) == 6
@@ -103,6 +104,9 @@ def test_bad_arguments_are_reported(media, tmp_path):
     proc = run_cli("--source", f"video:{media['video']}", "--model", str(media["ckpt"]), "--max-faces", "0",
                    cwd=tmp_path)
     assert proc.returncode == 1 and "--max-faces must be at least 1" in proc.stderr
+    proc = run_cli("--source", f"video:{media['video']}", "--model", str(media["ckpt"]), "--infer-every", "0",
+                   cwd=tmp_path)
+    assert proc.returncode == 1 and "--infer-every must be 'auto' or a whole number ≥ 1, got '0'" in proc.stderr
     proc = run_cli("--source", f"video:{tmp_path / 'missing.mp4'}", "--model", str(media["ckpt"]), "--backend", "torch",
                    "--headless", cwd=tmp_path)
     assert proc.returncode == 1 and "missing.mp4" in proc.stderr
