@@ -18,6 +18,7 @@ TensorRT backends) inference is also timed with CUDA events (stage ``infer_gpu``
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import datetime
 import itertools
@@ -218,17 +219,21 @@ def run_benchmark(cfg: BenchConfig) -> dict:
     if cfg.frames < 2 or cfg.warmup < 0:
         raise ValueError(f"need frames ≥ 2 and warmup ≥ 0 (got {cfg.frames}, {cfg.warmup})")
     thread_cpu = ThreadCpu()
-    every = cfg.infer_every or default_infer_every(parse_spec(cfg.source).kind == "images", cfg.view)
-    with thread_cpu.mark("backend workers"):  # e.g. ONNX Runtime's intra-op pool: CPU no stage timing shows
-        backend = open_backend(cfg.backend, cfg.model, inference_threads(cfg.backend, cfg.threads, every), warm_runs=5)
-    gpu_timer = CudaEventTimer(backend) if _uses_cuda(backend) else None
     total = cfg.frames + cfg.warmup
     is_sample = parse_spec(cfg.source).kind in SAMPLE_KINDS
-    load_before = machine_info()["load_avg_1m"]
-    probe = JitterProbe(cfg.warmup)
-    with open_run_source(cfg.source, sample_frames=total) as source, \
-            LoopParts.build(source, backend, view=cfg.view, max_faces=cfg.max_faces, temporal=cfg.temporal,
-                            flow=cfg.flow, infer_every=every) as parts:
+    with contextlib.ExitStack() as stack:
+        source = stack.enter_context(open_run_source(cfg.source, sample_frames=total))
+        # a camera, or a file replayed at its frame rate, is a live loop: `--infer-every auto` reuses there
+        every = cfg.infer_every or default_infer_every(parse_spec(cfg.source).kind == "images", cfg.view,
+                                                       live=bool(source.live) or cfg.pace == "realtime")
+        with thread_cpu.mark("backend workers"):  # e.g. ONNX Runtime's intra-op pool: CPU no stage timing shows
+            backend = open_backend(cfg.backend, cfg.model, inference_threads(cfg.backend, cfg.threads, every),
+                                   warm_runs=5)
+        gpu_timer = CudaEventTimer(backend) if _uses_cuda(backend) else None
+        load_before = machine_info()["load_avg_1m"]
+        probe = JitterProbe(cfg.warmup)
+        parts = stack.enter_context(LoopParts.build(source, backend, view=cfg.view, max_faces=cfg.max_faces,
+                                                    temporal=cfg.temporal, flow=cfg.flow, infer_every=every))
         pace = (source.fps or 30.0) if cfg.pace == "realtime" and not source.live else None
         frames = source
         if cfg.preload and not source.live:

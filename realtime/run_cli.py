@@ -51,7 +51,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--infer-every", default="auto", metavar="auto|N",
                         help="run the network on a tracked face at least every N frames, reusing its last output "
                              "(carried into the new crop) while the face barely moves; 1: every frame; auto (default): "
-                             "3 for video, 1 for stills, the fit and 3d views and --save-mesh (facenormals.reuse); "
+                             "3 live (cameras, --realtime), 1 for files processed frame by frame, stills, the fit and "
+                             "3d views and --save-mesh (facenormals.reuse); "
                              "while it reuses, ONNX Runtime on the CPU runs one thread unless --threads says otherwise")
     parser.add_argument("--report", type=Path, help="write the run report (JSON) here")
     parser.add_argument("--overwrite", action="store_true",
@@ -134,7 +135,9 @@ def main(args: argparse.Namespace) -> int:
     name_of = (lambda result: images.name_of(result.frame.id)) if still else frame_number
     source = calibrated(images, calibration)
     with source:
-        every = default_infer_every(still, args.view, args.save_mesh is not None) if infer_every is None else infer_every
+        live = bool(getattr(source, "live", False)) or args.realtime
+        every = (default_infer_every(still, args.view, args.save_mesh is not None, live=live) if infer_every is None
+                 else infer_every)
         backend = open_backend(args.backend, args.model, inference_threads(args.backend, args.threads, every))
         precision = getattr(backend, "metadata", {}).get("precision", "fp32")
         print(f"facenormals run: backend {backend.name} ({precision}) on {', '.join(backend.providers)}; "

@@ -148,10 +148,11 @@ FIT_VIEWS = ("fit", "3d")  # views that draw each frame's ICT fit, made only on 
 AUTO_INFER_EVERY = 3
 
 
-def default_infer_every(still: bool, view: str, needs_fits: bool = False) -> int:
-    """``--infer-every auto``: reuse (every ``AUTO_INFER_EVERY`` frames at least) on video sources, live or file,
-    unless the view or a sink wants an ICT fit on every frame; 1 (every frame) for ``still`` images."""
-    if still or view in FIT_VIEWS or needs_fits:
+def default_infer_every(still: bool, view: str, needs_fits: bool = False, live: bool = True) -> int:
+    """``--infer-every auto``: reuse (every ``AUTO_INFER_EVERY`` frames at least) in a ``live`` loop — a camera, or
+    a file replayed at its frame rate —, unless the view or a sink wants an ICT fit on every frame; 1 (every frame)
+    for ``still`` images and for files processed frame by frame (offline, where the best output beats the CPU)."""
+    if still or not live or view in FIT_VIEWS or needs_fits:
         return 1
     return AUTO_INFER_EVERY
 

@@ -441,6 +441,7 @@ def test_infer_every_auto_reuses_on_video_only(tmp_path):
     with open_source("sample", frames=2) as video, open_source(f"images:{tmp_path}") as images:
         video_still, images_still = (bool(getattr(s, "still_images", False)) for s in (video, images))
     assert default_infer_every(video_still, "normals") == AUTO_INFER_EVERY > 1
+    assert default_infer_every(video_still, "normals", live=False) == 1  # a file processed frame by frame
     assert default_infer_every(images_still, "normals") == 1  # unrelated photos: nothing to carry
     assert default_infer_every(video_still, "fit") == default_infer_every(video_still, "3d") == 1  # each frame's fit
     assert default_infer_every(video_still, "normals", needs_fits=True) == 1  # --save-mesh
