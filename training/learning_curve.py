@@ -47,7 +47,7 @@ def validation_series(run: Path) -> dict[str, list[tuple[int, float]]]:
     return series
 
 
-REFERENCE_STYLES = ("--", ":", "-.", (0, (5, 1)), (0, (1, 3)))
+REFERENCE_STYLES = ("--", ":", "-.", (0, (5, 1)), (0, (1, 3)), (0, (3, 1, 1, 1, 1, 1)))
 LEGEND_COLUMNS = 4
 
 
@@ -65,13 +65,15 @@ def plot(runs: list[Path], out: Path, references: dict[str, dict[str, float]], o
     legend_rows = -(-labels // LEGEND_COLUMNS)
     legend_in = 0.2 * legend_rows + 0.2  # one legend under the panels: inside them it hid the curves
     fig, axes = plt.subplots(1, len(sets), figsize=(4.2 * len(sets), 3.6 + legend_in), squeeze=False)
+    palette = plt.rcParams["axes.prop_cycle"].by_key()["color"]
+    colour_of = {run: palette[i % len(palette)] for i, run in enumerate(runs)}  # one colour per run in every panel
     for ax, name in zip(axes[0], sets, strict=True):
         for run, series in per_run.items():
             config = json.loads((run / "config.json").read_text())
             points = series.get(name, [])
             if points:
                 x = [offsets.get(run.name, 0) + samples_seen(config, step) for step, _ in points]
-                ax.plot(x, [deg for _, deg in points], "o-", ms=3, label=run.name)
+                ax.plot(x, [deg for _, deg in points], "o-", ms=3, label=run.name, color=colour_of[run])
         for (label, values), style, colour in zip(references.items(), cycle(REFERENCE_STYLES), cycle(("grey", "black")),
                                                   strict=False):  # the references set the length; styles repeat
             if name in values:
