@@ -24,6 +24,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from facenormals.geometry import transform_points
 from facenormals.temporal import align_previous, landmark_motion
 
 
@@ -62,12 +63,6 @@ def parse_infer_every(value: str | int) -> int | None:
     return every
 
 
-def crop_points(landmarks: np.ndarray, matrix: np.ndarray) -> np.ndarray:
-    """Frame-pixel landmarks (N×2) in crop pixels (2×3 frame → crop matrix), float64."""
-    matrix = np.asarray(matrix, dtype=np.float64)
-    return np.asarray(landmarks, dtype=np.float64) @ matrix[:, :2].T + matrix[:, 2]
-
-
 @dataclass
 class _Key:
     frame_id: int
@@ -85,7 +80,7 @@ class ReuseSchedule:
 
     def decide(self, track_id: int, frame_id: int, landmarks: np.ndarray, matrix: np.ndarray) -> int | None:
         """The keyframe id whose output this face reuses, or None: infer it (this frame becomes its keyframe)."""
-        points = crop_points(landmarks, matrix)
+        points = transform_points(landmarks, matrix)  # in its own crop: motion the crop follows does not count
         key = self._keys.get(track_id)
         if key is not None and key.reuses + 1 < self.policy.every and key.points.shape == points.shape:
             rigid, nonrigid = landmark_motion(key.points, points)

@@ -89,15 +89,15 @@ class LoopParts:
     @classmethod
     def build(cls, source: Any, backend: Any, *, view: str = "normals", max_faces: int = 1,
               task_file: Path | None = None, smooth: bool = True, temporal: bool = True, flow: bool = True,
-              state: RenderState | None = None, sinks: list | None = None, infer_every: int | None = None,
-              needs_fits: bool = False) -> LoopParts:
+              state: RenderState | None = None, sinks: list | None = None,
+              infer_every: int | None = None) -> LoopParts:
         """The loop's parts for ``source``: unrelated stills (an image folder) are detected one by one without
         smoothing, tracking or the temporal filter (tracking would carry faces across photos); a view that draws
         refined depth gets the fusion stage. ``flow``: the landmark smoother follows each face's image motion
         (:mod:`facenormals.face_motion`; only with ``smooth``). ``infer_every``: a face is inferred at least every
         that many frames, reusing the last inference in between while it barely moves (:mod:`facenormals.reuse`);
-        None (``--infer-every auto``): :func:`default_infer_every`. ``needs_fits``: a sink reads each frame's ICT
-        fits (``--save-mesh``)."""
+        None (``--infer-every auto``): :func:`default_infer_every` for the normals view and this source as it is
+        (a camera reuses; a file read frame by frame does not — a caller that paces one like a camera passes it)."""
         from facenormals.reuse import ReusePolicy
         from facenormals.temporal import TemporalFilter
 
@@ -111,7 +111,8 @@ class LoopParts:
 
             fusion = FusionStage(warm=not still)
         state = state or RenderState(view=view)
-        every = default_infer_every(still, view, needs_fits) if infer_every is None else infer_every
+        every = (default_infer_every(still, view, live=bool(getattr(source, "live", False))) if infer_every is None
+                 else infer_every)
         if still:
             every = 1  # reuse follows a face from frame to frame: unrelated stills have none
         # (unsmoothed landmarks keep ids by order: a swap of two faces moves every landmark, so they are inferred)
@@ -128,6 +129,9 @@ class LoopParts:
                         temporal=self.temporal, fusion=self.fusion, reuse=self.reuse, **options)
 
     def close(self) -> None:
+        import gc
+
+        gc.unfreeze()  # what build froze is collectable again: a process that builds loops one after another
         self.detector.close()
         if self.opencv_threads is not None:
             import cv2
