@@ -42,6 +42,7 @@ import numpy as np
 
 from facenormals.face_motion import MotionParams, to_gray
 from facenormals.geometry import SquareBox, square_box
+from facenormals.mesh_input import average_with_mirror, flatten_light
 from facenormals.smoothing import LandmarkSmoother, OneEuroParams
 
 NUM_LANDMARKS = 478  # face mesh with refined irises
@@ -114,39 +115,51 @@ class FaceMesh:
 
     ``still=True``: every image on its own (photos, crops, datasets); ``still=False``: tracking mode for video
     (detection only when tracking is lost). :meth:`find` returns each face as :class:`MeshLandmarks`.
+    ``steady`` (default): landmarks that move less with the light — the mesh sees the frame with its smooth
+    light divided out, and a second mesh (tracking its own faces in video) the mirrored frame, each landmark
+    averaged with its mirror partner's (:mod:`facenormals.mesh_input`; one more mesh pass per frame).
     """
 
     def __init__(self, max_faces: int = 1, still: bool = True, min_detection_confidence: float = 0.5,
-                 min_tracking_confidence: float = 0.5) -> None:
+                 min_tracking_confidence: float = 0.5, steady: bool = True) -> None:
         if max_faces < 1:
             raise ValueError(f"max_faces must be at least 1, got {max_faces}")
         import mediapipe as mp  # ~1 s to import: only when a face mesh is built
 
-        self.max_faces, self.still = max_faces, still
-        self._mesh = mp.solutions.face_mesh.FaceMesh(
+        self.max_faces, self.still, self.steady = max_faces, still, steady
+        meshes = [mp.solutions.face_mesh.FaceMesh(
             static_image_mode=still, max_num_faces=max_faces, refine_landmarks=True,
             min_detection_confidence=min_detection_confidence, min_tracking_confidence=min_tracking_confidence)
+            for _ in range(2 if steady else 1)]
+        self._mesh, self._mirror_mesh = meshes[0], meshes[1] if steady else None
 
     def find(self, rgb: np.ndarray) -> list[MeshLandmarks]:
         """The faces MediaPipe finds in an RGB uint8 image, in its order; faces with non-finite points are dropped."""
         rgb = np.ascontiguousarray(rgb)
         height, width = rgb.shape[:2]
-        faces = []
-        for mesh in self._mesh.process(rgb).multi_face_landmarks or ():
-            normalised = np.array([(p.x, p.y, p.z) for p in mesh.landmark], dtype=np.float32)
-            if not np.isfinite(normalised).all():
-                continue
-            faces.append(MeshLandmarks(normalised, *mesh_to_pixels(normalised, width, height)))
-        return faces
+        seen = flatten_light(rgb) if self.steady else rgb
+        found = _normalised_faces(self._mesh, seen)
+        if self._mirror_mesh is not None:
+            found = average_with_mirror(found, _normalised_faces(self._mirror_mesh, cv2.flip(seen, 1)), width, height)
+        return [MeshLandmarks(normalised, *mesh_to_pixels(normalised, width, height)) for normalised in found]
 
     def close(self) -> None:
         self._mesh.close()
+        if self._mirror_mesh is not None:
+            self._mirror_mesh.close()
 
     def __enter__(self) -> FaceMesh:
         return self
 
     def __exit__(self, *_exc: object) -> None:
         self.close()
+
+
+def _normalised_faces(mesh, rgb: np.ndarray) -> list[np.ndarray]:
+    """A MediaPipe face mesh's faces in ``rgb`` as normalised float32 478×3 arrays; non-finite faces dropped."""
+    faces = [np.array([(p.x, p.y, p.z) for p in face.landmark], dtype=np.float32)
+             for face in mesh.process(rgb).multi_face_landmarks or ()]
+    return [face for face in faces if np.isfinite(face).all()]
 
 
 class _SmoothingDetector:
@@ -185,13 +198,14 @@ class _SmoothingDetector:
 
 
 class FaceMeshDetector(_SmoothingDetector):
-    """:class:`FaceMesh` as a detector: tracking mode (video) by default, ``still=True`` for independent images."""
+    """:class:`FaceMesh` as a detector: tracking mode (video) by default, ``still=True`` for independent images;
+    ``steady``: :class:`FaceMesh`'s light-steadied landmarks (default)."""
 
     def __init__(self, max_faces: int = 1, smoothing: OneEuroParams | None = DEFAULT_SMOOTHING,
                  min_detection_confidence: float = 0.5, min_tracking_confidence: float = 0.5,
-                 still: bool = False, flow: MotionParams | None = DEFAULT_FLOW) -> None:
+                 still: bool = False, flow: MotionParams | None = DEFAULT_FLOW, steady: bool = True) -> None:
         super().__init__(max_faces, smoothing, flow)
-        self._mesh = FaceMesh(max_faces, still, min_detection_confidence, min_tracking_confidence)
+        self._mesh = FaceMesh(max_faces, still, min_detection_confidence, min_tracking_confidence, steady)
 
     def detect(self, rgb: np.ndarray, t_capture_ns: int = 0) -> list[Face]:
         rgb = check_frame(rgb)

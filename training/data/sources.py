@@ -205,8 +205,10 @@ def oval_from_landmarks(landmarks68: np.ndarray) -> np.ndarray:
 
 
 def frontal_render(vertices: np.ndarray, faces: np.ndarray, texture: np.ndarray | None, uv: np.ndarray | None,
-                   faces_uv: np.ndarray | None, colors: np.ndarray | None, size: int = 512):
-    """A soft-lit frontal view that MediaPipe can read: (RGB uint8, vertex pixels V×2, fragments, front-facing V)."""
+                   faces_uv: np.ndarray | None, colors: np.ndarray | None, size: int = 512, light=None):
+    """A soft-lit frontal view that MediaPipe can read: (RGB uint8, vertex pixels V×2, fragments, front-facing V).
+    ``light``: a :class:`~facenormals.training.data.lighting.Lighting` instead of the soft light from above the
+    camera (exposed to the 98th percentile of the face either way)."""
     from facenormals.conventions import normalize
     from facenormals.training.data.lighting import Lighting, shade
     from facenormals.training.data.renderer import rasterize, vertex_normals
@@ -232,9 +234,10 @@ def frontal_render(vertices: np.ndarray, faces: np.ndarray, texture: np.ndarray 
         alb = frags.interpolate_vertices(colors, faces)
     else:
         alb = np.full((size, size, 3), 0.35, np.float32)
-    light = Lighting(np.array([0.0, 0.3, 0.95], np.float32) / np.float32(np.hypot(0.3, 0.95)), 1.0,
-                     np.ones(3, np.float32))
-    light.sh[0] = 0.5 / 0.886227
+    if light is None:
+        light = Lighting(np.array([0.0, 0.3, 0.95], np.float32) / np.float32(np.hypot(0.3, 0.95)), 1.0,
+                         np.ones(3, np.float32))
+        light.sh[0] = 0.5 / 0.886227
     img = np.zeros((size, size, 3), np.float32)
     c = frags.covered
     img[c] = shade(n[c], alb[c], light)
