@@ -378,14 +378,15 @@ def _square_iou(a: SquareBox, b: SquareBox) -> float:
 
 
 def create_detector(max_faces: int = 1, task_file: str | Path | None = None, smooth: bool = True,
-                    still: bool = False, flow: bool = True) -> Detector:
+                    still: bool = False, flow: bool = True, steady: bool = True) -> Detector:
     """The face-mesh detector, the Tasks FaceLandmarker when a ``.task`` file is given, or for unrelated still
     images (``still``: an image folder, photos) the :class:`StillFaceDetector`, which finds small faces too.
-    ``flow`` (with ``smooth``): the smoother follows each face's image motion (:mod:`facenormals.face_motion`)."""
+    ``flow`` (with ``smooth``): the smoother follows each face's image motion (:mod:`facenormals.face_motion`).
+    ``steady``: the face-mesh detector's light-steadied landmarks (:class:`FaceMesh`; still images always have them)."""
     params = OneEuroParams() if smooth else None
     motion = DEFAULT_FLOW if smooth and flow else None
     if task_file is not None:
         return TaskFaceDetector(task_file, max_faces, params, motion)
     if still:
         return StillFaceDetector(max_faces)
-    return FaceMeshDetector(max_faces, params, flow=motion)
+    return FaceMeshDetector(max_faces, params, flow=motion, steady=steady)
