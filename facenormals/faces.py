@@ -115,23 +115,26 @@ class FaceMesh:
 
     ``still=True``: every image on its own (photos, crops, datasets); ``still=False``: tracking mode for video
     (detection only when tracking is lost). :meth:`find` returns each face as :class:`MeshLandmarks`.
-    ``steady`` (default): landmarks that move less with the light — the mesh sees the frame with its smooth
-    light divided out, and a second mesh (tracking its own faces in video) the mirrored frame, each landmark
-    averaged with its mirror partner's (:mod:`facenormals.mesh_input`; one more mesh pass per frame).
+    ``steady`` (default): landmarks that move less with the light (:mod:`facenormals.mesh_input`) — the mesh sees
+    the frame with its smooth light divided out, and with ``mirror`` a second mesh (tracking its own faces in
+    video) sees the mirrored frame, each landmark averaged with its mirror partner's. ``mirror`` None: on for
+    still images, off in tracking mode, where its extra mesh pass (~5.5 CPU ms a frame) would cost the live
+    loop its 30 FPS on 2 cores.
     """
 
     def __init__(self, max_faces: int = 1, still: bool = True, min_detection_confidence: float = 0.5,
-                 min_tracking_confidence: float = 0.5, steady: bool = True) -> None:
+                 min_tracking_confidence: float = 0.5, steady: bool = True, mirror: bool | None = None) -> None:
         if max_faces < 1:
             raise ValueError(f"max_faces must be at least 1, got {max_faces}")
         import mediapipe as mp  # ~1 s to import: only when a face mesh is built
 
         self.max_faces, self.still, self.steady = max_faces, still, steady
+        self.mirror = steady and (still if mirror is None else mirror)
         meshes = [mp.solutions.face_mesh.FaceMesh(
             static_image_mode=still, max_num_faces=max_faces, refine_landmarks=True,
             min_detection_confidence=min_detection_confidence, min_tracking_confidence=min_tracking_confidence)
-            for _ in range(2 if steady else 1)]
-        self._mesh, self._mirror_mesh = meshes[0], meshes[1] if steady else None
+            for _ in range(2 if self.mirror else 1)]
+        self._mesh, self._mirror_mesh = meshes[0], meshes[1] if self.mirror else None
 
     def find(self, rgb: np.ndarray) -> list[MeshLandmarks]:
         """The faces MediaPipe finds in an RGB uint8 image, in its order; faces with non-finite points are dropped."""
@@ -199,7 +202,8 @@ class _SmoothingDetector:
 
 class FaceMeshDetector(_SmoothingDetector):
     """:class:`FaceMesh` as a detector: tracking mode (video) by default, ``still=True`` for independent images;
-    ``steady``: :class:`FaceMesh`'s light-steadied landmarks (default)."""
+    ``steady``: :class:`FaceMesh`'s light-steadied landmarks (default; averaged with the mirror image for still
+    images only)."""
 
     def __init__(self, max_faces: int = 1, smoothing: OneEuroParams | None = DEFAULT_SMOOTHING,
                  min_detection_confidence: float = 0.5, min_tracking_confidence: float = 0.5,

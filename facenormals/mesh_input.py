@@ -10,7 +10,8 @@ applied to the face mesh's input only — the network always sees the frame itse
   barely reaches the mesh. ~1 CPU ms on 640×480.
 * :func:`average_with_mirror`: the mesh also runs on the mirrored frame, and each landmark is averaged with its
   mirror partner's (:func:`mirror_index`, the left ↔ right correspondence of MediaPipe's 478 points). The model's
-  light- and noise-dependent errors differ between the two views and partly cancel. One more face-mesh pass.
+  light- and noise-dependent errors differ between the two views and partly cancel. One more face-mesh pass
+  (~5.5 CPU ms on 640×480): :class:`facenormals.faces.FaceMesh` does it for still images, not in video by default.
 
 The landmark convention is :mod:`facenormals.faces`' (normalised = pixel-centre position ÷ size): pixel x of the
 mirrored frame is ``width − 1 − x``, so normalised x maps to ``(width − 1) / width − x``.

@@ -89,15 +89,18 @@ def test_steady_landmarks_move_less_with_the_sample_light() -> None:
     """The lighting-sensitivity pairs of the stability benchmark: steadied landmarks move less between the lights
     than MediaPipe's own (measured ~0.12 vs ~0.19 px)."""
     with FaceMesh(steady=False) as plain, FaceMesh() as steady:
-        assert steady.steady and not plain.steady
+        assert steady.steady and steady.mirror and not plain.steady and not plain.mirror
         plain_shift, steady_shift = _sample_light_shift(plain), _sample_light_shift(steady)
     assert steady_shift < 0.85 * plain_shift, (plain_shift, steady_shift)
 
 
 def test_tracking_mode_averages_with_its_own_mirror_track() -> None:
-    """In video (tracking mode) the mirror mesh tracks the mirrored frames: the face is found on every frame and
-    its landmarks stay on the photo as it moves."""
-    with FaceMesh(still=False) as face_mesh:
+    """In video (tracking mode) the mirror pass is off by default (its cost); asked for, the mirror mesh tracks the
+    mirrored frames: the face is found on every frame and its landmarks stay on the photo as it moves."""
+    with FaceMesh(still=False) as default:
+        assert default.steady and not default.mirror
+    with FaceMesh(still=False, mirror=True) as face_mesh:
+        assert face_mesh.mirror
         spreads = []
         for index in range(0, 12, 2):
             pose = sample_pose(index)
