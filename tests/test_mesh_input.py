@@ -125,7 +125,6 @@ def _lights():
 
 
 @pytest.mark.shared  # the ICT-FaceKit head to render
-@pytest.mark.slow
 def test_steady_landmarks_move_less_with_the_light_on_rendered_heads() -> None:
     """ICT heads (three identities, procedural skin, three head poses) lit from the front, left, right and above:
     the steadied landmarks move less between the lights than MediaPipe's own (measured 1.30 vs 1.37 px on four
@@ -167,7 +166,6 @@ def test_steady_landmarks_move_less_with_the_light_on_rendered_heads() -> None:
 
 
 @pytest.mark.shared  # the ICT-FaceKit head to render
-@pytest.mark.slow
 def test_mirror_index_is_derived_from_symmetric_renders() -> None:
     """The stored partner map is what :func:`derive_mirror_index` finds on frontal renders of the neutral head."""
     from facenormals.mesh_input import derive_mirror_index
