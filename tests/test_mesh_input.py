@@ -87,11 +87,11 @@ def _sample_light_shift(face_mesh: FaceMesh) -> float:
 
 def test_steady_landmarks_move_less_with_the_sample_light() -> None:
     """The lighting-sensitivity pairs of the stability benchmark: steadied landmarks move less between the lights
-    than MediaPipe's own (measured ~0.12 vs ~0.19 px)."""
+    than MediaPipe's own (measured 0.06 vs 0.19 px)."""
     with FaceMesh(steady=False) as plain, FaceMesh() as steady:
         assert steady.steady and steady.mirror and not plain.steady and not plain.mirror
         plain_shift, steady_shift = _sample_light_shift(plain), _sample_light_shift(steady)
-    assert steady_shift < 0.85 * plain_shift, (plain_shift, steady_shift)
+    assert steady_shift < 0.6 * plain_shift, (plain_shift, steady_shift)
 
 
 def test_tracking_mode_averages_with_its_own_mirror_track() -> None:

@@ -166,7 +166,9 @@ class MeshSource:
     def _face_oval(self, mesh: meshes.LoadedMesh, texture: np.ndarray | None, colors: np.ndarray | None) -> np.ndarray:
         """3-D outline points: MediaPipe's face oval found on a frontal render, else from sidecar landmarks."""
         if self._landmarker is None:
-            self._landmarker = FaceMesh(max_faces=1)
+            # MediaPipe's plain landmarks: the oval decides the scan's crop, and the data engine's output is pinned
+            # (tests/test_data_render_identity.py); the light-steadied ones would move it by a fraction of a pixel
+            self._landmarker = FaceMesh(max_faces=1, steady=False)
         image, xy, _frags, front = frontal_render(mesh.vertices, mesh.faces, texture, mesh.uv, mesh.faces_uv, colors)
         faces = [found.points for found in self._landmarker.find(image)]
         if faces:
