@@ -1,7 +1,8 @@
 """Temporal stability of the normals (issue 16): filter off vs on, through the real loop (MediaPipe, crops, backend).
 
     python -m facenormals.benchmarks.stability [--source sample|video:PATH] [--backend auto] [--model M]
-        [--frames 90] [--decompose] [--no-flow | --compare-flow] [--json out.json] [--plot docs/stability.png]
+        [--frames 90] [--decompose] [--no-flow | --compare-flow] [--plain-landmarks] [--json out.json]
+        [--plot docs/stability.png] [--cost-only]
 
 Every frame goes through the real loop once (MediaPipe, crops, the backend; file queues, no pacing) with the temporal
 filter off, and the network's raw per-face outputs are kept; they are then replayed into
@@ -18,13 +19,16 @@ as a camera would stamp them. Figures:
   - **lighting sensitivity**: the clip never shows one pose under two lights, so pairs are rendered with the clip's
     own renderer (:func:`render_pose_rgb`): the poses of frames 0, 15, 30, 45 under the clip's two lighting
     extremes (gain 1, light slope −0.25 vs gain 0.78, slope +0.25); each image detected on its own; the mean angle
-    between the pair's normals on the photo. A property of the network (the filter does not change a steady state);
+    between the pair's normals on the photo. A property of the network and of the landmarks (the filter does not
+    change a steady state); measured with the default light-steadied landmarks (:mod:`facenormals.mesh_input`) and,
+    beside them, with MediaPipe's plain ones (``--plain-landmarks`` measures everything with plain ones);
   - **lag**: the photo still for 12 frames, then a step of 15° in-plane rotation, 20 px, 1.1× scale; for each
     frame after it, the output read on the photo with the new transform vs with the old one, against the
     pre-step median; lag = frames until the new reading is the closer one (0 = follows at once).
 * the landmark smoother's image-motion following (:mod:`facenormals.face_motion`, on by default as in
   ``facenormals run``): ``--no-flow`` measures without it, ``--compare-flow`` measures both (the second under
   ``"without_flow"``), and its cost per face (process CPU time, OpenCV on one thread, on the recorded frames);
+  ``--cost-only`` times that and the face mesh per frame, plain vs steadied against light;
 * ``--decompose`` (``sample``): where the deviation comes from — the clip re-rendered with one factor moving at a time
   (nothing but sensor noise; only the light; only the rotation; only the scale; only the shift), each scored like
   the clip, filter off and on; and the clip's deviation split into its fast part (each frame against a centred
@@ -50,11 +54,13 @@ LIGHTS = ((1.0, -0.25), (0.78, 0.25))  # (gain, light slope): the clip's extreme
 LIGHT_POSES = (0, 15, 30, 45)
 
 
-def record_outputs(frames, backend, max_faces: int = 1, flow: bool = True, infer_every: int = 1) -> list:
+def record_outputs(frames, backend, max_faces: int = 1, flow: bool = True, infer_every: int = 1,
+                   steady: bool = True) -> list:
     """The real pipeline over ``frames`` (every frame), filter off; returns each frame's result with the network's raw
     per-face outputs (copies: crop buffers are reused by the loop; no pixels kept). ``flow``: the landmark smoother
     follows the faces' image motion. ``infer_every``: the loop's motion-adaptive inference rate
-    (:mod:`facenormals.reuse`; 1: the network on every frame)."""
+    (:mod:`facenormals.reuse`; 1: the network on every frame). ``steady``: light-steadied landmarks
+    (:mod:`facenormals.mesh_input`)."""
     from facenormals.engine import FrameResult
     from facenormals.faces import create_detector
     from facenormals.frame import Frame
@@ -71,7 +77,7 @@ def record_outputs(frames, backend, max_faces: int = 1, flow: bool = True, infer
         kept.append(FrameResult(Frame(result.frame.id, result.frame.t_capture_ns, no_pixels), list(result.faces),
                                 crops, normals, reused=result.reused))
 
-    detector = create_detector(max_faces, flow=flow)
+    detector = create_detector(max_faces, flow=flow, steady=steady)
     try:
         Pipeline(frames, detector, backend, lambda result, stats: result.frame.rgb, live=False, queue_size=2,
                  on_result=keep, handle_signals=False, temporal=None,
@@ -121,14 +127,14 @@ def synthetic_frames(poses, width: int = 640, height: int = 480, fps: float = 30
                                                           else noise_index)) for i, pose in enumerate(poses)]
 
 
-def step_sequence(backend, flow: bool = True, infer_every: int = 1) -> tuple[list, list]:
+def step_sequence(backend, flow: bool = True, infer_every: int = 1, steady: bool = True) -> tuple[list, list]:
     """The step sequence's recorded outputs and its photo → frame matrices."""
     from facenormals.realtime.sources.sample import frame_from_photo_matrix, sample_pose
 
     before = sample_pose(0)
     after = dataclasses.replace(before, angle_deg=15.0, shift=(before.shift[0] + 20.0, before.shift[1]), scale=1.1)
     poses = [before] * STEP_AT + [after] * STEP_AFTER
-    return (record_outputs(synthetic_frames(poses), backend, flow=flow, infer_every=infer_every),
+    return (record_outputs(synthetic_frames(poses), backend, flow=flow, infer_every=infer_every, steady=steady),
             [frame_from_photo_matrix(p, 640, 480) for p in poses])
 
 
@@ -152,8 +158,9 @@ def step_lag_figures(recorded: list, matrices: list, temporal) -> dict:
             "to_new_deg": np.round(to_new, 2).tolist(), "to_old_deg": np.round(to_old, 2).tolist()}
 
 
-def lighting_figures(backend) -> dict:
-    """Mean angle between the normals of one pose under the clip's two lighting extremes (still detection)."""
+def lighting_figures(backend, steady: bool = True) -> dict:
+    """Mean angle between the normals of one pose under the clip's two lighting extremes (still detection;
+    ``steady``: light-steadied landmarks, :mod:`facenormals.mesh_input`)."""
     from facenormals.engine import FrameEngine
     from facenormals.faces import create_detector
     from facenormals.frame import Frame
@@ -162,7 +169,7 @@ def lighting_figures(backend) -> dict:
     from facenormals.stability import pair_change
 
     detector = create_detector(1, smooth=False)
-    detector_still = type(detector)(1, smoothing=None, still=True)
+    detector_still = type(detector)(1, smoothing=None, still=True, steady=steady)
     detector.close()
     engine = FrameEngine(backend, detector_still, warm_start=False)
     changes = []
@@ -179,13 +186,13 @@ def lighting_figures(backend) -> dict:
     finally:
         detector_still.close()
     return {"mean_deg": round(float(np.mean(changes)), 3), "per_pose_deg": np.round(changes, 3).tolist(),
-            "poses": list(LIGHT_POSES), "lights": [list(light) for light in LIGHTS]}
+            "poses": list(LIGHT_POSES), "lights": [list(light) for light in LIGHTS], "steady_landmarks": steady}
 
 
 SWITCH_AT = 10  # tracked lighting: frames under the first light before the switch (and after it)
 
 
-def tracked_lighting_figures(backend, flow: bool, temporal, infer_every: int = 1) -> dict:
+def tracked_lighting_figures(backend, flow: bool, temporal, infer_every: int = 1, steady: bool = True) -> dict:
     """Lighting sensitivity in a video: each of the poses held still while the light switches between the clip's
     extremes (``SWITCH_AT`` frames each; one sensor-noise draw, so nothing else changes), through the real loop with
     the tracked, smoothed detector (``flow``) and ``temporal``. The mean angle on the photo between the last frame
@@ -199,7 +206,7 @@ def tracked_lighting_figures(backend, flow: bool, temporal, infer_every: int = 1
         poses = [dataclasses.replace(sample_pose(index), gain=gain, light_slope=slope)
                  for gain, slope in LIGHTS for _ in range(SWITCH_AT)]
         matrix = frame_from_photo_matrix(poses[0], 640, 480)
-        recorded = record_outputs(synthetic_frames(poses, noise_index=index), backend, flow=flow,
+        recorded = record_outputs(synthetic_frames(poses, noise_index=index), backend, flow=flow, steady=steady,
                                   infer_every=infer_every)
         probe, _, _ = replay(recorded, temporal, photo_of=lambda _, m=matrix: m)
         samples = {s.frame_id: s for s in max(probe.tracks.values(), key=len)}
@@ -281,6 +288,30 @@ def flow_cost(clip: list, recorded: list) -> dict:
     return {"cpu_ms_per_face": summarise(np.array(cpu_ms)), "not_measured": failed}
 
 
+def mesh_cost(clip: list, steady: bool, mirror: bool | None = None) -> dict:
+    """CPU ms per frame of the face mesh in tracking mode (``FaceMesh.find``: MediaPipe's graph threads included,
+    process CPU time, OpenCV on one thread) on the clip, plain or light-steadied, with or without the mirror
+    pass (``--cost-only``)."""
+    import cv2
+
+    from facenormals.faces import FaceMesh
+    from facenormals.stability import summarise
+
+    threads = cv2.getNumThreads()
+    cv2.setNumThreads(1)
+    cpu_ms = []
+    try:
+        with FaceMesh(still=False, steady=steady, mirror=mirror) as face_mesh:
+            for k, frame in enumerate(clip):
+                c0 = time.process_time()
+                face_mesh.find(frame.rgb)
+                if k >= 5:  # the first frames detect and warm up
+                    cpu_ms.append((time.process_time() - c0) * 1000.0)
+    finally:
+        cv2.setNumThreads(threads)
+    return summarise(np.array(cpu_ms))
+
+
 def landmark_offset(recorded: list) -> dict:
     """How far the smoothed landmarks (what the crop and the prior are drawn from) sit from the raw ones, per frame:
     mean distance in ‰ of the face size (lag shows here on fast motion), and the mean offset of their centroid
@@ -297,7 +328,8 @@ def landmark_offset(recorded: list) -> dict:
     return {"mean_permille": summarise(np.array(mean)), "centroid_permille": summarise(np.array(centroid))}
 
 
-def measure(source: str, backend, frames: int, flow: bool = True, infer_every: int = 1) -> tuple[dict, dict]:
+def measure(source: str, backend, frames: int, flow: bool = True, infer_every: int = 1,
+            steady: bool = True) -> tuple[dict, dict]:
     """(filter off, filter on) figures of ``frames`` frames of ``source``; with ``infer_every`` > 1 also how far the
     reused outputs sit from the network's own on the same frames (``reuse``)."""
     from facenormals.realtime.sources.base import parse_spec
@@ -307,7 +339,7 @@ def measure(source: str, backend, frames: int, flow: bool = True, infer_every: i
     clip, info = read_clip(source, frames)
     is_sample = parse_spec(source).kind in ("sample", "sample-rgbd")
     photo_of = sample_photo_of(info.width, info.height, info.fps or 30.0) if is_sample else None
-    recorded = record_outputs(clip, backend, flow=flow, infer_every=infer_every)
+    recorded = record_outputs(clip, backend, flow=flow, infer_every=infer_every, steady=steady)
     out = []
     for temporal in (None, TemporalFilter()):
         figures = figures_of(*replay(recorded, temporal, photo_of), temporal is not None)
@@ -315,7 +347,7 @@ def measure(source: str, backend, frames: int, flow: bool = True, infer_every: i
         out.append(figures)
     out[0]["smoothed_vs_raw_landmarks"] = landmark_offset(recorded)
     if infer_every > 1:
-        fresh = record_outputs(clip, backend, flow=flow)
+        fresh = record_outputs(clip, backend, flow=flow, steady=steady)
         out[0]["reuse"] = reuse_error(recorded, fresh)
         out[1]["reuse"] = reuse_error(filtered(recorded), filtered(fresh))
     if flow:
@@ -370,7 +402,7 @@ def factor_poses(factor: str, frames: int) -> list:
     return [dataclasses.replace(base, **{name: getattr(sample_pose(i), name) for name in moving}) for i in range(frames)]
 
 
-def decompose(backend, frames: int, flow: bool = True) -> dict:
+def decompose(backend, frames: int, flow: bool = True, steady: bool = True) -> dict:
     """Deviation from the temporal median with one factor of the clip moving at a time, filter off and on."""
     from facenormals.realtime.sources.sample import frame_from_photo_matrix
     from facenormals.temporal import TemporalFilter
@@ -379,7 +411,7 @@ def decompose(backend, frames: int, flow: bool = True) -> dict:
     for factor in FACTORS:
         poses = factor_poses(factor, frames)
         matrices = [frame_from_photo_matrix(p, 640, 480) for p in poses]
-        recorded = record_outputs(synthetic_frames(poses), backend, flow=flow)
+        recorded = record_outputs(synthetic_frames(poses), backend, flow=flow, steady=steady)
         row = {}
         for label, temporal in (("off", None), ("on", TemporalFilter())):
             photo = figures_of(*replay(recorded, temporal, matrices.__getitem__), False)["photo"]
@@ -452,19 +484,19 @@ def plot(results: dict, path: Path) -> None:
 
 def measure_all(args: argparse.Namespace, backend, flow: bool) -> dict:
     """Filter off and on (with the step lag on the sample), and ``--decompose``'s table, for one landmark setting."""
-    out: dict = {"flow": flow}
-    every = args.infer_every
-    out["off"], out["on"] = measure(args.source, backend, args.frames, flow, every)
+    out: dict = {"flow": flow, "steady_landmarks": not args.plain_landmarks}
+    every, steady = args.infer_every, not args.plain_landmarks
+    out["off"], out["on"] = measure(args.source, backend, args.frames, flow, every, steady)
     if args.source.startswith("sample"):
         from facenormals.temporal import TemporalFilter
 
-        recorded, matrices = step_sequence(backend, flow, every)
+        recorded, matrices = step_sequence(backend, flow, every, steady)
         out["off"]["lag"] = step_lag_figures(recorded, matrices, None)
         out["on"]["lag"] = step_lag_figures(recorded, matrices, TemporalFilter())
-        out["off"]["tracked_lighting"] = tracked_lighting_figures(backend, flow, None, every)
-        out["on"]["tracked_lighting"] = tracked_lighting_figures(backend, flow, TemporalFilter(), every)
+        out["off"]["tracked_lighting"] = tracked_lighting_figures(backend, flow, None, every, steady)
+        out["on"]["tracked_lighting"] = tracked_lighting_figures(backend, flow, TemporalFilter(), every, steady)
         if args.decompose:
-            out["decomposition"] = decompose(backend, args.frames, flow)
+            out["decomposition"] = decompose(backend, args.frames, flow, steady)
     return out
 
 
@@ -512,6 +544,8 @@ def main(argv: list[str] | None = None) -> int:
     flow = parser.add_mutually_exclusive_group()
     flow.add_argument("--no-flow", action="store_true", help="landmark smoothing without the faces' image motion")
     flow.add_argument("--compare-flow", action="store_true", help="also measure without it (under without_flow)")
+    parser.add_argument("--plain-landmarks", action="store_true",
+                        help="MediaPipe's landmarks as they come (default: steadied against light, facenormals.mesh_input)")
     parser.add_argument("--cost-only", action="store_true",
                         help="only time the image-motion step per face (no network; for an idle machine)")
     parser.add_argument("--json", type=Path)
@@ -522,6 +556,12 @@ def main(argv: list[str] | None = None) -> int:
         for attempt in range(3):  # the first pass warms caches
             cost = flow_cost(clip, detected(clip))["cpu_ms_per_face"]
             print(f"pass {attempt + 1}: image motion {cost['mean']} CPU ms/face (p95 {cost['p95']}, n {cost['n']})")
+        for attempt in range(2):
+            plain, steady = mesh_cost(clip, steady=False), mesh_cost(clip, steady=True)
+            mirrored = mesh_cost(clip, steady=True, mirror=True)
+            print(f"pass {attempt + 1}: face mesh (tracking) {plain['mean']} CPU ms/frame (p95 {plain['p95']}) plain, "
+                  f"{steady['mean']} (p95 {steady['p95']}) steadied against light (the loop's default), "
+                  f"{mirrored['mean']} (p95 {mirrored['p95']}) also averaged with the mirror image")
         return 0
     from facenormals.export.prepare import create_backend
     from facenormals.runtime.backends import warm_up
@@ -536,14 +576,19 @@ def main(argv: list[str] | None = None) -> int:
     if args.compare_flow:
         results["without_flow"] = measure_all(args, backend, flow=False)
     if args.source.startswith("sample"):
-        results["lighting_sensitivity"] = lighting_figures(backend)  # still images: no smoothing, no flow
+        # still images: no smoothing, no flow; both landmark settings (the default steadies them against light)
+        results["lighting_sensitivity"] = lighting_figures(backend, steady=not args.plain_landmarks)
+        if not args.plain_landmarks:
+            results["lighting_sensitivity_plain_landmarks"] = lighting_figures(backend, steady=False)
     else:
         results["lighting_sensitivity"] = "not measured: a real video has no frames that differ only in light"
     print_runs(results, "flow on, " if results["flow"] else "flow off, ")
     if "without_flow" in results:
         print_runs(results["without_flow"], "flow off, ")
     if isinstance(results["lighting_sensitivity"], dict):
-        print(f"lighting sensitivity: {results['lighting_sensitivity']['mean_deg']}°")
+        print(f"lighting sensitivity: {results['lighting_sensitivity']['mean_deg']}°"
+              + (f" (plain landmarks {results['lighting_sensitivity_plain_landmarks']['mean_deg']}°)"
+                 if "lighting_sensitivity_plain_landmarks" in results else ""))
     if args.json:
         write_text_atomic(args.json, json.dumps(results, indent=2))
         print(f"wrote {args.json}", file=sys.stderr)

@@ -42,6 +42,7 @@ import numpy as np
 
 from facenormals.face_motion import MotionParams, to_gray
 from facenormals.geometry import SquareBox, square_box
+from facenormals.mesh_input import average_with_mirror, flatten_light
 from facenormals.smoothing import LandmarkSmoother, OneEuroParams
 
 NUM_LANDMARKS = 478  # face mesh with refined irises
@@ -114,39 +115,54 @@ class FaceMesh:
 
     ``still=True``: every image on its own (photos, crops, datasets); ``still=False``: tracking mode for video
     (detection only when tracking is lost). :meth:`find` returns each face as :class:`MeshLandmarks`.
+    ``steady`` (default): landmarks that move less with the light (:mod:`facenormals.mesh_input`) — the mesh sees
+    the frame with its smooth light divided out, and with ``mirror`` a second mesh (tracking its own faces in
+    video) sees the mirrored frame, each landmark averaged with its mirror partner's. ``mirror`` None: on for
+    still images, off in tracking mode, where its extra mesh pass (~5.5 CPU ms a frame) would cost the live
+    loop its 30 FPS on 2 cores.
     """
 
     def __init__(self, max_faces: int = 1, still: bool = True, min_detection_confidence: float = 0.5,
-                 min_tracking_confidence: float = 0.5) -> None:
+                 min_tracking_confidence: float = 0.5, steady: bool = True, mirror: bool | None = None) -> None:
         if max_faces < 1:
             raise ValueError(f"max_faces must be at least 1, got {max_faces}")
         import mediapipe as mp  # ~1 s to import: only when a face mesh is built
 
-        self.max_faces, self.still = max_faces, still
-        self._mesh = mp.solutions.face_mesh.FaceMesh(
+        self.max_faces, self.still, self.steady = max_faces, still, steady
+        self.mirror = steady and (still if mirror is None else mirror)
+        meshes = [mp.solutions.face_mesh.FaceMesh(
             static_image_mode=still, max_num_faces=max_faces, refine_landmarks=True,
             min_detection_confidence=min_detection_confidence, min_tracking_confidence=min_tracking_confidence)
+            for _ in range(2 if self.mirror else 1)]
+        self._mesh, self._mirror_mesh = meshes[0], meshes[1] if self.mirror else None
 
     def find(self, rgb: np.ndarray) -> list[MeshLandmarks]:
         """The faces MediaPipe finds in an RGB uint8 image, in its order; faces with non-finite points are dropped."""
         rgb = np.ascontiguousarray(rgb)
         height, width = rgb.shape[:2]
-        faces = []
-        for mesh in self._mesh.process(rgb).multi_face_landmarks or ():
-            normalised = np.array([(p.x, p.y, p.z) for p in mesh.landmark], dtype=np.float32)
-            if not np.isfinite(normalised).all():
-                continue
-            faces.append(MeshLandmarks(normalised, *mesh_to_pixels(normalised, width, height)))
-        return faces
+        seen = flatten_light(rgb) if self.steady else rgb
+        found = _normalised_faces(self._mesh, seen)
+        if self._mirror_mesh is not None:
+            found = average_with_mirror(found, _normalised_faces(self._mirror_mesh, cv2.flip(seen, 1)), width, height)
+        return [MeshLandmarks(normalised, *mesh_to_pixels(normalised, width, height)) for normalised in found]
 
     def close(self) -> None:
         self._mesh.close()
+        if self._mirror_mesh is not None:
+            self._mirror_mesh.close()
 
     def __enter__(self) -> FaceMesh:
         return self
 
     def __exit__(self, *_exc: object) -> None:
         self.close()
+
+
+def _normalised_faces(mesh, rgb: np.ndarray) -> list[np.ndarray]:
+    """A MediaPipe face mesh's faces in ``rgb`` as normalised float32 478×3 arrays; non-finite faces dropped."""
+    faces = [np.array([(p.x, p.y, p.z) for p in face.landmark], dtype=np.float32)
+             for face in mesh.process(rgb).multi_face_landmarks or ()]
+    return [face for face in faces if np.isfinite(face).all()]
 
 
 class _SmoothingDetector:
@@ -185,13 +201,15 @@ class _SmoothingDetector:
 
 
 class FaceMeshDetector(_SmoothingDetector):
-    """:class:`FaceMesh` as a detector: tracking mode (video) by default, ``still=True`` for independent images."""
+    """:class:`FaceMesh` as a detector: tracking mode (video) by default, ``still=True`` for independent images;
+    ``steady``: :class:`FaceMesh`'s light-steadied landmarks (default; averaged with the mirror image for still
+    images only)."""
 
     def __init__(self, max_faces: int = 1, smoothing: OneEuroParams | None = DEFAULT_SMOOTHING,
                  min_detection_confidence: float = 0.5, min_tracking_confidence: float = 0.5,
-                 still: bool = False, flow: MotionParams | None = DEFAULT_FLOW) -> None:
+                 still: bool = False, flow: MotionParams | None = DEFAULT_FLOW, steady: bool = True) -> None:
         super().__init__(max_faces, smoothing, flow)
-        self._mesh = FaceMesh(max_faces, still, min_detection_confidence, min_tracking_confidence)
+        self._mesh = FaceMesh(max_faces, still, min_detection_confidence, min_tracking_confidence, steady)
 
     def detect(self, rgb: np.ndarray, t_capture_ns: int = 0) -> list[Face]:
         rgb = check_frame(rgb)
@@ -364,14 +382,15 @@ def _square_iou(a: SquareBox, b: SquareBox) -> float:
 
 
 def create_detector(max_faces: int = 1, task_file: str | Path | None = None, smooth: bool = True,
-                    still: bool = False, flow: bool = True) -> Detector:
+                    still: bool = False, flow: bool = True, steady: bool = True) -> Detector:
     """The face-mesh detector, the Tasks FaceLandmarker when a ``.task`` file is given, or for unrelated still
     images (``still``: an image folder, photos) the :class:`StillFaceDetector`, which finds small faces too.
-    ``flow`` (with ``smooth``): the smoother follows each face's image motion (:mod:`facenormals.face_motion`)."""
+    ``flow`` (with ``smooth``): the smoother follows each face's image motion (:mod:`facenormals.face_motion`).
+    ``steady``: the face-mesh detector's light-steadied landmarks (:class:`FaceMesh`; still images always have them)."""
     params = OneEuroParams() if smooth else None
     motion = DEFAULT_FLOW if smooth and flow else None
     if task_file is not None:
         return TaskFaceDetector(task_file, max_faces, params, motion)
     if still:
         return StillFaceDetector(max_faces)
-    return FaceMeshDetector(max_faces, params, flow=motion)
+    return FaceMeshDetector(max_faces, params, flow=motion, steady=steady)

@@ -57,6 +57,7 @@ class BenchConfig:
     preload: bool = True  # file sources: decode/generate frames before timing, replay them from memory
     temporal: bool = True  # the temporal filter of the normals (facenormals.temporal), as `run` has it for video
     flow: bool = True  # the landmark smoother follows the faces' image motion (facenormals.face_motion), as in `run`
+    steady: bool = True  # light-steadied face-mesh landmarks (facenormals.mesh_input), as in `run`
     stability: bool = True  # the stability block (figures computed after the run, off the timed loop)
     infer_every: int | None = None  # facenormals.reuse: None = `run`'s default (auto), 1 = every frame
 
@@ -233,7 +234,8 @@ def run_benchmark(cfg: BenchConfig) -> dict:
         load_before = machine_info()["load_avg_1m"]
         probe = JitterProbe(cfg.warmup)
         parts = stack.enter_context(LoopParts.build(source, backend, view=cfg.view, max_faces=cfg.max_faces,
-                                                    temporal=cfg.temporal, flow=cfg.flow, infer_every=every))
+                                                    temporal=cfg.temporal, flow=cfg.flow, infer_every=every,
+                                                    steady=cfg.steady))
         pace = (source.fps or 30.0) if cfg.pace == "realtime" and not source.live else None
         frames = source
         if cfg.preload and not source.live:
@@ -293,6 +295,7 @@ def run_benchmark(cfg: BenchConfig) -> dict:
         "jitter": probe.summary(),
         "temporal": cfg.temporal,
         "flow": cfg.flow,
+        "steady_landmarks": cfg.steady,
         "infer_every": every,
         "inference_threads": inference_threads(cfg.backend, cfg.threads, every),  # None: physical cores
         # faces of the measured frames sent to the network / given an earlier inference's output (facenormals.reuse)

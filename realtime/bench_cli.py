@@ -25,6 +25,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--no-temporal", action="store_true", help="no temporal filter of the normals (default: on)")
     parser.add_argument("--no-flow", action="store_true",
                         help="landmark smoothing without following the faces' image motion (default: on)")
+    parser.add_argument("--plain-landmarks", action="store_true",
+                        help="MediaPipe's landmarks as they come (default: steadied against light, facenormals.mesh_input)")
     parser.add_argument("--view", default="normals", help="view rendered during the run (default normals)")
     parser.add_argument("--threads", type=int, help="CPU threads for inference (default: physical cores)")
     parser.add_argument("--infer-every", default="auto", metavar="auto|N",
@@ -45,7 +47,8 @@ def main(args: argparse.Namespace) -> int:
     cfg = BenchConfig(source=args.source, backend=args.backend, model=args.model, frames=args.frames,
                       warmup=args.warmup, max_faces=args.max_faces, pace=args.pace, view=args.view, threads=args.threads,
                       preload=not args.no_preload, temporal=not args.no_temporal,
-                      flow=not args.no_flow, infer_every=parse_infer_every(args.infer_every))
+                      flow=not args.no_flow, infer_every=parse_infer_every(args.infer_every),
+                      steady=not args.plain_landmarks)
     result = run_benchmark(cfg)
     print(format_summary(result))
     if args.json is not None:

@@ -42,6 +42,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--no-smoothing", action="store_true", help="raw landmarks (no One-Euro filter)")
     parser.add_argument("--no-flow", action="store_true",
                         help="landmark smoothing without following the face's image motion (facenormals.face_motion)")
+    parser.add_argument("--plain-landmarks", action="store_true",
+                        help="MediaPipe's landmarks as they come (default: steadied against light changes — the mesh "
+                             "sees the frame with its smooth light divided out, averaged with its mirror image; "
+                             "facenormals.mesh_input)")
     parser.add_argument("--no-temporal", action="store_true",
                         help="raw per-frame normals (default for video: the temporal filter, facenormals.temporal; "
                              "image folders are never filtered)")
@@ -161,7 +165,7 @@ def main(args: argparse.Namespace) -> int:
         # stills (an image folder): no tracking, smoothing or temporal filter; --view fusion adds the fusion stage
         with LoopParts.build(source, backend, view=args.view, max_faces=args.max_faces, task_file=args.task,
                              smooth=not args.no_smoothing, temporal=not args.no_temporal, flow=not args.no_flow,
-                             state=state, sinks=sinks, infer_every=every) as parts:
+                             steady=not args.plain_landmarks, state=state, sinks=sinks, infer_every=every) as parts:
             pipeline = parts.pipeline(source, max_frames=args.frames,
                                       pace_fps=(source.fps or 30.0) if args.realtime else None)
             try:

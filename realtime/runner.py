@@ -90,21 +90,22 @@ class LoopParts:
     def build(cls, source: Any, backend: Any, *, view: str = "normals", max_faces: int = 1,
               task_file: Path | None = None, smooth: bool = True, temporal: bool = True, flow: bool = True,
               state: RenderState | None = None, sinks: list | None = None,
-              infer_every: int | None = None) -> LoopParts:
+              infer_every: int | None = None, steady: bool = True) -> LoopParts:
         """The loop's parts for ``source``: unrelated stills (an image folder) are detected one by one without
         smoothing, tracking or the temporal filter (tracking would carry faces across photos); a view that draws
         refined depth gets the fusion stage. ``flow``: the landmark smoother follows each face's image motion
         (:mod:`facenormals.face_motion`; only with ``smooth``). ``infer_every``: a face is inferred at least every
         that many frames, reusing the last inference in between while it barely moves (:mod:`facenormals.reuse`);
         None (``--infer-every auto``): :func:`default_infer_every` for the normals view and this source as it is
-        (a camera reuses; a file read frame by frame does not — a caller that paces one like a camera passes it)."""
+        (a camera reuses; a file read frame by frame does not — a caller that paces one like a camera passes it).
+        ``steady``: light-steadied face-mesh landmarks (:class:`facenormals.faces.FaceMesh`; video detector)."""
         from facenormals.reuse import ReusePolicy
         from facenormals.temporal import TemporalFilter
 
         get_view(view)  # an unavailable view fails before the detector is built
         still = bool(getattr(source, "still_images", False))
         detector = create_detector(max_faces, task_file=task_file, smooth=smooth and not still,
-                                   still=still and task_file is None, flow=flow)
+                                   still=still and task_file is None, flow=flow, steady=steady)
         fusion = None
         if view_needs_fusion(view):
             from facenormals.fusion_stage import FusionStage

@@ -82,7 +82,7 @@ def derive(model: ict.IctModel, size: int = 768) -> tuple[Correspondence, np.nda
     from facenormals.faces import FaceMesh
 
     colors = head_colors(model)
-    landmarker = FaceMesh(max_faces=1)
+    landmarker = FaceMesh(max_faces=1, steady=False)  # the asset was derived from MediaPipe's plain landmarks
     centre = model.neutral[model.region == ict.FACE].mean(0)
     found: list[np.ndarray] = []
     frontal = frontal_pixels = None

@@ -166,7 +166,9 @@ class MeshSource:
     def _face_oval(self, mesh: meshes.LoadedMesh, texture: np.ndarray | None, colors: np.ndarray | None) -> np.ndarray:
         """3-D outline points: MediaPipe's face oval found on a frontal render, else from sidecar landmarks."""
         if self._landmarker is None:
-            self._landmarker = FaceMesh(max_faces=1)
+            # MediaPipe's plain landmarks: the oval decides the scan's crop, and the data engine's output is pinned
+            # (tests/test_data_render_identity.py); the light-steadied ones would move it by a fraction of a pixel
+            self._landmarker = FaceMesh(max_faces=1, steady=False)
         image, xy, _frags, front = frontal_render(mesh.vertices, mesh.faces, texture, mesh.uv, mesh.faces_uv, colors)
         faces = [found.points for found in self._landmarker.find(image)]
         if faces:
@@ -205,8 +207,10 @@ def oval_from_landmarks(landmarks68: np.ndarray) -> np.ndarray:
 
 
 def frontal_render(vertices: np.ndarray, faces: np.ndarray, texture: np.ndarray | None, uv: np.ndarray | None,
-                   faces_uv: np.ndarray | None, colors: np.ndarray | None, size: int = 512):
-    """A soft-lit frontal view that MediaPipe can read: (RGB uint8, vertex pixels V×2, fragments, front-facing V)."""
+                   faces_uv: np.ndarray | None, colors: np.ndarray | None, size: int = 512, light=None):
+    """A soft-lit frontal view that MediaPipe can read: (RGB uint8, vertex pixels V×2, fragments, front-facing V).
+    ``light``: a :class:`~facenormals.training.data.lighting.Lighting` instead of the soft light from above the
+    camera (exposed to the 98th percentile of the face either way)."""
     from facenormals.conventions import normalize
     from facenormals.training.data.lighting import Lighting, shade
     from facenormals.training.data.renderer import rasterize, vertex_normals
@@ -232,9 +236,10 @@ def frontal_render(vertices: np.ndarray, faces: np.ndarray, texture: np.ndarray 
         alb = frags.interpolate_vertices(colors, faces)
     else:
         alb = np.full((size, size, 3), 0.35, np.float32)
-    light = Lighting(np.array([0.0, 0.3, 0.95], np.float32) / np.float32(np.hypot(0.3, 0.95)), 1.0,
-                     np.ones(3, np.float32))
-    light.sh[0] = 0.5 / 0.886227
+    if light is None:
+        light = Lighting(np.array([0.0, 0.3, 0.95], np.float32) / np.float32(np.hypot(0.3, 0.95)), 1.0,
+                         np.ones(3, np.float32))
+        light.sh[0] = 0.5 / 0.886227
     img = np.zeros((size, size, 3), np.float32)
     c = frags.covered
     img[c] = shade(n[c], alb[c], light)
