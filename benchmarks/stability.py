@@ -158,9 +158,10 @@ def step_lag_figures(recorded: list, matrices: list, temporal) -> dict:
             "to_new_deg": np.round(to_new, 2).tolist(), "to_old_deg": np.round(to_old, 2).tolist()}
 
 
-def lighting_figures(backend, steady: bool = True) -> dict:
-    """Mean angle between the normals of one pose under the clip's two lighting extremes (still detection;
-    ``steady``: light-steadied landmarks, :mod:`facenormals.mesh_input`)."""
+def lighting_figures(backend, steady: bool = True, mirror: bool = True) -> dict:
+    """Mean angle between the normals of one pose under the clip's two lighting extremes (still detection, as the
+    API treats a photo; ``steady``: light-steadied landmarks, :mod:`facenormals.mesh_input`; ``mirror``: outputs
+    averaged with the mirror image's, :mod:`facenormals.mirror_average`)."""
     from facenormals.engine import FrameEngine
     from facenormals.faces import create_detector
     from facenormals.frame import Frame
@@ -171,7 +172,7 @@ def lighting_figures(backend, steady: bool = True) -> dict:
     detector = create_detector(1, smooth=False)
     detector_still = type(detector)(1, smoothing=None, still=True, steady=steady)
     detector.close()
-    engine = FrameEngine(backend, detector_still, warm_start=False)
+    engine = FrameEngine(backend, detector_still, warm_start=False, mirror=mirror)
     changes = []
     try:
         for index in LIGHT_POSES:
@@ -186,7 +187,8 @@ def lighting_figures(backend, steady: bool = True) -> dict:
     finally:
         detector_still.close()
     return {"mean_deg": round(float(np.mean(changes)), 3), "per_pose_deg": np.round(changes, 3).tolist(),
-            "poses": list(LIGHT_POSES), "lights": [list(light) for light in LIGHTS], "steady_landmarks": steady}
+            "poses": list(LIGHT_POSES), "lights": [list(light) for light in LIGHTS], "steady_landmarks": steady,
+            "mirror_averaged": mirror}
 
 
 SWITCH_AT = 10  # tracked lighting: frames under the first light before the switch (and after it)
@@ -578,17 +580,20 @@ def main(argv: list[str] | None = None) -> int:
     if args.source.startswith("sample"):
         # still images: no smoothing, no flow; both landmark settings (the default steadies them against light)
         results["lighting_sensitivity"] = lighting_figures(backend, steady=not args.plain_landmarks)
+        results["lighting_sensitivity_single_pass"] = lighting_figures(backend, steady=not args.plain_landmarks,
+                                                                       mirror=False)
         if not args.plain_landmarks:
-            results["lighting_sensitivity_plain_landmarks"] = lighting_figures(backend, steady=False)
+            results["lighting_sensitivity_plain_landmarks"] = lighting_figures(backend, steady=False, mirror=False)
     else:
         results["lighting_sensitivity"] = "not measured: a real video has no frames that differ only in light"
     print_runs(results, "flow on, " if results["flow"] else "flow off, ")
     if "without_flow" in results:
         print_runs(results["without_flow"], "flow off, ")
     if isinstance(results["lighting_sensitivity"], dict):
-        print(f"lighting sensitivity: {results['lighting_sensitivity']['mean_deg']}°"
-              + (f" (plain landmarks {results['lighting_sensitivity_plain_landmarks']['mean_deg']}°)"
-                 if "lighting_sensitivity_plain_landmarks" in results else ""))
+        print(f"lighting sensitivity: {results['lighting_sensitivity']['mean_deg']}° "
+              f"(one network pass {results['lighting_sensitivity_single_pass']['mean_deg']}°"
+              + (f", plain landmarks and one pass {results['lighting_sensitivity_plain_landmarks']['mean_deg']}°"
+                 if "lighting_sensitivity_plain_landmarks" in results else "") + ")")
     if args.json:
         write_text_atomic(args.json, json.dumps(results, indent=2))
         print(f"wrote {args.json}", file=sys.stderr)

@@ -132,11 +132,13 @@ class FaceNormals:
     on a checkpoint needs ``prepare=facenormals.export.prepare.onnx_for`` (export once, cached) or an ``.onnx``;
     ``auto`` without it runs a checkpoint on torch (a shipped model on its INT8 twin). ``detector``: anything with
     ``detect(rgb, t_capture_ns) -> list[Face]``; default: :class:`facenormals.faces.StillFaceDetector` (face
-    detection, then the mesh per face; every image on its own, no smoothing).
+    detection, then the mesh per face; every image on its own, no smoothing). ``mirror`` (default): each face's
+    normals are averaged with the network's on its mirror image (:mod:`facenormals.mirror_average`: a little more
+    accurate and steadier under changing light, at twice the network's cost); ``mirror=False`` for speed.
     """
 
     def __init__(self, model: str | Path | None = None, backend: str = "auto", max_faces: int = 4,
-                 detector: object | None = None, **backend_options: object) -> None:
+                 detector: object | None = None, mirror: bool = True, **backend_options: object) -> None:
         from facenormals.runtime.backends import create_backend
 
         self.backend = create_backend(backend, model, **backend_options)
@@ -149,7 +151,7 @@ class FaceNormals:
         # face detection, then the mesh per face: every face of a group photo, small ones included (issue 17)
         self.detector = detector if detector is not None else StillFaceDetector(max_faces)
         # independent images: no ICT warm start from whichever face had the same index in the previous call
-        self.engine = FrameEngine(self.backend, self.detector, self.input_size, warm_start=False)
+        self.engine = FrameEngine(self.backend, self.detector, self.input_size, warm_start=False, mirror=mirror)
         self.fusion = FusionStage(warm=False)  # RGB-D: the same stage as the live loop, no memory across images
 
     def __enter__(self) -> FaceNormals:

@@ -28,6 +28,7 @@ from facenormals.faces import Detector, Face
 from facenormals.frame import Frame
 from facenormals.geometry import Crop, SquareBox
 from facenormals.ict_fit import IctFit
+from facenormals.mirror_average import mirror_averaged
 from facenormals.reuse import KeyframeStore, ReusePolicy, ReuseSchedule
 
 if TYPE_CHECKING:  # the fusion stage (torch) is imported only by callers that fuse
@@ -151,14 +152,17 @@ class FrameEngine:
     ``reuse``: a tracked face that barely moved since its last inference reuses that output, carried into the new
     crop, instead of being inferred (:mod:`facenormals.reuse`; video only: track ids must follow faces); None or
     ``every=1``: every face of every frame is inferred. ``counts`` holds the faces inferred and reused so far.
+    ``mirror``: each face's normals are the mean of the network on its crop and on the crop's mirror image
+    (:mod:`facenormals.mirror_average`; twice the network's cost: for still images).
     """
 
     def __init__(self, backend: Backend, detector: Detector, input_size: int | None = None, ring: int = 2,
-                 warm_start: bool = True, reuse: ReusePolicy | None = None) -> None:
+                 warm_start: bool = True, reuse: ReusePolicy | None = None, mirror: bool = False) -> None:
         size = input_size or getattr(backend, "input_size", None)
         if not size:
             raise ValueError("input_size unknown: pass it or use a backend with an input_size attribute")
         self.backend = backend
+        self._network = mirror_averaged(backend) if mirror else backend
         self.detector = detector
         self.input_size = int(size)
         self.prior_source: str | None = getattr(backend, "prior_source", None)  # decided once, from the model
@@ -268,7 +272,7 @@ class FrameEngine:
         return results
 
     def _run(self, inputs: np.ndarray) -> np.ndarray:
-        normals = self.backend(inputs)
+        normals = self._network(inputs)
         if len(normals) != len(inputs):
             raise ValueError(f"backend returned {len(normals)} normal maps for {len(inputs)} faces")
         return normals

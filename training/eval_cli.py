@@ -49,6 +49,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--variants", nargs="+", metavar="NAME=CKPT",
                         help="score several checkpoints into one ablation table (paper Fig. 7)")
     parser.add_argument("--batch-size", type=int, default=8)
+    parser.add_argument("--no-mirror", action="store_true",
+                        help="one network pass per crop (default: averaged with the mirrored crop's, as the API does)")
     parser.add_argument("--diagnose", action="store_true",
                         help="split each set's error into global rotation, low-frequency (σ = 4 px) and detail, by "
                              "border band / interior, |yaw| and light angle (from params.csv); per-image errors in the JSON")
@@ -96,7 +98,7 @@ def main(args: argparse.Namespace) -> int:
     folders = {Path(d).resolve().name: Path(d) for d in args.data}
     model_path = resolve_model(args.model)
     report: dict = {"model": str(model_path), "sets": {}, "baselines": {}}
-    predictor = load_predictor(model_path, note=_note)
+    predictor = load_predictor(model_path, note=_note, mirror=not args.no_mirror)
     for name, samples in sets.items():
         started = time.perf_counter()
         diagnosis = SetDiagnosis(read_params(folders[name])) if args.diagnose else None
@@ -135,7 +137,7 @@ def main(args: argparse.Namespace) -> int:
         print("\nablation (mean ± std °, paper Fig. 7 layout):")
         print(f"  {'variant':<24}" + "".join(f"{name:>22}" for name in sets))
         for label, path in variants.items():
-            variant_predictor = load_predictor(path, note=_note)
+            variant_predictor = load_predictor(path, note=_note, mirror=not args.no_mirror)
             entry = {"model": str(path), "sets": {}}
             for name, samples in sets.items():
                 entry["sets"][name] = evaluate_predictor(variant_predictor, samples, args.batch_size, label).metrics.as_dict()

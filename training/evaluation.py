@@ -24,6 +24,7 @@ from facenormals.dataset import SampleFiles, SampleKind, load_sample, scan_datas
 from facenormals.fileio import check_model_file
 from facenormals.mesh_prior import create_face_mesh
 from facenormals.metrics import MetricAccumulator, SetMetrics
+from facenormals.mirror_average import mirror_averaged
 from facenormals.model import ImageToNormal
 from facenormals.prior import prior_channels, prior_for_crop, source_of
 
@@ -41,19 +42,20 @@ def _with_prior(source: str | None) -> Callable[[np.ndarray], np.ndarray]:
     return lambda images: np.concatenate([images, prior_channels(images, face_mesh, source)], axis=1)
 
 
-def torch_predictor(module: ImageToNormal) -> Predictor:
+def torch_predictor(module: ImageToNormal, mirror: bool = True) -> Predictor:
+    """``mirror``: the output averaged with the network's on the mirrored crop, as the API does for photos."""
     module = module.eval()
     inputs = _with_prior(module.cfg.input_prior)
 
-    def predict(images: np.ndarray) -> np.ndarray:
-        images = inputs(images)
+    def network(batch: np.ndarray) -> np.ndarray:
         with torch.inference_mode():
-            return module(torch.from_numpy(images)).numpy()
+            return module(torch.from_numpy(np.ascontiguousarray(batch))).numpy()
 
-    return predict
+    run = mirror_averaged(network) if mirror else network
+    return lambda images: run(inputs(images))
 
 
-def onnx_predictor(path: str | Path) -> Predictor:
+def onnx_predictor(path: str | Path, mirror: bool = True) -> Predictor:
     import onnxruntime as ort
 
     session = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
@@ -66,11 +68,11 @@ def onnx_predictor(path: str | Path) -> Predictor:
     in_chans = 3 if meta.get("prior", "none") == "none" else 7
     inputs = _with_prior(source_of(in_chans, meta.get("prior_source")))
 
-    def predict(images: np.ndarray) -> np.ndarray:
-        images = inputs(images)
-        return np.asarray(session.run(["normals"], {"image": images.astype(dtype)})[0], dtype=np.float32)
+    def network(batch: np.ndarray) -> np.ndarray:
+        return np.asarray(session.run(["normals"], {"image": batch.astype(dtype)})[0], dtype=np.float32)
 
-    return predict
+    run = mirror_averaged(network) if mirror else network
+    return lambda images: run(inputs(images))
 
 
 def onnx_input_size(path: Path) -> int | None:
@@ -115,8 +117,9 @@ def at_model_size(predict: Predictor, size: int | None, model: Path,
     return run
 
 
-def load_predictor(spec: str | Path, note: Callable[[str], object] | None = None) -> Predictor:
-    """A checkpoint (.safetensors) or an ONNX file (.onnx) → predictor at the model's input size.
+def load_predictor(spec: str | Path, note: Callable[[str], object] | None = None, mirror: bool = True) -> Predictor:
+    """A checkpoint (.safetensors) or an ONNX file (.onnx) → predictor at the model's input size; ``mirror``: each
+    crop's output averaged with the mirrored crop's (:mod:`facenormals.mirror_average`, the API's default).
 
     The file passes the same check as every other model file first (``facenormals.fileio.check_model_file``);
     crops of another side are resized (:func:`at_model_size`; ``note`` is told once per crop size).
@@ -126,11 +129,11 @@ def load_predictor(spec: str | Path, note: Callable[[str], object] | None = None
         raise ValueError(f"model {path}: eval runs checkpoints (.safetensors) and ONNX files; score the ONNX the "
                          "engine was built from, or run the engine with 'facenormals run --backend tensorrt'")
     if path.suffix.lower() == ".onnx":
-        return at_model_size(onnx_predictor(path), onnx_input_size(path), path, note)
+        return at_model_size(onnx_predictor(path, mirror), onnx_input_size(path), path, note)
     from facenormals.checkpoint import load_image_to_normal
 
     module = load_image_to_normal(path)
-    return at_model_size(torch_predictor(module), int(module.cfg.input_size), path, note)
+    return at_model_size(torch_predictor(module, mirror), int(module.cfg.input_size), path, note)
 
 
 def paired_samples(folder: str | Path) -> list[SampleFiles]:
