@@ -1,0 +1,136 @@
+"""A face the face mesh misses (a profile): its crop square, head pose and mask from the face detection alone.
+
+MediaPipe's face *detection* finds most profiles its face mesh gives up on (``benchmarks/profile_fallback.py``):
+a box and 6 keypoints (the subject's right eye, left eye, nose tip, mouth centre, right and left ear tragion).
+From them (:func:`detector_face`):
+
+* **the crop square**: the box scaled :data:`BOX_TO_CROP`× about its centre. On training renders whose mesh
+  failed (ict_profile_v3) the data engine's crops, what the network was trained on, are 1.46× the box (median;
+  the crops are jittered, p10–p90 wide); the landmark square :func:`facenormals.geometry.face_crop` takes where
+  both exist is 1.24× at |yaw| 50–90° (1.27× overall). The shipped network scores the same within 0.3° over
+  1.24–1.60× (val_profile, zero prior: 18.3° at 1.24×, 18.0° at 1.46×, 18.0° at 1.60×), so the trained framing;
+* **a head pose**: the ICT-FaceKit mean face, weak perspective (the prior's orthographic crop space), posed so
+  its points :data:`KEYPOINTS_CM` land on the keypoints (robust least squares from several yaws). Those are where
+  the detector puts each keypoint on the ICT head, triangulated from 646 training renders (ict_profile_v3,
+  ict_paired_v6) with their ground-truth head rotations and anchored on the ICT face's own eye, nose and mouth
+  landmarks. The keypoints are coarse (median 5–10 px off the fitted head on 256² renders, ears ~20 px), so the
+  pose is too (|yaw| error median 20° where the mesh fails);
+* **checks**: keypoints no head pose fits (:data:`MAX_KEYPOINT_RMS_PX`) are no face (a detection on hair or
+  an ear), nor is a frontal-looking one (:data:`MIN_PROFILE_YAW_DEG`): the mesh would have found a frontal face;
+* **estimated landmarks**: the posed face's 478 MediaPipe-landmark vertices (:func:`posed_landmarks`), whose
+  hull is the face's mask, as the landmark hull is for a face with a mesh (on val_profile's no-mesh images the
+  hull holds 80 % of the true face mask, 76 % of it inside the true mask).
+
+The network gets **no prior** for such a face (``depth`` None: the all-zero prior a prior model saw in training
+for faces without landmarks): measured on val_profile's no-mesh images, the posed mean face as a prior makes the
+shipped network worse (20.7° vs 18.3° on the same crops; 22.2° even with the true head rotation), README
+"Faces the mesh misses".
+
+Convention: crop points are crop pixels, x right, y **up**, z toward the camera (:mod:`facenormals.ict_fit`).
+"""
+
+from __future__ import annotations
+
+from functools import lru_cache
+
+import numpy as np
+
+from facenormals.geometry import CROP_SIZE, SquareBox, crop_matrix, transform_points
+from facenormals.ict_fit import NUM_EXPRESSION_MODES, NUM_IDENTITY_MODES, IctFace, IctFit, load_ict_face
+
+NUM_KEYPOINTS = 6
+# Each detector keypoint on the ICT model (cm, ICT's frame: +x the subject's left, +y up, +z out of the face).
+KEYPOINTS_CM = np.array([[-4.07, 3.02, 9.51], [4.38, 2.88, 9.57], [-0.01, 0.08, 12.38], [-0.30, -2.89, 11.63],
+                         [-8.78, 1.45, 5.51], [8.78, 1.06, 5.67]])
+BOX_TO_CROP = 1.46  # crop side ÷ detection box side: the training crops of faces the mesh misses (median)
+BOX_OFFSET = (0.0, 0.0)  # crop centre − box centre, in box sides (x right, y down): the training crops' median
+START_YAWS_DEG = (-75.0, -40.0, 0.0, 40.0, 75.0)
+# Keypoints no head pose fits are not a face: on training renders (ict_profile_v3) whose mesh failed, the fit's
+# keypoint rms in the 256² crop is ≤ 15 px for 97 % of the detections on the face and above it for 7 of the 13
+# off it (hair, an ear); the detection score separates them worse (≥ 0.55 keeps 78 % and 6 of the 13).
+MAX_KEYPOINT_RMS_PX = 15.0
+# The fallback is for profiles: the mesh finds nearly every face turned less (197 of val_ict_v2's 200), so a
+# frontal-looking detection it rejects is taken for no face (a suit badge, a seam: 3 in the astronaut photo and its
+# mirrored pair, fitted |yaw| ≤ 7°). On training renders 91 % of the on-face detections the mesh rejects fit ≥ 20°.
+MIN_PROFILE_YAW_DEG = 20.0
+
+
+def detector_square(cx: float, cy: float, side: float, ratio: float = BOX_TO_CROP,
+                    offset: tuple[float, float] = BOX_OFFSET) -> SquareBox:
+    """The crop square of a face detection box (centre, side in frame pixels): where its landmark crop would be."""
+    return SquareBox(cx + offset[0] * side, cy + offset[1] * side, side * ratio)
+
+
+def _rotation(rotvec: np.ndarray) -> np.ndarray:
+    import cv2
+
+    return cv2.Rodrigues(np.asarray(rotvec, dtype=np.float64).reshape(3, 1))[0]
+
+
+def _yaw(deg: float) -> np.ndarray:
+    """Rotation vector of a yaw about the camera's y axis (positive: the model's +x half turns away)."""
+    return np.array([0.0, np.radians(deg), 0.0])
+
+
+def fit_keypoints(keypoints_crop: np.ndarray) -> IctFit:
+    """The ICT mean face posed onto 6 detector keypoints (crop pixels x right, y up; 6×2): an :class:`IctFit` with
+    zero identity and expression, depth translation 0, ``rms_px`` the keypoint residual (crop pixels)."""
+    from scipy.optimize import least_squares
+
+    target = np.asarray(keypoints_crop, dtype=np.float64)
+    if target.shape != (NUM_KEYPOINTS, 2) or not np.isfinite(target).all():
+        raise ValueError(f"expected 6 finite keypoints (6×2 crop pixels), got shape {target.shape}")
+    centred = KEYPOINTS_CM - KEYPOINTS_CM.mean(axis=0)
+    spread = float(np.sqrt(((target - target.mean(axis=0)) ** 2).sum(axis=1).mean()))
+    norm = float(np.sqrt((centred[:, :2] ** 2).sum(axis=1).mean()))
+    scale0 = np.log(max(spread, 1e-3) / norm)  # a frontal guess: refined by the fit
+
+    def residual(p: np.ndarray) -> np.ndarray:
+        projected = np.exp(p[3]) * KEYPOINTS_CM @ _rotation(p[:3])[:2].T + p[4:6]
+        return (projected - target).reshape(-1)
+
+    best = None
+    for yaw in START_YAWS_DEG:
+        start = np.concatenate([_yaw(yaw), [scale0], target.mean(axis=0) - np.exp(scale0) *
+                                (_rotation(_yaw(yaw))[:2] @ KEYPOINTS_CM.mean(axis=0))])
+        result = least_squares(residual, start, loss="soft_l1", f_scale=max(spread, 1.0) * 0.05)
+        if best is None or result.cost < best.cost:
+            best = result
+    p = best.x
+    rms = float(np.sqrt(np.mean(residual(p).reshape(-1, 2) ** 2) * 2))
+    return IctFit(_rotation(p[:3]), float(np.exp(p[3])), np.array([p[4], p[5], 0.0]),
+                  np.zeros(NUM_IDENTITY_MODES, np.float32), np.zeros(NUM_EXPRESSION_MODES, np.float32), rms)
+
+
+def keypoints_in_crop(keypoints_px: np.ndarray, crop_matrix: np.ndarray) -> np.ndarray:
+    """Frame-pixel keypoints (6×2) → crop points x right, y up (6×2)."""
+    crop_xy = transform_points(keypoints_px, crop_matrix)
+    return np.stack([crop_xy[:, 0], -crop_xy[:, 1]], axis=1)
+
+
+def posed_landmarks(fit: IctFit, crop_matrix: np.ndarray, face: IctFace | None = None) -> np.ndarray:
+    """The posed face's MediaPipe-landmark vertices in frame pixels (478×2 float32): where its landmarks would be."""
+    from facenormals.geometry import invert_affine
+
+    face = face if face is not None else load_ict_face()
+    crop = _landmark_vertices(face) * fit.scale @ fit.rotation.T + fit.translation
+    crop_xy = np.stack([crop[:, 0], -crop[:, 1]], axis=1)
+    return transform_points(crop_xy, invert_affine(crop_matrix)).astype(np.float32)
+
+
+@lru_cache(maxsize=2)
+def _landmark_vertices(face: IctFace) -> np.ndarray:
+    return face.neutral[face.landmark_vertices].astype(np.float64)
+
+
+def detector_face(cx: float, cy: float, side: float, keypoints_px: np.ndarray,
+                  min_yaw_deg: float = MIN_PROFILE_YAW_DEG) -> tuple[SquareBox, np.ndarray] | None:
+    """A face detection (box centre and side, 6×2 keypoints, frame pixels) → (its crop square, the posed mean
+    face's 478 landmark vertices in frame pixels: the face's estimated landmarks, float32 478×2); None when no
+    head pose fits the keypoints within :data:`MAX_KEYPOINT_RMS_PX` or the pose is frontal (not a face)."""
+    square = detector_square(cx, cy, side)
+    matrix = crop_matrix(square, CROP_SIZE)
+    fit = fit_keypoints(keypoints_in_crop(keypoints_px, matrix))
+    if not (fit.rms_px <= MAX_KEYPOINT_RMS_PX and abs(fit.euler_deg()[0]) >= min_yaw_deg):
+        return None
+    return square, posed_landmarks(fit, matrix)
