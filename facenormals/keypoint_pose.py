@@ -16,15 +16,17 @@ From them (:func:`detector_face`):
   landmarks. The keypoints are coarse (median 5–10 px off the fitted head on 256² renders, ears ~20 px), so the
   pose is too (|yaw| error median 20° where the mesh fails);
 * **checks**: keypoints no head pose fits (:data:`MAX_KEYPOINT_RMS_PX`) are no face (a detection on hair or
-  an ear), nor is a frontal-looking one (:data:`MIN_PROFILE_YAW_DEG`): the mesh would have found a frontal face;
+  an ear), nor is one that does not look turned (:data:`MIN_PROFILE_YAW_DEG`: the mesh would have found it) or
+  a tiny one (:data:`MIN_BOX_SIDE_PX`);
 * **estimated landmarks**: the posed face's 478 MediaPipe-landmark vertices (:func:`posed_landmarks`), whose
   hull is the face's mask, as the landmark hull is for a face with a mesh (on val_profile's no-mesh images the
   hull holds 80 % of the true face mask, 76 % of it inside the true mask).
 
 The network gets **no prior** for such a face (``depth`` None: the all-zero prior a prior model saw in training
-for faces without landmarks): measured on val_profile's no-mesh images, the posed mean face as a prior makes the
-shipped network worse (20.7° vs 18.3° on the same crops; 22.2° even with the true head rotation), README
-"Faces the mesh misses".
+for faces without landmarks): measured on val_profile's no-mesh images (``benchmarks/profile_fallback_priors.py``),
+the posed mean face as a prior makes the shipped network worse: 21.4° vs 18.0° with no prior on the same crops;
+on the ideal (stored) crop 22.7°, and 22.4° even with the true head rotation, vs 16.3° (README "Faces the mesh
+misses").
 
 Convention: crop points are crop pixels, x right, y **up**, z toward the camera (:mod:`facenormals.ict_fit`).
 """
@@ -50,9 +52,12 @@ START_YAWS_DEG = (-75.0, -40.0, 0.0, 40.0, 75.0)
 # off it (hair, an ear); the detection score separates them worse (≥ 0.55 keeps 78 % and 6 of the 13).
 MAX_KEYPOINT_RMS_PX = 15.0
 # The fallback is for profiles: the mesh finds nearly every face turned less (197 of val_ict_v2's 200), so a
-# frontal-looking detection it rejects is taken for no face (a suit badge, a seam: 3 in the astronaut photo and its
-# mirrored pair, fitted |yaw| ≤ 7°). On training renders 91 % of the on-face detections the mesh rejects fit ≥ 20°.
-MIN_PROFILE_YAW_DEG = 20.0
+# detection it rejects that does not look turned is taken for no face. Real photos show why: the astronaut photo,
+# its mirror image and the mirrored pair give 6 such detections (a suit badge, a flag, a seam; scores 0.55–0.65,
+# as high as true profiles'), fitted |yaw| −37° … 39°. On training renders (ict_profile_v3) 81 % of the on-face
+# detections the mesh rejects fit |yaw| ≥ 40° (91 % ≥ 20°).
+MIN_PROFILE_YAW_DEG = 40.0
+MIN_BOX_SIDE_PX = 32.0  # smaller detections get no fallback (the 39° one above is 15 px): too few pixels to trust
 
 
 def detector_square(cx: float, cy: float, side: float, ratio: float = BOX_TO_CROP,
@@ -127,7 +132,10 @@ def detector_face(cx: float, cy: float, side: float, keypoints_px: np.ndarray,
                   min_yaw_deg: float = MIN_PROFILE_YAW_DEG) -> tuple[SquareBox, np.ndarray] | None:
     """A face detection (box centre and side, 6×2 keypoints, frame pixels) → (its crop square, the posed mean
     face's 478 landmark vertices in frame pixels: the face's estimated landmarks, float32 478×2); None when no
-    head pose fits the keypoints within :data:`MAX_KEYPOINT_RMS_PX` or the pose is frontal (not a face)."""
+    head pose fits the keypoints within :data:`MAX_KEYPOINT_RMS_PX`, the pose is not a profile or the box is under
+    :data:`MIN_BOX_SIDE_PX` (taken for no face)."""
+    if side < MIN_BOX_SIDE_PX:
+        return None
     square = detector_square(cx, cy, side)
     matrix = crop_matrix(square, CROP_SIZE)
     fit = fit_keypoints(keypoints_in_crop(keypoints_px, matrix))
