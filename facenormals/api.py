@@ -16,6 +16,10 @@ Detection uses the project's one face mesh (:class:`facenormals.faces.FaceMesh`)
 image on its own, no tracking between calls), with the same landmark convention and
 :class:`facenormals.faces.Face` type as the realtime loop; pass
 ``detector=facenormals.faces.create_detector(...)`` for video frames, where tracking and smoothing help.
+
+A face the face mesh misses (a profile) is still returned from the face detection alone, with
+``FaceResult.source == "detector"`` (box and mask from the detection's 6 keypoints, estimated landmarks, no
+ICT ``fit``; README "Faces the mesh misses"); ``StillFaceDetector(fallback=False)`` drops such faces.
 """
 
 from __future__ import annotations

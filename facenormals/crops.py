@@ -18,7 +18,7 @@ import cv2
 import numpy as np
 
 from facenormals.faces import Face
-from facenormals.geometry import Crop, face_crop, invert_affine, paste_back, transform_points
+from facenormals.geometry import Crop, box_crop, face_crop, invert_affine, paste_back, transform_points
 from facenormals.ict_fit import IctFit
 from facenormals.prior import prior_input
 
@@ -59,7 +59,8 @@ class CropBatcher:
     """Crops all faces of a frame into one batch; buffers are reused round-robin.
 
     With ``prior`` (a prior model's source, 7 input channels; :mod:`facenormals.prior`) each crop also gets
-    the coarse face's normals extended to the crop and its coverage; a face without depth gets zeros. With
+    the coarse face's normals extended to the crop and its coverage; a face without depth (a detector face,
+    ``Face.source == "detector"``, cropped on its detection's square) gets zeros. With
     ``warm_start`` (video: track ids follow a face), ICT fits warm-start from the same track's previous fit
     (``fits``, by track id); independent images start every fit afresh.
     """
@@ -85,7 +86,8 @@ class CropBatcher:
         faces = faces[: len(buffer)]
         crops, fits, keys = [], [], []
         for i, face in enumerate(faces):
-            crop = face_crop(rgb, face.landmarks, size=self.size)
+            crop = face_crop(rgb, face.landmarks, size=self.size) if face.source == "mesh" else \
+                box_crop(rgb, face.box, face.landmarks, self.size)  # a detector face: its detection's square
             key = reuse(face, crop) if reuse is not None else None
             crops.append(crop)
             keys.append(key)

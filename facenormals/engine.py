@@ -72,8 +72,9 @@ class FaceResult:
 
     normals: np.ndarray        # float32 H×W×3, unit inside ``mask``, NaN outside
     mask: np.ndarray           # bool H×W: the face's landmark hull, where ``normals`` is valid
-    box: SquareBox             # the crop square in frame pixels (the paper's 1.2× landmark square)
-    landmarks: np.ndarray      # float32 (478, 2) face-mesh landmarks, frame pixels (x, y)
+    box: SquareBox             # the crop square in frame pixels (the paper's 1.2× landmark square; a detector face's
+    #                            from its detection box, ``source``)
+    landmarks: np.ndarray      # float32 (478, 2) face-mesh landmarks, frame pixels (x, y); estimated: see ``source``
     crop_normals: np.ndarray   # float32 S×S×3 unit normals of the whole crop, as the network gave them
     crop_mask: np.ndarray      # bool S×S landmark hull in the crop
     crop_matrix: np.ndarray    # 2×3 affine, frame pixels → crop pixels
@@ -84,6 +85,9 @@ class FaceResult:
     #                                   crop space), identity and expression coefficients; the model's own (ict-fit,
     #                                   ict-blend priors) or, for other models, fitted on first access
     intrinsics: Intrinsics | None = None  # the image's pinhole when the caller gave one (``intrinsics=``)
+    source: str = "mesh"  # "mesh": landmarks from the face mesh; "detector": a face the mesh missed (a profile),
+    #                       from the face detection alone: box and mask from its 6 keypoints, ``landmarks`` the
+    #                       ICT mean face posed on them (estimated), no prior, no ``fit`` (facenormals.keypoint_pose)
 
     def mesh(self, config: object = None, intrinsics: object = None) -> object:
         """The refined 3-D face (:mod:`facenormals.face3d`): the fitted ICT face's depth refined by this face's
@@ -135,7 +139,7 @@ class FrameResult:
             crop_normals = np.ascontiguousarray(self.crop_normals[i].transpose(1, 2, 0), dtype=np.float32)
             fit = self.fits[i] if i < len(self.fits) else None
             results.append(FaceResult(normals, mask, crop.box, face.landmarks, crop_normals, crop.mask, crop.matrix,
-                                      fit=fit))
+                                      fit=fit, source=face.source))
         return results
 
 

@@ -28,12 +28,13 @@ Detectors, one interface (``detect(rgb, t_capture_ns) -> list[Face]``):
 * :class:`StillFaceDetector` — for still images and group photos: MediaPipe's face *detection*
   (full- and short-range models, over the whole image and over overlapping tiles, so small and
   distant faces are found), then the face mesh on each detected face alone. The face mesh's own
-  short-range detector only finds large faces (1 of the 5 in a typical group photo).
+  short-range detector only finds large faces (1 of the 5 in a typical group photo). A face the mesh misses
+  (profiles) is still returned from its detection alone: ``Face.source == "detector"``.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Protocol
 
@@ -60,6 +61,12 @@ class Face:
 
     ``depth``: MediaPipe's relative z per landmark in frame pixels (normalised z × frame width, smaller =
     nearer; raw, not smoothed) — what the mesh prior of a prior model needs (``facenormals.mesh_prior``).
+
+    ``source``: ``"mesh"``, landmarks from the face mesh; or ``"detector"``, a face the mesh missed (a profile)
+    seen by the face detection alone (:class:`StillFaceDetector`, :mod:`facenormals.keypoint_pose`): its
+    ``box`` is the detection's crop square, its ``landmarks`` (= ``raw_landmarks``) are *estimated* — the ICT
+    mean face posed on the detection's 6 ``keypoints`` — good for a crop mask and motion, not for a fit; its
+    ``depth`` is None, so a prior model gets the all-zero prior and nothing fits an ICT face to it.
     """
 
     landmarks: np.ndarray
@@ -67,6 +74,8 @@ class Face:
     track_id: int
     box: SquareBox
     depth: np.ndarray | None = None
+    source: str = "mesh"
+    keypoints: np.ndarray | None = None  # float32 6×2 frame pixels, a detector face's (FaceBox.keypoints)
 
 
 class Detector(Protocol):
@@ -264,12 +273,14 @@ TILE_OVERLAP = 0.25
 
 @dataclass(frozen=True)
 class FaceBox:
-    """A face detection in frame pixels: centre, side of its square, score."""
+    """A face detection in frame pixels: centre, side of its square, score, and its 6 keypoints (frame pixels x, y:
+    the subject's right eye, left eye, nose tip, mouth centre, right and left ear tragion; MediaPipe's order)."""
 
     cx: float
     cy: float
     side: float
     score: float
+    keypoints: np.ndarray | None = None  # float32 6×2
 
 
 def box_iou(a: FaceBox, b: FaceBox) -> float:
@@ -309,16 +320,18 @@ class StillFaceDetector:
     """Every face of a still image, small and distant ones included: face detection first, then the mesh per face.
 
     Each image on its own (no tracking, no smoothing): the detector for photos, image folders and group shots.
-    Faces come largest first; at most ``max_faces``.
+    Faces come largest first; at most ``max_faces``. ``fallback``: a detected face whose mesh fails (profiles)
+    is still returned, as a ``source="detector"`` :class:`Face` (:func:`detector_only_face`); False: dropped.
     """
 
     def __init__(self, max_faces: int = 4, min_detection_confidence: float = 0.5,
-                 min_mesh_confidence: float = 0.5) -> None:
+                 min_mesh_confidence: float = 0.5, fallback: bool = True) -> None:
         if max_faces < 1:
             raise ValueError(f"max_faces must be at least 1, got {max_faces}")
         import mediapipe as mp
 
         self.max_faces = max_faces
+        self.fallback = fallback
         self._finders = [mp.solutions.face_detection.FaceDetection(model_selection=model,
                                                                    min_detection_confidence=min_detection_confidence)
                          for model in (1, 0)]  # full range (to ~5 m), short range (large faces)
@@ -336,8 +349,10 @@ class StillFaceDetector:
                     w, h = view.shape[1], view.shape[0]
                     box_side = max(rel.width * w, rel.height * h)
                     if box_side > 4:
+                        keypoints = np.array([(x0 + k.x * w, y0 + k.y * h)
+                                              for k in det.location_data.relative_keypoints], dtype=np.float32)
                         boxes.append(FaceBox(x0 + (rel.xmin + rel.width / 2) * w, y0 + (rel.ymin + rel.height / 2) * h,
-                                             box_side, float(det.score[0])))
+                                             box_side, float(det.score[0]), keypoints))
         return suppress(boxes)
 
     def _mesh_in(self, rgb: np.ndarray, box: FaceBox) -> tuple[np.ndarray, np.ndarray] | None:
@@ -356,9 +371,11 @@ class StillFaceDetector:
     def detect(self, rgb: np.ndarray, t_capture_ns: int = 0) -> list[Face]:
         rgb = check_frame(rgb)
         faces: list[Face] = []
+        missed: list[FaceBox] = []
         for box in self.find_boxes(rgb):
             mesh = self._mesh_in(rgb, box)
             if mesh is None or not np.isfinite(mesh[0]).all():
+                missed.append(box)
                 continue
             points, depth = mesh
             try:
@@ -368,13 +385,34 @@ class StillFaceDetector:
             if any(_square_iou(square, f.box) > 0.5 for f in faces):
                 continue  # two detections of one face
             faces.append(Face(points, points, len(faces), square, depth))
+        if self.fallback:  # after every mesh face: a box whose mesh failed may be another box's face
+            for box in missed:
+                face = detector_only_face(box)
+                if face is not None and not any(_square_iou(face.box, f.box) > 0.5 for f in faces):
+                    faces.append(face)
         faces.sort(key=lambda f: -f.box.side)
-        return [Face(f.landmarks, f.raw_landmarks, i, f.box, f.depth) for i, f in enumerate(faces[:self.max_faces])]
+        return [replace(f, track_id=i) for i, f in enumerate(faces[:self.max_faces])]
 
     def close(self) -> None:
         for finder in self._finders:
             finder.close()
         self._mesh.close()
+
+
+def detector_only_face(box: FaceBox, min_yaw_deg: float | None = None) -> Face | None:
+    """A face the mesh missed, from its detection alone (``source="detector"``, :mod:`facenormals.keypoint_pose`);
+    None when the detection has no keypoints, no head pose fits them or the pose is frontal (``keypoint_pose``;
+    ``min_yaw_deg``: another least |yaw| than :data:`~facenormals.keypoint_pose.MIN_PROFILE_YAW_DEG`)."""
+    from facenormals.keypoint_pose import detector_face
+
+    if box.keypoints is None or not np.isfinite(box.keypoints).all():
+        return None
+    posed = (detector_face(box.cx, box.cy, box.side, box.keypoints) if min_yaw_deg is None
+             else detector_face(box.cx, box.cy, box.side, box.keypoints, min_yaw_deg))
+    if posed is None or not np.isfinite(posed[1]).all():
+        return None
+    square, landmarks = posed
+    return Face(landmarks, landmarks, 0, square, None, "detector", box.keypoints)
 
 
 def _square_iou(a: SquareBox, b: SquareBox) -> float:

@@ -106,14 +106,19 @@ def face_crop(image: np.ndarray, landmarks: np.ndarray, size: int = CROP_SIZE,
 
     The mask is the convex hull of the landmarks in crop coordinates.
     """
+    return box_crop(image, square_box(landmarks, scale), landmarks, size)
+
+
+def box_crop(image: np.ndarray, box: SquareBox, hull_points: np.ndarray, size: int = CROP_SIZE) -> Crop:
+    """The crop of an RGB frame on a given square (:func:`face_crop` without the landmark square: a face seen by
+    the face detection alone, ``facenormals.keypoint_pose``); the mask is the convex hull of ``hull_points``."""
     if image.ndim != 3 or image.shape[2] != 3 or image.dtype != np.uint8:
         raise ValueError(f"expected RGB uint8 H×W×3 image, got {image.dtype} {image.shape}")
-    box = square_box(landmarks, scale)
     matrix = crop_matrix(box, size)
     interpolation = cv2.INTER_AREA if box.side > size else cv2.INTER_LINEAR
     crop = cv2.warpAffine(image, matrix, (size, size), flags=interpolation,
                           borderMode=cv2.BORDER_CONSTANT, borderValue=0)
-    mask = hull_mask(transform_points(landmarks, matrix), (size, size))
+    mask = hull_mask(transform_points(hull_points, matrix), (size, size))
     return Crop(crop, mask, matrix, box)
 
 

@@ -75,11 +75,16 @@ def _ict_drawn(points: np.ndarray, size: int, draw: int,
     """The ICT face fitted to the landmarks, drawn at ``draw``² (normals extended and smoothed, coverage)."""
     face = ict_fit.load_ict_face()
     fit = ict_fit.fit_landmarks(points, face, previous=previous)
+    return (*draw_ict(fit, face, size, draw), fit)
+
+
+def draw_ict(fit: ict_fit.IctFit, face: ict_fit.IctFace, size: int, draw: int) -> tuple[np.ndarray, np.ndarray]:
+    """A posed ICT face on a size² crop drawn at ``draw``²: (normals extended over the crop and smoothed, coverage)."""
     normals, coverage = mesh_prior.rasterize_mesh_normals(resize_crop_points(fit.crop_points(face), size, draw),
                                                           face.triangles, draw)
     if not coverage.any():
-        return normals, coverage, fit
-    return _smooth(mesh_prior.fill_prior(normals, coverage), ICT_SMOOTH_PX * draw / 256.0), coverage, fit
+        return normals, coverage
+    return _smooth(mesh_prior.fill_prior(normals, coverage), ICT_SMOOTH_PX * draw / 256.0), coverage
 
 
 def _blend_mesh(fitted: np.ndarray, points: np.ndarray, size: int, draw: int) -> np.ndarray:
