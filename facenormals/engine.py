@@ -166,7 +166,7 @@ class FrameEngine:
         if not size:
             raise ValueError("input_size unknown: pass it or use a backend with an input_size attribute")
         self.backend = backend
-        self._network = mirror_averaged(backend) if mirror else backend
+        self.mirror = mirror
         self.detector = detector
         self.input_size = int(size)
         self.prior_source: str | None = getattr(backend, "prior_source", None)  # decided once, from the model
@@ -276,7 +276,7 @@ class FrameEngine:
         return results
 
     def _run(self, inputs: np.ndarray) -> np.ndarray:
-        normals = self._network(inputs)
+        normals = (mirror_averaged(self.backend) if self.mirror else self.backend)(inputs)
         if len(normals) != len(inputs):
             raise ValueError(f"backend returned {len(normals)} normal maps for {len(inputs)} faces")
         return normals

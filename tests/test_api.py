@@ -38,7 +38,9 @@ def api(checkpoint, tmp_path_factory):
 
     with pytest.MonkeyPatch.context() as patch:  # the ONNX export cache stays inside the test's tmp dir
         patch.setenv("FACENORMALS_CACHE", str(tmp_path_factory.mktemp("cache")))
-        with FaceNormals(model=checkpoint) as fn:
+        # one network pass: these tests compare the API with the network run directly (mirror averaging:
+        # tests/test_mirror_average.py)
+        with FaceNormals(model=checkpoint, mirror=False) as fn:
             yield fn
 
 

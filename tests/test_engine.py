@@ -25,7 +25,8 @@ def api(tmp_path_factory):
     save_checkpoint(create_model("fast"), checkpoint, inference_only=True, provenance={"note": "random init, tests only"})
     with pytest.MonkeyPatch.context() as patch:  # the ONNX export cache stays inside the test's tmp dir
         patch.setenv("FACENORMALS_CACHE", str(tmp_path_factory.mktemp("cache")))
-        with FaceNormals(model=checkpoint, backend="ort-cpu", prepare=onnx_for) as fn:
+        # one network pass, as the live loop (the API's default mirror averaging is for photos)
+        with FaceNormals(model=checkpoint, backend="ort-cpu", prepare=onnx_for, mirror=False) as fn:
             yield fn
 
 
