@@ -304,8 +304,14 @@ def read_stored_landmarks(root: str | Path, name: str) -> np.ndarray | None:
 
 
 def create_face_mesh() -> FaceMesh:
-    """A still-image :class:`facenormals.faces.FaceMesh` for one face per image (use as a context manager)."""
-    return FaceMesh(max_faces=1, still=True)
+    """A still-image :class:`facenormals.faces.FaceMesh` for one face per image (use as a context manager).
+
+    For crops that the face fills (eval, dataset priors): the mirror pass without the light flattening, as the API's
+    still detector on its face views. On the validation crops (session 9, one network pass) flattening + mirror
+    scored 13.89 / 10.64 / 15.52° (`val_ict_v2` / `val_james` / `val_profile`), the mirror alone 13.96 / 10.64 /
+    **15.15°** — the flattened crops let the mesh find extreme profiles whose landmarks mislead the network.
+    """
+    return FaceMesh(max_faces=1, still=True, flatten=False)
 
 
 def crop_landmarks(crop_rgb_uint8: np.ndarray, face_mesh: FaceMesh) -> np.ndarray | None:

@@ -120,3 +120,20 @@ def record_realsense(
     ck = Intrinsics(colour[0].shape[1], colour[0].shape[0], *colour_k)
     dk = Intrinsics(depth[0].shape[1], depth[0].shape[0], *depth_k)
     return write_realsense_recording(path, colour, depth, ck, dk, depth_units_m, translation_m)
+
+
+def render_ict_profiles(shared_data: Path, out: Path, count: int, seed: int, size: int,
+                        yaw_deg: tuple[float, float]) -> Path:
+    """A dataset folder of ICT-FaceKit faces turned by |yaw| in ``yaw_deg``, made by ``facenormals data render``."""
+    import argparse
+
+    from facenormals.training.data import cli as data_cli
+
+    parser = argparse.ArgumentParser()
+    data_cli.add_arguments(parser)
+    args = parser.parse_args(["render", "--source", "ict", "--count", str(count), "--out", str(out), "--seed",
+                              str(seed), "--size", str(size), "--workers", "1", "--yaw-deg", *map(str, yaw_deg),
+                              "--backgrounds", "--ict", str(shared_data / "ict-facekit" / "ict_facekit.npz"),
+                              "--no-contact-sheet"])
+    assert data_cli.main(args) == 0
+    return out

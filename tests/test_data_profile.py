@@ -14,6 +14,7 @@ import pytest
 
 from facenormals.training.data import cli as data_cli
 from facenormals.training.data.synth import RenderSettings, euler_yaw_pitch_roll, yaw_pose
+from tests.media import render_ict_profiles
 
 
 def test_yaw_pose_draws_the_claimed_range_with_small_pitch_and_roll():
@@ -50,13 +51,7 @@ def test_yaw_range_is_checked():
 
 @pytest.mark.shared
 def test_render_cli_profile_set_has_the_claimed_yaw(shared_data, tmp_path):
-    out = tmp_path / "val_profile"
-    parser = argparse.ArgumentParser()
-    data_cli.add_arguments(parser)
-    args = parser.parse_args(["render", "--source", "ict", "--count", "8", "--out", str(out), "--seed", "2000",
-                              "--size", "64", "--workers", "1", "--yaw-deg", "50", "90", "--backgrounds",
-                              "--ict", str(shared_data / "ict-facekit" / "ict_facekit.npz"), "--no-contact-sheet"])
-    assert data_cli.main(args) == 0
+    out = render_ict_profiles(shared_data, tmp_path / "val_profile", count=8, seed=2000, size=64, yaw_deg=(50, 90))
     with (out / "params.csv").open(newline="") as f:
         rows = list(csv.DictReader(f))
     assert len(rows) == 8  # no profile was rejected (its face mask still covers the crop)

@@ -7,7 +7,6 @@ misses"): on val_profile the 41 detector-only faces are 19.1° from the truth on
 
 from __future__ import annotations
 
-import argparse
 from pathlib import Path
 
 import numpy as np
@@ -18,6 +17,7 @@ from facenormals.conventions import angular_error_deg
 from facenormals.crops import CropBatcher
 from facenormals.faces import StillFaceDetector, detector_only_face
 from facenormals.geometry import hull_mask
+from tests.media import render_ict_profiles
 from tests.pipeline_media import face_photo
 
 DETECTOR_FACES_MEAN_BOUND_DEG = 26.0  # val_profile: 19.1° mean over 41 detector-only faces; p90 24.8°
@@ -94,15 +94,7 @@ def test_a_face_with_a_mesh_is_unchanged_by_the_fallback():
 
 
 def _render_profiles(shared_data: Path, out: Path) -> Path:
-    from facenormals.training.data import cli as data_cli
-
-    parser = argparse.ArgumentParser()
-    data_cli.add_arguments(parser)
-    args = parser.parse_args(["render", "--source", "ict", "--count", "8", "--out", str(out), "--seed", "7",
-                              "--size", "256", "--workers", "1", "--yaw-deg", "70", "90", "--backgrounds",
-                              "--ict", str(shared_data / "ict-facekit" / "ict_facekit.npz"), "--no-contact-sheet"])
-    assert data_cli.main(args) == 0
-    return out
+    return render_ict_profiles(shared_data, out, count=8, seed=7, size=256, yaw_deg=(70, 90))
 
 
 @pytest.mark.shared
