@@ -47,6 +47,9 @@ from facenormals.mesh_input import average_with_mirror, flatten_light
 from facenormals.smoothing import LandmarkSmoother, OneEuroParams
 
 NUM_LANDMARKS = 478  # face mesh with refined irises
+FLATTEN_FACE_SHARE = 0.4  # still images: the light is flattened for faces whose detection box is under this share
+# of the frame's larger side (the sample clip's 0.26: the lighting pairs; the 256² renders' ~0.6–0.8 are not: there
+# the frame-sized blur reshades the face itself — README "Temporal stability")
 DEFAULT_SMOOTHING = OneEuroParams()
 DEFAULT_FLOW = MotionParams()  # smoothing follows each face's image motion (issue 16); None: plain One-Euro
 
@@ -338,8 +341,9 @@ class StillFaceDetector:
         self._finders = [mp.solutions.face_detection.FaceDetection(model_selection=model,
                                                                    min_detection_confidence=min_detection_confidence)
                          for model in (1, 0)]  # full range (to ~5 m), short range (large faces)
-        # the mirror pass, not the flattening: on a view cut around the face (the API's path, 256² renders) the
-        # flattening cost val_ict_v2 0.39° and 3 of its 200 faces; the mirror alone gained 0.20° (session 9)
+        # the mesh's own flattening is off: on a view cut around the face (the API's path, 256² renders) it cost
+        # val_ict_v2 0.39° and 3 of its 200 faces, the mirror alone gained 0.20° (session 9); a face small in its
+        # frame is cut from the flattened frame instead (:meth:`detect`), where the blur is far coarser than it
         self._mesh = FaceMesh(1, still=True, min_detection_confidence=min_mesh_confidence, flatten=False)
 
     def find_boxes(self, rgb: np.ndarray) -> list[FaceBox]:
@@ -377,8 +381,12 @@ class StillFaceDetector:
         rgb = check_frame(rgb)
         faces: list[Face] = []
         missed: list[FaceBox] = []
+        flat: np.ndarray | None = None  # the frame with its light flattened, made once when a small face needs it
         for box in self.find_boxes(rgb):
-            mesh = self._mesh_in(rgb, box)
+            small = box.side < FLATTEN_FACE_SHARE * max(rgb.shape[:2])
+            if small and flat is None:
+                flat = flatten_light(rgb)
+            mesh = self._mesh_in(flat if small else rgb, box)
             if mesh is None or not np.isfinite(mesh[0]).all():
                 missed.append(box)
                 continue
