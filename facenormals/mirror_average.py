@@ -4,9 +4,8 @@ A face and its mirror image are equally plausible inputs, and the network's erro
 reading of the shading, its response to where the coarse face sits): averaging them is the cheapest ensemble.
 Measured on the validation renders (shipped ``fast-prior``, stored crops; session 9): ``val_ict_v2`` 14.12 →
 14.09°, ``val_james`` 10.70 → 10.68°, ``val_profile`` 15.14 → 15.02° (better on 71 / 63 / 70 % of the
-images), and it halves what is left of the output's lighting sensitivity that the landmarks do not explain.
-It doubles the network's cost, so it is for still images (the API, ``facenormals eval``, image folders), not
-the live loop.
+images); the lighting pairs' sensitivity 0.67 → 0.57° (README "Temporal stability"). It doubles the network's
+cost, so it is for still images (the API, ``facenormals eval``), not the live loop (``facenormals run``).
 
 A network input is RGB (3 channels) or RGB + the coarse face's normals + coverage (7 channels,
 :func:`facenormals.model.with_prior`). Mirroring a crop left ↔ right flips its columns and negates the x
