@@ -339,12 +339,12 @@ def face_result_mesh(result, config: fusion.FusionConfig = FACE_FUSION, intrinsi
     """
     from facenormals.camera import intrinsics_from_matrix
 
-    if result.fit is None and getattr(result, "source", "mesh") == "detector":
-        raise ValueError("FaceResult.mesh() needs the face's ICT fit: this face was seen by the face detection alone "
-                         "(source='detector', a profile the face mesh missed), with no landmarks to fit one to")
     if result.fit is None:
-        raise ValueError("FaceResult.mesh() needs the face's ICT fit (result.fit), which models with an ICT prior "
-                         "(ict-fit, ict-blend) provide; use facenormals.face3d.face_3d(fit, crop_normals) with a fit of your own")
+        why = ("this face was seen by the face detection alone (source='detector', a profile the face mesh missed), "
+               "with no landmarks to fit one to" if getattr(result, "source", "mesh") == "detector" else
+               "which models with an ICT prior (ict-fit, ict-blend) provide; use facenormals.face3d.face_3d(fit, "
+               "crop_normals) with a fit of your own")
+        raise ValueError(f"FaceResult.mesh() needs the face's ICT fit (result.fit): {why}")
     camera = intrinsics if intrinsics is not None else getattr(result, "intrinsics", None)
     crop = None
     if camera is not None:

@@ -420,8 +420,8 @@ def detector_only_face(box: FaceBox, min_yaw_deg: float | None = None) -> Face |
 
     if box.keypoints is None or not np.isfinite(box.keypoints).all():
         return None
-    posed = (detector_face(box.cx, box.cy, box.side, box.keypoints) if min_yaw_deg is None
-             else detector_face(box.cx, box.cy, box.side, box.keypoints, min_yaw_deg))
+    options = {} if min_yaw_deg is None else {"min_yaw_deg": min_yaw_deg}
+    posed = detector_face(box.cx, box.cy, box.side, box.keypoints, **options)
     if posed is None or not np.isfinite(posed[1]).all():
         return None
     square, landmarks = posed

@@ -44,8 +44,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="landmark smoothing without following the face's image motion (facenormals.face_motion)")
     parser.add_argument("--plain-landmarks", action="store_true",
                         help="MediaPipe's landmarks as they come (default: steadied against light changes — the mesh "
-                             "sees the frame with its smooth light divided out, averaged with its mirror image; "
-                             "facenormals.mesh_input)")
+                             "sees the frame with its smooth light divided out; facenormals.mesh_input)")
     parser.add_argument("--no-temporal", action="store_true",
                         help="raw per-frame normals (default for video: the temporal filter, facenormals.temporal; "
                              "image folders are never filtered)")
