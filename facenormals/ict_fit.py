@@ -3,8 +3,9 @@
 MediaPipe's mesh is 468 vertices and 852 facets; the same landmarks pin down a full morphable face far better
 (issue 13: ~1–2° lower normal error on held-out real scans, with no training). Per face:
 
-1. **Pose**: a weighted similarity (Umeyama) taking the current ICT shape's landmark vertices onto the
-   landmarks in crop space.
+1. **Pose**: a weighted similarity (Umeyama) taking the current ICT shape's landmark points onto the
+   landmarks in crop space. Each landmark is a fixed surface point (barycentric on one triangle), the point
+   MediaPipe lands on on average over many rendered faces, so the fit's rows of the model are barycentric mixes.
 2. **Shape**: identity and expression coefficients by regularised linear least squares on the landmark residuals
    in crop space, each landmark weighted by its inverse noise measured on training renders (the face outline,
    which slides on the cheek as the head turns, and the eyebrows come out lowest), and a strong Gaussian prior
@@ -25,7 +26,8 @@ Convention: crop points are crop pixels in our frame, x right, y **up**, z towar
 (+x subject's left = image right, +y up, +z out of the face), centimetres.
 
 The asset ``assets/ict_face.npz`` (the correspondence and a compact float16 model, MIT licence of ICT-FaceKit)
-is derived by ``python -m facenormals.training.data.ict_correspondence``.
+is derived by ``python -m facenormals.training.data.ict_correspondence`` (the model and the neutral-head vertices),
+then ``python -m facenormals.training.data.ict_landmark_points`` (the landmarks' surface points).
 """
 
 from __future__ import annotations
