@@ -187,7 +187,7 @@ def reference_z_px(fit: IctFit, face: IctFace, points: np.ndarray, calibrated: b
     the depth at which a weak-perspective fit's scale is the camera's magnification (f / Z); else the fitted
     head's model origin (a fixed point of the head, for the nominal frame)."""
     if calibrated:
-        return float(np.mean(points[face.landmark_vertices[:NUM_FIT_POINTS], 2]))
+        return float(np.mean(face.landmark_points(points)[:NUM_FIT_POINTS, 2]))
     return float(fit.translation[2])
 
 

@@ -3,8 +3,9 @@
 MediaPipe's mesh is 468 vertices and 852 facets; the same landmarks pin down a full morphable face far better
 (issue 13: ~1–2° lower normal error on held-out real scans, with no training). Per face:
 
-1. **Pose**: a weighted similarity (Umeyama) taking the current ICT shape's landmark vertices onto the
-   landmarks in crop space.
+1. **Pose**: a weighted similarity (Umeyama) taking the current ICT shape's landmark points onto the
+   landmarks in crop space. Each landmark is a fixed surface point (barycentric on one triangle), the point
+   MediaPipe lands on on average over many rendered faces, so the fit's rows of the model are barycentric mixes.
 2. **Shape**: identity and expression coefficients by regularised linear least squares on the landmark residuals
    in crop space, each landmark weighted by its inverse noise measured on training renders (the face outline,
    which slides on the cheek as the head turns, and the eyebrows come out lowest), and a strong Gaussian prior
@@ -25,7 +26,8 @@ Convention: crop points are crop pixels in our frame, x right, y **up**, z towar
 (+x subject's left = image right, +y up, +z out of the face), centimetres.
 
 The asset ``assets/ict_face.npz`` (the correspondence and a compact float16 model, MIT licence of ICT-FaceKit)
-is derived by ``python -m facenormals.training.data.ict_correspondence``.
+is derived by ``python -m facenormals.training.data.ict_correspondence`` (the model and the neutral-head vertices),
+then ``python -m facenormals.training.data.ict_landmark_points`` (the landmarks' surface points).
 """
 
 from __future__ import annotations
@@ -75,7 +77,25 @@ class IctFace:
     expression: np.ndarray  # K_ex × V × 3 float32
     expression_names: tuple[str, ...]
     triangles: np.ndarray  # T×3 int64, counter-clockwise from outside
-    landmark_vertices: np.ndarray  # (478,) vertex of each MediaPipe landmark
+    landmark_vertices: np.ndarray  # (478,) the vertex nearest each MediaPipe landmark's surface point
+    # Each landmark is a fixed surface point: barycentric weights on three vertices (one triangle), so it moves with
+    # identity and expression as the mesh does. An asset without them puts each landmark on its vertex.
+    landmark_corners: np.ndarray | None = None  # (478, 3) int64
+    landmark_barycentric: np.ndarray | None = None  # (478, 3) float64, rows sum to 1
+
+    def __post_init__(self) -> None:
+        if self.landmark_corners is None:
+            corners = np.repeat(self.landmark_vertices[:, None], 3, axis=1)
+            barycentric = np.zeros(corners.shape)
+            barycentric[:, 0] = 1.0
+            object.__setattr__(self, "landmark_corners", corners)
+            object.__setattr__(self, "landmark_barycentric", barycentric)
+
+    def landmark_points(self, vertices: np.ndarray) -> np.ndarray:
+        """(478, …) the landmarks' surface points on ``vertices`` (V×… : a shape, or a mode's rows)."""
+        corners = np.asarray(vertices)[self.landmark_corners]  # 478×3×…
+        weights = self.landmark_barycentric.reshape(self.landmark_barycentric.shape + (1,) * (corners.ndim - 2))
+        return (corners * weights).sum(axis=1)
 
     @property
     def basis(self) -> np.ndarray:
@@ -100,10 +120,13 @@ def load_ict_face(path: str | Path = ASSET) -> IctFace:
     if not path.is_file():
         raise FileNotFoundError(f"{path}: ICT fit asset missing (python -m facenormals.training.data.ict_correspondence)")
     with np.load(path, allow_pickle=False) as z:
+        corners = z["landmark_corners"].astype(np.int64) if "landmark_corners" in z.files else None
+        barycentric = z["landmark_barycentric"].astype(np.float64) if "landmark_barycentric" in z.files else None
         return IctFace(neutral=z["neutral"].astype(np.float32), identity=z["identity"].astype(np.float32),
                        expression=z["expression"].astype(np.float32),
                        expression_names=tuple(str(s) for s in z["expression_names"]),
-                       triangles=z["triangles"].astype(np.int64), landmark_vertices=z["landmark_vertices"].astype(np.int64))
+                       triangles=z["triangles"].astype(np.int64), landmark_vertices=z["landmark_vertices"].astype(np.int64),
+                       landmark_corners=corners, landmark_barycentric=barycentric)
 
 
 @dataclass(frozen=True)
@@ -187,13 +210,15 @@ MIDLINE_CM = 1.0  # landmarks this close to the model's symmetry plane belong to
 
 @lru_cache(maxsize=8)
 def _design(face: IctFace, settings: FitSettings) -> _Design:
-    ids = face.landmark_vertices[:NUM_FIT_POINTS]
-    basis = np.ascontiguousarray(face.basis[:, ids], dtype=np.float64)
+    # each landmark's rows of the basis: its surface point's barycentric mix of three vertices' rows (a linear map)
+    fitted = slice(0, NUM_FIT_POINTS)
+    corners, barycentric = face.landmark_corners[fitted], face.landmark_barycentric[fitted]
+    basis = np.ascontiguousarray(np.einsum("knjc,nj->knc", face.basis[:, corners].astype(np.float64), barycentric))
     weights = point_weights(settings)
     scaled = basis.reshape(len(basis), -1) * np.repeat(np.sqrt(weights), 3)
     prior = np.concatenate([np.full(len(face.identity), settings.identity_prior),
                             np.full(len(face.expression), settings.expression_prior)])
-    mean = face.neutral[ids].astype(np.float64)
+    mean = np.einsum("njc,nj->nc", face.neutral[corners].astype(np.float64), barycentric)
     x = mean[:, 0] - mean[:, 0].mean()
     sides = np.stack([x < -MIDLINE_CM, x > MIDLINE_CM])
     side_grams = np.stack([(scaled * np.repeat(side, 3)) @ scaled.T for side in sides])

@@ -135,7 +135,7 @@ def keypoints_in_crop(keypoints_px: np.ndarray, crop_matrix: np.ndarray) -> np.n
 
 
 def posed_landmarks(fit: IctFit, crop_matrix: np.ndarray, face: IctFace | None = None) -> np.ndarray:
-    """The posed face's MediaPipe-landmark vertices in frame pixels (478×2 float32): where its landmarks would be."""
+    """The posed face's MediaPipe-landmark surface points in frame pixels (478×2 float32): where its landmarks would be."""
     from facenormals.geometry import invert_affine
 
     face = face if face is not None else load_ict_face()
@@ -146,7 +146,7 @@ def posed_landmarks(fit: IctFit, crop_matrix: np.ndarray, face: IctFace | None =
 
 @lru_cache(maxsize=2)
 def _landmark_vertices(face: IctFace) -> np.ndarray:
-    return face.neutral[face.landmark_vertices].astype(np.float64)
+    return face.landmark_points(face.neutral.astype(np.float64))
 
 
 def detector_face(cx: float, cy: float, side: float, keypoints_px: np.ndarray,

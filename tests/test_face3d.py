@@ -319,7 +319,7 @@ def fitted(ict_face: ict_fit.IctFace) -> ict_fit.IctFit:
     angle = np.radians(15.0)
     rot = np.array([[np.cos(angle), 0, np.sin(angle)], [0, 1, 0], [-np.sin(angle), 0, np.cos(angle)]])
     vertices = 2.5 * ict_face.shape(identity, expression) @ rot.T + np.array([SIZE / 2, -SIZE / 2 - 8, 0.0])
-    return ict_fit.fit_landmarks(vertices[ict_face.landmark_vertices], ict_face)
+    return ict_fit.fit_landmarks(ict_face.landmark_points(vertices), ict_face)
 
 
 def test_coarse_depth_of_a_fit_is_metric(fitted: ict_fit.IctFit, ict_face: ict_fit.IctFace):

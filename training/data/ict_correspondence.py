@@ -14,6 +14,7 @@ Two things are derived once and shipped (issue 13):
 
 ``python -m facenormals.training.data.ict_correspondence [--ict PATH] [--out PATH] [--overlay PNG]`` rewrites the
 asset (atomically) and, with ``--overlay``, draws the correspondence on the frontal render for a check by eye.
+The shipped asset then has each landmark refined to a surface point over many faces: ``ict_landmark_points``.
 """
 
 from __future__ import annotations
@@ -139,12 +140,15 @@ def compact_model(model: ict.IctModel, landmark_vertices: np.ndarray) -> dict[st
     }
 
 
-def draw_overlay(image: np.ndarray, pixels: np.ndarray, model: ict.IctModel, vertices: np.ndarray,
-                 out: Path, size: int) -> None:
-    """MediaPipe's landmarks (green) and their ICT vertices re-projected (red) on the frontal render."""
-    _img, xy, _frags, _front = frontal_render(model.neutral, model.faces, None, None, None, head_colors(model), size)
+def neutral_pixels(model: ict.IctModel, size: int) -> np.ndarray:
+    """Every vertex of the neutral head projected into the frontal render (V×2 pixels)."""
+    return frontal_render(model.neutral, model.faces, None, None, None, head_colors(model), size)[1]
+
+
+def draw_overlay(image: np.ndarray, pixels: np.ndarray, points_xy: np.ndarray, out: Path) -> None:
+    """MediaPipe's landmarks (green) and their ICT surface points re-projected (red) on the frontal render."""
     canvas = cv2.cvtColor(image, cv2.COLOR_RGB2BGR)
-    for p, q in zip(pixels, xy[vertices], strict=True):
+    for p, q in zip(pixels, points_xy, strict=True):
         cv2.line(canvas, tuple(np.round(p).astype(int)), tuple(np.round(q).astype(int)), (0, 200, 255), 1)
         cv2.circle(canvas, tuple(np.round(q).astype(int)), 2, (0, 0, 255), -1)
         cv2.circle(canvas, tuple(np.round(p).astype(int)), 1, (0, 255, 0), -1)
@@ -170,7 +174,7 @@ def main(argv: list[str] | None = None) -> int:
           f"MediaPipe found the head in {corr.views_found}/{len(VIEWS)} views, landmark spread over views "
           f"median {np.nanmedian(corr.spread_cm):.2f} cm, max {np.nanmax(corr.spread_cm):.2f} cm")
     if args.overlay is not None:
-        draw_overlay(frontal, pixels, model, corr.vertices, args.overlay, frontal.shape[0])
+        draw_overlay(frontal, pixels, neutral_pixels(model, frontal.shape[0])[corr.vertices], args.overlay)
         print(f"overlay: {args.overlay}")
     return 0
 

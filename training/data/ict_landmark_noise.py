@@ -31,11 +31,12 @@ HAND_WEIGHTS = ict_fit.FitSettings(measured_weights=False)
 def fit_residuals(points: list[np.ndarray], face: ict_fit.IctFace,
                   settings: ict_fit.FitSettings = HAND_WEIGHTS) -> tuple[np.ndarray, np.ndarray]:
     """(image-plane residuals n×468×2 in cm, fitted yaw n degrees) of the fit to each landmark set (crop points)."""
-    ids = face.landmark_vertices[:ict_fit.NUM_FIT_POINTS]
+    fitted = slice(0, ict_fit.NUM_FIT_POINTS)
     residuals, yaws = [], []
     for crop_points in points:
         fit = ict_fit.fit_landmarks(crop_points, face, settings)
-        posed = fit.scale * face.shape(fit.identity, fit.expression)[ids] @ fit.rotation.T + fit.translation
+        shape = face.landmark_points(face.shape(fit.identity, fit.expression))[fitted]
+        posed = fit.scale * shape @ fit.rotation.T + fit.translation
         residuals.append((crop_points[:ict_fit.NUM_FIT_POINTS, :2] - posed[:, :2]) / fit.scale)
         yaws.append(fit.euler_deg()[0])
     return np.asarray(residuals), np.asarray(yaws)
