@@ -54,7 +54,6 @@ def test_flattened_frame_boxes_move_less_with_the_sample_light() -> None:
     finally:
         detector.close()
     assert all(np.isfinite(m).all() for m in moves.values())
-    print(moves)
     assert np.mean(moves["steadied"]) < 0.5 * np.mean(moves["frame"]), moves
 
 
@@ -80,6 +79,5 @@ def test_still_detector_landmarks_move_less_with_steady_boxes() -> None:
         shifts[steady] = float(np.mean([np.linalg.norm(a - b, axis=1).mean() for a, b in per_pose]))
     for plain, steadied in zip(on_photo[False], on_photo[True], strict=True):
         offsets.append(np.linalg.norm(np.mean(steadied, axis=0) - np.mean(plain, axis=0), axis=1).mean())
-    print(shifts, offsets)
     assert shifts[True] < 0.7 * shifts[False], shifts  # measured 0.13 → 0.06 px
     assert np.mean(offsets) < 0.3, offsets  # the same face, framed as before (measured 0.07 photo px)
