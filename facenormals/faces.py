@@ -403,11 +403,16 @@ class StillFaceDetector:
 
     def _mesh_of(self, flat: np.ndarray, box: FaceBox,
                  seen: dict[tuple[int, int, int, int], list[FaceBox]]) -> tuple[np.ndarray, np.ndarray] | None:
-        """The mesh of a face small in its frame, on the flattened frame ``flat``: cut around its steadied box
-        (``steady_boxes``), or around ``box`` itself when there is none or that view finds no mesh."""
-        steady = self.steadied_box(flat, box, seen) if self.steady_boxes else box
-        mesh = self._mesh_in(flat, steady) if steady is not box else None
-        return mesh if mesh is not None and np.isfinite(mesh[0]).all() else self._mesh_in(flat, box)
+        """The mesh of a face small in its frame, on the flattened frame ``flat``. The view around ``box`` decides
+        whether there is a face (a spurious detection's view shifted by a pixel can fool the mesh: the mirrored
+        astronaut's suit badge); with ``steady_boxes`` the mesh is then taken again on the view around the steadied
+        box, the first kept when that one finds none."""
+        mesh = self._mesh_in(flat, box)
+        if mesh is None or not np.isfinite(mesh[0]).all() or not self.steady_boxes:
+            return mesh
+        steady = self.steadied_box(flat, box, seen)
+        steadied = self._mesh_in(flat, steady) if steady is not box else None
+        return steadied if steadied is not None and np.isfinite(steadied[0]).all() else mesh
 
     def detect(self, rgb: np.ndarray, t_capture_ns: int = 0) -> list[Face]:
         rgb = check_frame(rgb)
@@ -418,7 +423,7 @@ class StillFaceDetector:
         for box in self.find_boxes(rgb):
             # a face small in its frame is cut from the light-flattened frame, around its box as found there: on
             # the sample's lighting pairs the frame's box moved 3.6 px (side + centre), the flattened frame's 0.4
-            # (README "Temporal stability"); the frame's own boxes decide which faces there are, and the fallback
+            # (README "Temporal stability"); the frame's own boxes and views decide which faces there are
             if box.side < FLATTEN_FACE_SHARE * max(rgb.shape[:2]):
                 flat = flatten_light(rgb) if flat is None else flat
                 mesh = self._mesh_of(flat, box, seen)
