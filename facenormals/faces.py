@@ -280,13 +280,15 @@ TILE_OVERLAP = 0.25
 @dataclass(frozen=True)
 class FaceBox:
     """A face detection in frame pixels: centre, side of its square, score, and its 6 keypoints (frame pixels x, y:
-    the subject's right eye, left eye, nose tip, mouth centre, right and left ear tragion; MediaPipe's order)."""
+    the subject's right eye, left eye, nose tip, mouth centre, right and left ear tragion; MediaPipe's order), and
+    which of :class:`StillFaceDetector`'s detection models found it in which window of the image."""
 
     cx: float
     cy: float
     side: float
     score: float
     keypoints: np.ndarray | None = None  # float32 6×2
+    found_by: tuple[int, int, int, int] | None = None  # (model, x0, y0, window side; 0: the whole image)
 
 
 def box_iou(a: FaceBox, b: FaceBox) -> float:
@@ -328,16 +330,19 @@ class StillFaceDetector:
     Each image on its own (no tracking, no smoothing): the detector for photos, image folders and group shots.
     Faces come largest first; at most ``max_faces``. ``fallback``: a detected face whose mesh fails (profiles)
     is still returned, as a ``source="detector"`` :class:`Face` (:func:`detector_only_face`); False: dropped.
+    ``steady_boxes``: a face small in its frame gets its mesh view cut around its box as found on the
+    light-flattened frame (:meth:`steadied_box`), which moves less with the light; False: around its own box.
     """
 
     def __init__(self, max_faces: int = 4, min_detection_confidence: float = 0.5,
-                 min_mesh_confidence: float = 0.5, fallback: bool = True) -> None:
+                 min_mesh_confidence: float = 0.5, fallback: bool = True, steady_boxes: bool = True) -> None:
         if max_faces < 1:
             raise ValueError(f"max_faces must be at least 1, got {max_faces}")
         import mediapipe as mp
 
         self.max_faces = max_faces
         self.fallback = fallback
+        self.steady_boxes = steady_boxes
         self._finders = [mp.solutions.face_detection.FaceDetection(model_selection=model,
                                                                    min_detection_confidence=min_detection_confidence)
                          for model in (1, 0)]  # full range (to ~5 m), short range (large faces)
@@ -349,20 +354,24 @@ class StillFaceDetector:
     def find_boxes(self, rgb: np.ndarray) -> list[FaceBox]:
         """Face boxes of the whole image and of its tiles, overlaps suppressed, best first."""
         height, width = rgb.shape[:2]
+        return suppress([box for window in [(0, 0, 0), *tile_windows(width, height)]
+                         for finder in range(len(self._finders)) for box in self._boxes_in(rgb, finder, window)])
+
+    def _boxes_in(self, rgb: np.ndarray, finder: int, window: tuple[int, int, int]) -> list[FaceBox]:
+        """The boxes one face-detection model finds in one window (x0, y0, side; side 0: the whole image)."""
+        x0, y0, side = window
+        view = rgb if side == 0 else np.ascontiguousarray(rgb[y0:y0 + side, x0:x0 + side])
+        h, w = view.shape[:2]
         boxes = []
-        for x0, y0, side in [(0, 0, 0), *tile_windows(width, height)]:
-            view = rgb if side == 0 else np.ascontiguousarray(rgb[y0:y0 + side, x0:x0 + side])
-            for finder in self._finders:
-                for det in finder.process(view).detections or ():
-                    rel = det.location_data.relative_bounding_box
-                    w, h = view.shape[1], view.shape[0]
-                    box_side = max(rel.width * w, rel.height * h)
-                    if box_side > 4:
-                        keypoints = np.array([(x0 + k.x * w, y0 + k.y * h)
-                                              for k in det.location_data.relative_keypoints], dtype=np.float32)
-                        boxes.append(FaceBox(x0 + (rel.xmin + rel.width / 2) * w, y0 + (rel.ymin + rel.height / 2) * h,
-                                             box_side, float(det.score[0]), keypoints))
-        return suppress(boxes)
+        for det in self._finders[finder].process(view).detections or ():
+            rel = det.location_data.relative_bounding_box
+            box_side = max(rel.width * w, rel.height * h)
+            if box_side > 4:
+                keypoints = np.array([(x0 + k.x * w, y0 + k.y * h)
+                                      for k in det.location_data.relative_keypoints], dtype=np.float32)
+                boxes.append(FaceBox(x0 + (rel.xmin + rel.width / 2) * w, y0 + (rel.ymin + rel.height / 2) * h,
+                                     box_side, float(det.score[0]), keypoints, (finder, *window)))
+        return boxes
 
     def _mesh_in(self, rgb: np.ndarray, box: FaceBox) -> tuple[np.ndarray, np.ndarray] | None:
         """The face mesh of the face in ``box``: (478×2 frame pixels, depth in frame pixels), or None."""
@@ -377,16 +386,49 @@ class StillFaceDetector:
         points = ((found[0].points - matrix[:, 2]) / scale).astype(np.float32)  # view pixels → frame pixels
         return points, (found[0].depth / scale).astype(np.float32)
 
+    def steadied_box(self, flat: np.ndarray, box: FaceBox,
+                     seen: dict[tuple[int, int, int, int], list[FaceBox]] | None = None) -> FaceBox:
+        """``box`` as :meth:`find_boxes` finds it on the light-flattened frame ``flat`` (:func:`steady_box`): it moves
+        less with the light. Only the windows that hold the whole box (and the one it was found in) are searched;
+        ``seen`` keeps each model's boxes per window for the next face of the same frame."""
+        seen = {} if seen is None else seen
+        height, width = flat.shape[:2]
+        windows = {(0, 0, 0), *(w for w in tile_windows(width, height) if _holds(w, box))}
+        if box.found_by is not None:
+            windows.add(box.found_by[1:])
+        for key in ((finder, *window) for window in windows for finder in range(len(self._finders))):
+            if key not in seen:
+                seen[key] = self._boxes_in(flat, key[0], key[1:])
+        return steady_box(box, suppress([b for key in seen if key[1:] in windows for b in seen[key]]))
+
+    def _mesh_of(self, flat: np.ndarray, box: FaceBox,
+                 seen: dict[tuple[int, int, int, int], list[FaceBox]]) -> tuple[np.ndarray, np.ndarray] | None:
+        """The mesh of a face small in its frame, on the flattened frame ``flat``. The view around ``box`` decides
+        whether there is a face (a spurious detection's view shifted by a pixel can fool the mesh: the mirrored
+        astronaut's suit badge); with ``steady_boxes`` the mesh is then taken again on the view around the steadied
+        box, the first kept when that one finds none."""
+        mesh = self._mesh_in(flat, box)
+        if mesh is None or not np.isfinite(mesh[0]).all() or not self.steady_boxes:
+            return mesh
+        steady = self.steadied_box(flat, box, seen)
+        steadied = self._mesh_in(flat, steady) if steady is not box else None
+        return steadied if steadied is not None and np.isfinite(steadied[0]).all() else mesh
+
     def detect(self, rgb: np.ndarray, t_capture_ns: int = 0) -> list[Face]:
         rgb = check_frame(rgb)
         faces: list[Face] = []
         missed: list[FaceBox] = []
         flat: np.ndarray | None = None  # the frame with its light flattened, made once when a small face needs it
+        seen: dict[tuple[int, int, int, int], list[FaceBox]] = {}  # the flattened frame's boxes per model and window
         for box in self.find_boxes(rgb):
-            small = box.side < FLATTEN_FACE_SHARE * max(rgb.shape[:2])
-            if small and flat is None:
-                flat = flatten_light(rgb)
-            mesh = self._mesh_in(flat if small else rgb, box)
+            # a face small in its frame is cut from the light-flattened frame, around its box as found there: on
+            # the sample's lighting pairs the frame's box moved 3.6 px (side + centre), the flattened frame's 0.4
+            # (README "Temporal stability"); the frame's own boxes and views decide which faces there are
+            if box.side < FLATTEN_FACE_SHARE * max(rgb.shape[:2]):
+                flat = flatten_light(rgb) if flat is None else flat
+                mesh = self._mesh_of(flat, box, seen)
+            else:
+                mesh = self._mesh_in(rgb, box)
             if mesh is None or not np.isfinite(mesh[0]).all():
                 missed.append(box)
                 continue
@@ -426,6 +468,23 @@ def detector_only_face(box: FaceBox, min_yaw_deg: float | None = None) -> Face |
         return None
     square, landmarks = posed
     return Face(landmarks, landmarks, 0, square, None, "detector", box.keypoints)
+
+
+def steady_box(box: FaceBox, steady_boxes: list[FaceBox], min_iou: float = 0.5) -> FaceBox:
+    """``box`` framed as its best match among ``steady_boxes`` (the boxes of the light-flattened frame; IoU above
+    ``min_iou``): centre and side from the match, score and keypoints kept; ``box`` itself when none matches."""
+    ious = [box_iou(box, other) for other in steady_boxes]
+    if not ious or max(ious) <= min_iou:
+        return box
+    match = steady_boxes[int(np.argmax(ious))]
+    return replace(box, cx=match.cx, cy=match.cy, side=match.side)
+
+
+def _holds(window: tuple[int, int, int], box: FaceBox) -> bool:
+    """Whether the tile ``window`` (x0, y0, side) holds the whole of ``box``."""
+    x0, y0, side = window
+    half = box.side / 2
+    return x0 <= box.cx - half and box.cx + half <= x0 + side and y0 <= box.cy - half and box.cy + half <= y0 + side
 
 
 def _square_iou(a: SquareBox, b: SquareBox) -> float:
