@@ -41,15 +41,15 @@ class ShippedModel:
 REGISTRY: dict[str, ShippedModel] = {m.name: m for m in (
     ShippedModel(
         "fast-prior", "fast-prior.safetensors",
-        "85132bd361be2ea832975f03671e1fd8cc98d1f63cc8749369a82c02f1b44c2f",
+        "c98889911ca6988eab1552a42d2f9e45f53b412a39493f5675ce09b118ee5437",
         in_chans=7, prior_source="ict-blend", input_size=256,
         int8_file="fast-prior.int8.onnx",
-        int8_sha256="23477280970403292493445149c34d639258dae305916a39222782d454f0ff97",
-        accuracy_deg={"val_ict_v2": 14.10, "val_james": 10.70, "val_profile": 15.39},
+        int8_sha256="7d161e6e2962420b497df2eb69d2ae421aecd828ef10736b4ea7451a4b03e06f",
+        accuracy_deg={"val_ict_v2": 13.80, "val_james": 10.58, "val_profile": 14.47, "val_ict_v5": 15.03},
         speed_ms={"ort-cpu-fp32": 42.1, "ort-cpu-int8": 20.7},
-        note="campaign run ict_prior_c7 (session 7, the real-photo anchor): 0.7 of its snapshot mean + 0.3 of the "
-             "previous weights; detail on top of an ICT-FaceKit face fitted to MediaPipe's landmarks, averaged "
-             "with MediaPipe's mesh"),
+        note="campaign run ict_prior_c8 (session 10, James-free data): 0.6 of its fourth cool-down's snapshot "
+             "mean + 0.4 of the previous weights; detail on top of an ICT-FaceKit face fitted to MediaPipe's "
+             "landmarks, averaged with MediaPipe's mesh"),
     ShippedModel(
         "fast", "fast.safetensors",
         "df11c2317602ddf490180faee7e42c93c0dd5ee8bda65cd25b250c97d1519567",
