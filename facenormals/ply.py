@@ -77,7 +77,28 @@ def depth_mesh(depth_m: np.ndarray, intrinsics: Intrinsics, max_edge_m: float = 
         corners = vertices[triangles]
         edges = np.linalg.norm(corners - np.roll(corners, 1, axis=1), axis=2)
         triangles = triangles[edges.max(axis=1) <= max_edge_m]
-    return vertices.astype(np.float32), normals[valid].astype(np.float32), triangles.astype(np.int32)
+    normals = fill_missing_normals(vertices, normals[valid], triangles)
+    return vertices.astype(np.float32), normals.astype(np.float32), triangles.astype(np.int32)
+
+
+def fill_missing_normals(vertices: np.ndarray, normals: np.ndarray, triangles: np.ndarray) -> np.ndarray:
+    """Unit normals for every vertex: where ``normals`` is undefined (zero, e.g. a pixel whose depth neighbours are
+    all missing, so nothing can be differenced) the area-weighted mean of its triangles' normals, and for a vertex in
+    no triangle the direction toward the camera (the origin)."""
+    missing = ~(np.linalg.norm(normals, axis=1) > 0.5)
+    if not missing.any():
+        return normals
+    filled = np.zeros_like(vertices, dtype=np.float64)
+    if len(triangles):
+        corners = vertices[triangles].astype(np.float64)
+        area_normals = np.cross(corners[:, 1] - corners[:, 0], corners[:, 2] - corners[:, 0])
+        for k in range(3):
+            np.add.at(filled, triangles[:, k], area_normals)
+    toward_camera = -vertices.astype(np.float64)
+    length = np.linalg.norm(filled, axis=1, keepdims=True)
+    filled = np.where(length > 0, filled / np.maximum(length, 1e-30),
+                      toward_camera / np.maximum(np.linalg.norm(toward_camera, axis=1, keepdims=True), 1e-30))
+    return np.where(missing[:, None], filled, normals)
 
 
 def export_depth(path: str | Path, depth_m: np.ndarray, intrinsics: Intrinsics, mesh: bool = True,

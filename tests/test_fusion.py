@@ -296,6 +296,30 @@ def test_ply_export_raw_and_refined(tmp_path):
     assert smooth > np.einsum("ij,ij->i", raw_mesh.vertex_normals, truth_raw).mean()
 
 
+def test_depth_mesh_gives_every_vertex_a_unit_normal():
+    """A pixel whose depth neighbours are all missing cannot be differenced: it takes its triangles' normal, or faces
+    the camera when it is in none, never a zero normal (a mesh viewer would draw it black)."""
+    from facenormals.ply import depth_mesh
+
+    depth, _, mask = sphere()
+    depth = depth.copy()
+    holes = np.zeros_like(mask)
+    holes[::3, ::3] = True  # most pixels lose a neighbour; isolated valid pixels remain between the holes
+    holed = np.where(holes & mask, depth, np.nan)
+    given = np.zeros((*depth.shape, 3), np.float32)  # a fusion result with no normal anywhere
+    vertices, normals, faces = depth_mesh(holed, INTR, mask=mask, normals=given)
+    assert len(vertices) == int((holes & mask).sum()) and len(faces) == 0
+    np.testing.assert_allclose(np.linalg.norm(normals, axis=1), 1.0, atol=1e-5)
+    toward_camera = -vertices / np.linalg.norm(vertices, axis=1, keepdims=True)
+    np.testing.assert_allclose(normals, toward_camera, atol=1e-5)
+    # where a vertex has triangles but no differenced normal, it gets theirs: facing the camera on the sphere's cap
+    cap = np.where(mask, depth, np.nan)
+    _, normals_cap, faces_cap = depth_mesh(cap, INTR, mask=mask, normals=given)
+    assert len(faces_cap) > 0
+    np.testing.assert_allclose(np.linalg.norm(normals_cap, axis=1), 1.0, atol=1e-5)
+    assert (normals_cap[:, 2] > 0).all()
+
+
 # ---------------------------------------------------------------------------------------------- against depth-only filters
 
 

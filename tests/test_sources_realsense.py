@@ -77,20 +77,17 @@ def test_alignment_matches_an_independent_reprojection(recording):
         assert both.mean() > 0.2  # depth at half resolution: the point projection leaves gaps rs.align fills
         return float(np.mean(f.depth[both] == expected[both]))
 
-    own_pairs = 0
     for f in frames:
         # the SDK's syncer pairs each colour frame with the depth frame nearest in time, which on a loaded machine
-        # may be another one (seen: two frames apart): alignment is judged against the depth frame the set carries
-        colour_index = decode_index(f.rgb)
+        # may be another one (seen: two frames apart, and most frames of a run while the suite shared 2 cores with a
+        # training run): alignment is judged against the depth frame the set carries, pairing is the syncer's timing
         depth_index = max(range(8), key=lambda i: agreement(f, i))
-        own_pairs += depth_index == colour_index
         assert agreement(f, depth_index) > 0.9  # same surface everywhere but on the edge
         # the box edge moved by the baseline: colour column of the 0.5 m / 0.9 m boundary
         near_cols = np.nonzero((f.depth == round(0.5 / UNITS)).any(axis=0))[0]
         edge_depth_px = 10 + depth_index - 0.5
         x = (edge_depth_px - DEPTH_K[2]) / DEPTH_K[0] * 0.5 + TX
         assert abs(near_cols.max() - (COLOUR_K[0] * x / 0.5 + COLOUR_K[2])) <= 1.5
-    assert own_pairs >= len(frames) // 2  # a neighbour's depth is the exception, not the rule
 
 
 def test_file_as_an_option(recording):
