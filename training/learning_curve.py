@@ -47,7 +47,7 @@ def validation_series(run: Path) -> dict[str, list[tuple[int, float]]]:
     return series
 
 
-REFERENCE_STYLES = ("--", ":", "-.", (0, (5, 1)), (0, (1, 3)), (0, (3, 1, 1, 1, 1, 1)))
+REFERENCE_STYLES = ("--", ":", "-.", (0, (5, 1)), (0, (1, 3)), (0, (3, 1, 1, 1, 1, 1)), (0, (8, 2, 2, 2)))
 LEGEND_COLUMNS = 4
 
 
