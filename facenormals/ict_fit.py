@@ -53,6 +53,12 @@ FACE_OVAL = (10, 21, 54, 58, 67, 93, 103, 109, 127, 132, 136, 148, 149, 150, 152
              297, 323, 332, 338, 356, 361, 365, 377, 378, 379, 389, 397, 400, 454)
 
 
+def barycentric_points(vertices: np.ndarray, corners: np.ndarray, barycentric: np.ndarray) -> np.ndarray:
+    """(N, …) points mixed from ``vertices`` (V×…) by N rows of three ``corners`` and their ``barycentric`` weights."""
+    picked = np.asarray(vertices)[corners]  # N×3×…
+    return (picked * barycentric.reshape(barycentric.shape + (1,) * (picked.ndim - 2))).sum(axis=1)
+
+
 @dataclass(frozen=True)
 class FitSettings:
     """Weights and priors of the fit. Regularisers are in cm² of landmark residual per unit coefficient²."""
@@ -93,9 +99,7 @@ class IctFace:
 
     def landmark_points(self, vertices: np.ndarray) -> np.ndarray:
         """(478, …) the landmarks' surface points on ``vertices`` (V×… : a shape, or a mode's rows)."""
-        corners = np.asarray(vertices)[self.landmark_corners]  # 478×3×…
-        weights = self.landmark_barycentric.reshape(self.landmark_barycentric.shape + (1,) * (corners.ndim - 2))
-        return (corners * weights).sum(axis=1)
+        return barycentric_points(vertices, self.landmark_corners, self.landmark_barycentric)
 
     @property
     def basis(self) -> np.ndarray:
@@ -212,13 +216,13 @@ MIDLINE_CM = 1.0  # landmarks this close to the model's symmetry plane belong to
 def _design(face: IctFace, settings: FitSettings) -> _Design:
     # each landmark's rows of the basis: its surface point's barycentric mix of three vertices' rows (a linear map)
     fitted = slice(0, NUM_FIT_POINTS)
-    corners, barycentric = face.landmark_corners[fitted], face.landmark_barycentric[fitted]
-    basis = np.ascontiguousarray(np.einsum("knjc,nj->knc", face.basis[:, corners].astype(np.float64), barycentric))
+    modes = np.moveaxis(face.basis.astype(np.float64), 0, 1)  # V×K×3: one row per vertex, as landmark_points takes
+    basis = np.ascontiguousarray(np.moveaxis(face.landmark_points(modes)[fitted], 0, 1))
     weights = point_weights(settings)
     scaled = basis.reshape(len(basis), -1) * np.repeat(np.sqrt(weights), 3)
     prior = np.concatenate([np.full(len(face.identity), settings.identity_prior),
                             np.full(len(face.expression), settings.expression_prior)])
-    mean = np.einsum("njc,nj->nc", face.neutral[corners].astype(np.float64), barycentric)
+    mean = face.landmark_points(face.neutral.astype(np.float64))[fitted]
     x = mean[:, 0] - mean[:, 0].mean()
     sides = np.stack([x < -MIDLINE_CM, x > MIDLINE_CM])
     side_grams = np.stack([(scaled * np.repeat(side, 3)) @ scaled.T for side in sides])

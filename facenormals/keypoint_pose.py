@@ -139,13 +139,13 @@ def posed_landmarks(fit: IctFit, crop_matrix: np.ndarray, face: IctFace | None =
     from facenormals.geometry import invert_affine
 
     face = face if face is not None else load_ict_face()
-    crop = _landmark_vertices(face) * fit.scale @ fit.rotation.T + fit.translation
+    crop = _landmark_points(face) * fit.scale @ fit.rotation.T + fit.translation
     crop_xy = np.stack([crop[:, 0], -crop[:, 1]], axis=1)
     return transform_points(crop_xy, invert_affine(crop_matrix)).astype(np.float32)
 
 
 @lru_cache(maxsize=2)
-def _landmark_vertices(face: IctFace) -> np.ndarray:
+def _landmark_points(face: IctFace) -> np.ndarray:
     return face.landmark_points(face.neutral.astype(np.float64))
 
 

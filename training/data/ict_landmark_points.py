@@ -227,8 +227,8 @@ def main(argv: list[str] | None = None) -> int:
     points = surface_points(face, ~arrays["eyeball"], data)
     with atomic_path(args.asset) as tmp, open(tmp, "wb") as fh:
         np.savez_compressed(fh, **with_surface_points(arrays, points))
-    moved = np.linalg.norm(face.landmark_points(face.neutral) - np.einsum(
-        "njc,nj->nc", face.neutral[points.corners], points.barycentric), axis=1)[:ict_fit.NUM_FIT_POINTS]
+    moved = np.linalg.norm(face.landmark_points(face.neutral) - ict_fit.barycentric_points(
+        face.neutral, points.corners, points.barycentric), axis=1)[:ict_fit.NUM_FIT_POINTS]
     fitted = slice(0, ict_fit.NUM_FIT_POINTS)
     print(f"{args.asset}: {points.renders} renders of {len(data.names)}; per-landmark RMS image distance median "
           f"{np.median(points.rms_before_px[fitted]):.2f} → {np.median(points.rms_after_px[fitted]):.2f} px; "
@@ -249,7 +249,7 @@ def draw_points_overlay(model: ict.IctModel, points: SurfacePoints, out: Path, s
     if not faces:
         raise RuntimeError("MediaPipe found no face on the frontal render of the neutral ICT head")
     full_ids = np.nonzero(np.isin(model.region, KEPT_REGIONS))[0]  # asset vertex → ICT vertex
-    points_xy = np.einsum("njc,nj->nc", xy[full_ids[points.corners]], points.barycentric)
+    points_xy = ict_fit.barycentric_points(xy, full_ids[points.corners], points.barycentric)
     draw_overlay(image, faces[0].points.astype(np.float64), points_xy, out)
 
 
