@@ -8,7 +8,7 @@
    Weak perspective ``u = s·R[:2]·X_k + t``: alternate per-face (s, t) and per-keypoint X_k, both linear least
    squares, reweighted by 1/√max(residual, 5 px). A shared shift and scale of all X_k are unobservable (t and s
    absorb them): the eyes, nose and mouth keypoints are anchored on the centroid and RMS spread of the ICT face's
-   own landmarks for them (iris centres 468, 473, nose tip 1, lips 13/14).
+   own landmarks for them (their surface points: iris centres 468, 473, nose tip 1, lips 13/14).
 2. ``BOX_TO_CROP`` / ``BOX_OFFSET``: the rendered image is the data engine's crop (what the network trained on):
    its side and centre relative to the detection box, per |yaw| bin and (the constants) over the renders whose
    mesh failed (no stored landmarks); and, where the mesh found the face, the landmark square's side (the crop
@@ -107,7 +107,7 @@ def anchor(points: np.ndarray) -> np.ndarray:
     from facenormals.ict_fit import load_ict_face
 
     face = load_ict_face()
-    v = face.neutral[face.landmark_vertices[list(FACE_LANDMARKS)]].astype(np.float64)
+    v = face.landmark_points(face.neutral.astype(np.float64))[list(FACE_LANDMARKS)]
     ict = np.array([v[0], v[1], v[2], (v[3] + v[4]) / 2])
     centre, ict_centre = points[:4].mean(axis=0), ict.mean(axis=0)
     spread = np.sqrt(((points[:4] - centre) ** 2).sum(axis=1).mean())
