@@ -140,3 +140,55 @@ def test_bad_inputs_name_the_problem(tmp_path: Path, capsys):
     data = _sphere_set(tmp_path / "s", count=1)
     assert cli_main(["eval", "--data", str(data), "--model", str(tmp_path / "none.onnx")]) == 1
     assert "none.onnx" in capsys.readouterr().err
+
+
+def test_input_size_runs_the_network_smaller_and_scores_at_the_data_resolution(tmp_path: Path, capsys):
+    """``--input-size``: crops go to the network at that side and its normals come back to the data's 256² (so the
+    figures stay comparable); the colour-reading model is exact at 256² and only loses what the resampling loses."""
+    data = _sphere_set(tmp_path / "spheres", count=2, size=256)
+    model = str(_onnx_model(tmp_path / "gt.onnx", None))
+    native = _eval(tmp_path, "--data", str(data), "--model", model, "--no-mirror")["sets"]["spheres"]
+    small = _eval(tmp_path, "--data", str(data), "--model", model, "--no-mirror", "--input-size", "64")["sets"]["spheres"]
+    assert native["mean_deg"] < 0.01
+    assert 0.05 < small["mean_deg"] < 5.0  # resampled 4× down and up: blurred at the rim, not another model
+    assert small["n_images"] == 2
+    assert "resized to the model's 64×64 input" in capsys.readouterr().err
+
+
+def test_input_size_of_a_fixed_size_export_or_not_a_multiple_of_32_is_refused(tmp_path: Path, capsys):
+    data = _sphere_set(tmp_path / "s", count=1)
+    fixed = tmp_path / "fixed.onnx"
+    model = onnx.load(str(_onnx_model(tmp_path / "gt.onnx", None)))
+    for tensor in (model.graph.input[0], model.graph.output[0]):
+        dims = tensor.type.tensor_type.shape.dim
+        dims[2].dim_value = dims[3].dim_value = 256  # exported at 256² only, as the shipped INT8 twin is
+    onnx.save(model, str(fixed))
+    assert cli_main(["eval", "--data", str(data), "--model", str(fixed), "--input-size", "192"]) == 1
+    err = capsys.readouterr().err
+    assert "exported at 256×256" in err and "--size 192" in err
+    assert cli_main(["eval", "--data", str(data), "--model", str(tmp_path / "gt.onnx"), "--input-size", "200"]) == 1
+    assert "multiple of 32" in capsys.readouterr().err
+
+
+@pytest.mark.slow
+def test_shipped_model_at_192_is_close_to_256_on_a_real_face():
+    """The shipped prior model (PyTorch, real MediaPipe prior) on the astronaut's face crop at 192² and at 256²:
+    fully convolutional, the same normals to within a few degrees over the face — not a different answer."""
+    from skimage import data as skdata
+
+    from facenormals.conventions import angular_error_deg
+    from facenormals.geometry import face_crop
+    from facenormals.mesh_prior import create_face_mesh
+    from facenormals.training.evaluation import load_predictor
+    from facenormals.zoo import model_path
+
+    photo = skdata.astronaut()
+    with create_face_mesh() as mesh:
+        crop = face_crop(photo, mesh.find(photo)[0].points)
+    rgb = crop.image.transpose(2, 0, 1)[None].astype(np.float32) / np.float32(255.0)
+    full = load_predictor(model_path("fast-prior"), mirror=False)(rgb)[0].transpose(1, 2, 0)
+    small = load_predictor(model_path("fast-prior"), mirror=False, input_size=192)(rgb)[0].transpose(1, 2, 0)
+    assert small.shape == full.shape == (*crop.mask.shape, 3)
+    error = angular_error_deg(small, full)[crop.mask]
+    assert 0.1 < float(error.mean()) < 6.0  # a real (resampled) difference, far below the model's ~10–15° error
+    assert float(np.percentile(error, 50)) < 5.0

@@ -1,6 +1,7 @@
 """``facenormals eval``: the paper's metrics on dataset folders, optionally with coarse-face baselines (MediaPipe mesh, ICT fit).
 
     facenormals eval --data DIR [--data DIR ...] --model CKPT|ONNX [--json FILE] [--baseline mediapipe-mesh|ict-fit|ict-blend]
+    facenormals eval --data DIR --input-size 192   (the network on 192² crops, its normals resized back to the data's)
     facenormals eval --data DIR --variants full=A.safetensors no-skip=B.safetensors ...   (ablation table)
     facenormals eval --data DIR --diagnose [--baseline ict-fit]   (where the error is: training/diagnose.py)
 
@@ -51,6 +52,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--batch-size", type=int, default=8)
     parser.add_argument("--no-mirror", action="store_true",
                         help="one network pass per crop (default: averaged with the mirrored crop's, as the API does)")
+    parser.add_argument("--input-size", type=int, default=None, metavar="S",
+                        help="run the network on S×S crops (a multiple of 32; default: the model's own), the normals "
+                             "resized back: errors stay at the dataset's resolution")
     parser.add_argument("--diagnose", action="store_true",
                         help="split each set's error into global rotation, low-frequency (σ = 4 px) and detail, by "
                              "border band / interior, |yaw| and light angle (from params.csv); per-image errors in the JSON")
@@ -98,7 +102,7 @@ def main(args: argparse.Namespace) -> int:
     folders = {Path(d).resolve().name: Path(d) for d in args.data}
     model_path = resolve_model(args.model)
     report: dict = {"model": str(model_path), "sets": {}, "baselines": {}}
-    predictor = load_predictor(model_path, note=_note, mirror=not args.no_mirror)
+    predictor = load_predictor(model_path, note=_note, mirror=not args.no_mirror, input_size=args.input_size)
     for name, samples in sets.items():
         started = time.perf_counter()
         diagnosis = SetDiagnosis(read_params(folders[name])) if args.diagnose else None
@@ -137,7 +141,8 @@ def main(args: argparse.Namespace) -> int:
         print("\nablation (mean ± std °, paper Fig. 7 layout):")
         print(f"  {'variant':<24}" + "".join(f"{name:>22}" for name in sets))
         for label, path in variants.items():
-            variant_predictor = load_predictor(path, note=_note, mirror=not args.no_mirror)
+            variant_predictor = load_predictor(path, note=_note, mirror=not args.no_mirror,
+                                               input_size=args.input_size)
             entry = {"model": str(path), "sets": {}}
             for name, samples in sets.items():
                 entry["sets"][name] = evaluate_predictor(variant_predictor, samples, args.batch_size, label).metrics.as_dict()

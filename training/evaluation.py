@@ -75,15 +75,16 @@ def onnx_predictor(path: str | Path, mirror: bool = True) -> Predictor:
     return lambda images: run(inputs(images))
 
 
-def onnx_input_size(path: Path) -> int | None:
-    """The square input side an ONNX model was exported at (metadata ``size``, else a fixed input height); None: any."""
+def onnx_input_size(path: Path) -> tuple[int | None, bool]:
+    """(the square input side an ONNX model was exported at — metadata ``size``, else a fixed input height; None:
+    any —, whether its graph takes that side only: a fixed input height rather than a symbolic one)."""
     import onnx
 
     model = onnx.load(str(path), load_external_data=False)
     meta = {p.key: p.value for p in model.metadata_props}
     image = next(i for i in model.graph.input if i.name == "image")
     height = image.type.tensor_type.shape.dim[2].dim_value
-    return int(meta.get("size") or height or 0) or None
+    return int(meta.get("size") or height or 0) or None, bool(height)
 
 
 def at_model_size(predict: Predictor, size: int | None, model: Path,
@@ -117,23 +118,34 @@ def at_model_size(predict: Predictor, size: int | None, model: Path,
     return run
 
 
-def load_predictor(spec: str | Path, note: Callable[[str], object] | None = None, mirror: bool = True) -> Predictor:
+def load_predictor(spec: str | Path, note: Callable[[str], object] | None = None, mirror: bool = True,
+                   input_size: int | None = None) -> Predictor:
     """A checkpoint (.safetensors) or an ONNX file (.onnx) → predictor at the model's input size; ``mirror``: each
     crop's output averaged with the mirrored crop's (:mod:`facenormals.mirror_average`, the API's default).
 
     The file passes the same check as every other model file first (``facenormals.fileio.check_model_file``);
     crops of another side are resized (:func:`at_model_size`; ``note`` is told once per crop size).
+    ``input_size``: run the network at this side instead of the model's own (``eval --input-size``: a checkpoint
+    is fully convolutional; an ONNX file must have been exported at that side), the normals resized back, so the
+    errors are still computed at the dataset's resolution.
     """
     path = check_model_file(spec, "model")
     if path.suffix.lower() == ".engine":
         raise ValueError(f"model {path}: eval runs checkpoints (.safetensors) and ONNX files; score the ONNX the "
                          "engine was built from, or run the engine with 'facenormals run --backend tensorrt'")
+    if input_size is not None and (input_size <= 0 or input_size % 32):
+        raise ValueError(f"input size must be a positive multiple of 32 (the encoder halves it five times), "
+                         f"got {input_size}")
     if path.suffix.lower() == ".onnx":
-        return at_model_size(onnx_predictor(path, mirror), onnx_input_size(path), path, note)
+        exported, fixed = onnx_input_size(path)
+        if input_size is not None and fixed and exported != input_size:
+            raise ValueError(f"model {path}: exported at {exported}×{exported}; for {input_size}² export it at that "
+                             f"side ('facenormals export onnx --size {input_size}') or score the checkpoint")
+        return at_model_size(onnx_predictor(path, mirror), input_size or exported, path, note)
     from facenormals.checkpoint import load_image_to_normal
 
     module = load_image_to_normal(path)
-    return at_model_size(torch_predictor(module, mirror), int(module.cfg.input_size), path, note)
+    return at_model_size(torch_predictor(module, mirror), input_size or int(module.cfg.input_size), path, note)
 
 
 def paired_samples(folder: str | Path) -> list[SampleFiles]:
