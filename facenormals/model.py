@@ -37,7 +37,11 @@ from facenormals.resnet import ResNet18Encoder, conv_relu
 
 @dataclass(frozen=True)
 class DecoderWidths:
-    """Channels of a decoder: optional 1×1 latent projection, four 3×3 stages, the full-resolution head."""
+    """Channels of a decoder: optional 1×1 latent projection, four 3×3 stages, the full-resolution head.
+
+    ``head = 0``: no full-resolution stage; the 1×1 output conv runs at H/2 and its 3 channels are
+    upsampled ×2 (the "lite" network: few-channel convs at full resolution cost far more than their MACs on a CPU).
+    """
 
     latent: int | None
     stages: tuple[int, int, int, int]
@@ -48,8 +52,9 @@ class DecoderWidths:
 class WidthSpec:
     normal_decoder: DecoderWidths
     image_decoder: DecoderWidths
-    # m_i of the five skips, coarse to fine: layer3, layer2, layer1, layer0, full resolution
+    # m_i of the five skips, coarse to fine: layer3, layer2, layer1, layer0, full resolution (0: no full-res branch)
     skip_chs: tuple[int, int, int, int, int]
+    encoder_width: float = 1.0  # channel multiplier of both ResNet-18 encoders (resnet.scaled_chs)
 
 
 WIDTHS: dict[str, WidthSpec] = {
@@ -64,6 +69,14 @@ WIDTHS: dict[str, WidthSpec] = {
         normal_decoder=DecoderWidths(256, (128, 64, 32, 32), 16),
         image_decoder=DecoderWidths(None, (128, 64, 32, 32), 16),
         skip_chs=(64, 32, 32, 16, 16),
+    ),
+    # Issue 15: half-width encoders (32/32/64/128/256), a decoder halved to fit and nothing at full resolution
+    # (no full-res branch or stage: output upsampled from H/2), for ~10 ms on one CPU thread in INT8.
+    "lite": WidthSpec(
+        normal_decoder=DecoderWidths(128, (64, 32, 16, 16), 0),
+        image_decoder=DecoderWidths(None, (64, 32, 16, 16), 0),
+        skip_chs=(32, 16, 16, 8, 0),
+        encoder_width=0.5,
     ),
 }
 
@@ -149,7 +162,8 @@ def max_merge(x: torch.Tensor, skip: torch.Tensor) -> torch.Tensor:
 class SkipAdapters(nn.Module):
     """The 1×1 conv+ReLU on the four lower E_I stages (the official ``layerK_1x1``).
 
-    The full-resolution skip needs none: E_I's full-resolution branch already has m_4 channels.
+    The full-resolution skip needs none: E_I's full-resolution branch already has m_4 channels
+    (a network without that branch has four skips).
     """
 
     def __init__(self, encoder_chs: tuple[int, ...], skip_chs: tuple[int, ...]) -> None:
@@ -158,16 +172,20 @@ class SkipAdapters(nn.Module):
         self.convs = nn.ModuleList(conv_relu(c, m, 1) for c, m in zip(encoder_chs, skip_chs, strict=True))
 
     def forward(self, features: list[torch.Tensor]) -> list[torch.Tensor]:
-        """features: E_I outputs [full, layer0..layer4] → skips coarse to fine [l3, l2, l1, l0, full]."""
-        full, lower = features[0], features[1:5]
+        """features: E_I outputs [full, layer0..layer4] → skips coarse to fine [l3, l2, l1, l0, full].
+
+        Without the full-resolution branch ([layer0..layer4]) the last skip is absent.
+        """
+        full, lower = features[:-5], features[-5:-1]
         adapted = [conv(f) for conv, f in zip(self.convs, lower, strict=True)]
-        return [*adapted[::-1], full]
+        return [*adapted[::-1], *full]
 
 
 class Decoder(nn.Module):
     """Five upsampling stages from the H/32 latent to full resolution, then a 1×1 conv to 3 channels.
 
-    With ``skip_chs`` set, stage i can merge skip i (active) or ignore it (inactive).
+    With ``skip_chs`` set, stage i can merge skip i (active) or ignore it (inactive). With ``widths.head = 0``
+    there are four stages (to H/2) and the 1×1 conv's output is upsampled ×2.
     """
 
     def __init__(self, in_chs: int, widths: DecoderWidths, skip_chs: tuple[int, ...] | None = None,
@@ -176,7 +194,8 @@ class Decoder(nn.Module):
         self.latent_proj = conv_relu(in_chs, widths.latent, 1) if widths.latent else None
         chs = widths.latent or in_chs
         blocks = []
-        for i, width in enumerate((*widths.stages, widths.head)):
+        self.upsample_output = not widths.head
+        for i, width in enumerate((*widths.stages, widths.head) if widths.head else widths.stages):
             if skip_chs is not None and skip_chs[i] > chs:
                 raise ValueError(f"decoder stage {i}: skip has {skip_chs[i]} channels but the decoder only {chs}")
             blocks.append(conv_relu(chs, width, 3))
@@ -192,7 +211,7 @@ class Decoder(nn.Module):
             if skips is not None:
                 x = max_merge(x, skips[i])
             x = block(x)
-        return self.last(x)
+        return upsample2x(self.last(x)) if self.upsample_output else self.last(x)
 
 
 def l2_normalize(raw: torch.Tensor) -> torch.Tensor:
@@ -287,12 +306,14 @@ class CrossModalNet(nn.Module):
         has_normal_encoder, has_image_decoder, has_skips = VARIANTS[cfg.variant]
         spec = cfg.widths
         full_res = spec.skip_chs[4] if has_skips else 0
-        self.image_encoder = ResNet18Encoder(cfg.in_chans, full_res_chs=full_res)
-        self.normal_encoder = ResNet18Encoder(3) if has_normal_encoder else None
+        self.image_encoder = ResNet18Encoder(cfg.in_chans, full_res_chs=full_res, width=spec.encoder_width)
+        self.normal_encoder = ResNet18Encoder(3, width=spec.encoder_width) if has_normal_encoder else None
         enc_chs = tuple(info.num_chs for info in self.image_encoder.feature_info if info.reduction in (16, 8, 4, 2))
+        latent = self.image_encoder.feature_info[-1].num_chs  # E_N's latent has the same width
         self.skip_connections = SkipAdapters(enc_chs, spec.skip_chs[3::-1]) if has_skips else None
-        self.normal_decoder = Decoder(512, spec.normal_decoder, spec.skip_chs if has_skips else None)
-        self.image_decoder = Decoder(512, spec.image_decoder, out_chs=cfg.image_chans) if has_image_decoder else None
+        self.normal_decoder = Decoder(latent, spec.normal_decoder, spec.skip_chs if has_skips else None)
+        self.image_decoder = (Decoder(latent, spec.image_decoder, out_chs=cfg.image_chans)
+                              if has_image_decoder else None)
         if cfg.prior == "residual":  # start as the prior itself: D_N's output is +z in the prior's frame
             with torch.no_grad():
                 self.normal_decoder.last.weight.zero_()

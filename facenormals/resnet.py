@@ -47,30 +47,43 @@ def conv_relu(in_chs: int, out_chs: int, kernel: int) -> nn.Sequential:
     return nn.Sequential(nn.Conv2d(in_chs, out_chs, kernel, padding=kernel // 2), nn.ReLU(inplace=True))
 
 
+RESNET18_CHS = (64, 64, 128, 256, 512)  # stem (layer0), layer1..layer4 at width 1
+
+
+def scaled_chs(width: float) -> tuple[int, ...]:
+    """ResNet-18's stage channels × ``width`` (rounded to multiples of 8, so INT8/SIMD kernels stay aligned)."""
+    if width <= 0:
+        raise ValueError(f"encoder width multiplier must be > 0, got {width}")
+    return tuple(max(8, round(c * width / 8) * 8) for c in RESNET18_CHS)
+
+
 class ResNet18Encoder(nn.Module):
     """ResNet-18 trunk. ``forward`` returns the features listed in ``feature_info``, finest first.
 
     With ``full_res_chs > 0`` it also runs the official code's full-resolution branch
     (two 3×3 conv+ReLU on the input pixels), published as feature ``full`` (reduction 1).
+    ``width`` scales every stage's channels (0.5 → 32/32/64/128/256): the "lite" network's encoder.
+    Width 1 is torchvision's layout, unchanged.
     """
 
-    def __init__(self, in_chans: int = 3, full_res_chs: int = 0) -> None:
+    def __init__(self, in_chans: int = 3, full_res_chs: int = 0, width: float = 1.0) -> None:
         super().__init__()
+        c0, c1, c2, c3, c4 = scaled_chs(width)
         self.full_res = (
             nn.Sequential(conv_relu(in_chans, full_res_chs, 3), conv_relu(full_res_chs, full_res_chs, 3))
             if full_res_chs > 0 else None
         )
-        self.conv1 = nn.Conv2d(in_chans, 64, 7, 2, 3, bias=False)
-        self.bn1 = nn.BatchNorm2d(64)
+        self.conv1 = nn.Conv2d(in_chans, c0, 7, 2, 3, bias=False)
+        self.bn1 = nn.BatchNorm2d(c0)
         self.relu = nn.ReLU(inplace=True)
         self.maxpool = nn.MaxPool2d(3, 2, 1)
-        self.layer1 = _stage(64, 64, 1)
-        self.layer2 = _stage(64, 128, 2)
-        self.layer3 = _stage(128, 256, 2)
-        self.layer4 = _stage(256, 512, 2)
+        self.layer1 = _stage(c0, c1, 1)
+        self.layer2 = _stage(c1, c2, 2)
+        self.layer3 = _stage(c2, c3, 2)
+        self.layer4 = _stage(c3, c4, 2)
         infos = [FeatureInfo("full", full_res_chs, 1)] if full_res_chs > 0 else []
-        infos += [FeatureInfo("layer0", 64, 2), FeatureInfo("layer1", 64, 4), FeatureInfo("layer2", 128, 8),
-                  FeatureInfo("layer3", 256, 16), FeatureInfo("layer4", 512, 32)]
+        infos += [FeatureInfo("layer0", c0, 2), FeatureInfo("layer1", c1, 4), FeatureInfo("layer2", c2, 8),
+                  FeatureInfo("layer3", c3, 16), FeatureInfo("layer4", c4, 32)]
         self.feature_info: tuple[FeatureInfo, ...] = tuple(infos)
         self._init_weights()
 
