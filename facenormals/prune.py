@@ -190,3 +190,26 @@ def prune_checkpoint(path: str | Path, arch: str) -> CrossModalNet:
     parts = (*INFERENCE_PREFIXES, "normal_encoder.") if is_inference_only(path) else None
     student = CrossModalNet(replace(cfg, arch=arch, extra={**cfg.extra, "pruned_from": str(path)}))
     return prune_into(teacher.eval(), student, parts)
+
+
+def main(argv: list[str] | None = None) -> int:
+    """``python -m facenormals.prune SRC --arch lite --out DST``: a full checkpoint to start training from."""
+    import argparse
+
+    from facenormals.checkpoint import save_checkpoint
+
+    parser = argparse.ArgumentParser(prog="python -m facenormals.prune", description=main.__doc__)
+    parser.add_argument("source", help="the wider checkpoint (full or inference-only)")
+    parser.add_argument("--arch", required=True, help="the narrower architecture (facenormals.model.WIDTHS)")
+    parser.add_argument("--out", required=True, help="the new checkpoint (refuses to overwrite the source)")
+    args = parser.parse_args(argv)
+    if Path(args.out).resolve() == Path(args.source).resolve():
+        raise SystemExit(f"--out {args.out} is the source checkpoint: refusing to overwrite it")
+    model = prune_checkpoint(args.source, args.arch)
+    save_checkpoint(model, args.out, provenance={"pruned_from": str(args.source), "arch": args.arch})
+    print(f"wrote {args.out}: {args.arch} from the strongest channels of {args.source}")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -21,6 +21,7 @@ from typing import Any, get_type_hints
 from facenormals.model import PRIOR_MODES, PRIOR_SOURCES, VARIANTS, WIDTHS
 from facenormals.training.anchor import AnchorSection
 from facenormals.training.consistency import ConsistencySection
+from facenormals.training.distill import DistillSection
 
 BATCH_KINDS = ("paired", "image-only", "normal-only")
 PRECISIONS = ("fp32", "bf16")
@@ -162,6 +163,7 @@ class TrainConfig:
     optim: OptimSection = field(default_factory=OptimSection)
     consistency: ConsistencySection = field(default_factory=ConsistencySection)  # two-view term, off by default
     anchor: AnchorSection = field(default_factory=AnchorSection)  # real-photo anchor, off by default
+    distill: DistillSection = field(default_factory=DistillSection)  # follow a frozen teacher, off by default
     phases: tuple[Phase, ...] = (Phase(steps=1000),)
     log_every: int = 10
     val_every: int = 200  # steps (0 = only at the end)

@@ -24,9 +24,10 @@ import enum
 import torch
 from torch import nn
 
-from facenormals.model import VARIANTS, CrossModalNet
+from facenormals.model import VARIANTS, CrossModalNet, ImageToNormal
 from facenormals.training.anchor import AnchorSection, anchor_loss
 from facenormals.training.consistency import ConsistencySection, consistency_loss, draw_view, second_view_input
+from facenormals.training.distill import distill_loss
 from facenormals.training.losses import masked_cosine_distance, masked_l2
 
 
@@ -72,21 +73,32 @@ class StepLosses(nn.Module):
     (:mod:`facenormals.training.consistency`) as ``cons``.
     ``anchor`` (optional, weight > 0): image-only steps with a coarse face add the real-photo anchor
     (:mod:`facenormals.training.anchor`) as ``anchor``.
+    ``teacher`` (optional, with ``distill_weight`` > 0): every step with an image adds the distance to the frozen
+    teacher's normals (:mod:`facenormals.training.distill`) as ``distill``.
     """
 
     def __init__(self, net: CrossModalNet, consistency: ConsistencySection | None = None,
-                 anchor: AnchorSection | None = None) -> None:
+                 anchor: AnchorSection | None = None, teacher: ImageToNormal | None = None,
+                 distill_weight: float = 0.0) -> None:
         super().__init__()
         self.net = net
         self.consistency = consistency if consistency is not None and consistency.weight > 0 else None
         self.anchor = anchor if anchor is not None and anchor.weight > 0 else None
+        # a tuple: the frozen teacher is neither a submodule (state dict, DDP) nor trained
+        self._teacher = (teacher,) if teacher is not None and distill_weight > 0 else ()
+        self.distill_weight = distill_weight
 
     def forward(self, kind: StepKind, batch: dict[str, torch.Tensor]) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
         loss, terms, normals = self._paper_step(kind, batch)
-        if self.consistency is None or kind is StepKind.NORMAL_TO_NORMAL:
+        if kind is StepKind.NORMAL_TO_NORMAL or (self.consistency is None and not self._teacher):
             return loss, terms
         if normals is None:  # image→image: no normal output to reuse
             normals = self.net.image_to_normal(image_input(batch))
+        if self._teacher:
+            term = distill_loss(normals, self._teacher[0], image_input(batch), batch["mask"])
+            loss, terms = loss + self.distill_weight * term, {**terms, "distill": term.detach()}
+        if self.consistency is None:
+            return loss, terms
         view = draw_view(len(batch["image"]), self.consistency)
         second = self.net.image_to_normal(second_view_input(batch["image"], batch.get("prior"), view))
         term = consistency_loss(normals, second, batch["mask"], view)

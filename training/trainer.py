@@ -23,6 +23,7 @@ from facenormals.model import CrossModalNet, create_model
 from facenormals.training import checkpointing, ddp
 from facenormals.training.config import TrainConfig
 from facenormals.training.device import resolve_device, to_device
+from facenormals.training.distill import load_teacher
 from facenormals.training.loaders import (
     fixed_samples,
     load_item,
@@ -163,7 +164,8 @@ def train(cfg: TrainConfig, info: ddp.DistInfo | None = None) -> TrainResult:
         counts = {k: len(v) for k, v in groups.items()}
         print(f"run {run_dir}: {cfg.model.arch}/{cfg.model.variant}, samples per kind {counts}, "
               f"{len(val_samples)} validation images, resuming at step {progress.step}/{cfg.total_steps}", flush=True)
-    wrapped = ddp.wrap(StepLosses(model, cfg.consistency, cfg.anchor), info)
+    teacher = load_teacher(cfg.distill, model.cfg, device)
+    wrapped = ddp.wrap(StepLosses(model, cfg.consistency, cfg.anchor, teacher, cfg.distill.weight), info)
     model.train()
 
     log = ScalarLog(run_dir, progress.step) if info.is_main else None

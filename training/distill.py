@@ -1,0 +1,59 @@
+"""Distillation (issue 15, optional): a smaller student follows a frozen teacher's normals.
+
+Why: the "lite" network (half-width encoders, 0.74 GMAC) is for the live loop's latency; the shipped ``fast-prior``
+knows more than the labels say, above all about real faces — the image-only real photos have no normal labels, and
+there the teacher's output is the only normal target there is. Every step with an image (paired and image-only)
+adds the masked cosine distance between the student's image→normal output and the teacher's, on the same input.
+
+Configured by ``[distill]`` in the training TOML (``teacher`` = a checkpoint, full or inference-only, with the
+student's input; ``weight``); off (``weight = 0``) by default. Costs one teacher forward (no gradient) per image step,
+and on image-only steps without the anchor one student image→normal forward.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+
+from facenormals.checkpoint import load_image_to_normal
+from facenormals.model import ImageToNormal, ModelCfg
+from facenormals.training.losses import masked_cosine_distance
+
+
+@dataclass(frozen=True)
+class DistillSection:
+    teacher: str | None = None  # checkpoint whose image→normal output the student follows
+    weight: float = 0.0
+
+    def __post_init__(self) -> None:
+        if not self.weight >= 0.0:
+            raise ValueError(f"distill.weight must be ≥ 0, got {self.weight}")
+        if self.weight > 0 and not self.teacher:
+            raise ValueError("distill.weight > 0 needs distill.teacher (a checkpoint)")
+
+
+def load_teacher(section: DistillSection, student: ModelCfg, device: torch.device) -> ImageToNormal | None:
+    """The frozen teacher (eval mode, no gradients), or None when distillation is off."""
+    if section.weight <= 0:
+        return None
+    if not Path(section.teacher).is_file():
+        raise FileNotFoundError(f"distill.teacher not found: {section.teacher}")
+    teacher = load_image_to_normal(section.teacher, map_location=device)
+    cfg = teacher.cfg
+    if (cfg.in_chans, cfg.prior, cfg.prior_source) != (student.in_chans, student.prior, student.prior_source):
+        raise ValueError(f"distill.teacher {section.teacher}: input {cfg.in_chans} channels, prior {cfg.prior!r}/"
+                         f"{cfg.prior_source!r}; the student takes {student.in_chans}, {student.prior!r}/"
+                         f"{student.prior_source!r}")
+    for parameter in teacher.parameters():
+        parameter.requires_grad_(False)
+    return teacher
+
+
+def distill_loss(student_normals: torch.Tensor, teacher: ImageToNormal, image: torch.Tensor,
+                 mask: torch.Tensor) -> torch.Tensor:
+    """Masked cosine distance from the student's normals to the frozen teacher's on the same input."""
+    with torch.no_grad():
+        target = teacher(image).to(student_normals.dtype)
+    return masked_cosine_distance(student_normals, target, mask)
