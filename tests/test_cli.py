@@ -9,7 +9,7 @@ from facenormals.cli import main
 def test_model_info_reports_both_widths(capsys):
     assert main(["model-info", "--size", "128"]) == 0
     out = capsys.readouterr().out
-    assert "fast:" in out and "paper:" in out and "image→normal" in out
+    assert "fast:" in out and "paper:" in out and "lite:" in out and "image→normal" in out
 
 
 @pytest.mark.slow  # a subprocess
