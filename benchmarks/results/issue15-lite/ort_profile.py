@@ -20,14 +20,16 @@ n = 20
 for _ in range(n):
     sess.run(None, {inp.name: x})
 prof = sess.end_profiling()
-events = json.load(open(prof))
+with open(prof) as f:
+    events = json.load(f)
 os.remove(prof)
 by_type, by_node = collections.Counter(), collections.Counter()
 for e in events:
     if e.get("cat") == "Node" and e["name"].endswith("_kernel_time"):
         by_type[e["args"]["op_name"]] += e["dur"] / 1e3 / n
-        by_node[e["name"][:-12] + " " + e["args"]["op_name"] + " " + str(e["args"].get("output_type_shape", ""))[:60]] += e["dur"] / 1e3 / n
-print(path, "total %.1f ms/run" % sum(by_type.values()))
+        shape = str(e["args"].get("output_type_shape", ""))[:60]
+        by_node[f'{e["name"][:-12]} {e["args"]["op_name"]} {shape}'] += e["dur"] / 1e3 / n
+print(path, f"total {sum(by_type.values()):.1f} ms/run")
 for k, v in by_type.most_common(12):
     print(f"  {k:<28}{v:6.2f}")
 for k, v in by_node.most_common(18):
