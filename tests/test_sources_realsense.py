@@ -91,8 +91,12 @@ def test_alignment_matches_an_independent_reprojection(recording):
 
 
 def test_file_as_an_option(recording):
+    # the option's routing; how many frames the SDK's pipeline hands over is test_playback_frames_intrinsics_and_scale's
+    # (under heavy load its non-real-time playback has been seen to lose colour frames: 1 of 8 once)
     with open_source("realsense", file=recording) as source:
-        assert not source.live and len(list(source)) >= 7
+        frames = list(source)
+    assert isinstance(source, RealSenseSource) and not source.live and source.file == recording
+    assert frames and all(f.rgb.shape == (48, 64, 3) and f.depth is not None for f in frames)
 
 
 def test_real_time_playback_is_live(recording):
