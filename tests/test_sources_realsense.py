@@ -133,6 +133,8 @@ def test_sample_rgbd_round_trip(rs, tmp_path):
     for got, want in zip(frames, expected, strict=False):
         assert np.array_equal(got.rgb, want.rgb)
         assert got.depth_scale_m == pytest.approx(0.001)
-        assert np.mean(got.depth == want.depth) > 0.98
+        # the SDK's syncer may pair a colour frame with a neighbouring depth frame under load (as in the alignment
+        # test): the depth must come back unchanged, whichever recorded frame it is
+        assert max(np.mean(got.depth == other.depth) for other in expected) > 0.98
     with pytest.raises(ValueError, match=r"\.db3"):
         record_source("sample-rgbd", tmp_path / "x.bag", 1, frames=1)
