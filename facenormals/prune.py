@@ -93,13 +93,21 @@ def _group_sizes(convs: list[ConvSlice], state: dict[str, torch.Tensor]) -> dict
     sizes: dict[str, int] = {INPUT: -1}
     axes = [(c.out, state[f"{c.conv}.weight"].shape[0]) for c in convs]
     axes += [(c.inp, state[f"{c.conv}.weight"].shape[1]) for c in convs]
-    for rounds in (3, 2):  # singles first, then the composites they resolve
-        for _ in range(rounds):
+
+    def resolve() -> None:  # until no axis has exactly one unknown group left
+        found = True
+        while found:
+            found = False
             for groups, total in axes:
                 unknown = [g for g in groups if g not in sizes]
                 if len(unknown) == 1:
                     sizes[unknown[0]] = total - sum(sizes[g] for g in groups if g != unknown[0])
-        sizes.setdefault("skip4", 0)  # no full-resolution branch: an empty fifth skip
+                    found = True
+
+    resolve()
+    if "skip4" not in sizes:  # no full-resolution branch: an empty fifth skip, which may resolve the rest
+        sizes["skip4"] = 0
+        resolve()
     return sizes
 
 
