@@ -13,7 +13,7 @@ import pytest
 
 from facenormals import ict_fit
 from facenormals.faces import NUM_LANDMARKS, FaceMesh
-from facenormals.mesh_input import average_with_mirror, flatten_light, from_mirrored, mirror_index
+from facenormals.mesh_input import _apply_gain, average_with_mirror, flatten_light, from_mirrored, mirror_index
 from facenormals.mesh_prior import mesh_triangles
 from facenormals.realtime.sources.sample import frame_from_photo_matrix, render_pose_rgb, sample_pose
 from tests.conftest import SHARED
@@ -54,6 +54,19 @@ def test_from_mirrored_undoes_the_flip() -> None:
     elsewhere[:, 0] += 0.4
     assert average_with_mirror([face], [elsewhere], width, height)[0] is face
     assert average_with_mirror([face], [], width, height)[0] is face
+
+
+def test_apply_gain_is_opencvs_multiply() -> None:
+    """The fused gain kernel equals ``cv2.multiply`` with the gain merged to 3 channels, bit for bit: random gains,
+    products exactly halfway between two levels (rounded half to even), saturation, odd sizes."""
+    rng = np.random.default_rng(3)
+    for height, width, gain in [(48, 64, rng.random((48, 64)) * 3), (7, 13, rng.integers(0, 12, (7, 13)) * 0.5),
+                                (31, 5, rng.integers(0, 40, (31, 5)) * 0.125), (16, 16, np.full((16, 16), 300.0))]:
+        rgb = rng.integers(0, 256, (height, width, 3), dtype=np.uint8)
+        gain = gain.astype(np.float32)
+        out = np.empty_like(rgb)
+        _apply_gain(rgb, gain, out)
+        assert np.array_equal(out, cv2.multiply(rgb, cv2.merge((gain, gain, gain)), dtype=cv2.CV_8U))
 
 
 def test_flatten_light_removes_a_light_gradient() -> None:
