@@ -22,6 +22,7 @@ All three are also the parameter-free baselines ``facenormals eval --baseline me
 from __future__ import annotations
 
 from collections.abc import Callable
+from functools import lru_cache
 from pathlib import Path
 
 import cv2
@@ -88,11 +89,31 @@ def _ict_drawn(points: np.ndarray, size: int, draw: int,
 
 def draw_ict(fit: ict_fit.IctFit, face: ict_fit.IctFace, size: int, draw: int) -> tuple[np.ndarray, np.ndarray]:
     """A posed ICT face on a size² crop drawn at ``draw``²: (normals extended over the crop and smoothed, coverage)."""
-    normals, coverage = mesh_prior.rasterize_mesh_normals(resize_crop_points(fit.crop_points(face), size, draw),
-                                                          face.triangles, draw)
+    normals, coverage, _ = mesh_prior.rasterize_checked(resize_crop_points(fit.crop_points(face), size, draw),
+                                                        _ict_triangles(face), draw)
     if not coverage.any():
         return normals, coverage
     return _smooth(mesh_prior.fill_prior(normals, coverage), ICT_SMOOTH_PX * draw / 256.0), coverage
+
+
+@lru_cache(maxsize=4)
+def _ict_triangles(face: ict_fit.IctFace) -> np.ndarray:
+    """The ICT face's triangles checked once and kept as int32 (read-only) for :func:`mesh_prior.rasterize_checked`."""
+    return _checked_triangles(face.triangles, len(face.neutral))
+
+
+@lru_cache(maxsize=1)
+def _mesh_triangles() -> np.ndarray:
+    """MediaPipe's closed mesh, checked once, int32 (read-only), for :func:`mesh_prior.rasterize_checked`."""
+    return _checked_triangles(mesh_prior.mesh_triangles(close_holes=True), mesh_prior.NUM_MESH_POINTS)
+
+
+def _checked_triangles(triangles: np.ndarray, points: int) -> np.ndarray:
+    if triangles.ndim != 2 or triangles.shape[1] != 3 or triangles.min() < 0 or triangles.max() >= points:
+        raise ValueError(f"triangles {triangles.shape} do not index {points} points")
+    out = np.ascontiguousarray(triangles, dtype=np.int32)
+    out.setflags(write=False)
+    return out
 
 
 def _blend_mesh(fitted: np.ndarray, points: np.ndarray, size: int, draw: int) -> np.ndarray:
@@ -101,8 +122,7 @@ def _blend_mesh(fitted: np.ndarray, points: np.ndarray, size: int, draw: int) ->
 
     In place on ``fitted`` (C-contiguous float32), one pass: the mesh's extension (``fill_prior``), the weighted sum
     and the renormalisation fused (:func:`_blend_filled`), bit-identical to those three steps in numpy."""
-    mesh, covered = mesh_prior.rasterize_mesh_normals(resize_crop_points(points, size, draw),
-                                                      mesh_prior.mesh_triangles(close_holes=True), draw)
+    mesh, covered, _ = mesh_prior.rasterize_checked(resize_crop_points(points, size, draw), _mesh_triangles(), draw)
     if covered.any() and not covered.all():
         labels = mesh_prior.nearest_labels(covered)
     else:  # no mesh: its extension is zero; all mesh: itself (each pixel its own label)

@@ -376,3 +376,22 @@ def _unfused_blend(points: np.ndarray, size: int) -> tuple[np.ndarray, np.ndarra
     normals = cv2.resize(fitted, (size, size), interpolation=cv2.INTER_LINEAR)
     normals = normals / np.maximum(np.linalg.norm(normals, axis=2, keepdims=True), np.float32(1e-6))
     return normals, cv2.resize(coverage.astype(np.float32), (size, size), interpolation=cv2.INTER_LINEAR) > 0.5
+
+
+def test_rasterize_checked_with_int32_triangles_equals_rasterize_mesh(astronaut: tuple[np.ndarray, np.ndarray]) -> None:
+    """The prior's fast path (cached int32 triangles, no index check) draws exactly what the checked call draws."""
+    from facenormals import ict_fit
+
+    image, landmarks = astronaut
+    crop = face_crop(image, frame_pixels(landmarks, image.shape), size=128)
+    points = mesh_prior.landmarks_in_crop(landmarks, image.shape, crop.matrix)
+    face = ict_fit.load_ict_face()
+    posed = ict_fit.fit_landmarks(points, face).crop_points(face)
+    for vertices, triangles in ((points, mesh_prior.mesh_triangles(close_holes=True)), (posed, face.triangles)):
+        expected = mesh_prior.rasterize_mesh(vertices, triangles, 128)
+        assert expected[1].any()
+        fast = mesh_prior.rasterize_checked(vertices, np.ascontiguousarray(triangles, dtype=np.int32), 128)
+        for a, b in zip(fast, expected, strict=True):
+            np.testing.assert_array_equal(a, b)
+    with pytest.raises(ValueError, match="out of range"):
+        mesh_prior.rasterize_mesh(points, np.array([[0, 1, 478]]), 128)
