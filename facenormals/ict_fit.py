@@ -147,7 +147,11 @@ class IctFit:
     def crop_points(self, face: IctFace) -> np.ndarray:
         """The fitted face's vertices in crop space (V×3)."""
         with _BLAS.limit(limits=1, user_api="blas"):
-            return self.scale * face.shape(self.identity, self.expression) @ self.rotation.T + self.translation
+            shape = face.shape(self.identity, self.expression)
+            shape *= self.scale  # in place: the same float32 product as ``self.scale * shape``, one array fewer
+            points = shape @ self.rotation.T
+            points += self.translation
+            return points
 
     def euler_deg(self) -> tuple[float, float, float]:
         """Head pose: yaw (about y), pitch (about x), roll (about z), degrees, in our camera frame."""
@@ -305,14 +309,15 @@ def _solve_coefficients(design: _Design, target: np.ndarray, scale: float, rot: 
                   - (1.0 - depth_weight) * (depth_rows * w) @ depth_rows.T)
         weighted = (residual - (1.0 - depth_weight) * np.outer(residual @ axis, axis)) * w[:, None]
     rhs = design.flat @ weighted.reshape(-1)
-    normal[np.diag_indices_from(normal)] += design.prior
+    normal.reshape(-1)[:: len(normal) + 1] += design.prior  # the diagonal as a view (np.diag_indices_from: ~4× the time)
     k_id = design.k_id
     active = np.ones(len(rhs), bool)
     coeffs = np.zeros(len(rhs))
     for _ in range(3):  # active set: expressions pushed below 0 are fixed at 0, above 1 at 1
-        fixed = ~active
-        reduced = rhs[active] - normal[np.ix_(active, fixed)] @ coeffs[fixed]
-        coeffs[active] = np.linalg.solve(normal[np.ix_(active, active)], reduced)
+        # integer index arrays: the same sub-matrices as np.ix_ on the masks, ~2× faster to gather
+        free, fixed = np.flatnonzero(active), np.flatnonzero(~active)
+        reduced = rhs[free] - normal[free[:, None], fixed] @ coeffs[fixed]
+        coeffs[free] = np.linalg.solve(normal[free[:, None], free], reduced)
         expr = coeffs[k_id:]
         out = (expr < 0.0) | (expr > 1.0)
         if not out.any():
