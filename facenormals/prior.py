@@ -89,8 +89,7 @@ def _ict_drawn(points: np.ndarray, size: int, draw: int,
 
 def draw_ict(fit: ict_fit.IctFit, face: ict_fit.IctFace, size: int, draw: int) -> tuple[np.ndarray, np.ndarray]:
     """A posed ICT face on a size² crop drawn at ``draw``²: (normals extended over the crop and smoothed, coverage)."""
-    normals, coverage, _ = mesh_prior.rasterize_checked(resize_crop_points(fit.crop_points(face), size, draw),
-                                                        _ict_triangles(face), draw)
+    normals, coverage, _ = mesh_prior.rasterize_checked(fit.drawn_points(face, size, draw), _ict_triangles(face), draw)
     if not coverage.any():
         return normals, coverage
     return _smooth(mesh_prior.fill_prior(normals, coverage), ICT_SMOOTH_PX * draw / 256.0), coverage
