@@ -7,7 +7,7 @@ applied to the face mesh's input only — the network always sees the frame itse
 
 * :func:`flatten_light` scales the frame by mid-grey over its heavily blurred luminance (σ = 1/4 of the larger
   side, computed at 1/8 scale), so a change of exposure or gain, or a smooth light gradient across the frame,
-  barely reaches the mesh. ~1 CPU ms on 640×480.
+  barely reaches the mesh. ~0.5 CPU ms on 640×480.
 * :func:`average_with_mirror`: the mesh also runs on the mirrored frame, and each landmark is averaged with its
   mirror partner's (:func:`mirror_index`, the left ↔ right correspondence of MediaPipe's 478 points). The model's
   light- and noise-dependent errors differ between the two views and partly cancel. One more face-mesh pass
