@@ -175,9 +175,33 @@ class FaceMesh:
 
 def _normalised_faces(mesh, rgb: np.ndarray) -> list[np.ndarray]:
     """A MediaPipe face mesh's faces in ``rgb`` as normalised float32 478×3 arrays; non-finite faces dropped."""
-    faces = [np.array([(p.x, p.y, p.z) for p in face.landmark], dtype=np.float32)
-             for face in mesh.process(rgb).multi_face_landmarks or ()]
+    faces = [landmark_array(face) for face in mesh.process(rgb).multi_face_landmarks or ()]
     return [face for face in faces if np.isfinite(face).all()]
+
+
+# A serialised NormalizedLandmarkList whose landmarks hold x, y, z only (the face mesh's), 17 bytes per landmark:
+# the field's tag (1, length-delimited) and length (15), then x, y and z, each a tag byte and a little-endian float32.
+_WIRE_SIZE = 17
+_WIRE_TAG_AT = np.array([0, 1, 2, 7, 12])
+_WIRE_TAGS = np.array([0x0A, 15, 0x0D, 0x15, 0x1D], dtype=np.uint8)
+_WIRE_FLOAT_AT = np.array([3, 4, 5, 6, 8, 9, 10, 11, 13, 14, 15, 16])
+
+
+def landmark_array(landmarks: object) -> np.ndarray:
+    """A MediaPipe ``NormalizedLandmarkList`` as a float32 N×3 (x, y, z) array.
+
+    Read from the message's wire bytes (the float32 values as stored, so bit-identical to reading ``p.x, p.y, p.z``
+    one by one): ~0.03 ms instead of ~0.4 ms for 478 points in Python. Any other layout (visibility or presence set,
+    a field missing) takes the attribute path.
+    """
+    wire = landmarks.SerializeToString()
+    count = len(landmarks.landmark)
+    if count and len(wire) == count * _WIRE_SIZE:
+        rows = np.frombuffer(wire, dtype=np.uint8).reshape(count, _WIRE_SIZE)
+        if (rows[:, _WIRE_TAG_AT] == _WIRE_TAGS).all():
+            floats = rows.take(_WIRE_FLOAT_AT, axis=1).view("<f4")  # a copy: owns its memory
+            return floats.astype(np.float32, copy=False)
+    return np.array([(p.x, p.y, p.z) for p in landmarks.landmark], dtype=np.float32).reshape(-1, 3)
 
 
 class _SmoothingDetector:

@@ -7,7 +7,7 @@ applied to the face mesh's input only — the network always sees the frame itse
 
 * :func:`flatten_light` scales the frame by mid-grey over its heavily blurred luminance (σ = 1/4 of the larger
   side, computed at 1/8 scale), so a change of exposure or gain, or a smooth light gradient across the frame,
-  barely reaches the mesh. ~1 CPU ms on 640×480.
+  barely reaches the mesh. ~0.5 CPU ms on 640×480.
 * :func:`average_with_mirror`: the mesh also runs on the mirrored frame, and each landmark is averaged with its
   mirror partner's (:func:`mirror_index`, the left ↔ right correspondence of MediaPipe's 478 points). The model's
   light- and noise-dependent errors differ between the two views and partly cancel. One more face-mesh pass
@@ -23,6 +23,7 @@ import functools
 from pathlib import Path
 
 import cv2
+import numba
 import numpy as np
 
 MIRROR_ASSET = Path(__file__).resolve().parent / "assets" / "face_mesh_mirror.npy"
@@ -49,11 +50,57 @@ def flatten_light(rgb: np.ndarray) -> np.ndarray:
     [103, 127]
     """
     height, width = rgb.shape[:2]
-    small = cv2.resize(rgb, (max(width // FLAT_DOWN, 1), max(height // FLAT_DOWN, 1)), interpolation=cv2.INTER_AREA)
+    if height % FLAT_DOWN == 0 and width % FLAT_DOWN == 0:  # 640×480, 1280×720, 1920×1080: whole 8×8 blocks
+        small = np.empty((height // FLAT_DOWN, width // FLAT_DOWN, 3), dtype=np.uint8)
+        _block_mean(np.ascontiguousarray(rgb), FLAT_DOWN, small)
+    else:
+        small = cv2.resize(rgb, (max(width // FLAT_DOWN, 1), max(height // FLAT_DOWN, 1)), interpolation=cv2.INTER_AREA)
     luminance = cv2.cvtColor(small, cv2.COLOR_RGB2GRAY).astype(np.float32)
     blurred = cv2.GaussianBlur(luminance, (0, 0), max(width, height) * FLAT_SIGMA / FLAT_DOWN) + FLAT_FLOOR
     gain = cv2.resize(FLAT_LEVEL / blurred, (width, height), interpolation=cv2.INTER_LINEAR)
-    return cv2.multiply(rgb, cv2.merge((gain, gain, gain)), dtype=cv2.CV_8U)
+    out = np.empty((height, width, 3), dtype=np.uint8)
+    _apply_gain(np.ascontiguousarray(rgb), np.ascontiguousarray(gain), out)
+    return out
+
+
+@numba.njit(cache=True, nogil=True)
+def _block_mean(rgb: np.ndarray, k: int, out: np.ndarray) -> None:  # pragma: no cover - JIT
+    """out = each k×k block's mean per channel, rounded half to even: ``cv2.resize(rgb, (w / k, h / k),
+    interpolation=cv2.INTER_AREA)`` for sizes that are multiples of k (OpenCV's integer-scale area path: the block's
+    integer sum × float32(1 / k²), cvRound), bit-identical, ~0.14 instead of ~0.23 ms for 640×480 (the k source rows
+    summed element-wise first, which LLVM vectorises)."""
+    width = rgb.shape[1] * 3
+    scale = np.float32(1.0) / np.float32(k * k)
+    rows = np.empty(width, dtype=np.int32)
+    for i in range(out.shape[0]):
+        src = rgb[i * k].reshape(width)
+        for x in range(width):
+            rows[x] = src[x]
+        for a in range(1, k):
+            src = rgb[i * k + a].reshape(width)
+            for x in range(width):
+                rows[x] += src[x]
+        dst = out[i].reshape(out.shape[1] * 3)
+        for j in range(out.shape[1]):
+            for c in range(3):
+                total = 0
+                for b in range(k):
+                    total += rows[(j * k + b) * 3 + c]
+                dst[j * 3 + c] = np.uint8(min(max(np.rint(np.float32(total) * scale), np.float32(0.0)), np.float32(255.0)))
+
+
+@numba.njit(cache=True, nogil=True)
+def _apply_gain(rgb: np.ndarray, gain: np.ndarray, out: np.ndarray) -> None:  # pragma: no cover - JIT
+    """out = rgb × gain per pixel, rounded half to even and saturated to uint8: what ``cv2.multiply(rgb,
+    cv2.merge((gain,) * 3), dtype=cv2.CV_8U)`` computes (float32 product, cvRound), bit-identical, without the
+    3-channel float gain image (~0.15 instead of ~0.4 ms on 640×480). C-contiguous H×W×3 ``rgb`` and ``out``."""
+    height, width = gain.shape
+    src, dst, flat_gain = rgb.reshape(height * width * 3), out.reshape(height * width * 3), gain.reshape(height * width)
+    for p in range(height * width):  # flat indices: LLVM vectorises this form (~7× the nested loops' speed)
+        g = flat_gain[p]
+        for c in range(3):
+            v = np.rint(np.float32(src[3 * p + c]) * g)
+            dst[3 * p + c] = np.uint8(np.int32(min(max(v, np.float32(0.0)), np.float32(255.0))))
 
 
 @functools.cache

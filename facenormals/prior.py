@@ -22,9 +22,11 @@ All three are also the parameter-free baselines ``facenormals eval --baseline me
 from __future__ import annotations
 
 from collections.abc import Callable
+from functools import lru_cache
 from pathlib import Path
 
 import cv2
+import numba
 import numpy as np
 
 from facenormals import ict_fit, mesh_prior
@@ -60,6 +62,13 @@ def coarse_prior(points: np.ndarray, size: int, source: str,
     What a prior model sees and what the baseline of ``source`` predicts. ``previous``: a tracked face's last
     fit (warm start; the ICT sources only).
     """
+    normals, coverage, fit = _drawn_prior(points, size, source, previous)
+    return (*_to_crop(normals, coverage, size), fit)
+
+
+def _drawn_prior(points: np.ndarray, size: int, source: str,
+                 previous: ict_fit.IctFit | None) -> tuple[np.ndarray, np.ndarray, ict_fit.IctFit | None]:
+    """:func:`coarse_prior` before the resize to the crop: (normals, coverage) as drawn, the ICT fit or None."""
     if check_source(source) == "mediapipe-mesh":
         normals, coverage = mesh_prior.rasterize_mesh_normals(points, mesh_prior.mesh_triangles(close_holes=True), size)
         return mesh_prior.fill_prior(normals, coverage), coverage, None
@@ -67,7 +76,7 @@ def coarse_prior(points: np.ndarray, size: int, source: str,
     normals, coverage, fit = _ict_drawn(points, size, draw, previous)
     if source == "ict-blend" and coverage.any():
         normals = _blend_mesh(normals, points, size, draw)
-    return (*_to_crop(normals, coverage, size), fit)
+    return normals, coverage, fit
 
 
 def _ict_drawn(points: np.ndarray, size: int, draw: int,
@@ -80,21 +89,73 @@ def _ict_drawn(points: np.ndarray, size: int, draw: int,
 
 def draw_ict(fit: ict_fit.IctFit, face: ict_fit.IctFace, size: int, draw: int) -> tuple[np.ndarray, np.ndarray]:
     """A posed ICT face on a size² crop drawn at ``draw``²: (normals extended over the crop and smoothed, coverage)."""
-    normals, coverage = mesh_prior.rasterize_mesh_normals(resize_crop_points(fit.crop_points(face), size, draw),
-                                                          face.triangles, draw)
+    normals, coverage, _ = mesh_prior.rasterize_checked(fit.drawn_points(face, size, draw), _ict_triangles(face), draw)
     if not coverage.any():
         return normals, coverage
     return _smooth(mesh_prior.fill_prior(normals, coverage), ICT_SMOOTH_PX * draw / 256.0), coverage
 
 
+@lru_cache(maxsize=4)
+def _ict_triangles(face: ict_fit.IctFace) -> np.ndarray:
+    """The ICT face's triangles checked once and kept as int32 (read-only) for :func:`mesh_prior.rasterize_checked`."""
+    return _checked_triangles(face.triangles, len(face.neutral))
+
+
+@lru_cache(maxsize=1)
+def _mesh_triangles() -> np.ndarray:
+    """MediaPipe's closed mesh, checked once, int32 (read-only), for :func:`mesh_prior.rasterize_checked`."""
+    return _checked_triangles(mesh_prior.mesh_triangles(close_holes=True), mesh_prior.NUM_MESH_POINTS)
+
+
+def _checked_triangles(triangles: np.ndarray, points: int) -> np.ndarray:
+    if triangles.ndim != 2 or triangles.shape[1] != 3 or triangles.min() < 0 or triangles.max() >= points:
+        raise ValueError(f"triangles {triangles.shape} do not index {points} points")
+    out = np.ascontiguousarray(triangles, dtype=np.int32)
+    out.setflags(write=False)
+    return out
+
+
 def _blend_mesh(fitted: np.ndarray, points: np.ndarray, size: int, draw: int) -> np.ndarray:
     """"ict-blend": the drawn ICT normals averaged per pixel with MediaPipe's mesh drawn at the same size (the
-    mesh drawn at ``draw``² and blended before the one resize costs a quarter of drawing it at the crop's size)."""
-    mesh, covered = mesh_prior.rasterize_mesh_normals(resize_crop_points(points, size, draw),
-                                                      mesh_prior.mesh_triangles(close_holes=True), draw)
-    fitted *= BLEND_ICT_WEIGHT
-    fitted += (1.0 - BLEND_ICT_WEIGHT) * mesh_prior.fill_prior(mesh, covered)
-    return _unit(fitted)
+    mesh drawn at ``draw``² and blended before the one resize costs a quarter of drawing it at the crop's size).
+
+    In place on ``fitted`` (C-contiguous float32), one pass: the mesh's extension (``fill_prior``), the weighted sum
+    and the renormalisation fused (:func:`_blend_filled`), bit-identical to those three steps in numpy."""
+    mesh, covered, _ = mesh_prior.rasterize_checked(resize_crop_points(points, size, draw), _mesh_triangles(), draw)
+    if covered.any() and not covered.all():
+        labels = mesh_prior.nearest_labels(covered)
+    else:  # no mesh: its extension is zero; all mesh: itself (each pixel its own label)
+        labels = np.arange(covered.size, dtype=np.int32).reshape(covered.shape)
+    _blend_filled(fitted, mesh, covered, labels, np.float32(BLEND_ICT_WEIGHT), np.float32(1.0 - BLEND_ICT_WEIGHT),
+                  np.float32(1e-6))
+    return fitted
+
+
+@numba.njit(cache=True, nogil=True)
+def _blend_filled(fitted: np.ndarray, mesh: np.ndarray, covered: np.ndarray, labels: np.ndarray, w_fit: np.float32,
+                  w_mesh: np.float32, floor: np.float32) -> None:  # pragma: no cover - JIT
+    """fitted ← unit(fitted·w_fit + w_mesh·fill(mesh)), fill as :func:`facenormals.mesh_prior.fill_prior` (each
+    pixel the normal of the covered pixel it is labelled with; none covered: zero). The float32 operations of
+    ``fitted *= w; fitted += (1 − w) * fill; _unit(fitted)`` in their order (bit-identical)."""
+    height, width = labels.shape
+    top = 0
+    for i in range(height):
+        for j in range(width):
+            top = max(top, labels[i, j])
+    table = np.zeros((top + 1, 3), dtype=np.float32)
+    for i in range(height):
+        for j in range(width):
+            if covered[i, j]:
+                label = labels[i, j]
+                table[label, 0], table[label, 1], table[label, 2] = mesh[i, j, 0], mesh[i, j, 1], mesh[i, j, 2]
+    for i in range(height):
+        for j in range(width):
+            label = labels[i, j]
+            x = fitted[i, j, 0] * w_fit + w_mesh * table[label, 0]
+            y = fitted[i, j, 1] * w_fit + w_mesh * table[label, 1]
+            z = fitted[i, j, 2] * w_fit + w_mesh * table[label, 2]
+            d = max(np.sqrt(x * x + y * y + z * z), floor)
+            fitted[i, j, 0], fitted[i, j, 1], fitted[i, j, 2] = x / d, y / d, z / d
 
 
 def _to_crop(normals: np.ndarray, coverage: np.ndarray, size: int) -> tuple[np.ndarray, np.ndarray]:
@@ -107,13 +168,43 @@ def _to_crop(normals: np.ndarray, coverage: np.ndarray, size: int) -> tuple[np.n
     return normals, cv2.resize(coverage.astype(np.float32), (size, size), interpolation=cv2.INTER_LINEAR) > 0.5
 
 
+def _to_crop_into(normals: np.ndarray, coverage: np.ndarray, size: int, out: np.ndarray) -> None:
+    """:func:`_to_crop` written straight into a 4×S×S network input row (normals channel-first, then coverage): the
+    renormalisation, the transpose and the coverage threshold in one pass (:func:`_unit_into_chw`)."""
+    if not coverage.any():
+        out[:] = 0.0
+    elif normals.shape[0] == size:
+        out[:3] = normals.transpose(2, 0, 1)
+        out[3] = coverage
+    else:
+        _unit_into_chw(cv2.resize(normals, (size, size), interpolation=cv2.INTER_LINEAR),
+                       cv2.resize(coverage.astype(np.float32), (size, size), interpolation=cv2.INTER_LINEAR),
+                       out, np.float32(1e-6))
+
+
+@numba.njit(cache=True, nogil=True)
+def _unit_into_chw(normals: np.ndarray, coverage: np.ndarray, out: np.ndarray,
+                   floor: np.float32) -> None:  # pragma: no cover - JIT
+    """out[:3] ← the H×W×3 ``normals`` scaled to unit length (as ``normalise_rows``), channel-first; out[3] ←
+    ``coverage`` > 0.5 as 0/1. Bit-identical to ``_unit``, ``out[:3] = n.transpose(2, 0, 1)`` and ``out[3] = c > 0.5``."""
+    half, one, zero = np.float32(0.5), np.float32(1.0), np.float32(0.0)
+    for i in range(normals.shape[0]):
+        for j in range(normals.shape[1]):
+            x, y, z = normals[i, j, 0], normals[i, j, 1], normals[i, j, 2]
+            d = max(np.sqrt(x * x + y * y + z * z), floor)
+            out[0, i, j], out[1, i, j], out[2, i, j] = x / d, y / d, z / d
+            out[3, i, j] = one if coverage[i, j] > half else zero
+
+
 def resize_crop_points(points: np.ndarray, size: int, new_size: int) -> np.ndarray:
     """Crop points (N×3, our frame: column x, row −y) of a size² crop in the pixels of the same crop resized to
     new_size² (pixel centres map as in ``cv2.resize``); depth scales with the pixels."""
     if new_size == size:
         return points
     ratio = new_size / size
-    return np.asarray(points, dtype=np.float64) * ratio + np.array([0.5 * (ratio - 1.0), 0.5 * (1.0 - ratio), 0.0])
+    out = np.asarray(points, dtype=np.float64) * ratio
+    out += np.array([0.5 * (ratio - 1.0), 0.5 * (1.0 - ratio), 0.0])  # in place: one array fewer
+    return out
 
 
 def prior_input(landmarks_px: np.ndarray, depth_px: np.ndarray | None, crop_matrix: np.ndarray, size: int,
@@ -130,9 +221,8 @@ def prior_input(landmarks_px: np.ndarray, depth_px: np.ndarray | None, crop_matr
         out[:] = 0.0
         return out, None
     points = mesh_prior.crop_points_from_pixels(landmarks_px, depth_px, crop_matrix)
-    normals, coverage, fit = coarse_prior(points, size, source, previous)
-    out[:3] = normals.transpose(2, 0, 1)
-    out[3] = coverage
+    normals, coverage, fit = _drawn_prior(points, size, source, previous)
+    _to_crop_into(normals, coverage, size, out)  # what coarse_prior gives, written into ``out`` in one pass
     return out, fit
 
 

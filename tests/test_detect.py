@@ -6,7 +6,15 @@ import numpy as np
 import pytest
 from pipeline_media import face_photo, moving_face_frames, two_faces
 
-from facenormals.faces import NUM_LANDMARKS, FaceMeshDetector, FrameError, TaskFaceDetector, create_detector
+from facenormals.faces import (
+    NUM_LANDMARKS,
+    FaceMesh,
+    FaceMeshDetector,
+    FrameError,
+    TaskFaceDetector,
+    create_detector,
+    landmark_array,
+)
 from facenormals.smoothing import LandmarkSmoother, OneEuroFilter, OneEuroParams, landmark_jitter
 
 MS = 1_000_000
@@ -38,6 +46,30 @@ def test_one_face_landmarks_in_pixels():
     assert min(eye_r[0], eye_l[0]) < nose[0] < max(eye_r[0], eye_l[0])
     assert nose[1] > max(eye_r[1], eye_l[1])
     assert face.box.side == pytest.approx(1.2 * float((hi - lo).max()), rel=1e-4)
+
+
+def test_landmark_array_reads_the_wire_bytes_exactly(rng):
+    """The wire-byte reading equals the attribute-by-attribute one bit for bit: on MediaPipe's own output (a real
+    face), on random values (zeros, negatives, NaN included), and on the fallback layout (visibility set)."""
+    from mediapipe.framework.formats import landmark_pb2
+
+    def by_attribute(message) -> np.ndarray:
+        return np.array([(p.x, p.y, p.z) for p in message.landmark], dtype=np.float32).reshape(-1, 3)
+
+    with FaceMesh(max_faces=1, still=True, steady=False) as mesh:
+        found = mesh._mesh.process(face_photo()).multi_face_landmarks
+    assert found and len(found[0].landmark) == NUM_LANDMARKS
+    assert np.array_equal(landmark_array(found[0]), by_attribute(found[0]))
+    message = landmark_pb2.NormalizedLandmarkList()
+    for x, y, z in rng.normal(size=(NUM_LANDMARKS, 3)).astype(np.float32):
+        message.landmark.add(x=x, y=y, z=z)
+    message.landmark[3].x, message.landmark[4].y, message.landmark[5].z = 0.0, -0.0, float("nan")
+    out = landmark_array(message)
+    assert out.dtype == np.float32 and out.shape == (NUM_LANDMARKS, 3) and out.flags.c_contiguous
+    assert np.array_equal(out, by_attribute(message), equal_nan=True)
+    message.landmark[7].visibility = 0.5  # another layout: read attribute by attribute
+    assert np.array_equal(landmark_array(message), by_attribute(message), equal_nan=True)
+    assert landmark_array(landmark_pb2.NormalizedLandmarkList()).shape == (0, 3)
 
 
 def test_no_face_gives_empty_list(detector_2):

@@ -13,7 +13,7 @@ import pytest
 
 from facenormals import ict_fit
 from facenormals.faces import NUM_LANDMARKS, FaceMesh
-from facenormals.mesh_input import average_with_mirror, flatten_light, from_mirrored, mirror_index
+from facenormals.mesh_input import _apply_gain, _block_mean, average_with_mirror, flatten_light, from_mirrored, mirror_index
 from facenormals.mesh_prior import mesh_triangles
 from facenormals.realtime.sources.sample import frame_from_photo_matrix, render_pose_rgb, sample_pose
 from tests.conftest import SHARED
@@ -54,6 +54,37 @@ def test_from_mirrored_undoes_the_flip() -> None:
     elsewhere[:, 0] += 0.4
     assert average_with_mirror([face], [elsewhere], width, height)[0] is face
     assert average_with_mirror([face], [], width, height)[0] is face
+
+
+def test_apply_gain_is_opencvs_multiply() -> None:
+    """The fused gain kernel equals ``cv2.multiply`` with the gain merged to 3 channels, bit for bit: random gains,
+    products exactly halfway between two levels (rounded half to even), saturation, odd sizes."""
+    rng = np.random.default_rng(3)
+    for height, width, gain in [(48, 64, rng.random((48, 64)) * 3), (7, 13, rng.integers(0, 12, (7, 13)) * 0.5),
+                                (31, 5, rng.integers(0, 40, (31, 5)) * 0.125), (16, 16, np.full((16, 16), 300.0))]:
+        rgb = rng.integers(0, 256, (height, width, 3), dtype=np.uint8)
+        gain = gain.astype(np.float32)
+        out = np.empty_like(rgb)
+        _apply_gain(rgb, gain, out)
+        assert np.array_equal(out, cv2.multiply(rgb, cv2.merge((gain, gain, gain)), dtype=cv2.CV_8U))
+
+
+def test_block_mean_is_opencvs_area_resize() -> None:
+    """The 8×8 block mean equals ``cv2.resize(…, INTER_AREA)`` bit for bit (ties rounded to even included): random
+    images, black-and-white ones (every block sum a multiple of 255), and a real frame."""
+    from facenormals.realtime.sources.sample import render_sample_rgb
+
+    rng = np.random.default_rng(4)
+    images = [render_sample_rgb(7)]
+    for trial in range(12):
+        height, width = 8 * rng.integers(1, 40, 2)
+        pixels = rng.integers(0, 256, (height, width, 3)) if trial % 2 else rng.integers(0, 2, (height, width, 3)) * 255
+        images.append(pixels.astype(np.uint8))
+    for image in images:
+        height, width = image.shape[:2]
+        out = np.empty((height // 8, width // 8, 3), np.uint8)
+        _block_mean(image, 8, out)
+        np.testing.assert_array_equal(out, cv2.resize(image, (width // 8, height // 8), interpolation=cv2.INTER_AREA))
 
 
 def test_flatten_light_removes_a_light_gradient() -> None:

@@ -301,3 +301,97 @@ def test_vertex_normals_normalise_exactly_like_numpy():
     got = mesh_prior.vertex_normals(np.vstack([points, [[0.0, 0.0, 0.0]]]), triangles)
     assert got.tobytes() == expected.tobytes()
     assert not got[-1].any()
+
+
+def _fill_by_indexing(normals: np.ndarray, coverage: np.ndarray) -> np.ndarray:
+    """The straightforward extension: a label → normal table by boolean indexing, then ``np.take``."""
+    import cv2
+
+    if not coverage.any():
+        return np.zeros_like(normals, dtype=np.float32)
+    if coverage.all():
+        return normals.astype(np.float32, copy=True)
+    _, labels = cv2.distanceTransformWithLabels((~coverage).astype(np.uint8), cv2.DIST_L2, 3,
+                                                labelType=cv2.DIST_LABEL_PIXEL)
+    flat, covered = labels.reshape(-1), coverage.reshape(-1)
+    table = np.zeros((int(flat.max()) + 1, 3), dtype=np.float32)
+    table[flat[covered]] = normals.reshape(-1, 3)[covered]
+    return np.take(table, labels, axis=0)
+
+
+def test_fill_prior_equals_the_indexing_reference(astronaut: tuple[np.ndarray, np.ndarray]) -> None:
+    """The fused label gather gives the table-and-take values bit for bit: random masks of every density (none, all
+    included), odd sizes, and a real face mesh drawn on its crop."""
+    rng = np.random.default_rng(5)
+    for density in (0.0, 0.01, 0.3, 0.9, 1.0):
+        height, width = rng.integers(3, 70, 2)
+        normals = rng.normal(size=(height, width, 3)).astype(np.float32)
+        coverage = rng.random((height, width)) < density
+        np.testing.assert_array_equal(mesh_prior.fill_prior(normals, coverage), _fill_by_indexing(normals, coverage))
+    image, landmarks = astronaut
+    crop = face_crop(image, frame_pixels(landmarks, image.shape), size=128)
+    normals, coverage = mesh_prior.mesh_normals_from_landmarks(landmarks, image.shape, crop.matrix, 128)
+    assert 0.2 < coverage.mean() < 0.9
+    np.testing.assert_array_equal(mesh_prior.fill_prior(normals, coverage), _fill_by_indexing(normals, coverage))
+
+
+@pytest.mark.parametrize("source", ["ict-blend", "ict-fit", "mediapipe-mesh"])
+def test_prior_input_equals_the_straightforward_prior(astronaut: tuple[np.ndarray, np.ndarray], source: str) -> None:
+    """The network's prior channels (fused blend, renormalisation and transpose) equal the step-by-step numpy
+    computation bit for bit: ``coarse_prior`` (itself checked here against the unfused blend) transposed into the
+    row, on a real face, a face half off the crop and a face off the crop (the empty prior)."""
+    image, landmarks = astronaut
+    pixels = frame_pixels(landmarks, image.shape)
+    depth = landmarks[:, 2] * image.shape[1]
+    for shift in (0.0, 90.0, 2000.0):
+        crop = face_crop(image, pixels, size=256)
+        matrix = crop.matrix + np.array([[0.0, 0.0, shift], [0.0, 0.0, 0.0]])
+        out, fit = prior.prior_input(pixels, depth, matrix, 256, source)
+        points = mesh_prior.crop_points_from_pixels(pixels, depth, matrix)
+        normals, coverage, _ = prior.coarse_prior(points, 256, source)
+        np.testing.assert_array_equal(out[:3], normals.transpose(2, 0, 1))
+        np.testing.assert_array_equal(out[3], coverage)
+        assert (fit is None) == (source == "mediapipe-mesh")
+        if source == "ict-blend" and shift < 1000:
+            reference = _unfused_blend(points, 256)
+            np.testing.assert_array_equal(normals, reference[0])
+            np.testing.assert_array_equal(coverage, reference[1])
+    assert not out.any()  # the last face is off the crop
+
+
+def _unfused_blend(points: np.ndarray, size: int) -> tuple[np.ndarray, np.ndarray]:
+    """``coarse_prior(points, size, "ict-blend")`` step by step in numpy (the computation before the fused kernels)."""
+    import cv2
+
+    from facenormals import ict_fit
+
+    draw = prior.ICT_DRAW_PX
+    face = ict_fit.load_ict_face()
+    fitted, coverage = prior.draw_ict(ict_fit.fit_landmarks(points, face), face, size, draw)
+    mesh, covered = mesh_prior.rasterize_mesh_normals(prior.resize_crop_points(points, size, draw),
+                                                      mesh_prior.mesh_triangles(close_holes=True), draw)
+    fitted = fitted * prior.BLEND_ICT_WEIGHT
+    fitted += (1.0 - prior.BLEND_ICT_WEIGHT) * _fill_by_indexing(mesh, covered)
+    fitted = fitted / np.maximum(np.linalg.norm(fitted, axis=2, keepdims=True), np.float32(1e-6))
+    normals = cv2.resize(fitted, (size, size), interpolation=cv2.INTER_LINEAR)
+    normals = normals / np.maximum(np.linalg.norm(normals, axis=2, keepdims=True), np.float32(1e-6))
+    return normals, cv2.resize(coverage.astype(np.float32), (size, size), interpolation=cv2.INTER_LINEAR) > 0.5
+
+
+def test_rasterize_checked_with_int32_triangles_equals_rasterize_mesh(astronaut: tuple[np.ndarray, np.ndarray]) -> None:
+    """The prior's fast path (cached int32 triangles, no index check) draws exactly what the checked call draws."""
+    from facenormals import ict_fit
+
+    image, landmarks = astronaut
+    crop = face_crop(image, frame_pixels(landmarks, image.shape), size=128)
+    points = mesh_prior.landmarks_in_crop(landmarks, image.shape, crop.matrix)
+    face = ict_fit.load_ict_face()
+    posed = ict_fit.fit_landmarks(points, face).crop_points(face)
+    for vertices, triangles in ((points, mesh_prior.mesh_triangles(close_holes=True)), (posed, face.triangles)):
+        expected = mesh_prior.rasterize_mesh(vertices, triangles, 128)
+        assert expected[1].any()
+        fast = mesh_prior.rasterize_checked(vertices, np.ascontiguousarray(triangles, dtype=np.int32), 128)
+        for a, b in zip(fast, expected, strict=True):
+            np.testing.assert_array_equal(a, b)
+    with pytest.raises(ValueError, match="out of range"):
+        mesh_prior.rasterize_mesh(points, np.array([[0, 1, 478]]), 128)

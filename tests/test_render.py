@@ -145,3 +145,16 @@ def test_window_keys_drive_the_render_state():
         seen.add(state.view)
     assert {"normals", "relit", "side"} <= seen and state.view == "normals"  # cycles back
     assert apply_key(state, ord("q")) and apply_key(state, 27)
+
+
+def test_copy_where_is_numpys_masked_copy():
+    """The faces' paint step equals ``np.copyto(dst, src, where=mask[..., None])`` exactly (3 and 1 channels)."""
+    rng = np.random.default_rng(2)
+    for channels in (3, 1):
+        dst = rng.integers(0, 256, (37, 23, channels), dtype=np.uint8)
+        src = rng.integers(0, 256, (37, 23, channels), dtype=np.uint8)
+        mask = rng.random((37, 23)) < 0.4
+        expected = dst.copy()
+        np.copyto(expected, src, where=mask[..., None])
+        render._copy_where(dst, src, mask)
+        np.testing.assert_array_equal(dst, expected)
