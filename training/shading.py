@@ -35,6 +35,8 @@ from dataclasses import dataclass
 import torch
 import torch.nn.functional as F
 
+from facenormals.training.anchor import masked_blur
+
 DOMAINS = ("intensity", "log-gradient")
 SH_ORDERS = {1: 4, 2: 9}  # SH order → coefficients per channel
 MIN_PIXELS = 64  # an image with fewer skin pixels than this says nothing (it is left out of the mean)
@@ -46,27 +48,34 @@ DARK = 0.02  # encoded luminance below which a pixel is too dark to carry shadin
 class ShadingSection:
     weight: float = 0.0  # 0 = off; added to the image-only steps' loss with this weight
     sh_order: int = 2  # 1 (4 coefficients per channel) or 2 (9)
-    domain: str = "intensity"  # "intensity": relative residual; "log-gradient": residual of ∇log I - ∇log shading
+    # "log-gradient": residual of ∇log I − ∇log shading (slowly varying albedo cancels); "intensity": relative residual.
+    # log-gradient with smooth_px 2 ranked normal maps closest to their angular error on all three labelled sets
+    # (benchmarks/results/issue14-shading/summary.md)
+    domain: str = "log-gradient"
     gamma: float = 2.2  # the image's encoding: linear = image ** gamma
     ridge: float = 1e-3  # Tikhonov weight on the light, relative to the normal matrix's mean diagonal
     trim: float = 0.2  # share of each image's worst skin pixels dropped from the refit and the loss
     chroma_k: float = 3.0  # skin = chromaticity within k robust σ of the image's median (0 = no colour rejection)
     charbonnier_eps: float = 0.01  # Charbonnier ε of the residual (≈ 1 % of the mean intensity)
+    # Gaussian σ (pixels of a 256² crop) applied over skin to the image and the model's shading alike before the
+    # residual: sensor noise, JPEG blocks and pore-scale albedo average out, shading at the shape's scale stays
+    smooth_px: float = 2.0
     differentiable_light: bool = False  # back-propagate through the light's solve
 
     def __post_init__(self) -> None:
-        finite = (self.weight, self.gamma, self.ridge, self.trim, self.chroma_k, self.charbonnier_eps)
+        finite = (self.weight, self.gamma, self.ridge, self.trim, self.chroma_k, self.charbonnier_eps, self.smooth_px)
         if not all(isinstance(v, (int, float)) and math.isfinite(v) for v in finite):
-            raise ValueError(f"shading: weight, gamma, ridge, trim, chroma_k, charbonnier_eps must be finite numbers, "
-                             f"got {self}")
+            raise ValueError(f"shading: weight, gamma, ridge, trim, chroma_k, charbonnier_eps, smooth_px must be "
+                             f"finite numbers, got {self}")
         if self.weight < 0:
             raise ValueError(f"shading.weight must be ≥ 0 (0 = off), got {self.weight}")
         if self.sh_order not in SH_ORDERS:
             raise ValueError(f"shading.sh_order must be one of {sorted(SH_ORDERS)}, got {self.sh_order!r}")
         if self.domain not in DOMAINS:
             raise ValueError(f"shading.domain {self.domain!r} unknown; choose one of {list(DOMAINS)}")
-        if not self.gamma > 0 or self.ridge < 0 or self.chroma_k < 0 or not self.charbonnier_eps > 0:
-            raise ValueError(f"shading: gamma and charbonnier_eps must be > 0, ridge and chroma_k ≥ 0, got {self}")
+        if not self.gamma > 0 or self.ridge < 0 or self.chroma_k < 0 or not self.charbonnier_eps > 0 or self.smooth_px < 0:
+            raise ValueError(f"shading: gamma and charbonnier_eps must be > 0, ridge, chroma_k and smooth_px ≥ 0, "
+                             f"got {self}")
         if not 0.0 <= self.trim < 0.9:
             raise ValueError(f"shading.trim must be in [0, 0.9), got {self.trim}")
 
@@ -113,6 +122,11 @@ def fit_light(basis: torch.Tensor, linear: torch.Tensor, weights: torch.Tensor, 
 
 def charbonnier(residual: torch.Tensor, eps: float) -> torch.Tensor:
     return torch.sqrt(residual * residual + eps * eps) - eps
+
+
+def _smoothed(values: torch.Tensor, weights: torch.Tensor, sigma: float) -> torch.Tensor:
+    """``values`` blurred over skin only (a normalised convolution: no background or eye leaks in); as is for σ 0."""
+    return masked_blur(values, weights, sigma) if sigma > 0 else values
 
 
 def _pixel_residuals(linear: torch.Tensor, shading: torch.Tensor, weights: torch.Tensor, level: torch.Tensor,
@@ -166,13 +180,15 @@ def shading_loss_per_image(normals: torch.Tensor, image: torch.Tensor, mask: tor
         level = (pixels * weights.flatten(1)[..., None]).sum(dim=1) / counts.clamp_min(1.0)[:, None]
         level = level.clamp_min(1e-4)
         fit_weights = weights.flatten(1)
+        sigma = section.smooth_px * w / 256.0
+        observed = _smoothed(linear, weights, sigma)
         for _ in range(2):  # fit on all skin, then refit on the inliers of that fit
             light = fit_light(basis if section.differentiable_light else basis.detach(), pixels, fit_weights,
                               section.ridge)
             if not section.differentiable_light:
                 light = light.detach()
             shading = (basis @ light).reshape(n, h, w, 3).permute(0, 3, 1, 2)
-            rho, valid = _pixel_residuals(linear, shading, weights, level, section)
+            rho, valid = _pixel_residuals(observed, _smoothed(shading, weights, sigma), weights, level, section)
             inliers = _trimmed(rho, valid, section.trim)
             fit_weights = (inliers.flatten(1) & (weights.flatten(1) > 0.5)).float()
         kept = inliers.flatten(1).float()
