@@ -10,13 +10,16 @@ The loss, per image: linearise the image (``gamma``); keep skin pixels (the mask
 pixels, minus chroma outliers: eyes, brows, lips, nostrils and hair differ from skin in colour more than shading
 moves it, while shading under near-white light barely moves chromaticity); fit the light per channel (albedo folded
 in) in closed form by ridge-regularised least squares; refit on the inliers after dropping the worst ``trim`` share
-(specular highlights, cast shadows, whatever chroma did not catch); the loss is the Charbonnier residual of the
-relative intensity (or of its log-gradient, ``domain = "log-gradient"``, where slowly varying albedo cancels)
-averaged over the inliers. The batch carries no landmarks, hence the colour-based region rather than a landmark one.
+(specular highlights, cast shadows, whatever chroma did not catch); smooth image and modelled shading alike over skin
+(``smooth_px``: noise, JPEG, pores); the loss is the Charbonnier residual of the log-intensity gradients minus the
+log-shading gradients (default ``domain = "log-gradient"``: slowly varying albedo cancels) or of the relative
+intensity (``"intensity"``), averaged over the inliers. The batch carries no landmarks, hence the colour-based region
+rather than a landmark one.
 
 The light is detached by default: at the least-squares optimum the plain squared residual's gradient through the
 light vanishes (the envelope theorem), and through the robust residual it mostly lets the normals move the light
-instead of the shape; ``differentiable_light = true`` keeps it.
+instead of the shape (gradient descent on a sphere's normals: 10.8 → 6.8° detached, 7.9° through the solve, in as
+many steps); ``differentiable_light = true`` keeps it.
 
 Blind spot, by construction: SH of order ≤ 2 is closed under rotation, so a global rotation of all normals is
 explained exactly by a rotated light — the loss constrains the normals' shape up to a global rotation (the anchor
