@@ -22,6 +22,7 @@ from facenormals.model import PRIOR_MODES, PRIOR_SOURCES, VARIANTS, WIDTHS
 from facenormals.training.anchor import AnchorSection
 from facenormals.training.consistency import ConsistencySection
 from facenormals.training.distill import DistillSection
+from facenormals.training.shading import ShadingSection
 
 BATCH_KINDS = ("paired", "image-only", "normal-only")
 PRECISIONS = ("fp32", "bf16")
@@ -164,6 +165,7 @@ class TrainConfig:
     consistency: ConsistencySection = field(default_factory=ConsistencySection)  # two-view term, off by default
     anchor: AnchorSection = field(default_factory=AnchorSection)  # real-photo anchor, off by default
     distill: DistillSection = field(default_factory=DistillSection)  # follow a frozen teacher, off by default
+    shading: ShadingSection = field(default_factory=ShadingSection)  # shape from shading on real photos, off by default
     phases: tuple[Phase, ...] = (Phase(steps=1000),)
     log_every: int = 10
     val_every: int = 200  # steps (0 = only at the end)

@@ -29,6 +29,7 @@ from facenormals.training.anchor import AnchorSection, anchor_loss
 from facenormals.training.consistency import ConsistencySection, consistency_loss, draw_view, second_view_input
 from facenormals.training.distill import distill_loss
 from facenormals.training.losses import masked_cosine_distance, masked_l2
+from facenormals.training.shading import ShadingSection, shading_loss
 
 
 class StepKind(str, enum.Enum):
@@ -75,11 +76,13 @@ class StepLosses(nn.Module):
     (:mod:`facenormals.training.anchor`) as ``anchor``.
     ``teacher`` (optional, with ``distill_weight`` > 0): every step with an image adds the distance to the frozen
     teacher's normals (:mod:`facenormals.training.distill`) as ``distill``.
+    ``shading`` (optional, weight > 0): image-only steps add the shape-from-shading term
+    (:mod:`facenormals.training.shading`) as ``shading``, from the anchor's image→normal forward.
     """
 
     def __init__(self, net: CrossModalNet, consistency: ConsistencySection | None = None,
                  anchor: AnchorSection | None = None, teacher: ImageToNormal | None = None,
-                 distill_weight: float = 0.0) -> None:
+                 distill_weight: float = 0.0, shading: ShadingSection | None = None) -> None:
         super().__init__()
         self.net = net
         self.consistency = consistency if consistency is not None and consistency.weight > 0 else None
@@ -87,6 +90,7 @@ class StepLosses(nn.Module):
         # a tuple: the frozen teacher is neither a submodule (state dict, DDP) nor trained
         self._teacher = (teacher,) if teacher is not None and distill_weight > 0 else ()
         self.distill_weight = distill_weight
+        self.shading = shading if shading is not None and shading.weight > 0 else None
 
     def forward(self, kind: StepKind, batch: dict[str, torch.Tensor]) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
         loss, terms, normals = self._paper_step(kind, batch)
@@ -123,12 +127,20 @@ class StepLosses(nn.Module):
             normals = self.net.image_to_normal(image_input(batch))
             loss = masked_cosine_distance(normals, batch["normals"], mask)
             return loss, {"i2n": loss.detach()}, normals
-        if kind is StepKind.IMAGE_TO_IMAGE and self.anchor is not None and "prior" in batch:
+        anchored = self.anchor is not None and "prior" in batch
+        if kind is StepKind.IMAGE_TO_IMAGE and (anchored or self.shading is not None):
+            # one E_I forward feeds image→image and the normal terms on real photos
             image = batch["image"]
             normals, recon = self.net.image_to_normal_and_image(image_input(batch))
             image_loss = masked_l2(recon, image, mask)
-            term = anchor_loss(normals, batch["prior"], mask, self.anchor)
-            return image_loss + self.anchor.weight * term, {"i2i": image_loss.detach(), "anchor": term.detach()}, normals
+            loss, terms = image_loss, {"i2i": image_loss.detach()}
+            if anchored:
+                term = anchor_loss(normals, batch["prior"], mask, self.anchor)
+                loss, terms = loss + self.anchor.weight * term, {**terms, "anchor": term.detach()}
+            if self.shading is not None:
+                term = shading_loss(normals, image, mask, self.shading)
+                loss, terms = loss + self.shading.weight * term, {**terms, "shading": term.detach()}
+            return loss, terms, normals
         if kind is StepKind.IMAGE_TO_IMAGE:
             image = batch["image"]
             loss = masked_l2(self.net.image_to_image(image_input(batch)), image, mask)
