@@ -137,17 +137,8 @@ def _blend_filled(fitted: np.ndarray, mesh: np.ndarray, covered: np.ndarray, lab
     """fitted ← unit(fitted·w_fit + w_mesh·fill(mesh)), fill as :func:`facenormals.mesh_prior.fill_prior` (each
     pixel the normal of the covered pixel it is labelled with; none covered: zero). The float32 operations of
     ``fitted *= w; fitted += (1 − w) * fill; _unit(fitted)`` in their order (bit-identical)."""
+    table = mesh_prior.label_table(mesh, covered, labels)
     height, width = labels.shape
-    top = 0
-    for i in range(height):
-        for j in range(width):
-            top = max(top, labels[i, j])
-    table = np.zeros((top + 1, 3), dtype=np.float32)
-    for i in range(height):
-        for j in range(width):
-            if covered[i, j]:
-                label = labels[i, j]
-                table[label, 0], table[label, 1], table[label, 2] = mesh[i, j, 0], mesh[i, j, 1], mesh[i, j, 2]
     for i in range(height):
         for j in range(width):
             label = labels[i, j]
