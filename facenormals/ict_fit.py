@@ -36,11 +36,7 @@ from dataclasses import dataclass
 from functools import lru_cache
 from pathlib import Path
 
-import numba
 import numpy as np
-from llvmlite import ir
-from numba import types
-from numba.extending import intrinsic
 from threadpoolctl import ThreadpoolController
 
 ASSET = Path(__file__).resolve().parent / "assets" / "ict_face.npz"
@@ -157,21 +153,6 @@ class IctFit:
             points += self.translation
             return points
 
-    def drawn_points(self, face: IctFace, size: int, draw: int) -> np.ndarray:
-        """:meth:`crop_points` of a size² crop in the pixels of the crop drawn at ``draw``² (as
-        ``prior.resize_crop_points(self.crop_points(face), size, draw)``), the pose and the resize in one compiled
-        pass (~0.04 instead of ~0.2 ms for the 12 549 vertices). The rotation is applied as OpenBLAS's FMA kernels
-        apply numpy's ``@`` (fused multiply-adds over x, y, z in turn): the same bits on this project's machines, and
-        within one ulp (~1e-13 px) of any other BLAS's."""
-        with _BLAS.limit(limits=1, user_api="blas"):
-            shape = face.shape(self.identity, self.expression)
-        ratio = draw / size
-        offset = np.array([0.5 * (ratio - 1.0), 0.5 * (1.0 - ratio), 0.0]) if draw != size else np.zeros(3)
-        out = np.empty((len(shape), 3))
-        _pose_points(shape, np.float32(self.scale), np.ascontiguousarray(self.rotation, dtype=np.float64),
-                     np.asarray(self.translation, dtype=np.float64), float(ratio), offset, draw != size, out)
-        return out
-
     def euler_deg(self) -> tuple[float, float, float]:
         """Head pose: yaw (about y), pitch (about x), roll (about z), degrees, in our camera frame."""
         r = self.rotation
@@ -179,29 +160,6 @@ class IctFit:
         pitch = np.degrees(np.arcsin(-np.clip(r[1, 2], -1.0, 1.0)))
         roll = np.degrees(np.arctan2(r[1, 0], r[1, 1]))
         return float(yaw), float(pitch), float(roll)
-
-
-@intrinsic
-def _fma(typingctx, a, b, c):  # pragma: no cover - compiled
-    """a·b + c rounded once (LLVM's fma intrinsic: the hardware instruction where there is one)."""
-    def codegen(context, builder, signature, args):
-        double = ir.DoubleType()
-        return builder.call(builder.module.declare_intrinsic("llvm.fma", [double], ir.FunctionType(double, [double] * 3)),
-                            args)
-    return types.float64(types.float64, types.float64, types.float64), codegen
-
-
-@numba.njit(cache=True, nogil=True)
-def _pose_points(shape: np.ndarray, scale: np.float32, rotation: np.ndarray, translation: np.ndarray, ratio: float,
-                 offset: np.ndarray, resize: bool, out: np.ndarray) -> None:  # pragma: no cover - JIT
-    """out = (float32(scale · shape) @ rotationᵀ + translation) [× ratio + offset]: the float32 scaling as numpy's
-    ``shape *= scale``, each row's rotation as fused multiply-adds in the order of OpenBLAS's dgemm kernels, then the
-    float64 additions and products of ``crop_points`` and ``resize_crop_points``."""
-    for i in range(shape.shape[0]):
-        x, y, z = np.float64(shape[i, 0] * scale), np.float64(shape[i, 1] * scale), np.float64(shape[i, 2] * scale)
-        for k in range(3):
-            value = _fma(z, rotation[k, 2], _fma(y, rotation[k, 1], x * rotation[k, 0])) + translation[k]
-            out[i, k] = value * ratio + offset[k] if resize else value
 
 
 def weighted_similarity(source: np.ndarray, target: np.ndarray, weights: np.ndarray) -> tuple[float, np.ndarray, np.ndarray]:

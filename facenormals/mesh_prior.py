@@ -165,10 +165,23 @@ def vertex_normals(points: np.ndarray, triangles: np.ndarray) -> np.ndarray:
 
 
 def _index_array(triangles: np.ndarray) -> np.ndarray:
-    """Triangles as C-contiguous int32 or int64 (as given; anything else → int64): the kernels take both, and the
-    prior's cached int32 copies halve the index traffic of the ICT face's 24 724 triangles."""
+    """C-contiguous int32 or int64 as given (anything else → int64): the kernels take both (unchecked: per frame)."""
     triangles = np.asarray(triangles)
     return np.ascontiguousarray(triangles, dtype=triangles.dtype if triangles.dtype in (np.int32, np.int64) else np.int64)
+
+
+def checked_triangles(triangles: np.ndarray, num_points: int, dtype: type | None = None) -> np.ndarray:
+    """Triangles as C-contiguous int32/int64 (T, 3) indexing ``num_points`` points, checked (ValueError otherwise).
+
+    ``dtype``: the index type; None keeps int32/int64 as given (anything else → int64). The prior's cached int32
+    copies halve the index traffic of the ICT face's 24 724 triangles every frame.
+    """
+    triangles = _index_array(triangles) if dtype is None else np.ascontiguousarray(triangles, dtype=dtype)
+    if triangles.ndim != 2 or triangles.shape[1] != 3 or triangles.size == 0:
+        raise ValueError(f"expected triangles of shape (T, 3), got {triangles.shape}")
+    if triangles.min() < 0 or triangles.max() >= num_points:
+        raise ValueError(f"triangle indices out of range for {num_points} points")
+    return triangles
 
 
 @numba.njit(cache=True, nogil=True)
@@ -244,12 +257,7 @@ def rasterize_mesh(points_crop_xyz: np.ndarray, triangles: np.ndarray,
     Returns (normals size×size×3 float32, unit inside coverage, zero outside; coverage size×size bool; depth:
     the winning z in crop pixels, float64, -inf outside). The loop is compiled by numba (cached on disk).
     """
-    triangles = _index_array(triangles)
-    if triangles.ndim != 2 or triangles.shape[1] != 3 or triangles.size == 0:
-        raise ValueError(f"expected triangles of shape (T, 3), got {triangles.shape}")
-    if triangles.min() < 0 or triangles.max() >= len(points_crop_xyz):
-        raise ValueError(f"triangle indices out of range for {len(points_crop_xyz)} points")
-    return rasterize_checked(points_crop_xyz, triangles, size)
+    return rasterize_checked(points_crop_xyz, checked_triangles(triangles, len(points_crop_xyz)), size)
 
 
 def rasterize_checked(points_crop_xyz: np.ndarray, triangles: np.ndarray,

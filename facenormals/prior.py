@@ -89,7 +89,8 @@ def _ict_drawn(points: np.ndarray, size: int, draw: int,
 
 def draw_ict(fit: ict_fit.IctFit, face: ict_fit.IctFace, size: int, draw: int) -> tuple[np.ndarray, np.ndarray]:
     """A posed ICT face on a size² crop drawn at ``draw``²: (normals extended over the crop and smoothed, coverage)."""
-    normals, coverage, _ = mesh_prior.rasterize_checked(fit.drawn_points(face, size, draw), _ict_triangles(face), draw)
+    normals, coverage, _ = mesh_prior.rasterize_checked(resize_crop_points(fit.crop_points(face), size, draw),
+                                                       _ict_triangles(face), draw)
     if not coverage.any():
         return normals, coverage
     return _smooth(mesh_prior.fill_prior(normals, coverage), ICT_SMOOTH_PX * draw / 256.0), coverage
@@ -98,21 +99,19 @@ def draw_ict(fit: ict_fit.IctFit, face: ict_fit.IctFace, size: int, draw: int) -
 @lru_cache(maxsize=4)
 def _ict_triangles(face: ict_fit.IctFace) -> np.ndarray:
     """The ICT face's triangles checked once and kept as int32 (read-only) for :func:`mesh_prior.rasterize_checked`."""
-    return _checked_triangles(face.triangles, len(face.neutral))
+    return _frozen(mesh_prior.checked_triangles(face.triangles, len(face.neutral), np.int32))
 
 
 @lru_cache(maxsize=1)
 def _mesh_triangles() -> np.ndarray:
     """MediaPipe's closed mesh, checked once, int32 (read-only), for :func:`mesh_prior.rasterize_checked`."""
-    return _checked_triangles(mesh_prior.mesh_triangles(close_holes=True), mesh_prior.NUM_MESH_POINTS)
+    return _frozen(mesh_prior.checked_triangles(mesh_prior.mesh_triangles(close_holes=True), mesh_prior.NUM_MESH_POINTS,
+                                                 np.int32))
 
 
-def _checked_triangles(triangles: np.ndarray, points: int) -> np.ndarray:
-    if triangles.ndim != 2 or triangles.shape[1] != 3 or triangles.min() < 0 or triangles.max() >= points:
-        raise ValueError(f"triangles {triangles.shape} do not index {points} points")
-    out = np.ascontiguousarray(triangles, dtype=np.int32)
-    out.setflags(write=False)
-    return out
+def _frozen(array: np.ndarray) -> np.ndarray:
+    array.setflags(write=False)  # cached and shared by every frame
+    return array
 
 
 def _blend_mesh(fitted: np.ndarray, points: np.ndarray, size: int, draw: int) -> np.ndarray:
