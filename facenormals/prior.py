@@ -149,18 +149,17 @@ def _blend_filled(fitted: np.ndarray, mesh: np.ndarray, covered: np.ndarray, lab
 
 
 def _to_crop(normals: np.ndarray, coverage: np.ndarray, size: int) -> tuple[np.ndarray, np.ndarray]:
-    """Drawn normals and coverage resized to the crop (empty: the no-face prior)."""
-    if not coverage.any():
-        return mesh_prior.empty_prior(size)
-    if normals.shape[0] == size:
-        return normals, coverage
-    normals = _unit(cv2.resize(normals, (size, size), interpolation=cv2.INTER_LINEAR))
-    return normals, cv2.resize(coverage.astype(np.float32), (size, size), interpolation=cv2.INTER_LINEAR) > 0.5
+    """Drawn normals and coverage resized to the crop (empty: the no-face prior): :func:`_to_crop_into`, read back
+    as an S×S×3 array and a boolean mask."""
+    row = np.empty((4, size, size), dtype=np.float32)
+    _to_crop_into(normals, coverage, size, row)
+    return np.ascontiguousarray(row[:3].transpose(1, 2, 0)), row[3] > 0.5
 
 
 def _to_crop_into(normals: np.ndarray, coverage: np.ndarray, size: int, out: np.ndarray) -> None:
-    """:func:`_to_crop` written straight into a 4×S×S network input row (normals channel-first, then coverage): the
-    renormalisation, the transpose and the coverage threshold in one pass (:func:`_unit_into_chw`)."""
+    """Drawn normals and coverage resized to the crop, written straight into a 4×S×S network input row (normals
+    channel-first, then coverage; no face: zeros): the renormalisation, the transpose and the coverage threshold in one
+    pass (:func:`_unit_into_chw`)."""
     if not coverage.any():
         out[:] = 0.0
     elif normals.shape[0] == size:
