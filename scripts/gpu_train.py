@@ -30,12 +30,18 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parents[1]
 REPORT = "gpu_train_report.json"
 CHECKPOINT = "best.fp16.safetensors"
+MEAN_CHECKPOINT = "mean.fp16.safetensors"
 SHIPPED = REPO / "facenormals" / "weights" / "fast-prior.safetensors"
 # render seeds: none of the campaign's (scripts/make_datasets.sh: 2, 21, 31 train; 1000, 1001, 2000 validation)
 SEED_PAIRED, SEED_PROFILE, SEED_NORMAL_ONLY = 4100, 4200, 4300
 # validation: the first samples of the campaign's validation streams (sample i of a seed is the same render)
 VAL_SETS = {"val_ict": (1000, ["--hard-fraction", "0.3"]), "val_profile": (2000, ["--yaw-deg", "50", "90"]),
-            "val_james": (1001, [])}
+            "val_james": (1001, []),
+            "val_ict_v5": (5000, ["--hard-fraction", "0.3", "--identity-scale", "1.0", "1.6", "--detail-mm", "5"])}
+# the campaign's newest training recipe (ict_paired_v6, scripts/make_datasets.sh): identities up to 1.6σ, smooth
+# shape up to 5 mm outside ICT's span, 30 % of the faces at |yaw| 40–90°
+V6_RENDER = ["--yaw-deg", "40", "90", "--profile-fraction", "0.3", "--identity-scale", "1.0", "1.6", "--detail-mm", "5"]
+PROFILE_RENDER = ["--yaw-deg", "45", "90", "--identity-scale", "1.0", "1.6", "--detail-mm", "5"]
 STAGE_OVERHEAD_S = 40.0  # a training process's start (imports, CUDA, loader workers) and its closing validation
 END_RESERVE_S = 25.0  # the checkpoint export and the report after training
 THREAD_VARS = ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "OPENBLAS_NUM_THREADS", "NUMBA_NUM_THREADS")
@@ -48,7 +54,7 @@ class Plan:
     device: str
     renders: int  # paired renders for training (profiles included)
     shards: int  # render→landmarks chains run at once (one process each)
-    profile_share: float  # share of the renders at |yaw| 45–90°
+    profile_share: float  # share of the render shards all at |yaw| 45–90° (the others: 30 % at 40–90°)
     normal_only: int
     val_count: int  # renders per validation set
     photos: bool  # crop the shared photos and video frames (image-only batches)
@@ -60,6 +66,7 @@ class Plan:
     loader_workers: int
     val_every: int
     log_every: int
+    snapshot_every: int  # steps between the settle stage's snapshots (averaged into mean.fp16.safetensors)
     dry_steps: tuple[int, int] | None  # --dry-run: fixed steps per stage instead of the time budget
 
 
@@ -67,11 +74,12 @@ def make_plan(args: argparse.Namespace) -> Plan:
     if args.dry_run:
         return Plan(device="cpu", renders=4, shards=2, profile_share=0.5, normal_only=2, val_count=2, photos=False,
                     size=64, batch=2, lr=args.lr, settle_lr=args.settle_lr, settle_share=0.2, loader_workers=0,
-                    val_every=0, log_every=1, dry_steps=(3, 2))
-    return Plan(device="cuda", renders=args.renders, shards=args.workers, profile_share=0.25,
+                    val_every=0, log_every=1, snapshot_every=1, dry_steps=(3, 2))
+    return Plan(device="cuda", renders=args.renders, shards=args.workers, profile_share=0.1,
                 normal_only=max(1, args.renders // 10), val_count=args.val_count, photos=True, size=256,
                 batch=args.batch, lr=args.lr, settle_lr=args.settle_lr, settle_share=0.25,
-                loader_workers=args.workers, val_every=args.val_every, log_every=50, dry_steps=None)
+                loader_workers=args.workers, val_every=args.val_every, log_every=50,
+                snapshot_every=args.snapshot_every, dry_steps=None)
 
 
 class Run:
@@ -200,8 +208,8 @@ def data_chains(run: Run, args: argparse.Namespace, shared: Path | None, ict: Pa
     paired_shards = plan.shards - profile_shards
     per_shard = max(1, plan.renders // plan.shards)
     for k in range(plan.shards):
-        kind, seed, extra, index = (("paired", SEED_PAIRED, [], k) if k < paired_shards else
-                                    ("profile", SEED_PROFILE, ["--yaw-deg", "45", "90"], k - paired_shards))
+        kind, seed, extra, index = (("paired", SEED_PAIRED, V6_RENDER, k) if k < paired_shards else
+                                    ("profile", SEED_PROFILE, PROFILE_RENDER, k - paired_shards))
         chains.append(Chain(f"{kind}_{index:02d}", [
             "render", "--source", "ict", "--count", str(per_shard), "--start", str(index * per_shard), "--seed",
             str(seed), "--out", str(data / f"{kind}_{index:02d}"), *extra, *common]))
@@ -218,7 +226,7 @@ def data_chains(run: Run, args: argparse.Namespace, shared: Path | None, ict: Pa
         chains.append(Chain(name, ["render", *source, "--count", str(plan.val_count), "--seed", str(seed),
                                    "--out", str(data / name), *extra, *common]))
     if plan.photos and media:
-        chains.append(Chain("photos", ["photos", "--in", *media, "--out", str(data / "photos"), "--every", "4",
+        chains.append(Chain("photos", ["photos", "--in", *media, "--out", str(data / "photos"), "--every", "1",
                                        "--no-contact-sheet"]))
     return chains
 
@@ -232,6 +240,8 @@ def make_data(run: Run, chains: list[Chain], data_s: float) -> dict[str, int]:
     def chain(c: Chain) -> str:
         status = run.call(f"data_{c.name}", facenormals_cmd("data", *c.render),
                           deadline - time.monotonic() - 0.25 * data_s, env)
+        if status == "timeout":
+            drop_incomplete(run.work / "data" / c.name)
         if c.prior and (run.work / "data" / c.name / "images").is_dir():
             prior = run.call(f"prior_{c.name}", facenormals_cmd("data", "prior", "--in", str(run.work / "data" / c.name)),
                              deadline - time.monotonic(), env)
@@ -241,12 +251,29 @@ def make_data(run: Run, chains: list[Chain], data_s: float) -> dict[str, int]:
     with concurrent.futures.ThreadPoolExecutor(len(chains)) as pool:
         statuses = dict(zip((c.name for c in chains), pool.map(chain, chains), strict=True))
     counts = {c.name: _count(run.work / "data" / c.name) for c in chains}
+    # a folder whose landmark step failed (a render cut off by the clock can leave a broken last sample) is left
+    # out: a prior model trains only on folders with stored landmarks
+    for c in chains:
+        if c.prior and not (run.work / "data" / c.name / "priors" / "index.csv").is_file():
+            counts[c.name] = 0
     bad = {k: v for k, v in statuses.items() if v != "ok"}
     run.report["data"] = {"samples": counts, "statuses": statuses,
                           "seeds": {"paired": SEED_PAIRED, "profile": SEED_PROFILE, "normal_only": SEED_NORMAL_ONLY,
                                     **{k: v[0] for k, v in VAL_SETS.items()}}}
     run.step("data", "ok" if not bad else f"partial: {bad}", time.monotonic() - started)
     return counts
+
+
+def drop_incomplete(folder: Path) -> int:
+    """Remove the files of samples a render cut off by the clock left without their mask (written last)."""
+    masks = {p.stem for p in (folder / "masks").glob("*.png")}
+    dropped = 0
+    for sub in ("images", "normals", "depth"):
+        for path in (folder / sub).glob("*") if (folder / sub).is_dir() else ():
+            if path.stem not in masks:
+                path.unlink()
+                dropped += 1
+    return dropped
 
 
 def _count(folder: Path) -> int:
@@ -256,19 +283,26 @@ def _count(folder: Path) -> int:
     return 0
 
 
-def training_config(run: Run, counts: dict[str, int], init: Path, phases: list[dict], max_minutes: float) -> Path:
+def training_config(run: Run, counts: dict[str, int], init: Path, phases: list[dict], max_minutes: float,
+                    snapshot_every: int = 0) -> Path:
+    from facenormals.checkpoint import read_config
+
     plan, data = run.plan, run.work / "data"
+    start = read_config(init)  # the network's kind and prior come from the starting weights' own metadata
     train = [str(data / n) for n, c in counts.items() if c and not n.startswith("val_")]
     val = [str(data / n) for n, c in counts.items() if c and n.startswith("val_")]
     cfg = {
         "run_dir": str(run.work / "run"), "seed": 14, "log_every": plan.log_every, "val_every": plan.val_every,
         "checkpoint_every_s": 120, "precision": "bf16", "channels_last": plan.device == "cuda",
-        "device": plan.device, "max_minutes": max_minutes,
-        "model": {"arch": "fast", "variant": "full", "prior": "residual", "prior_source": "ict-fit",
-                  "init": str(init)},
+        "device": plan.device, "max_minutes": max_minutes, "snapshot_every": snapshot_every,
+        "model": {"arch": start.arch, "variant": start.variant, "prior": start.prior or "residual",
+                  "prior_source": start.prior_source or "ict-blend", "init": str(init)},
+        # the campaign's mix, augmentation and anchor (training/configs/ict_prior_c8.toml)
         "data": {"train": train, "val": val, "preview": [str(data / "photos")] if counts.get("photos") else [],
-                 "mix": {"paired": 0.75, "image-only": 0.1, "normal-only": 0.15}, "num_workers": plan.loader_workers,
+                 "mix": {"paired": 0.6, "image-only": 0.25, "normal-only": 0.15}, "num_workers": plan.loader_workers,
                  "val_max_images": plan.val_count * max(1, len(val)), "preview_max_images": 4},
+        "augment": {"prior_dropout": 0.03, "prior_jitter": 0.5},
+        "anchor": {"weight": 10.0, "sigma_px": 8.0},
         "optim": {"lr": plan.lr},
         "phases": phases,
     }
@@ -319,13 +353,14 @@ def train_stage(run: Run, name: str, config: Path, timeout_s: float) -> str:
     return status
 
 
-def train(run: Run, counts: dict[str, int], init: Path) -> None:
+def train(run: Run, counts: dict[str, int], init: Path, skip_baseline: bool = False) -> None:
     plan = run.plan
     phase = {"size": plan.size, "batch_size": plan.batch}
     huge = 10**7  # the time budget ends a stage, not its step count
     main_phases = [{"steps": trained_steps(run.work / "run") + (plan.dry_steps[0] if plan.dry_steps else huge),
                     **phase, "lr": plan.lr}]
-    baseline(run, training_config(run, counts, init, main_phases, 0.0))
+    if not skip_baseline:
+        baseline(run, training_config(run, counts, init, main_phases, 0.0))
     # stage 1: the main learning rate for (1 - settle_share) of the time left
     main_s = (run.left() - END_RESERVE_S) * (1 - plan.settle_share)
     config = training_config(run, counts, init, main_phases, max(0.1, (main_s - STAGE_OVERHEAD_S) / 60))
@@ -336,8 +371,10 @@ def train(run: Run, counts: dict[str, int], init: Path) -> None:
     left = run.left() - END_RESERVE_S
     steps = plan.dry_steps[1] if plan.dry_steps else huge
     phases = [{"steps": done, **phase, "lr": plan.lr}] if done else []
+    # the settle stage keeps snapshots: their mean is the second checkpoint brought back (stochastic weight averaging)
     config = training_config(run, counts, init, [*phases, {"steps": steps, **phase, "lr": plan.settle_lr}],
-                             max(0.1, (left - STAGE_OVERHEAD_S) / 60))
+                             max(0.1, (left - STAGE_OVERHEAD_S) / 60), snapshot_every=plan.snapshot_every)
+    run.report.setdefault("training", {})["settle_from_step"] = done
     train_stage(run, "train_settle", config, left)
 
 
@@ -376,38 +413,69 @@ EXPORT = r"""
 import sys
 from facenormals.checkpoint import load_checkpoint, read_header, save_checkpoint
 best = sys.argv[1]
-save_checkpoint(load_checkpoint(best), sys.argv[2], provenance=read_header(best).get("provenance"), half=True)
+save_checkpoint(load_checkpoint(best), sys.argv[2], provenance=read_header(best).get("provenance"), half=True,
+                inference_only=sys.argv[3] == "inference-only")
 """
 
 
-def export(run: Run, part_mb: float) -> None:
-    """The best network (full, fp16: E_N and D_I too, so training can continue from it) into OUT_DIR."""
-    started = time.monotonic()
-    best = run.work / "run" / "best.safetensors"
-    if not best.is_file():
-        run.step("export", "skipped: no best.safetensors", 0.0)
-        return
-    whole = run.work / CHECKPOINT
-    status = run.call("export", [sys.executable, "-c", EXPORT, str(best), str(whole)], max(30.0, run.left()))
-    if status == "ok":
-        data = whole.read_bytes()
-        parts = max(1, -(-len(data) // int(part_mb * 2**20))) if part_mb > 0 else 1
-        size = -(-len(data) // parts)  # equal parts, each under part_mb
-        names = []
-        for i, offset in enumerate(range(0, len(data), size)):
-            name = f"{CHECKPOINT}.part{i}" if len(data) > size else CHECKPOINT
-            (run.out / name).write_bytes(data[offset:offset + size])
-            names.append(name)
-        run.report["checkpoint"] = {
-            "files": names, "bytes": len(data), "sha256": hashlib.sha256(data).hexdigest(),
-            "what": "the run's best.safetensors (lowest mean validation error), full network in fp16",
-            "restore": f"cat {' '.join(names)} > {CHECKPOINT}" if len(names) > 1 else None,
+def _bring_back(run: Run, source: Path, name: str, part_mb: float, what: str, parts: str) -> dict | None:
+    """``source`` in fp16 (``parts``: "all" or "inference-only") in OUT_DIR, in equal parts the device tool brings
+    back; its report entry."""
+    whole = run.work / name
+    if run.call(f"export_{name.split('.')[0]}", [sys.executable, "-c", EXPORT, str(source), str(whole), parts],
+                max(30.0, run.left())) != "ok":
+        return None
+    data = whole.read_bytes()
+    parts = max(1, -(-len(data) // int(part_mb * 2**20))) if part_mb > 0 else 1
+    size = -(-len(data) // parts)  # equal parts, each under part_mb
+    names = []
+    for i, offset in enumerate(range(0, len(data), size)):
+        part = f"{name}.part{i}" if len(data) > size else name
+        (run.out / part).write_bytes(data[offset:offset + size])
+        names.append(part)
+    return {"files": names, "bytes": len(data), "sha256": hashlib.sha256(data).hexdigest(), "what": what,
+            "restore": f"cat {' '.join(names)} > {name}" if len(names) > 1 else None,
             "gate": "ship only through the validation gate on the CPU machine (every validation set beats the "
                     "shipped model): python -m facenormals.training.ship, then facenormals eval"}
-        for extra in ("scalars.csv", "curves.png"):
-            if (run.work / "run" / extra).is_file():
-                shutil.copyfile(run.work / "run" / extra, run.out / extra)
-    run.step("export", status, time.monotonic() - started)
+
+
+def settle_mean(run: Run) -> Path | None:
+    """The mean of the settle stage's snapshots (one trajectory at the low rate), or None without snapshots."""
+    first = run.report.get("training", {}).get("settle_from_step")
+    folder = run.work / "run" / "snapshots"
+    if first is None or not folder.is_dir():
+        return None
+    snaps = sorted(p for p in folder.glob("step_*.safetensors") if int(p.stem.split("_")[1]) > first)
+    if not snaps:
+        return None
+    out = run.work / "settle_mean.safetensors"
+    status = run.call("average", [sys.executable, "-m", "facenormals.training.average", str(out), *map(str, snaps)],
+                      max(30.0, run.left()))
+    run.report.setdefault("training", {})["settle_snapshots"] = [p.stem for p in snaps]
+    return out if status == "ok" else None
+
+
+def export(run: Run, part_mb: float) -> None:
+    """Into OUT_DIR in fp16: the settle stage's snapshot mean as a full network (E_N and D_I too, so training can
+    continue from it); without one, the best-on-validation network. One full fast network is three parts (47 MB):
+    the device tool brings back ≤ 64 MiB, so a second network does not fit beside it."""
+    started = time.monotonic()
+    mean = settle_mean(run)
+    if mean is not None:
+        entry = _bring_back(run, mean, MEAN_CHECKPOINT, part_mb,
+                            "the mean of the settle stage's snapshots, full network in fp16", "all")
+    else:
+        best = run.work / "run" / "best.safetensors"
+        if not best.is_file():
+            run.step("export", "skipped: no snapshots and no best.safetensors", 0.0)
+            return
+        entry = _bring_back(run, best, CHECKPOINT, part_mb, "the run's best.safetensors (lowest mean validation "
+                            "error), full network in fp16", "all")
+    if entry is not None:
+        run.report["checkpoint"] = entry
+        if (run.work / "run" / "scalars.csv").is_file():
+            shutil.copyfile(run.work / "run" / "scalars.csv", run.out / "scalars.csv")
+    run.step("export", "ok" if entry is not None else "failed", time.monotonic() - started)
 
 
 def resolve_shared(path: Path | None) -> Path | None:
@@ -437,6 +505,10 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--lr", type=float, default=3e-4)
     parser.add_argument("--settle-lr", type=float, default=1e-4, help="learning rate of the last quarter of the time")
     parser.add_argument("--val-every", type=int, default=1000, help="steps between validations")
+    parser.add_argument("--snapshot-every", type=int, default=100, help="steps between the settle stage's "
+                        "snapshots, whose mean comes back beside the best checkpoint")
+    parser.add_argument("--skip-baseline", action="store_true", help="no validation of the starting model (the "
+                        "gate on the CPU machine scores it anyway): more of the budget trains")
     parser.add_argument("--part-mb", type=float, default=15.5, help="split the checkpoint into parts of this size "
                         "(the device tool brings back files ≤ 16 MiB); 0 = one file")
     parser.add_argument("--overwrite", action="store_true", help="replace an earlier report in OUT_DIR")
@@ -463,7 +535,7 @@ def main(argv: list[str] | None = None) -> int:
     if not any(c for n, c in counts.items() if not n.startswith("val_")):
         run.say("no training data was made; see the data logs")
         return 1
-    train(run, counts, args.init.resolve())
+    train(run, counts, args.init.resolve(), args.skip_baseline)
     summarise(run)
     export(run, args.part_mb)
     summary = {k: run.report.get(k) for k in ("training", "validation", "checkpoint")}

@@ -1,8 +1,10 @@
 #!/usr/bin/env bash
 # Render training data and train on one CUDA GPU (16 CPU cores, no internet) within one ≤ 10-minute command (issue 14).
 # Everything it brings back lands in OUT_DIR: gpu_train_report.json (steps, samples seen, samples/s, validation of
-# the starting and the trained model, the GPU), gpu_train.log, the trained network (best.fp16.safetensors, in
-# parts of ≤ 15.5 MiB: `cat best.fp16.safetensors.part* > best.fp16.safetensors`), scalars.csv and curves.png.
+# the starting and the trained model, the GPU), gpu_train.log, the trained network (the settle stage's snapshot
+# mean, mean.fp16.safetensors, in parts of ≤ 15.5 MiB: `cat mean.fp16.safetensors.part* > mean.fp16.safetensors`)
+# and scalars.csv. Getting it onto the device tool's 64 MiB: scripts/gpu_pack.sh (README, "Getting it onto the
+# device").
 #
 #   bash scripts/gpu_train.sh OUT_DIR [--shared DIR] [--ict FILE] [--install WHEELHOUSE] [--dry-run] [options]
 #

@@ -56,13 +56,13 @@ def test_dry_run_renders_trains_in_two_stages_and_brings_back_a_loadable_checkpo
     # a few renders per folder, landmarks stored for every folder with images
     samples = report["data"]["samples"]
     assert samples["paired_00"] == samples["profile_00"] == 2 and samples["normal_only"] == 2
-    for name in ("paired_00", "profile_00", "val_ict", "val_profile", "val_james"):
+    for name in ("paired_00", "profile_00", "val_ict", "val_profile", "val_james", "val_ict_v5"):
         assert (tmp_path / "work" / "data" / name / "priors" / "index.csv").is_file(), name
     training = report["training"]
     assert [s["steps"] for s in training["stages"]] == [[0, 3], [3, 5]]
     assert training["steps"] == 5 and training["samples_seen"] == 10
     validation = report["validation"]
-    sets = {"val_ict", "val_profile", "val_james"}
+    sets = {"val_ict", "val_profile", "val_james", "val_ict_v5"}
     assert sets < set(validation["baseline"]) and sets < set(validation["final"])
     assert [step for step, _ in validation["curve"]] == [3, 5]  # each stage's closing validation
     # the checkpoint comes back in parts the device tool brings back (≤ 8 files, ≤ 16 MiB each) and reassembles
@@ -73,7 +73,10 @@ def test_dry_run_renders_trains_in_two_stages_and_brings_back_a_loadable_checkpo
     assert hashlib.sha256(whole).hexdigest() == checkpoint["sha256"]
     (tmp_path / "best.safetensors").write_bytes(whole)
     model = load_checkpoint(tmp_path / "best.safetensors")
-    assert model.cfg.prior_source == "ict-fit" and model.image_decoder is not None
+    # the settle stage's snapshot mean, a full network; kind and prior from the starting weights' own metadata
+    assert checkpoint["files"][0].startswith("mean.fp16.safetensors")
+    assert training["settle_snapshots"] == ["step_000004", "step_000005"]
+    assert model.cfg.prior_source == "ict-blend" and model.image_decoder is not None
     # a second invocation refuses to replace the report
     again = subprocess.run(["bash", str(SCRIPT), str(out), "--dry-run", "--shared", str(shared_data)],
                            capture_output=True, text=True, env=_env(), timeout=300)
