@@ -231,6 +231,12 @@ def data_chains(run: Run, args: argparse.Namespace, shared: Path | None, ict: Pa
     return chains
 
 
+# share of the data time kept for the landmarks: on the H200 machine a core renders ~8.4 faces/s and MediaPipe
+# stores ~21-25 images/s, so the landmarks of what renders in 60 % of the time need ~0.35 of it (session 14: with
+# 0.25, 11 of 14 shards were cut off before their last landmarks)
+LANDMARK_SHARE = 0.4
+
+
 def make_data(run: Run, chains: list[Chain], data_s: float) -> dict[str, int]:
     """Every chain at once; renders stop in time for the landmarks. Returns the samples per folder."""
     started = time.monotonic()
@@ -239,7 +245,7 @@ def make_data(run: Run, chains: list[Chain], data_s: float) -> dict[str, int]:
 
     def chain(c: Chain) -> str:
         status = run.call(f"data_{c.name}", facenormals_cmd("data", *c.render),
-                          deadline - time.monotonic() - 0.25 * data_s, env)
+                          deadline - time.monotonic() - LANDMARK_SHARE * data_s, env)
         if status == "timeout":
             drop_incomplete(run.work / "data" / c.name)
         if c.prior and (run.work / "data" / c.name / "images").is_dir():
