@@ -36,6 +36,7 @@ from facenormals.engine import FrameResult
 from facenormals.frame import Frame
 from facenormals.realtime.pipeline import FrameRecord
 from facenormals.smoothing import landmark_jitter
+from facenormals.zoo import default_model_name
 
 # Stages the pipeline's own code runs on every frame, besides inference (capture is the source's cost). The queue
 # waits (wait_detect, wait_infer, wait_render: time in the hand-over before each thread) are reported as stages too.
@@ -309,7 +310,7 @@ def run_benchmark(cfg: BenchConfig) -> dict:
         "cpu_ms_per_frame_by_thread": thread_cpu.ms_per_frame(),
         "backend": backend.name,
         "providers": list(backend.providers),
-        "model": str(cfg.model) if cfg.model else "default",
+        "model": str(cfg.model) if cfg.model else f"default ({default_model_name(live=True)})",
         "source": cfg.source,
         "pace": cfg.pace,
         "preloaded": cfg.preload and isinstance(frames, ReplayFrames),

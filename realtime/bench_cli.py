@@ -13,7 +13,7 @@ from facenormals.atomic import write_text_atomic
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--source", default="sample", help="frame source spec (default: the embedded sample)")
     parser.add_argument("--backend", default="auto", help="tensorrt, ort-trt, ort-cuda, ort-cpu, torch or auto (default)")
-    parser.add_argument("--model", help="checkpoint, .onnx (fp32 or INT8 Q/DQ) or .engine; default: the shipped model")
+    parser.add_argument("--model", help="checkpoint, .onnx (fp32 or INT8 Q/DQ) or .engine; default: the shipped live model")
     parser.add_argument("--frames", type=int, default=300, help="measured frames (default 300)")
     parser.add_argument("--warmup", type=int, default=30, help="frames run before measuring (default 30)")
     parser.add_argument("--pace", choices=("realtime", "max"), default="realtime",

@@ -27,7 +27,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--source", help="webcam[:N], video:PATH, images:DIR, realsense[:SERIAL|FILE], kinect, "
                         "rgbd:DIR, sample, sample-rgbd (default: webcam, else sample)")
     parser.add_argument("--backend", default="auto", help="tensorrt, ort-trt, ort-cuda, ort-cpu, torch or auto (default)")
-    parser.add_argument("--model", help="checkpoint (.safetensors), .onnx or .engine; default: the shipped model")
+    parser.add_argument("--model", help="checkpoint (.safetensors), .onnx or .engine; default: the shipped live model")
     parser.add_argument("--view", default="normals", choices=view_names(), help="what to draw (default: normals)")
     parser.add_argument("--out", type=Path, help="write the annotated frames to this .mp4")
     parser.add_argument("--save-dir", type=Path, help="write each frame's normal map to DIR/normals/")

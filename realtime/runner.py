@@ -58,10 +58,13 @@ def calibrated(source: Any, calibration: Any) -> Any:
 def open_backend(name: str, model: str | Path | None, threads: int | None = None, warm_runs: int = 2,
                  quiet: bool = True) -> Any:
     """The inference backend (``facenormals.export.prepare.create_backend``: a checkpoint is exported once for ONNX
-    Runtime), warmed up so first-call costs are not in the figures; ``quiet=False`` says what runs on stderr."""
+    Runtime), warmed up so first-call costs are not in the figures; ``quiet=False`` says what runs on stderr.
+    No ``model`` (or ``auto``): the live loop's default (``facenormals.zoo.LIVE_PREFERENCE``)."""
     from facenormals.export.prepare import create_backend
     from facenormals.runtime.backends import warm_up
+    from facenormals.zoo import resolve_model
 
+    model = resolve_model(None if model is None else str(model), live=True)
     backend = create_backend(name, model, **({"threads": threads} if threads else {}))
     warm_up(backend, runs=warm_runs)
     if not quiet:

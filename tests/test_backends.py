@@ -173,6 +173,19 @@ def test_default_prefers_the_mesh_prior_model(tmp_path: Path, monkeypatch: pytes
     assert zoo.resolve_model("fast") == tmp_path / "fast.safetensors"  # still reachable by name
 
 
+def test_the_live_loop_prefers_the_lite_model_and_stills_keep_the_default(tmp_path: Path,
+                                                                          monkeypatch: pytest.MonkeyPatch) -> None:
+    from facenormals import zoo
+
+    monkeypatch.setattr(zoo, "WEIGHTS_DIR", tmp_path)
+    (tmp_path / "fast-prior.safetensors").write_bytes(b"prior")
+    assert zoo.resolve_model(None, live=True) == tmp_path / "fast-prior.safetensors"  # no lite shipped: the default
+    (tmp_path / "lite-prior.safetensors").write_bytes(b"lite")
+    assert zoo.resolve_model(None, live=True) == zoo.resolve_model("auto", live=True) == tmp_path / "lite-prior.safetensors"
+    assert zoo.resolve_model(None) == tmp_path / "fast-prior.safetensors"  # photos, the API, eval, export
+    assert zoo.resolve_model("fast-prior", live=True) == tmp_path / "fast-prior.safetensors"  # a name always wins
+
+
 def test_auto_takes_a_shipped_int8_twin_only_when_made_from_that_checkpoint(
         checkpoint: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     import onnx
