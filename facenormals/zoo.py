@@ -71,8 +71,9 @@ REGISTRY: dict[str, ShippedModel] = {m.name: m for m in (
 )}
 PREFERENCE = tuple(REGISTRY)
 DEFAULT_MODEL = PREFERENCE[-1]  # the name a lone shipped model gets
-# The live loop's default (``run``, ``bench``, the screenshot script): the shipped model that meets issue 15's live
-# goals on these 2 cores (≥ 30 FPS, ≤ 30 CPU ms a frame, p95 ≤ 30 ms; MODEL_CARD.md), then the still default.
+# The live loop's default (``run``, ``bench``, the screenshot script): the shipped model sized for issue 15's live
+# budget on these 2 cores (≥ 30 FPS, ≤ 30 CPU ms a frame, p95 ≤ 30 ms; its figures in MODEL_CARD.md), then the
+# still default.
 # Photos, the API, eval and export keep :data:`PREFERENCE`: a still has no frame budget.
 LIVE_PREFERENCE = ("lite-prior", *(name for name in PREFERENCE if name != "lite-prior"))
 
