@@ -50,6 +50,7 @@ case "${1:-}" in
     size_report ;;
   hide)
     git rm -r -q --cached "${HIDDEN[@]}"
+    mkdir -p "$(dirname "$EXCLUDE")"
     printf '%s\n' "${IGNORED[@]}" >>"$EXCLUDE"
     size_report ;;
   restore)
