@@ -246,8 +246,8 @@ def make_data(run: Run, chains: list[Chain], data_s: float) -> dict[str, int]:
     def chain(c: Chain) -> str:
         status = run.call(f"data_{c.name}", facenormals_cmd("data", *c.render),
                           deadline - time.monotonic() - LANDMARK_SHARE * data_s, env)
-        if status == "timeout":
-            drop_incomplete(run.work / "data" / c.name)
+        if status == "timeout" and (dropped := drop_incomplete(run.work / "data" / c.name)):
+            run.say(f"data_{c.name}: removed {dropped} files of samples the clock cut off")
         if c.prior and (run.work / "data" / c.name / "images").is_dir():
             prior = run.call(f"prior_{c.name}", facenormals_cmd("data", "prior", "--in", str(run.work / "data" / c.name)),
                              deadline - time.monotonic(), env)
@@ -301,8 +301,8 @@ def training_config(run: Run, counts: dict[str, int], init: Path, phases: list[d
         "run_dir": str(run.work / "run"), "seed": 14, "log_every": plan.log_every, "val_every": plan.val_every,
         "checkpoint_every_s": 120, "precision": "bf16", "channels_last": plan.device == "cuda",
         "device": plan.device, "max_minutes": max_minutes, "snapshot_every": snapshot_every,
-        "model": {"arch": start.arch, "variant": start.variant, "prior": start.prior or "residual",
-                  "prior_source": start.prior_source or "ict-blend", "init": str(init)},
+        "model": {"arch": start.arch, "variant": start.variant, "prior": start.prior, "init": str(init),
+                  **({"prior_source": start.prior_source} if start.prior_source else {})},
         # the campaign's mix, augmentation and anchor (training/configs/ict_prior_c8.toml)
         "data": {"train": train, "val": val, "preview": [str(data / "photos")] if counts.get("photos") else [],
                  "mix": {"paired": 0.6, "image-only": 0.25, "normal-only": 0.15}, "num_workers": plan.loader_workers,
@@ -377,7 +377,7 @@ def train(run: Run, counts: dict[str, int], init: Path, skip_baseline: bool = Fa
     left = run.left() - END_RESERVE_S
     steps = plan.dry_steps[1] if plan.dry_steps else huge
     phases = [{"steps": done, **phase, "lr": plan.lr}] if done else []
-    # the settle stage keeps snapshots: their mean is the second checkpoint brought back (stochastic weight averaging)
+    # the settle stage keeps snapshots: their mean is the checkpoint brought back (stochastic weight averaging)
     config = training_config(run, counts, init, [*phases, {"steps": steps, **phase, "lr": plan.settle_lr}],
                              max(0.1, (left - STAGE_OVERHEAD_S) / 60), snapshot_every=plan.snapshot_every)
     run.report.setdefault("training", {})["settle_from_step"] = done
@@ -419,16 +419,14 @@ EXPORT = r"""
 import sys
 from facenormals.checkpoint import load_checkpoint, read_header, save_checkpoint
 best = sys.argv[1]
-save_checkpoint(load_checkpoint(best), sys.argv[2], provenance=read_header(best).get("provenance"), half=True,
-                inference_only=sys.argv[3] == "inference-only")
+save_checkpoint(load_checkpoint(best), sys.argv[2], provenance=read_header(best).get("provenance"), half=True)
 """
 
 
-def _bring_back(run: Run, source: Path, name: str, part_mb: float, what: str, parts: str) -> dict | None:
-    """``source`` in fp16 (``parts``: "all" or "inference-only") in OUT_DIR, in equal parts the device tool brings
-    back; its report entry."""
+def _bring_back(run: Run, source: Path, name: str, part_mb: float, what: str) -> dict | None:
+    """``source`` as a full fp16 network in OUT_DIR, in equal parts the device tool brings back; its report entry."""
     whole = run.work / name
-    if run.call(f"export_{name.split('.')[0]}", [sys.executable, "-c", EXPORT, str(source), str(whole), parts],
+    if run.call(f"export_{name.split('.')[0]}", [sys.executable, "-c", EXPORT, str(source), str(whole)],
                 max(30.0, run.left())) != "ok":
         return None
     data = whole.read_bytes()
@@ -469,14 +467,14 @@ def export(run: Run, part_mb: float) -> None:
     mean = settle_mean(run)
     if mean is not None:
         entry = _bring_back(run, mean, MEAN_CHECKPOINT, part_mb,
-                            "the mean of the settle stage's snapshots, full network in fp16", "all")
+                            "the mean of the settle stage's snapshots, full network in fp16")
     else:
         best = run.work / "run" / "best.safetensors"
         if not best.is_file():
             run.step("export", "skipped: no snapshots and no best.safetensors", 0.0)
             return
         entry = _bring_back(run, best, CHECKPOINT, part_mb, "the run's best.safetensors (lowest mean validation "
-                            "error), full network in fp16", "all")
+                            "error), full network in fp16")
     if entry is not None:
         run.report["checkpoint"] = entry
         if (run.work / "run" / "scalars.csv").is_file():
@@ -512,7 +510,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--settle-lr", type=float, default=1e-4, help="learning rate of the last quarter of the time")
     parser.add_argument("--val-every", type=int, default=1000, help="steps between validations")
     parser.add_argument("--snapshot-every", type=int, default=100, help="steps between the settle stage's "
-                        "snapshots, whose mean comes back beside the best checkpoint")
+                        "snapshots, whose mean is the checkpoint brought back")
     parser.add_argument("--skip-baseline", action="store_true", help="no validation of the starting model (the "
                         "gate on the CPU machine scores it anyway): more of the budget trains")
     parser.add_argument("--part-mb", type=float, default=15.5, help="split the checkpoint into parts of this size "
