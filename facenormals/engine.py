@@ -143,6 +143,24 @@ class FrameResult:
         return results
 
 
+class DeferredInference:
+    """Keyframes whose network run was deferred by :meth:`FrameEngine.infer_deferred`: call it (once, on the
+    thread that infers, before that thread's next frame) to run the network on them and keep the outputs as their
+    tracks' keyframes. ``faces``: how many faces it infers."""
+
+    def __init__(self, engine: FrameEngine, frame_id: int, inputs: np.ndarray,
+                 keys: list[tuple[int, np.ndarray, np.ndarray]]) -> None:
+        self._engine, self._frame_id, self._inputs, self._keys = engine, frame_id, inputs, keys
+        self.faces = len(keys)
+
+    def __call__(self) -> None:
+        engine, store = self._engine, self._engine.keyframes
+        normals = engine._run(self._inputs)
+        for (track_id, matrix, landmarks), output in zip(self._keys, normals, strict=True):
+            store.keep(track_id, self._frame_id, output, matrix, landmarks)
+        engine.counts["inferred"] += self.faces
+
+
 def _ms_since(t0: float) -> float:
     return (time.perf_counter() - t0) * 1000.0
 
@@ -199,30 +217,48 @@ class FrameEngine:
 
     def infer(self, frame: Frame, faces: list[Face], batch: FaceBatch) -> FrameResult:
         """The network on all faces of the frame at once (no call when there are none)."""
+        result, deferred = self._infer(frame, faces, batch, defer=False)
+        assert deferred is None
+        return result
+
+    def infer_deferred(self, frame: Frame, faces: list[Face],
+                       batch: FaceBatch) -> tuple[FrameResult, DeferredInference | None]:
+        """:meth:`infer` with the keyframes of tracks that already have one deferred (the live loop's latency):
+        such a face is shown with its previous keyframe's output carried into the new crop, as a reused face is,
+        and the returned :class:`DeferredInference` runs the network on it and keeps the output as the track's
+        keyframe, for the frames after this one. A track's first keyframe is inferred now (nothing to carry).
+        None when nothing was deferred; without reuse this is :meth:`infer`."""
+        return self._infer(frame, faces, batch, defer=True)
+
+    def _infer(self, frame: Frame, faces: list[Face], batch: FaceBatch,
+               defer: bool) -> tuple[FrameResult, DeferredInference | None]:
         t0 = time.perf_counter()
+        deferred = None
         if not batch.reuse or self.keyframes is None:
             normals = self._run(batch.inputs) if len(batch.crops) else None
             self.counts["inferred"] += len(batch.crops)
             result = FrameResult(frame, faces, batch.crops, normals, fits=batch.fits)
         else:
-            result = self._infer_or_reuse(frame, faces, batch, self.keyframes)
+            result, deferred = self._infer_or_reuse(frame, faces, batch, self.keyframes, defer)
         frame.timings["infer"] = _ms_since(t0)
-        return result
+        return result, deferred
 
     @staticmethod
     def expects_inference(batch: FaceBatch) -> bool:
         """Whether :meth:`infer` will call the backend for ``batch`` (a face to infer; a fallback may add one)."""
         return bool(batch.crops) and (not batch.reuse or any(key is None for key in batch.reuse))
 
-    def _infer_or_reuse(self, frame: Frame, faces: list[Face], batch: FaceBatch, store: KeyframeStore) -> FrameResult:
+    def _infer_or_reuse(self, frame: Frame, faces: list[Face], batch: FaceBatch, store: KeyframeStore,
+                        defer: bool) -> tuple[FrameResult, DeferredInference | None]:
         """Infer the faces scheduled for it (and any whose keyframe never reached the backend), carry the others'
-        keyframe outputs into their crops, keep the new keyframes."""
+        keyframe outputs into their crops, keep the new keyframes. ``defer``: a scheduled face whose track has an
+        earlier keyframe is carried from it now and inferred by the returned :class:`DeferredInference`."""
         store.forget_except({face.track_id for face in faces})
         fits = list(batch.fits)
-        rows = []
+        rows, later = [], []
         for i, (face, key) in enumerate(zip(faces, batch.reuse, strict=True)):
             if key is None:
-                rows.append(i)
+                (later if defer and store.has_track(face.track_id) else rows).append(i)
             elif not store.has(face.track_id, key):  # its keyframe was dropped on the way: infer it after all
                 fits[i] = self.batcher.fill(batch.inputs[i], face, batch.crops[i])
                 rows.append(i)
@@ -238,9 +274,13 @@ class FrameEngine:
             else:
                 normals[i] = store.carried(face.track_id, crop.matrix, face.landmarks)
         self.counts["inferred"] += len(rows)
-        self.counts["reused"] += len(batch.crops) - len(rows)
+        self.counts["reused"] += len(batch.crops) - len(rows) - len(later)
         reused = tuple(i not in inferred for i in range(len(batch.crops)))
-        return FrameResult(frame, faces, batch.crops, normals, fits=tuple(fits), reused=reused)
+        result = FrameResult(frame, faces, batch.crops, normals, fits=tuple(fits), reused=reused)
+        if not later:
+            return result, None
+        keys = [(faces[i].track_id, batch.crops[i].matrix, faces[i].landmarks) for i in later]
+        return result, DeferredInference(self, frame.id, batch.inputs[later], keys)
 
     def paste(self, result: FrameResult) -> FrameResult:
         """The crop-space normals back into the frame, each face on its own region."""

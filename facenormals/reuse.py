@@ -16,6 +16,11 @@ face in front of a camera is often nearly still. Two halves, one per thread of t
 
 A reuse whose keyframe never reached the backend (a live queue dropped it) is inferred after all (the engine makes
 its input then). ``every=1`` infers every frame.
+
+Deferred keyframes (the live loop, :meth:`facenormals.engine.FrameEngine.infer_deferred`): a keyframe of a track
+that already has one is shown like a reused face, its previous keyframe carried into its crop, and its own network
+run happens after the frame is handed on; the store then holds it for the frames after. No frame waits for the
+network; a keyframe's output reaches the screen one frame later.
 """
 
 from __future__ import annotations
@@ -114,6 +119,10 @@ class KeyframeStore:
              landmarks: np.ndarray) -> None:
         self._outputs[track_id] = _Output(frame_id, np.array(normals_chw, dtype=np.float32),
                                           np.asarray(matrix, dtype=np.float64), np.asarray(landmarks))
+
+    def has_track(self, track_id: int) -> bool:
+        """Whether the track has a keyframe output to carry (any frame)."""
+        return track_id in self._outputs
 
     def has(self, track_id: int, frame_id: int) -> bool:
         output = self._outputs.get(track_id)

@@ -61,6 +61,7 @@ class BenchConfig:
     steady: bool = True  # light-steadied face-mesh landmarks (facenormals.mesh_input), as in `run`
     stability: bool = True  # the stability block (figures computed after the run, off the timed loop)
     infer_every: int | None = None  # facenormals.reuse: None = `run`'s default (auto), 1 = every frame
+    sync_keyframes: bool = False  # live: a keyframe's frame waits for its own inference (default: deferred)
 
 
 THREAD_CPU_EVERY = 5  # frames between per-thread CPU samples (a thread that ends is counted to its last sample)
@@ -246,7 +247,7 @@ def run_benchmark(cfg: BenchConfig) -> dict:
         stability = StabilityProbe(cfg.warmup, photo_of) if cfg.stability else None
 
         measured_results = [0]
-        inferred_before = [0, 0]
+        inferred_before = [0, 0, 0]
 
         def on_result(result: FrameResult) -> None:
             probe(result)
@@ -254,7 +255,7 @@ def run_benchmark(cfg: BenchConfig) -> dict:
                 if measured_results[0] == 0:
                     thread_cpu.start(0)
                     counts = pipeline.engine.counts  # faces inferred / reused until now: not measured
-                    inferred_before[:] = counts["inferred"], counts["reused"]
+                    inferred_before[:] = counts["inferred"], counts["reused"], len(pipeline.report.deferred_ms)
                 elif measured_results[0] % THREAD_CPU_EVERY == 0:
                     thread_cpu.sample(measured_results[0])
                 measured_results[0] += 1
@@ -263,7 +264,7 @@ def run_benchmark(cfg: BenchConfig) -> dict:
         # max pace: one-slot blocking queues, so latency counts at most one waiting frame per hand-over
         pipeline = parts.pipeline(frames, backend=gpu_timer or backend, max_frames=total, pace_fps=pace,
                                   live=True if pace else None, queue_size=1, on_result=on_result,
-                                  handle_signals=False)
+                                  handle_signals=False, defer_keyframes=False if cfg.sync_keyframes else None)
         report = pipeline.run()
         cpu_end_s = time.process_time()
         live = pipeline.live
@@ -302,6 +303,9 @@ def run_benchmark(cfg: BenchConfig) -> dict:
         # faces of the measured frames sent to the network / given an earlier inference's output (facenormals.reuse)
         "faces_inferred": report.faces_inferred - inferred_before[0],
         "faces_reused": report.faces_reused - inferred_before[1],
+        # live, reusing: keyframes shown with the previous keyframe carried, their network run after the frame
+        "deferred_keyframes": pipeline.defer_keyframes,
+        "deferred_infer_ms": _percentiles(report.deferred_ms[inferred_before[2]:]),
         **({"stability": stability.summary()} if stability is not None else {}),
         # CPU seconds per processed frame (all threads; ORT's spinning included): contention inflates wall time
         # far more than CPU time, so cores / this bounds the unloaded FPS.

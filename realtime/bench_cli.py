@@ -29,6 +29,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="MediaPipe's landmarks as they come (default: steadied against light, facenormals.mesh_input)")
     parser.add_argument("--view", default="normals", help="view rendered during the run (default normals)")
     parser.add_argument("--threads", type=int, help="CPU threads for inference (default: physical cores)")
+    parser.add_argument("--sync-keyframes", action="store_true",
+                        help="live, reusing: a keyframe's frame waits for its own inference (default: it is shown "
+                             "with the previous keyframe's output carried into its crop while its network runs, "
+                             "for the frames after it: no frame waits for the network)")
     parser.add_argument("--infer-every", default="auto", metavar="auto|N",
                         help="network at least every N frames per face, its output reused while the face barely "
                              "moves; 1: every frame; auto (default): as `facenormals run` (facenormals.reuse)")
@@ -48,7 +52,7 @@ def main(args: argparse.Namespace) -> int:
                       warmup=args.warmup, max_faces=args.max_faces, pace=args.pace, view=args.view, threads=args.threads,
                       preload=not args.no_preload, temporal=not args.no_temporal,
                       flow=not args.no_flow, infer_every=parse_infer_every(args.infer_every),
-                      steady=not args.plain_landmarks)
+                      steady=not args.plain_landmarks, sync_keyframes=args.sync_keyframes)
     result = run_benchmark(cfg)
     print(format_summary(result))
     if args.json is not None:
@@ -70,7 +74,8 @@ def format_summary(result: dict) -> str:
     lines.append(f"CPU per frame (all threads): {result['cpu_ms_per_frame']:.1f} ms")
     if "faces_inferred" in result:
         lines.append(f"faces inferred {result['faces_inferred']}, reused {result['faces_reused']} "
-                     f"(infer every {result['infer_every']})")
+                     f"(infer every {result['infer_every']}"
+                     + (", keyframes deferred)" if result.get("deferred_keyframes") else ")"))
     by_thread = result.get("cpu_ms_per_frame_by_thread")
     if by_thread:
         lines.append("  by thread: " + ", ".join(f"{role} {ms:.1f}" for role, ms in by_thread.items()))

@@ -177,6 +177,7 @@ class PipelineReport:
     error: str | None = None
     faces_inferred: int = 0  # faces sent to the network
     faces_reused: int = 0  # faces given an earlier inference's normals (facenormals.reuse)
+    deferred_ms: list[float] = field(default_factory=list)  # deferred keyframe inferences (network, after the frame)
 
     @property
     def dropped_total(self) -> int:
@@ -227,6 +228,10 @@ class Pipeline:
     is doing (default: only for non-live runs; live runs detect just in time, see the module docstring).
     ``reuse``: the motion-adaptive inference rate (:class:`facenormals.reuse.ReusePolicy`; ``--infer-every``): a
     tracked face that barely moved since its last inference reuses it, carried into the new crop; None: every frame.
+    ``defer_keyframes`` (default: live runs that reuse): a keyframe of a track that already has one is shown with
+    the previous keyframe's output carried into its crop, and its own inference runs after the frame is handed to
+    the main thread, for the frames after it (:meth:`FrameEngine.infer_deferred`): no frame waits for the network,
+    and a keyframe's output is shown one frame later than it would be (``--sync-keyframes`` turns it off).
     """
 
     def __init__(self, frames: Iterable[Frame], detector: Detector, backend: Callable[[np.ndarray], np.ndarray],
@@ -236,7 +241,7 @@ class Pipeline:
                  handle_signals: bool = True, keep_records: int = 100_000,
                  temporal: Callable[[FrameResult], FrameResult] | None = None,
                  fusion: Callable[[FrameResult], FrameResult] | None = None, overlap: bool | None = None,
-                 reuse: ReusePolicy | None = None) -> None:
+                 reuse: ReusePolicy | None = None, defer_keyframes: bool | None = None) -> None:
         self.frames = frames
         self.detector = detector
         self.backend = backend
@@ -259,6 +264,8 @@ class Pipeline:
         self.handover = None if self.overlap else JustInTime(self.stop_event)
         # Batch buffers in flight: one per queue slot, plus those held by detect and infer.
         self.engine = FrameEngine(backend, detector, input_size, ring=qsize + 3, reuse=reuse)
+        reusing = reuse is not None and reuse.active
+        self.defer_keyframes = (self.live and reusing) if defer_keyframes is None else (defer_keyframes and reusing)
         self.stats = LoopStats()
         self.report = PipelineReport()
         self._records: collections.deque[FrameRecord] = collections.deque(maxlen=keep_records)
@@ -387,9 +394,13 @@ class Pipeline:
             if handover is not None:
                 handover.inference_started(network)
             t0 = time.perf_counter()
-            result = self.engine.infer(frame, faces, batch)
-            if handover is not None:
-                handover.inference_done(time.perf_counter() - t0, network)
+            if self.defer_keyframes:
+                result, deferred = self.engine.infer_deferred(frame, faces, batch)
+            else:
+                result, deferred = self.engine.infer(frame, faces, batch), None
+            inferred_s = time.perf_counter() - t0
+            if handover is not None and deferred is None:
+                handover.inference_done(inferred_s, network)
             for stage in self.stages:
                 result = stage(result)
             _enqueued(frame)
@@ -397,6 +408,13 @@ class Pipeline:
                 out.put_when_taken(result, _RESULT_HANDOFF_S)
             else:
                 out.put(result)
+            if deferred is not None:  # the frame is on its way; its keyframes' network serves the frames after it
+                t1 = time.perf_counter()
+                deferred()
+                network_s = time.perf_counter() - t1
+                self.report.deferred_ms.append(network_s * 1000.0)
+                if handover is not None:  # the backend's time, not the hand-over's wait in between
+                    handover.inference_done(inferred_s + network_s, network)
 
     def _render_loop(self) -> None:
         inq = self.queues["results"]

@@ -51,6 +51,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--realtime", action="store_true",
                         help="replay a file source at its frame rate like a camera (drops frames when behind)")
     parser.add_argument("--threads", type=int, help="CPU threads for inference (default: physical cores)")
+    parser.add_argument("--sync-keyframes", action="store_true",
+                        help="live, reusing: a keyframe's frame waits for its own inference (default: it is shown "
+                             "with the previous keyframe's output carried into its crop while its network runs, "
+                             "for the frames after it: no frame waits for the network)")
     parser.add_argument("--infer-every", default="auto", metavar="auto|N",
                         help="run the network on a tracked face at least every N frames, reusing its last output "
                              "(carried into the new crop) while the face barely moves; 1: every frame; auto (default): "
@@ -166,7 +170,8 @@ def main(args: argparse.Namespace) -> int:
                              smooth=not args.no_smoothing, temporal=not args.no_temporal, flow=not args.no_flow,
                              steady=not args.plain_landmarks, state=state, sinks=sinks, infer_every=every) as parts:
             pipeline = parts.pipeline(source, max_frames=args.frames,
-                                      pace_fps=(source.fps or 30.0) if args.realtime else None)
+                                      pace_fps=(source.fps or 30.0) if args.realtime else None,
+                                      defer_keyframes=False if args.sync_keyframes else None)
             try:
                 report = pipeline.run()
                 code = 0

@@ -337,14 +337,14 @@ def test_queue_waits_are_recorded_and_partition_the_latency(face_video, backend,
 
 
 # -- motion-adaptive inference rate (facenormals.reuse, ``--infer-every``) -------------------------------------------
-def run_collecting(images: list[np.ndarray], backend, reuse=None) -> tuple[list, object, dict]:
+def run_collecting(images: list[np.ndarray], backend, reuse=None, defer: bool = False) -> tuple[list, object, dict]:
     """Every frame through the loop (file queues); (results, report, the engine's face counts). The face mesh in
     still-image mode: equal frames give equal landmarks (tracking mode drifts by ~2 px over a still image's first
-    frames), so a carried output can be compared with the network's own."""
+    frames), so a carried output can be compared with the network's own. ``defer``: deferred keyframes."""
     results: list = []
     detector = create_detector(1, smooth=False, still=True)
     pipeline = Pipeline(frames_of(images), detector, backend, FrameRenderer(RenderState(), "torch"), live=False,
-                        handle_signals=False, on_result=results.append, reuse=reuse)
+                        handle_signals=False, on_result=results.append, reuse=reuse, defer_keyframes=defer)
     try:
         report = pipeline.run()
     finally:
@@ -451,3 +451,45 @@ def test_infer_every_auto_reuses_on_video_only(tmp_path):
     assert parse_infer_every("auto") is None and parse_infer_every("1") == 1
     with pytest.raises(ValueError, match="--infer-every"):
         parse_infer_every("often")
+
+
+def test_deferred_keyframes_show_the_previous_keyframe_and_serve_the_frames_after(backend):
+    """The live loop's latency (``defer_keyframes``): a keyframe of a track that has one is shown with that earlier
+    output carried into its crop; its own inference runs after the frame is handed on and is what the following
+    frames carry, so every other frame equals the synchronous loop's exactly."""
+    from facenormals.reuse import KeyframeStore, ReusePolicy
+
+    photo = face_photo()
+    frames = [photo] * 3 + [rotated(photo, 12.0)] * 3  # the turn (frame 3) is a keyframe
+    counting = CountingBackend(backend)
+    deferred, report, counts = run_collecting(frames, counting, ReusePolicy(every=100), defer=True)
+    sync, sync_report, _ = run_collecting(frames, backend, ReusePolicy(every=100))
+    assert counts == {"inferred": 2, "reused": 4} and len(counting.shapes) == 2  # frame 0 now, frame 3 deferred
+    assert len(report.deferred_ms) == 1 and sync_report.deferred_ms == []
+    assert [r.reused for r in deferred] == [(False,)] + [(True,)] * 5
+    for i in (0, 1, 2, 4, 5):  # frames 4 and 5 carry frame 3's own inference, as in the synchronous loop
+        np.testing.assert_array_equal(deferred[i].crop_normals, sync[i].crop_normals)
+    first, turn = sync[0], deferred[3]
+    store = KeyframeStore()
+    store.keep(first.faces[0].track_id, 0, first.crop_normals[0], first.crops[0].matrix, first.faces[0].landmarks)
+    expected = store.carried(turn.faces[0].track_id, turn.crops[0].matrix, turn.faces[0].landmarks)
+    np.testing.assert_array_equal(turn.crop_normals[0], expected)  # frame 0's output, carried into the turned crop
+    assert not np.array_equal(turn.crop_normals, sync[3].crop_normals)
+
+
+def test_keyframes_are_deferred_by_default_only_in_live_loops_that_reuse(backend):
+    from facenormals.reuse import ReusePolicy
+
+    detector = create_detector(1, smooth=False, still=True)
+    try:
+        def defers(**options) -> bool:
+            return Pipeline([], detector, backend, FrameRenderer(RenderState(), "torch"), handle_signals=False,
+                            **options).defer_keyframes
+
+        assert defers(live=True, reuse=ReusePolicy(every=3))
+        assert not defers(live=False, reuse=ReusePolicy(every=3))
+        assert not defers(live=True, reuse=None) and not defers(live=True, reuse=ReusePolicy(every=1))
+        assert not defers(live=True, reuse=ReusePolicy(every=3), defer_keyframes=False)
+        assert not defers(live=True, reuse=None, defer_keyframes=True)  # nothing to carry without reuse
+    finally:
+        detector.close()
