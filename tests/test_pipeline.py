@@ -337,12 +337,13 @@ def test_queue_waits_are_recorded_and_partition_the_latency(face_video, backend,
 
 
 # -- motion-adaptive inference rate (facenormals.reuse, ``--infer-every``) -------------------------------------------
-def run_collecting(images: list[np.ndarray], backend, reuse=None, defer: bool = False) -> tuple[list, object, dict]:
+def run_collecting(images: list[np.ndarray], backend, reuse=None, defer: bool = False,
+                   max_faces: int = 1) -> tuple[list, object, dict]:
     """Every frame through the loop (file queues); (results, report, the engine's face counts). The face mesh in
     still-image mode: equal frames give equal landmarks (tracking mode drifts by ~2 px over a still image's first
     frames), so a carried output can be compared with the network's own. ``defer``: deferred keyframes."""
     results: list = []
-    detector = create_detector(1, smooth=False, still=True)
+    detector = create_detector(max_faces, smooth=False, still=True)
     pipeline = Pipeline(frames_of(images), detector, backend, FrameRenderer(RenderState(), "torch"), live=False,
                         handle_signals=False, on_result=results.append, reuse=reuse, defer_keyframes=defer)
     try:
@@ -475,6 +476,22 @@ def test_deferred_keyframes_show_the_previous_keyframe_and_serve_the_frames_afte
     expected = store.carried(turn.faces[0].track_id, turn.crops[0].matrix, turn.faces[0].landmarks)
     np.testing.assert_array_equal(turn.crop_normals[0], expected)  # frame 0's output, carried into the turned crop
     assert not np.array_equal(turn.crop_normals, sync[3].crop_normals)
+
+
+def test_deferred_keyframes_of_two_faces_run_in_one_batch_after_the_frame(backend):
+    """Two faces held still, a keyframe every 2 frames: frame 0 infers both now (new tracks), frame 2 shows both
+    carried and runs them as one deferred batch of 2; frame 3 carries frame 2's outputs, as the synchronous loop."""
+    from facenormals.reuse import ReusePolicy
+
+    frames = [two_faces()] * 4
+    counting = CountingBackend(backend)
+    deferred, report, counts = run_collecting(frames, counting, ReusePolicy(every=2), defer=True, max_faces=2)
+    sync, _, _ = run_collecting(frames, backend, ReusePolicy(every=2), max_faces=2)
+    assert [len(r.faces) for r in deferred] == [2] * 4
+    assert [shape[0] for shape in counting.shapes] == [2, 2] and len(report.deferred_ms) == 1
+    assert counts == {"inferred": 4, "reused": 4}
+    assert [r.reused for r in deferred] == [(False, False)] + [(True, True)] * 3
+    np.testing.assert_array_equal(deferred[3].crop_normals, sync[3].crop_normals)
 
 
 def test_keyframes_are_deferred_by_default_only_in_live_loops_that_reuse(backend):
