@@ -338,8 +338,10 @@ def plot_result(result: dict, path: str | Path) -> None:
     left.plot(ids, [f.get("total", np.nan) for f in frames], lw=1, label="end to end")
     left.plot(ids, [f.get("infer", np.nan) for f in frames], lw=1, label="infer")
     left.plot(ids, [sum(f.get(s, 0.0) for s in OVERHEAD_STAGES) for f in frames], lw=1, label="all but infer")
+    deferred = result.get("deferred_infer_ms", {}).get("p50", float("nan")) if result.get("deferred_keyframes") else None
     left.set(xlabel="frame id", ylabel="ms", title=f"{result['backend']}: {result['fps']:.1f} FPS, "
-             f"p95 {result['latency_ms']['p95']:.0f} ms, {result['dropped']} dropped")
+             f"p95 {result['latency_ms']['p95']:.0f} ms, {result['dropped']} dropped"
+             + (f"\nkeyframes' network run after their frame: p50 {deferred:.1f} ms" if deferred is not None else ""))
     left.legend(loc="upper right", fontsize=8)
     left.grid(alpha=0.3)
     order = ("capture", "wait_detect", "detect", "crop", "wait_infer", "temporal", "fuse", "infer", "infer_gpu",

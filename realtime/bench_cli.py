@@ -76,6 +76,9 @@ def format_summary(result: dict) -> str:
         lines.append(f"faces inferred {result['faces_inferred']}, reused {result['faces_reused']} "
                      f"(infer every {result['infer_every']}"
                      + (", keyframes deferred)" if result.get("deferred_keyframes") else ")"))
+    if result.get("deferred_keyframes"):
+        deferred = result["deferred_infer_ms"]
+        lines.append(f"keyframes' network, run after their frame: p50 {deferred['p50']:.1f}  p95 {deferred['p95']:.1f} ms")
     by_thread = result.get("cpu_ms_per_frame_by_thread")
     if by_thread:
         lines.append("  by thread: " + ", ".join(f"{role} {ms:.1f}" for role, ms in by_thread.items()))
