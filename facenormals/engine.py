@@ -217,9 +217,7 @@ class FrameEngine:
 
     def infer(self, frame: Frame, faces: list[Face], batch: FaceBatch) -> FrameResult:
         """The network on all faces of the frame at once (no call when there are none)."""
-        result, deferred = self._infer(frame, faces, batch, defer=False)
-        assert deferred is None
-        return result
+        return self._infer(frame, faces, batch, defer=False)[0]  # nothing is deferred without ``defer``
 
     def infer_deferred(self, frame: Frame, faces: list[Face],
                        batch: FaceBatch) -> tuple[FrameResult, DeferredInference | None]:
