@@ -67,6 +67,8 @@ class Plan:
     val_every: int
     log_every: int
     snapshot_every: int  # steps between the settle stage's snapshots (averaged into mean.fp16.safetensors)
+    anchor_weight: float  # the real-photo anchor (training/anchor.py) on image-only batches
+    mix: tuple[float, float, float]  # shares of paired, image-only and normal-only batches
     dry_steps: tuple[int, int] | None  # --dry-run: fixed steps per stage instead of the time budget
 
 
@@ -74,12 +76,14 @@ def make_plan(args: argparse.Namespace) -> Plan:
     if args.dry_run:
         return Plan(device="cpu", renders=4, shards=2, profile_share=0.5, normal_only=2, val_count=2, photos=False,
                     size=64, batch=2, lr=args.lr, settle_lr=args.settle_lr, settle_share=0.2, loader_workers=0,
-                    val_every=0, log_every=1, snapshot_every=1, dry_steps=(3, 2))
+                    val_every=0, log_every=1, snapshot_every=1, anchor_weight=args.anchor_weight,
+                    mix=tuple(args.mix), dry_steps=(3, 2))
     return Plan(device="cuda", renders=args.renders, shards=args.workers, profile_share=0.1,
                 normal_only=max(1, args.renders // 10), val_count=args.val_count, photos=True, size=256,
                 batch=args.batch, lr=args.lr, settle_lr=args.settle_lr, settle_share=0.25,
                 loader_workers=args.workers, val_every=args.val_every, log_every=50,
-                snapshot_every=args.snapshot_every, dry_steps=None)
+                snapshot_every=args.snapshot_every, anchor_weight=args.anchor_weight, mix=tuple(args.mix),
+                dry_steps=None)
 
 
 class Run:
@@ -303,12 +307,13 @@ def training_config(run: Run, counts: dict[str, int], init: Path, phases: list[d
         "device": plan.device, "max_minutes": max_minutes, "snapshot_every": snapshot_every,
         "model": {"arch": start.arch, "variant": start.variant, "prior": start.prior, "init": str(init),
                   **({"prior_source": start.prior_source} if start.prior_source else {})},
-        # the campaign's mix, augmentation and anchor (training/configs/ict_prior_c8.toml)
+        # the campaign's augmentation; mix and anchor from the plan (defaults: training/configs/ict_prior_c8.toml)
         "data": {"train": train, "val": val, "preview": [str(data / "photos")] if counts.get("photos") else [],
-                 "mix": {"paired": 0.6, "image-only": 0.25, "normal-only": 0.15}, "num_workers": plan.loader_workers,
+                 "mix": dict(zip(("paired", "image-only", "normal-only"), plan.mix, strict=True)),
+                 "num_workers": plan.loader_workers,
                  "val_max_images": plan.val_count * max(1, len(val)), "preview_max_images": 4},
         "augment": {"prior_dropout": 0.03, "prior_jitter": 0.5},
-        "anchor": {"weight": 10.0, "sigma_px": 8.0},
+        "anchor": {"weight": plan.anchor_weight, "sigma_px": 8.0},
         "optim": {"lr": plan.lr},
         "phases": phases,
     }
@@ -506,6 +511,10 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--workers", type=int, default=14, help="render shards and data-loader workers")
     parser.add_argument("--val-count", type=int, default=48, help="renders per validation set")
     parser.add_argument("--batch", type=int, default=32)
+    parser.add_argument("--anchor-weight", type=float, default=10.0,
+                        help="the real-photo anchor's weight (training/anchor.py; the campaign's c8: 10, c9: 30)")
+    parser.add_argument("--mix", type=float, nargs=3, default=(0.6, 0.25, 0.15), metavar=("PAIRED", "IMAGE", "NORMAL"),
+                        help="shares of paired, image-only and normal-only batches (c8: 0.6 0.25 0.15; c9: 0.5 0.35 0.15)")
     parser.add_argument("--lr", type=float, default=3e-4)
     parser.add_argument("--settle-lr", type=float, default=1e-4, help="learning rate of the last quarter of the time")
     parser.add_argument("--val-every", type=int, default=1000, help="steps between validations")

@@ -48,7 +48,8 @@ def test_dry_run_renders_trains_in_two_stages_and_brings_back_a_loadable_checkpo
         pytest.skip("no ICT-FaceKit model in the shared data")
     out = tmp_path / "out"
     proc = subprocess.run(["bash", str(SCRIPT), str(out), "--dry-run", "--shared", str(shared_data),
-                           "--work", str(tmp_path / "work")], capture_output=True, text=True, env=_env(), timeout=900)
+                           "--work", str(tmp_path / "work"), "--anchor-weight", "30", "--mix", "0.5", "0.35", "0.15"],
+                          capture_output=True, text=True, env=_env(), timeout=900)
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
     report = json.loads((out / "gpu_train_report.json").read_text())
     assert report["dry_run"] is True
@@ -58,6 +59,12 @@ def test_dry_run_renders_trains_in_two_stages_and_brings_back_a_loadable_checkpo
     assert samples["paired_00"] == samples["profile_00"] == 2 and samples["normal_only"] == 2
     for name in ("paired_00", "profile_00", "val_ict", "val_profile", "val_james", "val_ict_v5"):
         assert (tmp_path / "work" / "data" / name / "priors" / "index.csv").is_file(), name
+    configs = sorted((tmp_path / "work").glob("config_*.json"))  # one per training stage
+    assert len(configs) == 2
+    for config in configs:  # the recipe's anchor and batch mix as asked
+        written = json.loads(config.read_text())
+        assert written["anchor"]["weight"] == 30.0, config
+        assert written["data"]["mix"] == {"paired": 0.5, "image-only": 0.35, "normal-only": 0.15}, config
     training = report["training"]
     assert [s["steps"] for s in training["stages"]] == [[0, 3], [3, 5]]
     assert training["steps"] == 5 and training["samples_seen"] == 10
