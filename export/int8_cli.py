@@ -50,10 +50,9 @@ def _calibration_source(images: Path) -> Path:
 
 def main(args: argparse.Namespace) -> int:
     from facenormals.atomic import check_output, write_text_atomic
-    from facenormals.checkpoint import file_sha256
     from facenormals.export.int8 import compare_accuracy, cpu_speed, load_eval_set, quantize_int8
     from facenormals.export.parity import load_face_crops
-    from facenormals.fileio import check_model_file
+    from facenormals.fileio import check_model_file, file_sha256
     from facenormals.prior import network_inputs, source_of
     from facenormals.runtime.backends import OrtBackend
     from facenormals.runtime.onnx_info import onnx_model_info

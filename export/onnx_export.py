@@ -118,7 +118,8 @@ def set_metadata(model: onnx.ModelProto, values: dict[str, object]) -> None:
 
 def build_onnx(checkpoint: str | Path, size: int | None = None, fp16: bool = False) -> tuple[onnx.ModelProto, int | None]:
     """The checked ONNX model of a checkpoint's image→normal path (not yet written)."""
-    from facenormals.checkpoint import file_sha256, load_image_to_normal
+    from facenormals.checkpoint import load_image_to_normal
+    from facenormals.fileio import file_sha256
 
     checkpoint = Path(checkpoint)
     module = load_image_to_normal(checkpoint)

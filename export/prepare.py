@@ -11,7 +11,7 @@ from __future__ import annotations
 import warnings
 from pathlib import Path
 
-from facenormals.checkpoint import file_sha256
+from facenormals.fileio import file_sha256
 from facenormals.runtime.backends import Backend
 from facenormals.runtime.backends import create_backend as create_runtime_backend
 from facenormals.runtime.engine_header import EngineMismatchError, check_engine, compatibility_problems, read_header

@@ -156,7 +156,14 @@ class FaceNormals:
         self.detector = detector if detector is not None else StillFaceDetector(max_faces)
         # independent images: no ICT warm start from whichever face had the same index in the previous call
         self.engine = FrameEngine(self.backend, self.detector, self.input_size, warm_start=False, mirror=mirror)
-        self.fusion = FusionStage(warm=False)  # RGB-D: the same stage as the live loop, no memory across images
+        self._fusion: FusionStage | None = None  # made on the first image with depth (fusion_stage)
+
+    @property
+    def fusion(self) -> FusionStage:
+        """RGB-D: the same fusion stage as the live loop, no memory across images (made when first needed)."""
+        if self._fusion is None:
+            self._fusion = FusionStage(warm=False)
+        return self._fusion
 
     def __enter__(self) -> FaceNormals:
         return self

@@ -8,7 +8,6 @@ config exactly; each failure names the file and what differs.
 
 from __future__ import annotations
 
-import hashlib
 import json
 from pathlib import Path
 
@@ -26,14 +25,6 @@ METADATA_KEY = "facenormals"
 
 class CheckpointError(ValueError):
     """A checkpoint file is missing, corrupt, foreign or does not match its config."""
-
-
-def file_sha256(path: str | Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as handle:
-        for chunk in iter(lambda: handle.read(1 << 20), b""):
-            digest.update(chunk)
-    return digest.hexdigest()
 
 
 INFERENCE_PREFIXES = ("image_encoder.", "skip_connections.", "normal_decoder.")

@@ -7,6 +7,7 @@ convention of :mod:`facenormals.conventions`.
 
 from __future__ import annotations
 
+import hashlib
 from pathlib import Path
 
 import cv2
@@ -18,6 +19,15 @@ from facenormals.conventions import UNIT_TOLERANCE, decode_normals, encode_norma
 
 class DataError(ValueError):
     """A data file is missing, unreadable or violates the project's conventions."""
+
+
+def file_sha256(path: str | Path) -> str:
+    """The file's SHA-256, hex (read in 1 MiB chunks)."""
+    digest = hashlib.sha256()
+    with open(path, "rb") as handle:
+        for chunk in iter(lambda: handle.read(1 << 20), b""):
+            digest.update(chunk)
+    return digest.hexdigest()
 
 
 def _imread(path: Path, flags: int) -> np.ndarray:

@@ -33,12 +33,12 @@ from __future__ import annotations
 
 import time
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 import cv2
 import numpy as np
 import scipy.sparse
 import scipy.sparse.linalg
-import torch
 
 from facenormals.camera import Intrinsics
 from facenormals.depth import (
@@ -55,6 +55,9 @@ from facenormals.depth import (
     pixel_rays,
 )
 from facenormals.fusion_cg import solve_pcg
+
+if TYPE_CHECKING:  # annotations only: torch is imported by the CUDA route alone (facenormals.fusion_torch)
+    import torch
 
 SOLVERS = ("auto", "cg", "cholmod", "splu")
 
@@ -445,92 +448,48 @@ def build_problem(target: np.ndarray, measured: np.ndarray, normals: np.ndarray,
     return FusionProblem(target, w_pos, ax, bx, wx, ay, by, wy, region)
 
 
-# ---------------------------------------------------------------------------------------------- CG (torch)
-
-def _stencil_tensors(problems: list[FusionProblem], device: torch.device, dtype: torch.dtype) -> dict[str, torch.Tensor]:
-    names = ("w_pos", "ax", "bx", "wx", "ay", "by", "wy", "target")
-    return {k: torch.from_numpy(np.stack([getattr(p, k) for p in problems])).to(device=device, dtype=dtype)
-            for k in names}
-
-
-def _apply(t: dict[str, torch.Tensor], z: torch.Tensor) -> torch.Tensor:
-    """A·z for a batch B×H×W."""
-    out = t["w_pos"] * z
-    qx = t["wx"] * (t["ax"] * z[:, :, 1:] - t["bx"] * z[:, :, :-1])
-    out[:, :, 1:] += t["ax"] * qx
-    out[:, :, :-1] -= t["bx"] * qx
-    qy = t["wy"] * (t["ay"] * z[:, 1:, :] - t["by"] * z[:, :-1, :])
-    out[:, 1:, :] += t["ay"] * qy
-    out[:, :-1, :] -= t["by"] * qy
-    return out
-
-
-def _diagonal(t: dict[str, torch.Tensor]) -> torch.Tensor:
-    d = t["w_pos"].clone()
-    d[:, :, 1:] += t["wx"] * t["ax"] ** 2
-    d[:, :, :-1] += t["wx"] * t["bx"] ** 2
-    d[:, 1:, :] += t["wy"] * t["ay"] ** 2
-    d[:, :-1, :] += t["wy"] * t["by"] ** 2
-    return d
-
+# ---------------------------------------------------------------------------------------------- CG
 
 def solve_cg(problems: list[FusionProblem], inits: list[np.ndarray], device: str | torch.device = "cpu",
              max_iterations: int = 400, tolerance: float = 1e-5) -> tuple[list[np.ndarray], int]:
-    """Conjugate gradients, matrix-free, warm-started from ``inits``: on CUDA batched Jacobi-preconditioned in torch;
-    on the CPU each crop by :func:`facenormals.fusion_cg.solve_pcg` (numba, SSOR-preconditioned, float64).
+    """Conjugate gradients, matrix-free, warm-started from ``inits``: on CUDA batched Jacobi-preconditioned in torch
+    (:mod:`facenormals.fusion_torch`); on the CPU each crop by :func:`facenormals.fusion_cg.solve_pcg` (numba,
+    SSOR-preconditioned, float64).
 
     The residual of the start is formed in float64 and CG iterates on the float32 correction, so float32
     precision limits the correction (≈ millimetres), not the depth (≈ metres). Stops when every problem's
     ‖b − A z‖ / ‖b‖ < ``tolerance``. Returns (solutions, iterations used).
     """
-    device = torch.device(device)
     # iterate only over the bounding box of all regions: outside, z stays pinned at the start
     rows, cols = np.nonzero(np.any([p.region for p in problems], axis=0))
     if rows.size == 0:
         return [np.asarray(x, np.float32) for x in inits], 0
     r0, r1, c0, c1 = rows.min(), rows.max() + 1, cols.min(), cols.max() + 1
     window = [_window(p, r0, r1, c0, c1) for p in problems]
-    if device.type == "cpu":  # one numba loop per crop, SSOR-preconditioned: ~4× fewer iterations, no tensor set-up
-        solved = [solve_pcg(w, x[r0:r1, c0:c1], max_iterations, tolerance) for w, x in zip(window, inits, strict=True)]
-        out = [np.array(x, dtype=np.float32) for x in inits]
-        for full, (part, _) in zip(out, solved, strict=True):
-            full[r0:r1, c0:c1] = part
-        return out, max(iterations for _, iterations in solved)
-    t64 = _stencil_tensors(window, device, torch.float64)
-    x0 = torch.from_numpy(np.stack([x[r0:r1, c0:c1] for x in inits])).to(device=device, dtype=torch.float64)
-    b = t64["w_pos"] * t64["target"]
-    b_norm = torch.linalg.vector_norm(b.flatten(1), dim=1).clamp_min(1e-30)
-    r = (b - _apply(t64, x0)).float()
-    t = {k: v.float() for k, v in t64.items()}
-    inv_diag = 1.0 / _diagonal(t).clamp_min(1e-12)
-    b_norm = b_norm.float()
-    x = torch.zeros_like(r)
-    z = inv_diag * r
-    p = z.clone()
-    rz = (r * z).sum(dim=(1, 2))
-    iterations = 0
-    active = torch.ones(len(problems), dtype=torch.bool, device=device)
-    for iterations in range(1, max_iterations + 1):  # noqa: B007 - the count is returned
-        q = _apply(t, p)
-        alpha = torch.where(active, rz / (p * q).sum(dim=(1, 2)).clamp_min(1e-30), 0.0)
-        x += alpha[:, None, None] * p
-        r -= alpha[:, None, None] * q
-        rel = torch.linalg.vector_norm(r.flatten(1), dim=1) / b_norm
-        active = rel >= tolerance
-        if not bool(active.any()):
-            break
-        z = inv_diag * r
-        rz_new = (r * z).sum(dim=(1, 2))
-        beta = rz_new / rz.clamp_min(1e-30)
-        p = z + beta[:, None, None] * p
-        rz = rz_new
-    else:
-        iterations = max_iterations
-    solution = (x0 + x.double()).cpu().numpy()
+    starts = [x[r0:r1, c0:c1] for x in inits]
+    if str(device).split(":")[0] == "cpu":  # one numba loop per crop, SSOR-preconditioned: ~4× fewer iterations
+        solved = [solve_pcg(w, x, max_iterations, tolerance) for w, x in zip(window, starts, strict=True)]
+        parts, iterations = [part for part, _ in solved], max(count for _, count in solved)
+    else:  # torch is imported only here: the CPU route (and every import of this module) does without it (~3 s)
+        from facenormals.fusion_torch import solve_cg_batched
+
+        parts, iterations = solve_cg_batched(window, starts, device, max_iterations, tolerance)
     out = [np.array(x, dtype=np.float32) for x in inits]
-    for full, part in zip(out, solution, strict=True):
+    for full, part in zip(out, parts, strict=True):
         full[r0:r1, c0:c1] = part
     return out, iterations
+
+
+def stencil_diagonal(problem: FusionProblem) -> np.ndarray:
+    """The diagonal of the normal equations' matrix A (H×W, float64)."""
+    d = problem.w_pos.astype(np.float64)
+    wx, ax, bx = (np.asarray(v, np.float64) for v in (problem.wx, problem.ax, problem.bx))
+    wy, ay, by = (np.asarray(v, np.float64) for v in (problem.wy, problem.ay, problem.by))
+    d[:, 1:] += wx * ax ** 2
+    d[:, :-1] += wx * bx ** 2
+    d[1:, :] += wy * ay ** 2
+    d[:-1, :] += wy * by ** 2
+    return d
 
 
 def _window(p: FusionProblem, r0: int, r1: int, c0: int, c1: int) -> FusionProblem:
@@ -547,7 +506,7 @@ def to_sparse(problem: FusionProblem) -> tuple[scipy.sparse.csc_matrix, np.ndarr
     index = np.full(height * width, -1, dtype=np.int64)
     flat = np.flatnonzero(problem.region)
     index[flat] = np.arange(flat.size)
-    diag = _diagonal(_stencil_tensors([problem], torch.device("cpu"), torch.float64))[0].numpy().ravel()
+    diag = stencil_diagonal(problem).ravel()
     grid = np.arange(height * width).reshape(height, width)
     rows, cols, vals = [index[flat]], [index[flat]], [diag[flat]]
     for p, q, w, a, b in ((grid[:, :-1], grid[:, 1:], problem.wx, problem.ax, problem.bx),

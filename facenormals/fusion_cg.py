@@ -1,7 +1,8 @@
 """Conjugate gradients on one CPU core for the fusion's 5-point stencil (:class:`facenormals.fusion.FusionProblem`).
 
-The torch solver (:func:`facenormals.fusion.solve_cg`) is written for batches on CUDA; on a CPU core its ~20
-tensor operations per iteration each allocate and sweep the whole crop, ~0.3 ms an iteration on a 200² face.
+The torch solver (:mod:`facenormals.fusion_torch`, the CUDA route of :func:`facenormals.fusion.solve_cg`) is
+written for batches on CUDA; on a CPU core its ~20 tensor operations per iteration each allocate and sweep the
+whole crop, ~0.3 ms an iteration on a 200² face.
 Here one numba loop does the stencil product and the dot products in one or two sweeps (float64 throughout, no
 allocation per iteration), and the preconditioner is **SSOR** (symmetric over-relaxed Gauss–Seidel) instead of
 Jacobi: the stencil's off-diagonal coupling is what makes the normals' mid frequencies slow for Jacobi-CG, and a

@@ -23,6 +23,7 @@ import numpy as np
 from facenormals import fusion, fusion_cg
 from facenormals.camera import Intrinsics
 from facenormals.depth import DepthError, check_matches, depth_to_metres
+from facenormals.runtime.machine import no_nvidia_driver
 
 # Frames between measurements of the rotation field that carries the depth's coarse shape into the normals: it drifts
 # slowly, but it is what the measurement history improves (a still sphere in sensor noise, tests/test_fusion.py: 2.50°
@@ -33,6 +34,8 @@ REFRESH_BIAS_EVERY = 3
 
 def default_device() -> str:
     """The solver's device: CUDA when torch sees one (one batched CG for all faces), else the CPU."""
+    if no_nvidia_driver():
+        return "cpu"  # known without importing torch (~3 s)
     import torch
 
     return "cuda" if torch.cuda.is_available() else "cpu"

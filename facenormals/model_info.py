@@ -6,7 +6,8 @@ import argparse
 
 from facenormals.checkpoint import read_config
 from facenormals.complexity import path_costs
-from facenormals.model import VARIANTS, WIDTHS, CrossModalNet, create_model
+from facenormals.model import CrossModalNet, create_model
+from facenormals.model_config import VARIANTS, WIDTHS
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:

@@ -25,7 +25,8 @@ from pathlib import Path
 
 import torch
 
-from facenormals.checkpoint import CheckpointError, file_sha256, load_state_into, save_checkpoint
+from facenormals.checkpoint import CheckpointError, load_state_into, save_checkpoint
+from facenormals.fileio import file_sha256
 from facenormals.model import CrossModalNet, ModelCfg
 from facenormals.official_keys import DROPPED, OPTIONAL_SUFFIX, alias_target, official_name
 

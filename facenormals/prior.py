@@ -31,7 +31,7 @@ import numpy as np
 
 from facenormals import ict_fit, mesh_prior
 from facenormals.geometry import normalise_rows
-from facenormals.model import PRIOR_SOURCES
+from facenormals.model_config import PRIOR_SOURCES
 
 ICT_SMOOTH_PX = 3.0  # Gaussian σ on a 256² crop
 ICT_DRAW_PX = 128  # the fitted face is drawn at most this size, then resized to the crop

@@ -208,7 +208,7 @@ def main(argv: list[str] | None = None) -> int:
 
     parser = argparse.ArgumentParser(prog="python -m facenormals.prune", description=main.__doc__)
     parser.add_argument("source", help="the wider checkpoint (full or inference-only)")
-    parser.add_argument("--arch", required=True, help="the narrower architecture (facenormals.model.WIDTHS)")
+    parser.add_argument("--arch", required=True, help="the narrower architecture (facenormals.model_config.WIDTHS)")
     parser.add_argument("--out", required=True, help="the new checkpoint (refuses to overwrite the source)")
     args = parser.parse_args(argv)
     if Path(args.out).resolve() == Path(args.source).resolve():

@@ -119,7 +119,7 @@ def int8_twin(checkpoint: Path) -> Path | None:
     twin = checkpoint.with_name(f"{checkpoint.name.removesuffix('.safetensors')}.int8.onnx")
     if checkpoint.parent.resolve() != WEIGHTS_DIR.resolve() or not twin.is_file():
         return None
-    from facenormals.checkpoint import file_sha256
+    from facenormals.fileio import file_sha256
     from facenormals.runtime.onnx_info import read_metadata
 
     meta = read_metadata(twin)

@@ -111,7 +111,6 @@ def main(args: argparse.Namespace) -> int:
         raise ValueError(f"--frames must be at least 1, got {args.frames}")
     from facenormals.calibration.calibfile import load_calibration
     from facenormals.fileio import check_model_file
-    from facenormals.realtime.mesh_sink import MeshSink
     from facenormals.realtime.pipeline import PipelineError
     from facenormals.realtime.render import RenderState, get_view
     from facenormals.realtime.runner import (
@@ -156,8 +155,12 @@ def main(args: argparse.Namespace) -> int:
             if sinks[-1].replaced:
                 print(f"facenormals run: --overwrite: removed {sinks[-1].replaced} normal maps of an earlier run "
                       f"from {sinks[-1].folder}", file=sys.stderr)
-        if args.save_mesh is not None:
-            sinks.append(MeshSink(args.save_mesh, overwrite=args.overwrite, name_of=name_of, warm=not still))
+        mesh_sink = None
+        if args.save_mesh is not None:  # imported here: meshes need torch (the fusion solve), ~3 s of start-up
+            from facenormals.realtime.mesh_sink import MeshSink
+
+            mesh_sink = MeshSink(args.save_mesh, overwrite=args.overwrite, name_of=name_of, warm=not still)
+            sinks.append(mesh_sink)
         if out is not None:
             video = VideoSink(out, fps=source.fps or 30.0)
             width, height = source.size
@@ -184,7 +187,7 @@ def main(args: argparse.Namespace) -> int:
             print(f"facenormals run: wrote {sink.frames} annotated frames to {sink.path.resolve()}", file=sys.stderr)
         if isinstance(sink, SaveDirSink):
             print(f"facenormals run: wrote {sink.frames} normal maps to {sink.folder.resolve()}", file=sys.stderr)
-        if isinstance(sink, MeshSink):
+        if sink is mesh_sink:
             per_face = 1000 * sink.cpu_seconds / max(sink.meshes, 1)
             print(f"facenormals run: wrote {sink.meshes} refined face meshes (+ coarse) to {sink.folder.resolve()} "
                   f"({per_face:.1f} ms CPU a face; {sink.skipped} faces without a mesh)", file=sys.stderr)

@@ -191,8 +191,8 @@ def test_auto_takes_a_shipped_int8_twin_only_when_made_from_that_checkpoint(
     import onnx
 
     from facenormals import zoo
-    from facenormals.checkpoint import file_sha256
     from facenormals.export.onnx_export import export_onnx, set_metadata
+    from facenormals.fileio import file_sha256
 
     monkeypatch.setattr(zoo, "WEIGHTS_DIR", tmp_path)
     shipped = tmp_path / "fast.safetensors"
@@ -269,8 +269,8 @@ def test_auto_falls_back_when_onnx_runtime_refuses_a_model(checkpoint: Path, tmp
     import onnx
 
     from facenormals import zoo
-    from facenormals.checkpoint import file_sha256
     from facenormals.export.onnx_export import export_onnx, set_metadata
+    from facenormals.fileio import file_sha256
 
     monkeypatch.setattr(zoo, "WEIGHTS_DIR", tmp_path)
     shipped = tmp_path / "fast.safetensors"

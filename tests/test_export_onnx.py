@@ -12,11 +12,12 @@ import pytest
 import torch
 from onnx import numpy_helper
 
-from facenormals.checkpoint import file_sha256, load_image_to_normal, save_checkpoint
+from facenormals.checkpoint import load_image_to_normal, save_checkpoint
 from facenormals.cli import main as cli_main
 from facenormals.export.fp16 import count_fp16_initializers, to_fp16
 from facenormals.export.onnx_export import INPUT_NAME, METADATA_KEYS, OUTPUT_NAME, export_onnx, head_nodes
 from facenormals.export.parity import check_parity, load_face_crops
+from facenormals.fileio import file_sha256
 from facenormals.model import create_model
 
 SIZE = 64

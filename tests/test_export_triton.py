@@ -7,10 +7,11 @@ from pathlib import Path
 import pytest
 import torch
 
-from facenormals.checkpoint import file_sha256, save_checkpoint
+from facenormals.checkpoint import save_checkpoint
 from facenormals.cli import main as cli_main
 from facenormals.export.onnx_export import export_onnx
 from facenormals.export.triton import parse_pbtxt, validate_repository, write_repository
+from facenormals.fileio import file_sha256
 from facenormals.model import create_model
 from facenormals.runtime.engine_header import EngineHeader, write_header
 

@@ -15,10 +15,11 @@ import onnx
 import pytest
 import torch
 
-from facenormals.checkpoint import file_sha256, save_checkpoint
+from facenormals.checkpoint import save_checkpoint
 from facenormals.cli import main as cli_main
 from facenormals.export.onnx_export import export_onnx, set_metadata
 from facenormals.export.tensorrt_build import BuildPlan, build_engine, default_timing_cache, plan_build, trt_major
+from facenormals.fileio import file_sha256
 from facenormals.model import create_model
 from facenormals.runtime.engine_header import (
     EngineHeader,

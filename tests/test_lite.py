@@ -10,7 +10,8 @@ import torch
 
 from facenormals.checkpoint import load_checkpoint, read_config, save_checkpoint
 from facenormals.complexity import count_gmac
-from facenormals.model import WIDTHS, create_model, with_prior
+from facenormals.model import create_model, with_prior
+from facenormals.model_config import WIDTHS
 from facenormals.resnet import RESNET18_CHS, ResNet18Encoder, scaled_chs
 
 SIZE = 64

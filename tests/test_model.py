@@ -2,7 +2,8 @@ import pytest
 import torch
 
 from facenormals.complexity import count_gmac
-from facenormals.model import VARIANTS, WIDTHS, ImageToNormal, create_model
+from facenormals.model import ImageToNormal, create_model
+from facenormals.model_config import VARIANTS, WIDTHS
 
 SIZE = 64
 

@@ -5,7 +5,8 @@ from __future__ import annotations
 import pytest
 
 from facenormals import zoo
-from facenormals.checkpoint import file_sha256, read_config
+from facenormals.checkpoint import read_config
+from facenormals.fileio import file_sha256
 from facenormals.runtime.onnx_info import onnx_model_info
 
 

@@ -28,13 +28,13 @@ import torch
 
 from facenormals.checkpoint import (
     CheckpointError,
-    file_sha256,
     is_inference_only,
     load_network,
     load_state_into,
     read_header,
     save_checkpoint,
 )
+from facenormals.fileio import file_sha256
 from facenormals.model import CrossModalNet
 from facenormals.training.config import config_from_dict
 

@@ -18,7 +18,7 @@ from dataclasses import asdict, dataclass, field, fields, is_dataclass
 from pathlib import Path
 from typing import Any, get_type_hints
 
-from facenormals.model import PRIOR_MODES, PRIOR_SOURCES, VARIANTS, WIDTHS
+from facenormals.model_config import PRIOR_MODES, PRIOR_SOURCES, VARIANTS, WIDTHS
 from facenormals.training.anchor import AnchorSection
 from facenormals.training.consistency import ConsistencySection
 from facenormals.training.distill import DistillSection

@@ -13,7 +13,8 @@ import argparse
 import sys
 from pathlib import Path
 
-from facenormals.checkpoint import file_sha256, load_image_to_normal, load_network, read_header, save_checkpoint
+from facenormals.checkpoint import load_image_to_normal, load_network, read_header, save_checkpoint
+from facenormals.fileio import file_sha256
 
 
 def ship(best: Path, out: Path) -> Path:

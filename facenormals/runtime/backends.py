@@ -29,7 +29,7 @@ import numpy as np
 
 from facenormals.prior import source_of
 from facenormals.runtime.errors import BackendError
-from facenormals.runtime.machine import cache_dir, physical_cores
+from facenormals.runtime.machine import cache_dir, no_nvidia_driver, physical_cores
 from facenormals.runtime.onnx_info import onnx_input_name, onnx_model_info
 
 # (model file, fp16) → an ONNX file that runs it: a checkpoint's export or an fp32 ONNX's fp16-cast graph
@@ -172,7 +172,7 @@ def provider_options(provider: str, fp16: bool = False, int8: bool = False, devi
 
 def engine_cache_key(onnx_path: Path, precision: str) -> str:
     """The TensorRT EP engine folder of one model file: its content hash and precision (never its name)."""
-    from facenormals.checkpoint import file_sha256
+    from facenormals.fileio import file_sha256
 
     return f"{file_sha256(onnx_path)[:16]}-{precision}"
 
@@ -323,6 +323,8 @@ class TensorRTBackend:
 
 
 def _torch_cuda_available() -> bool:
+    if no_nvidia_driver():
+        return False  # no CUDA, and torch is not imported (~3 s of start-up) to learn it
     try:
         import torch
     except ImportError:

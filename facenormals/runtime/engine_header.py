@@ -13,7 +13,7 @@ from dataclasses import asdict, dataclass, fields
 from pathlib import Path
 
 from facenormals.atomic import write_text_atomic
-from facenormals.checkpoint import file_sha256
+from facenormals.fileio import file_sha256
 
 HEADER_FORMAT = 1
 

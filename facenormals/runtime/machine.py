@@ -32,6 +32,11 @@ def physical_cores() -> int:
     return max(1, len(cores))
 
 
+def no_nvidia_driver() -> bool:
+    """True when this is Linux and no NVIDIA driver is loaded: no CUDA here, known without importing torch (~3 s)."""
+    return platform.system() == "Linux" and not Path("/proc/driver/nvidia").exists()
+
+
 def cache_dir() -> Path:
     """Per-user cache for exported ONNX files and TensorRT engine/timing caches (``FACENORMALS_CACHE`` overrides)."""
     root = os.environ.get("FACENORMALS_CACHE") or os.path.join(
