@@ -137,10 +137,11 @@ class StageQueue:
 
 @dataclass
 class LoopStats:
-    """Running figures for the HUD: smoothed FPS and drop counts."""
+    """Running figures for the HUD: smoothed FPS, drop counts, the last deferred keyframe's network time."""
 
     fps: float = 0.0
     dropped: int = 0
+    network_ms: float = 0.0  # deferred keyframes: the network ran after its frame, so no frame's timings show it
     frames: int = 0
     _last_ns: int | None = None
 
@@ -413,6 +414,7 @@ class Pipeline:
                 deferred()
                 network_s = time.perf_counter() - t1
                 self.report.deferred_ms.append(network_s * 1000.0)
+                self.stats.network_ms = network_s * 1000.0
                 if handover is not None:  # the backend's time, not the hand-over's wait in between
                     handover.inference_done(inferred_s + network_s, network)
 

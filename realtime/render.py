@@ -229,8 +229,9 @@ def draw_light_gizmo(image: np.ndarray, light: np.ndarray, radius: int = 28) -> 
 # ---------------------------------------------------------------------------------------------- HUD
 
 
-def hud_lines(result: FrameResult, fps: float, backend: str, dropped: int) -> list[str]:
-    """The HUD text: throughput, faces, per-stage milliseconds of this frame, end-to-end latency."""
+def hud_lines(result: FrameResult, fps: float, backend: str, dropped: int, network_ms: float = 0.0) -> list[str]:
+    """The HUD text: throughput, faces, per-stage milliseconds of this frame, end-to-end latency (and, with deferred
+    keyframes, the last keyframe's network time, which ran after its frame)."""
     timings = result.frame.timings
     stages = " ".join(f"{name} {ms:.1f}" for name, ms in timings.items()
                       if name != "total" and not name.startswith("wait_"))  # queue waits: in the benchmark
@@ -238,7 +239,8 @@ def hud_lines(result: FrameResult, fps: float, backend: str, dropped: int) -> li
     if stages:
         lines.append(f"ms: {stages}")
     if "total" in timings:
-        lines.append(f"end-to-end {timings['total']:.1f} ms")
+        after = f"  (keyframe network after its frame {network_ms:.1f} ms)" if network_ms > 0 else ""
+        lines.append(f"end-to-end {timings['total']:.1f} ms{after}")
     return lines
 
 
@@ -263,5 +265,5 @@ class FrameRenderer:
     def __call__(self, result: FrameResult, stats: LoopStats) -> np.ndarray:
         image = get_view(self.state.view)(result, self.state)
         if self.state.show_hud:
-            draw_hud(image, hud_lines(result, stats.fps, self.backend_name, stats.dropped))
+            draw_hud(image, hud_lines(result, stats.fps, self.backend_name, stats.dropped, stats.network_ms))
         return image

@@ -106,7 +106,9 @@ def test_hud_is_drawn(result):
     assert (with_hud[:20, :100] != without[:20, :100]).any()
     lines = render.hud_lines(result, 29.5, "ort-cpu", 3)
     assert "29.5 FPS" in lines[0] and "dropped 3" in lines[0]
-    assert "infer 20.0" in lines[1] and "31.0" in lines[2]
+    assert "infer 20.0" in lines[1] and "31.0" in lines[2] and "keyframe" not in lines[2]
+    deferred = render.hud_lines(result, 29.5, "ort-cpu", 3, network_ms=11.25)  # deferred keyframes: shown apart
+    assert "keyframe network after its frame 11.2 ms" in deferred[2]
 
 
 def test_view_registry(monkeypatch, result):
