@@ -209,19 +209,14 @@ def _check_safetensors(path: Path, what: str) -> None:
         raise DataError(f"{what} {path}: not a safetensors checkpoint (unreadable header)")
 
 
-def _dims(value_info) -> list[int | str]:
-    return [d.dim_value or d.dim_param or "?" for d in value_info.type.tensor_type.shape.dim]
-
-
 def _check_onnx(path: Path, what: str) -> None:
-    import onnx
+    from facenormals.runtime.onnx_info import read_header
 
     try:
-        model = onnx.load(str(path), load_external_data=False)
+        header = read_header(path)
     except Exception as err:  # protobuf raises DecodeError and others: any failure means "not ONNX"
         raise DataError(f"{what} {path}: not a readable ONNX model ({type(err).__name__}: {err})") from err
-    inputs = {i.name: _dims(i) for i in model.graph.input}
-    outputs = {o.name: _dims(o) for o in model.graph.output}
+    inputs, outputs = header.inputs, header.outputs
     if "image" not in inputs or "normals" not in outputs:
         raise DataError(f"{what} {path}: not a facenormals model: it needs input 'image' and output 'normals', "
                         f"has inputs {inputs} and outputs {outputs} (export one with 'facenormals export onnx')")
@@ -229,7 +224,7 @@ def _check_onnx(path: Path, what: str) -> None:
     if len(image) != 4 or image[1] not in (3, 7) or len(normals) != 4 or normals[1] != 3:
         raise DataError(f"{what} {path}: not a facenormals model: input 'image' is {image} (want N×3×S×S or N×7×S×S), "
                         f"output 'normals' is {normals} (want N×3×S×S)")
-    meta = {p.key: p.value for p in model.metadata_props}
+    meta = header.metadata
     if "convention" not in meta:  # the normals' axes are unknown without it: drawing them could be silently wrong
         raise DataError(f"{what} {path}: no 'convention' metadata, so this is not a facenormals export (the axes of its "
                         "output are unknown); export the model with 'facenormals export onnx'")

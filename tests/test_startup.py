@@ -1,5 +1,6 @@
 """Start-up: the default routes on a CPU machine (the API on a photo, `facenormals run` on the sample) run ONNX
-Runtime and never import torch (~3 s of start-up); torch is for training, export, checkpoints and CUDA."""
+Runtime and never import torch (~3 s of start-up) or the onnx package (~0.9 s); torch is for training, export,
+checkpoints and CUDA, onnx for building model files."""
 
 from __future__ import annotations
 
@@ -27,7 +28,7 @@ def test_the_api_on_a_photo_does_not_import_torch():
     modules = _modules_after(
         "from skimage import data\nfrom facenormals import FaceNormals\n"
         "with FaceNormals() as fn:\n    faces = fn(data.astronaut())\nassert len(faces) == 1 and fn.backend.name == 'ort-cpu'")
-    assert "onnxruntime" in modules and "torch" not in modules
+    assert "onnxruntime" in modules and "torch" not in modules and "onnx" not in modules
 
 
 @pytest.mark.slow
@@ -37,4 +38,4 @@ def test_the_live_loop_on_the_sample_does_not_import_torch(tmp_path: Path):
         "import sys\nfrom facenormals.cli import main\n"
         f"sys.argv = ['facenormals', 'run', '--source', 'sample', '--frames', '3', '--headless', '--out', {str(out)!r}]\n"
         "try:\n    main()\nexcept SystemExit as stop:\n    assert not stop.code, stop.code\n")
-    assert out.is_file() and "onnxruntime" in modules and "torch" not in modules
+    assert out.is_file() and "onnxruntime" in modules and "torch" not in modules and "onnx" not in modules

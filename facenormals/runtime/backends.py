@@ -30,7 +30,7 @@ import numpy as np
 from facenormals.prior import source_of
 from facenormals.runtime.errors import BackendError
 from facenormals.runtime.machine import cache_dir, no_nvidia_driver, physical_cores
-from facenormals.runtime.onnx_info import onnx_input_name, onnx_model_info
+from facenormals.runtime.onnx_info import onnx_model_info, read_header
 
 # (model file, fp16) → an ONNX file that runs it: a checkpoint's export or an fp32 ONNX's fp16-cast graph
 # (facenormals.export.prepare.onnx_for); the runtime calls it only when given one.
@@ -222,7 +222,8 @@ class OrtBackend:
 
         wanted = ORT_PROVIDERS[name]
         available = set(ort.get_available_providers())
-        in_chans, size, meta = onnx_model_info(onnx_path)
+        header = read_header(onnx_path)  # one read of the file for its metadata and input
+        in_chans, size, meta = onnx_model_info(onnx_path, header)
         int8 = meta.get("precision") == "int8"
         requested = [p for p in wanted if p in available]
         missing = [p for p in wanted if p not in available]
@@ -243,7 +244,7 @@ class OrtBackend:
         options.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
         # spinning intra-op threads starve the capture/detect threads on small CPUs (measured: ~2× realtime FPS)
         options.add_session_config_entry("session.intra_op.allow_spinning", "0")
-        input_name = onnx_input_name(onnx_path)
+        input_name = header.input_name
         precision = meta.get("precision", "fp32")
         if any(p != "CPUExecutionProvider" for p in requested):
             load_gpu_libraries()
