@@ -41,14 +41,14 @@ class ShippedModel:
 REGISTRY: dict[str, ShippedModel] = {m.name: m for m in (
     ShippedModel(
         "fast-prior", "fast-prior.safetensors",
-        "c98889911ca6988eab1552a42d2f9e45f53b412a39493f5675ce09b118ee5437",
+        "4f6fed5d0b2882644afabeb5b4cbf88ecb4f99404cf0ae8f5f09794ea4ae21e4",
         in_chans=7, prior_source="ict-blend", input_size=256,
         int8_file="fast-prior.int8.onnx",
-        int8_sha256="7d161e6e2962420b497df2eb69d2ae421aecd828ef10736b4ea7451a4b03e06f",
-        accuracy_deg={"val_ict_v2": 13.80, "val_james": 10.58, "val_profile": 14.47, "val_ict_v5": 15.03},
-        speed_ms={"ort-cpu-fp32": 42.1, "ort-cpu-int8": 20.7},
-        note="campaign run ict_prior_c8 (session 10, James-free data): 0.6 of its fourth cool-down's snapshot "
-             "mean + 0.4 of the previous weights; detail on top of an ICT-FaceKit face fitted to MediaPipe's "
+        int8_sha256="ef486c42831fa5ca0bb0c1fa796ae5921f647ba176f916c309313a5379a9248e",
+        accuracy_deg={"val_ict_v2": 13.89, "val_james": 10.55, "val_profile": 14.03, "val_ict_v5": 14.91},
+        speed_ms={"ort-cpu-fp32": 37.7, "ort-cpu-int8": 17.6},
+        note="campaign run ict_prior_c9 (session 15, real-photo anchor 30): 0.5 of its cool-down's snapshot mean "
+             "+ 0.5 of the previous weights (run c8's); detail on top of an ICT-FaceKit face fitted to MediaPipe's "
              "landmarks, averaged with MediaPipe's mesh"),
     ShippedModel(
         "lite-prior", "lite-prior.safetensors",
