@@ -1,6 +1,6 @@
 """One line per `facenormals bench` JSON: deferred vs synchronous keyframes (session 15).
 
-    python summarize.py bench-*.json
+    python summarize_deferred.py bench-*.json
 """
 
 from __future__ import annotations
