@@ -58,7 +58,7 @@ WIDTHS: dict[str, WidthSpec] = {
     ),
 }
 
-# ModelCfg.prior: how E_I uses the MediaPipe mesh prior (see the module docstring)
+# ModelCfg.prior: how E_I uses the coarse-face prior (facenormals.model's docstring, "Mesh prior")
 PRIOR_MODES = ("none", "absolute", "residual")
 PRIOR_SOURCES = ("mediapipe-mesh", "ict-fit", "ict-blend")  # ModelCfg.prior_source: which coarse face (facenormals.prior)
 PRIOR_CHANS = 4  # prior normals (3, zero where uncovered) + coverage (1), after the RGB channels
