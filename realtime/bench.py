@@ -85,7 +85,8 @@ class ReplayFrames:
             yield dataclasses.replace(frame, id=i, t_capture_ns=time.monotonic_ns(), timings={})
 
 
-def _percentiles(values: list[float]) -> dict[str, float]:
+def percentiles(values: list[float]) -> dict[str, float]:
+    """The :data:`PERCENTILES` of ``values`` (ms), rounded to µs; NaN when there are none."""
     if not values:
         return {f"p{p}": float("nan") for p in PERCENTILES}
     array = np.asarray(values, dtype=np.float64)
@@ -103,9 +104,9 @@ def latency_summary(records: list[FrameRecord]) -> dict:
         if "total" in record.timings:
             totals.append(record.timings["total"])
         overhead.append(sum(record.timings.get(name, 0.0) for name in OVERHEAD_STAGES))
-    summary = {name: _percentiles(values) for name, values in stages.items()}
-    summary["overhead"] = _percentiles(overhead)
-    return {"latency_ms": _percentiles(totals), "stages": summary}
+    summary = {name: percentiles(values) for name, values in stages.items()}
+    summary["overhead"] = percentiles(overhead)
+    return {"latency_ms": percentiles(totals), "stages": summary}
 
 
 class JitterProbe:
@@ -279,7 +280,7 @@ def run_benchmark(cfg: BenchConfig) -> dict:
     span_s = (measured[-1].t_done_ns - start_ns) * 1e-9
     summary = latency_summary(measured)
     if gpu_timer is not None:
-        summary["stages"]["infer_gpu"] = _percentiles(gpu_timer.ms[cfg.warmup:])
+        summary["stages"]["infer_gpu"] = percentiles(gpu_timer.ms[cfg.warmup:])
     machine = machine_info()
     machine["load_avg_1m_before"] = load_before
     faces = [r.faces for r in measured]
@@ -305,7 +306,7 @@ def run_benchmark(cfg: BenchConfig) -> dict:
         "faces_reused": report.faces_reused - inferred_before[1],
         # live, reusing: keyframes shown with the previous keyframe carried, their network run after the frame
         "deferred_keyframes": pipeline.defer_keyframes,
-        "deferred_infer_ms": _percentiles(report.deferred_ms[inferred_before[2]:]),
+        "deferred_infer_ms": percentiles(report.deferred_ms[inferred_before[2]:]),
         **({"stability": stability.summary()} if stability is not None else {}),
         # CPU seconds per processed frame (all threads; ORT's spinning included): contention inflates wall time
         # far more than CPU time, so cores / this bounds the unloaded FPS.

@@ -200,9 +200,11 @@ def main(args: argparse.Namespace) -> int:
 
 
 def report_json(report, backend: str) -> dict:
-    from facenormals.realtime.bench import latency_summary
+    from facenormals.realtime.bench import latency_summary, percentiles
 
     return {"backend": backend, "frames_in": report.frames_in, "frames": report.frames_out, "fps": report.fps,
             "dropped": report.dropped_total, "dropped_by_queue": report.dropped, "corrupt": report.corrupt,
             "stopped_by": report.stopped_by, "error": report.error, "faces_inferred": report.faces_inferred,
-            "faces_reused": report.faces_reused, **latency_summary(report.records)}
+            "faces_reused": report.faces_reused, **latency_summary(report.records),
+            # deferred keyframes: the network's time after each keyframe's frame (in no frame's latency)
+            "deferred_keyframes": len(report.deferred_ms), "deferred_infer_ms": percentiles(report.deferred_ms)}
