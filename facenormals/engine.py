@@ -29,7 +29,7 @@ from facenormals.frame import Frame
 from facenormals.geometry import Crop, SquareBox
 from facenormals.ict_fit import IctFit
 from facenormals.mirror_average import mirror_averaged
-from facenormals.reuse import KeyframeStore, ReusePolicy, ReuseSchedule
+from facenormals.reuse import DEFERRED, KeyframeStore, ReusePolicy, ReuseSchedule
 
 if TYPE_CHECKING:  # the fusion stage (torch) is imported only by callers that fuse
     from facenormals.fusion_stage import FrameFusion
@@ -145,19 +145,23 @@ class FrameResult:
 
 class DeferredInference:
     """Keyframes whose network run was deferred by :meth:`FrameEngine.infer_deferred`: call it (once, on the
-    thread that infers, before that thread's next frame) to run the network on them and keep the outputs as their
-    tracks' keyframes. ``faces``: how many faces it infers."""
+    thread that infers, before that thread's next frame) to make the inputs the detect thread left unmade
+    (:data:`facenormals.reuse.DEFERRED`), run the network on them and keep the outputs as their tracks' keyframes.
+    ``faces``: how many faces it infers."""
 
     def __init__(self, engine: FrameEngine, frame_id: int, inputs: np.ndarray,
-                 keys: list[tuple[int, np.ndarray, np.ndarray]]) -> None:
-        self._engine, self._frame_id, self._inputs, self._keys = engine, frame_id, inputs, keys
+                 keys: list[tuple[Face, Crop, bool]]) -> None:
+        self._engine, self._frame_id, self._inputs, self._keys = engine, frame_id, inputs, keys  # (face, crop, unmade)
         self.faces = len(keys)
 
     def __call__(self) -> None:
         engine, store = self._engine, self._engine.keyframes
+        for row, (face, crop, unmade) in zip(self._inputs, self._keys, strict=True):
+            if unmade:
+                engine.batcher.fill(row, face, crop)
         normals = engine._run(self._inputs)
-        for (track_id, matrix, landmarks), output in zip(self._keys, normals, strict=True):
-            store.keep(track_id, self._frame_id, output, matrix, landmarks)
+        for (face, crop, _), output in zip(self._keys, normals, strict=True):
+            store.keep(face.track_id, self._frame_id, output, crop.matrix, face.landmarks)
         engine.counts["inferred"] += self.faces
 
 
@@ -195,6 +199,9 @@ class FrameEngine:
         self.schedule = ReuseSchedule(reuse) if active else None  # detect thread's half
         self.keyframes = KeyframeStore() if active else None  # infer thread's half
         self.counts = {"inferred": 0, "reused": 0}  # faces, over the engine's life
+        # deferred keyframes (the live loop sets it; :meth:`infer_deferred`): a keyframe of a track that has one is
+        # neither cropped for the network nor given its prior on the detect thread
+        self.defer_keyframes = False
 
     # -- stages (the threaded pipeline calls these one by one) -----------------------------------------------
     def detect_and_crop(self, frame: Frame) -> tuple[list[Face], FaceBatch]:
@@ -208,7 +215,7 @@ class FrameEngine:
             schedule.forget_except({face.track_id for face in faces})
 
             def decide(face: Face, crop: Crop) -> int | None:
-                return schedule.decide(face.track_id, frame.id, face.landmarks, crop.matrix)
+                return schedule.decide(face.track_id, frame.id, face.landmarks, crop.matrix, self.defer_keyframes)
 
         batch = self.batcher(frame.rgb, faces, decide)
         frame.timings["detect"] = (t1 - t0) * 1000.0
@@ -244,7 +251,7 @@ class FrameEngine:
     @staticmethod
     def expects_inference(batch: FaceBatch) -> bool:
         """Whether :meth:`infer` will call the backend for ``batch`` (a face to infer; a fallback may add one)."""
-        return bool(batch.crops) and (not batch.reuse or any(key is None for key in batch.reuse))
+        return bool(batch.crops) and (not batch.reuse or any(key is None or key == DEFERRED for key in batch.reuse))
 
     def _infer_or_reuse(self, frame: Frame, faces: list[Face], batch: FaceBatch, store: KeyframeStore,
                         defer: bool) -> tuple[FrameResult, DeferredInference | None]:
@@ -255,8 +262,13 @@ class FrameEngine:
         fits = list(batch.fits)
         rows, later = [], []
         for i, (face, key) in enumerate(zip(faces, batch.reuse, strict=True)):
-            if key is None:
-                (later if defer and store.has_track(face.track_id) else rows).append(i)
+            if key is None or key == DEFERRED:
+                if defer and store.has_track(face.track_id):
+                    later.append(i)  # a DEFERRED row's input is made by the DeferredInference
+                    continue
+                if key == DEFERRED:  # nothing to carry after all: its input now
+                    fits[i] = self.batcher.fill(batch.inputs[i], face, batch.crops[i])
+                rows.append(i)
             elif not store.has(face.track_id, key):  # its keyframe was dropped on the way: infer it after all
                 fits[i] = self.batcher.fill(batch.inputs[i], face, batch.crops[i])
                 rows.append(i)
@@ -277,7 +289,7 @@ class FrameEngine:
         result = FrameResult(frame, faces, batch.crops, normals, fits=tuple(fits), reused=reused)
         if not later:
             return result, None
-        keys = [(faces[i].track_id, batch.crops[i].matrix, faces[i].landmarks) for i in later]
+        keys = [(faces[i], batch.crops[i], batch.reuse[i] == DEFERRED) for i in later]
         return result, DeferredInference(self, frame.id, batch.inputs[later], keys)
 
     def paste(self, result: FrameResult) -> FrameResult:

@@ -20,7 +20,9 @@ its input then). ``every=1`` infers every frame.
 Deferred keyframes (the live loop, :meth:`facenormals.engine.FrameEngine.infer_deferred`): a keyframe of a track
 that already has one is shown like a reused face, its previous keyframe carried into its crop, and its own network
 run happens after the frame is handed on; the store then holds it for the frames after. No frame waits for the
-network; a keyframe's output reaches the screen one frame later.
+network; a keyframe's output reaches the screen one frame later. The detect thread does not make such a keyframe's
+network input (crop pixels, ICT prior) either: the schedule marks it :data:`DEFERRED`, and the infer thread makes the
+input just before the deferred network run, so the keyframe's own frame costs what a reused one does.
 """
 
 from __future__ import annotations
@@ -31,6 +33,8 @@ import numpy as np
 
 from facenormals.geometry import transform_points
 from facenormals.temporal import align_previous, landmark_motion
+
+DEFERRED = -1  # ReuseSchedule.decide: a keyframe whose network input and inference come after its frame is shown
 
 
 @dataclass(frozen=True)
@@ -83,8 +87,11 @@ class ReuseSchedule:
         self._keys: dict[int, _Key] = {}
         landmark_motion(np.eye(3, 2), np.eye(3, 2) + 1.0)  # numba compiled (or loaded) now, not on a live frame
 
-    def decide(self, track_id: int, frame_id: int, landmarks: np.ndarray, matrix: np.ndarray) -> int | None:
-        """The keyframe id whose output this face reuses, or None: infer it (this frame becomes its keyframe)."""
+    def decide(self, track_id: int, frame_id: int, landmarks: np.ndarray, matrix: np.ndarray,
+               defer: bool = False) -> int | None:
+        """The keyframe id whose output this face reuses, or None: infer it (this frame becomes its keyframe).
+        ``defer`` (deferred keyframes): a new keyframe of a track that had one is :data:`DEFERRED` instead of None —
+        its network input is made after the frame is shown, with its inference."""
         points = transform_points(landmarks, matrix)  # in its own crop: motion the crop follows does not count
         key = self._keys.get(track_id)
         if key is not None and key.reuses + 1 < self.policy.every and key.points.shape == points.shape:
@@ -93,7 +100,7 @@ class ReuseSchedule:
                 key.reuses += 1
                 return key.frame_id
         self._keys[track_id] = _Key(frame_id, points)
-        return None
+        return DEFERRED if defer and key is not None else None
 
     def forget_except(self, track_ids: set[int]) -> None:
         """Drop the tracks not in the frame (a track that comes back is new: inferred)."""

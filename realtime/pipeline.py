@@ -267,6 +267,7 @@ class Pipeline:
         self.engine = FrameEngine(backend, detector, input_size, ring=qsize + 3, reuse=reuse)
         reusing = reuse is not None and reuse.active
         self.defer_keyframes = (self.live and reusing) if defer_keyframes is None else (defer_keyframes and reusing)
+        self.engine.defer_keyframes = self.defer_keyframes  # nor is such a keyframe's network input made on detect
         self.stats = LoopStats()
         self.report = PipelineReport()
         self._records: collections.deque[FrameRecord] = collections.deque(maxlen=keep_records)

@@ -81,3 +81,43 @@ def test_reused_frames_skip_the_prior_and_match_the_network_on_the_still_sample(
         cos = np.einsum("chw,chw->hw", a.crop_normals[0], b.crop_normals[0])[b.crops[0].mask]
         angle = np.degrees(np.arccos(np.clip(cos, -1.0, 1.0))).mean()
         assert angle < 0.02
+
+
+def test_a_deferred_keyframe_gets_its_prior_after_its_frame_and_serves_the_next():
+    """The shipped default (ICT prior, INT8), the sample's photo held still, a keyframe every 2 frames. With deferred
+    keyframes, frame 2 (a keyframe of a track that has one) leaves the detect thread with no network input and no ICT
+    fit, is shown with frame 0's output carried, and its deferred run makes the input and infers it: frame 3 then
+    carries exactly what the synchronous engine's frame 3 carries."""
+    from facenormals.benchmarks.stability import synthetic_frames
+    from facenormals.engine import FrameEngine
+    from facenormals.export.prepare import create_backend
+    from facenormals.faces import create_detector
+    from facenormals.realtime.sources.sample import sample_pose
+    from facenormals.reuse import DEFERRED, ReusePolicy
+
+    backend = create_backend("auto", None, threads=1)
+    frames = synthetic_frames([sample_pose(0)] * 4, noise_index=0)
+    runs = {}
+    for defer in (False, True):
+        detector = create_detector(1, smooth=False, still=True)  # equal landmarks for equal images
+        try:
+            engine = FrameEngine(backend, detector, warm_start=False, reuse=ReusePolicy(every=2))
+            engine.defer_keyframes = defer
+            results, keys = [], []
+            for frame in frames:
+                faces, batch = engine.detect_and_crop(frame)
+                keys.append(batch.reuse)
+                result, deferred = engine.infer_deferred(frame, faces, batch) if defer else (
+                    engine.infer(frame, faces, batch), None)
+                results.append(engine.paste(result))
+                if deferred is not None:
+                    deferred()
+            runs[defer] = results, keys, dict(engine.counts)
+        finally:
+            detector.close()
+    (sync, sync_keys, sync_counts), (late, late_keys, late_counts) = runs[False], runs[True]
+    assert sync_keys == [(None,), (0,), (None,), (2,)] and late_keys == [(None,), (0,), (DEFERRED,), (2,)]
+    assert sync_counts == late_counts == {"inferred": 2, "reused": 2}
+    assert sync[2].fits[0] is not None and late[2].fits == (None,)  # no ICT prior on the detect thread
+    assert late[2].reused == (True,)  # shown from frame 0's output
+    np.testing.assert_array_equal(late[3].crop_normals, sync[3].crop_normals)
