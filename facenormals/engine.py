@@ -228,12 +228,12 @@ class FrameEngine:
 
     def infer_deferred(self, frame: Frame, faces: list[Face],
                        batch: FaceBatch) -> tuple[FrameResult, DeferredInference | None]:
-        """:meth:`infer` with the keyframes of tracks that already have one deferred (the live loop's latency):
-        such a face is shown with its previous keyframe's output carried into the new crop, as a reused face is,
-        and the returned :class:`DeferredInference` runs the network on it and keeps the output as the track's
-        keyframe, for the frames after this one. A track's first keyframe is inferred now (nothing to carry).
-        None when nothing was deferred; without reuse this is :meth:`infer`."""
-        return self._infer(frame, faces, batch, defer=True)
+        """:meth:`infer`, and with :attr:`defer_keyframes` the keyframes of tracks that already have one deferred
+        (the live loop's latency): such a face is shown with its previous keyframe's output carried into the new
+        crop, as a reused face is, and the returned :class:`DeferredInference` makes its input, runs the network on
+        it and keeps the output as the track's keyframe, for the frames after this one. A track's first keyframe is
+        inferred now (nothing to carry). None when nothing was deferred."""
+        return self._infer(frame, faces, batch, defer=self.defer_keyframes)
 
     def _infer(self, frame: Frame, faces: list[Face], batch: FaceBatch,
                defer: bool) -> tuple[FrameResult, DeferredInference | None]:

@@ -473,7 +473,8 @@ def solve_cg(problems: list[FusionProblem], inits: list[np.ndarray], device: str
     else:  # torch is imported only here: the CPU route (and every import of this module) does without it (~3 s)
         from facenormals.fusion_torch import solve_cg_batched
 
-        parts, iterations = solve_cg_batched(window, starts, device, max_iterations, tolerance)
+        parts, iterations = solve_cg_batched(window, starts, [stencil_diagonal(w) for w in window], device,
+                                             max_iterations, tolerance)
     out = [np.array(x, dtype=np.float32) for x in inits]
     for full, part in zip(out, parts, strict=True):
         full[r0:r1, c0:c1] = part

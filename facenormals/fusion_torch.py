@@ -32,18 +32,11 @@ def apply_stencil(t: dict[str, torch.Tensor], z: torch.Tensor) -> torch.Tensor:
     return out
 
 
-def stencil_diagonal(t: dict[str, torch.Tensor]) -> torch.Tensor:
-    d = t["w_pos"].clone()
-    d[:, :, 1:] += t["wx"] * t["ax"] ** 2
-    d[:, :, :-1] += t["wx"] * t["bx"] ** 2
-    d[:, 1:, :] += t["wy"] * t["ay"] ** 2
-    d[:, :-1, :] += t["wy"] * t["by"] ** 2
-    return d
-
-
-def solve_cg_batched(problems: list[FusionProblem], starts: list[np.ndarray], device: str | torch.device,
-                     max_iterations: int, tolerance: float) -> tuple[list[np.ndarray], int]:
-    """All ``problems`` (one window each, equal shapes) at once from ``starts``: (solutions, iterations used)."""
+def solve_cg_batched(problems: list[FusionProblem], starts: list[np.ndarray], diagonals: list[np.ndarray],
+                     device: str | torch.device, max_iterations: int,
+                     tolerance: float) -> tuple[list[np.ndarray], int]:
+    """All ``problems`` (one window each, equal shapes) at once from ``starts``, Jacobi-preconditioned by their
+    matrices' ``diagonals`` (:func:`facenormals.fusion.stencil_diagonal`): (solutions, iterations used)."""
     device = torch.device(device)
     t64 = stencil_tensors(problems, device, torch.float64)
     x0 = torch.from_numpy(np.stack(starts)).to(device=device, dtype=torch.float64)
@@ -51,7 +44,7 @@ def solve_cg_batched(problems: list[FusionProblem], starts: list[np.ndarray], de
     b_norm = torch.linalg.vector_norm(b.flatten(1), dim=1).clamp_min(1e-30)
     r = (b - apply_stencil(t64, x0)).float()
     t = {k: v.float() for k, v in t64.items()}
-    inv_diag = 1.0 / stencil_diagonal(t).clamp_min(1e-12)
+    inv_diag = 1.0 / torch.from_numpy(np.stack(diagonals)).to(device=device, dtype=torch.float32).clamp_min(1e-12)
     b_norm = b_norm.float()
     x = torch.zeros_like(r)
     z = inv_diag * r

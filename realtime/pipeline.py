@@ -266,8 +266,7 @@ class Pipeline:
         # Batch buffers in flight: one per queue slot, plus those held by detect and infer.
         self.engine = FrameEngine(backend, detector, input_size, ring=qsize + 3, reuse=reuse)
         reusing = reuse is not None and reuse.active
-        self.defer_keyframes = (self.live and reusing) if defer_keyframes is None else (defer_keyframes and reusing)
-        self.engine.defer_keyframes = self.defer_keyframes  # nor is such a keyframe's network input made on detect
+        self.engine.defer_keyframes = (self.live and reusing) if defer_keyframes is None else (defer_keyframes and reusing)
         self.stats = LoopStats()
         self.report = PipelineReport()
         self._records: collections.deque[FrameRecord] = collections.deque(maxlen=keep_records)
@@ -275,6 +274,11 @@ class Pipeline:
         self._error_lock = threading.Lock()
         self._stop_reason: str | None = None
         self._stage_now = "render"  # render or sink: which part of the main-thread stage is running
+
+    @property
+    def defer_keyframes(self) -> bool:
+        """Whether keyframes are deferred (the engine's setting, decided once from ``live``, reuse and the option)."""
+        return self.engine.defer_keyframes
 
     # -- control ------------------------------------------------------------------------------------------
     def stop(self, reason: str = "signal") -> None:
@@ -396,10 +400,7 @@ class Pipeline:
             if handover is not None:
                 handover.inference_started(network)
             t0 = time.perf_counter()
-            if self.defer_keyframes:
-                result, deferred = self.engine.infer_deferred(frame, faces, batch)
-            else:
-                result, deferred = self.engine.infer(frame, faces, batch), None
+            result, deferred = self.engine.infer_deferred(frame, faces, batch)  # deferred: None unless deferring
             inferred_s = time.perf_counter() - t0
             if handover is not None and deferred is None:
                 handover.inference_done(inferred_s, network)

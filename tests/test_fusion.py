@@ -510,3 +510,19 @@ def test_fusion_stage_carries_each_tracks_measurement_history():
     with_history = last_error(FusionConfig(solver="cg"))
     without = last_error(FusionConfig(solver="cg", history_weight=0.0))
     assert with_history < 0.95 * without
+
+
+def test_the_batched_torch_solver_agrees_with_the_cpu_solver():
+    """The CUDA route's batched CG (facenormals.fusion_torch), run on the CPU here, reaches the numba solver's
+    solution on the same crops."""
+    from facenormals.fusion import stencil_diagonal
+    from facenormals.fusion_torch import solve_cg_batched
+
+    depth, normals, mask = sphere()
+    crops = [prepare(noisy(depth, 0.002, seed=s), normals, mask, INTR) for s in (7, 8)]
+    problems = [c.problem for c in crops]
+    batched, _ = solve_cg_batched(problems, [c.init for c in crops], [stencil_diagonal(p) for p in problems], "cpu",
+                                  2000, 1e-6)
+    cpu, _ = solve_cg(problems, [c.init for c in crops], device="cpu", tolerance=1e-6)
+    for a, b in zip(batched, cpu, strict=True):
+        assert np.abs(a - b)[mask].max() < 1e-5
