@@ -39,3 +39,31 @@ def test_the_live_loop_on_the_sample_does_not_import_torch(tmp_path: Path):
         f"sys.argv = ['facenormals', 'run', '--source', 'sample', '--frames', '3', '--headless', '--out', {str(out)!r}]\n"
         "try:\n    main()\nexcept SystemExit as stop:\n    assert not stop.code, stop.code\n")
     assert out.is_file() and "onnxruntime" in modules and "torch" not in modules and "onnx" not in modules
+
+
+def test_an_onnx_header_is_read_once_per_file_version(tmp_path: Path, monkeypatch: pytest.MonkeyPatch):
+    import shutil
+
+    import onnx
+    import onnxruntime as ort
+
+    from facenormals.runtime import onnx_info
+
+    path = tmp_path / "twin.onnx"
+    shutil.copyfile(Path(onnx_info.__file__).parents[1] / "weights" / "lite-prior.int8.onnx", path)
+    sessions = []
+    real_session = ort.InferenceSession
+
+    def counting_session(*args, **kwargs):
+        sessions.append(args[0])
+        return real_session(*args, **kwargs)
+
+    monkeypatch.setattr(ort, "InferenceSession", counting_session)
+    first = onnx_info.read_header(path)
+    first.metadata["arch"] = "edited by a caller"  # a copy: the cache keeps the file's own
+    second = onnx_info.read_header(path)
+    assert len(sessions) == 1 and second.metadata["arch"] == "lite" and second.inputs == first.inputs
+    model = onnx.load(str(path))  # the file rewritten with other metadata: its new version is read again
+    onnx.helper.set_model_props(model, {**second.metadata, "arch": "rewritten"})
+    onnx.save(model, str(path))
+    assert onnx_info.read_header(path).metadata["arch"] == "rewritten" and len(sessions) == 2

@@ -2,12 +2,14 @@
 
 Read through ONNX Runtime (a session with every graph optimisation off: ~30–70 ms for the shipped INT8 files), so
 the CPU routes do not import the ``onnx`` package (~0.9 s of start-up); a graph ONNX Runtime cannot load on the CPU
-(an fp16 cast without CPU kernels) is read with ``onnx`` instead.
+(an fp16 cast without CPU kernels) is read with ``onnx`` instead. A header is read once per file version (cached by
+path, size, inode and modification time): the API's start-up asks for the INT8 twin's twice (the zoo, then the backend).
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
+from functools import lru_cache
 from pathlib import Path
 
 from facenormals.runtime.errors import BackendError
@@ -32,7 +34,17 @@ class OnnxHeader:
 
 
 def read_header(path: str | Path) -> OnnxHeader:
-    """The file's metadata, inputs and outputs."""
+    """The file's metadata, inputs and outputs (a fresh copy: callers may edit its dicts)."""
+    path = Path(path).resolve()
+    stat = path.stat()  # a missing file raises here, as the readers would
+    cached = _cached_header(str(path), stat.st_size, stat.st_ino, stat.st_mtime_ns)
+    return OnnxHeader(dict(cached.metadata), {k: list(v) for k, v in cached.inputs.items()},
+                      {k: list(v) for k, v in cached.outputs.items()})
+
+
+@lru_cache(maxsize=16)
+def _cached_header(path: str, _size: int, _inode: int, _mtime_ns: int) -> OnnxHeader:
+    """One read per file version: the stat fields are the cache key, so a rewritten file is read again."""
     return _header_from_runtime(Path(path)) or _header_from_onnx(Path(path))
 
 
