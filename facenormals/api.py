@@ -51,17 +51,25 @@ __all__ = ["FaceNormals", "FaceResult", "ImageError", "load_image"]
 
 
 def load_image(image: ImageInput) -> np.ndarray:
-    """A path or an array → RGB uint8 H×W×3; anything else is a ValueError naming what was given."""
+    """A path or an array → RGB uint8 H×W×3; anything else is a ValueError naming what was given.
+
+    Grey uint8 images (H×W or H×W×1: infrared cameras, ``cv2.IMREAD_GRAYSCALE``) are repeated into three channels
+    and RGBA (PNG loads) loses its alpha, as a file of either kind does in :func:`facenormals.fileio.read_rgb`.
+    """
     if isinstance(image, (str, Path)):
         from facenormals.fileio import read_rgb
 
         return read_rgb(image)
     if not isinstance(image, np.ndarray):
         raise TypeError(f"expected an RGB uint8 array or an image path, got {type(image).__name__}")
-    if image.dtype != np.uint8 or image.ndim != 3 or image.shape[2] != 3:
+    channels = image.shape[2] if image.ndim == 3 else 1 if image.ndim == 2 else 0
+    if image.dtype != np.uint8 or channels not in (1, 3, 4):
         hint = " (float image? pass np.uint8 RGB in 0..255)" if np.issubdtype(image.dtype, np.floating) else ""
-        raise ValueError(f"expected an RGB uint8 H×W×3 image, got {image.dtype} {image.shape}{hint}")
-    return np.ascontiguousarray(image)
+        raise ValueError(f"expected an RGB uint8 H×W×3 image (or grey H×W, RGBA H×W×4), got {image.dtype} "
+                         f"{image.shape}{hint}")
+    if channels == 1:
+        return np.ascontiguousarray(np.repeat(image.reshape(image.shape[:2])[..., None], 3, axis=2))
+    return np.ascontiguousarray(image[..., :3])
 
 
 class ImageError(ValueError):
@@ -187,7 +195,8 @@ class FaceNormals:
         ``intrinsics`` alone are kept on each face (``FaceResult.intrinsics``): ``face.mesh()`` is then metric
         in the camera frame (the head's distance from the focal length) instead of weak perspective.
         """
-        single = isinstance(images, (str, Path)) or (isinstance(images, np.ndarray) and images.ndim == 3)
+        # an array of 2 or 3 dimensions is one image (grey H×W, H×W×C), of 4 a stack of images
+        single = isinstance(images, (str, Path)) or (isinstance(images, np.ndarray) and images.ndim in (2, 3))
         batch = [images] if single else list(images)
         depths = _per_image(depth, len(batch), single, "depth maps")
         cameras = _per_image(intrinsics, len(batch), single or _is_one_camera(intrinsics), "intrinsics")

@@ -10,6 +10,7 @@ import re
 import sys
 from pathlib import Path
 
+import cv2
 import numpy as np
 import pytest
 import torch
@@ -121,6 +122,18 @@ def test_paths_lists_and_one_batch_for_all_faces(api, astronaut, tmp_path):
     width = astronaut.shape[1]
     assert abs(results[1][0].box.cx - (width - 1 - single.box.cx)) < 4
     assert abs(results[1][0].box.cy - single.box.cy) < 4
+
+
+def test_grey_and_rgba_arrays_are_one_image_each(api, astronaut):
+    grey = cv2.cvtColor(astronaut, cv2.COLOR_RGB2GRAY)
+    as_rgb = api(np.repeat(grey[..., None], 3, axis=2))
+    for image in (grey, grey[..., None]):  # a 2-D array is one grey image, not a list of rows
+        faces = api(image)
+        assert len(faces) == len(as_rgb) == 1 and np.array_equal(faces[0].normals, as_rgb[0].normals, equal_nan=True)
+    rgba = np.dstack([astronaut, np.full(astronaut.shape[:2], 128, np.uint8)])
+    assert np.array_equal(api(rgba)[0].normals, api(astronaut)[0].normals, equal_nan=True)  # the alpha is dropped
+    with pytest.raises(ValueError, match=r"grey H×W, RGBA H×W×4\), got uint8 \(512, 512, 2\)"):
+        api(astronaut[..., :2])
 
 
 def test_bad_inputs_say_what_is_wrong(api, astronaut, tmp_path):
