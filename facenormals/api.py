@@ -54,11 +54,11 @@ def load_image(image: ImageInput) -> np.ndarray:
     """A path or an array → RGB uint8 H×W×3; anything else is a ValueError naming what was given.
 
     Grey uint8 images (H×W or H×W×1: infrared cameras, ``cv2.IMREAD_GRAYSCALE``) are repeated into three channels
-    and RGBA (PNG loads) loses its alpha, as a file of either kind does in :func:`facenormals.fileio.read_rgb`.
+    and RGBA (PNG loads) loses its alpha (:func:`facenormals.fileio.three_channels`, as for files of either kind).
     """
-    if isinstance(image, (str, Path)):
-        from facenormals.fileio import read_rgb
+    from facenormals.fileio import read_rgb, three_channels
 
+    if isinstance(image, (str, Path)):
         return read_rgb(image)
     if not isinstance(image, np.ndarray):
         raise TypeError(f"expected an RGB uint8 array or an image path, got {type(image).__name__}")
@@ -67,9 +67,7 @@ def load_image(image: ImageInput) -> np.ndarray:
         hint = " (float image? pass np.uint8 RGB in 0..255)" if np.issubdtype(image.dtype, np.floating) else ""
         raise ValueError(f"expected an RGB uint8 H×W×3 image (or grey H×W, RGBA H×W×4), got {image.dtype} "
                          f"{image.shape}{hint}")
-    if channels == 1:
-        return np.ascontiguousarray(np.repeat(image.reshape(image.shape[:2])[..., None], 3, axis=2))
-    return np.ascontiguousarray(image[..., :3])
+    return three_channels(image)
 
 
 class ImageError(ValueError):

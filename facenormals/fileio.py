@@ -40,6 +40,13 @@ def _imread(path: Path, flags: int) -> np.ndarray:
     return image
 
 
+def three_channels(image: np.ndarray) -> np.ndarray:
+    """An H×W, H×W×1, H×W×3 or H×W×4 image as C-contiguous H×W×3: grey repeated, alpha dropped, order kept."""
+    if image.ndim == 2 or image.shape[2] == 1:
+        return np.repeat(image.reshape(image.shape[:2])[..., None], 3, axis=2)
+    return np.ascontiguousarray(image[..., :3])
+
+
 def read_rgb(path: str | Path) -> np.ndarray:
     """Read an image as RGB uint8; grayscale is replicated to 3 channels, alpha dropped."""
     path = Path(path)
@@ -48,11 +55,8 @@ def read_rgb(path: str | Path) -> np.ndarray:
         image = (image >> 8).astype(np.uint8)
     if image.dtype != np.uint8:
         raise DataError(f"{path}: unsupported image dtype {image.dtype}")
-    if image.ndim == 2:
-        return np.repeat(image[..., None], 3, axis=2)
-    if image.shape[2] == 4:
-        image = image[..., :3]
-    return cv2.cvtColor(image, cv2.COLOR_BGR2RGB)
+    colour = three_channels(image)
+    return colour if image.ndim == 2 else cv2.cvtColor(colour, cv2.COLOR_BGR2RGB)
 
 
 def write_rgb(path: str | Path, rgb: np.ndarray) -> None:
