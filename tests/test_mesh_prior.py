@@ -184,6 +184,30 @@ def test_mesh_normals_for_crop_on_a_real_crop(astronaut: tuple[np.ndarray, np.nd
     assert np.median(angular_error_deg(normals[both], from_frame[both])) < 8.0  # two MediaPipe runs, one face
 
 
+def test_a_missed_crop_is_looked_at_again_zoomed_out(astronaut: tuple[np.ndarray, np.ndarray]) -> None:
+    """The zoomed-out second look (a face the tight crop hides from the mesh's detector, README "Coarse face")
+    reads its landmarks back into the crop's own normalised coordinates: on a crop both views find, the two sets
+    of landmarks are the same face (sub-pixel on average; two MediaPipe runs at two scales)."""
+    image, landmarks = astronaut
+    crop = face_crop(image, frame_pixels(landmarks, image.shape)).image
+    side = crop.shape[0]
+    with mesh_prior.create_face_mesh() as face_mesh:
+        direct = mesh_prior.crop_landmarks(crop, face_mesh)
+        zoomed = mesh_prior._zoomed_out_landmarks(crop, face_mesh)
+    assert direct is not None and zoomed is not None and zoomed.shape == direct.shape
+    offsets_px = np.abs(zoomed - direct) * side  # x, y and z (z is normalised by the width as x is)
+    assert offsets_px[:, :2].mean() < 1.5 and np.median(offsets_px[:, 2]) < 2.0
+    assert offsets_px[:, :2].max() < 6.0
+    assert mesh_prior.CROP_ZOOM_OUT > 1  # the second look is on by default
+
+
+def test_a_crop_with_no_face_in_either_view_stays_empty(rng: np.random.Generator) -> None:
+    noise = rng.integers(0, 255, (96, 96, 3), dtype=np.uint8)
+    with mesh_prior.create_face_mesh() as face_mesh:
+        assert mesh_prior._zoomed_out_landmarks(noise, face_mesh) is None
+        assert mesh_prior.crop_landmarks(noise, face_mesh) is None
+
+
 def test_no_face_gives_the_empty_prior(rng: np.random.Generator) -> None:
     noise = rng.integers(0, 255, (128, 128, 3), dtype=np.uint8)
     with mesh_prior.create_face_mesh() as face_mesh:
