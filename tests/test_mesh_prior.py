@@ -246,6 +246,31 @@ def test_data_prior_command_stores_landmarks_and_records_misses(astronaut, tmp_p
     assert compute_priors(tmp_path) == (0, 0, 2)  # resumes: nothing recomputed
 
 
+def test_data_prior_retry_missed_recomputes_only_the_recorded_misses(astronaut, tmp_path, rng) -> None:
+    """A folder whose index records a face as missed (made before the crop's second look): ``retry_missed``
+    computes it again and leaves the faces already found alone."""
+    from facenormals.dataset import DatasetWriter
+    from facenormals.training.data.prior_cli import compute_priors, read_index, write_index
+
+    image, landmarks = astronaut
+    crop = face_crop(image, frame_pixels(landmarks, image.shape), size=128)
+    writer = DatasetWriter(tmp_path)
+    for name in ("found", "missed"):
+        writer.write(name, crop.mask, image=crop.image)
+    writer.write("noise", crop.mask, image=rng.integers(0, 255, (128, 128, 3), dtype=np.uint8))
+    assert compute_priors(tmp_path) == (2, 1, 0)
+    stored = mesh_prior.stored_prior_path(tmp_path, "found")
+    stamp = stored.stat().st_mtime_ns
+    mesh_prior.stored_prior_path(tmp_path, "missed").unlink()
+    write_index(tmp_path, {"found": True, "missed": False, "noise": False})  # as an older run left it
+
+    assert compute_priors(tmp_path) == (0, 0, 3)  # a plain rerun trusts the index
+    assert compute_priors(tmp_path, retry_missed=True) == (1, 1, 1)
+    assert read_index(tmp_path) == {"found": True, "missed": True, "noise": False}
+    assert stored.stat().st_mtime_ns == stamp
+    np.testing.assert_array_equal(np.load(mesh_prior.stored_prior_path(tmp_path, "missed")), np.load(stored))
+
+
 def test_prior_channels_for_a_batch_match_the_single_crop_call(astronaut) -> None:
     image, landmarks = astronaut
     crop = face_crop(image, frame_pixels(landmarks, image.shape), size=128)
