@@ -11,6 +11,7 @@ from facenormals.faces import (
     FaceMesh,
     FaceMeshDetector,
     FrameError,
+    StillFaceDetector,
     TaskFaceDetector,
     create_detector,
     landmark_array,
@@ -190,3 +191,30 @@ def test_jitter_ignores_gaps_between_frames(rng):
     ids = [0, 1, 2, 10, 11, 12]  # the same samples, with the gap known: no consecutive triple spans it
     assert landmark_jitter(jumped, sides, ids) == pytest.approx(0.0)
     assert np.isnan(landmark_jitter(line[:3], sides[:3], [0, 2, 4]))
+
+
+def test_still_detector_reads_the_face_on_its_paper_crop():
+    """One path for a photo's landmarks: the API's still detector takes them again on the view of the face's paper
+    crop, so they are the landmarks the mesh finds on that crop cut out (eval's and the stored priors' view) —
+    closer to them than the whole-head view's landmarks are."""
+    from facenormals.geometry import face_crop
+    from facenormals.mesh_prior import create_face_mesh, crop_landmarks
+
+    photo = face_photo()
+    found = {}
+    for paper_view in (False, True):
+        detector = StillFaceDetector(1, paper_view=paper_view)
+        try:
+            faces = detector.detect(photo)
+        finally:
+            detector.close()
+        assert len(faces) == 1 and faces[0].source == "mesh" and faces[0].depth is not None
+        found[paper_view] = faces[0].landmarks.astype(np.float64)
+    crop = face_crop(photo, found[True])
+    with create_face_mesh() as face_mesh:
+        on_crop = crop_landmarks(crop.image, face_mesh)
+    assert on_crop is not None
+    scale = crop.matrix[0, 0]
+    in_photo = (on_crop[:, :2] * crop.image.shape[0] - crop.matrix[:, 2]) / scale  # crop pixels → photo pixels
+    off = {view: np.linalg.norm(points - in_photo, axis=1).mean() for view, points in found.items()}
+    assert off[True] < 0.5 and off[True] < off[False], off
