@@ -45,7 +45,7 @@ REGISTRY: dict[str, ShippedModel] = {m.name: m for m in (
         in_chans=7, prior_source="ict-blend", input_size=256,
         int8_file="fast-prior.int8.onnx",
         int8_sha256="ef486c42831fa5ca0bb0c1fa796ae5921f647ba176f916c309313a5379a9248e",
-        accuracy_deg={"val_ict_v2": 13.89, "val_james": 10.55, "val_profile": 14.03, "val_ict_v5": 14.91},
+        accuracy_deg={"val_ict_v2": 13.75, "val_james": 10.26, "val_profile": 14.07, "val_ict_v5": 14.67},
         speed_ms={"ort-cpu-fp32": 37.7, "ort-cpu-int8": 17.6},
         note="campaign run ict_prior_c9 (session 15, real-photo anchor 30): 0.5 of its cool-down's snapshot mean "
              "+ 0.5 of the previous weights (run c8's); detail on top of an ICT-FaceKit face fitted to MediaPipe's "
@@ -56,7 +56,7 @@ REGISTRY: dict[str, ShippedModel] = {m.name: m for m in (
         in_chans=7, prior_source="ict-blend", input_size=256,
         int8_file="lite-prior.int8.onnx",
         int8_sha256="9c3d170c90c1f84cd1d8828bb6a20512fc2c89de484a4699b93f3b5684d5881b",
-        accuracy_deg={"val_ict_v2": 14.13, "val_james": 10.55, "val_profile": 14.74, "val_ict_v5": 15.10},
+        accuracy_deg={"val_ict_v2": 13.97, "val_james": 10.27, "val_profile": 14.69, "val_ict_v5": 14.87},
         speed_ms={"ort-cpu-fp32": 33.0, "ort-cpu-int8": 18.7},
         note="the live loop's default (LIVE_PREFERENCE): the lite network (half-width encoders, 0.84 GMAC) pruned "
              "from fast-prior and distilled from it (run lite_e1, session 14: mean of snapshots 2 900–4 000); "
