@@ -6,8 +6,9 @@ landmarks go to ``DIR/priors/NAME.npy`` (float32 478×3, x/y normalised to the i
 empty prior). Storing landmarks rather than normal maps keeps a sample at 6 KB; the loader rasterises
 them (``facenormals.mesh_prior.stored_prior``, ~0.5 ms). Resumable: images already in the index are
 skipped unless ``--force`` (every image) or ``--retry-missed`` (those recorded as no face: a folder made
-before the crop's second, zoomed-out look, :func:`facenormals.mesh_prior.crop_landmarks`); Ctrl-C keeps what is
-done. Normal-only samples need no stored prior (the model smooths their ground truth instead, ``facenormals.model.coarse_prior``).
+before the crop's second, zoomed-out look, :func:`facenormals.mesh_prior.crop_landmarks`); Ctrl-C keeps what
+is done. Normal-only samples need no stored prior (the model smooths their ground truth instead,
+``facenormals.model.coarse_prior``).
 """
 
 from __future__ import annotations
