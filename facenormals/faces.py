@@ -407,8 +407,9 @@ class StillFaceDetector:
         return self._mesh_in_view(rgb, box.cx, box.cy, box.side * FACE_MARGIN, cv2.BORDER_CONSTANT)
 
     def _mesh_on_square(self, rgb: np.ndarray, points: np.ndarray) -> tuple[np.ndarray, np.ndarray] | None:
-        """The face mesh on the view of the paper crop around ``points`` (frame pixels; edges extended, as the
-        crops of datasets are cut): the landmarks eval and the stored priors are made of. On the validation crops
+        """The face mesh on the view of the paper crop around ``points`` (frame pixels; beyond the frame its edge
+        pixels extended, as the crop's second look does): the view eval and the stored priors read landmarks
+        from. On the validation crops
         the ICT-blend coarse face from these landmarks beat the whole-head view's, 10.26 → 10.22° on
         ``val_james`` and 14.48 → 14.30° on ``val_ict_v2`` (session 17): the mesh reads a face best that fills
         its view, and the network was trained on such landmarks."""
