@@ -2,13 +2,15 @@
 
     python -m facenormals.benchmarks.photo_comparison --data /work/datasets/photos_image_only \\
         --model fast=facenormals/weights/fast.safetensors --model fast-prior=facenormals/weights/fast-prior.safetensors \\
-        --out docs/photo_comparison.png [--count 6]
+        --out docs/photo_comparison.png --exclude single_face multi_face [--count 6]
 
 Columns: the crop, the ``mediapipe-mesh`` baseline (MediaPipe's mesh normals on the crop, beyond the mesh the
 nearest mesh normal), then each model; normals are drawn as (n+1)/2 inside the crop's mask, black outside. A
 last column shows, for the last model, its angle to the mesh baseline (0° black → 30° white): where it adds detail
 to the coarse mesh, or departs from it. Crops are picked one per source first (a photo, a video: the name without
 its ``_fNNNNN`` frame and ``_fN`` face suffixes), then round-robin, so one long video does not fill the figure.
+``--exclude``: sources left out — for a figure that is published, the shared photos and video whose provenance is
+unknown (``single_face``, ``multi_face``; ``../shared/data/README.md``).
 """
 
 from __future__ import annotations
@@ -29,11 +31,20 @@ TILE = 144
 LABEL_HEIGHT = 22
 
 
+def source_of(name: str) -> str:
+    """A crop's source (photo or video): its name without the ``_fNNNNN`` frame and ``_fN`` face suffixes.
+
+    >>> source_of("WolfgangLanger_Pexels_f00042_f0"), source_of("obama_f0")
+    ('WolfgangLanger_Pexels', 'obama')
+    """
+    return re.sub(r"(_f\d{5})?(_f\d+)?$", "", name)
+
+
 def round_robin_by_source(files: list) -> list:
     """Files reordered: the first of every source, then the second of every source, …"""
     sources: dict[str, list] = {}
     for f in files:
-        sources.setdefault(re.sub(r"(_f\d{5})?(_f\d+)?$", "", f.name), []).append(f)
+        sources.setdefault(source_of(f.name), []).append(f)
     queues = [iter(group) for group in sources.values()]
     ordered: list = []
     while queues:
@@ -78,6 +89,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--model", action="append", required=True, metavar="NAME=CKPT")
     parser.add_argument("--out", type=Path, required=True)
     parser.add_argument("--count", type=int, default=6)
+    parser.add_argument("--exclude", nargs="+", default=[], metavar="SOURCE",
+                        help="sources to leave out (a crop's name without its frame and face suffixes)")
     args = parser.parse_args(argv)
     models = []
     for spec in args.model:
@@ -85,9 +98,10 @@ def main(argv: list[str] | None = None) -> int:
         if not sep or not name or not path:
             raise SystemExit(f"--model expects NAME=CKPT, got {spec!r}")
         models.append((name, load_predictor(path)))
-    files = [f for f in scan_dataset(args.data) if f.kind in (SampleKind.IMAGE_ONLY, SampleKind.PAIRED)]
+    files = [f for f in scan_dataset(args.data) if f.kind in (SampleKind.IMAGE_ONLY, SampleKind.PAIRED)
+             and source_of(f.name) not in args.exclude]
     if not files:
-        raise SystemExit(f"{args.data}: no crops with an image")
+        raise SystemExit(f"{args.data}: no crops with an image (after --exclude {' '.join(args.exclude)})")
     picks = round_robin_by_source(files)[: args.count]
 
     from facenormals.mesh_prior import create_face_mesh
