@@ -301,6 +301,24 @@ FACE_MARGIN = 2.2  # per-face image side ÷ detection box side: the whole head, 
 TILE_OVERLAP = 0.25
 
 
+def mesh_in_view(mesh: FaceMesh, rgb: np.ndarray, cx: float, cy: float, side: float, size: int = MESH_INPUT,
+                 border: int = cv2.BORDER_CONSTANT) -> tuple[np.ndarray, np.ndarray] | None:
+    """The first face ``mesh`` finds on the square view of ``rgb`` centred at (``cx``, ``cy``), ``side`` frame pixels
+    wide, drawn at ``size``² (``border``: what lies beyond the frame): (478×2 frame pixels, depth in frame pixels),
+    or None. The per-face views of :class:`StillFaceDetector` and the crop's second look
+    (:func:`facenormals.mesh_prior.crop_landmarks`)."""
+    scale = size / side
+    centre = (size - 1) / 2
+    matrix = np.array([[scale, 0, centre - scale * cx], [0, scale, centre - scale * cy]], dtype=np.float64)
+    view = cv2.warpAffine(rgb, matrix, (size, size), flags=cv2.INTER_AREA if scale < 1 else cv2.INTER_LINEAR,
+                          borderMode=border)
+    found = mesh.find(view)
+    if not found:
+        return None
+    points = ((found[0].points - matrix[:, 2]) / scale).astype(np.float32)  # view pixels → frame pixels
+    return points, (found[0].depth / scale).astype(np.float32)
+
+
 @dataclass(frozen=True)
 class FaceBox:
     """A face detection in frame pixels: centre, side of its square, score, and its 6 keypoints (frame pixels x, y:
@@ -404,31 +422,16 @@ class StillFaceDetector:
 
     def _mesh_in(self, rgb: np.ndarray, box: FaceBox) -> tuple[np.ndarray, np.ndarray] | None:
         """The face mesh of the face in ``box``: (478×2 frame pixels, depth in frame pixels), or None."""
-        return self._mesh_in_view(rgb, box.cx, box.cy, box.side * FACE_MARGIN, cv2.BORDER_CONSTANT)
+        return mesh_in_view(self._mesh, rgb, box.cx, box.cy, box.side * FACE_MARGIN)
 
     def _mesh_on_square(self, rgb: np.ndarray, points: np.ndarray) -> tuple[np.ndarray, np.ndarray] | None:
         """The face mesh on the view of the paper crop around ``points`` (frame pixels; beyond the frame its edge
-        pixels extended, as the crop's second look does): the view eval and the stored priors read landmarks
-        from. On the validation crops
-        the ICT-blend coarse face from these landmarks beat the whole-head view's, 10.26 → 10.22° on
-        ``val_james`` and 14.48 → 14.30° on ``val_ict_v2`` (session 17): the mesh reads a face best that fills
-        its view, and the network was trained on such landmarks."""
+        pixels extended, as the crop's second look does): the view eval and the stored priors read landmarks from.
+        On the validation crops the ICT-blend coarse face from these landmarks beat the whole-head view's,
+        10.26 → 10.22° on ``val_james`` and 14.48 → 14.30° on ``val_ict_v2`` (session 17): the mesh reads a face
+        best that fills its view, and the network was trained on such landmarks."""
         square = square_box(points)
-        return self._mesh_in_view(rgb, square.cx, square.cy, square.side, cv2.BORDER_REPLICATE)
-
-    def _mesh_in_view(self, rgb: np.ndarray, cx: float, cy: float, side: float,
-                      border: int) -> tuple[np.ndarray, np.ndarray] | None:
-        """The face mesh on the square view (centre ``cx, cy``, ``side`` frame pixels) drawn at MESH_INPUT²."""
-        scale = MESH_INPUT / side
-        centre = (MESH_INPUT - 1) / 2
-        matrix = np.array([[scale, 0, centre - scale * cx], [0, scale, centre - scale * cy]], dtype=np.float64)
-        view = cv2.warpAffine(rgb, matrix, (MESH_INPUT, MESH_INPUT), flags=cv2.INTER_AREA if scale < 1
-                              else cv2.INTER_LINEAR, borderMode=border)
-        found = self._mesh.find(view)
-        if not found:
-            return None
-        points = ((found[0].points - matrix[:, 2]) / scale).astype(np.float32)  # view pixels → frame pixels
-        return points, (found[0].depth / scale).astype(np.float32)
+        return mesh_in_view(self._mesh, rgb, square.cx, square.cy, square.side, border=cv2.BORDER_REPLICATE)
 
     def steadied_box(self, flat: np.ndarray, box: FaceBox,
                      seen: dict[tuple[int, int, int, int], list[FaceBox]] | None = None) -> FaceBox:

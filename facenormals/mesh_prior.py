@@ -38,7 +38,7 @@ import cv2
 import numba
 import numpy as np
 
-from facenormals.faces import FaceMesh, mesh_to_pixels
+from facenormals.faces import FaceMesh, mesh_in_view, mesh_to_pixels
 from facenormals.geometry import normalise_rows
 
 ASSET = Path(__file__).resolve().parent / "assets" / "face_mesh_triangles.npy"
@@ -391,19 +391,18 @@ def crop_landmarks(crop_rgb_uint8: np.ndarray, face_mesh: FaceMesh) -> np.ndarra
 
 def _zoomed_out_landmarks(crop: np.ndarray, face_mesh: FaceMesh) -> np.ndarray | None:
     """The face of a crop the mesh missed, looked for again with the crop centred in a view ``CROP_ZOOM_OUT``
-    times its side, its edge pixels extended — about the share of its view a face takes in the API's still
-    detector (:data:`facenormals.faces.FACE_MARGIN`), where the mesh's own face detection finds what the tight
-    crop hides from it (a face pitched 40° down on ``val_james``) — as normalised landmarks of the crop."""
+    times its side at the crop's own resolution, its edge pixels extended — about the share of its view a face
+    takes in the API's still detector (:data:`facenormals.faces.FACE_MARGIN`), where the mesh's own face detection
+    finds what the tight crop hides from it (a face pitched 40° down on ``val_james``) — as normalised landmarks
+    of the crop."""
     side = crop.shape[0]
-    pad = round(side * (CROP_ZOOM_OUT - 1) / 2)
-    view = cv2.copyMakeBorder(crop, pad, pad, pad, pad, cv2.BORDER_REPLICATE)
-    found = face_mesh.find(view)
-    if not found:
+    view_side = round(side * CROP_ZOOM_OUT)
+    centre = (side - 1) / 2
+    found = mesh_in_view(face_mesh, crop, centre, centre, view_side, view_side, cv2.BORDER_REPLICATE)
+    if found is None:
         return None
-    scale = view.shape[0] / side  # view-normalised → crop-normalised: x, y shift and scale; z (÷ width) scales
-    landmarks = found[0].normalised.astype(np.float64) * scale
-    landmarks[:, :2] -= pad / side
-    return landmarks
+    points, depth = found  # crop pixels; normalised = pixels ÷ the crop's side (z too: MediaPipe's z is ÷ width)
+    return np.column_stack([points, depth]).astype(np.float64) / side
 
 
 def mesh_normals_for_crop(crop_rgb_uint8: np.ndarray, face_mesh: FaceMesh) -> tuple[np.ndarray, np.ndarray, bool]:
