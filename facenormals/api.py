@@ -141,7 +141,7 @@ class FaceNormals:
     (``auto`` picks the fastest one that runs here). The runtime runs files and never builds them: ONNX Runtime
     on a checkpoint needs ``prepare=facenormals.export.prepare.onnx_for`` (export once, cached) or an ``.onnx``;
     ``auto`` without it runs a checkpoint on torch (a shipped model on its INT8 twin). ``detector``: anything with
-    ``detect(rgb, t_capture_ns) -> list[Face]``; default: :class:`facenormals.faces.StillFaceDetector` (face
+    ``detect(rgb, t_ns) -> list[Face]``; default: :class:`facenormals.faces.StillFaceDetector` (face
     detection, then the mesh per face; every image on its own, no smoothing). ``mirror`` (default): each face's
     normals are averaged with the network's on its mirror image (:mod:`facenormals.mirror_average`: a little more
     accurate and steadier under changing light, at twice the network's cost); ``mirror=False`` for speed.

@@ -207,7 +207,7 @@ class FrameEngine:
     def detect_and_crop(self, frame: Frame) -> tuple[list[Face], FaceBatch]:
         """The frame's faces and their network batch (``FrameError`` for an unusable frame)."""
         t0 = time.perf_counter()
-        faces = self.detector.detect(frame.rgb, frame.t_capture_ns)
+        faces = self.detector.detect(frame.rgb, frame.t_stream_ns)
         t1 = time.perf_counter()
         decide = None
         if self.schedule is not None:

@@ -18,7 +18,7 @@ Every crop in the project (training photos, the data engine, INT8 calibration, p
 live loop) takes its landmarks from :class:`FaceMesh` and its square from :func:`facenormals.geometry.face_crop`,
 so they all sit on the same pixels. 478 points: the 468 mesh points and the 10 iris points (``refine_landmarks``).
 
-Detectors, one interface (``detect(rgb, t_capture_ns) -> list[Face]``):
+Detectors, one interface (``detect(rgb, t_ns) -> list[Face]``; ``t_ns`` the frame's ``t_stream_ns``):
 
 * :class:`FaceMeshDetector` — :class:`FaceMesh` in tracking mode (video) or still mode (independent images),
   One-Euro smoothing optional (:mod:`facenormals.smoothing`), following each face's image motion by default
@@ -84,7 +84,7 @@ class Face:
 class Detector(Protocol):
     max_faces: int
 
-    def detect(self, rgb: np.ndarray, t_capture_ns: int) -> list[Face]: ...
+    def detect(self, rgb: np.ndarray, t_ns: int) -> list[Face]: ...
 
     def close(self) -> None: ...
 
@@ -219,14 +219,14 @@ class _SmoothingDetector:
         """The image-motion settings the smoother follows faces with (None: plain One-Euro, or no smoothing)."""
         return None if self._smoother is None else self._smoother.flow
 
-    def _faces(self, raw: list[np.ndarray], t_capture_ns: int,
+    def _faces(self, raw: list[np.ndarray], t_ns: int,
                depths: list[np.ndarray] | None = None, rgb: np.ndarray | None = None) -> list[Face]:
         depths = depths if depths is not None else [None] * len(raw)
         keep = [i for i, points in enumerate(raw) if np.isfinite(points).all()]
         raw, depths = [raw[i] for i in keep], [depths[i] for i in keep]
         if self._smoother is not None:
             gray = to_gray(rgb) if rgb is not None and self._smoother.flow is not None else None
-            tracked = self._smoother(raw, t_capture_ns * 1e-9, gray)
+            tracked = self._smoother(raw, t_ns * 1e-9, gray)
         else:
             tracked = [(i, points) for i, points in enumerate(raw)]
         faces = []
@@ -250,10 +250,10 @@ class FaceMeshDetector(_SmoothingDetector):
         super().__init__(max_faces, smoothing, flow)
         self._mesh = FaceMesh(max_faces, still, min_detection_confidence, min_tracking_confidence, steady)
 
-    def detect(self, rgb: np.ndarray, t_capture_ns: int = 0) -> list[Face]:
+    def detect(self, rgb: np.ndarray, t_ns: int = 0) -> list[Face]:
         rgb = check_frame(rgb)
         found = self._mesh.find(rgb)
-        return self._faces([f.points for f in found], t_capture_ns, [f.depth for f in found], rgb)
+        return self._faces([f.points for f in found], t_ns, [f.depth for f in found], rgb)
 
     def close(self) -> None:
         self._mesh.close()
@@ -279,18 +279,18 @@ class TaskFaceDetector(_SmoothingDetector):
             raise ValueError(f"{path}: not a usable MediaPipe face landmarker .task file ({err})") from err
         self._last_ms = -1
 
-    def detect(self, rgb: np.ndarray, t_capture_ns: int) -> list[Face]:
+    def detect(self, rgb: np.ndarray, t_ns: int) -> list[Face]:
         import mediapipe as mp
 
         rgb = check_frame(rgb)
         height, width = rgb.shape[:2]
         # VIDEO mode needs strictly increasing milliseconds; real capture times, bumped on ties.
-        t_ms = max(t_capture_ns // 1_000_000, self._last_ms + 1)
+        t_ms = max(t_ns // 1_000_000, self._last_ms + 1)
         self._last_ms = t_ms
         result = self._landmarker.detect_for_video(mp.Image(image_format=mp.ImageFormat.SRGB, data=rgb), t_ms)
         meshes = [mesh_to_pixels(np.array([(p.x, p.y, p.z) for p in mesh], dtype=np.float32), width, height)
                   for mesh in result.face_landmarks]
-        return self._faces([points for points, _ in meshes], t_capture_ns, [depth for _, depth in meshes], rgb)
+        return self._faces([points for points, _ in meshes], t_ns, [depth for _, depth in meshes], rgb)
 
     def close(self) -> None:
         self._landmarker.close()
@@ -461,7 +461,7 @@ class StillFaceDetector:
         steadied = self._mesh_in(flat, steady) if steady is not box else None
         return steadied if steadied is not None and np.isfinite(steadied[0]).all() else mesh
 
-    def detect(self, rgb: np.ndarray, t_capture_ns: int = 0) -> list[Face]:
+    def detect(self, rgb: np.ndarray, t_ns: int = 0) -> list[Face]:
         rgb = check_frame(rgb)
         faces: list[Face] = []
         missed: list[FaceBox] = []

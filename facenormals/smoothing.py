@@ -1,8 +1,9 @@
-"""One-Euro smoothing of face landmarks over real capture timestamps, and a jitter measure.
+"""One-Euro smoothing of face landmarks over the frames' real timestamps, and a jitter measure.
 
 The One-Euro filter (Casiez, Roussel, Vogel, CHI 2012) is a low-pass filter whose cutoff rises with
 speed: still faces get strong smoothing (no jitter), moving faces little (no lag). Time steps come
-from the frames' ``t_capture_ns`` — never an assumed frame rate — so dropped frames do not distort it.
+from the frames' own clock (``Frame.t_stream_ns``: a file's frame times, a camera's capture times) — never an
+assumed frame rate — so dropped frames do not distort it, and a file filters alike however fast it is read.
 
 Speeds are measured in face sizes per second (landmarks divided by the face box side), so one set of
 parameters works for near and far faces.

@@ -264,7 +264,7 @@ class TemporalFilter:
     def __call__(self, result: FrameResult) -> FrameResult:
         t0 = time.perf_counter()
         if result.crop_normals is not None and len(result.crops):
-            t_s = result.frame.t_capture_ns * 1e-9
+            t_s = result.frame.t_stream_ns * 1e-9
             filtered = np.empty_like(result.crop_normals, dtype=np.float32)
             for i, (face, crop) in enumerate(zip(result.faces, result.crops, strict=True)):
                 filtered[i] = self.filter_face(face.track_id, result.crop_normals[i], crop.matrix, face.raw_landmarks, t_s)

@@ -82,7 +82,8 @@ class ReplayFrames:
     def __iter__(self) -> Iterator[Frame]:
         for i in range(self.count):
             frame = self.frames[i % len(self.frames)]
-            yield dataclasses.replace(frame, id=i, t_capture_ns=time.monotonic_ns(), timings={})
+            # a camera's stand-in: its clock is the capture clock (the file's times would run backwards each loop)
+            yield dataclasses.replace(frame, id=i, t_capture_ns=time.monotonic_ns(), t_media_ns=None, timings={})
 
 
 def percentiles(values: list[float]) -> dict[str, float]:
@@ -312,7 +313,7 @@ def run_benchmark(cfg: BenchConfig) -> dict:
         # far more than CPU time, so cores / this bounds the unloaded FPS.
         "cpu_ms_per_frame": round((cpu_end_s - (probe.cpu_start_s or cpu_end_s)) * 1000.0 / (len(measured) - 1), 2),
         # the same by thread (Linux): the pipeline's threads by stage, the backend's workers, MediaPipe's threads
-        "cpu_ms_per_frame_by_thread": thread_cpu.ms_per_frame(),
+        "cpu_ms_per_frame_by_thread": {role: round(ms, 2) for role, ms in thread_cpu.ms_per_frame().items()},
         "backend": backend.name,
         "providers": list(backend.providers),
         "model": str(cfg.model) if cfg.model else f"default ({default_model_name(live=True)})",

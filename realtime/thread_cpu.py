@@ -102,7 +102,10 @@ class ThreadCpu:
         return "MediaPipe" if self._comms.get(tid, "").startswith("mediapipe") else "other"
 
     def ms_per_frame(self) -> dict[str, float]:
-        """Milliseconds of CPU per frame by role, largest first ({} before two samples or without /proc)."""
+        """Milliseconds of CPU per frame by role, largest first ({} before two samples or without /proc).
+
+        Exact (not rounded): a caller multiplying back by the frames must get the CPU it measured; reports round.
+        """
         frames = self.last_frames - self.start_frames
         if self._start is None or frames <= 0:
             return {}
@@ -110,4 +113,4 @@ class ThreadCpu:
         totals: dict[str, float] = defaultdict(float)
         for tid, ns in self._last.items():
             totals[self._role(tid, python_names)] += (ns - self._start.get(tid, 0)) * 1e-6 / frames
-        return {role: round(ms, 2) for role, ms in sorted(totals.items(), key=lambda item: -item[1])}
+        return dict(sorted(totals.items(), key=lambda item: -item[1]))

@@ -121,3 +121,37 @@ def test_a_deferred_keyframe_gets_its_prior_after_its_frame_and_serves_the_next(
     assert sync[2].fits[0] is not None and late[2].fits == (None,)  # no ICT prior on the detect thread
     assert late[2].reused == (True,)  # shown from frame 0's output
     np.testing.assert_array_equal(late[3].crop_normals, sync[3].crop_normals)
+
+
+def test_a_files_landmarks_do_not_depend_on_how_fast_it_is_read():
+    """The engine's detector smooths over ``Frame.t_stream_ns``: a moving face read from a file (media times) gives
+    the same landmarks whether this machine reads it in real time or ten times slower; on the capture clock alone the
+    slow read filters differently (what made runs of one video differ under load)."""
+    import dataclasses
+
+    from facenormals.benchmarks.stability import synthetic_frames
+    from facenormals.engine import FrameEngine
+    from facenormals.export.prepare import create_backend
+    from facenormals.faces import create_detector
+    from facenormals.realtime.sources.sample import sample_pose
+
+    backend = create_backend("auto", None, threads=1)
+    frames = synthetic_frames([sample_pose(i) for i in range(0, 24, 4)], noise_index=0)
+
+    def landmarks(capture_step_ns: int, media: bool) -> np.ndarray:
+        detector = create_detector(1)  # tracking mode, One-Euro smoothing following the face's motion
+        try:
+            engine = FrameEngine(backend, detector)
+            out = []
+            for i, frame in enumerate(frames):
+                read = dataclasses.replace(frame, t_capture_ns=10**12 + i * capture_step_ns,
+                                           t_media_ns=frame.t_capture_ns if media else None)
+                (face,), _ = engine.detect_and_crop(read)
+                out.append(face.landmarks)
+            return np.stack(out)
+        finally:
+            detector.close()
+
+    real_time = landmarks(33_333_333, media=True)
+    np.testing.assert_array_equal(landmarks(333_333_333, media=True), real_time)
+    assert np.abs(landmarks(333_333_333, media=False) - real_time).max() > 0.05  # px: the clock matters

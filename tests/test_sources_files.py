@@ -68,6 +68,25 @@ def test_video_loop_repeats(tmp_path):
         frames = [f for _, f in zip(range(7), source, strict=False)]
     assert [decode_index(f.rgb) for f in frames] == [0, 1, 2, 0, 1, 2, 0]
     assert [f.id for f in frames] == list(range(7))
+    # the file's clock runs on through the loop (a motion filter must never see time go back)
+    assert [f.t_stream_ns for f in frames] == [round(i * 1e9 / 30.0) for i in range(7)]
+
+
+def test_file_frames_carry_the_files_clock_and_cameras_their_capture_clock(tmp_path):
+    """Motion filters follow ``t_stream_ns``: a file's frame times (index / rate, however slowly it is read), a
+    camera's capture times; a folder without a rate falls back to the capture clock."""
+    with open_source(f"video:{write_video(tmp_path / 'clip.avi', frames=4)}") as source:
+        frames = list(source)
+    assert [f.t_media_ns for f in frames] == [round(i * 1e9 / 30.0) for i in range(4)]
+    assert all(f.t_stream_ns == f.t_media_ns for f in frames)
+    with open_source("sample", frames=3, width=64, height=48, fps=200.0, real_time=True) as source:
+        live = list(source)
+    assert all(f.t_media_ns is None and f.t_stream_ns == f.t_capture_ns for f in live)
+    folder = write_image_folder(tmp_path / "frames", 3)
+    with ImageFolderSource(folder) as source:
+        assert [f.t_media_ns for f in source] == [None] * 3
+    with ImageFolderSource(folder, fps=10.0) as source:
+        assert [f.t_media_ns for f in source] == [0, 100_000_000, 200_000_000]
 
 
 def test_image_folder_skips_corrupt_frames(tmp_path, caplog):

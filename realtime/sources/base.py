@@ -1,7 +1,8 @@
 """The Source interface every frame producer implements, and ``open_source`` which builds one from a spec string.
 
 A source is a context manager that yields :class:`~facenormals.frame.Frame` objects with increasing ids and
-``t_capture_ns`` stamped with ``time.monotonic_ns()`` right after the frame left the device or file.
+``t_capture_ns`` stamped with ``time.monotonic_ns()`` right after the frame left the device or file; file sources
+also give ``t_media_ns``, the frame's time in the file (index / nominal rate), which motion filters follow.
 End of stream ends the iterator; a device that cannot be read raises :class:`SourceError`.
 
 ``live`` tells the pipeline how to queue: live sources (cameras) keep only the newest frame and count the dropped
@@ -71,6 +72,7 @@ class Capture(NamedTuple):
     depth_scale_m: float | None = None
     intrinsics: Intrinsics | None = None
     t_capture_ns: int | None = None  # set by sources that read a frame ahead (the first one, in __init__)
+    t_media_ns: int | None = None  # the file's own time of the frame, where the reader knows it better than id/fps
 
 
 class Source(ABC):
@@ -123,6 +125,14 @@ class Source(ABC):
                 return
             yield self._stamp(capture, capture.t_capture_ns or t_capture_ns)
 
+    def _media_time_ns(self, capture: Capture) -> int | None:
+        """The frame's time on the file's clock: the reader's, else frame index / nominal rate; None for cameras
+        (their capture time is their clock) and files without a rate."""
+        if capture.t_media_ns is not None or self.live:
+            return capture.t_media_ns
+        fps = self.info.fps
+        return round(self._next_id * 1e9 / fps) if fps else None
+
     def __iter__(self) -> Iterator[Frame]:
         return self.frames()
 
@@ -133,6 +143,7 @@ class Source(ABC):
         frame = Frame(
             id=self._next_id,
             t_capture_ns=t_capture_ns,
+            t_media_ns=self._media_time_ns(capture),
             rgb=capture.rgb,
             depth=depth,
             depth_scale_m=capture.depth_scale_m,
