@@ -37,6 +37,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     r.add_argument("--detail-mm", type=float, default=0.0,
                    help="ICT faces: add a smooth displacement along the normals outside ICT's identity span "
                         "(wavelengths 15–60 mm, faded near eyes and mouth) with peak uniform in [0, MM]; default 0")
+    r.add_argument("--relief-deg", type=float, default=0.0,
+                   help="ICT faces: fine skin relief below the mesh's resolution (wavelengths 4–16 mm) tilting the "
+                        "normals of image and ground truth alike, RMS tilt uniform in [0, DEG] per face; default 0")
     r.add_argument("--backgrounds", nargs="*", type=Path, default=None,
                    help="photo/video files or folders to cut backgrounds from (default: ../shared/data/photos "
                         "and video when present; none given → procedural backgrounds only)")
@@ -107,6 +110,8 @@ def _render(args: argparse.Namespace) -> int:
     identity_scale = _identity_scale(args.identity_scale)
     if args.detail_mm < 0 or args.detail_mm > 5:
         raise ValueError(f"--detail-mm must be in [0, 5] mm, got {args.detail_mm:g}")
+    if not 0.0 <= args.relief_deg <= 15.0:
+        raise ValueError(f"--relief-deg must be in [0, 15]°, got {args.relief_deg:g}")
     if args.source != "ict":
         from facenormals.training.data.meshes import list_meshes
 
@@ -115,7 +120,7 @@ def _render(args: argparse.Namespace) -> int:
     settings = synth.RenderSettings(size=args.size, kind=args.kind, camera=args.camera,
                                     max_angle=float(__import__("math").radians(args.max_angle_deg)),
                                     hard_fraction=args.hard_fraction, yaw_range=yaw_range,
-                                    profile_fraction=args.profile_fraction)
+                                    profile_fraction=args.profile_fraction, relief_deg=args.relief_deg)
     job = RenderJob(out=args.out, source=args.source, seed=args.seed, kind=args.kind,
                     prefix=args.prefix or ("ict" if args.source == "ict" else "mesh"), settings=settings,
                     backgrounds=backgrounds, ict_path=args.ict, james_dir=args.james if args.source == "ict" else None,

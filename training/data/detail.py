@@ -38,14 +38,14 @@ class DetailField:
     positions_mm: np.ndarray  # V×3 float32
 
     @classmethod
-    def for_model(cls, model: ict.IctModel) -> DetailField:
+    def for_model(cls, model: ict.IctModel, fade_mm: tuple[float, float] = FADE_MM) -> DetailField:
         positions = model.neutral.astype(np.float32) * 10.0  # ICT units are cm
         skin = np.isin(model.region, (ict.FACE, ict.HEAD_NECK))
         anchors = positions[model.landmarks68[list(EYE_MOUTH_LANDMARKS)]]
         dist = np.full(len(positions), np.inf, np.float32)
         for a in anchors:  # 32 anchors × V: cheap, once per worker
             np.minimum(dist, np.linalg.norm(positions - a, axis=1), out=dist)
-        lo, hi = FADE_MM
+        lo, hi = fade_mm
         t = np.clip((dist - lo) / (hi - lo), 0.0, 1.0)
         weight = (t * t * (3 - 2 * t)) * skin  # smoothstep: the field's slope stays continuous at the fade
         return cls(weight.astype(np.float32), positions)

@@ -136,7 +136,7 @@ def write_params(root: Path, name: str, params: dict) -> None:
 
 CSV_COLUMNS = ("name", "kind", "source", "mesh", "rotation_angle_deg", "yaw_deg", "pitch_deg", "roll_deg",
                "light_intensity", "ambient", "light_dir", "rotation_axis", "hard", "albedo", "background",
-               "profile", "identity_scale", "identity_norm", "detail_mm")
+               "profile", "identity_scale", "identity_norm", "detail_mm", "relief_deg")
 
 
 def collect_params_csv(root: Path) -> Path | None:

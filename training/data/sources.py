@@ -15,6 +15,7 @@ from facenormals.training.data.renderer import vertex_normals
 from facenormals.training.data.synth import SceneMesh
 
 FOLD_LIMIT = 0.002  # plausibility bound on a broadened identity: ≤ 0.2 % folded face triangles (ICT's own ≤ 0.17 %)
+RELIEF_FADE_MM = (3.0, 8.0)
 DETAIL_FOLD_LIMIT = 0.0003  # the detail field may fold over at most 0.03 % more (≈ 5 of the face's 18 460 triangles)
 
 
@@ -45,6 +46,9 @@ class IctSource:
             # the triangles around displaced vertices: their normals come out the same, at ~40 % of the cost
             touched = (self.detail.weight > 0)[self.model.faces].any(axis=1)
             self._detail_faces = self.model.faces[touched]
+        # fine relief (relief.py, drawn by the renderer when asked): skin only, faded within 3–8 mm of the eyes,
+        # nostrils and mouth (closer than the smooth field: crow's feet and lip lines are relief), on the neutral face
+        self.relief = detail.DetailField.for_model(self.model, fade_mm=RELIEF_FADE_MM)
         self.layout = albedo.face_layout(self.model)
         self.oval_ids = np.array(ict.FACE_OVAL, np.int64)
         self.transfer = None
@@ -112,7 +116,8 @@ class IctSource:
                 verts = verts + vertex_normals(verts, self.model.faces) * look.hair_offset[:, None]
         wet = np.clip(self.layout.sclera + self.layout.iris, 0, 1) if with_albedo else None
         return SceneMesh(vertices=verts, faces=self.model.faces, oval=shape.vertices[self.oval_ids], mm_per_unit=10.0,
-                         albedo=colors, shininess=shininess, wet=wet, params=params)
+                         albedo=colors, shininess=shininess, wet=wet, params=params,
+                         relief_weight=self.relief.weight, relief_positions_mm=self.relief.positions_mm)
 
 
 FACE_OVAL_LANDMARKS = (10, 21, 54, 58, 67, 93, 103, 109, 127, 132, 136, 148, 149, 150, 152, 162, 172, 176, 234, 251,

@@ -12,7 +12,7 @@ import cv2
 import numpy as np
 
 from facenormals.geometry import hull_mask, normalise_rows
-from facenormals.training.data import augment, lighting, shadows
+from facenormals.training.data import augment, lighting, relief, shadows
 from facenormals.training.data.camera import crop_camera
 from facenormals.training.data.renderer import Fragments, rasterize, vertex_normals
 
@@ -34,6 +34,9 @@ class SceneMesh:
     uv: np.ndarray | None = None  # T×2 (v = 0 at the bottom row)
     faces_uv: np.ndarray | None = None  # F×3 indices into uv
     pivot: np.ndarray | None = None  # rotation centre (default: centre of the oval)
+    # fine relief (relief.py): per-vertex weight (0 = none) and the positions (mm) its field is attached to
+    relief_weight: np.ndarray | None = None  # V
+    relief_positions_mm: np.ndarray | None = None  # V×3, e.g. the neutral face's
     cull_backfaces: bool = True
     params: dict = field(default_factory=dict)
 
@@ -52,8 +55,13 @@ class RenderSettings:
     # share of samples posed by yaw_pose when yaw_range is set; the rest follow the paper's protocol. 1 = a
     # profile set; e.g. 0.25 with yaw_range 45–90° = a training set with a quarter of its faces beyond ±45°
     profile_fraction: float = 1.0
+    # fine relief on meshes that carry a relief weight: RMS tilt uniform in [0, relief_deg] per sample (0: none,
+    # nothing drawn, so sets rendered without it keep their random streams)
+    relief_deg: float = 0.0
 
     def __post_init__(self) -> None:
+        if not 0.0 <= self.relief_deg <= relief.MAX_RELIEF_DEG:
+            raise ValueError(f"relief_deg must be in [0, {relief.MAX_RELIEF_DEG:g}], got {self.relief_deg:g}")
         if not 0.0 <= self.profile_fraction <= 1.0:
             raise ValueError(f"profile_fraction must be in [0, 1], got {self.profile_fraction:g}")
         if self.yaw_range is not None:
@@ -160,7 +168,14 @@ def render(mesh: SceneMesh, settings: RenderSettings, rng: np.random.Generator,
         columns.append(mesh.wet[:, None])
     if shaded and mesh.shininess is not None:
         columns.append(mesh.shininess[:, None])
+    with_relief = settings.relief_deg > 0 and mesh.relief_weight is not None
+    if with_relief:  # last: the columns above keep their indices
+        positions = mesh.relief_positions_mm if mesh.relief_positions_mm is not None else mesh.vertices * mesh.mm_per_unit
+        columns.append(np.hstack([positions, mesh.relief_weight[:, None]]).astype(np.float32))
     attrs = frags.vertex_values(np.hstack(columns), mesh.faces)
+    relief_attrs = None
+    if with_relief:
+        relief_attrs, attrs = attrs[:, -4:], attrs[:, :-4]
     shading_normals = _unit_rows(attrs[:, 0:3])
     points = attrs[:, 3:6]
     vertex_albedo = attrs[:, 6:9] if shaded and mesh.albedo is not None else None
@@ -171,6 +186,13 @@ def render(mesh: SceneMesh, settings: RenderSettings, rng: np.random.Generator,
         # unknown winding: a visible surface always faces the viewer, so flip normals that point away
         away = np.sum(shading_normals * points, axis=1) > 0
         shading_normals[away] *= -1
+    relief_params = {}
+    if relief_attrs is not None:
+        tilt = float(rng.uniform(0.0, settings.relief_deg))
+        field = relief.Relief.sample(rng, tilt)
+        gradient = field.gradient(relief_attrs[:, :3]) @ rot.T  # model → camera, as the normals
+        shading_normals = relief.tilt_normals(shading_normals, gradient, relief_attrs[:, 3])
+        relief_params = {"relief_deg": round(tilt, 3)}
     oval_xy, _ = camera.project(oval)
     mask = hull_mask(oval_xy, (size, size)) & covered
     normals = frags.scatter(shading_normals)
@@ -182,7 +204,8 @@ def render(mesh: SceneMesh, settings: RenderSettings, rng: np.random.Generator,
               "rotation_matrix": [[round(float(v), 6) for v in row] for row in rot],
               "camera": {k: (round(v, 4) if isinstance(v, float) else v) for k, v in camera.as_dict().items()},
               "distance_mm": round(distance * mesh.mm_per_unit, 1), "crop_shift": [round(float(s), 4) for s in shift],
-              "crop_scale": round(scale, 4), "hard": bool(hard), "profile": bool(profile), **mesh.params}
+              "crop_scale": round(scale, 4), "hard": bool(hard), "profile": bool(profile), **relief_params,
+              **mesh.params}
     normals[~mask] = 0.0  # covered but outside the face's hull
     image = None
     if settings.kind == "paired":
