@@ -27,6 +27,9 @@ render --source ict --count 10000 --out "$OUT/ict_paired_v5" --seed 51 --yaw-deg
 # v6 (session 8, campaign config ict_prior_c8.toml): as v5, and no face wears the James texture
 render --source ict --count 10000 --out "$OUT/ict_paired_v6" --seed 61 --yaw-deg 40 90 --profile-fraction 0.3 \
     --identity-scale 1.0 1.6 --detail-mm 5
+# v7 (session 18, campaign config ict_prior_c13.toml): as v6, with fine skin relief (RMS tilt up to 6°)
+render --source ict --count 8000 --out "$OUT/ict_paired_v7" --seed 71 --yaw-deg 40 90 --profile-fraction 0.3 \
+    --identity-scale 1.0 1.6 --detail-mm 5 --relief-deg 6
 # validation (held out: other seeds; the James scan is the real-scan set: nothing of it enters training from c8 on)
 render --source ict --count 200 --out "$OUT/val_ict_v2" --seed 1000 --hard-fraction 0.3
 render --source "$SHARED/james" --count 60 --out "$OUT/val_james" --seed 1001
@@ -35,5 +38,5 @@ render --source ict --count 200 --out "$OUT/val_ict_v5" --seed 5000 --hard-fract
     --detail-mm 5                                                  # held-out ICT faces with off-span shape (session 7)
 # MediaPipe's landmarks for every image (the loader draws each model's coarse face from them)
 facenormals data prior --in "$OUT/ict_paired_v3" "$OUT/ict_profile_v3" "$OUT/photos_image_only" \
-    "$OUT/ict_paired_v4" "$OUT/photos_image_only_v2" "$OUT/ict_paired_v5" "$OUT/ict_paired_v6" \
+    "$OUT/ict_paired_v4" "$OUT/photos_image_only_v2" "$OUT/ict_paired_v5" "$OUT/ict_paired_v6" "$OUT/ict_paired_v7" \
     "$OUT/val_ict_v2" "$OUT/val_james" "$OUT/val_profile" "$OUT/val_ict_v5"
