@@ -76,6 +76,18 @@ def test_tum_layout_associates_by_timestamp(tmp_path):
         assert f.depth[10, 10] * f.depth_scale_m == pytest.approx(1.0 + 0.002 * i)
 
 
+def test_tum_frames_carry_the_sequences_own_clock(tmp_path):
+    """A colour frame missing from rgb.txt leaves its gap in ``t_media_ns`` (the stamps, not index / 30 FPS)."""
+    root = write_tum_folder(tmp_path / "seq", frames=4, width=640, height=480)
+    listing = root / "rgb.txt"
+    lines = listing.read_text().splitlines(keepends=True)
+    listing.write_text("".join(line for line in lines if not line.startswith(lines[4].split()[0])))  # frame 1
+    with open_source(f"rgbd:{root}") as source:
+        frames = list(source)
+    assert [decode_index(f.rgb) for f in frames] == [0, 2, 3]
+    assert [f.t_stream_ns for f in frames] == pytest.approx([0, 2e9 / 30, 3e9 / 30], abs=2e3)  # µs stamps
+
+
 def test_tum_defaults_to_freiburg1_and_honours_intrinsics_json(tmp_path):
     root = write_tum_folder(tmp_path / "seq", frames=2, width=640, height=480)
     with RGBDFolderSource(root) as source:

@@ -237,11 +237,12 @@ class RGBDFolderSource(Source):
             raise SourceError(f"{self.folder}: RGB-D folder not found")
         if (self.folder / "rgb.txt").is_file():
             self.layout = "tum"
-            self.pairs, self.calibration = self._scan_tum(max_dt_s)
+            self.pairs, self.calibration, self._times_s = self._scan_tum(max_dt_s)
             fps = fps or 30.0
         elif (self.folder / "color").is_dir() and (self.folder / "depth").is_dir():
             self.layout = "plain"
             self.pairs, self.calibration = self._scan_plain()
+            self._times_s = None  # by index / fps
         else:
             raise SourceError(f"{self.folder}: expected color/ + depth/ + intrinsics.json, or TUM (rgb.txt, depth.txt)")
         if not self.pairs:
@@ -258,17 +259,20 @@ class RGBDFolderSource(Source):
         calibration = load_calibration(self.folder / "intrinsics.json")
         return list(zip(colour, depth, strict=True)), calibration
 
-    def _scan_tum(self, max_dt_s: float) -> tuple[list[tuple[Path, Path]], RGBDCalibration]:
+    def _scan_tum(self, max_dt_s: float) -> tuple[list[tuple[Path, Path]], RGBDCalibration, list[float]]:
         depth_list = self.folder / "depth.txt"
         if not depth_list.is_file():
             raise SourceError(f"{self.folder}: rgb.txt without depth.txt (TUM layout)")
-        pairs = associate(_read_list(self.folder / "rgb.txt"), _read_list(depth_list), max_dt_s)
+        colour = _read_list(self.folder / "rgb.txt")
+        pairs = associate(colour, _read_list(depth_list), max_dt_s)
+        stamp = {name: t for t, name in colour}
         custom = self.folder / "intrinsics.json"
         if custom.is_file():
             calibration = load_calibration(custom, default_scale_m=TUM_DEPTH_SCALE_M)
         else:
             calibration = RGBDCalibration(_tum_default_intrinsics(self.folder), TUM_DEPTH_SCALE_M)
-        return [(self.folder / a, self.folder / b) for a, b in pairs], calibration
+        # the colour stamps: the sequence's own clock (frames the association dropped leave their gap)
+        return [(self.folder / a, self.folder / b) for a, b in pairs], calibration, [stamp[a] for a, _ in pairs]
 
     @property
     def info(self) -> SourceInfo:
@@ -278,6 +282,7 @@ class RGBDFolderSource(Source):
         if self._index >= len(self.pairs):
             return None
         colour_path, depth_path = self.pairs[self._index]
+        t_media_ns = None if self._times_s is None else round((self._times_s[self._index] - self._times_s[0]) * 1e9)
         self._index += 1
         rgb = _read_colour(colour_path)
         depth = _read_depth(depth_path)
@@ -291,7 +296,7 @@ class RGBDFolderSource(Source):
             raise SourceError(f"{colour_path}: {rgb.shape[1]}x{rgb.shape[0]} does not match the {what}: {k.width}x{k.height}")
         if cal.colour is not None:
             depth = reproject_depth(depth, cal.depth, cal.colour, cal.rotation, cal.translation_m, cal.depth_scale_m)
-        return Capture(rgb=rgb, depth=depth, depth_scale_m=cal.depth_scale_m, intrinsics=k)
+        return Capture(rgb=rgb, depth=depth, depth_scale_m=cal.depth_scale_m, intrinsics=k, t_media_ns=t_media_ns)
 
 
 def _imread(path: Path) -> np.ndarray:
