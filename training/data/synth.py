@@ -188,11 +188,7 @@ def render(mesh: SceneMesh, settings: RenderSettings, rng: np.random.Generator,
         shading_normals[away] *= -1
     relief_params = {}
     if relief_attrs is not None:
-        tilt = float(rng.uniform(0.0, settings.relief_deg))
-        field = relief.Relief.sample(rng, tilt)
-        gradient = field.gradient(relief_attrs[:, :3]) @ rot.T  # model → camera, as the normals
-        shading_normals = relief.tilt_normals(shading_normals, gradient, relief_attrs[:, 3])
-        relief_params = {"relief_deg": round(tilt, 3)}
+        shading_normals, relief_params = _with_relief(shading_normals, relief_attrs, rot, settings.relief_deg, rng)
     oval_xy, _ = camera.project(oval)
     mask = hull_mask(oval_xy, (size, size)) & covered
     normals = frags.scatter(shading_normals)
@@ -213,6 +209,16 @@ def render(mesh: SceneMesh, settings: RenderSettings, rng: np.random.Generator,
         image, shade_params = _shade_image(mesh, frags, surface, mask, rng, hard, backgrounds, size)
         params.update(shade_params)
     return Rendered(mask, normals, image, depth_mm, params)
+
+
+def _with_relief(normals: np.ndarray, relief_attrs: np.ndarray, rot: np.ndarray, max_deg: float,
+                 rng: np.random.Generator) -> tuple[np.ndarray, dict]:
+    """Camera-space normals (N×3) tilted by a fresh relief field (RMS tilt uniform in [0, max_deg]) evaluated at
+    the pixels' attached positions and weighted by their relief weight (``relief_attrs``: N×4, mm and weight)."""
+    tilt = float(rng.uniform(0.0, max_deg))
+    field = relief.Relief.sample(rng, tilt)
+    gradient = field.gradient(relief_attrs[:, :3]) @ rot.T  # model → camera, as the normals
+    return relief.tilt_normals(normals, gradient, relief_attrs[:, 3]), {"relief_deg": round(tilt, 3)}
 
 
 @dataclass
