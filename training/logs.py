@@ -14,7 +14,8 @@ SCALARS = "scalars.csv"
 FIELDS = ("step", "kind", "n2n", "i2n", "i2i", "samples_per_s", "val_mean_deg", "elapsed_s", "val_sets",
           "cons",  # cons: the optional two-view consistency term (training/consistency.py)
           "anchor",  # anchor: the optional real-photo anchor (training/anchor.py)
-          "shading")  # shading: the optional shape-from-shading term (training/shading.py)
+          "shading",  # shading: the optional shape-from-shading term (training/shading.py)
+          "detail")  # detail: the optional high-pass term (training/detail_loss.py)
 
 
 class ScalarLog:
@@ -66,7 +67,7 @@ def plot_curves(run_dir: Path, out_name: str = "curves.png") -> Path:
     fig, (ax_loss, ax_val) = plt.subplots(1, 2, figsize=(10, 3.6))
     for key, label in (("n2n", "normal→normal (1-cos)"), ("i2n", "image→normal (1-cos)"), ("i2i", "image→image (L2)"),
                        ("cons", "two-view consistency (1-cos)"), ("anchor", "real-photo anchor (1-cos)"),
-                       ("shading", "shape from shading (relative residual)")):
+                       ("shading", "shape from shading (relative residual)"), ("detail", "detail, high-pass (L1)")):
         steps, values = _series(rows, key, window=20)
         if steps.size:
             ax_loss.plot(steps, values, label=label)

@@ -27,6 +27,7 @@ from torch import nn
 from facenormals.model import VARIANTS, CrossModalNet, ImageToNormal
 from facenormals.training.anchor import AnchorSection, anchor_loss
 from facenormals.training.consistency import ConsistencySection, consistency_loss, draw_view, second_view_input
+from facenormals.training.detail_loss import DetailSection, detail_loss
 from facenormals.training.distill import distill_loss
 from facenormals.training.losses import masked_cosine_distance, masked_l2
 from facenormals.training.shading import ShadingSection, shading_loss
@@ -78,11 +79,14 @@ class StepLosses(nn.Module):
     teacher's normals (:mod:`facenormals.training.distill`) as ``distill``.
     ``shading`` (optional, weight > 0): image-only steps add the shape-from-shading term
     (:mod:`facenormals.training.shading`) as ``shading``, from the anchor's image→normal forward.
+    ``detail`` (optional, weight > 0): image→normal steps add the high-pass term
+    (:mod:`facenormals.training.detail_loss`) as ``detail``.
     """
 
     def __init__(self, net: CrossModalNet, consistency: ConsistencySection | None = None,
                  anchor: AnchorSection | None = None, teacher: ImageToNormal | None = None,
-                 distill_weight: float = 0.0, shading: ShadingSection | None = None) -> None:
+                 distill_weight: float = 0.0, shading: ShadingSection | None = None,
+                 detail: DetailSection | None = None) -> None:
         super().__init__()
         self.net = net
         self.consistency = consistency if consistency is not None and consistency.weight > 0 else None
@@ -91,6 +95,7 @@ class StepLosses(nn.Module):
         self._teacher = (teacher,) if teacher is not None and distill_weight > 0 else ()
         self.distill_weight = distill_weight
         self.shading = shading if shading is not None and shading.weight > 0 else None
+        self.detail = detail if detail is not None and detail.weight > 0 else None
 
     def forward(self, kind: StepKind, batch: dict[str, torch.Tensor]) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
         loss, terms, normals = self._paper_step(kind, batch)
@@ -108,6 +113,16 @@ class StepLosses(nn.Module):
         term = consistency_loss(normals, second, batch["mask"], view)
         return loss + self.consistency.weight * term, {**terms, "cons": term.detach()}
 
+    def _normal_terms(self, normals: torch.Tensor, target: torch.Tensor, mask: torch.Tensor
+                      ) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+        """An image→normal output's loss against its ground truth: the paper's cosine, plus the detail term."""
+        loss = masked_cosine_distance(normals, target, mask)
+        terms = {"i2n": loss.detach()}
+        if self.detail is not None:
+            term = detail_loss(normals, target, mask, self.detail)
+            loss, terms = loss + self.detail.weight * term, {**terms, "detail": term.detach()}
+        return loss, terms
+
     def _paper_step(self, kind: StepKind, batch: dict[str, torch.Tensor]
                     ) -> tuple[torch.Tensor, dict[str, torch.Tensor], torch.Tensor | None]:
         """The paper's loss of one step, its named terms, and the image→normal output when the step made one."""
@@ -120,13 +135,13 @@ class StepLosses(nn.Module):
         if kind is StepKind.IMAGE_TO_NORMAL_AND_IMAGE:
             image = batch["image"]
             normals, recon = self.net.image_to_normal_and_image(image_input(batch))
-            normal_loss = masked_cosine_distance(normals, batch["normals"], mask)
+            normal_loss, terms = self._normal_terms(normals, batch["normals"], mask)
             image_loss = masked_l2(recon, image, mask)
-            return normal_loss + image_loss, {"i2n": normal_loss.detach(), "i2i": image_loss.detach()}, normals
+            return normal_loss + image_loss, {**terms, "i2i": image_loss.detach()}, normals
         if kind is StepKind.IMAGE_TO_NORMAL:
             normals = self.net.image_to_normal(image_input(batch))
-            loss = masked_cosine_distance(normals, batch["normals"], mask)
-            return loss, {"i2n": loss.detach()}, normals
+            loss, terms = self._normal_terms(normals, batch["normals"], mask)
+            return loss, terms, normals
         anchored = self.anchor is not None and "prior" in batch
         if kind is StepKind.IMAGE_TO_IMAGE and (anchored or self.shading is not None):
             # one E_I forward feeds image→image and the normal terms on real photos

@@ -165,7 +165,8 @@ def train(cfg: TrainConfig, info: ddp.DistInfo | None = None) -> TrainResult:
         print(f"run {run_dir}: {cfg.model.arch}/{cfg.model.variant}, samples per kind {counts}, "
               f"{len(val_samples)} validation images, resuming at step {progress.step}/{cfg.total_steps}", flush=True)
     teacher = load_teacher(cfg.distill, model.cfg, device)
-    wrapped = ddp.wrap(StepLosses(model, cfg.consistency, cfg.anchor, teacher, cfg.distill.weight, cfg.shading), info)
+    wrapped = ddp.wrap(StepLosses(model, cfg.consistency, cfg.anchor, teacher, cfg.distill.weight, cfg.shading,
+                                     cfg.detail), info)
     model.train()
 
     log = ScalarLog(run_dir, progress.step) if info.is_main else None
