@@ -56,6 +56,7 @@ def plot(runs: list[Path], out: Path, references: dict[str, dict[str, float]], o
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
+    from matplotlib.ticker import FuncFormatter
 
     per_run = {run: validation_series(run) for run in runs}
     sets = sorted({name for series in per_run.values() for name in series})
@@ -65,7 +66,7 @@ def plot(runs: list[Path], out: Path, references: dict[str, dict[str, float]], o
     legend_rows = -(-labels // LEGEND_COLUMNS)
     legend_in = 0.2 * legend_rows + 0.2  # one legend under the panels: inside them it hid the curves
     fig, axes = plt.subplots(1, len(sets), figsize=(4.2 * len(sets), 3.6 + legend_in), squeeze=False)
-    palette = plt.rcParams["axes.prop_cycle"].by_key()["color"]
+    palette = [plt.get_cmap("tab20")(i) for i in (*range(0, 20, 2), *range(1, 20, 2))]  # 20 runs before a repeat
     colour_of = {run: palette[i % len(palette)] for i, run in enumerate(runs)}  # one colour per run in every panel
     for ax, name in zip(axes[0], sets, strict=True):
         for run, series in per_run.items():
@@ -80,6 +81,7 @@ def plot(runs: list[Path], out: Path, references: dict[str, dict[str, float]], o
                 ax.axhline(values[name], color=colour, linestyle=style, lw=1, label=label)
         ax.set_title(name)
         ax.set_xlabel("training samples seen")
+        ax.xaxis.set_major_formatter(FuncFormatter(lambda x, _: f"{x / 1000:.0f}k"))  # full numbers overlapped
         ax.set_ylabel("mean angular error (°)")
     handles: dict[str, object] = {}
     for ax in axes[0]:
