@@ -284,7 +284,7 @@ class TaskFaceDetector(_SmoothingDetector):
 
         rgb = check_frame(rgb)
         height, width = rgb.shape[:2]
-        # VIDEO mode needs strictly increasing milliseconds; real capture times, bumped on ties.
+        # VIDEO mode needs strictly increasing milliseconds: the frames' stream times, bumped on ties.
         t_ms = max(t_ns // 1_000_000, self._last_ms + 1)
         self._last_ms = t_ms
         result = self._landmarker.detect_for_video(mp.Image(image_format=mp.ImageFormat.SRGB, data=rgb), t_ms)

@@ -2,7 +2,8 @@
 
 A source is a context manager that yields :class:`~facenormals.frame.Frame` objects with increasing ids and
 ``t_capture_ns`` stamped with ``time.monotonic_ns()`` right after the frame left the device or file; file sources
-also give ``t_media_ns``, the frame's time in the file (index / nominal rate), which motion filters follow.
+also give ``t_media_ns``, the frame's time in the file (its stamp where the reader has one, else index / nominal
+rate), which motion filters follow.
 End of stream ends the iterator; a device that cannot be read raises :class:`SourceError`.
 
 ``live`` tells the pipeline how to queue: live sources (cameras) keep only the newest frame and count the dropped
