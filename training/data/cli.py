@@ -88,7 +88,7 @@ def _default_backgrounds() -> list[Path]:
 def _render(args: argparse.Namespace) -> int:
     import numpy as np
 
-    from facenormals.training.data import synth
+    from facenormals.training.data import relief, synth
     from facenormals.training.data.contact_sheet import contact_sheet
     from facenormals.training.data.jobs import collect_params_csv, remove_stale_temporaries, run_parallel
     from facenormals.training.data.render_job import RenderJob
@@ -110,8 +110,8 @@ def _render(args: argparse.Namespace) -> int:
     identity_scale = _identity_scale(args.identity_scale)
     if args.detail_mm < 0 or args.detail_mm > 5:
         raise ValueError(f"--detail-mm must be in [0, 5] mm, got {args.detail_mm:g}")
-    if not 0.0 <= args.relief_deg <= 15.0:
-        raise ValueError(f"--relief-deg must be in [0, 15]°, got {args.relief_deg:g}")
+    if not 0.0 <= args.relief_deg <= relief.MAX_RELIEF_DEG:
+        raise ValueError(f"--relief-deg must be in [0, {relief.MAX_RELIEF_DEG:g}]°, got {args.relief_deg:g}")
     if args.source != "ict":
         from facenormals.training.data.meshes import list_meshes
 
