@@ -104,7 +104,7 @@ def test_real_time_playback_is_live(recording):
         assert source.live
         frames = list(source)
     indices = [decode_index(f.rgb) for f in frames]
-    assert frames and indices == sorted(set(indices))  # may drop, never repeats or reorders
+    assert frames and indices == sorted(set(indices)), indices  # may drop, never repeats or reorders
 
 
 def test_errors(rs, tmp_path):

@@ -212,6 +212,7 @@ class RealSenseSource(Source):
             try:
                 self._pipe = self.rs.pipeline()
                 self._start()
+                self._last_colour = None
                 stats.reconnects += 1
                 log.info("%s: streaming again after %d attempt(s)", self.name, stats.attempts)
                 return
@@ -224,8 +225,10 @@ class RealSenseSource(Source):
         if not colour:
             return None
         number = colour.get_frame_number()
-        if number == self._last_colour:
-            return None  # the pipeline repeated the previous colour frame to complete a set
+        if self._last_colour is not None and number <= self._last_colour:
+            # the pipeline repeated the previous colour frame to complete a set, or (real-time playback on a loaded
+            # machine) handed back an older one; a restart resets this, as live cameras renumber from 0
+            return None
         self._last_colour = number
         depth_image = None
         if self._align is not None:
