@@ -111,12 +111,21 @@ class AugmentSection:
     prior_rotate_deg: float = 1.0  # std of its in-plane rotation about the landmarks' centroid
     prior_scale: float = 0.015  # std of its relative scale about the centroid
     prior_point_px: float = 0.5  # std of each landmark's own noise (x, y), pixels of a 256² crop
+    # prior models: share of paired samples whose coarse face is drawn from their ground truth, blurred and turned by
+    # a smooth random tilt (training/truth_prior.py: a gap the shading must close, not the ICT population). 0 = off
+    # (no random draws: older runs replay).
+    prior_from_truth: float = 0.0
+    prior_truth_tilt_deg: float = 12.0  # the tilt's RMS angle over the face is uniform in [0, this]
 
     def __post_init__(self) -> None:
         if not 0.0 <= self.prior_dropout <= 1.0:
             raise ValueError(f"augment.prior_dropout must be in [0, 1], got {self.prior_dropout}")
         if not 0.0 <= self.prior_jitter <= 1.0:
             raise ValueError(f"augment.prior_jitter must be in [0, 1], got {self.prior_jitter}")
+        if not 0.0 <= self.prior_from_truth <= 1.0:
+            raise ValueError(f"augment.prior_from_truth must be in [0, 1], got {self.prior_from_truth}")
+        if not 0.0 <= self.prior_truth_tilt_deg <= 45.0:
+            raise ValueError(f"augment.prior_truth_tilt_deg must be in [0, 45]°, got {self.prior_truth_tilt_deg}")
         spreads = {"prior_shift_px": self.prior_shift_px, "prior_rotate_deg": self.prior_rotate_deg,
                    "prior_scale": self.prior_scale, "prior_point_px": self.prior_point_px}
         bad = {k: v for k, v in spreads.items() if not v >= 0.0}

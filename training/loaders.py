@@ -19,7 +19,7 @@ import numpy as np
 import torch
 from torch.utils.data import DataLoader, Dataset, DistributedSampler
 
-from facenormals.dataset import SampleFiles, SampleKind, load_sample, scan_dataset
+from facenormals.dataset import Sample, SampleFiles, SampleKind, load_sample, scan_dataset
 from facenormals.fileio import DataError
 from facenormals.mesh_prior import empty_prior
 from facenormals.prior import stored_prior
@@ -33,6 +33,7 @@ from facenormals.training.augment import (
 )
 from facenormals.training.config import BATCH_KINDS, AugmentSection, TrainConfig
 from facenormals.training.schedule import steps_for_batch
+from facenormals.training.truth_prior import truth_prior
 
 KIND_OF_SAMPLE = {SampleKind.PAIRED: "paired", SampleKind.IMAGE_ONLY: "image-only", SampleKind.NORMAL_ONLY: "normal-only"}
 
@@ -107,7 +108,7 @@ def load_item(files: SampleFiles, size: int, rng: np.random.Generator | None,
             image = photometric(image, mask, rng, augment)
         out["image"] = image.transpose(2, 0, 1)
         if prior:
-            out["prior"] = _prior_channels(files, sample.image.shape, matrix, size, rng, prior, augment)
+            out["prior"] = _prior_channels(files, sample, matrix, size, rng, prior, augment)
     out["mask"] = mask[None].astype(np.float32)
     return {k: np.ascontiguousarray(v) for k, v in out.items()}
 
@@ -132,14 +133,24 @@ def _landmark_jitter(size: int, rng: np.random.Generator | None,
     return lambda points: jitter_landmarks(points, size, rng, augment)
 
 
-def _prior_channels(files: SampleFiles, shape: tuple[int, ...], matrix: np.ndarray, size: int,
+def _from_truth(sample: Sample, rng: np.random.Generator | None, augment: AugmentSection | None) -> bool:
+    """Whether this paired sample's coarse face is drawn from its truth (no draw at all when that is off)."""
+    if rng is None or augment is None or augment.prior_from_truth <= 0.0 or sample.normals is None:
+        return False
+    return bool(rng.random() < augment.prior_from_truth)
+
+
+def _prior_channels(files: SampleFiles, sample: Sample, matrix: np.ndarray, size: int,
                     rng: np.random.Generator | None, source: str, augment: AugmentSection | None) -> np.ndarray:
+    shape = sample.image.shape
     dropout = augment.prior_dropout if augment is not None else PRIOR_DROPOUT
     if rng is not None and rng.random() < dropout:  # drawn whatever the rate: the augmentation stream stays put
         normals, coverage = empty_prior(shape[0])
     else:
         normals, coverage = stored_prior(files.image.parent.parent, files.name, shape, source,
                                          _landmark_jitter(shape[0], rng, augment))
+        if _from_truth(sample, rng, augment):
+            normals = truth_prior(normals, coverage, sample.normals, sample.mask, rng, augment.prior_truth_tilt_deg)
     warped, _ = warp_normals(normals, np.full(coverage.shape, coverage.any()), matrix, size)
     return np.concatenate([warped.transpose(2, 0, 1), warp_mask(coverage, matrix, size)[None].astype(np.float32)])
 
