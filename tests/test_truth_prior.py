@@ -50,6 +50,13 @@ def test_the_tilt_field_is_smooth_and_seeded():
     assert detail.std() < 0.05 * field.std()  # coarse shape only: nothing at the scale of skin or eyelids
     assert field.std() == pytest.approx(1.0, rel=1e-3)
 
+    def medium(f: np.ndarray) -> float:  # the share of the field between σ 8 and σ 32 px of a 256² crop
+        return float((cv2.GaussianBlur(f, (0, 0), 4.0 * SIZE / 256) - cv2.GaussianBlur(f, (0, 0), 16.0 * SIZE / 256)).std())
+
+    finer = smooth_field(SIZE, np.random.default_rng(5), scales_px=(6.0, 12.0, 24.0))
+    assert finer.std() == pytest.approx(1.0, rel=1e-3)
+    assert medium(finer) > 1.5 * medium(field)  # finer scales: more of the shape shading can tell
+
 
 def test_the_coarse_face_moves_toward_the_truth_keeps_its_coverage_and_stays_smooth():
     truth, mask = sphere()
@@ -86,6 +93,10 @@ def test_settings_are_checked_by_name_and_off_by_default():
         AugmentSection(prior_from_truth=1.5)
     with pytest.raises(ValueError, match="prior_truth_tilt_deg"):
         AugmentSection(prior_truth_tilt_deg=-1.0)
+    scales = config_from_dict({"augment": {"prior_truth_scales_px": [6, 12]}, "phases": [{"steps": 1, "size": 64}]})
+    assert scales.augment.prior_truth_scales_px == (6, 12)
+    with pytest.raises(ValueError, match="prior_truth_scales_px"):
+        AugmentSection(prior_truth_scales_px=())
 
 
 @pytest.mark.shared

@@ -116,6 +116,9 @@ class AugmentSection:
     # (no random draws: older runs replay).
     prior_from_truth: float = 0.0
     prior_truth_tilt_deg: float = 12.0  # the tilt's RMS angle over the face is uniform in [0, this]
+    # the tilt field's scales (Gaussian σ, pixels of a 256² crop): coarser ones are close to a turn of the whole face,
+    # which shading under an unknown light cannot tell (run c15 used the default; c16 the finer 6/12/24)
+    prior_truth_scales_px: tuple[float, ...] = (12.0, 24.0, 48.0)
 
     def __post_init__(self) -> None:
         if not 0.0 <= self.prior_dropout <= 1.0:
@@ -126,6 +129,9 @@ class AugmentSection:
             raise ValueError(f"augment.prior_from_truth must be in [0, 1], got {self.prior_from_truth}")
         if not 0.0 <= self.prior_truth_tilt_deg <= 45.0:
             raise ValueError(f"augment.prior_truth_tilt_deg must be in [0, 45]°, got {self.prior_truth_tilt_deg}")
+        if not self.prior_truth_scales_px or not all(0.0 < v <= 256.0 for v in self.prior_truth_scales_px):
+            raise ValueError(f"augment.prior_truth_scales_px must be 1+ scales in (0, 256] px, "
+                             f"got {self.prior_truth_scales_px}")
         spreads = {"prior_shift_px": self.prior_shift_px, "prior_rotate_deg": self.prior_rotate_deg,
                    "prior_scale": self.prior_scale, "prior_point_px": self.prior_point_px}
         bad = {k: v for k, v in spreads.items() if not v >= 0.0}

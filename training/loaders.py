@@ -150,7 +150,8 @@ def _prior_channels(files: SampleFiles, sample: Sample, matrix: np.ndarray, size
         normals, coverage = stored_prior(files.image.parent.parent, files.name, shape, source,
                                          _landmark_jitter(shape[0], rng, augment))
         if _from_truth(sample, rng, augment):
-            normals = truth_prior(normals, coverage, sample.normals, sample.mask, rng, augment.prior_truth_tilt_deg)
+            normals = truth_prior(normals, coverage, sample.normals, sample.mask, rng, augment.prior_truth_tilt_deg,
+                                  augment.prior_truth_scales_px)
     warped, _ = warp_normals(normals, np.full(coverage.shape, coverage.any()), matrix, size)
     return np.concatenate([warped.transpose(2, 0, 1), warp_mask(coverage, matrix, size)[None].astype(np.float32)])
 

@@ -26,16 +26,17 @@ import numpy as np
 
 from facenormals import prior
 
-TILT_SCALES_PX = (12.0, 24.0, 48.0)  # Gaussian σ of the tilt field's components, pixels of a 256² crop
+TILT_SCALES_PX = (12.0, 24.0, 48.0)  # default Gaussian σ of the tilt field's components, pixels of a 256² crop
 FIELD_PX = 64  # the tilt field is drawn at this side (cheap) and resized to the crop
 BLUR_PX = (2.0, 6.0)  # extra blur of the truth before drawing, σ in pixels of a 256² crop (uniform)
 
 
-def smooth_field(size: int, rng: np.random.Generator) -> np.ndarray:
-    """S×S×3 random vector field, smooth at :data:`TILT_SCALES_PX` (scaled to ``size``), unit RMS; drawn at
-    :data:`FIELD_PX`² (its finest scale is 3 of those pixels) and resized."""
+def smooth_field(size: int, rng: np.random.Generator,
+                 scales_px: tuple[float, ...] = TILT_SCALES_PX) -> np.ndarray:
+    """S×S×3 random vector field, smooth at ``scales_px`` (σ in pixels of a 256² crop, scaled to ``size``), unit
+    RMS; drawn at :data:`FIELD_PX`² (σ 6 px is 1.5 of those pixels) and resized."""
     small = np.zeros((FIELD_PX, FIELD_PX, 3), np.float32)
-    for sigma in TILT_SCALES_PX:
+    for sigma in scales_px:
         noise = rng.standard_normal((FIELD_PX, FIELD_PX, 3)).astype(np.float32)
         smooth = cv2.GaussianBlur(noise, (0, 0), sigma * FIELD_PX / 256.0, borderType=cv2.BORDER_REFLECT)
         small += smooth / max(float(smooth.std()), 1e-6) * np.float32(rng.uniform(0.3, 1.0))
@@ -64,7 +65,8 @@ def masked_blur(normals: np.ndarray, mask: np.ndarray, sigma: float) -> np.ndarr
 
 
 def truth_prior(stored: np.ndarray, coverage: np.ndarray, truth: np.ndarray, mask: np.ndarray,
-                rng: np.random.Generator, max_tilt_deg: float) -> np.ndarray:
+                rng: np.random.Generator, max_tilt_deg: float,
+                scales_px: tuple[float, ...] = TILT_SCALES_PX) -> np.ndarray:
     """The stored coarse face (S×S×3 over the crop, with its ``coverage``) moved toward the ``truth`` (S×S×3, unit
     inside ``mask``) and tilted: S×S×3 unit normals over the crop, to be fed with the same coverage. No stored face
     (empty coverage): returned unchanged, the no-face fallback stays what it is."""
@@ -82,7 +84,7 @@ def truth_prior(stored: np.ndarray, coverage: np.ndarray, truth: np.ndarray, mas
     mixed[region] = (1.0 - alpha) * stored[region] + alpha * target[region]
     # the seam at the mask's edge smoothed as the coarse face itself is (one more blur of an already smooth face)
     mixed = unit(cv2.GaussianBlur(unit(mixed), (0, 0), prior.ICT_SMOOTH_PX * px))
-    return tilt(mixed, smooth_field(size, rng), region, rng.uniform(0.0, max_tilt_deg))
+    return tilt(mixed, smooth_field(size, rng, scales_px), region, rng.uniform(0.0, max_tilt_deg))
 
 
 def unit(normals: np.ndarray) -> np.ndarray:
