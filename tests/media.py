@@ -137,3 +137,24 @@ def render_ict_profiles(shared_data: Path, out: Path, count: int, seed: int, siz
                               "--no-contact-sheet"])
     assert data_cli.main(args) == 0
     return out
+
+
+def frontal_renders_with_priors(shared_data: Path, out: Path) -> list:
+    """Two near-frontal 128² ICT renders with their stored MediaPipe landmarks (``facenormals data render`` and
+    ``data prior``): the samples where MediaPipe found the face."""
+    import argparse
+
+    from facenormals.dataset import scan_dataset
+    from facenormals.training.data import cli as data_cli
+    from facenormals.training.data.prior_cli import compute_priors, read_index
+
+    parser = argparse.ArgumentParser()
+    data_cli.add_arguments(parser)
+    assert data_cli.main(parser.parse_args([
+        "render", "--source", "ict", "--count", "2", "--out", str(out), "--seed", "7", "--size", "128",
+        "--workers", "1", "--max-angle-deg", "10", "--ict", str(shared_data / "ict-facekit" / "ict_facekit.npz"),
+        "--no-contact-sheet"])) == 0
+    compute_priors(out)
+    found = [f for f in scan_dataset(out) if read_index(out)[f.name]]
+    assert found, "MediaPipe should find near-frontal ICT faces"
+    return found

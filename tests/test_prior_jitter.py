@@ -2,15 +2,14 @@
 
 from __future__ import annotations
 
-import argparse
 import math
 
 import numpy as np
 import pytest
+from media import frontal_renders_with_priors
 
 from facenormals.training.augment import jitter_landmarks
 from facenormals.training.config import AugmentSection, config_from_dict
-from facenormals.training.data import cli as data_cli
 
 GRID = np.stack(np.meshgrid(np.linspace(60, 190, 12), np.linspace(50, 200, 12)), axis=-1).reshape(-1, 2)
 POINTS = np.column_stack([GRID, np.linspace(-20, 20, len(GRID))])
@@ -70,20 +69,9 @@ def test_jitter_settings_are_checked_by_name():
 @pytest.mark.slow
 def test_the_loader_fits_the_prior_to_jittered_landmarks_and_keeps_the_image(shared_data, tmp_path):
     """Real renders, real MediaPipe landmarks, the real ICT fit: jitter moves the prior a little, not the image."""
-    from facenormals.dataset import scan_dataset
-    from facenormals.training.data.prior_cli import compute_priors, read_index
     from facenormals.training.loaders import load_item
 
-    parser = argparse.ArgumentParser()
-    data_cli.add_arguments(parser)
-    out = tmp_path / "frontal"
-    assert data_cli.main(parser.parse_args([
-        "render", "--source", "ict", "--count", "2", "--out", str(out), "--seed", "7", "--size", "128",
-        "--workers", "1", "--max-angle-deg", "10", "--ict", str(shared_data / "ict-facekit" / "ict_facekit.npz"),
-        "--no-contact-sheet"])) == 0
-    compute_priors(out)
-    found = [f for f in scan_dataset(out) if read_index(out)[f.name]]
-    assert found, "MediaPipe should find near-frontal ICT faces"
+    found = frontal_renders_with_priors(shared_data, tmp_path / "frontal")
 
     def item(jitter: float, seed: int) -> dict[str, np.ndarray]:
         augment = AugmentSection(prior_dropout=0.0, prior_jitter=jitter, prior_shift_px=4.0)

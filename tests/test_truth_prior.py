@@ -3,11 +3,10 @@ the truth, the stored face's coverage and no-face fallback kept, the image left 
 
 from __future__ import annotations
 
-import argparse
-
 import cv2
 import numpy as np
 import pytest
+from media import frontal_renders_with_priors
 
 from facenormals import mesh_prior
 from facenormals.training.config import AugmentSection, config_from_dict
@@ -103,21 +102,9 @@ def test_settings_are_checked_by_name_and_off_by_default():
 @pytest.mark.slow
 def test_the_loader_pulls_the_stored_face_and_keeps_the_image_and_coverage(shared_data, tmp_path):
     """Real renders, real MediaPipe landmarks, the real ICT fit: the prior changes, nothing else does."""
-    from facenormals.dataset import scan_dataset
-    from facenormals.training.data import cli as data_cli
-    from facenormals.training.data.prior_cli import compute_priors, read_index
     from facenormals.training.loaders import load_item
 
-    parser = argparse.ArgumentParser()
-    data_cli.add_arguments(parser)
-    out = tmp_path / "frontal"
-    assert data_cli.main(parser.parse_args([
-        "render", "--source", "ict", "--count", "2", "--out", str(out), "--seed", "7", "--size", "128",
-        "--workers", "1", "--max-angle-deg", "10", "--ict", str(shared_data / "ict-facekit" / "ict_facekit.npz"),
-        "--no-contact-sheet"])) == 0
-    compute_priors(out)
-    found = [f for f in scan_dataset(out) if read_index(out)[f.name]]
-    assert found, "MediaPipe should find near-frontal ICT faces"
+    found = frontal_renders_with_priors(shared_data, tmp_path / "frontal")
 
     def item(share: float) -> dict[str, np.ndarray]:
         augment = AugmentSection(prior_dropout=0.0, prior_from_truth=share)
