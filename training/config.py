@@ -111,8 +111,8 @@ class AugmentSection:
     prior_rotate_deg: float = 1.0  # std of its in-plane rotation about the landmarks' centroid
     prior_scale: float = 0.015  # std of its relative scale about the centroid
     prior_point_px: float = 0.5  # std of each landmark's own noise (x, y), pixels of a 256² crop
-    # prior models: share of paired samples whose coarse face is drawn from their ground truth, blurred and turned by
-    # a smooth random tilt (training/truth_prior.py: a gap the shading must close, not the ICT population). 0 = off
+    # prior models: share of paired samples whose coarse face is pulled toward their ground truth and turned by a
+    # smooth random tilt (training/truth_prior.py: a gap the shading must close, not the ICT population). 0 = off
     # (no random draws: older runs replay).
     prior_from_truth: float = 0.0
     prior_truth_tilt_deg: float = 12.0  # the tilt's RMS angle over the face is uniform in [0, this]

@@ -11,12 +11,14 @@ population part of the gap shrinks by α; the tilt can only be undone by reading
 image shows of the outline), which is the same physics on a real face.
 
 The result keeps the stored face's coverage and its look (smooth, extended over the crop), so nothing but the
-image tells the two kinds of sample apart. The tilt field is a sum of Gaussian-smoothed white noise at three scales
-(:data:`TILT_SCALES_PX`), scaled so that its RMS tilt over the face is the drawn angle (uniform in
-[0, ``max_tilt_deg``]): the ICT fit's own error on renders is ~14° mean, most of it below σ = 4 px.
+image tells the two kinds of sample apart. The tilt field is a sum of Gaussian-smoothed white noise at a few scales
+(default :data:`TILT_SCALES_PX`), scaled so that its RMS tilt over the face is the drawn angle (uniform in
+[0, ``max_tilt_deg``]): the ICT fit's own error on renders is ~14° mean, most of it low-frequency (what survives a
+σ = 4 px blur). Coarse scales are close to a turn of the whole face, which shading under an unknown light cannot
+tell: run c15 (σ 12/24/48 px) learnt to leave the coarse face alone, c16 (6/12/24) did not (MODEL_CARD).
 
-Configured by ``augment.prior_from_truth`` (share of paired samples) and ``augment.prior_truth_tilt_deg``; off
-(0) by default, with no random draws (older runs replay their batches).
+Configured by ``augment.prior_from_truth`` (share of paired samples), ``prior_truth_tilt_deg`` and
+``prior_truth_scales_px``; off (0) by default, with no random draws (older runs replay their batches).
 """
 
 from __future__ import annotations
@@ -29,6 +31,11 @@ from facenormals import prior
 TILT_SCALES_PX = (12.0, 24.0, 48.0)  # default Gaussian σ of the tilt field's components, pixels of a 256² crop
 FIELD_PX = 64  # the tilt field is drawn at this side (cheap) and resized to the crop
 BLUR_PX = (2.0, 6.0)  # extra blur of the truth before drawing, σ in pixels of a 256² crop (uniform)
+
+
+def unit(normals: np.ndarray) -> np.ndarray:
+    """H×W×3 vectors scaled to unit length, float32 (zero stays ~zero)."""
+    return (normals / np.maximum(np.linalg.norm(normals, axis=2, keepdims=True), 1e-6)).astype(np.float32)
 
 
 def smooth_field(size: int, rng: np.random.Generator,
@@ -51,8 +58,7 @@ def tilt(normals: np.ndarray, field: np.ndarray, region: np.ndarray, rms_deg: fl
     rms = float(np.sqrt(np.mean(np.sum(tangential[region] ** 2, axis=1)))) if region.any() else 0.0
     if rms < 1e-9 or rms_deg <= 0.0:
         return normals.astype(np.float32, copy=True)
-    moved = normals + tangential * np.float32(np.tan(np.radians(rms_deg)) / rms)
-    return (moved / np.maximum(np.linalg.norm(moved, axis=2, keepdims=True), 1e-6)).astype(np.float32)
+    return unit(normals + tangential * np.float32(np.tan(np.radians(rms_deg)) / rms))
 
 
 def masked_blur(normals: np.ndarray, mask: np.ndarray, sigma: float) -> np.ndarray:
@@ -60,8 +66,7 @@ def masked_blur(normals: np.ndarray, mask: np.ndarray, sigma: float) -> np.ndarr
     weight = mask.astype(np.float32)
     num = cv2.GaussianBlur(normals * weight[..., None], (0, 0), sigma)
     den = cv2.GaussianBlur(weight, (0, 0), sigma)[..., None]
-    out = num / np.maximum(den, 1e-6)
-    return (out / np.maximum(np.linalg.norm(out, axis=2, keepdims=True), 1e-6)).astype(np.float32)
+    return unit(num / np.maximum(den, 1e-6))
 
 
 def truth_prior(stored: np.ndarray, coverage: np.ndarray, truth: np.ndarray, mask: np.ndarray,
@@ -85,7 +90,3 @@ def truth_prior(stored: np.ndarray, coverage: np.ndarray, truth: np.ndarray, mas
     # the seam at the mask's edge smoothed as the coarse face itself is (one more blur of an already smooth face)
     mixed = unit(cv2.GaussianBlur(unit(mixed), (0, 0), prior.ICT_SMOOTH_PX * px))
     return tilt(mixed, smooth_field(size, rng, scales_px), region, rng.uniform(0.0, max_tilt_deg))
-
-
-def unit(normals: np.ndarray) -> np.ndarray:
-    return (normals / np.maximum(np.linalg.norm(normals, axis=2, keepdims=True), 1e-6)).astype(np.float32)
