@@ -27,6 +27,8 @@ import cv2
 import numpy as np
 
 from facenormals import prior
+from facenormals.geometry import normalise_rows
+from facenormals.training.diagnose import masked_blur
 
 TILT_SCALES_PX = (12.0, 24.0, 48.0)  # default Gaussian σ of the tilt field's components, pixels of a 256² crop
 FIELD_PX = 64  # the tilt field is drawn at this side (cheap) and resized to the crop
@@ -34,8 +36,10 @@ BLUR_PX = (2.0, 6.0)  # extra blur of the truth before drawing, σ in pixels of 
 
 
 def unit(normals: np.ndarray) -> np.ndarray:
-    """H×W×3 vectors scaled to unit length, float32 (zero stays ~zero)."""
-    return (normals / np.maximum(np.linalg.norm(normals, axis=2, keepdims=True), 1e-6)).astype(np.float32)
+    """A float32 copy of H×W×3 vectors scaled to unit length (zero stays zero)."""
+    out = np.array(normals, dtype=np.float32, order="C")
+    normalise_rows(out.reshape(-1, 3), 1e-6)
+    return out
 
 
 def smooth_field(size: int, rng: np.random.Generator,
@@ -61,14 +65,6 @@ def tilt(normals: np.ndarray, field: np.ndarray, region: np.ndarray, rms_deg: fl
     return unit(normals + tangential * np.float32(np.tan(np.radians(rms_deg)) / rms))
 
 
-def masked_blur(normals: np.ndarray, mask: np.ndarray, sigma: float) -> np.ndarray:
-    """Normalised convolution inside the mask, renormalised (outside: whatever leaks in; the caller fills it)."""
-    weight = mask.astype(np.float32)
-    num = cv2.GaussianBlur(normals * weight[..., None], (0, 0), sigma)
-    den = cv2.GaussianBlur(weight, (0, 0), sigma)[..., None]
-    return unit(num / np.maximum(den, 1e-6))
-
-
 def truth_prior(stored: np.ndarray, coverage: np.ndarray, truth: np.ndarray, mask: np.ndarray,
                 rng: np.random.Generator, max_tilt_deg: float,
                 scales_px: tuple[float, ...] = TILT_SCALES_PX) -> np.ndarray:
@@ -83,7 +79,7 @@ def truth_prior(stored: np.ndarray, coverage: np.ndarray, truth: np.ndarray, mas
     if not region.any():
         return stored
     px = size / 256.0
-    target = masked_blur(truth.astype(np.float32), mask, rng.uniform(*BLUR_PX) * px)
+    target = masked_blur(truth, mask, rng.uniform(*BLUR_PX) * px)  # used inside the mask only
     alpha = np.float32(rng.uniform(0.0, 1.0))
     mixed = stored.astype(np.float32, copy=True)
     mixed[region] = (1.0 - alpha) * stored[region] + alpha * target[region]
