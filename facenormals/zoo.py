@@ -41,15 +41,15 @@ class ShippedModel:
 REGISTRY: dict[str, ShippedModel] = {m.name: m for m in (
     ShippedModel(
         "fast-prior", "fast-prior.safetensors",
-        "6e26660295745cbf6330dc55f983c264c2683d3af5221a102aed7deebf013b27",
+        "21bb58f0b27d0929d4df8b59ecfb59b7be92869061ca3ea1a7a79f00f5835f6e",
         in_chans=7, prior_source="ict-blend", input_size=256,
         int8_file="fast-prior.int8.onnx",
-        int8_sha256="534a6b79520939e27e46c312a93ef46b23ffa65a0836e97c1cb0181fa8e46158",
-        accuracy_deg={"val_ict_v2": 13.73, "val_james": 10.25, "val_profile": 13.93, "val_ict_v5": 14.65},
+        int8_sha256="1fd6be3e89eeb6b059d41a42445c44239c4691cb592a2000ad988bf8401a926e",
+        accuracy_deg={"val_ict_v2": 13.71, "val_james": 10.24, "val_profile": 13.82, "val_ict_v5": 14.63},
         speed_ms={"ort-cpu-fp32": 37.7, "ort-cpu-int8": 17.6},
-        note="campaign run ict_prior_c11 (session 17, real-photo anchor 100, batch 8): 0.3 of its cool-down's "
-             "snapshot mean + 0.7 of the previous weights (run c9's mix); detail on top of an ICT-FaceKit face "
-             "fitted to MediaPipe's landmarks, averaged with MediaPipe's mesh"),
+        note="campaign run ict_prior_c17 (session 20, half of the paired samples on truth-pulled coarse faces): "
+             "0.3 of its cool-down's snapshot mean + 0.7 of the previous weights (run c11's mix); detail on top "
+             "of an ICT-FaceKit face fitted to MediaPipe's landmarks, averaged with MediaPipe's mesh"),
     ShippedModel(
         "lite-prior", "lite-prior.safetensors",
         "a6c9f964366670f73193131f5b72bfed18888932c1323dd22ab4ad95dc5423f0",
