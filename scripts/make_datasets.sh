@@ -2,8 +2,13 @@
 # Rebuild the training and validation sets of the campaign (training/configs/ict_prior.toml) under a folder
 # (default /work/datasets), from ../shared/data. Resumable: existing samples and stored landmarks are kept.
 # ~40 min on 2 idle cores (renders ≈ 40 paired samples/s (2 idle cores, session 6), MediaPipe landmarks ≈ 100 images/s).
+#   bash scripts/make_datasets.sh [OUT] [all|campaign]
+# `campaign`: only the sets the campaign's runs train and validate on since c13 (v6, v7, the normal-only set, the
+# real frames, the four validation sets): ~20 min, what a machine that lost /work/datasets needs first (session 21).
 set -euo pipefail
 OUT="${1:-/work/datasets}"
+SETS="${2:-all}"
+[[ $SETS == all || $SETS == campaign ]] || { echo "make_datasets.sh: SETS must be 'all' or 'campaign', got '$SETS'" >&2; exit 2; }
 SHARED="${FACENORMALS_SHARED:-$(cd "$(dirname "$0")/../.." && pwd)/shared}/data"
 render() { facenormals data render --no-contact-sheet "$@"; }
 # v3–v5 were rendered before session 8, when the engine dressed 15 % of the ICT faces in the James scan's texture by
@@ -12,18 +17,24 @@ render() { facenormals data render --no-contact-sheet "$@"; }
 jt=(--james "$SHARED/james")
 
 # training
+if [[ $SETS == all ]]; then
 render --source ict --count 10000 --out "$OUT/ict_paired_v3" --seed 21 "${jt[@]}"                    # new identities, v2 shading
 render --source ict --count 2000 --out "$OUT/ict_profile_v3" --seed 31 --yaw-deg 45 90 "${jt[@]}"    # profiles, |yaw| 45–90°
+fi
 render --source ict --count 500 --out "$OUT/ict_normal_only" --seed 2 --kind normal-only
 facenormals data photos --in "$SHARED/photos" "$SHARED/video" --out "$OUT/photos_image_only" --every 4 --no-contact-sheet
+if [[ $SETS == all ]]; then
 # v4 (issue 14, campaign config ict_prior_c4.toml): broader identities (per-face scale 1–1.6 under a skin-fold bound),
 # smooth shape outside ICT's span (≤ 2 mm), 30 % of the faces at |yaw| 40–90° (27 % beyond ±45°); all video frames
 render --source ict --count 10000 --out "$OUT/ict_paired_v4" --seed 41 "${jt[@]}" --yaw-deg 40 90 --profile-fraction 0.3 \
     --identity-scale 1.0 1.6 --detail-mm 2
+fi
 facenormals data photos --in "$SHARED/photos" "$SHARED/video" --out "$OUT/photos_image_only_v2" --every 1 --no-contact-sheet
+if [[ $SETS == all ]]; then
 # v5 (session 7, campaign config ict_prior_c6.toml): as v4 with off-span shape up to 5 mm (the renderer's bound)
 render --source ict --count 10000 --out "$OUT/ict_paired_v5" --seed 51 --yaw-deg 40 90 --profile-fraction 0.3 \
     --identity-scale 1.0 1.6 --detail-mm 5 "${jt[@]}"
+fi
 # v6 (session 8, campaign config ict_prior_c8.toml): as v5, and no face wears the James texture
 render --source ict --count 10000 --out "$OUT/ict_paired_v6" --seed 61 --yaw-deg 40 90 --profile-fraction 0.3 \
     --identity-scale 1.0 1.6 --detail-mm 5
@@ -37,6 +48,7 @@ render --source ict --count 200 --out "$OUT/val_profile" --seed 2000 --yaw-deg 5
 render --source ict --count 200 --out "$OUT/val_ict_v5" --seed 5000 --hard-fraction 0.3 --identity-scale 1.0 1.6 \
     --detail-mm 5                                                  # held-out ICT faces with off-span shape (session 7)
 # MediaPipe's landmarks for every image (the loader draws each model's coarse face from them)
-facenormals data prior --in "$OUT/ict_paired_v3" "$OUT/ict_profile_v3" "$OUT/photos_image_only" \
-    "$OUT/ict_paired_v4" "$OUT/photos_image_only_v2" "$OUT/ict_paired_v5" "$OUT/ict_paired_v6" "$OUT/ict_paired_v7" \
-    "$OUT/val_ict_v2" "$OUT/val_james" "$OUT/val_profile" "$OUT/val_ict_v5"
+sets=("$OUT/photos_image_only" "$OUT/photos_image_only_v2" "$OUT/ict_paired_v6" "$OUT/ict_paired_v7" \
+    "$OUT/val_ict_v2" "$OUT/val_james" "$OUT/val_profile" "$OUT/val_ict_v5")
+if [[ $SETS == all ]]; then sets+=("$OUT/ict_paired_v3" "$OUT/ict_profile_v3" "$OUT/ict_paired_v4" "$OUT/ict_paired_v5"); fi
+facenormals data prior --in "${sets[@]}"
