@@ -37,6 +37,10 @@ class ModelSection:
     init: str | None = None  # a full checkpoint to start from (weights only; a fresh optimiser)
     prior: str = "none"  # coarse-face prior input (issue 9): "none" | "absolute" | "residual"
     prior_source: str = "mediapipe-mesh"  # which coarse face (issue 13): "mediapipe-mesh" | "ict-fit" | "ict-blend"
+    # E_I's BatchNorm statistics fixed during training (training/batchnorm.py): recomputed at the start of a fresh
+    # run over ``batchnorm_crops`` crops of the training mix (0: the init's as they are), then never updated
+    freeze_batchnorm: bool = False
+    batchnorm_crops: int = 400
 
     def __post_init__(self) -> None:
         if self.arch not in WIDTHS:
@@ -47,6 +51,9 @@ class ModelSection:
             raise ValueError(f"model.prior_source {self.prior_source!r} unknown; choose one of {list(PRIOR_SOURCES)}")
         if self.variant not in VARIANTS:
             raise ValueError(f"model.variant {self.variant!r} unknown; choose one of {sorted(VARIANTS)}")
+        if self.batchnorm_crops < 0:
+            raise ValueError(f"model.batchnorm_crops must be ≥ 0 (0 = keep the init's statistics), "
+                             f"got {self.batchnorm_crops}")
 
     @property
     def input_prior(self) -> str | None:

@@ -21,6 +21,7 @@ from facenormals.fileio import write_rgb
 from facenormals.metrics import MetricAccumulator
 from facenormals.model import CrossModalNet, create_model
 from facenormals.training import checkpointing, ddp
+from facenormals.training.batchnorm import freeze_batchnorm, recompute_statistics, training_mix_inputs
 from facenormals.training.config import TrainConfig
 from facenormals.training.device import resolve_device, to_device
 from facenormals.training.distill import load_teacher
@@ -64,6 +65,11 @@ def build_model(cfg: TrainConfig, load_init: bool = True) -> CrossModalNet:
             print(f"model.init {cfg.model.init}: inference-only; fresh {fresh}, E_N copied from E_I", flush=True)
         else:
             model.load_state_dict(load_checkpoint(cfg.model.init).state_dict())
+    if cfg.model.freeze_batchnorm:
+        if load_init and cfg.model.batchnorm_crops > 0:  # a fresh run: population statistics of its own mix
+            seen = recompute_statistics(model.image_encoder, training_mix_inputs(cfg, cfg.model.batchnorm_crops, cfg.seed))
+            print(f"E_I BatchNorm statistics recomputed over {seen} crops of the training mix, then frozen", flush=True)
+        freeze_batchnorm(model.image_encoder)
     return model
 
 
