@@ -50,3 +50,13 @@ def write_ellipsoids(root: str | Path, count: int, size: int = 64, kind: str = "
                      image=None if kind == "normal-only" else image,
                      normals=None if kind == "image-only" else normals)
     return Path(root)
+
+
+def write_run_folders(root: str | Path, paired: int, image_only: int, normal_only: int, val: int) -> Path:
+    """A training run's data at 64²: ``root/train`` with each kind (seeds 0, 1, 2), ``root/val`` paired (seed 3)."""
+    root = Path(root)
+    for kind, count, seed in (("paired", paired, 0), ("image-only", image_only, 1), ("normal-only", normal_only, 2)):
+        if count:
+            write_ellipsoids(root / "train", count, 64, kind, seed=seed)
+    write_ellipsoids(root / "val", val, 64, "paired", seed=3)
+    return root

@@ -23,7 +23,7 @@ from facenormals.training.batchnorm import (
     training_mix_inputs,
 )
 from facenormals.training.config import config_from_dict
-from tests.synthetic import write_ellipsoids
+from tests.synthetic import write_run_folders
 
 
 def _encoder() -> nn.Sequential:
@@ -74,12 +74,7 @@ def test_frozen_layers_normalise_with_fixed_statistics_and_still_learn():
 
 @pytest.fixture(scope="module")
 def data(tmp_path_factory) -> Path:
-    root = tmp_path_factory.mktemp("bn_data")
-    write_ellipsoids(root / "train", 6, 64, "paired", seed=0)
-    write_ellipsoids(root / "train", 6, 64, "image-only", seed=1)
-    write_ellipsoids(root / "train", 4, 64, "normal-only", seed=2)
-    write_ellipsoids(root / "val", 2, 64, "paired", seed=3)
-    return root
+    return write_run_folders(tmp_path_factory.mktemp("bn_data"), paired=6, image_only=6, normal_only=4, val=2)
 
 
 def _config(data: Path, run_dir: Path, **model: object) -> dict:

@@ -12,18 +12,14 @@ import torch
 from facenormals.training.config import TrainConfig, config_from_dict
 from facenormals.training.device import resolve_device, to_device
 from facenormals.training.trainer import train
-from tests.synthetic import write_ellipsoids
+from tests.synthetic import write_run_folders
 
 STEPS = 4
 
 
 @pytest.fixture(scope="module")
 def data(tmp_path_factory) -> Path:
-    root = tmp_path_factory.mktemp("data")
-    write_ellipsoids(root / "train", 8, 64, "paired", seed=0)
-    write_ellipsoids(root / "train", 4, 64, "image-only", seed=1)
-    write_ellipsoids(root / "val", 2, 64, "paired", seed=3)
-    return root
+    return write_run_folders(tmp_path_factory.mktemp("data"), paired=8, image_only=4, normal_only=0, val=2)
 
 
 def _config(data: Path, run_dir: Path, **overrides: object) -> TrainConfig:

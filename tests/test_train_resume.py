@@ -19,7 +19,7 @@ from facenormals.checkpoint import load_checkpoint
 from facenormals.training.augment import geometric_matrix, warp_normals
 from facenormals.training.config import AugmentSection, config_from_dict, load_config
 from facenormals.training.loaders import BatchPlan, scan_by_kind
-from tests.synthetic import ellipsoid, write_ellipsoids
+from tests.synthetic import ellipsoid, write_run_folders
 
 pytestmark = pytest.mark.slow  # training runs in subprocesses
 
@@ -28,12 +28,7 @@ STEPS = 14
 
 @pytest.fixture(scope="module")
 def data(tmp_path_factory) -> Path:
-    root = tmp_path_factory.mktemp("data")
-    write_ellipsoids(root / "train", 10, 64, "paired", seed=0)
-    write_ellipsoids(root / "train", 6, 64, "image-only", seed=1)
-    write_ellipsoids(root / "train", 6, 64, "normal-only", seed=2)
-    write_ellipsoids(root / "val", 4, 64, "paired", seed=3)
-    return root
+    return write_run_folders(tmp_path_factory.mktemp("data"), paired=10, image_only=6, normal_only=6, val=4)
 
 
 def _config(data: Path, run_dir: Path) -> Path:

@@ -32,7 +32,7 @@ from torch import nn
 from facenormals.checkpoint import is_inference_only, load_network, save_checkpoint
 from facenormals.fileio import check_model_file
 from facenormals.training.config import TrainConfig, load_config
-from facenormals.training.loaders import load_item, scan_by_kind
+from facenormals.training.loaders import active_mix, collate, load_item, scan_by_kind
 from facenormals.training.schedule import image_input
 
 IMAGE_KINDS = ("paired", "image-only")  # the batch kinds whose crops pass through E_I
@@ -89,20 +89,18 @@ def training_mix_inputs(cfg: TrainConfig, count: int, seed: int = 0, batch_size:
     """E_I inputs of ``count`` crops drawn (seeded) from the run's training folders in its mix of the batch kinds that
     carry images, each loaded and augmented as the trainer does (geometry, photometry, coarse-face jitter and pulls)."""
     groups = scan_by_kind(cfg.data.train, cfg.data.exclude)
-    weights = {kind: cfg.data.mix.get(kind, 0.0) for kind in IMAGE_KINDS if groups[kind]}
-    weights = {kind: w for kind, w in weights.items() if w > 0}
-    if not weights:
+    shares = {kind: w for kind, w in active_mix(cfg, groups).items() if kind in IMAGE_KINDS}
+    if not shares:
         raise ValueError(f"{cfg.data.train}: no paired or image-only samples in the mix {cfg.data.mix}")
     rng = np.random.default_rng(seed)
-    kinds = list(weights)
-    shares = np.array([weights[k] for k in kinds]) / sum(weights.values())
-    drawn = [groups[kinds[k]][rng.integers(len(groups[kinds[k]]))] for k in rng.choice(len(kinds), count, p=shares)]
+    kinds = list(shares)
+    weights = np.array([shares[k] for k in kinds]) / sum(shares.values())
+    drawn = [groups[kinds[k]][rng.integers(len(groups[kinds[k]]))] for k in rng.choice(len(kinds), count, p=weights)]
     prior = cfg.model.input_prior
     for start in range(0, len(drawn), batch_size):
         items = [load_item(files, size, rng, cfg.augment, prior) for files in drawn[start:start + batch_size]]
-        batch = {k: torch.from_numpy(np.stack([item[k] for item in items])) for k in ("image", "prior")
-                 if k in items[0]}
-        yield image_input(batch)
+        # only what E_I reads: paired and image-only crops carry different label keys
+        yield image_input(collate([{k: item[k] for k in ("image", "prior") if k in item} for item in items]))
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -42,16 +42,22 @@ def _with_prior(source: str | None) -> Callable[[np.ndarray], np.ndarray]:
     return lambda images: np.concatenate([images, prior_channels(images, face_mesh, source)], axis=1)
 
 
-def torch_predictor(module: ImageToNormal, mirror: bool = True) -> Predictor:
-    """``mirror``: the output averaged with the network's on the mirrored crop, as the API does for photos."""
+def torch_network(module: ImageToNormal, mirror: bool = True) -> Callable[[np.ndarray], np.ndarray]:
+    """Network inputs (N×C×S×S, RGB and any coarse-face channels) → normals; ``mirror``: the output averaged with the
+    network's on the mirrored crop, as the API does for photos."""
     module = module.eval()
-    inputs = _with_prior(module.cfg.input_prior)
 
     def network(batch: np.ndarray) -> np.ndarray:
         with torch.inference_mode():
             return module(torch.from_numpy(np.ascontiguousarray(batch))).numpy()
 
-    run = mirror_averaged(network) if mirror else network
+    return mirror_averaged(network) if mirror else network
+
+
+def torch_predictor(module: ImageToNormal, mirror: bool = True) -> Predictor:
+    """RGB crops → normals, the coarse face drawn by MediaPipe on each crop for prior models (:func:`torch_network`)."""
+    inputs = _with_prior(module.cfg.input_prior)
+    run = torch_network(module, mirror)
     return lambda images: run(inputs(images))
 
 

@@ -23,7 +23,6 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 
 import numpy as np
-import torch
 from tqdm import tqdm
 
 import facenormals
@@ -32,10 +31,8 @@ from facenormals.checkpoint import load_image_to_normal
 from facenormals.dataset import SampleFiles
 from facenormals.fileio import check_model_file
 from facenormals.mesh_prior import create_face_mesh
-from facenormals.metrics import MetricAccumulator
-from facenormals.mirror_average import mirror_averaged
 from facenormals.prior import prior_channels
-from facenormals.training.evaluation import batches, paired_samples
+from facenormals.training.evaluation import batches, evaluate_predictor, paired_samples, torch_network
 
 DEFAULT_CACHE = Path.home() / ".cache" / "facenormals" / "gate"
 # the code that draws the coarse face: a change to any of these files makes new cache entries
@@ -108,30 +105,23 @@ def network(path: Path) -> tuple[Callable[[np.ndarray], np.ndarray], str, int]:
     source = module.cfg.input_prior
     if source is None:
         raise ValueError(f"{path}: an RGB model; the gate compares prior models (the campaign's)")
-
-    def run(batch: np.ndarray) -> np.ndarray:
-        with torch.inference_mode():
-            return module(torch.from_numpy(np.ascontiguousarray(batch, dtype=np.float32))).numpy()
-
-    return mirror_averaged(run), source, int(module.cfg.input_size)
+    return torch_network(module), source, int(module.cfg.input_size)
 
 
 def score(run: Callable[[np.ndarray], np.ndarray], inputs: np.ndarray, samples: list[SampleFiles],
           label: str) -> dict[str, float]:
-    """Per-crop mean angular error (°) of a network on a set's cached inputs, as ``facenormals eval`` computes it."""
-    accumulator = MetricAccumulator()
-    per_image: dict[str, float] = {}
+    """Per-crop mean angular error (°) of a network on a set's cached inputs, by ``facenormals eval``'s own loop."""
     start = 0
-    with tqdm(total=len(samples), desc=label, unit="img", leave=False) as bar:
-        for batch in batches(samples, 8):
-            count = len(batch.names)
-            rows = np.array(inputs[start:start + count])  # a writable copy of the memory-mapped rows
-            preds = run(rows).transpose(0, 2, 3, 1)
-            start += count
-            for name, pred, target, mask in zip(batch.names, preds, batch.normals, batch.masks, strict=True):
-                per_image[name] = accumulator.add(pred, target, mask)
-            bar.update(count)
-    return per_image
+
+    def cached(images: np.ndarray) -> np.ndarray:  # eval's batches come in the samples' order
+        nonlocal start
+        rows = np.array(inputs[start:start + len(images)], dtype=np.float32)  # a writable copy of the mapped rows
+        start += len(images)
+        if not np.array_equal(rows[:, :3], images):
+            raise ValueError(f"{label}: the cached coarse faces belong to other crops (clear the gate's cache)")
+        return run(rows)
+
+    return evaluate_predictor(cached, samples, label=label).per_image_deg
 
 
 def run_gate(candidates: list[Path], reference: Path, sets: list[Path], cache: Path) -> dict:
@@ -141,13 +131,13 @@ def run_gate(candidates: list[Path], reference: Path, sets: list[Path], cache: P
     if len(sources) != 1:
         raise ValueError(f"the models draw different coarse faces {sorted(sources)}; the gate compares like with like")
     source = sources.pop()
+    sides = {side for _, _, side in models.values()}
     report: dict = {"reference": str(reference), "sets": {}, "candidates": {}}
     per_set: dict[str, dict[Path, dict[str, float]]] = {}
     for folder in sets:
         samples = paired_samples(folder)
         inputs = coarse_face_inputs(folder, samples, source, cache)
-        sides = {side for _, _, side in models.values()}
-        if inputs.shape[2:] != (next(iter(sides)),) * 2 or len(sides) != 1:
+        if len(sides) != 1 or inputs.shape[2:] != (next(iter(sides)),) * 2:
             raise ValueError(f"{folder}: crops are {inputs.shape[3]}×{inputs.shape[2]}, the models take "
                              f"{sorted(sides)}² (score other sizes with 'facenormals eval')")
         per_set[folder.name] = {path: score(run, inputs, samples, f"{path.stem} {folder.name}")
