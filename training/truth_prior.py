@@ -4,7 +4,7 @@ Why: on a render the coarse face is an ICT fit to MediaPipe's landmarks, so the 
 the part of an ICT identity the landmarks do not pin down — which the network can learn to fill in from the ICT
 population alone (E[truth | landmarks] over ICT faces), without reading the shading. That population prior is
 the wrong one for a real person: every campaign run that got better on ICT faces got worse on the real scan, all of
-it low-frequency shape (MODEL_CARD, sessions 8–18). Here a share of the paired samples gets a coarse face whose gap
+it low-frequency shape (docs/campaign/HISTORY.md, sessions 8–18). Here a share of the paired samples gets a coarse face whose gap
 is mostly noise independent of the face: the stored coarse face moved a random fraction α of the way to the truth
 (blurred to the coarse face's scale) over the face, then turned everywhere by a smooth random field of tilts. The
 population part of the gap shrinks by α; the tilt can only be undone by reading the image's shading (and what the
@@ -15,7 +15,7 @@ image tells the two kinds of sample apart. The tilt field is a sum of Gaussian-s
 (default :data:`TILT_SCALES_PX`), scaled so that its RMS tilt over the face is the drawn angle (uniform in
 [0, ``max_tilt_deg``]): the ICT fit's own error on renders is ~14° mean, most of it low-frequency (what survives a
 σ = 4 px blur). Coarse scales are close to a turn of the whole face, which shading under an unknown light cannot
-tell: run c15 (σ 12/24/48 px) learnt to leave the coarse face alone, c16 (6/12/24) did not (MODEL_CARD).
+tell: run c15 (σ 12/24/48 px) learnt to leave the coarse face alone, c16 (6/12/24) did not (docs/campaign/HISTORY.md).
 
 Configured by ``augment.prior_from_truth`` (share of paired samples), ``prior_truth_tilt_deg`` and
 ``prior_truth_scales_px``; off (0) by default, with no random draws (older runs replay their batches).
