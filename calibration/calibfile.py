@@ -213,42 +213,57 @@ def read_realsense(recording: str | Path | None = None, serial: str | None = Non
     Reads the colour and depth stream intrinsics, the depth→colour extrinsics and the depth units.
     """
     rs = import_pyrealsense2()
-    config = rs.config()
     if recording is not None:
-        recording = Path(recording)
-        if not recording.is_file():
-            raise CalibrationError(f"{recording}: RealSense recording not found")
-        config.enable_device_from_file(str(recording), repeat_playback=False)
-        source = f"realsense:{recording}"
-    else:
-        if serial:
-            config.enable_device(serial)
-        config.enable_stream(rs.stream.depth)
-        config.enable_stream(rs.stream.color)
-        source = f"realsense-device:{serial or 'first'}"
+        return _read_realsense_recording(rs, Path(recording))
+    config = rs.config()
+    if serial:
+        config.enable_device(serial)
+    config.enable_stream(rs.stream.depth)
+    config.enable_stream(rs.stream.color)
     pipeline = rs.pipeline()
     try:
         profile = pipeline.start(config)
     except RuntimeError as err:
-        where = recording if recording is not None else "device"
-        raise CalibrationError(f"{where}: pyrealsense2 could not open it ({err})") from err
+        raise CalibrationError(f"device: pyrealsense2 could not open it ({err})") from err
     try:
-        device = profile.get_device()
-        if recording is not None:
-            device.as_playback().set_real_time(False)
         streams = {s.stream_type(): s for s in profile.get_streams()}
-        if rs.stream.color not in streams:
-            raise CalibrationError(f"{source}: no colour stream")
-        colour = _rs_intrinsics(streams[rs.stream.color])
-        depth = rotation = translation = scale = None
-        if rs.stream.depth in streams:
-            depth = _rs_intrinsics(streams[rs.stream.depth])
-            extr = streams[rs.stream.depth].get_extrinsics_to(streams[rs.stream.color])
-            rotation = np.array(extr.rotation, dtype=np.float64).reshape(3, 3).T  # librealsense: column-major
-            translation = np.array(extr.translation, dtype=np.float64)
-            scale = float(device.first_depth_sensor().get_depth_scale())
+        return _realsense_calibration(rs, streams, profile.get_device(), f"realsense-device:{serial or 'first'}")
     finally:
         pipeline.stop()
+
+
+def _read_realsense_recording(rs, recording: Path) -> Calibration:
+    # The recorded stream profiles carry everything: loading the file as a playback device without streaming it
+    # avoids librealsense's playback thread, whose end-of-file stop can race pipeline.stop() and abort the process.
+    if not recording.is_file():
+        raise CalibrationError(f"{recording}: RealSense recording not found")
+    context = rs.context()
+    try:
+        device = context.load_device(str(recording))
+    except RuntimeError as err:
+        raise CalibrationError(f"{recording}: pyrealsense2 could not open it ({err})") from err
+    try:
+        streams = {}
+        for sensor in device.query_sensors():
+            for stream in sensor.get_stream_profiles():  # a recording holds one profile per stream; else the default
+                if stream.stream_type() not in streams or stream.is_default():
+                    streams[stream.stream_type()] = stream
+        return _realsense_calibration(rs, streams, device, f"realsense:{recording}")
+    finally:
+        context.unload_device(str(recording))
+
+
+def _realsense_calibration(rs, streams: dict, device, source: str) -> Calibration:
+    if rs.stream.color not in streams:
+        raise CalibrationError(f"{source}: no colour stream")
+    colour = _rs_intrinsics(streams[rs.stream.color])
+    depth = rotation = translation = scale = None
+    if rs.stream.depth in streams:
+        depth = _rs_intrinsics(streams[rs.stream.depth])
+        extr = streams[rs.stream.depth].get_extrinsics_to(streams[rs.stream.color])
+        rotation = np.array(extr.rotation, dtype=np.float64).reshape(3, 3).T  # librealsense: column-major
+        translation = np.array(extr.translation, dtype=np.float64)
+        scale = float(device.first_depth_sensor().get_depth_scale())
     return Calibration(colour, depth, rotation, translation, scale, source)
 
 
