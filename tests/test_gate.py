@@ -55,6 +55,20 @@ def test_a_copy_of_the_reference_does_not_pass(setup: dict[str, Path], tmp_path:
     assert row["delta_deg"] == 0.0 and row["better_share"] == 0.0
 
 
+def test_the_reference_scores_are_cached_by_its_hash(setup: dict[str, Path], tmp_path: Path):
+    cache = tmp_path / "cache"
+    first = gate.run_gate([setup["candidate"]], setup["reference"], [setup["set"]], cache)
+    entries = list(cache.glob("val_ellipsoids-*-reference-*.json"))
+    assert len(entries) == 1 and json.loads(entries[0].read_text()) == first["reference_per_image"]["val_ellipsoids"]
+    planted = {name: deg + 1.0 for name, deg in first["reference_per_image"]["val_ellipsoids"].items()}
+    entries[0].write_text(json.dumps(planted))  # a second gate must read the entry, not re-score
+    second = gate.run_gate([setup["candidate"]], setup["reference"], [setup["set"]], cache)
+    assert second["reference_per_image"]["val_ellipsoids"] == planted
+    other = _prior_model(tmp_path / "other.safetensors", 2)  # another reference file: its own entry
+    gate.run_gate([setup["candidate"]], other, [setup["set"]], cache)
+    assert len(list(cache.glob("val_ellipsoids-*-reference-*.json"))) == 2
+
+
 def test_a_new_crop_makes_a_new_cache_entry(setup: dict[str, Path], tmp_path: Path):
     grown = write_ellipsoids(tmp_path / "val_ellipsoids", count=4, size=256, seed=3)
     samples = paired_samples(grown)

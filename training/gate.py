@@ -5,7 +5,9 @@
 
 Scores exactly as ``facenormals eval`` does (every crop, MediaPipe's coarse face drawn on each crop, the mirror pass),
 but draws the coarse-face channels once per set and keeps them in a cache (``--cache``), so that a second candidate
-costs only the network: ~4× faster per candidate than ``eval`` on these 2 cores. A gate decides on hundredths of a
+costs only the network: ~4× faster per candidate than ``eval`` on these 2 cores. The reference's per-crop errors are
+cached too (keyed by its file's hash, the set's coarse faces and the package's code), so a repeated gate scores only
+its candidates. A gate decides on hundredths of a
 degree on one real face, so it reports each candidate's per-crop difference from the reference with its standard
 error and the share of crops it improves, not only the set means. Verdict: ``pass`` when the candidate's mean is
 lower on every set.
@@ -99,6 +101,32 @@ def coarse_face_inputs(folder: Path, samples: list[SampleFiles], source: str, ca
     return inputs
 
 
+def _package_fingerprint() -> str:
+    """Every source file of the package: the reference's cached scores are only reused by the code that made them."""
+    digest = hashlib.sha256()
+    for path in sorted(Path(facenormals.__file__).parent.rglob("*.py")):
+        digest.update(path.read_bytes())
+    return digest.hexdigest()[:16]
+
+
+def _file_hash(path: Path) -> str:
+    digest = hashlib.sha256()
+    with path.open("rb") as stream:
+        for block in iter(lambda: stream.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()[:16]
+
+
+def cached_score(run: Callable[[np.ndarray], np.ndarray], inputs: np.ndarray, samples: list[SampleFiles],
+                 label: str, entry: Path) -> dict[str, float]:
+    """``score``, read from ``entry`` (JSON) when an earlier gate wrote it, else scored and written atomically."""
+    if entry.is_file():
+        return json.loads(entry.read_text())
+    scores = score(run, inputs, samples, label)
+    write_text_atomic(entry, json.dumps(scores))
+    return scores
+
+
 def network(path: Path) -> tuple[Callable[[np.ndarray], np.ndarray], str, int]:
     """(the mirror-averaged image→normal network of a model file, its prior source, its input side)."""
     module = load_image_to_normal(check_model_file(path, "model"))
@@ -140,8 +168,12 @@ def run_gate(candidates: list[Path], reference: Path, sets: list[Path], cache: P
         if len(sides) != 1 or inputs.shape[2:] != (next(iter(sides)),) * 2:
             raise ValueError(f"{folder}: crops are {inputs.shape[3]}×{inputs.shape[2]}, the models take "
                              f"{sorted(sides)}² (score other sizes with 'facenormals eval')")
-        per_set[folder.name] = {path: score(run, inputs, samples, f"{path.stem} {folder.name}")
-                                for path, (run, _, _) in models.items()}
+        reference_entry = cache / (f"{folder.name}-{source}-{cache_key(samples, source)}-reference-"
+                                   f"{_file_hash(reference)}-{_package_fingerprint()}.json")
+        per_set[folder.name] = {
+            path: (cached_score(run, inputs, samples, f"{path.stem} {folder.name}", reference_entry) if path == reference
+                   else score(run, inputs, samples, f"{path.stem} {folder.name}"))
+            for path, (run, _, _) in models.items()}
         report["sets"][folder.name] = {"images": len(samples),
                                        "reference_deg": float(np.mean(list(per_set[folder.name][reference].values())))}
     for path in candidates:
