@@ -41,14 +41,15 @@ class ShippedModel:
 REGISTRY: dict[str, ShippedModel] = {m.name: m for m in (
     ShippedModel(
         "fast-prior", "fast-prior.safetensors",
-        "2cbf6f854533211f8d85eeef4663da31ec851f79af5183ec630a142a7bac1664",
+        "4c8a5483b7a4aa96f62f6fa28ee6c6f4e42085573b98cc6862144a0fd762aed4",
         in_chans=7, prior_source="ict-blend", input_size=256,
         int8_file="fast-prior.int8.onnx",
-        int8_sha256="41bd3dd79ff6b9f0f1f9abc652408ae7856c350ccb23aeb26e86bf4683947339",
+        int8_sha256="817871554e3ca6493f85a1f41d976fd67a44058fa01ba8b1ed3c35922a4c080d",
         accuracy_deg={"val_ict_v2": 13.69, "val_james": 10.23, "val_profile": 13.63, "val_ict_v5": 14.61},
         speed_ms={"ort-cpu-fp32": 37.7, "ort-cpu-int8": 17.6},
-        note="campaign run ict_prior_c25 (session 22, E_I's BatchNorm statistics frozen, from run c22's end): "
-             "0.3 of its cool-down's snapshot mean + 0.7 of the previous weights (run c17's mix); detail on top "
+        note="campaign run ict_prior_c28 (session 23, E_I's BatchNorm statistics frozen, from run c27's end, "
+             "15 % truth-pulled coarse faces): 0.3 of its cool-down's snapshot mean + 0.7 of the previous weights "
+             "(run c25's mix); detail on top "
              "of an ICT-FaceKit face fitted to MediaPipe's landmarks, averaged with MediaPipe's mesh"),
     ShippedModel(
         "lite-prior", "lite-prior.safetensors",
