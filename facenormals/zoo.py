@@ -45,7 +45,7 @@ REGISTRY: dict[str, ShippedModel] = {m.name: m for m in (
         in_chans=7, prior_source="ict-blend", input_size=256,
         int8_file="fast-prior.int8.onnx",
         int8_sha256="817871554e3ca6493f85a1f41d976fd67a44058fa01ba8b1ed3c35922a4c080d",
-        accuracy_deg={"val_ict_v2": 13.69, "val_james": 10.23, "val_profile": 13.63, "val_ict_v5": 14.61},
+        accuracy_deg={"val_ict_v2": 13.66, "val_james": 10.23, "val_profile": 13.49, "val_ict_v5": 14.59},
         speed_ms={"ort-cpu-fp32": 37.7, "ort-cpu-int8": 17.6},
         note="campaign run ict_prior_c28 (session 23, E_I's BatchNorm statistics frozen, from run c27's end, "
              "15 % truth-pulled coarse faces): 0.3 of its cool-down's snapshot mean + 0.7 of the previous weights "
