@@ -7,10 +7,9 @@ Scores exactly as ``facenormals eval`` does (every crop, MediaPipe's coarse face
 but draws the coarse-face channels once per set and keeps them in a cache (``--cache``), so that a second candidate
 costs only the network: ~4× faster per candidate than ``eval`` on these 2 cores. The reference's per-crop errors are
 cached too (keyed by its file's hash, the set's coarse faces and the package's code), so a repeated gate scores only
-its candidates. A gate decides on hundredths of a
-degree on one real face, so it reports each candidate's per-crop difference from the reference with its standard
-error and the share of crops it improves, not only the set means. Verdict: ``pass`` when the candidate's mean is
-lower on every set.
+its candidates. A gate decides on hundredths of a degree on one real face, so it reports each candidate's per-crop
+difference from the reference with its standard error and the share of crops it improves, not only the set means.
+Verdict: ``pass`` when the candidate's mean is lower on every set.
 """
 
 from __future__ import annotations
@@ -31,7 +30,7 @@ import facenormals
 from facenormals.atomic import write_text_atomic
 from facenormals.checkpoint import load_image_to_normal
 from facenormals.dataset import SampleFiles
-from facenormals.fileio import check_model_file
+from facenormals.fileio import check_model_file, file_sha256
 from facenormals.mesh_prior import create_face_mesh
 from facenormals.prior import prior_channels
 from facenormals.training.evaluation import batches, evaluate_predictor, paired_samples, torch_network
@@ -109,14 +108,6 @@ def _package_fingerprint() -> str:
     return digest.hexdigest()[:16]
 
 
-def _file_hash(path: Path) -> str:
-    digest = hashlib.sha256()
-    with path.open("rb") as stream:
-        for block in iter(lambda: stream.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()[:16]
-
-
 def cached_score(run: Callable[[np.ndarray], np.ndarray], inputs: np.ndarray, samples: list[SampleFiles],
                  label: str, entry: Path) -> dict[str, float]:
     """``score``, read from ``entry`` (JSON) when an earlier gate wrote it, else scored and written atomically."""
@@ -161,6 +152,7 @@ def run_gate(candidates: list[Path], reference: Path, sets: list[Path], cache: P
     source = sources.pop()
     sides = {side for _, _, side in models.values()}
     report: dict = {"reference": str(reference), "sets": {}, "candidates": {}}
+    reference_id = f"{file_sha256(reference)[:16]}-{_package_fingerprint()}"
     per_set: dict[str, dict[Path, dict[str, float]]] = {}
     for folder in sets:
         samples = paired_samples(folder)
@@ -168,8 +160,7 @@ def run_gate(candidates: list[Path], reference: Path, sets: list[Path], cache: P
         if len(sides) != 1 or inputs.shape[2:] != (next(iter(sides)),) * 2:
             raise ValueError(f"{folder}: crops are {inputs.shape[3]}×{inputs.shape[2]}, the models take "
                              f"{sorted(sides)}² (score other sizes with 'facenormals eval')")
-        reference_entry = cache / (f"{folder.name}-{source}-{cache_key(samples, source)}-reference-"
-                                   f"{_file_hash(reference)}-{_package_fingerprint()}.json")
+        reference_entry = cache / f"{folder.name}-{source}-{cache_key(samples, source)}-reference-{reference_id}.json"
         per_set[folder.name] = {
             path: (cached_score(run, inputs, samples, f"{path.stem} {folder.name}", reference_entry) if path == reference
                    else score(run, inputs, samples, f"{path.stem} {folder.name}"))
