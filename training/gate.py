@@ -82,18 +82,23 @@ def cache_key(samples: list[SampleFiles], source: str) -> str:
     return digest.hexdigest()[:20]
 
 
-def coarse_face_inputs(folder: Path, samples: list[SampleFiles], source: str, cache: Path) -> np.ndarray:
+def cache_stem(folder: Path, samples: list[SampleFiles], source: str, cache: Path) -> Path:
+    """The set's entries in the cache without their suffix: its coarse faces (``.npy``) and reference scores."""
+    return cache / f"{folder.name}-{source}-{cache_key(samples, source)}"
+
+
+def coarse_face_inputs(stem: Path, samples: list[SampleFiles], source: str) -> np.ndarray:
     """N×7×S×S network inputs of a set (RGB + the coarse face's channels), drawn once and cached as ``.npy``."""
-    path = cache / f"{folder.name}-{source}-{cache_key(samples, source)}.npy"
+    path = stem.with_name(stem.name + ".npy")
     if path.is_file():
         return np.load(path, mmap_mode="r")
     parts = []
     with create_face_mesh() as face_mesh:
-        for batch in tqdm(batches(samples, 8), total=math.ceil(len(samples) / 8), desc=f"coarse face {folder.name}",
+        for batch in tqdm(batches(samples, 8), total=math.ceil(len(samples) / 8), desc=f"coarse face {stem.name}",
                           unit="batch", leave=False):
             parts.append(np.concatenate([batch.images, prior_channels(batch.images, face_mesh, source)], axis=1))
     inputs = np.concatenate(parts)
-    cache.mkdir(parents=True, exist_ok=True)
+    path.parent.mkdir(parents=True, exist_ok=True)
     partial = path.with_suffix(".partial.npy")
     np.save(partial, inputs)
     partial.replace(path)  # atomic: an interrupted draw leaves no half entry
@@ -156,15 +161,17 @@ def run_gate(candidates: list[Path], reference: Path, sets: list[Path], cache: P
     per_set: dict[str, dict[Path, dict[str, float]]] = {}
     for folder in sets:
         samples = paired_samples(folder)
-        inputs = coarse_face_inputs(folder, samples, source, cache)
+        stem = cache_stem(folder, samples, source, cache)
+        inputs = coarse_face_inputs(stem, samples, source)
         if len(sides) != 1 or inputs.shape[2:] != (next(iter(sides)),) * 2:
             raise ValueError(f"{folder}: crops are {inputs.shape[3]}×{inputs.shape[2]}, the models take "
                              f"{sorted(sides)}² (score other sizes with 'facenormals eval')")
-        reference_entry = cache / f"{folder.name}-{source}-{cache_key(samples, source)}-reference-{reference_id}.json"
-        per_set[folder.name] = {
-            path: (cached_score(run, inputs, samples, f"{path.stem} {folder.name}", reference_entry) if path == reference
-                   else score(run, inputs, samples, f"{path.stem} {folder.name}"))
-            for path, (run, _, _) in models.items()}
+        reference_entry = stem.with_name(f"{stem.name}-reference-{reference_id}.json")
+        scores = {reference: cached_score(models[reference][0], inputs, samples, f"{reference.stem} {folder.name}",
+                                          reference_entry)}
+        for path in candidates:
+            scores[path] = score(models[path][0], inputs, samples, f"{path.stem} {folder.name}")
+        per_set[folder.name] = scores
         report["sets"][folder.name] = {"images": len(samples),
                                        "reference_deg": float(np.mean(list(per_set[folder.name][reference].values())))}
     for path in candidates:
