@@ -11,7 +11,7 @@ DEFAULT_SHARED = Path(os.environ.get("FACENORMALS_SHARED", Path(__file__).resolv
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    sub = parser.add_subparsers(dest="action", required=True, metavar="render|photos|prior")
+    sub = parser.add_subparsers(dest="action", required=True, metavar="render|photos|textures|prior")
     r = sub.add_parser("render", help="render paired (image + normals) or normal-only samples from 3-D faces")
     r.add_argument("--source", default="ict", help="'ict' (ICT-FaceKit random faces) or a folder/file of meshes")
     r.add_argument("--count", type=int, required=True, help="samples to produce (indices start..start+count-1)")
@@ -49,6 +49,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         "Off unless given: the James scan is the real-scan validation set, kept out of training")
     r.add_argument("--p-transfer", type=float, default=0.15,
                    help="share of ICT faces with the transferred texture (with --james)")
+    r.add_argument("--photo-textures", type=Path, default=None, metavar="BANK",
+                   help="ICT faces: dress a share of them in real skin from photos (a bank made by "
+                        "'facenormals data textures')")
+    r.add_argument("--p-photo", type=float, default=0.5, help="share of ICT faces in a photo texture (with "
+                   "--photo-textures; faces in the James texture, with --james, are not counted)")
     r.add_argument("--units", choices=("auto", "mm", "cm", "m"), default="auto", help="units of user meshes")
     r.add_argument("--prefix", default=None, help="sample name prefix (default: 'ict' or 'mesh')")
     r.add_argument("--no-contact-sheet", action="store_true")
@@ -59,6 +64,14 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     p.add_argument("--min-face", type=float, default=40.0, help="skip faces shorter than this (pixels)")
     p.add_argument("--size", type=int, default=256)
     p.add_argument("--no-contact-sheet", action="store_true")
+    t = sub.add_parser("textures", help="take real skin colours from photos/videos onto ICT's topology (a bank for "
+                       "'data render --photo-textures')")
+    t.add_argument("--in", dest="inputs", type=Path, nargs="+", required=True, help="photo folders, photos or videos")
+    t.add_argument("--out", type=Path, required=True, help="the bank (.npz)")
+    t.add_argument("--every", type=int, default=10, help="use every N-th video frame")
+    t.add_argument("--min-face", type=float, default=150.0, help="skip faces shorter than this (pixels)")
+    t.add_argument("--ict", type=Path, default=None, help="path of ict_facekit.npz (default: ../shared/data/...)")
+    t.add_argument("--overwrite", action="store_true", help="replace an existing bank")
     from facenormals.training.data import prior_cli  # mesh priors (issue 9)
 
     prior_cli.add_arguments(sub.add_parser("prior", help="store MediaPipe mesh priors for the images of dataset folders"))
@@ -73,11 +86,29 @@ def main(args: argparse.Namespace) -> int:
         from facenormals.training.data import prior_cli
 
         return prior_cli.main(args)
+    if args.action == "textures":
+        return _textures(args)
     return _photos(args)
 
 
 def _raise_interrupt(signum: int, frame: object) -> None:
     raise KeyboardInterrupt
+
+
+def _textures(args: argparse.Namespace) -> int:
+    from facenormals.atomic import check_output
+    from facenormals.training.data.ict import IctModel, default_ict_path
+    from facenormals.training.data.photo_textures import build_bank, save_bank
+
+    if args.every < 1:
+        raise ValueError(f"--every must be at least 1, got {args.every}")
+    check_output(args.out, "photo texture bank", overwrite=args.overwrite, inputs=args.inputs)
+    model = IctModel(args.ict or default_ict_path())
+    textures = build_bank(args.inputs, model, every=args.every, min_face_px=args.min_face)
+    save_bank(args.out, textures)
+    people = len({t.group for t in textures})
+    print(f"{args.out}: {len(textures)} textures of {people} people")
+    return 0
 
 
 def _default_backgrounds() -> list[Path]:
@@ -124,12 +155,19 @@ def _render(args: argparse.Namespace) -> int:
     job = RenderJob(out=args.out, source=args.source, seed=args.seed, kind=args.kind,
                     prefix=args.prefix or ("ict" if args.source == "ict" else "mesh"), settings=settings,
                     backgrounds=backgrounds, ict_path=args.ict, james_dir=args.james if args.source == "ict" else None,
-                    p_transfer=args.p_transfer, units=args.units, identity_scale=identity_scale,
+                    p_transfer=args.p_transfer, photo_textures=args.photo_textures, p_photo=args.p_photo,
+                    units=args.units, identity_scale=identity_scale,
                     detail_mm=args.detail_mm)
+    if not 0.0 <= args.p_photo <= 1.0:
+        raise ValueError(f"--p-photo must be in [0, 1], got {args.p_photo:g}")
     if args.source == "ict":
         from facenormals.training.data.ict import IctModel, default_ict_path
 
-        IctModel(args.ict or default_ict_path())  # fail fast with a clear message, before the workers start
+        model = IctModel(args.ict or default_ict_path())  # fail fast with a clear message, before the workers start
+        if args.photo_textures is not None:
+            from facenormals.training.data.photo_textures import PhotoTextureBank
+
+            PhotoTextureBank(args.photo_textures, model)
     args.out.mkdir(parents=True, exist_ok=True)
     remove_stale_temporaries(args.out)
     report = run_parallel(job, range(args.start, args.start + args.count), args.workers, f"render {args.kind}")

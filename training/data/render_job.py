@@ -23,6 +23,8 @@ class RenderJob(SampleJob):
     ict_path: Path | None = None
     james_dir: Path | None = None  # texture transfer source for ICT albedo
     p_transfer: float = 0.15
+    photo_textures: Path | None = None  # bank of real photo colours (photo_textures.py) for ICT albedo
+    p_photo: float = 0.5
     units: str = "auto"
     identity_scale: tuple[float, float] = (1.0, 1.0)  # ICT identity weights N(0, 1)·s, s uniform in this range
     detail_mm: float = 0.0  # peak of the smooth displacement outside ICT's span (detail.py), uniform in [0, this]
@@ -35,6 +37,8 @@ class RenderJob(SampleJob):
                                              identity_scale=self.identity_scale, detail_mm=self.detail_mm)
             if self.james_dir is not None and self.kind == "paired" and self.p_transfer > 0:
                 self._source.enable_transfer(self.james_dir)
+            if self.photo_textures is not None and self.kind == "paired" and self.p_photo > 0:
+                self._source.enable_photo_textures(self.photo_textures, self.p_photo)
         else:
             self._source = sources.MeshSource(self.source, units=self.units)
         self._backgrounds = augment.Backgrounds(self.backgrounds) if self.kind == "paired" else None

@@ -54,6 +54,8 @@ class IctSource:
         self.transfer = None
         self.p_transfer = 0.0
         self._p_transfer = p_transfer
+        self.photos = None
+        self.p_photo = 0.0
 
     def keep_plausible(self, shape: ict.FaceShape, scale: float) -> float:
         """Shrink a broadened identity (×0.9 at a time, never below N(0, 1)) until its skin folds no more than
@@ -87,6 +89,15 @@ class IctSource:
         self.transfer = JamesTransfer.from_folder(scan_folder, self.model)
         self.p_transfer = self._p_transfer
 
+    def enable_photo_textures(self, bank_path: str | Path, p_photo: float) -> None:
+        """Dress a share of the faces in real photo colours (photo_textures.py)."""
+        from facenormals.training.data.photo_textures import PhotoTextureBank
+
+        if not 0.0 <= p_photo <= 1.0:
+            raise ValueError(f"p_photo must be in [0, 1], got {p_photo:g}")
+        self.photos = PhotoTextureBank(bank_path, self.model)
+        self.p_photo = float(p_photo)
+
     def sample(self, rng: np.random.Generator, with_albedo: bool = True) -> SceneMesh:
         lo, hi = self.identity_scale
         # drawn only when the range is open: sets rendered with the default keep their random streams
@@ -109,6 +120,9 @@ class IctSource:
             look = albedo.procedural_albedo(self.model, self.layout, rng)
             if use_transfer:
                 look = self.transfer.sample(self.layout, rng, look)
+            # drawn only with a bank, so that sets made without one keep their random streams
+            elif self.photos is not None and rng.random() < self.p_photo:
+                look = self.photos.sample(self.layout, rng, look)
             colors, shininess = look.colors, look.shininess
             params.update(look.params)
             if look.hair_offset.any():
