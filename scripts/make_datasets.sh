@@ -3,7 +3,7 @@
 # (default /work/datasets), from ../shared/data. Resumable: existing samples and stored landmarks are kept.
 # ~40 min on 2 idle cores (renders ≈ 40 paired samples/s (2 idle cores, session 6), MediaPipe landmarks ≈ 100 images/s).
 #   bash scripts/make_datasets.sh [OUT] [all|campaign]
-# `campaign`: only the sets the campaign's runs train and validate on since c13 (v6, v7, the normal-only set, the
+# `campaign`: only the sets the campaign's runs train and validate on since c13 (v6, v7, v8, the normal-only set, the
 # real frames, the four validation sets): ~20 min, what a machine that lost /work/datasets needs first (session 21).
 set -euo pipefail
 OUT="${1:-/work/datasets}"
@@ -41,6 +41,11 @@ render --source ict --count 10000 --out "$OUT/ict_paired_v6" --seed 61 --yaw-deg
 # v7 (session 18, campaign config ict_prior_c13.toml): as v6, with fine skin relief (RMS tilt up to 6°)
 render --source ict --count 8000 --out "$OUT/ict_paired_v7" --seed 71 --yaw-deg 40 90 --profile-fraction 0.3 \
     --identity-scale 1.0 1.6 --detail-mm 5 --relief-deg 6
+# v8 (session 24, campaign config ict_prior_c32.toml): as v7, 60 % of the faces in real skin from the shared photos
+# and videos (a bank of photo textures on ICT's topology; the James scan is not a source)
+[[ -f "$OUT/photo_textures.npz" ]] || facenormals data textures --in "$SHARED/photos" "$SHARED/video" --out "$OUT/photo_textures.npz"
+render --source ict --count 8000 --out "$OUT/ict_paired_v8" --seed 81 --yaw-deg 40 90 --profile-fraction 0.3 \
+    --identity-scale 1.0 1.6 --detail-mm 5 --relief-deg 6 --photo-textures "$OUT/photo_textures.npz" --p-photo 0.6
 # validation (held out: other seeds; the James scan is the real-scan set: nothing of it enters training from c8 on)
 render --source ict --count 200 --out "$OUT/val_ict_v2" --seed 1000 --hard-fraction 0.3
 render --source "$SHARED/james" --count 60 --out "$OUT/val_james" --seed 1001
@@ -48,7 +53,7 @@ render --source ict --count 200 --out "$OUT/val_profile" --seed 2000 --yaw-deg 5
 render --source ict --count 200 --out "$OUT/val_ict_v5" --seed 5000 --hard-fraction 0.3 --identity-scale 1.0 1.6 \
     --detail-mm 5                                                  # held-out ICT faces with off-span shape (session 7)
 # MediaPipe's landmarks for every image (the loader draws each model's coarse face from them)
-sets=("$OUT/photos_image_only" "$OUT/photos_image_only_v2" "$OUT/ict_paired_v6" "$OUT/ict_paired_v7" \
+sets=("$OUT/photos_image_only" "$OUT/photos_image_only_v2" "$OUT/ict_paired_v6" "$OUT/ict_paired_v7" "$OUT/ict_paired_v8" \
     "$OUT/val_ict_v2" "$OUT/val_james" "$OUT/val_profile" "$OUT/val_ict_v5")
 if [[ $SETS == all ]]; then sets+=("$OUT/ict_paired_v3" "$OUT/ict_profile_v3" "$OUT/ict_paired_v4" "$OUT/ict_paired_v5"); fi
 facenormals data prior --in "${sets[@]}"
