@@ -66,8 +66,10 @@ class SurfacePoints:
 
 
 def rendered_landmarks(root: Path, seed: int, indices: range, identity_scale: tuple[float, float],
-                       detail_mm: float) -> RenderedLandmarks:
-    """Regenerate the ICT samples ``indices`` of a set rendered with ``seed`` and project the asset's vertices."""
+                       detail_mm: float, albedo: str | None = None) -> RenderedLandmarks:
+    """Regenerate the ICT samples ``indices`` of a set rendered with ``seed`` and project the asset's vertices.
+
+    ``albedo``: only the renders whose skin was this (params ``albedo``: ``photo`` for real skin, session 24)."""
     source = IctSource(None, identity_scale=identity_scale, detail_mm=detail_mm)
     keep = np.isin(source.model.region, KEPT_REGIONS)
     names, xys, visible, landmarks = [], [], [], []
@@ -80,6 +82,8 @@ def rendered_landmarks(root: Path, seed: int, indices: range, identity_scale: tu
         if params.get("albedo") == "james-transfer":
             raise DataError(f"{params_path}: rendered with the James scan's texture (the held-out check); use a set "
                             "rendered without --james")
+        if albedo is not None and params.get("albedo") != albedo:
+            continue
         if params.get("profile") or abs(params["yaw_deg"]) > MAX_YAW_DEG or abs(params["pitch_deg"]) > MAX_PITCH_DEG:
             continue
         stored = mesh_prior.read_stored_landmarks(root, name)
@@ -211,12 +215,17 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--detail-mm", type=float, default=5.0)
     parser.add_argument("--first", type=int, default=0)
     parser.add_argument("--count", type=int, default=4000, help="sample indices to read (the frontal ones are used)")
+    parser.add_argument("--albedo", default=None,
+                        help="only renders in this skin (params.csv albedo; 'photo': the real skin of --photo-textures)")
     parser.add_argument("--asset", type=Path, default=ict_fit.ASSET)
     parser.add_argument("--ict", type=Path, default=None, help="ict_facekit.npz for --overlay (default: ../shared)")
     parser.add_argument("--overlay", type=Path, default=None, help="PNG: the surface points on the neutral head")
     args = parser.parse_args(argv)
     data = rendered_landmarks(args.data, args.seed, range(args.first, args.first + args.count),
-                              tuple(args.identity_scale), args.detail_mm)
+                              tuple(args.identity_scale), args.detail_mm, args.albedo)
+    if not data.names:
+        raise DataError(f"{args.data}: no frontal render{' in ' + args.albedo + ' skin' if args.albedo else ''} "
+                        f"with stored landmarks among samples {args.first}..{args.first + args.count - 1}")
     with np.load(args.asset, allow_pickle=False) as z:
         arrays = {key: z[key] for key in z.files}
     # start from the neutral-head vertices, so a re-run gives the same points
