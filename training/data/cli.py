@@ -139,6 +139,8 @@ def _render(args: argparse.Namespace) -> int:
     if args.profile_fraction < 1.0 and yaw_range is None:
         raise ValueError("--profile-fraction needs --yaw-deg LO HI (the yaw range of the profile share)")
     identity_scale = _identity_scale(args.identity_scale)
+    if not 0.0 <= args.p_photo <= 1.0:
+        raise ValueError(f"--p-photo must be in [0, 1], got {args.p_photo:g}")
     if args.detail_mm < 0 or args.detail_mm > 5:
         raise ValueError(f"--detail-mm must be in [0, 5] mm, got {args.detail_mm:g}")
     if not 0.0 <= args.relief_deg <= relief.MAX_RELIEF_DEG:
@@ -158,8 +160,6 @@ def _render(args: argparse.Namespace) -> int:
                     p_transfer=args.p_transfer, photo_textures=args.photo_textures, p_photo=args.p_photo,
                     units=args.units, identity_scale=identity_scale,
                     detail_mm=args.detail_mm)
-    if not 0.0 <= args.p_photo <= 1.0:
-        raise ValueError(f"--p-photo must be in [0, 1], got {args.p_photo:g}")
     if args.source == "ict":
         from facenormals.training.data.ict import IctModel, default_ict_path
 
