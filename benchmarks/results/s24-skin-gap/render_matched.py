@@ -12,7 +12,7 @@ def main(argv: list[str]) -> int:
 
     original = transfer.JamesTransfer.sample
 
-    def sample_off_stream(self, layout, rng, base):  # noqa: ANN001, ANN202
+    def sample_off_stream(self, layout, rng, base):
         return original(self, layout, copy.deepcopy(rng), base)
 
     transfer.JamesTransfer.sample = sample_off_stream
