@@ -11,6 +11,7 @@ import pytest
 from facenormals import ict_fit
 from facenormals.fileio import DataError
 from facenormals.mesh_prior import vertex_normals
+from facenormals.training.data import albedo
 from facenormals.training.data import cli as data_cli
 from facenormals.training.data import photo_textures as pt
 
@@ -38,7 +39,7 @@ def _checker(face: ict_fit.IctFace) -> np.ndarray:
 def _splat_image(points: np.ndarray, colors_linear: np.ndarray) -> np.ndarray:
     """An sRGB uint8 picture of the vertices, far to near, each a 3×3 dot (dense enough at this scale)."""
     image = np.full((SIZE, SIZE, 3), 0.05, np.float32)
-    srgb = np.where(colors_linear <= 0.0031308, colors_linear * 12.92, 1.055 * colors_linear ** (1 / 2.4) - 0.055)
+    srgb = albedo.linear_to_srgb(colors_linear)
     for i in np.argsort(points[:, 2]):
         x, y = round(points[i, 0]), round(-points[i, 1])
         image[max(y - 1, 0):y + 2, max(x - 1, 0):x + 2] = srgb[i]

@@ -22,7 +22,6 @@ a source (a photo's face, a video) uniformly first so one long video does not do
 
 from __future__ import annotations
 
-import re
 from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
@@ -36,6 +35,7 @@ from facenormals.fileio import DataError
 from facenormals.ict_fit import ASSET, fit_landmarks, load_ict_face
 from facenormals.mesh_prior import crop_points_from_pixels, vertex_normals
 from facenormals.training.data import albedo, ict
+from facenormals.training.data.ict_correspondence import KEPT_REGIONS  # the fit's compact model: face skin, eyeballs
 
 MIN_FACING = 0.35  # a vertex takes the photo's colour only when it faces the camera at least this much (cos)
 DEPTH_TOLERANCE = 0.02  # of the face's height in pixels: how far behind the z-buffer a vertex may lie and be seen
@@ -47,8 +47,6 @@ EYE_OPENINGS = ((33, 7, 163, 144, 145, 153, 154, 155, 133, 173, 157, 158, 159, 1
                 (263, 249, 390, 373, 374, 380, 381, 382, 362, 398, 384, 385, 386, 387, 388, 466))
 MOUTH_OPENING = (78, 95, 88, 178, 87, 14, 317, 402, 318, 324, 308, 415, 310, 311, 312, 13, 82, 81, 80, 191)
 DELIGHT_RANGE = (0.5, 2.0)  # the photo-light correction's clamp (a ratio of luminance)
-VIDEO_FRAME = re.compile(r"_f\d{5}$")
-FIT_REGIONS = (ict.FACE, ict.EYEBALL_L, ict.EYEBALL_R)  # the regions of the fit's compact model, in ICT order
 
 
 @dataclass(frozen=True)
@@ -63,7 +61,7 @@ class PhotoTexture:
 
 def compact_to_full(model: ict.IctModel) -> np.ndarray:
     """Index in ICT's full model of each vertex of the fit's compact model (face skin and eyeballs)."""
-    full = np.nonzero(np.isin(model.region, FIT_REGIONS))[0]
+    full = np.nonzero(np.isin(model.region, KEPT_REGIONS))[0]
     compact = load_ict_face()
     if len(full) != len(compact.neutral) or not np.allclose(model.neutral[full], compact.neutral, atol=1e-3):
         raise DataError(f"{ASSET}: the compact model's vertices are not ICT's face and eyeball regions in order "
@@ -191,8 +189,7 @@ def build_bank(inputs: Iterable[str | Path], model: ict.IctModel, every: int = 1
                     full_valid = np.zeros(len(model.neutral), bool)
                     full_colors[full[valid]] = colors[valid]
                     full_valid[full[valid]] = True
-                    video = VIDEO_FRAME.search(frame.name)  # iter_frames names video frames STEM_fNNNNN
-                    group = frame.name[: video.start()] if video else f"{frame.name}#{index}"
+                    group = frame.video or f"{frame.name}#{index}"  # one person: a photo's face, or a whole video
                     textures.append(PhotoTexture(f"{frame.name}#{index}", group, full_colors, full_valid))
     return textures
 
@@ -232,15 +229,16 @@ class PhotoTextureBank:
         if len(self.textures[0].valid) != len(model.neutral):
             raise DataError(f"{path}: made for a model of {len(self.textures[0].valid)} vertices, "
                             f"this ICT model has {len(model.neutral)}")
-        self.groups: dict[str, list[int]] = {}
+        members: dict[str, list[int]] = {}
         for i, texture in enumerate(self.textures):
-            self.groups.setdefault(texture.group, []).append(i)
+            members.setdefault(texture.group, []).append(i)
+        self.groups = list(members.values())  # texture indices of each person
         self.skin = np.isin(model.region, (ict.FACE, ict.HEAD_NECK))
 
     def sample(self, layout: albedo.FaceLayout, rng: np.random.Generator,
                base: albedo.FaceAlbedo) -> albedo.FaceAlbedo:
         """A photo's colours on the skin they cover (tone-shifted half of the time), procedural elsewhere."""
-        members = list(self.groups.values())[int(rng.integers(len(self.groups)))]
+        members = self.groups[int(rng.integers(len(self.groups)))]
         texture = self.textures[members[int(rng.integers(len(members)))]]
         gain = float(rng.uniform(0.45, 1.3)) if rng.random() < 0.5 else 1.0  # darker/lighter, same hue
         colors = texture.colors * gain

@@ -23,6 +23,7 @@ from facenormals.training.data.augment import PHOTO_SUFFIXES, VIDEO_SUFFIXES
 class Frame:
     name: str  # sample name stem: file stem, plus the frame number for videos
     rgb: np.ndarray
+    video: str | None = None  # the stem of the video it comes from (None for a photo)
 
 
 def iter_frames(source: str | Path, every: int = 5) -> Iterator[Frame | DataError]:
@@ -51,7 +52,7 @@ def iter_frames(source: str | Path, every: int = 5) -> Iterator[Frame | DataErro
                 if not ok:
                     break
                 if index % every == 0:
-                    yield Frame(f"{stem}_f{index:05d}", cv2.cvtColor(frame, cv2.COLOR_BGR2RGB))
+                    yield Frame(f"{stem}_f{index:05d}", cv2.cvtColor(frame, cv2.COLOR_BGR2RGB), stem)
                 index += 1
         finally:
             cap.release()
