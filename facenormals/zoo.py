@@ -41,15 +41,15 @@ class ShippedModel:
 REGISTRY: dict[str, ShippedModel] = {m.name: m for m in (
     ShippedModel(
         "fast-prior", "fast-prior.safetensors",
-        "4c8a5483b7a4aa96f62f6fa28ee6c6f4e42085573b98cc6862144a0fd762aed4",
+        "d281871cfb661bf4123e9a426565faf00677c715790342569b60da6015f9d8de",
         in_chans=7, prior_source="ict-blend", input_size=256,
         int8_file="fast-prior.int8.onnx",
-        int8_sha256="817871554e3ca6493f85a1f41d976fd67a44058fa01ba8b1ed3c35922a4c080d",
-        accuracy_deg={"val_ict_v2": 13.66, "val_james": 10.23, "val_profile": 13.49, "val_ict_v5": 14.59},
+        int8_sha256="be6dc1cd53cff019f2d7db5687ff8ede054a47e55a9e6183ba916496affdba2f",
+        accuracy_deg={"val_ict_v2": 13.66, "val_james": 10.23, "val_profile": 13.40, "val_ict_v5": 14.58},
         speed_ms={"ort-cpu-fp32": 37.7, "ort-cpu-int8": 17.6},
-        note="campaign run ict_prior_c28 (session 23, E_I's BatchNorm statistics frozen, from run c27's end, "
-             "15 % truth-pulled coarse faces): 0.3 of its cool-down's snapshot mean + 0.7 of the previous weights "
-             "(run c25's mix); detail on top "
+        note="campaign run ict_prior_c33 (session 25; 60 % of its paired ICT faces in real skin, E_I's BatchNorm "
+             "statistics frozen, from run c32's end): 0.3 of its cool-down's snapshot mean + 0.7 of the previous "
+             "weights (run c28's mix); detail on top "
              "of an ICT-FaceKit face fitted to MediaPipe's landmarks, averaged with MediaPipe's mesh"),
     ShippedModel(
         "lite-prior", "lite-prior.safetensors",
