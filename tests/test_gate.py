@@ -76,6 +76,24 @@ def test_a_new_crop_makes_a_new_cache_entry(setup: dict[str, Path], tmp_path: Pa
     assert gate.cache_key(samples, "ict-blend") != gate.cache_key(samples, "ict-fit")
 
 
+def test_new_landmark_points_make_a_new_cache_entry(tmp_path: Path):
+    """The coarse face depends on the fit's asset as much as on its code: a re-derived asset is not served stale."""
+    import shutil
+
+    import facenormals
+
+    package = Path(facenormals.__file__).parent
+    for name in gate.COARSE_FACE_FILES:
+        (tmp_path / name).parent.mkdir(parents=True, exist_ok=True)
+        shutil.copyfile(package / name, tmp_path / name)
+    assert gate.coarse_face_fingerprint(tmp_path) == gate.coarse_face_fingerprint()
+    with np.load(tmp_path / "assets" / "ict_face.npz") as z:
+        arrays = dict(z)
+    arrays["landmark_barycentric"] = arrays["landmark_barycentric"][:, ::-1].copy()  # other points, same shapes
+    np.savez(tmp_path / "assets" / "ict_face.npz", **arrays)
+    assert gate.coarse_face_fingerprint(tmp_path) != gate.coarse_face_fingerprint()
+
+
 def test_compare_pairs_crops():
     reference = {"a": 10.0, "b": 12.0, "c": 11.0, "d": 9.0}
     candidate = {"a": 9.0, "b": 12.5, "c": 10.0, "d": 8.5}

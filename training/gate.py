@@ -36,8 +36,10 @@ from facenormals.prior import prior_channels
 from facenormals.training.evaluation import batches, evaluate_predictor, paired_samples, torch_network
 
 DEFAULT_CACHE = Path.home() / ".cache" / "facenormals" / "gate"
-# the code that draws the coarse face: a change to any of these files makes new cache entries
-_COARSE_FACE_CODE = ("prior.py", "ict_fit.py", "mesh_prior.py", "crops.py", "conventions.py")
+# what draws the coarse face, code and data (the fit's landmark points, MediaPipe's triangles, the landmark
+# weights): a change to any of these files makes new cache entries
+COARSE_FACE_FILES = ("prior.py", "ict_fit.py", "mesh_prior.py", "crops.py", "conventions.py", "assets/ict_face.npz",
+                     "assets/ict_landmark_weights.npy", "assets/face_mesh_triangles.npy")
 
 
 @dataclass(frozen=True)
@@ -66,17 +68,17 @@ def compare(candidate: dict[str, float], reference: dict[str, float]) -> Compari
                       float(diff.mean()), se, float((diff < 0).mean()))
 
 
-def _code_fingerprint() -> str:
-    package = Path(facenormals.__file__).parent
+def coarse_face_fingerprint(package: Path = Path(facenormals.__file__).parent) -> str:
+    """A hash of :data:`COARSE_FACE_FILES` under ``package``."""
     digest = hashlib.sha256()
-    for name in _COARSE_FACE_CODE:
+    for name in COARSE_FACE_FILES:
         digest.update((package / name).read_bytes())
     return digest.hexdigest()[:16]
 
 
 def cache_key(samples: list[SampleFiles], source: str) -> str:
-    """Names and sizes of the set's images, the prior source and the coarse-face code: any change, a new entry."""
-    digest = hashlib.sha256(f"{source}|{_code_fingerprint()}".encode())
+    """Names and sizes of the set's images, the prior source and the coarse face's files: any change, a new entry."""
+    digest = hashlib.sha256(f"{source}|{coarse_face_fingerprint()}".encode())
     for files in samples:
         digest.update(f"{files.name}:{files.image.stat().st_size}".encode())
     return digest.hexdigest()[:20]
