@@ -4,12 +4,14 @@ from __future__ import annotations
 
 import json
 import math
+import shutil
 from pathlib import Path
 
 import numpy as np
 import pytest
 import torch
 
+import facenormals
 from facenormals.checkpoint import save_checkpoint
 from facenormals.model import create_model
 from facenormals.training import gate
@@ -78,11 +80,7 @@ def test_a_new_crop_makes_a_new_cache_entry(setup: dict[str, Path], tmp_path: Pa
 
 def test_new_landmark_points_make_a_new_cache_entry(tmp_path: Path):
     """The coarse face depends on the fit's asset as much as on its code: a re-derived asset is not served stale."""
-    import shutil
-
-    import facenormals
-
-    package = Path(facenormals.__file__).parent
+    package = Path(facenormals.__file__).resolve().parent
     for name in gate.COARSE_FACE_FILES:
         (tmp_path / name).parent.mkdir(parents=True, exist_ok=True)
         shutil.copyfile(package / name, tmp_path / name)

@@ -27,6 +27,7 @@ import numpy as np
 from tqdm import tqdm
 
 import facenormals
+from facenormals import ict_fit, mesh_prior
 from facenormals.atomic import write_text_atomic
 from facenormals.checkpoint import load_image_to_normal
 from facenormals.dataset import SampleFiles
@@ -38,8 +39,10 @@ from facenormals.training.evaluation import batches, evaluate_predictor, paired_
 DEFAULT_CACHE = Path.home() / ".cache" / "facenormals" / "gate"
 # what draws the coarse face, code and data (the fit's landmark points, MediaPipe's triangles, the landmark
 # weights): a change to any of these files makes new cache entries
-COARSE_FACE_FILES = ("prior.py", "ict_fit.py", "mesh_prior.py", "crops.py", "conventions.py", "assets/ict_face.npz",
-                     "assets/ict_landmark_weights.npy", "assets/face_mesh_triangles.npy")
+_PACKAGE = Path(facenormals.__file__).resolve().parent
+COARSE_FACE_FILES = ("prior.py", "ict_fit.py", "mesh_prior.py", "crops.py", "conventions.py",
+                     *(str(path.relative_to(_PACKAGE)) for path in (ict_fit.ASSET, ict_fit.LANDMARK_WEIGHTS,
+                                                                    mesh_prior.ASSET)))
 
 
 @dataclass(frozen=True)
@@ -68,7 +71,7 @@ def compare(candidate: dict[str, float], reference: dict[str, float]) -> Compari
                       float(diff.mean()), se, float((diff < 0).mean()))
 
 
-def coarse_face_fingerprint(package: Path = Path(facenormals.__file__).parent) -> str:
+def coarse_face_fingerprint(package: Path = _PACKAGE) -> str:
     """A hash of :data:`COARSE_FACE_FILES` under ``package``."""
     digest = hashlib.sha256()
     for name in COARSE_FACE_FILES:
