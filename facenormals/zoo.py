@@ -41,27 +41,28 @@ class ShippedModel:
 REGISTRY: dict[str, ShippedModel] = {m.name: m for m in (
     ShippedModel(
         "fast-prior", "fast-prior.safetensors",
-        "d281871cfb661bf4123e9a426565faf00677c715790342569b60da6015f9d8de",
+        "eaf5bc15e86a904f5a1d9586b95861158ca120e67e46d0b0cfc241b8264dc6c3",
         in_chans=7, prior_source="ict-blend", input_size=256,
         int8_file="fast-prior.int8.onnx",
-        int8_sha256="be6dc1cd53cff019f2d7db5687ff8ede054a47e55a9e6183ba916496affdba2f",
-        accuracy_deg={"val_ict_v2": 13.66, "val_james": 10.23, "val_profile": 13.40, "val_ict_v5": 14.58},
+        int8_sha256="b8ed2addaef9895cee737c423b1eb89523a85b5c0c5c50e8efe5404670c43156",
+        accuracy_deg={"val_ict_v2": 13.64, "val_james": 10.19, "val_profile": 13.35, "val_ict_v5": 14.56},
         speed_ms={"ort-cpu-fp32": 37.7, "ort-cpu-int8": 17.6},
-        note="campaign run ict_prior_c33 (session 25; 60 % of its paired ICT faces in real skin, E_I's BatchNorm "
-             "statistics frozen, from run c32's end): 0.3 of its cool-down's snapshot mean + 0.7 of the previous "
-             "weights (run c28's mix); detail on top "
+        note="campaign run ict_prior_c35 (session 26; trained under the landmark points derived on ict_paired_v8, "
+             "60 % of its paired ICT faces in real skin, E_I's BatchNorm statistics frozen, from run c34's end): 0.3 "
+             "of its cool-down's snapshot mean + 0.7 of the previous weights (run c33's mix); detail on top "
              "of an ICT-FaceKit face fitted to MediaPipe's landmarks, averaged with MediaPipe's mesh"),
     ShippedModel(
         "lite-prior", "lite-prior.safetensors",
-        "a6c9f964366670f73193131f5b72bfed18888932c1323dd22ab4ad95dc5423f0",
+        "b948605dad6212248b81a7d6115b70ced54a62d0c2447f026a039e6b3e869bbd",
         in_chans=7, prior_source="ict-blend", input_size=256,
         int8_file="lite-prior.int8.onnx",
-        int8_sha256="9c3d170c90c1f84cd1d8828bb6a20512fc2c89de484a4699b93f3b5684d5881b",
-        accuracy_deg={"val_ict_v2": 13.97, "val_james": 10.27, "val_profile": 14.69, "val_ict_v5": 14.87},
+        int8_sha256="5927153a96878c76120fb7657e25fa546702f296ff149cd6dbdc1c1e67cbe9f9",
+        accuracy_deg={"val_ict_v2": 13.94, "val_james": 10.22, "val_profile": 14.51, "val_ict_v5": 14.84},
         speed_ms={"ort-cpu-fp32": 33.0, "ort-cpu-int8": 18.7},
         note="the live loop's default (LIVE_PREFERENCE): the lite network (half-width encoders, 0.84 GMAC) pruned "
-             "from fast-prior and distilled from it (run lite_e1, session 14: mean of snapshots 2 900–4 000); "
-             "same coarse face and input"),
+             "from fast-prior and distilled from it (run lite_e1, session 14); session 26: 0.5 of run lite_e3's "
+             "snapshot mean 1 500–2 000 (distilled from fast-prior's weights under the new landmark points) + 0.5 "
+             "of lite_e1's; same coarse face and input"),
     ShippedModel(
         "fast", "fast.safetensors",
         "df11c2317602ddf490180faee7e42c93c0dd5ee8bda65cd25b250c97d1519567",
