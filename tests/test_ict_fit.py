@@ -283,8 +283,8 @@ DATASETS = Path(os.environ.get("FACENORMALS_DATASETS", REPO.parent / "datasets")
 @pytest.mark.slow
 @pytest.mark.shared  # the ICT-FaceKit model, and the training set ict_paired_v8 (skipped without it)
 def test_landmark_surface_points_match_a_rederivation_on_a_subset(face: ict_fit.IctFace) -> None:
-    """The refinement re-run on the first 600 samples of the set it was derived from (~330 usable renders, not
-    the 4 357 of the asset): the points agree to sampling noise."""
+    """The refinement re-run on the first 600 samples of the set it was derived from (358 frontal renders, not
+    the 4 357 of the asset): the points agree to sampling noise (measured: median 0.2 mm, p90 0.5 mm)."""
     from facenormals.training.data.ict_landmark_points import rendered_landmarks, surface_points
 
     root = DATASETS / "ict_paired_v8"
