@@ -12,6 +12,9 @@ MediaPipe's mesh is 468 vertices and 852 facets; the same landmarks pin down a f
    on the identity (coefficients are in units of the PCA standard deviation). Expression weights stay in ICT's
    [0, 1] range (an active-set pass).
 3. A few alternations; a tracked face warm-starts from its previous coefficients and needs fewer.
+4. A tracked face keeps one identity: each frame adds what it says about the identity to the track's pooled
+   estimate (:mod:`facenormals.identity_track`), and the frame fits its pose and expression to that identity.
+   Stills (no previous fit) fit their own identity as before.
 
 A turned head hides the far half of the face: MediaPipe still places those landmarks, squeezed towards the
 silhouette, and a rigid pose through them under-states the turn. From a fitted |yaw| of 20° to 40° the far
@@ -38,6 +41,8 @@ from pathlib import Path
 
 import numpy as np
 from threadpoolctl import ThreadpoolController
+
+from facenormals.identity_track import IdentityTrack
 
 ASSET = Path(__file__).resolve().parent / "assets" / "ict_face.npz"
 # Per-landmark weights measured on training renders (inverse noise; ``training/data/ict_landmark_noise.py``).
@@ -72,6 +77,12 @@ class FitSettings:
     far_side_yaw_deg: tuple[float, float] = (20.0, 40.0)  # |yaw| where the far half starts / ends fading
     iterations: int = 4
     warm_iterations: int = 1
+    # a tracked face's identity pooled over its frames (identity_track.py): memory in frames, and how many frames'
+    # worth of evidence the pool counts as (1: the precision-weighted mean of the frames; more over-fits the
+    # landmarks' bias on a real face). False: every frame fits its own identity, as a still does.
+    track_identity: bool = True
+    identity_memory_frames: float = 60.0
+    identity_evidence: float = 1.0
 
 
 @dataclass(frozen=True, eq=False)  # hashed by identity: the stacked basis is cached per instance
@@ -143,6 +154,8 @@ class IctFit:
     identity: np.ndarray  # (K_id,)
     expression: np.ndarray  # (K_ex,)
     rms_px: float  # weighted landmark residual after the fit, crop pixels
+    # the tracked identity this fit continues (the next frame's warm start adds to it); None: not tracked
+    identity_track: IdentityTrack | None = None
 
     def crop_points(self, face: IctFace) -> np.ndarray:
         """The fitted face's vertices in crop space (V×3)."""
@@ -261,6 +274,8 @@ def _fit(points: np.ndarray, face: IctFace, settings: FitSettings, previous: Ict
     target = points[:NUM_FIT_POINTS]
     design = _design(face, settings)
     fade = (0, 0.0)
+    tracked = previous is not None and settings.track_identity
+    track, identity = None, None
     if previous is not None:
         coeffs = np.concatenate([previous.identity, previous.expression]).astype(np.float64)
         iterations = settings.warm_iterations
@@ -272,7 +287,14 @@ def _fit(points: np.ndarray, face: IctFace, settings: FitSettings, previous: Ict
         shape = design.mean + (coeffs @ design.flat).reshape(-1, 3)
         scale, rot, trans = weighted_similarity(shape, target, _faded_weights(design, fade))
         fade = far_side_fade(rot, settings)
-        coeffs = _solve_coefficients(design, target, scale, rot, trans, settings.depth_weight, fade)
+        if tracked and identity is None:  # the frame's evidence once, at its first pose
+            evidence = identity_evidence(design, target, scale, rot, trans, settings.depth_weight, fade,
+                                         coeffs[design.k_id:])
+            # a track starts at a face's second frame: a still (no previous fit) pays nothing for it
+            track = (previous.identity_track.added(*evidence, settings.identity_memory_frames)
+                     if previous.identity_track is not None else IdentityTrack.start(*evidence))
+            identity = track.identity(design.prior[:design.k_id], settings.identity_evidence)
+        coeffs = _solve_coefficients(design, target, scale, rot, trans, settings.depth_weight, fade, identity)
     weights = _faded_weights(design, fade)
     shape = design.mean + (coeffs @ design.flat).reshape(-1, 3)
     scale, rot, trans = weighted_similarity(shape, target, weights)
@@ -280,7 +302,7 @@ def _fit(points: np.ndarray, face: IctFace, settings: FitSettings, previous: Ict
     residual = (scale * shape @ rot.T + trans - target) ** 2 * axis_w * weights[:, None]
     rms = float(np.sqrt(residual.sum() / (weights.sum() * axis_w.sum())))
     k_id = design.k_id
-    return IctFit(rot, scale, trans, coeffs[:k_id].astype(np.float32), coeffs[k_id:].astype(np.float32), rms)
+    return IctFit(rot, scale, trans, coeffs[:k_id].astype(np.float32), coeffs[k_id:].astype(np.float32), rms, track)
 
 
 def _faded_weights(design: _Design, fade: tuple[int, float]) -> np.ndarray:
@@ -288,9 +310,9 @@ def _faded_weights(design: _Design, fade: tuple[int, float]) -> np.ndarray:
     return design.weights * (1.0 - loss * design.sides[side]) if loss > 0.0 else design.weights
 
 
-def _solve_coefficients(design: _Design, target: np.ndarray, scale: float, rot: np.ndarray, trans: np.ndarray,
-                        depth_weight: float, fade: tuple[int, float] = (0, 0.0)) -> np.ndarray:
-    """Ridge regression of the coefficients on the residuals in crop space (measured in cm); expressions in [0, 1].
+def _normal_equations(design: _Design, target: np.ndarray, scale: float, rot: np.ndarray, trans: np.ndarray,
+                      depth_weight: float, fade: tuple[int, float]) -> tuple[np.ndarray, np.ndarray]:
+    """The landmark residuals' normal equations at a pose, without the prior: (K×K, a fresh array; K).
 
     The camera-space weights diag(1, 1, w_z) seen from the model are ``I − (1 − w_z)·r₃r₃ᵀ`` (r₃: the camera's
     depth axis in model space), so the normal matrix is the precomputed Σ wᵢAᵢᵀAᵢ minus a rank-N correction
@@ -308,11 +330,40 @@ def _solve_coefficients(design: _Design, target: np.ndarray, scale: float, rot: 
         normal = (design.gram - fade[1] * design.side_grams[fade[0]]
                   - (1.0 - depth_weight) * (depth_rows * w) @ depth_rows.T)
         weighted = (residual - (1.0 - depth_weight) * np.outer(residual @ axis, axis)) * w[:, None]
-    rhs = design.flat @ weighted.reshape(-1)
+    return normal, design.flat @ weighted.reshape(-1)
+
+
+def identity_evidence(design: _Design, target: np.ndarray, scale: float, rot: np.ndarray, trans: np.ndarray,
+                      depth_weight: float, fade: tuple[int, float], expression: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """What one frame's landmarks say about the identity at its pose, for :class:`IdentityTrack`: the Schur
+    complement (K_id×K_id) and right-hand side (K_id,) of the fit's normal equations with the expressions solved
+    out — those ``expression`` holds at a bound (0 or 1) kept there, as the fit's active set does, the others free
+    with their ridge (free of the bound, a smile would otherwise take a negative weight to explain a face's shape)."""
+    normal, rhs = _normal_equations(design, target, scale, rot, trans, depth_weight, fade)
+    k = design.k_id
+    bound = (expression <= 0.0) | (expression >= 1.0)
+    at_bound, free = k + np.flatnonzero(bound), k + np.flatnonzero(~bound)
+    rhs = rhs - normal[:, at_bound] @ expression[bound].astype(np.float64)
+    block = normal[free[:, None], free]
+    block.reshape(-1)[:: len(block) + 1] += design.prior[free]
+    cross = normal[:k, free]
+    solved = np.linalg.solve(block, np.column_stack([cross.T, rhs[free]]))
+    return normal[:k, :k] - cross @ solved[:, :k], rhs[:k] - cross @ solved[:, k]
+
+
+def _solve_coefficients(design: _Design, target: np.ndarray, scale: float, rot: np.ndarray, trans: np.ndarray,
+                        depth_weight: float, fade: tuple[int, float] = (0, 0.0),
+                        identity: np.ndarray | None = None) -> np.ndarray:
+    """Ridge regression of the coefficients on the residuals in crop space (measured in cm); expressions in [0, 1].
+    ``identity``: held at these values (a tracked face), only the expressions solved."""
+    normal, rhs = _normal_equations(design, target, scale, rot, trans, depth_weight, fade)
     normal.reshape(-1)[:: len(normal) + 1] += design.prior  # the diagonal as a view (np.diag_indices_from: ~4× the time)
     k_id = design.k_id
     active = np.ones(len(rhs), bool)
     coeffs = np.zeros(len(rhs))
+    if identity is not None:
+        active[:k_id] = False
+        coeffs[:k_id] = identity
     for _ in range(3):  # active set: expressions pushed below 0 are fixed at 0, above 1 at 1
         # integer index arrays: the same sub-matrices as np.ix_ on the masks, ~2× faster to gather
         free, fixed = np.flatnonzero(active), np.flatnonzero(~active)
