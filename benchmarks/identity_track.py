@@ -56,14 +56,9 @@ def track_fits(points: list[np.ndarray], settings: ict_fit.FitSettings, warm: bo
 
 
 def drawn_row(points: np.ndarray, fit: ict_fit.IctFit) -> np.ndarray:
-    """The coarse face's 4 input channels for a crop, drawn from a given fit (as :func:`prior.prior_input` does)."""
-    face, draw = ict_fit.load_ict_face(), min(SIZE, prior.ICT_DRAW_PX)
-    normals, coverage = prior.draw_ict(fit, face, SIZE, draw)
-    if SOURCE == "ict-blend" and coverage.any():
-        normals = prior._blend_mesh(normals, points, SIZE, draw)
-    row = np.empty((4, SIZE, SIZE), np.float32)
-    prior._to_crop_into(normals, coverage, SIZE, row)
-    return row
+    """The coarse face's 4 input channels (normals, coverage) for a crop, drawn from a given fit."""
+    normals, coverage = prior.fitted_prior(fit, points, SIZE, SOURCE)
+    return np.concatenate([normals.transpose(2, 0, 1), coverage[None].astype(np.float32)])
 
 
 def real_scan_track(root: Path, model: Path | None) -> dict:
@@ -115,11 +110,12 @@ def video_fits(path: Path, frames: int, settings: ict_fit.FitSettings) -> list[t
             if not ok:
                 break
             t_ns += 33_333_333
-            found = detector.detect(cv2.cvtColor(bgr, cv2.COLOR_BGR2RGB), t_ns)
+            rgb = cv2.cvtColor(bgr, cv2.COLOR_BGR2RGB)
+            found = detector.detect(rgb, t_ns)
             if not found or found[0].depth is None:
                 previous = None
                 continue
-            crop = face_crop(cv2.cvtColor(bgr, cv2.COLOR_BGR2RGB), found[0].landmarks)
+            crop = face_crop(rgb, found[0].landmarks)
             points = mesh_prior.crop_points_from_pixels(found[0].landmarks, found[0].depth, crop.matrix)
             previous = ict_fit.fit_landmarks(points, face, settings, previous=previous)
             out.append((previous, crop.mask.astype(bool)))
@@ -132,12 +128,10 @@ def video_fits(path: Path, frames: int, settings: ict_fit.FitSettings) -> list[t
 def shape_drift(fits: list[tuple[ict_fit.IctFit, np.ndarray]]) -> dict[str, float]:
     """Mean angle (°, over the face's mask) between each frame's coarse face and the same pose and expression with
     the clip's median identity / the previous frame's identity: what the identity alone moves."""
-    face = ict_fit.load_ict_face()
     median = np.median([f.identity for f, _ in fits], axis=0).astype(np.float32)
 
-    def drawn(fit: ict_fit.IctFit) -> np.ndarray:
-        normals, coverage = prior.draw_ict(fit, face, SIZE, prior.ICT_DRAW_PX)
-        return prior._to_crop(normals, coverage, SIZE)[0]
+    def drawn(fit: ict_fit.IctFit) -> np.ndarray:  # the fit alone ("ict-fit" draws no mesh: no landmarks needed)
+        return prior.fitted_prior(fit, np.empty((0, 3)), SIZE, "ict-fit")[0]
 
     def with_identity(fit: ict_fit.IctFit, identity: np.ndarray) -> ict_fit.IctFit:
         return replace(fit, identity=identity, identity_track=None)
@@ -153,13 +147,10 @@ def shape_drift(fits: list[tuple[ict_fit.IctFit, np.ndarray]]) -> dict[str, floa
 
 
 def videos(folder: Path, frames: int) -> dict:
-    out = {}
-    for path in sorted(folder.glob("*.mp4")):
-        out[path.name] = {}
-        for name, (settings, warm) in variants().items():
-            if warm and name in ("per-frame identity", "tracked identity (evidence 1)"):
-                out[path.name][name] = shape_drift(video_fits(path, frames, settings))
-    return out
+    """The shipped setting against one identity per frame, on every clip of ``folder``."""
+    settings = {name: variants()[name][0] for name in ("per-frame identity", "tracked identity (evidence 1)")}
+    return {path.name: {name: shape_drift(video_fits(path, frames, s)) for name, s in settings.items()}
+            for path in sorted(folder.glob("*.mp4"))}
 
 
 def cost(root: Path) -> dict[str, float]:

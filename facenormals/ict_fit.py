@@ -287,14 +287,14 @@ def _fit(points: np.ndarray, face: IctFace, settings: FitSettings, previous: Ict
         shape = design.mean + (coeffs @ design.flat).reshape(-1, 3)
         scale, rot, trans = weighted_similarity(shape, target, _faded_weights(design, fade))
         fade = far_side_fade(rot, settings)
+        normal, rhs = _normal_equations(design, target, scale, rot, trans, settings.depth_weight, fade)
         if tracked and identity is None:  # the frame's evidence once, at its first pose
-            evidence = identity_evidence(design, target, scale, rot, trans, settings.depth_weight, fade,
-                                         coeffs[design.k_id:])
+            evidence = identity_evidence(design, normal, rhs, coeffs[design.k_id:])
             # a track starts at a face's second frame: a still (no previous fit) pays nothing for it
             track = (previous.identity_track.added(*evidence, settings.identity_memory_frames)
                      if previous.identity_track is not None else IdentityTrack.start(*evidence))
             identity = track.identity(design.prior[:design.k_id], settings.identity_evidence)
-        coeffs = _solve_coefficients(design, target, scale, rot, trans, settings.depth_weight, fade, identity)
+        coeffs = _solve_coefficients(design, normal, rhs, identity)
     weights = _faded_weights(design, fade)
     shape = design.mean + (coeffs @ design.flat).reshape(-1, 3)
     scale, rot, trans = weighted_similarity(shape, target, weights)
@@ -333,13 +333,13 @@ def _normal_equations(design: _Design, target: np.ndarray, scale: float, rot: np
     return normal, design.flat @ weighted.reshape(-1)
 
 
-def identity_evidence(design: _Design, target: np.ndarray, scale: float, rot: np.ndarray, trans: np.ndarray,
-                      depth_weight: float, fade: tuple[int, float], expression: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+def identity_evidence(design: _Design, normal: np.ndarray, rhs: np.ndarray,
+                      expression: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """What one frame's landmarks say about the identity at its pose, for :class:`IdentityTrack`: the Schur
-    complement (K_id×K_id) and right-hand side (K_id,) of the fit's normal equations with the expressions solved
-    out — those ``expression`` holds at a bound (0 or 1) kept there, as the fit's active set does, the others free
-    with their ridge (free of the bound, a smile would otherwise take a negative weight to explain a face's shape)."""
-    normal, rhs = _normal_equations(design, target, scale, rot, trans, depth_weight, fade)
+    complement (K_id×K_id) and right-hand side (K_id,) of the fit's normal equations at that pose
+    (:func:`_normal_equations`, left unchanged) with the expressions solved out — those ``expression`` holds at a
+    bound (0 or 1) kept there, as the fit's active set does, the others free with their ridge (free of the bound, a
+    smile would otherwise take a negative weight to explain a face's shape)."""
     k = design.k_id
     bound = (expression <= 0.0) | (expression >= 1.0)
     at_bound, free = k + np.flatnonzero(bound), k + np.flatnonzero(~bound)
@@ -351,12 +351,11 @@ def identity_evidence(design: _Design, target: np.ndarray, scale: float, rot: np
     return normal[:k, :k] - cross @ solved[:, :k], rhs[:k] - cross @ solved[:, k]
 
 
-def _solve_coefficients(design: _Design, target: np.ndarray, scale: float, rot: np.ndarray, trans: np.ndarray,
-                        depth_weight: float, fade: tuple[int, float] = (0, 0.0),
+def _solve_coefficients(design: _Design, normal: np.ndarray, rhs: np.ndarray,
                         identity: np.ndarray | None = None) -> np.ndarray:
-    """Ridge regression of the coefficients on the residuals in crop space (measured in cm); expressions in [0, 1].
-    ``identity``: held at these values (a tracked face), only the expressions solved."""
-    normal, rhs = _normal_equations(design, target, scale, rot, trans, depth_weight, fade)
+    """Ridge regression of the coefficients on the residuals in crop space (measured in cm), from the normal
+    equations at the pose (:func:`_normal_equations`; ``normal`` gets the prior added in place); expressions in
+    [0, 1]. ``identity``: held at these values (a tracked face), only the expressions solved."""
     normal.reshape(-1)[:: len(normal) + 1] += design.prior  # the diagonal as a view (np.diag_indices_from: ~4× the time)
     k_id = design.k_id
     active = np.ones(len(rhs), bool)

@@ -72,19 +72,27 @@ def _drawn_prior(points: np.ndarray, size: int, source: str,
     if check_source(source) == "mediapipe-mesh":
         normals, coverage = mesh_prior.rasterize_mesh_normals(points, mesh_prior.mesh_triangles(close_holes=True), size)
         return mesh_prior.fill_prior(normals, coverage), coverage, None
+    fit = ict_fit.fit_landmarks(points, ict_fit.load_ict_face(), previous=previous)
+    return (*_ict_source_drawn(fit, points, size, source), fit)
+
+
+def _ict_source_drawn(fit: ict_fit.IctFit, points: np.ndarray, size: int, source: str) -> tuple[np.ndarray, np.ndarray]:
+    """An ICT source's coarse face of a given fit, as drawn (at most :data:`ICT_DRAW_PX`²): the fit alone, or blended
+    with MediaPipe's mesh of the same landmark crop ``points``."""
     draw = min(size, ICT_DRAW_PX)
-    normals, coverage, fit = _ict_drawn(points, size, draw, previous)
+    normals, coverage = draw_ict(fit, ict_fit.load_ict_face(), size, draw)
     if source == "ict-blend" and coverage.any():
         normals = _blend_mesh(normals, points, size, draw)
-    return normals, coverage, fit
+    return normals, coverage
 
 
-def _ict_drawn(points: np.ndarray, size: int, draw: int,
-               previous: ict_fit.IctFit | None) -> tuple[np.ndarray, np.ndarray, ict_fit.IctFit]:
-    """The ICT face fitted to the landmarks, drawn at ``draw``² (normals extended and smoothed, coverage)."""
-    face = ict_fit.load_ict_face()
-    fit = ict_fit.fit_landmarks(points, face, previous=previous)
-    return (*draw_ict(fit, face, size, draw), fit)
+def fitted_prior(fit: ict_fit.IctFit, points: np.ndarray, size: int, source: str) -> tuple[np.ndarray, np.ndarray]:
+    """:func:`coarse_prior` of an ICT source for a fit made elsewhere (other fit settings, a fit with a swapped
+    identity): (normals S×S×3 over the crop, coverage S×S); ``points``: the landmark crop points the blend's mesh is
+    drawn from."""
+    if check_source(source) == "mediapipe-mesh":
+        raise ValueError("fitted_prior draws an ICT source ('ict-fit' or 'ict-blend'), not 'mediapipe-mesh'")
+    return _to_crop(*_ict_source_drawn(fit, points, size, source), size)
 
 
 def draw_ict(fit: ict_fit.IctFit, face: ict_fit.IctFace, size: int, draw: int) -> tuple[np.ndarray, np.ndarray]:

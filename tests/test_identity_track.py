@@ -109,10 +109,9 @@ def test_identity_evidence_is_the_identity_part_of_the_joint_solve(face: ict_fit
     k = design.k_id
     expression = fit.expression.astype(np.float64).copy()
     expression[:3] = (0.0, 1.0, 0.4)  # two at a bound, one free
-    args = (design, points, fit.scale, fit.rotation, fit.translation, 1.0, (0, 0.0))
-    information, vector = ict_fit.identity_evidence(*args, expression)
+    normal, rhs = ict_fit._normal_equations(design, points, fit.scale, fit.rotation, fit.translation, 1.0, (0, 0.0))
+    information, vector = ict_fit.identity_evidence(design, normal, rhs, expression)
     pooled = np.linalg.solve(information + np.diag(design.prior[:k]), vector)
-    normal, rhs = ict_fit._normal_equations(*args)
     bound = np.concatenate([np.zeros(k, bool), (expression <= 0.0) | (expression >= 1.0)])
     coeffs = np.concatenate([np.zeros(k), expression])
     free = ~bound
@@ -126,7 +125,8 @@ def test_a_fixed_identity_is_kept_and_only_expressions_move(face: ict_fit.IctFac
     points = one_person(face, 1, seed=18)[0][: ict_fit.NUM_FIT_POINTS]
     fit = ict_fit.fit_landmarks(points, face, PER_FRAME)
     held = np.linspace(-0.5, 0.5, design.k_id)
-    coeffs = ict_fit._solve_coefficients(design, points, fit.scale, fit.rotation, fit.translation, 1.0, identity=held)
+    normal, rhs = ict_fit._normal_equations(design, points, fit.scale, fit.rotation, fit.translation, 1.0, (0, 0.0))
+    coeffs = ict_fit._solve_coefficients(design, normal, rhs, identity=held)
     np.testing.assert_array_equal(coeffs[: design.k_id], held)
     assert (coeffs[design.k_id:] >= 0.0).all() and (coeffs[design.k_id:] <= 1.0).all()
 
