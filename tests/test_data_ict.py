@@ -78,3 +78,16 @@ def test_same_seed_same_render(ict_source):
     b, c, d = once(7), once(7), once(8)
     assert np.array_equal(b.image, c.image) and np.array_equal(b.normals, c.normals) and b.params == c.params
     assert not np.array_equal(b.normals, d.normals)
+
+
+def test_a_sample_is_regenerated_from_its_seed_and_a_wrong_seed_is_caught(ict_source, tmp_path):
+    from facenormals.fileio import DataError
+
+    drawn = ict_source.sample(sample_rng(12, 4), with_albedo=False)
+    stored = drawn.params
+    assert drawn.identity is not None and len(drawn.identity) == 100
+    assert stored["identity_norm"] == pytest.approx(np.linalg.norm(drawn.identity), abs=1e-3)
+    again = ict_source.regenerate(12, 4, stored, tmp_path / "ict_000004.json")
+    np.testing.assert_array_equal(again.identity, drawn.identity)
+    with pytest.raises(DataError, match=r"ict_000004\.json: the regenerated face differs"):
+        ict_source.regenerate(13, 4, stored, tmp_path / "ict_000004.json")

@@ -130,3 +130,27 @@ def test_masked_losses_average_over_the_mask():
     assert masked_l2(pred, target, mask).item() == pytest.approx(2.0 / 3.0)
     with pytest.raises(ValueError, match="mask shape"):
         masked_l2(pred, target, torch.ones(1, 1, 3, 3))
+
+
+def _frozen_config(parts: list[str]):
+    from facenormals.training.config import config_from_dict
+
+    return config_from_dict({"run_dir": "unused", "model": {"arch": "fast", "variant": "full", "frozen": parts},
+                             "phases": [{"steps": 1, "size": 64, "batch_size": 2}]})
+
+
+def test_a_frozen_part_gets_no_gradient_and_the_rest_still_learns():
+    from facenormals.training.trainer import build_model
+
+    net = build_model(_frozen_config(["image_encoder"]))
+    loss, _ = StepLosses(net)(StepKind.IMAGE_TO_NORMAL_AND_IMAGE, _batch())
+    loss.backward()
+    assert _modules_with_grad(net) == {"skip_connections", "normal_decoder", "image_decoder"}
+    assert all(p.grad is None for p in net.image_encoder.parameters())
+
+
+def test_freezing_an_unknown_part_names_the_parts():
+    from facenormals.training.trainer import build_model
+
+    with pytest.raises(ValueError, match=r"'encoder' is not a part.*image_encoder"):
+        build_model(_frozen_config(["encoder"]))

@@ -41,6 +41,8 @@ class ModelSection:
     # run over ``batchnorm_crops`` crops of the training mix (0: the init's as they are), then never updated
     freeze_batchnorm: bool = False
     batchnorm_crops: int = 400
+    # sub-networks left as the init has them (e.g. ["image_encoder"]: E_I fixed, the decoders adapt)
+    frozen: tuple[str, ...] = ()
 
     def __post_init__(self) -> None:
         if self.arch not in WIDTHS:

@@ -70,6 +70,12 @@ def build_model(cfg: TrainConfig, load_init: bool = True) -> CrossModalNet:
             seen = recompute_statistics(model.image_encoder, training_mix_inputs(cfg, cfg.model.batchnorm_crops, cfg.seed))
             print(f"E_I BatchNorm statistics recomputed over {seen} crops of the training mix, then frozen", flush=True)
         freeze_batchnorm(model.image_encoder)
+    for name in cfg.model.frozen:
+        part = getattr(model, name, None)
+        if not isinstance(part, torch.nn.Module):
+            raise ValueError(f"model.frozen: {name!r} is not a part of the {cfg.model.arch}/{cfg.model.variant} "
+                             f"network (its parts: {sorted(n for n, _ in model.named_children())})")
+        part.requires_grad_(False)
     return model
 
 

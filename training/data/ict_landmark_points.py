@@ -36,7 +36,6 @@ from facenormals.fileio import DataError
 from facenormals.training.data import ict
 from facenormals.training.data.camera import PinholeCamera, WeakPerspectiveCamera
 from facenormals.training.data.ict_correspondence import KEPT_REGIONS, draw_overlay, head_colors
-from facenormals.training.data.jobs import sample_rng
 from facenormals.training.data.sources import IctSource, frontal_render
 
 MAX_YAW_DEG = 30.0
@@ -89,11 +88,8 @@ def rendered_landmarks(root: Path, seed: int, indices: range, identity_scale: tu
         stored = mesh_prior.read_stored_landmarks(root, name)
         if stored is None:
             continue
-        mesh = source.sample(sample_rng(seed, index), with_albedo=True)  # albedo: hair lifts the hairline
-        if abs(mesh.params["identity_norm"] - params["identity_norm"]) > 2e-3:
-            raise DataError(f"{params_path}: the regenerated face differs from the stored one (identity norm "
-                            f"{mesh.params['identity_norm']} vs {params['identity_norm']}): wrong --seed, "
-                            "--identity-scale or --detail-mm")
+        # albedo: hair lifts the hairline
+        mesh = source.regenerate(seed, index, params, params_path, with_albedo=True)
         xy, depth_cm = _project(mesh.vertices[keep], mesh.oval.mean(axis=0), params)
         depth_map = cv2.imread(str(root / "depth" / f"{name}.png"), cv2.IMREAD_UNCHANGED).astype(np.float64)
         size = depth_map.shape[0]

@@ -11,6 +11,7 @@ import numpy as np
 from facenormals.faces import FaceMesh
 from facenormals.fileio import DataError
 from facenormals.training.data import albedo, detail, ict, meshes
+from facenormals.training.data.jobs import sample_rng
 from facenormals.training.data.renderer import vertex_normals
 from facenormals.training.data.synth import SceneMesh
 
@@ -131,7 +132,20 @@ class IctSource:
         wet = np.clip(self.layout.sclera + self.layout.iris, 0, 1) if with_albedo else None
         return SceneMesh(vertices=verts, faces=self.model.faces, oval=shape.vertices[self.oval_ids], mm_per_unit=10.0,
                          albedo=colors, shininess=shininess, wet=wet, params=params,
-                         relief_weight=self.relief.weight, relief_positions_mm=self.relief.positions_mm)
+                         relief_weight=self.relief.weight, relief_positions_mm=self.relief.positions_mm,
+                         identity=shape.identity)
+
+    def regenerate(self, seed: int, index: int, stored: dict, where: Path, with_albedo: bool = False) -> SceneMesh:
+        """Sample ``index`` of a set rendered with ``seed`` by this source's settings, drawn again
+        (``sample_rng(seed, index)``); ``stored``: the sample's params (``where``: their file), checked against the
+        drawn face's identity norm, so that a wrong seed or identity range fails instead of measuring another face.
+        The identity is drawn first: ``with_albedo`` only matters for what the albedo moves (the hairline)."""
+        mesh = self.sample(sample_rng(seed, index), with_albedo=with_albedo)
+        if abs(mesh.params["identity_norm"] - stored["identity_norm"]) > 2e-3:
+            raise DataError(f"{where}: the regenerated face differs from the stored one (identity norm "
+                            f"{mesh.params['identity_norm']} vs {stored['identity_norm']}): wrong seed or "
+                            "identity scale")
+        return mesh
 
 
 FACE_OVAL_LANDMARKS = (10, 21, 54, 58, 67, 93, 103, 109, 127, 132, 136, 148, 149, 150, 152, 162, 172, 176, 234, 251,

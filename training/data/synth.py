@@ -39,6 +39,7 @@ class SceneMesh:
     relief_positions_mm: np.ndarray | None = None  # V×3, e.g. the neutral face's
     cull_backfaces: bool = True
     params: dict = field(default_factory=dict)
+    identity: np.ndarray | None = None  # an ICT face's identity weights (all modes); None for scans
 
 
 @dataclass
