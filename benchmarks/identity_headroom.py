@@ -162,6 +162,46 @@ def score(crops: list[Crop], identities: dict[str, list[np.ndarray]], run) -> di
     return out
 
 
+FIGURE_TILE = 192
+FIGURE_COLUMNS = ("photo", "truth", "coarse face", "coarse face, better identity", "network",
+                  "network, better identity")
+
+
+def figure(crops: list[Crop], identities: list[np.ndarray], run, rows: int) -> np.ndarray:
+    """RGB sheet: per crop the photo, the truth, and the coarse face and network with the fit's / the better identity
+    ((n+1)/2 as RGB, outside the mask grey), each with its mean error over the mask."""
+    import cv2
+
+    from facenormals.conventions import encode_normals
+
+    def tile(normals: np.ndarray | None, crop: Crop, label: str) -> np.ndarray:
+        if normals is None:
+            rgb = crop.image[0].transpose(1, 2, 0)
+        else:
+            rgb = np.where(crop.mask[..., None], encode_normals(normals), 0.5)
+        out = cv2.resize(np.ascontiguousarray(rgb * 255).astype(np.uint8), (FIGURE_TILE, FIGURE_TILE),
+                         interpolation=cv2.INTER_AREA)
+        if label:
+            cv2.putText(out, label, (6, FIGURE_TILE - 8), cv2.FONT_HERSHEY_SIMPLEX, 0.5, (255, 255, 255), 1, cv2.LINE_AA)
+        return out
+
+    lines = []
+    for i in range(0, min(rows * 2, len(crops)), 2):  # even crops: their identity was fitted on the odd ones
+        crop = crops[i]
+        panels = [tile(None, crop, ""), tile(crop.normals, crop, "")]
+        for fit in (crop.still, held_fit(crop, identities[i])):
+            normals, coverage = drawn(crop, fit)
+            for shown in (normals, _run(run, crop, normals, coverage)):
+                error = angular_error_deg(shown, crop.normals)[crop.mask].mean()
+                panels.append(tile(shown, crop, f"{error:.2f} deg"))
+        order = [0, 1, 2, 4, 3, 5]  # photo, truth, coarse, coarse better, network, network better
+        lines.append(np.hstack([panels[k] for k in order]))
+    header = np.full((28, FIGURE_TILE * len(FIGURE_COLUMNS), 3), 255, np.uint8)
+    for k, label in enumerate(FIGURE_COLUMNS):
+        cv2.putText(header, label, (k * FIGURE_TILE + 6, 19), cv2.FONT_HERSHEY_SIMPLEX, 0.45, (0, 0, 0), 1, cv2.LINE_AA)
+    return np.vstack([header, *lines])
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--ict", nargs=3, action="append", default=[], metavar=("SET", "LO", "HI"),
@@ -172,6 +212,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--rounds", type=int, default=4, help="Gauss-Newton rounds of the --person fits")
     parser.add_argument("--model", type=Path, default=None, help="prior model (default: the shipped fast-prior)")
     parser.add_argument("--json", type=Path, default=None)
+    parser.add_argument("--figure", type=Path, default=None,
+                        help="PNG of the first --person set's crops with the fit's and the better identity")
+    parser.add_argument("--figure-rows", type=int, default=3)
     args = parser.parse_args(argv)
     if not args.ict and not args.person:
         parser.error("give at least one --ict or --person set")
@@ -200,6 +243,10 @@ def main(argv: list[str] | None = None) -> int:
         views = [angular_error_deg(drawn(c, held_fit(c, from_truth[i]))[0], drawn(c, c.still)[0])[c.mask].mean()
                  for i, c in enumerate(crops)]
         report[folder.name]["coarse_face_moved_deg"] = round(float(np.mean(views)), 3)
+        if args.figure is not None and folder == args.person[0]:
+            from facenormals.fileio import write_rgb
+
+            write_rgb(args.figure, figure(crops, from_truth, run, args.figure_rows))
     print(json.dumps(report, indent=2))
     if args.json:
         write_text_atomic(args.json, json.dumps(report, indent=2) + "\n")

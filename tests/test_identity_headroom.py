@@ -53,3 +53,21 @@ def test_one_identity_fitted_to_several_views_normals_comes_back(face):
     after = np.mean([_error(c, fitted) for c in crops])
     assert before > 1.0  # the landmarks alone do not give the shape
     assert after < 0.25 * before
+
+
+def test_the_figure_shows_each_row_with_both_identities(face):
+    from facenormals import zoo
+    from facenormals.training.gate import network
+
+    identity = (np.random.default_rng(4).normal(size=len(face.identity)) * 0.8).astype(np.float32)
+    crops = _views(face, identity, [0.0, 15.0, -15.0])
+    run = network(zoo.model_path("fast-prior"))[0]
+    sheet = headroom.figure(crops, [identity] * len(crops), run, rows=2)
+    tile = headroom.FIGURE_TILE
+    assert sheet.dtype == np.uint8
+    assert sheet.shape == (28 + 2 * tile, len(headroom.FIGURE_COLUMNS) * tile, 3)
+    # the coarse face with the true identity held is closer to the truth's tile than the fit's own (both blended
+    # with MediaPipe's mesh, as the network sees them; the truth is the ICT face alone)
+    above_labels = slice(28, 28 + tile - 30)
+    truth, coarse, better = (sheet[above_labels, k * tile:(k + 1) * tile].astype(float) for k in (1, 2, 3))
+    assert np.abs(better - truth).mean() < 0.8 * np.abs(coarse - truth).mean()
