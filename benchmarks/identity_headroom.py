@@ -247,9 +247,10 @@ def main(argv: list[str] | None = None) -> int:
             from facenormals.fileio import write_rgb
 
             write_rgb(args.figure, figure(crops, from_truth, run, args.figure_rows))
-    print(json.dumps(report, indent=2))
+    text = json.dumps(report, indent=2)
+    print(text)
     if args.json:
-        write_text_atomic(args.json, json.dumps(report, indent=2) + "\n")
+        write_text_atomic(args.json, text + "\n")
     return 0
 
 
