@@ -27,18 +27,16 @@ from pathlib import Path
 import numpy as np
 from tqdm import tqdm
 
-from facenormals import ict_fit, mesh_prior, prior
+from facenormals import ict_fit, prior
 from facenormals.atomic import write_text_atomic
 from facenormals.conventions import angular_error_deg
 from facenormals.dataset import load_sample, scan_dataset
 from facenormals.fileio import DataError
-from facenormals.identity_track import IdentityTrack
 from facenormals.metrics import MetricAccumulator
 from facenormals.training.data.sources import IctSource
 
 SIZE = 256
 SOURCE = "ict-blend"
-HELD = 1e9  # information of a held identity: the frame's own landmarks move it by nothing measurable
 STEP = 0.5  # finite-difference step of the identity Jacobian (units of a mode's standard deviation)
 
 
@@ -56,11 +54,12 @@ def load_crops(root: Path) -> list[Crop]:
     """The set's crops with stored landmarks (``facenormals data prior``) and their per-frame fits."""
     crops = []
     for files in scan_dataset(root):
-        landmarks = mesh_prior.read_stored_landmarks(root, files.name)
-        if landmarks is None or files.normals is None:
+        if files.normals is None:
             continue
         sample = load_sample(files)
-        points = mesh_prior.landmarks_in_crop(landmarks, sample.image.shape, prior.IDENTITY)
+        points = prior.stored_crop_points(root, files.name, sample.image.shape)
+        if points is None:
+            continue
         crops.append(Crop(files.name, points, ict_fit.fit_landmarks(points),
                           sample.image.transpose(2, 0, 1)[None].astype(np.float32) / 255.0, sample.normals,
                           sample.mask.astype(bool)))
@@ -70,10 +69,8 @@ def load_crops(root: Path) -> list[Crop]:
 
 
 def held_fit(crop: Crop, identity: np.ndarray) -> ict_fit.IctFit:
-    """The crop's fit with its identity held at ``identity`` (a track that knows nothing else)."""
-    track = IdentityTrack(np.eye(len(identity)) * HELD, identity.astype(np.float64) * HELD, 1.0)
-    return ict_fit.fit_landmarks(crop.points, previous=replace(crop.still, identity=identity.astype(np.float32),
-                                                                identity_track=track))
+    """The crop's fit with its identity held at ``identity``, warm-started from its own fit."""
+    return ict_fit.fit_landmarks(crop.points, previous=crop.still, identity=identity)
 
 
 def rendered_identities(root: Path, crops: list[Crop], identity_scale: tuple[float, float]) -> list[np.ndarray]:

@@ -64,12 +64,14 @@ def drawn_row(points: np.ndarray, fit: ict_fit.IctFit) -> np.ndarray:
 def real_scan_track(root: Path, model: Path | None) -> dict:
     samples, points = [], []
     for files in scan_dataset(root):
-        landmarks = mesh_prior.read_stored_landmarks(root, files.name)
-        if landmarks is None or files.normals is None:
+        if files.normals is None:
             continue
         sample = load_sample(files)
+        crop_points = prior.stored_crop_points(root, files.name, sample.image.shape)
+        if crop_points is None:
+            continue
         samples.append(sample)
-        points.append(mesh_prior.landmarks_in_crop(landmarks, sample.image.shape, prior.IDENTITY))
+        points.append(crop_points)
     run = None
     if model is not None:
         from facenormals.training.gate import network
@@ -154,9 +156,8 @@ def videos(folder: Path, frames: int) -> dict:
 
 
 def cost(root: Path) -> dict[str, float]:
-    files = next(f for f in scan_dataset(root) if mesh_prior.read_stored_landmarks(root, f.name) is not None)
-    points = mesh_prior.landmarks_in_crop(mesh_prior.read_stored_landmarks(root, files.name), (SIZE, SIZE),
-                                          prior.IDENTITY)
+    found = (prior.stored_crop_points(root, f.name, (SIZE, SIZE)) for f in scan_dataset(root))
+    points = next(p for p in found if p is not None)
     face, out = ict_fit.load_ict_face(), {}
     for tracked in (False, True):
         settings = replace(ict_fit.FitSettings(), track_identity=tracked)

@@ -259,13 +259,15 @@ def far_side_fade(rotation: np.ndarray, settings: FitSettings) -> tuple[int, flo
 
 
 def fit_landmarks(points: np.ndarray, face: IctFace | None = None, settings: FitSettings = FitSettings(),
-                  previous: IctFit | None = None) -> IctFit:
-    """Fit pose, identity and expression to MediaPipe landmarks in crop space (N ≥ 468 × 3, our frame)."""
+                  previous: IctFit | None = None, identity: np.ndarray | None = None) -> IctFit:
+    """Fit pose, identity and expression to MediaPipe landmarks in crop space (N ≥ 468 × 3, our frame).
+    ``identity``: held at these values (K_id,), only pose and expressions fitted (no identity track kept)."""
     with _BLAS.limit(limits=1, user_api="blas"):
-        return _fit(points, face if face is not None else load_ict_face(), settings, previous)
+        return _fit(points, face if face is not None else load_ict_face(), settings, previous, identity)
 
 
-def _fit(points: np.ndarray, face: IctFace, settings: FitSettings, previous: IctFit | None) -> IctFit:
+def _fit(points: np.ndarray, face: IctFace, settings: FitSettings, previous: IctFit | None,
+         held: np.ndarray | None) -> IctFit:
     points = np.asarray(points, dtype=np.float64)
     if points.ndim != 2 or points.shape[1] != 3 or len(points) < NUM_FIT_POINTS:
         raise ValueError(f"expected landmark crop points of shape (468 or 478, 3), got {points.shape}")
@@ -274,8 +276,8 @@ def _fit(points: np.ndarray, face: IctFace, settings: FitSettings, previous: Ict
     target = points[:NUM_FIT_POINTS]
     design = _design(face, settings)
     fade = (0, 0.0)
-    tracked = previous is not None and settings.track_identity
-    track, identity = None, None
+    tracked = previous is not None and settings.track_identity and held is None
+    track, identity = None, None if held is None else np.asarray(held, dtype=np.float64)
     if previous is not None:
         coeffs = np.concatenate([previous.identity, previous.expression]).astype(np.float64)
         iterations = settings.warm_iterations
@@ -283,6 +285,10 @@ def _fit(points: np.ndarray, face: IctFace, settings: FitSettings, previous: Ict
     else:
         coeffs = np.zeros(len(design.prior))
         iterations = settings.iterations
+    if identity is not None:
+        if identity.shape != (design.k_id,):
+            raise ValueError(f"a held identity has {design.k_id} weights, got shape {identity.shape}")
+        coeffs[:design.k_id] = identity
     for _ in range(iterations):
         shape = design.mean + (coeffs @ design.flat).reshape(-1, 3)
         scale, rot, trans = weighted_similarity(shape, target, _faded_weights(design, fade))

@@ -223,6 +223,13 @@ def prior_input(landmarks_px: np.ndarray, depth_px: np.ndarray | None, crop_matr
     return out, fit
 
 
+def stored_crop_points(root: str | Path, name: str, shape: tuple[int, ...]) -> np.ndarray | None:
+    """A sample's stored landmarks (``facenormals data prior``) as crop points (N×3) on its own image of ``shape``;
+    None when MediaPipe found no face."""
+    landmarks = mesh_prior.read_stored_landmarks(root, name)
+    return None if landmarks is None else mesh_prior.landmarks_in_crop(landmarks, shape, IDENTITY)
+
+
 def stored_prior(root: str | Path, name: str, shape: tuple[int, ...], source: str,
                  move_points: Callable[[np.ndarray], np.ndarray] | None = None) -> tuple[np.ndarray, np.ndarray]:
     """(normals, coverage) of a sample's stored landmarks on its own square image of ``shape``; empty if none.
@@ -231,10 +238,9 @@ def stored_prior(root: str | Path, name: str, shape: tuple[int, ...], source: st
     """
     if shape[0] != shape[1]:
         raise ValueError(f"sample '{name}' in {root}: the prior needs a square crop, got {shape[:2]}")
-    landmarks = mesh_prior.read_stored_landmarks(root, name)
-    if landmarks is None:
+    points = stored_crop_points(root, name, shape)
+    if points is None:
         return mesh_prior.empty_prior(shape[0])
-    points = mesh_prior.landmarks_in_crop(landmarks, shape, IDENTITY)
     if move_points is not None:
         points = move_points(points)
     normals, coverage, _ = coarse_prior(points, shape[0], source)

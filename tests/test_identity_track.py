@@ -131,6 +131,22 @@ def test_a_fixed_identity_is_kept_and_only_expressions_move(face: ict_fit.IctFac
     assert (coeffs[design.k_id:] >= 0.0).all() and (coeffs[design.k_id:] <= 1.0).all()
 
 
+def test_fit_landmarks_holds_a_given_identity_and_fits_the_rest(face: ict_fit.IctFace) -> None:
+    rng = np.random.default_rng(21)
+    identity = (rng.standard_normal(len(face.identity)) * 0.8).astype(np.float32)
+    expression = np.zeros(len(face.expression), np.float32)
+    expression[face.expression_names.index("jawOpen")] = 0.5
+    points = posed_points(face, identity, expression, 15.0, 5.0, rng, noise_px=0.0)
+    still = ict_fit.fit_landmarks(points, face)
+    for previous in (None, still):  # a still and a warm start
+        held = ict_fit.fit_landmarks(points, face, previous=previous, identity=identity)
+        np.testing.assert_allclose(held.identity, identity, atol=1e-6)
+        assert held.identity_track is None
+        assert held.rms_px < still.rms_px  # with the right identity the pose and expression explain the points better
+    with pytest.raises(ValueError, match="held identity has 50 weights"):
+        ict_fit.fit_landmarks(points, face, identity=identity[:10])
+
+
 def test_identity_track_pools_frames_with_its_memory() -> None:
     info, vec = np.eye(2) * 4.0, np.array([4.0, -8.0])
     track = IdentityTrack.start(info, vec)
