@@ -30,7 +30,6 @@ from tqdm import tqdm
 from facenormals import ict_fit, prior
 from facenormals.atomic import write_text_atomic
 from facenormals.conventions import angular_error_deg
-from facenormals.dataset import load_sample, scan_dataset
 from facenormals.fileio import DataError
 from facenormals.metrics import MetricAccumulator
 from facenormals.training.data.sources import IctSource
@@ -52,17 +51,10 @@ class Crop:
 
 def load_crops(root: Path) -> list[Crop]:
     """The set's crops with stored landmarks (``facenormals data prior``) and their per-frame fits."""
-    crops = []
-    for files in scan_dataset(root):
-        if files.normals is None:
-            continue
-        sample = load_sample(files)
-        points = prior.stored_crop_points(root, files.name, sample.image.shape)
-        if points is None:
-            continue
-        crops.append(Crop(files.name, points, ict_fit.fit_landmarks(points),
-                          sample.image.transpose(2, 0, 1)[None].astype(np.float32) / 255.0, sample.normals,
-                          sample.mask.astype(bool)))
+    crops = [Crop(name, points, ict_fit.fit_landmarks(points),
+                  sample.image.transpose(2, 0, 1)[None].astype(np.float32) / 255.0, sample.normals,
+                  sample.mask.astype(bool))
+             for name, sample, points in prior.paired_with_stored_points(root)]
     if not crops:
         raise DataError(f"{root}: no crops with stored landmarks (run 'facenormals data prior' on it)")
     return crops

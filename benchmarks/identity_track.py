@@ -27,7 +27,7 @@ from tqdm import tqdm
 from facenormals import ict_fit, mesh_prior, prior
 from facenormals.atomic import write_text_atomic
 from facenormals.conventions import angular_error_deg
-from facenormals.dataset import load_sample, scan_dataset
+from facenormals.dataset import scan_dataset
 from facenormals.metrics import MetricAccumulator
 from facenormals.timing import median_ms
 
@@ -62,16 +62,8 @@ def drawn_row(points: np.ndarray, fit: ict_fit.IctFit) -> np.ndarray:
 
 
 def real_scan_track(root: Path, model: Path | None) -> dict:
-    samples, points = [], []
-    for files in scan_dataset(root):
-        if files.normals is None:
-            continue
-        sample = load_sample(files)
-        crop_points = prior.stored_crop_points(root, files.name, sample.image.shape)
-        if crop_points is None:
-            continue
-        samples.append(sample)
-        points.append(crop_points)
+    found = [(sample, points) for _, sample, points in prior.paired_with_stored_points(root)]
+    samples, points = [s for s, _ in found], [p for _, p in found]
     run = None
     if model is not None:
         from facenormals.training.gate import network

@@ -21,7 +21,7 @@ All three are also the parameter-free baselines ``facenormals eval --baseline me
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from functools import lru_cache
 from pathlib import Path
 
@@ -30,6 +30,7 @@ import numba
 import numpy as np
 
 from facenormals import ict_fit, mesh_prior
+from facenormals.dataset import Sample, load_sample, scan_dataset
 from facenormals.geometry import normalise_rows
 from facenormals.model_config import PRIOR_SOURCES
 
@@ -228,6 +229,17 @@ def stored_crop_points(root: str | Path, name: str, shape: tuple[int, ...]) -> n
     None when MediaPipe found no face."""
     landmarks = mesh_prior.read_stored_landmarks(root, name)
     return None if landmarks is None else mesh_prior.landmarks_in_crop(landmarks, shape, IDENTITY)
+
+
+def paired_with_stored_points(root: str | Path) -> Iterator[tuple[str, Sample, np.ndarray]]:
+    """A set's samples with ground-truth normals and stored landmarks: (name, sample, crop points N×3)."""
+    for files in scan_dataset(root):
+        if files.normals is None:
+            continue
+        sample = load_sample(files)
+        points = stored_crop_points(root, files.name, sample.image.shape)
+        if points is not None:
+            yield files.name, sample, points
 
 
 def stored_prior(root: str | Path, name: str, shape: tuple[int, ...], source: str,
