@@ -1,4 +1,5 @@
-"""A tracked face's pooled identity (``FitSettings.track_identity``) against one identity per frame: accuracy on the
+"""A tracked face's pooled identity (``FitSettings.track_identity``) against one identity per frame, and its prior
+centred by the landmark identity map (``FitSettings.landmark_identity``) against the mean face: accuracy on the
 real scan's renders as one tracked face, steadiness on the shared real videos, and cost.
 
 * ``real scan as a track``: ``val_james``'s crops in name order (random poses and lights: a harsher sequence than
@@ -10,7 +11,7 @@ real scan's renders as one tracked face, steadiness on the shared real videos, a
   identity (how far the shape wanders) and for the previous frame's (how much it jitters), over the face's mask.
 * ``cost``: CPU ms of one warm fit (one thread, ``time.process_time``).
 
-    python -m facenormals.benchmarks.identity_track --data /work/datasets/val_james --json benchmarks/results/identity_track.json
+    python -m facenormals.benchmarks.identity_track --data /work/datasets/val_james --json benchmarks/results/identity_track/identity_track.json
 """
 
 from __future__ import annotations
@@ -35,6 +36,8 @@ SIZE = 256
 SOURCE = "ict-blend"
 VIDEO_DIR = Path(__file__).resolve().parents[2] / "shared" / "data" / "video"
 EVIDENCE_SWEEP = (1.0, 2.0, 4.0)
+# the track's identity prior centred at the mean face, as before the landmark identity map (session 30)
+MEAN_FACE_CENTRE = "tracked identity (evidence 1), mean-face centre"
 
 
 def variants() -> dict[str, tuple[ict_fit.FitSettings, bool]]:
@@ -43,6 +46,7 @@ def variants() -> dict[str, tuple[ict_fit.FitSettings, bool]]:
     out = {"stills": (base, False), "per-frame identity": (replace(base, track_identity=False), True)}
     for evidence in EVIDENCE_SWEEP:
         out[f"tracked identity (evidence {evidence:g})"] = (replace(base, identity_evidence=evidence), True)
+    out[MEAN_FACE_CENTRE] = (replace(base, landmark_identity=False), True)
     return out
 
 
@@ -142,7 +146,8 @@ def shape_drift(fits: list[tuple[ict_fit.IctFit, np.ndarray]]) -> dict[str, floa
 
 def videos(folder: Path, frames: int) -> dict:
     """The shipped setting against one identity per frame, on every clip of ``folder``."""
-    settings = {name: variants()[name][0] for name in ("per-frame identity", "tracked identity (evidence 1)")}
+    settings = {name: variants()[name][0]
+                for name in ("per-frame identity", MEAN_FACE_CENTRE, "tracked identity (evidence 1)")}
     return {path.name: {name: shape_drift(video_fits(path, frames, s)) for name, s in settings.items()}
             for path in sorted(folder.glob("*.mp4"))}
 
@@ -151,11 +156,12 @@ def cost(root: Path) -> dict[str, float]:
     found = (prior.stored_crop_points(root, f.name, (SIZE, SIZE)) for f in scan_dataset(root))
     points = next(p for p in found if p is not None)
     face, out = ict_fit.load_ict_face(), {}
-    for tracked in (False, True):
-        settings = replace(ict_fit.FitSettings(), track_identity=tracked)
+    for label, settings in [("per-frame identity", replace(ict_fit.FitSettings(), track_identity=False)),
+                            ("tracked identity, mean-face centre", replace(ict_fit.FitSettings(), landmark_identity=False)),
+                            ("tracked identity", ict_fit.FitSettings())]:
         first = ict_fit.fit_landmarks(points, face, settings)
         second = ict_fit.fit_landmarks(points, face, settings, previous=first)  # the track exists from here on
-        out[f"fit_warm_ms ({'tracked' if tracked else 'per-frame'} identity)"] = median_ms(
+        out[f"fit_warm_ms ({label})"] = median_ms(
             lambda s=settings, p=second: ict_fit.fit_landmarks(points, face, s, previous=p), 200, clock=time.process_time)
     return out
 

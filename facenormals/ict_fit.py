@@ -43,6 +43,8 @@ import numpy as np
 from threadpoolctl import ThreadpoolController
 
 from facenormals.identity_track import IdentityTrack
+from facenormals.landmark_identity import load_landmark_identity
+from facenormals.similarity import weighted_similarity
 
 ASSET = Path(__file__).resolve().parent / "assets" / "ict_face.npz"
 # Per-landmark weights measured on training renders (inverse noise; ``training/data/ict_landmark_noise.py``).
@@ -83,6 +85,9 @@ class FitSettings:
     track_identity: bool = True
     identity_memory_frames: float = 60.0
     identity_evidence: float = 1.0
+    # a tracked face's identity prior centred where the landmarks' learnt map puts it, pooled over the track
+    # (landmark_identity.py), not at the mean face
+    landmark_identity: bool = True
 
 
 @dataclass(frozen=True, eq=False)  # hashed by identity: the stacked basis is cached per instance
@@ -175,21 +180,6 @@ class IctFit:
         return float(yaw), float(pitch), float(roll)
 
 
-def weighted_similarity(source: np.ndarray, target: np.ndarray, weights: np.ndarray) -> tuple[float, np.ndarray, np.ndarray]:
-    """Umeyama: the scale, rotation and translation minimising Σ wᵢ‖s·R·srcᵢ + t − tgtᵢ‖² (no reflection)."""
-    w = weights / weights.sum()
-    mu_s, mu_t = w @ source, w @ target
-    src, tgt = source - mu_s, target - mu_t
-    cov = (tgt * w[:, None]).T @ src
-    u, sig, vt = np.linalg.svd(cov)
-    d = np.ones(3)
-    d[2] = np.sign(np.linalg.det(u @ vt)) or 1.0
-    rot = u @ np.diag(d) @ vt
-    var = float(w @ np.sum(src * src, axis=1))
-    scale = float((sig * d).sum() / max(var, 1e-12))
-    return scale, rot, mu_t - scale * rot @ mu_s
-
-
 def point_weights(settings: FitSettings) -> np.ndarray:
     """Per-landmark weights of the 468 fitted points: the measured inverse noise, or the outline down-weighted."""
     if settings.measured_weights:
@@ -259,15 +249,19 @@ def far_side_fade(rotation: np.ndarray, settings: FitSettings) -> tuple[int, flo
 
 
 def fit_landmarks(points: np.ndarray, face: IctFace | None = None, settings: FitSettings = FitSettings(),
-                  previous: IctFit | None = None, identity: np.ndarray | None = None) -> IctFit:
+                  previous: IctFit | None = None, identity: np.ndarray | None = None,
+                  identity_mean: np.ndarray | None = None) -> IctFit:
     """Fit pose, identity and expression to MediaPipe landmarks in crop space (N ≥ 468 × 3, our frame).
-    ``identity``: held at these values (K_id,), only pose and expressions fitted (no identity track kept)."""
+    ``identity``: held at these values (K_id,), only pose and expressions fitted (no identity track kept).
+    ``identity_mean``: the identity prior's centre (K_id,); by default, for a tracked face, where
+    :mod:`facenormals.landmark_identity` puts it (``settings.landmark_identity``), else the mean face."""
     with _BLAS.limit(limits=1, user_api="blas"):
-        return _fit(points, face if face is not None else load_ict_face(), settings, previous, identity)
+        return _fit(points, face if face is not None else load_ict_face(), settings, previous, identity,
+                    identity_mean)
 
 
 def _fit(points: np.ndarray, face: IctFace, settings: FitSettings, previous: IctFit | None,
-         held: np.ndarray | None) -> IctFit:
+         held: np.ndarray | None, mean: np.ndarray | None = None) -> IctFit:
     points = np.asarray(points, dtype=np.float64)
     if points.ndim != 2 or points.shape[1] != 3 or len(points) < NUM_FIT_POINTS:
         raise ValueError(f"expected landmark crop points of shape (468 or 478, 3), got {points.shape}")
@@ -289,6 +283,14 @@ def _fit(points: np.ndarray, face: IctFace, settings: FitSettings, previous: Ict
         if identity.shape != (design.k_id,):
             raise ValueError(f"a held identity has {design.k_id} weights, got shape {identity.shape}")
         coeffs[:design.k_id] = identity
+    if mean is None and tracked and settings.landmark_identity:
+        # a tracked face only: one view's estimate is noisy on a real face (the real scan's stills gain nothing),
+        # the track's pooled estimate is not (README "Coarse face"); None: points unlike MediaPipe's, the mean face
+        mean = load_landmark_identity().estimate(target)
+    if mean is not None:
+        mean = np.asarray(mean, dtype=np.float64)
+        if mean.shape != (design.k_id,):
+            raise ValueError(f"an identity prior's centre has {design.k_id} weights, got shape {mean.shape}")
     for _ in range(iterations):
         shape = design.mean + (coeffs @ design.flat).reshape(-1, 3)
         scale, rot, trans = weighted_similarity(shape, target, _faded_weights(design, fade))
@@ -297,10 +299,10 @@ def _fit(points: np.ndarray, face: IctFace, settings: FitSettings, previous: Ict
         if tracked and identity is None:  # the frame's evidence once, at its first pose
             evidence = identity_evidence(design, normal, rhs, coeffs[design.k_id:])
             # a track starts at a face's second frame: a still (no previous fit) pays nothing for it
-            track = (previous.identity_track.added(*evidence, settings.identity_memory_frames)
-                     if previous.identity_track is not None else IdentityTrack.start(*evidence))
+            track = (previous.identity_track.added(*evidence, settings.identity_memory_frames, mean)
+                     if previous.identity_track is not None else IdentityTrack.start(*evidence, mean))
             identity = track.identity(design.prior[:design.k_id], settings.identity_evidence)
-        coeffs = _solve_coefficients(design, normal, rhs, identity)
+        coeffs = _solve_coefficients(design, normal, rhs, identity, mean)
     weights = _faded_weights(design, fade)
     shape = design.mean + (coeffs @ design.flat).reshape(-1, 3)
     scale, rot, trans = weighted_similarity(shape, target, weights)
@@ -358,12 +360,16 @@ def identity_evidence(design: _Design, normal: np.ndarray, rhs: np.ndarray,
 
 
 def _solve_coefficients(design: _Design, normal: np.ndarray, rhs: np.ndarray,
-                        identity: np.ndarray | None = None) -> np.ndarray:
+                        identity: np.ndarray | None = None, mean: np.ndarray | None = None) -> np.ndarray:
     """Ridge regression of the coefficients on the residuals in crop space (measured in cm), from the normal
     equations at the pose (:func:`_normal_equations`; ``normal`` gets the prior added in place); expressions in
-    [0, 1]. ``identity``: held at these values (a tracked face), only the expressions solved."""
+    [0, 1]. ``identity``: held at these values (a tracked face), only the expressions solved; ``mean``: the
+    identity ridge's centre (None: the mean face)."""
     normal.reshape(-1)[:: len(normal) + 1] += design.prior  # the diagonal as a view (np.diag_indices_from: ~4× the time)
     k_id = design.k_id
+    if mean is not None and identity is None:
+        rhs = rhs.copy()
+        rhs[:k_id] += design.prior[:k_id] * mean
     active = np.ones(len(rhs), bool)
     coeffs = np.zeros(len(rhs))
     if identity is not None:

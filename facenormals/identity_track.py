@@ -35,24 +35,34 @@ class IdentityTrack:
     information: np.ndarray
     vector: np.ndarray
     frames: float
+    # Σ ρᵏ·cₜ of the frames' identity prior centres (:mod:`facenormals.landmark_identity`); None: the mean face
+    centre: np.ndarray | None = None
 
     @classmethod
-    def start(cls, information: np.ndarray, vector: np.ndarray) -> IdentityTrack:
-        return cls(np.array(information, dtype=np.float64), np.array(vector, dtype=np.float64), 1.0)
+    def start(cls, information: np.ndarray, vector: np.ndarray, centre: np.ndarray | None = None) -> IdentityTrack:
+        return cls(np.array(information, dtype=np.float64), np.array(vector, dtype=np.float64), 1.0,
+                   None if centre is None else np.array(centre, dtype=np.float64))
 
-    def added(self, information: np.ndarray, vector: np.ndarray, memory_frames: float) -> IdentityTrack:
-        """The track after one more frame; earlier frames weigh ρ = 1 − 1/``memory_frames`` less per frame."""
+    def added(self, information: np.ndarray, vector: np.ndarray, memory_frames: float,
+              centre: np.ndarray | None = None) -> IdentityTrack:
+        """The track after one more frame (its prior ``centre`` pooled with the others' when the track has them);
+        earlier frames weigh ρ = 1 − 1/``memory_frames`` less per frame."""
         if memory_frames < 1.0:
             raise ValueError(f"identity memory must be ≥ 1 frame, got {memory_frames:g}")
         keep = 1.0 - 1.0 / memory_frames
+        pooled = None if centre is None or self.centre is None else keep * self.centre + centre
         return IdentityTrack(keep * self.information + information, keep * self.vector + vector,
-                             keep * self.frames + 1.0)
+                             keep * self.frames + 1.0, pooled)
 
     def identity(self, prior: np.ndarray, evidence: float) -> np.ndarray:
-        """The pooled identity (K,): ridge ``prior`` (K,) against the frames' mean information times ``evidence``."""
+        """The pooled identity (K,): ridge ``prior`` (K,), centred at the frames' mean centre (the mean face when
+        the track has none), against the frames' mean information times ``evidence``."""
         if evidence <= 0.0:
             raise ValueError(f"identity evidence must be > 0 frames, got {evidence:g}")
         weight = evidence / self.frames
         normal = weight * self.information
         normal.reshape(-1)[:: len(normal) + 1] += prior
-        return np.linalg.solve(normal, weight * self.vector)
+        vector = weight * self.vector
+        if self.centre is not None:
+            vector += prior * (self.centre / self.frames)
+        return np.linalg.solve(normal, vector)

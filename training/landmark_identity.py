@@ -1,0 +1,159 @@
+"""Learn the landmark identity map (``facenormals/assets/landmark_identity.npz``, :mod:`facenormals.landmark_identity`).
+
+From ICT sets rendered by ``facenormals data render`` with stored landmarks (``facenormals data prior``): each
+sample's 468 MediaPipe points, similarity-aligned onto a reference face (generalised Procrustes over the training
+samples), against the identity it was rendered with (its first 50 weights, drawn again from the set's seed and
+checked per sample). Ridge regression on standardised coordinates; held-out sets report the identities' error as the
+RMS vertex displacement of the face they leave wrong, against the mean face's and the landmark fit's own.
+
+    python -m facenormals.training.landmark_identity \\
+        --ict /work/datasets/ict_paired_v6 1.0 1.6 --ict /work/datasets/ict_paired_v7 1.0 1.6 \\
+        --ict /work/datasets/ict_paired_v8 1.0 1.6 --holdout /work/datasets/val_ict_v2 1.0 1.0 \\
+        --holdout /work/datasets/val_ict_v5 1.0 1.6 --out facenormals/assets/landmark_identity.npz
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+from PIL import Image
+from tqdm import tqdm
+
+from facenormals import ict_fit, landmark_identity
+from facenormals.atomic import atomic_path, check_output
+from facenormals.dataset import scan_dataset
+from facenormals.fileio import DataError
+from facenormals.prior import stored_crop_points
+from facenormals.training.data.sources import IctSource
+
+DEFAULT_RIDGE = 100.0  # per standardised coordinate; 10–300 within 0.03 mm on the held-out sets (README)
+SUBSPACE = 160  # principal directions of MediaPipe's aligned points kept as its manifold (99.97 % of the variance)
+RESIDUAL_MARGIN = 2.0  # × the training points' 99.9th-percentile residual: beyond it, points are not MediaPipe's
+PROCRUSTES_ROUNDS = 2
+
+
+@dataclass
+class Rows:
+    points: np.ndarray  # N×468×3 crop points
+    identities: np.ndarray  # N×K_id rendered identities
+    names: list[str]
+
+
+def set_rows(root: Path, identity_scale: tuple[float, float]) -> Rows:
+    """An ICT set's samples with stored landmarks: their crop points and rendered identities."""
+    source = IctSource(identity_scale=identity_scale)
+    k_id = ict_fit.NUM_IDENTITY_MODES
+    points, identities, names = [], [], []
+    for files in tqdm(scan_dataset(root), desc=root.name, unit="sample", mininterval=10):
+        if files.image is None:
+            continue
+        with Image.open(files.image) as image:
+            shape = (image.height, image.width, 3)
+        crop_points = stored_crop_points(root, files.name, shape)
+        if crop_points is None:
+            continue
+        where = root / "params" / f"{files.name}.json"
+        if not where.is_file():
+            raise DataError(f"{where}: no params for {files.name} (an ICT set rendered by 'facenormals data render')")
+        stored = json.loads(where.read_text())
+        if stored.get("source") != "ict":
+            raise DataError(f"{where}: not an ICT face (source {stored.get('source')!r})")
+        identities.append(source.regenerate(stored["seed"], stored["index"], stored, where).identity[:k_id])
+        points.append(crop_points[:landmark_identity.NUM_POINTS])
+        names.append(files.name)
+    if not names:
+        raise DataError(f"{root}: no ICT samples with stored landmarks (run 'facenormals data prior' on it)")
+    return Rows(np.stack(points), np.stack(identities).astype(np.float64), names)
+
+
+def procrustes_reference(points: np.ndarray, rounds: int = PROCRUSTES_ROUNDS) -> np.ndarray:
+    """The mean face of point sets (N×468×3) aligned onto it, starting from the first set."""
+    reference = np.asarray(points[0], dtype=np.float64)
+    for _ in range(rounds):
+        reference = np.mean([landmark_identity.aligned_points(p, reference) for p in points], axis=0)
+    return reference
+
+
+def fit_map(points: np.ndarray, identities: np.ndarray, ridge: float = DEFAULT_RIDGE) -> landmark_identity.LandmarkIdentity:
+    """Ridge regression of identities (N×K) on aligned points (N×468×3), standardisation folded into the map."""
+    if len(points) != len(identities):
+        raise ValueError(f"{len(points)} point sets but {len(identities)} identities")
+    if ridge <= 0:
+        raise ValueError(f"ridge must be > 0, got {ridge:g}")
+    reference = procrustes_reference(points)
+    features = np.stack([landmark_identity.aligned_points(p, reference).reshape(-1) for p in points])
+    mean, spread = features.mean(0), features.std(0) + 1e-6
+    standard = (features - mean) / spread
+    target_mean = identities.mean(0)
+    solved = np.linalg.solve(standard.T @ standard + ridge * np.eye(standard.shape[1]),
+                             standard.T @ (identities - target_mean))
+    weights = solved / spread[:, None]
+    offset = target_mean - mean @ weights
+    # at most a tenth as many directions as samples: the residuals beyond them must measure something
+    basis = np.linalg.svd(features - mean, full_matrices=False)[2][:min(SUBSPACE, len(features) // 10)]
+    residuals = np.linalg.norm((features - mean) - (features - mean) @ basis.T @ basis, axis=1)
+    max_norm = float(np.linalg.norm(features @ weights + offset, axis=1).max())
+    return landmark_identity.LandmarkIdentity(reference, weights, offset, mean, basis,
+                                              RESIDUAL_MARGIN * float(np.percentile(residuals, 99.9)), max_norm)
+
+
+def vertex_rms_mm(estimates: np.ndarray, truth: np.ndarray) -> float:
+    """RMS displacement (mm) over the ICT face's vertices between the shapes of two identity sets (N×K)."""
+    basis = ict_fit.load_ict_face().identity.astype(np.float64)  # K×V×3, cm
+    moved = np.einsum("nk,kvc->nvc", estimates - truth, basis)
+    return float(10.0 * np.sqrt(np.mean(np.sum(moved ** 2, axis=-1))))
+
+
+def holdout_report(model: landmark_identity.LandmarkIdentity, rows: Rows) -> dict:
+    """Identity error of the map, the landmark fit and the mean face on a held-out set."""
+    estimates = [model.estimate(p) for p in rows.points]
+    mapped = np.stack([np.zeros(rows.identities.shape[1]) if e is None else e for e in estimates])
+    fitted = np.stack([ict_fit.fit_landmarks(p, settings=ict_fit.FitSettings(landmark_identity=False)).identity
+                       for p in rows.points]).astype(np.float64)
+    return {"samples": len(rows.names), "off_manifold": sum(e is None for e in estimates),
+            "vertex_rms_mm": {"mean face": round(vertex_rms_mm(0 * rows.identities, rows.identities), 3),
+                              "landmark fit": round(vertex_rms_mm(fitted, rows.identities), 3),
+                              "landmark identity map": round(vertex_rms_mm(mapped, rows.identities), 3)}}
+
+
+def write_map(path: Path, model: landmark_identity.LandmarkIdentity) -> None:
+    with atomic_path(path) as tmp:
+        np.savez_compressed(tmp, reference=model.reference.astype(np.float32),
+                            weights=model.weights.astype(np.float32), offset=model.offset.astype(np.float32),
+                            feature_mean=model.feature_mean.astype(np.float32), basis=model.basis.astype(np.float16),
+                            max_residual=np.float32(model.max_residual), max_norm=np.float32(model.max_norm))
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--ict", nargs=3, action="append", required=True, metavar=("SET", "LO", "HI"),
+                        help="a training ICT set and the identity scale range it was rendered with (repeatable)")
+    parser.add_argument("--holdout", nargs=3, action="append", default=[], metavar=("SET", "LO", "HI"),
+                        help="a held-out ICT set to report on (repeatable)")
+    parser.add_argument("--ridge", type=float, default=DEFAULT_RIDGE)
+    parser.add_argument("--out", type=Path, required=True)
+    parser.add_argument("--overwrite", action="store_true")
+    parser.add_argument("--json", type=Path, default=None, help="the held-out report")
+    args = parser.parse_args(argv)
+    check_output(args.out, "landmark identity map", overwrite=args.overwrite)
+    rows = [set_rows(Path(folder), (float(lo), float(hi))) for folder, lo, hi in args.ict]
+    model = fit_map(np.concatenate([r.points for r in rows]), np.concatenate([r.identities for r in rows]), args.ridge)
+    report: dict = {"training": {Path(f).name: len(r.names) for (f, _, _), r in zip(args.ict, rows, strict=True)},
+                    "ridge": args.ridge}
+    for folder, lo, hi in args.holdout:
+        report[Path(folder).name] = holdout_report(model, set_rows(Path(folder), (float(lo), float(hi))))
+    write_map(args.out, model)
+    text = json.dumps(report, indent=2)
+    print(text)
+    if args.json is not None:
+        with atomic_path(args.json) as tmp:
+            tmp.write_text(text + "\n")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
