@@ -11,7 +11,8 @@ real scan's renders as one tracked face, steadiness on the shared real videos, a
   identity (how far the shape wanders) and for the previous frame's (how much it jitters), over the face's mask.
 * ``cost``: CPU ms of one warm fit (one thread, ``time.process_time``).
 
-    python -m facenormals.benchmarks.identity_track --data /work/datasets/val_james --json benchmarks/results/identity_track/identity_track.json
+    python -m facenormals.benchmarks.identity_track --data /work/datasets/val_james \\
+        --json benchmarks/results/identity_track/identity_track.json
 """
 
 from __future__ import annotations
