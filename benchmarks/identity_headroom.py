@@ -32,7 +32,7 @@ from facenormals.atomic import write_text_atomic
 from facenormals.conventions import angular_error_deg
 from facenormals.fileio import DataError
 from facenormals.metrics import MetricAccumulator
-from facenormals.training.data.sources import IctSource
+from facenormals.training.data.sources import IctSource, rendered_identity
 
 SIZE = 256
 SOURCE = "ict-blend"
@@ -69,16 +69,7 @@ def rendered_identities(root: Path, crops: list[Crop], identity_scale: tuple[flo
     """Each ICT crop's identity (first 50 weights), drawn again from the set's seed and checked per crop."""
     source = IctSource(identity_scale=identity_scale)
     k_id = len(ict_fit.load_ict_face().identity)
-    out = []
-    for crop in crops:
-        where = root / "params" / f"{crop.name}.json"
-        if not where.is_file():
-            raise DataError(f"{where}: no params for {crop.name} (an ICT set rendered by 'facenormals data render')")
-        stored = json.loads(where.read_text())
-        if stored.get("source") != "ict":
-            raise DataError(f"{where}: not an ICT face (source {stored.get('source')!r}): use --person for scans")
-        out.append(source.regenerate(stored["seed"], stored["index"], stored, where).identity[:k_id])
-    return out
+    return [rendered_identity(source, root, crop.name)[:k_id] for crop in crops]
 
 
 def drawn(crop: Crop, fit: ict_fit.IctFit, source: str = SOURCE) -> tuple[np.ndarray, np.ndarray]:

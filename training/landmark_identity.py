@@ -28,7 +28,7 @@ from facenormals.atomic import atomic_path, check_output
 from facenormals.dataset import scan_dataset
 from facenormals.fileio import DataError
 from facenormals.prior import stored_crop_points
-from facenormals.training.data.sources import IctSource
+from facenormals.training.data.sources import IctSource, rendered_identity
 
 DEFAULT_RIDGE = 100.0  # per standardised coordinate; 10–300 within 0.03 mm on the held-out sets (README)
 SUBSPACE = 160  # principal directions of MediaPipe's aligned points kept as its manifold (99.97 % of the variance)
@@ -56,13 +56,7 @@ def set_rows(root: Path, identity_scale: tuple[float, float]) -> Rows:
         crop_points = stored_crop_points(root, files.name, shape)
         if crop_points is None:
             continue
-        where = root / "params" / f"{files.name}.json"
-        if not where.is_file():
-            raise DataError(f"{where}: no params for {files.name} (an ICT set rendered by 'facenormals data render')")
-        stored = json.loads(where.read_text())
-        if stored.get("source") != "ict":
-            raise DataError(f"{where}: not an ICT face (source {stored.get('source')!r})")
-        identities.append(source.regenerate(stored["seed"], stored["index"], stored, where).identity[:k_id])
+        identities.append(rendered_identity(source, root, files.name)[:k_id])
         points.append(crop_points[:landmark_identity.NUM_POINTS])
         names.append(files.name)
     if not names:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -146,6 +147,18 @@ class IctSource:
                             f"{mesh.params['identity_norm']} vs {stored['identity_norm']}): wrong seed or "
                             "identity scale")
         return mesh
+
+
+def rendered_identity(source: IctSource, root: Path, name: str) -> np.ndarray:
+    """The identity weights sample ``name`` of the ICT set ``root`` was rendered with: drawn again by ``source``
+    (the set's identity range) from the seed and index its params record, checked against the stored norm."""
+    where = root / "params" / f"{name}.json"
+    if not where.is_file():
+        raise DataError(f"{where}: no params for {name} (an ICT set rendered by 'facenormals data render')")
+    stored = json.loads(where.read_text())
+    if stored.get("source") != "ict":
+        raise DataError(f"{where}: not an ICT face (source {stored.get('source')!r})")
+    return source.regenerate(stored["seed"], stored["index"], stored, where).identity
 
 
 FACE_OVAL_LANDMARKS = (10, 21, 54, 58, 67, 93, 103, 109, 127, 132, 136, 148, 149, 150, 152, 162, 172, 176, 234, 251,
