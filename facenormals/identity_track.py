@@ -35,24 +35,28 @@ class IdentityTrack:
     information: np.ndarray
     vector: np.ndarray
     frames: float
-    # Σ ρᵏ·cₜ of the frames' identity prior centres (:mod:`facenormals.landmark_identity`); None: the mean face
+    # Σ ρᵏ·cₜ and Σ ρᵏ over the frames that gave an identity prior centre (:mod:`facenormals.landmark_identity`;
+    # a frame may give none); no such frame yet: the mean face
     centre: np.ndarray | None = None
+    centre_frames: float = 0.0
 
     @classmethod
     def start(cls, information: np.ndarray, vector: np.ndarray, centre: np.ndarray | None = None) -> IdentityTrack:
         return cls(np.array(information, dtype=np.float64), np.array(vector, dtype=np.float64), 1.0,
-                   None if centre is None else np.array(centre, dtype=np.float64))
+                   None if centre is None else np.array(centre, dtype=np.float64), 0.0 if centre is None else 1.0)
 
     def added(self, information: np.ndarray, vector: np.ndarray, memory_frames: float,
               centre: np.ndarray | None = None) -> IdentityTrack:
-        """The track after one more frame (its prior ``centre`` pooled with the others' when the track has them);
-        earlier frames weigh ρ = 1 − 1/``memory_frames`` less per frame."""
+        """The track after one more frame, with its prior ``centre`` when it has one; earlier frames (and their
+        centres) weigh ρ = 1 − 1/``memory_frames`` less per frame."""
         if memory_frames < 1.0:
             raise ValueError(f"identity memory must be ≥ 1 frame, got {memory_frames:g}")
         keep = 1.0 - 1.0 / memory_frames
-        pooled = None if centre is None or self.centre is None else keep * self.centre + centre
+        pooled, count = (None, 0.0) if self.centre is None else (keep * self.centre, keep * self.centre_frames)
+        if centre is not None:
+            pooled, count = (centre if pooled is None else pooled + centre), count + 1.0
         return IdentityTrack(keep * self.information + information, keep * self.vector + vector,
-                             keep * self.frames + 1.0, pooled)
+                             keep * self.frames + 1.0, pooled, count)
 
     def identity(self, prior: np.ndarray, evidence: float) -> np.ndarray:
         """The pooled identity (K,): ridge ``prior`` (K,), centred at the frames' mean centre (the mean face when
@@ -64,5 +68,5 @@ class IdentityTrack:
         normal.reshape(-1)[:: len(normal) + 1] += prior
         vector = weight * self.vector
         if self.centre is not None:
-            vector += prior * (self.centre / self.frames)
+            vector += prior * (self.centre / self.centre_frames)
         return np.linalg.solve(normal, vector)

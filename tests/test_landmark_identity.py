@@ -113,3 +113,11 @@ def test_a_track_pools_its_frames_centres():
     np.testing.assert_allclose(track.identity(np.ones(k), 1.0), np.full(k, 2.0), atol=1e-6)
     plain = IdentityTrack.start(np.eye(k), np.ones(k))
     np.testing.assert_allclose(plain.identity(np.ones(k), 1.0), np.full(k, 0.5))
+    # a frame without an estimate (points off MediaPipe's manifold) keeps the pooled centre; a track that had none
+    # takes the first one that comes
+    gap = track.added(np.zeros((k, k)), np.zeros(k), 1e9)
+    np.testing.assert_allclose(gap.identity(np.ones(k), 1.0), np.full(k, 2.0), atol=1e-6)
+    late = plain.added(np.zeros((k, k)), np.zeros(k), 1e9, np.full(k, 4.0))
+    assert late.centre_frames == 1.0
+    np.testing.assert_allclose(late.identity(np.ones(k), 1.0), np.linalg.solve(0.5 * np.eye(k) + np.eye(k),
+                                                                            0.5 * np.ones(k) + np.full(k, 4.0)))
