@@ -1,4 +1,4 @@
-"""The ICT identity a face's landmarks predict: a linear map learnt on renders, the centre of the fit's identity prior.
+"""The ICT identity a face's landmarks predict: a linear map learnt on renders, centring a tracked face's identity.
 
 The landmark fit (:mod:`facenormals.ict_fit`) pulls its 50 identity weights toward the mean face with a strong
 ridge, because fitted freely they chase landmark noise; its identity ends up barely closer to the rendered one than
@@ -6,8 +6,9 @@ the mean face (mean squared vertex distance 5.12 against 5.20 mm on ``val_ict_v2
 identity: MediaPipe's points are biased in ways that are the same for every face (its own shape prior), and a map
 learnt from many rendered faces with known identity undoes that bias where a generic noise model cannot. Here: the
 468 points similarity-aligned onto a reference face, then one affine map (ridge regression on standardised
-coordinates, folded into ``weights`` and ``offset``) to the identity weights. The fit then centres its identity
-prior there instead of at the mean face.
+coordinates, folded into ``weights`` and ``offset``) to the identity weights. A tracked face's fit centres its
+identity prior there, pooled over the track, instead of at the mean face; stills keep the mean face (on the real
+scan one view's estimate is too noisy to help; README "Coarse face").
 
 The asset ``assets/landmark_identity.npz`` is learnt by ``python -m facenormals.training.landmark_identity`` from
 ICT training sets with stored landmarks (README "Coarse face"); the real scan is never part of it.
