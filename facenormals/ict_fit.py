@@ -85,8 +85,9 @@ class FitSettings:
     track_identity: bool = True
     identity_memory_frames: float = 60.0
     identity_evidence: float = 1.0
-    # a tracked face's identity prior centred where the landmarks' learnt map puts it, pooled over the track
-    # (landmark_identity.py), not at the mean face
+    # the identity prior centred where the landmarks' learnt map puts it (landmark_identity.py), not at the mean
+    # face: a tracked face's pooled over the track, a still's the map's still share of the way (one view's estimate
+    # is noisier on a real face than on the renders the map learnt from)
     landmark_identity: bool = True
 
 
@@ -253,8 +254,8 @@ def fit_landmarks(points: np.ndarray, face: IctFace | None = None, settings: Fit
                   identity_mean: np.ndarray | None = None) -> IctFit:
     """Fit pose, identity and expression to MediaPipe landmarks in crop space (N ≥ 468 × 3, our frame).
     ``identity``: held at these values (K_id,), only pose and expressions fitted (no identity track kept).
-    ``identity_mean``: the identity prior's centre (K_id,); by default, for a tracked face, where
-    :mod:`facenormals.landmark_identity` puts it (``settings.landmark_identity``), else the mean face."""
+    ``identity_mean``: the identity prior's centre (K_id,); by default (``settings.landmark_identity``) where
+    :mod:`facenormals.landmark_identity` puts it — for a still, its still share of the way — else the mean face."""
     with _BLAS.limit(limits=1, user_api="blas"):
         return _fit(points, face if face is not None else load_ict_face(), settings, previous, identity,
                     identity_mean)
@@ -283,10 +284,11 @@ def _fit(points: np.ndarray, face: IctFace, settings: FitSettings, previous: Ict
         if identity.shape != (design.k_id,):
             raise ValueError(f"a held identity has {design.k_id} weights, got shape {identity.shape}")
         coeffs[:design.k_id] = identity
-    if mean is None and tracked and settings.landmark_identity:
-        # a tracked face only: one view's estimate is noisy on a real face (the real scan's stills gain nothing),
-        # the track's pooled estimate is not (README "Coarse face"); None: points unlike MediaPipe's, the mean face
-        mean = load_landmark_identity().estimate(target)
+    if mean is None and held is None and settings.landmark_identity:
+        # one view's estimate is noisy on a real face: a track pools it whole, a still takes the share that real
+        # video measured (README "Coarse face"); None: points unlike MediaPipe's, the mean face
+        identities = load_landmark_identity()
+        mean = identities.estimate(target) if tracked else identities.still_centre(target)
     if mean is not None:
         mean = np.asarray(mean, dtype=np.float64)
         if mean.shape != (design.k_id,):

@@ -7,8 +7,10 @@ identity: MediaPipe's points are biased in ways that are the same for every face
 learnt from many rendered faces with known identity undoes that bias where a generic noise model cannot. Here: the
 468 points similarity-aligned onto a reference face, then one affine map (ridge regression on standardised
 coordinates, folded into ``weights`` and ``offset``) to the identity weights. A tracked face's fit centres its
-identity prior there, pooled over the track, instead of at the mean face; stills keep the mean face (on the real
-scan one view's estimate is too noisy to help; README "Coarse face").
+identity prior there, pooled over the track, instead of at the mean face. One view's estimate is noisier on a real
+face than on a render, so a still's prior is centred only ``still_share`` of the way there: the share that is best
+when the real-face noise (measured as the estimates' spread within real video clips) adds to an estimate of the
+renders' size (README "Coarse face").
 
 The asset ``assets/landmark_identity.npz`` is learnt by ``python -m facenormals.training.landmark_identity`` from
 ICT training sets with stored landmarks (README "Coarse face"); the real scan is never part of it.
@@ -27,6 +29,7 @@ from facenormals.similarity import weighted_similarity
 ASSET = Path(__file__).resolve().parent / "assets" / "landmark_identity.npz"
 NUM_POINTS = 468  # MediaPipe's face points; the iris points follow the gaze
 FIELDS = ("reference", "weights", "offset", "feature_mean", "basis", "max_residual", "max_norm")
+OPTIONAL_FIELDS = {"still_share": 0.0}  # maps learnt before the real-video noise model: stills keep the mean face
 
 
 @dataclass(frozen=True, eq=False)
@@ -45,6 +48,9 @@ class LandmarkIdentity:
     basis: np.ndarray  # k×(468·3), orthonormal rows
     max_residual: float
     max_norm: float
+    # a still's identity prior is centred at this share of the estimate (0: the mean face), S / (S + N): S the
+    # estimates' mean square on held-out renders, N their mean square spread within real video clips of one face
+    still_share: float = 0.0
 
     def __post_init__(self) -> None:
         if self.reference.shape != (NUM_POINTS, 3):
@@ -54,6 +60,8 @@ class LandmarkIdentity:
                              f"got {self.weights.shape}")
         if self.feature_mean.shape != (3 * NUM_POINTS,) or self.basis.ndim != 2 or self.basis.shape[1] != 3 * NUM_POINTS:
             raise ValueError(f"a landmark identity map's subspace must be k×{3 * NUM_POINTS}, got {self.basis.shape}")
+        if not 0.0 <= self.still_share <= 1.0:
+            raise ValueError(f"a landmark identity map's still share must be in [0, 1], got {self.still_share:g}")
 
     def estimate(self, points: np.ndarray) -> np.ndarray | None:
         """Identity weights (K_id,) for MediaPipe's landmark crop points (N ≥ 468 × 3, our frame), or None for
@@ -64,6 +72,11 @@ class LandmarkIdentity:
         estimate = features @ self.weights + self.offset
         norm = float(np.linalg.norm(estimate))
         return estimate * (self.max_norm / norm) if norm > self.max_norm else estimate
+
+    def still_centre(self, points: np.ndarray) -> np.ndarray | None:
+        """Where a still's identity prior is centred: ``still_share`` × :meth:`estimate`, or None (the mean face)."""
+        estimate = self.estimate(points) if self.still_share > 0.0 else None
+        return None if estimate is None else self.still_share * estimate
 
     def residual(self, features: np.ndarray) -> float:
         """How far aligned points (flattened) lie off the training points' principal subspace, crop pixels."""
@@ -92,6 +105,7 @@ def load_landmark_identity(path: str | Path = ASSET) -> LandmarkIdentity:
         if missing:
             raise ValueError(f"{path}: not a landmark identity map (missing {sorted(missing)})")
         arrays = {k: z[k].astype(np.float64) for k in FIELDS}
+        arrays |= {k: z[k].astype(np.float64) if k in z.files else np.float64(v) for k, v in OPTIONAL_FIELDS.items()}
     if not all(np.isfinite(a).all() for a in arrays.values()):
         raise ValueError(f"{path}: landmark identity map has non-finite values")
     try:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import json
 import shutil
 
 import cv2
@@ -41,6 +42,7 @@ def test_photo_faces_become_image_only_samples_and_resume(shared_data, tmp_path)
         rows, cols = np.nonzero(sample.mask)
         span = max(np.ptp(rows), np.ptp(cols)) + 1
         assert span == pytest.approx(256 / CROP_SCALE, rel=0.03)
+    assert all("video" not in json.loads((out / "params" / f"{s.name}.json").read_text()) for s in samples)
     again = crop_photos([src], out)
     assert again.written == 0 and again.existing == 2  # one per frame: the largest face marks it done
 
@@ -51,6 +53,9 @@ def test_video_frames_are_sampled(shared_data, tmp_path):
     assert report.written == 3 and report.failed == 0  # frames 0, 24, 48 of 72
     assert sorted(s.name for s in scan_dataset(tmp_path / "v")) == [
         "single_face_f00000_f0", "single_face_f00024_f0", "single_face_f00048_f0"]
+    # the frames name their video: one clip of one face (training/landmark_identity.py groups them so)
+    params = [json.loads(p.read_text()) for p in sorted((tmp_path / "v" / "params").glob("*.json"))]
+    assert [(p["video"], p["face"]) for p in params] == [("single_face", 0)] * 3
 
 
 def test_photos_without_faces_and_broken_files_are_counted(tmp_path, capsys):

@@ -1,14 +1,18 @@
 """The landmark identity map (facenormals/landmark_identity.py, training/landmark_identity.py): a learnt map from
-aligned landmarks to the ICT identity, the centre of a tracked face's identity prior, pooled over the track."""
+aligned landmarks to the ICT identity, the centre of a tracked face's identity prior, pooled over the track, and a
+share of it the centre of a still's, sized on real video."""
 
 from __future__ import annotations
 
+import cv2
 import numpy as np
 import pytest
 
-from facenormals import ict_fit, landmark_identity
+from facenormals import ict_fit, landmark_identity, mesh_prior
+from facenormals.fileio import DataError
 from facenormals.identity_track import IdentityTrack
 from facenormals.training import landmark_identity as trainer
+from facenormals.training.data.jobs import write_params
 from tests.test_ict_fit import rotation, synthetic_face
 
 OFF = ict_fit.FitSettings(landmark_identity=False)
@@ -94,10 +98,15 @@ def test_the_fit_centres_its_identity_prior_where_it_is_told(face, shipped):
     np.testing.assert_array_equal(zero.identity, plain.identity)
     centred = ict_fit.fit_landmarks(points, face, OFF, identity_mean=identity.astype(np.float64))
     assert np.linalg.norm(centred.identity - identity) < 0.5 * np.linalg.norm(plain.identity - identity)
-    # on MediaPipe-like points a still keeps the mean face as the centre; a tracked face's is the map's estimate
+    # on MediaPipe-like points a still's centre is the map's still share of its estimate; a tracked face's, the
+    # estimate itself
     like = _mediapipe_like(shipped, 5)
     first = ict_fit.fit_landmarks(like, face)
-    np.testing.assert_array_equal(first.identity, ict_fit.fit_landmarks(like, face, OFF).identity)
+    assert 0.0 < shipped.still_share < 1.0
+    np.testing.assert_allclose(shipped.still_centre(like), shipped.still_share * shipped.estimate(like))
+    np.testing.assert_array_equal(first.identity, ict_fit.fit_landmarks(like, face, OFF,
+                                                                        identity_mean=shipped.still_centre(like)).identity)
+    assert not np.array_equal(first.identity, ict_fit.fit_landmarks(like, face, OFF).identity)
     tracked = ict_fit.fit_landmarks(like, face, previous=first)
     manual = ict_fit.fit_landmarks(like, face, OFF, previous=first, identity_mean=shipped.estimate(like))
     np.testing.assert_array_equal(tracked.identity, manual.identity)
@@ -121,3 +130,44 @@ def test_a_track_pools_its_frames_centres():
     assert late.centre_frames == 1.0
     np.testing.assert_allclose(late.identity(np.ones(k), 1.0), np.linalg.solve(0.5 * np.eye(k) + np.eye(k),
                                                                             0.5 * np.ones(k) + np.full(k, 4.0)))
+
+
+def test_a_stills_share_is_the_renders_size_over_that_plus_the_real_clips_spread():
+    renders = np.array([[3.0, 0.0], [0.0, 1.0]])  # mean square 5
+    steady = np.array([[1.0, 1.0]] * 4)  # no spread
+    moving = np.array([[0.0, 0.0], [2.0, 0.0], [0.0, 2.0], [2.0, 2.0]])  # spread 2 about its mean (1, 1)
+    report = trainer.still_share(renders, {"a/0": steady, "b/0": moving, "c/0": moving})
+    # each clip counts once: N = (0 + 2 + 2) / 3
+    assert report["renders_mean_square"] == pytest.approx(5.0)
+    assert report["real_noise"] == pytest.approx(4.0 / 3.0)
+    assert report["share"] == pytest.approx(5.0 / (5.0 + 4.0 / 3.0))
+    assert report["clips"]["b/0"] == {"frames": 4, "spread": pytest.approx(2.0)}
+    assert trainer.still_share(renders, {"a/0": steady})["share"] == pytest.approx(1.0)
+    with pytest.raises(ValueError, match="held-out renders"):
+        trainer.still_share(np.zeros((0, 2)), {"a/0": steady})
+
+
+def test_video_clips_group_a_folders_frames_by_video_and_face(tmp_path, shipped):
+    for folder in ("images", "masks", mesh_prior.PRIORS_DIR):
+        (tmp_path / folder).mkdir()
+    # as `facenormals data photos` writes them: a video's frames name it in their params, a photo's do not (even
+    # one named like a frame)
+    samples = {f"clip_f{i:05d}_f0": (i, {"video": "clip", "face": 0}) for i in range(0, 60, 5)}  # 12 frames
+    samples |= {f"two_f{i:05d}_f1": (i, {"video": "two", "face": 1}) for i in range(3)}  # too few for a spread
+    samples |= {f"still_f{i:05d}_f0": (i, {"face": 0}) for i in range(12)}
+    for name, (seed, params) in samples.items():
+        cv2.imwrite(str(tmp_path / "images" / f"{name}.png"), np.zeros((256, 256, 3), np.uint8))
+        cv2.imwrite(str(tmp_path / "masks" / f"{name}.png"), np.full((256, 256), 255, np.uint8))
+        write_params(tmp_path, name, {"kind": "image-only", "source": "photo", **params})
+        points = _mediapipe_like(shipped, seed)
+        # stored as MediaPipe gives them: x, y normalised to the image (y down), z by its width
+        landmarks = np.stack([points[:, 0] / 256.0, -points[:, 1] / 256.0, -points[:, 2] / 256.0], axis=1)
+        np.save(mesh_prior.stored_prior_path(tmp_path, name), np.vstack([landmarks, landmarks[:10]]).astype(np.float32))
+    clips = trainer.video_clips(tmp_path)
+    assert list(clips) == ["clip/0"] and clips["clip/0"].shape == (12, 468, 3)
+    estimates = trainer.estimates_of(shipped, clips["clip/0"])
+    np.testing.assert_allclose(estimates[0], shipped.estimate(_mediapipe_like(shipped, 0)), atol=1e-3)
+    for name in list(samples)[:12]:
+        (tmp_path / "params" / f"{name}.json").unlink()  # a folder made before its params named the video
+    with pytest.raises(DataError, match="no video clip"):
+        trainer.video_clips(tmp_path)

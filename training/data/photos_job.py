@@ -47,8 +47,11 @@ def crop_photos(inputs: list[Path], out: Path, every: int = 5, min_face_px: floa
                 for k in reversed(range(len(faces))):
                     image, mask, landmarks = faces[k]
                     name = f"{frame.name}_f{k}"
-                    write_params(out, name, {"kind": "image-only", "source": "photo", "frame": frame.name,
-                                             "face": k, "face_height_px": round(float(np.ptp(landmarks[:, 1])), 1)})
+                    params = {"kind": "image-only", "source": "photo", "frame": frame.name, "face": k,
+                              "face_height_px": round(float(np.ptp(landmarks[:, 1])), 1)}
+                    if frame.video is not None:  # a video's frames are one clip (training/landmark_identity.py)
+                        params["video"] = frame.video
+                    write_params(out, name, params)
                     writer.write(name, mask, image=image)
                     report.written += 1
     finally:
