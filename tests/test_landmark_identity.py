@@ -167,6 +167,10 @@ def test_video_clips_group_a_folders_frames_by_video_and_face(tmp_path, shipped)
     assert list(clips) == ["clip/0"] and clips["clip/0"].shape == (12, 468, 3)
     estimates = trainer.estimates_of(shipped, clips["clip/0"])
     np.testing.assert_allclose(estimates[0], shipped.estimate(_mediapipe_like(shipped, 0)), atol=1e-3)
+    broken = tmp_path / "params" / "clip_f00000_f0.json"
+    broken.write_text("{")
+    with pytest.raises(DataError, match=r"clip_f00000_f0\.json"):
+        trainer.video_clips(tmp_path)
     for name in list(samples)[:12]:
         (tmp_path / "params" / f"{name}.json").unlink()  # a folder made before its params named the video
     with pytest.raises(DataError, match="no video clip"):

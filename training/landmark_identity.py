@@ -115,17 +115,26 @@ def video_clips(root: Path) -> dict[str, np.ndarray]:
     :data:`MIN_CLIP_FRAMES` frames are left out."""
     clips: dict[str, list[np.ndarray]] = {}
     for files in scan_dataset(root):
-        params = root / "params" / f"{files.name}.json"
-        video = json.loads(params.read_text()) if files.image is not None and params.is_file() else {}
-        crop_points = _crop_points(root, files.name, files.image) if "video" in video else None
+        sample = _sample_params(root / "params" / f"{files.name}.json") if files.image is not None else {}
+        crop_points = _crop_points(root, files.name, files.image) if "video" in sample else None
         if crop_points is not None:
-            clip = f"{video['video']}/{video.get('face', 0)}"
+            # face k is each frame's k-th largest: one person per clip while the faces keep their order of size
+            clip = f"{sample['video']}/{sample.get('face', 0)}"
             clips.setdefault(clip, []).append(crop_points[:landmark_identity.NUM_POINTS])
     kept = {name: np.stack(points) for name, points in clips.items() if len(points) >= MIN_CLIP_FRAMES}
     if not kept:
         raise DataError(f"{root}: no video clip of ≥ {MIN_CLIP_FRAMES} frames with stored landmarks (image-only "
                         "samples whose params name their video: 'facenormals data photos', then 'data prior')")
     return kept
+
+
+def _sample_params(path: Path) -> dict:
+    if not path.is_file():
+        return {}
+    try:
+        return json.loads(path.read_text(encoding="utf-8"))
+    except json.JSONDecodeError as error:
+        raise DataError(f"{path}: not a sample's params (JSON): {error}") from None
 
 
 def still_share(render_estimates: np.ndarray, clip_estimates: dict[str, np.ndarray]) -> dict:
