@@ -4,7 +4,8 @@
 # ~40 min on 2 idle cores (renders ≈ 40 paired samples/s (2 idle cores, session 6), MediaPipe landmarks ≈ 100 images/s).
 #   bash scripts/make_datasets.sh [OUT] [all|campaign]
 # `campaign`: only the sets the campaign's runs train and validate on since c13 (v6, v7, v8, the normal-only set, the
-# real frames, the four validation sets): ~20 min, what a machine that lost /work/datasets needs first (session 21).
+# real frames, the four validation sets): ~30 min on 2 idle cores (session 32), what a machine that lost
+# /work/datasets needs first (session 21).
 set -euo pipefail
 OUT="${1:-/work/datasets}"
 SETS="${2:-all}"
