@@ -4,9 +4,10 @@
 
 Why: speed work on the renderer must not change what it renders. The same code, seed and numeric stack
 (numpy, OpenCV, OpenBLAS, CPU) give the same bytes; ``benchmarks/results/render_fingerprints.json`` holds the
-fingerprints of the code before the 2026-12-03 speed-up, and ``tests/test_data_render_identity.py`` checks that
-today's code reproduces them where the stack is the recorded one (elsewhere BLAS may round differently, and the
-test skips with the reason).
+fingerprints of the code before the 2026-12-03 speed-up, one record per numeric stack it was run on, and
+``tests/test_data_render_identity.py`` checks that today's code reproduces the record of the stack it runs on
+(elsewhere BLAS and the JIT may round differently, and the test skips with the reason). A record for a new stack
+comes from running the code before the speed-up there (``--code`` names it): never from today's code.
 """
 
 from __future__ import annotations
@@ -52,7 +53,21 @@ def platform_key() -> dict[str, str]:
     if cpuinfo.is_file():
         names = [line.split(":", 1)[1].strip() for line in cpuinfo.read_text().splitlines() if line.startswith("model name")]
         cpu = names[0] if names else cpu
-    return {"numpy": np.__version__, "opencv": cv2.__version__, "machine": platform.machine(), "cpu": cpu}
+    return {"numpy": np.__version__, "opencv": cv2.__version__, "machine": platform.machine(), "cpu": cpu,
+            "cpu_target": _jit_target()}
+
+
+def _jit_target() -> str:
+    """The CPU generation numba compiles the renderer's kernels for (e.g. 'znver4'): one "model name" (say "AMD
+    EPYC") covers several, and their vector code rounds differently (seen: Zen 5 against the Zen 4 record)."""
+    import llvmlite.binding
+
+    return str(llvmlite.binding.get_host_cpu_name())
+
+
+def record_for(recorded: dict, here: dict[str, str]) -> dict | None:
+    """The record of ``recorded`` (the results file's content) made on the stack ``here``, or None."""
+    return next((r for r in recorded["records"] if r["platform"] == here), None)
 
 
 def fingerprints(shared: Path, tmp: Path) -> dict[str, list[dict[str, str]]]:
@@ -89,11 +104,13 @@ def main() -> None:
     from facenormals.training.data.cli import DEFAULT_SHARED
 
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--json", type=Path, default=None, help="write {platform, fingerprints} here")
+    parser.add_argument("--json", type=Path, default=None, help="write {seed, records: [this stack's]} here")
     parser.add_argument("--shared", type=Path, default=DEFAULT_SHARED, help="the shared folder (data/ inside)")
+    parser.add_argument("--code", default="", help="which code rendered (a commit and a few words), kept in the record")
     args = parser.parse_args()
     with tempfile.TemporaryDirectory() as tmp:
-        result = {"seed": SEED, "platform": platform_key(), "fingerprints": fingerprints(args.shared, Path(tmp))}
+        record = {"code": args.code, "platform": platform_key(), "fingerprints": fingerprints(args.shared, Path(tmp))}
+    result = {"seed": SEED, "records": [record]}
     text = json.dumps(result, indent=1, sort_keys=True) + "\n"
     if args.json:
         from facenormals.atomic import write_text_atomic
