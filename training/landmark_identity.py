@@ -37,6 +37,7 @@ from facenormals.atomic import atomic_path, check_output
 from facenormals.dataset import scan_dataset
 from facenormals.fileio import DataError
 from facenormals.prior import stored_crop_points
+from facenormals.training.data.jobs import read_params
 from facenormals.training.data.sources import IctSource, rendered_identity
 
 DEFAULT_RIDGE = 100.0  # per standardised coordinate; 10–300 within 0.03° on val_ict_v2 (HISTORY session 30)
@@ -118,7 +119,7 @@ def video_clips(root: Path) -> dict[str, np.ndarray]:
     :data:`MIN_CLIP_FRAMES` frames are left out."""
     clips: dict[str, list[np.ndarray]] = {}
     for files in scan_dataset(root):
-        sample = _sample_params(root / "params" / f"{files.name}.json") if files.image is not None else {}
+        sample = (read_params(root, files.name) or {}) if files.image is not None else {}
         crop_points = _crop_points(root, files.name, files.image) if "video" in sample else None
         if crop_points is not None:
             # face k is each frame's k-th largest: one person per clip while the faces keep their order of size
@@ -129,15 +130,6 @@ def video_clips(root: Path) -> dict[str, np.ndarray]:
         raise DataError(f"{root}: no video clip of ≥ {MIN_CLIP_FRAMES} frames with stored landmarks (image-only "
                         "samples whose params name their video: 'facenormals data photos', then 'data prior')")
     return kept
-
-
-def _sample_params(path: Path) -> dict:
-    if not path.is_file():
-        return {}
-    try:
-        return json.loads(path.read_text(encoding="utf-8"))
-    except json.JSONDecodeError as error:
-        raise DataError(f"{path}: not a sample's params (JSON): {error}") from None
 
 
 def still_share(render_estimates: np.ndarray, clip_estimates: dict[str, np.ndarray]) -> dict:

@@ -23,7 +23,6 @@ a mismatch is caught (the regenerated identity norm differs from the stored one)
 from __future__ import annotations
 
 import argparse
-import json
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -36,6 +35,7 @@ from facenormals.fileio import DataError
 from facenormals.training.data import ict
 from facenormals.training.data.camera import PinholeCamera, WeakPerspectiveCamera
 from facenormals.training.data.ict_correspondence import KEPT_REGIONS, draw_overlay, head_colors
+from facenormals.training.data.jobs import read_params
 from facenormals.training.data.sources import IctSource, frontal_render
 
 MAX_YAW_DEG = 30.0
@@ -75,9 +75,9 @@ def rendered_landmarks(root: Path, seed: int, indices: range, identity_scale: tu
     for index in indices:
         name = f"ict_{index:06d}"
         params_path = root / "params" / f"{name}.json"
-        if not params_path.is_file():
+        params = read_params(root, name)
+        if params is None:
             continue
-        params = json.loads(params_path.read_text())
         if params.get("albedo") == "james-transfer":
             raise DataError(f"{params_path}: rendered with the James scan's texture (the held-out check); use a set "
                             "rendered without --james")

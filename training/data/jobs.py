@@ -21,6 +21,7 @@ import numpy as np
 from tqdm import tqdm
 
 from facenormals.atomic import write_text_atomic
+from facenormals.fileio import DataError
 
 # one BLAS thread per worker: the workers already use every core
 _THREAD_VARS = ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS")
@@ -132,6 +133,18 @@ def run_parallel(job: SampleJob, indices: Iterable[int], workers: int, desc: str
 
 def write_params(root: Path, name: str, params: dict) -> None:
     write_text_atomic(root / "params" / f"{name}.json", json.dumps(params, sort_keys=True))
+
+
+def read_params(root: Path, name: str) -> dict | None:
+    """Sample ``name``'s params as :func:`write_params` wrote them, None where it has none; a broken file is an
+    error naming it."""
+    path = root / "params" / f"{name}.json"
+    if not path.is_file():
+        return None
+    try:
+        return json.loads(path.read_text(encoding="utf-8"))
+    except json.JSONDecodeError as error:
+        raise DataError(f"{path}: not a sample's params (JSON): {error}") from None
 
 
 CSV_COLUMNS = ("name", "kind", "source", "mesh", "rotation_angle_deg", "yaw_deg", "pitch_deg", "roll_deg",

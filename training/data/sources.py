@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -12,7 +11,7 @@ import numpy as np
 from facenormals.faces import FaceMesh
 from facenormals.fileio import DataError
 from facenormals.training.data import albedo, detail, ict, meshes
-from facenormals.training.data.jobs import sample_rng
+from facenormals.training.data.jobs import read_params, sample_rng
 from facenormals.training.data.renderer import vertex_normals
 from facenormals.training.data.synth import SceneMesh
 
@@ -153,9 +152,9 @@ def rendered_identity(source: IctSource, root: Path, name: str) -> np.ndarray:
     """The identity weights sample ``name`` of the ICT set ``root`` was rendered with: drawn again by ``source``
     (the set's identity range) from the seed and index its params record, checked against the stored norm."""
     where = root / "params" / f"{name}.json"
-    if not where.is_file():
+    stored = read_params(root, name)
+    if stored is None:
         raise DataError(f"{where}: no params for {name} (an ICT set rendered by 'facenormals data render')")
-    stored = json.loads(where.read_text())
     if stored.get("source") != "ict":
         raise DataError(f"{where}: not an ICT face (source {stored.get('source')!r})")
     return source.regenerate(stored["seed"], stored["index"], stored, where).identity
