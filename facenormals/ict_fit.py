@@ -43,6 +43,7 @@ import numpy as np
 from threadpoolctl import ThreadpoolController
 
 from facenormals.identity_track import IdentityTrack
+from facenormals.landmark_expression import LandmarkExpression, load_landmark_expression
 from facenormals.landmark_identity import load_landmark_identity
 from facenormals.similarity import weighted_similarity
 
@@ -89,6 +90,10 @@ class FitSettings:
     # face: a tracked face's pooled over the track, a still's the map's still share of the way (one view's estimate
     # is noisier on a real face than on the renders the map learnt from)
     landmark_identity: bool = True
+    # the expression ridge centred where the landmarks' learnt map puts the expressions (landmark_expression.py),
+    # with the map's own weight, instead of at the neutral face with expression_prior (points off MediaPipe's
+    # manifold keep that)
+    landmark_expression: bool = True
 
 
 @dataclass(frozen=True, eq=False)  # hashed by identity: the stacked basis is cached per instance
@@ -251,18 +256,24 @@ def far_side_fade(rotation: np.ndarray, settings: FitSettings) -> tuple[int, flo
 
 def fit_landmarks(points: np.ndarray, face: IctFace | None = None, settings: FitSettings = FitSettings(),
                   previous: IctFit | None = None, identity: np.ndarray | None = None,
-                  identity_mean: np.ndarray | None = None) -> IctFit:
+                  identity_mean: np.ndarray | None = None,
+                  expression_map: LandmarkExpression | None = None) -> IctFit:
     """Fit pose, identity and expression to MediaPipe landmarks in crop space (N ≥ 468 × 3, our frame).
     ``identity``: held at these values (K_id,), only pose and expressions fitted (no identity track kept).
     ``identity_mean``: the identity prior's centre (K_id,); by default (``settings.landmark_identity``) where
-    :mod:`facenormals.landmark_identity` puts it — for a still, its still share of the way — else the mean face."""
+    :mod:`facenormals.landmark_identity` puts it — for a still, its still share of the way — else the mean face.
+    ``expression_map``: centres the expression ridge (default, with ``settings.landmark_expression``: the shipped
+    :mod:`facenormals.landmark_expression` map; without: the neutral face)."""
+    if expression_map is None and settings.landmark_expression:
+        expression_map = load_landmark_expression()
     with _BLAS.limit(limits=1, user_api="blas"):
         return _fit(points, face if face is not None else load_ict_face(), settings, previous, identity,
-                    identity_mean)
+                    identity_mean, expression_map)
 
 
 def _fit(points: np.ndarray, face: IctFace, settings: FitSettings, previous: IctFit | None,
-         held: np.ndarray | None, mean: np.ndarray | None = None) -> IctFit:
+         held: np.ndarray | None, mean: np.ndarray | None = None,
+         expressions: LandmarkExpression | None = None) -> IctFit:
     points = np.asarray(points, dtype=np.float64)
     if points.ndim != 2 or points.shape[1] != 3 or len(points) < NUM_FIT_POINTS:
         raise ValueError(f"expected landmark crop points of shape (468 or 478, 3), got {points.shape}")
@@ -293,18 +304,20 @@ def _fit(points: np.ndarray, face: IctFace, settings: FitSettings, previous: Ict
         mean = np.asarray(mean, dtype=np.float64)
         if mean.shape != (design.k_id,):
             raise ValueError(f"an identity prior's centre has {design.k_id} weights, got shape {mean.shape}")
+    centre = None if expressions is None else expressions.estimate(target)
+    expression_ridge = None if centre is None else ExpressionRidge(centre, expressions.prior_weight)
     for _ in range(iterations):
         shape = design.mean + (coeffs @ design.flat).reshape(-1, 3)
         scale, rot, trans = weighted_similarity(shape, target, _faded_weights(design, fade))
         fade = far_side_fade(rot, settings)
         normal, rhs = _normal_equations(design, target, scale, rot, trans, settings.depth_weight, fade)
         if tracked and identity is None:  # the frame's evidence once, at its first pose
-            evidence = identity_evidence(design, normal, rhs, coeffs[design.k_id:])
+            evidence = identity_evidence(design, normal, rhs, coeffs[design.k_id:], expression_ridge)
             # a track starts at a face's second frame: a still (no previous fit) pays nothing for it
             track = (previous.identity_track.added(*evidence, settings.identity_memory_frames, mean)
                      if previous.identity_track is not None else IdentityTrack.start(*evidence, mean))
             identity = track.identity(design.prior[:design.k_id], settings.identity_evidence)
-        coeffs = _solve_coefficients(design, normal, rhs, identity, mean)
+        coeffs = _solve_coefficients(design, normal, rhs, identity, mean, expression_ridge)
     weights = _faded_weights(design, fade)
     shape = design.mean + (coeffs @ design.flat).reshape(-1, 3)
     scale, rot, trans = weighted_similarity(shape, target, weights)
@@ -343,34 +356,57 @@ def _normal_equations(design: _Design, target: np.ndarray, scale: float, rot: np
     return normal, design.flat @ weighted.reshape(-1)
 
 
-def identity_evidence(design: _Design, normal: np.ndarray, rhs: np.ndarray,
-                      expression: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+@dataclass(frozen=True)
+class ExpressionRidge:
+    """The expression ridge centred away from the neutral face: ``weight`` · ‖β − ``centre``‖² replaces the
+    design's ``expression_prior`` · ‖β‖² (:mod:`facenormals.landmark_expression`)."""
+
+    centre: np.ndarray  # (K_ex,)
+    weight: float
+
+
+def _expression_ridge(design: _Design, ridge: ExpressionRidge | None) -> tuple[np.ndarray, np.ndarray]:
+    """The diagonal (K,) of the whole ridge and its pull on the right-hand side (K,), identity part left at 0 (the
+    identity's centre is the caller's)."""
+    diagonal, pull = design.prior.copy(), np.zeros(len(design.prior))
+    if ridge is not None:
+        diagonal[design.k_id:] = ridge.weight
+        pull[design.k_id:] = ridge.weight * ridge.centre
+    return diagonal, pull
+
+
+def identity_evidence(design: _Design, normal: np.ndarray, rhs: np.ndarray, expression: np.ndarray,
+                      ridge: ExpressionRidge | None = None) -> tuple[np.ndarray, np.ndarray]:
     """What one frame's landmarks say about the identity at its pose, for :class:`IdentityTrack`: the Schur
     complement (K_id×K_id) and right-hand side (K_id,) of the fit's normal equations at that pose
     (:func:`_normal_equations`, left unchanged) with the expressions solved out — those ``expression`` holds at a
-    bound (0 or 1) kept there, as the fit's active set does, the others free with their ridge (free of the bound, a
-    smile would otherwise take a negative weight to explain a face's shape)."""
+    bound (0 or 1) kept there, as the fit's active set does, the others free with their ridge (``ridge``'s when
+    centred by the expression map; free of the bound, a smile would otherwise take a negative weight to explain a
+    face's shape)."""
     k = design.k_id
+    diagonal, pull = _expression_ridge(design, ridge)
     bound = (expression <= 0.0) | (expression >= 1.0)
     at_bound, free = k + np.flatnonzero(bound), k + np.flatnonzero(~bound)
-    rhs = rhs - normal[:, at_bound] @ expression[bound].astype(np.float64)
+    rhs = rhs - normal[:, at_bound] @ expression[bound].astype(np.float64) + pull
     block = normal[free[:, None], free]
-    block.reshape(-1)[:: len(block) + 1] += design.prior[free]
+    block.reshape(-1)[:: len(block) + 1] += diagonal[free]
     cross = normal[:k, free]
     solved = np.linalg.solve(block, np.column_stack([cross.T, rhs[free]]))
     return normal[:k, :k] - cross @ solved[:, :k], rhs[:k] - cross @ solved[:, k]
 
 
 def _solve_coefficients(design: _Design, normal: np.ndarray, rhs: np.ndarray,
-                        identity: np.ndarray | None = None, mean: np.ndarray | None = None) -> np.ndarray:
+                        identity: np.ndarray | None = None, mean: np.ndarray | None = None,
+                        ridge: ExpressionRidge | None = None) -> np.ndarray:
     """Ridge regression of the coefficients on the residuals in crop space (measured in cm), from the normal
     equations at the pose (:func:`_normal_equations`; ``normal`` gets the prior added in place); expressions in
     [0, 1]. ``identity``: held at these values (a tracked face), only the expressions solved; ``mean``: the
-    identity ridge's centre (None: the mean face)."""
-    normal.reshape(-1)[:: len(normal) + 1] += design.prior  # the diagonal as a view (np.diag_indices_from: ~4× the time)
+    identity ridge's centre (None: the mean face); ``ridge``: the expressions' (None: the neutral face's)."""
+    diagonal, pull = _expression_ridge(design, ridge)
+    normal.reshape(-1)[:: len(normal) + 1] += diagonal  # the diagonal as a view (np.diag_indices_from: ~4× the time)
     k_id = design.k_id
+    rhs = rhs + pull
     if mean is not None and identity is None:
-        rhs = rhs.copy()
         rhs[:k_id] += design.prior[:k_id] * mean
     active = np.ones(len(rhs), bool)
     coeffs = np.zeros(len(rhs))

@@ -66,12 +66,18 @@ class LandmarkIdentity:
     def estimate(self, points: np.ndarray) -> np.ndarray | None:
         """Identity weights (K_id,) for MediaPipe's landmark crop points (N ≥ 468 × 3, our frame), or None for
         points off the manifold of its outputs; any similarity of the points gives the same estimate."""
-        features = aligned_points(points, self.reference).reshape(-1)
-        if self.residual(features) > self.max_residual:
+        features = self.features(points)
+        if features is None:
             return None
         estimate = features @ self.weights + self.offset
         norm = float(np.linalg.norm(estimate))
         return estimate * (self.max_norm / norm) if norm > self.max_norm else estimate
+
+    def features(self, points: np.ndarray) -> np.ndarray | None:
+        """The first 468 points aligned onto :attr:`reference`, flattened (what the map, and the landmark expression
+        map, read), or None for points off the manifold of MediaPipe's outputs."""
+        features = aligned_points(points, self.reference).reshape(-1)
+        return None if self.residual(features) > self.max_residual else features
 
     def still_centre(self, points: np.ndarray) -> np.ndarray | None:
         """Where a still's identity prior is centred: ``still_share`` × :meth:`estimate`, or None (the mean face)."""

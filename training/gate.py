@@ -27,7 +27,7 @@ import numpy as np
 from tqdm import tqdm
 
 import facenormals
-from facenormals import ict_fit, landmark_identity, mesh_prior
+from facenormals import ict_fit, landmark_expression, landmark_identity, mesh_prior
 from facenormals.atomic import write_text_atomic
 from facenormals.checkpoint import load_image_to_normal
 from facenormals.dataset import SampleFiles
@@ -41,9 +41,10 @@ DEFAULT_CACHE = Path.home() / ".cache" / "facenormals" / "gate"
 # weights): a change to any of these files makes new cache entries
 _PACKAGE = Path(facenormals.__file__).resolve().parent
 COARSE_FACE_FILES = ("prior.py", "ict_fit.py", "mesh_prior.py", "crops.py", "conventions.py", "similarity.py",
-                     "landmark_identity.py",
+                     "landmark_identity.py", "landmark_expression.py",
                      *(str(path.relative_to(_PACKAGE)) for path in (ict_fit.ASSET, ict_fit.LANDMARK_WEIGHTS,
-                                                                    mesh_prior.ASSET, landmark_identity.ASSET)))
+                                                                    mesh_prior.ASSET, landmark_identity.ASSET,
+                                                                    landmark_expression.ASSET)))
 
 
 @dataclass(frozen=True)

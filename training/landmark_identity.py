@@ -90,21 +90,33 @@ def procrustes_reference(points: np.ndarray, rounds: int = PROCRUSTES_ROUNDS) ->
     return reference
 
 
+def aligned_features(points: np.ndarray, reference: np.ndarray) -> np.ndarray:
+    """Point sets (N×468×3) similarity-aligned onto ``reference``, flattened (N×1404)."""
+    return np.stack([landmark_identity.aligned_points(p, reference).reshape(-1) for p in points])
+
+
+def ridge_affine(features: np.ndarray, targets: np.ndarray, ridge: float) -> tuple[np.ndarray, np.ndarray]:
+    """``targets ≈ features · weights + offset`` by ridge regression on standardised features (the standardisation
+    folded into the returned weights and offset)."""
+    if ridge <= 0:
+        raise ValueError(f"ridge must be > 0, got {ridge:g}")
+    mean, spread = features.mean(0), features.std(0) + 1e-6
+    standard = (features - mean) / spread
+    target_mean = targets.mean(0)
+    solved = np.linalg.solve(standard.T @ standard + ridge * np.eye(standard.shape[1]),
+                             standard.T @ (targets - target_mean))
+    weights = solved / spread[:, None]
+    return weights, target_mean - mean @ weights
+
+
 def fit_map(points: np.ndarray, identities: np.ndarray, ridge: float = DEFAULT_RIDGE) -> landmark_identity.LandmarkIdentity:
     """Ridge regression of identities (N×K) on aligned points (N×468×3), standardisation folded into the map."""
     if len(points) != len(identities):
         raise ValueError(f"{len(points)} point sets but {len(identities)} identities")
-    if ridge <= 0:
-        raise ValueError(f"ridge must be > 0, got {ridge:g}")
     reference = procrustes_reference(points)
-    features = np.stack([landmark_identity.aligned_points(p, reference).reshape(-1) for p in points])
-    mean, spread = features.mean(0), features.std(0) + 1e-6
-    standard = (features - mean) / spread
-    target_mean = identities.mean(0)
-    solved = np.linalg.solve(standard.T @ standard + ridge * np.eye(standard.shape[1]),
-                             standard.T @ (identities - target_mean))
-    weights = solved / spread[:, None]
-    offset = target_mean - mean @ weights
+    features = aligned_features(points, reference)
+    weights, offset = ridge_affine(features, identities, ridge)
+    mean = features.mean(0)
     # at most a tenth as many directions as samples: the residuals beyond them must measure something
     basis = np.linalg.svd(features - mean, full_matrices=False)[2][:min(SUBSPACE, len(features) // 10)]
     residuals = np.linalg.norm((features - mean) - (features - mean) @ basis.T @ basis, axis=1)
