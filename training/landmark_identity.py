@@ -33,7 +33,7 @@ from PIL import Image
 from tqdm import tqdm
 
 from facenormals import ict_fit, landmark_identity
-from facenormals.atomic import atomic_path, check_output
+from facenormals.atomic import atomic_path, check_output, write_text_atomic
 from facenormals.dataset import scan_dataset
 from facenormals.fileio import DataError
 from facenormals.prior import stored_crop_points
@@ -227,8 +227,7 @@ def main(argv: list[str] | None = None) -> int:
     text = json.dumps(report, indent=2)
     print(text)
     if args.json is not None:
-        with atomic_path(args.json) as tmp:
-            tmp.write_text(text + "\n")
+        write_text_atomic(args.json, text + "\n")
     return 0
 
 
