@@ -35,7 +35,7 @@ from facenormals.atomic import atomic_path, check_output, write_text_atomic
 from facenormals.dataset import scan_dataset
 from facenormals.fileio import DataError
 from facenormals.training.data.jobs import read_params
-from facenormals.training.landmark_identity import _crop_points, aligned_features, ridge_affine
+from facenormals.training.landmark_identity import aligned_features, ridge_affine, sample_crop_points
 
 DEFAULT_RIDGE = 100.0  # the identity map's; 30–1 000 within 0.001 RMS of the weights on val_ict_v2 (session 33)
 DEFAULT_PRIOR_WEIGHT = 64.0  # the real scan's choice of 64 / 256 / 1 024 (README "Coarse face")
@@ -76,7 +76,7 @@ def set_rows(root: Path) -> Rows:
     for files in tqdm(scan_dataset(root), desc=root.name, unit="sample", mininterval=10):
         if files.image is None:
             continue
-        crop_points = _crop_points(root, files.name, files.image)
+        crop_points = sample_crop_points(root, files.name, files.image)
         if crop_points is None:
             continue
         expressions.append(rendered_expression(root, files.name, order))

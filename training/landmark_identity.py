@@ -57,7 +57,8 @@ class Rows:
     names: list[str]
 
 
-def _crop_points(root: Path, name: str, image: Path) -> np.ndarray | None:
+def sample_crop_points(root: Path, name: str, image: Path) -> np.ndarray | None:
+    """A sample's stored landmarks as crop points on its image (only the header is read), None where none."""
     with Image.open(image) as opened:
         shape = (opened.height, opened.width, 3)
     return stored_crop_points(root, name, shape)
@@ -71,7 +72,7 @@ def set_rows(root: Path, identity_scale: tuple[float, float]) -> Rows:
     for files in tqdm(scan_dataset(root), desc=root.name, unit="sample", mininterval=10):
         if files.image is None:
             continue
-        crop_points = _crop_points(root, files.name, files.image)
+        crop_points = sample_crop_points(root, files.name, files.image)
         if crop_points is None:
             continue
         identities.append(rendered_identity(source, root, files.name)[:k_id])
@@ -132,7 +133,7 @@ def video_clips(root: Path) -> dict[str, np.ndarray]:
     clips: dict[str, list[np.ndarray]] = {}
     for files in scan_dataset(root):
         sample = (read_params(root, files.name) or {}) if files.image is not None else {}
-        crop_points = _crop_points(root, files.name, files.image) if "video" in sample else None
+        crop_points = sample_crop_points(root, files.name, files.image) if "video" in sample else None
         if crop_points is not None:
             # face k is each frame's k-th largest: one person per clip while the faces keep their order of size
             clip = f"{sample['video']}/{sample.get('face', 0)}"
