@@ -45,7 +45,7 @@ REGISTRY: dict[str, ShippedModel] = {m.name: m for m in (
         in_chans=7, prior_source="ict-blend", input_size=256,
         int8_file="fast-prior.int8.onnx",
         int8_sha256="b8ed2addaef9895cee737c423b1eb89523a85b5c0c5c50e8efe5404670c43156",
-        accuracy_deg={"val_ict_v2": 13.64, "val_james": 10.19, "val_profile": 13.35, "val_ict_v5": 14.56},
+        accuracy_deg={"val_ict_v2": 13.41, "val_james": 10.10, "val_profile": 13.32, "val_ict_v5": 14.33},
         speed_ms={"ort-cpu-fp32": 37.7, "ort-cpu-int8": 17.6},
         note="campaign run ict_prior_c35 (session 26; trained under the landmark points derived on ict_paired_v8, "
              "60 % of its paired ICT faces in real skin, E_I's BatchNorm statistics frozen, from run c34's end): 0.3 "
@@ -53,16 +53,18 @@ REGISTRY: dict[str, ShippedModel] = {m.name: m for m in (
              "of an ICT-FaceKit face fitted to MediaPipe's landmarks, averaged with MediaPipe's mesh"),
     ShippedModel(
         "lite-prior", "lite-prior.safetensors",
-        "b948605dad6212248b81a7d6115b70ced54a62d0c2447f026a039e6b3e869bbd",
+        "d9ee8922761450fd717b397c0b6275ec22569ab4f21bc6c2788d0cf5f806244b",
         in_chans=7, prior_source="ict-blend", input_size=256,
         int8_file="lite-prior.int8.onnx",
-        int8_sha256="5927153a96878c76120fb7657e25fa546702f296ff149cd6dbdc1c1e67cbe9f9",
-        accuracy_deg={"val_ict_v2": 13.94, "val_james": 10.22, "val_profile": 14.51, "val_ict_v5": 14.84},
+        int8_sha256="5b6e251d4b0ced8b4748d8016493d85fe0f58ea62d9dcbd199ab288c411fcc08",
+        accuracy_deg={"val_ict_v2": 13.67, "val_james": 10.13, "val_profile": 14.36, "val_ict_v5": 14.59},
         speed_ms={"ort-cpu-fp32": 33.0, "ort-cpu-int8": 18.7},
         note="the live loop's default (LIVE_PREFERENCE): the lite network (half-width encoders, 0.84 GMAC) pruned "
              "from fast-prior and distilled from it (run lite_e1, session 14); session 26: 0.5 of run lite_e3's "
              "snapshot mean 1 500–2 000 (distilled from fast-prior's weights under the new landmark points) + 0.5 "
-             "of lite_e1's; same coarse face and input"),
+             "of lite_e1's; session 33: 0.5 of run lite_e7's snapshot mean 1 500–2 000 (distilled from the shipped "
+             "fast-prior under the landmark expression map, paired ICT 0.5 / real frames 0.35) + 0.5 of those; "
+             "same coarse face and input"),
     ShippedModel(
         "fast", "fast.safetensors",
         "df11c2317602ddf490180faee7e42c93c0dd5ee8bda65cd25b250c97d1519567",
