@@ -295,16 +295,21 @@ def _fit(points: np.ndarray, face: IctFace, settings: FitSettings, previous: Ict
         if identity.shape != (design.k_id,):
             raise ValueError(f"a held identity has {design.k_id} weights, got shape {identity.shape}")
         coeffs[:design.k_id] = identity
-    if mean is None and held is None and settings.landmark_identity:
-        # one view's estimate is noisy on a real face: a track pools it whole, a still takes the share that real
-        # video measured (README "Coarse face"); None: points unlike MediaPipe's, the mean face
+    centred_identity = mean is None and held is None and settings.landmark_identity
+    features = None
+    if centred_identity or expressions is not None:
+        # both maps read the same aligned points, once per frame (None: points unlike MediaPipe's)
         identities = load_landmark_identity()
-        mean = identities.estimate(target) if tracked else identities.still_centre(target)
+        features = identities.features(target)
+    if centred_identity:
+        # one view's estimate is noisy on a real face: a track pools it whole, a still takes the share that real
+        # video measured (README "Coarse face"); None: the mean face
+        mean = identities.centre(features, tracked)
     if mean is not None:
         mean = np.asarray(mean, dtype=np.float64)
         if mean.shape != (design.k_id,):
             raise ValueError(f"an identity prior's centre has {design.k_id} weights, got shape {mean.shape}")
-    centre = None if expressions is None else expressions.estimate(target)
+    centre = None if expressions is None or features is None else expressions.from_features(features)
     expression_ridge = None if centre is None else ExpressionRidge(centre, expressions.prior_weight)
     for _ in range(iterations):
         shape = design.mean + (coeffs @ design.flat).reshape(-1, 3)

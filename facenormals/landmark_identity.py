@@ -66,7 +66,10 @@ class LandmarkIdentity:
     def estimate(self, points: np.ndarray) -> np.ndarray | None:
         """Identity weights (K_id,) for MediaPipe's landmark crop points (N ≥ 468 × 3, our frame), or None for
         points off the manifold of its outputs; any similarity of the points gives the same estimate."""
-        features = self.features(points)
+        return self.from_features(self.features(points))
+
+    def from_features(self, features: np.ndarray | None) -> np.ndarray | None:
+        """The estimate from aligned points (:meth:`features`; None, off the manifold: none)."""
         if features is None:
             return None
         estimate = features @ self.weights + self.offset
@@ -81,8 +84,14 @@ class LandmarkIdentity:
 
     def still_centre(self, points: np.ndarray) -> np.ndarray | None:
         """Where a still's identity prior is centred: ``still_share`` × :meth:`estimate`, or None (the mean face)."""
-        estimate = self.estimate(points) if self.still_share > 0.0 else None
-        return None if estimate is None else self.still_share * estimate
+        return self.centre(self.features(points), tracked=False)
+
+    def centre(self, features: np.ndarray | None, tracked: bool) -> np.ndarray | None:
+        """Where a face's identity prior is centred, from its aligned points (:meth:`features`): a track's whole
+        estimate, a still's ``still_share`` of it; None (the mean face) off the manifold or at a zero share."""
+        share = 1.0 if tracked else self.still_share
+        estimate = self.from_features(features) if share > 0.0 else None
+        return None if estimate is None else share * estimate
 
     def residual(self, features: np.ndarray) -> float:
         """How far aligned points (flattened) lie off the training points' principal subspace, crop pixels."""

@@ -24,7 +24,7 @@ from __future__ import annotations
 
 import argparse
 import json
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import numpy as np
@@ -118,9 +118,10 @@ def prior_weight_curve(rows: Rows, weights: tuple[float, ...], ridge: float) -> 
     prior weight, the map learnt on the other samples; the plain fit beside them."""
     held = np.arange(len(rows.names)) % HOLD_EVERY == 0
     learn, check = rows.subset(~held), rows.subset(held)
+    learnt = fit_map(learn.points, learn.expressions, weights[0], ridge)  # the weight is the fit's, not the map's
     errors = {}
     for weight in tqdm(weights, desc="prior weight", unit="weight"):
-        model = fit_map(learn.points, learn.expressions, weight, ridge)
+        model = replace(learnt, prior_weight=weight)
         errors[f"{weight:g}"] = round(expression_rms_mm(fitted_expressions(check.points, model), check.expressions), 3)
     return {"held_out_samples": len(check.names),
             "plain fit": round(expression_rms_mm(fitted_expressions(check.points, None), check.expressions), 3),
