@@ -15,8 +15,9 @@ set's mean error. Also reported: the mean angle of the removed rotation, the err
 against the sharp truth (the model's own detail is worth ``blurred_prediction − mean``), and the error of the blurred
 truth against itself (what a prediction with no detail at all loses). Every part is split by region: the *border
 band* (mask pixels within 3σ of the mask's edge, where the face turns away and where the blur window leaves the
-mask) and the *interior*; and, when the folder's ``params.csv`` has them, by |yaw| bin and by the light's angle off
-the camera axis (``light_dir`` column).
+mask) and the *interior*; by face part (eyes, brows, mouth, nose and the rest, :mod:`facenormals.training.face_parts`)
+when the set has stored landmarks (``facenormals data prior``); and, when the folder's ``params.csv`` has them, by
+|yaw| bin and by the light's angle off the camera axis (``light_dir`` column).
 """
 
 from __future__ import annotations
@@ -24,7 +25,7 @@ from __future__ import annotations
 import contextlib
 import csv
 import itertools
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -33,6 +34,7 @@ import numpy as np
 from scipy.ndimage import distance_transform_edt
 
 from facenormals.conventions import angular_error_deg, normalize
+from facenormals.training.face_parts import PART_NAMES, REST, face_part_masks
 
 SIGMA_PX_AT_256 = 4.0  # the low-pass of issue 14's measured decomposition
 BAND_SIGMAS = 3.0  # border band width in σ: interior pixels see only mask pixels within 3σ of the blur
@@ -82,11 +84,24 @@ class ImageSplit:
     blurred_truth_deg: float  # err(blur(g), g): no detail at all
     regions: dict[str, dict[str, float]]  # border / interior → mean_deg and the parts (absent when empty)
     region_pixels: dict[str, int]
+    face_parts: dict[str, dict[str, float]] = field(default_factory=dict)  # eyes … rest, as regions (no landmarks: {})
+    face_part_pixels: dict[str, int] = field(default_factory=dict)
+
+
+def _region_means(maps: dict[str, np.ndarray], regions: dict[str, np.ndarray]) -> tuple[dict, dict[str, int]]:
+    """Per region: the maps' means over its pixels (regions without pixels left out), and its pixel count."""
+    means, pixels = {}, {}
+    for name, region in regions.items():
+        pixels[name] = int(region.sum())
+        if pixels[name]:
+            means[name] = {k: float(v[region].mean()) for k, v in maps.items()}
+    return means, pixels
 
 
 def decompose(pred: np.ndarray, target: np.ndarray, mask: np.ndarray, sigma: float | None = None,
-              band: float | None = None) -> ImageSplit:
-    """Split the angular error of ``pred`` against ``target`` (H×W×3 each) over ``mask`` (H×W bool)."""
+              band: float | None = None, points: np.ndarray | None = None) -> ImageSplit:
+    """Split the angular error of ``pred`` against ``target`` (H×W×3 each) over ``mask`` (H×W bool); ``points``:
+    the crop's MediaPipe landmarks (crop points), for the split by face part."""
     mask = np.asarray(mask, dtype=bool)
     if not mask.any():
         raise ValueError("empty mask: an image without facial pixels cannot be diagnosed")
@@ -102,17 +117,14 @@ def decompose(pred: np.ndarray, target: np.ndarray, mask: np.ndarray, sigma: flo
     maps = {"mean_deg": total, "rotation_deg": total - rotation_free, "low_freq_deg": low,
             "detail_deg": rotation_free - low}
     edge = border_band(mask, band)
-    regions, pixels = {}, {}
-    for name, region in (("border", edge), ("interior", mask & ~edge)):
-        pixels[name] = int(region.sum())
-        if pixels[name]:
-            regions[name] = {k: float(v[region].mean()) for k, v in maps.items()}
+    regions, pixels = _region_means(maps, {"border": edge, "interior": mask & ~edge})
+    parts, part_pixels = _region_means(maps, face_part_masks(points, mask)) if points is not None else ({}, {})
     angle = float(np.degrees(np.arccos(np.clip((np.trace(q) - 1.0) / 2.0, -1.0, 1.0))))
     return ImageSplit(mean_deg=float(total[mask].mean()), parts={k: float(maps[k][mask].mean()) for k in PARTS},
                       rotation_angle_deg=angle,
                       blurred_prediction_deg=float(angular_error_deg(masked_blur(pred, mask, sigma), target)[mask].mean()),
                       blurred_truth_deg=float(angular_error_deg(blurred_target, target)[mask].mean()),
-                      regions=regions, region_pixels=pixels)
+                      regions=regions, region_pixels=pixels, face_parts=parts, face_part_pixels=part_pixels)
 
 
 def read_params(folder: str | Path) -> dict[str, dict[str, float]]:
@@ -153,18 +165,39 @@ def _mean_of(splits: list[ImageSplit]) -> dict[str, float]:
             **{k: float(np.mean([s.parts[k] for s in splits])) for k in PARTS}}
 
 
+def _pooled_regions(splits: list[ImageSplit], names: Iterable[str], means: Callable[[ImageSplit], dict],
+                    pixels: Callable[[ImageSplit], dict[str, int]]) -> dict[str, dict[str, float]]:
+    """Set figures per region: images having it, its share of the pixels (of the images that have regions of this
+    kind), means over those images of their per-image means."""
+    counted = [s for s in splits if pixels(s)]
+    total_px = sum(sum(pixels(s).values()) for s in counted)
+    out = {}
+    for region in names:
+        having = [means(s)[region] for s in counted if region in means(s)]
+        if having:
+            out[region] = {"n_images": len(having),
+                           "pixel_pct": 100.0 * sum(pixels(s)[region] for s in counted) / total_px,
+                           **{k: float(np.mean([r[k] for r in having])) for k in ("mean_deg", *PARTS)}}
+    return out
+
+
 @dataclass
 class SetDiagnosis:
-    """Collects :class:`ImageSplit` per image of one set; :meth:`result` is the set's JSON entry."""
+    """Collects :class:`ImageSplit` per image of one set; :meth:`result` is the set's JSON entry.
+
+    ``points_of(name, shape)``: a sample's landmark crop points on its crop of ``shape`` (None: none stored), for the
+    split by face part."""
 
     params: dict[str, dict[str, float]] = field(default_factory=dict)
     sigma: float | None = None
     band: float | None = None
+    points_of: Callable[[str, tuple[int, ...]], np.ndarray | None] | None = None
     splits: dict[str, ImageSplit] = field(default_factory=dict)
     used_sigma: float = 0.0
 
     def add(self, name: str, pred: np.ndarray, target: np.ndarray, mask: np.ndarray) -> ImageSplit:
-        split = decompose(pred, target, mask, self.sigma, self.band)
+        points = self.points_of(name, mask.shape) if self.points_of is not None else None
+        split = decompose(pred, target, mask, self.sigma, self.band, points)
         self.used_sigma = self.sigma if self.sigma is not None else sigma_for(mask.shape[0])
         self.splits[name] = split
         return split
@@ -179,15 +212,12 @@ class SetDiagnosis:
                      **{k: v for k, v in _mean_of(splits).items() if k != "n_images"},
                      "rotation_angle_deg": float(np.mean([s.rotation_angle_deg for s in splits])),
                      "blurred_prediction_deg": float(np.mean([s.blurred_prediction_deg for s in splits])),
-                     "blurred_truth_deg": float(np.mean([s.blurred_truth_deg for s in splits])), "regions": {}}
-        total_px = sum(sum(s.region_pixels.values()) for s in splits)
-        for region in ("border", "interior"):
-            having = [s.regions[region] for s in splits if region in s.regions]
-            if having:
-                out["regions"][region] = {
-                    "n_images": len(having),
-                    "pixel_pct": 100.0 * sum(s.region_pixels[region] for s in splits) / total_px,
-                    **{k: float(np.mean([r[k] for r in having])) for k in ("mean_deg", *PARTS)}}
+                     "blurred_truth_deg": float(np.mean([s.blurred_truth_deg for s in splits])),
+                     "regions": _pooled_regions(splits, ("border", "interior"), lambda s: s.regions,
+                                                lambda s: s.region_pixels)}
+        parts = _pooled_regions(splits, (*PART_NAMES, REST), lambda s: s.face_parts, lambda s: s.face_part_pixels)
+        if parts:
+            out["face_parts"] = parts
         for key, column, edges in (("by_yaw", "yaw_deg", YAW_BINS), ("by_light_angle", "light_angle_deg", LIGHT_BINS)):
             groups: dict[str, list[ImageSplit]] = {}
             for name, split in self.splits.items():
@@ -218,6 +248,8 @@ def format_diagnosis(label: str, d: dict) -> list[str]:
 
     for region, e in d["regions"].items():
         lines.append(row(f"{region} band" if region == "border" else region, e, f"{e['pixel_pct']:.0f}"))
+    for part, e in d.get("face_parts", {}).items():
+        lines.append(row(part, e, f"{e['pixel_pct']:.1f}"))
     for key, title in (("by_yaw", "|yaw| {}°"), ("by_light_angle", "light {}° off axis")):
         for bin_label, e in d.get(key, {}).items():
             lines.append(row(title.format(bin_label), e))

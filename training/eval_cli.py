@@ -17,6 +17,7 @@ DIAGNOSIS (``--diagnose``; every angle in degrees, set figures are means of per-
     {"n_images", "sigma_px", "band_px", "mean_deg", "rotation_deg", "low_freq_deg", "detail_deg",  # the 3 parts sum to mean
      "rotation_angle_deg", "blurred_prediction_deg", "blurred_truth_deg",
      "regions": {"border"|"interior": {"n_images", "pixel_pct", "mean_deg", "rotation_deg", "low_freq_deg", "detail_deg"}},
+     "face_parts": {"eyes"|"brows"|"mouth"|"nose"|"rest": {...as regions}},  # when landmarks are stored (data prior)
      "by_yaw": {"0-15": {"n_images", "mean_deg", "rotation_deg", ...}, ...},  # when params.csv has yaw_deg
      "by_light_angle": {"0-25": {...}, ...},                                  # when params.csv has light_dir
      "per_image": {IMAGE: mean_deg}, "per_image_split": {IMAGE: {"rotation_deg", ..., "yaw_deg", "light_angle_deg"}}}
@@ -92,6 +93,13 @@ def _note(text: str) -> None:
     print(f"facenormals eval: note: {text}", file=sys.stderr)
 
 
+def _stored_points(folder: Path):
+    """A set's stored landmarks as ``SetDiagnosis.points_of`` (the split by face part; none stored: no split)."""
+    from facenormals.prior import stored_crop_points
+
+    return lambda name, shape: stored_crop_points(folder, name, shape)
+
+
 def main(args: argparse.Namespace) -> int:
     from facenormals.training.diagnose import SetDiagnosis, format_diagnosis, read_params
     from facenormals.training.evaluation import evaluate_baseline, evaluate_predictor, load_predictor, paired_samples
@@ -105,7 +113,8 @@ def main(args: argparse.Namespace) -> int:
     predictor = load_predictor(model_path, note=_note, mirror=not args.no_mirror, input_size=args.input_size)
     for name, samples in sets.items():
         started = time.perf_counter()
-        diagnosis = SetDiagnosis(read_params(folders[name])) if args.diagnose else None
+        diagnosis = SetDiagnosis(read_params(folders[name]), points_of=_stored_points(folders[name])) \
+            if args.diagnose else None
         result = evaluate_predictor(predictor, samples, args.batch_size, label=name,
                                     on_image=diagnosis.add if diagnosis is not None else None)
         rate = len(samples) / (time.perf_counter() - started)
@@ -117,7 +126,8 @@ def main(args: argparse.Namespace) -> int:
         if diagnosis is not None:
             diagnoses["model"] = report.setdefault("diagnose", {})[name] = diagnosis.result()
         for baseline in args.baseline:
-            base_diagnosis = SetDiagnosis(diagnosis.params) if diagnosis is not None else None
+            base_diagnosis = SetDiagnosis(diagnosis.params, points_of=diagnosis.points_of) \
+                if diagnosis is not None else None
             base = evaluate_baseline(samples, label=baseline,
                                      on_image=base_diagnosis.add if base_diagnosis is not None else None)
             entry = report["baselines"].setdefault(baseline, {"sets": {}, "no_face": {}, "coverage_pct": {}})
