@@ -53,8 +53,13 @@ render --source "$SHARED/james" --count 60 --out "$OUT/val_james" --seed 1001
 render --source ict --count 200 --out "$OUT/val_profile" --seed 2000 --yaw-deg 50 90
 render --source ict --count 200 --out "$OUT/val_ict_v5" --seed 5000 --hard-fraction 0.3 --identity-scale 1.0 1.6 \
     --detail-mm 5                                                  # held-out ICT faces with off-span shape (session 7)
+# real skin (session 34): ICT faces in the James scan's transferred texture (a skin no training set has since c8) and
+# in the photo-texture bank (the skins of v8, on held-out faces); every other draw as val_ict_v2's recipe
+render --source ict --count 200 --out "$OUT/val_ict_jskin" --seed 8001 --hard-fraction 0.3 "${jt[@]}" --p-transfer 1.0
+render --source ict --count 200 --out "$OUT/val_ict_pskin" --seed 8000 --hard-fraction 0.3 \
+    --photo-textures "$OUT/photo_textures.npz" --p-photo 1.0
 # MediaPipe's landmarks for every image (the loader draws each model's coarse face from them)
 sets=("$OUT/photos_image_only" "$OUT/photos_image_only_v2" "$OUT/ict_paired_v6" "$OUT/ict_paired_v7" "$OUT/ict_paired_v8" \
-    "$OUT/val_ict_v2" "$OUT/val_james" "$OUT/val_profile" "$OUT/val_ict_v5")
+    "$OUT/val_ict_v2" "$OUT/val_james" "$OUT/val_profile" "$OUT/val_ict_v5" "$OUT/val_ict_jskin" "$OUT/val_ict_pskin")
 if [[ $SETS == all ]]; then sets+=("$OUT/ict_paired_v3" "$OUT/ict_profile_v3" "$OUT/ict_paired_v4" "$OUT/ict_paired_v5"); fi
 facenormals data prior --in "${sets[@]}"
