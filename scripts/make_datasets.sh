@@ -47,6 +47,11 @@ render --source ict --count 8000 --out "$OUT/ict_paired_v7" --seed 71 --yaw-deg 
 [[ -f "$OUT/photo_textures.npz" ]] || facenormals data textures --in "$SHARED/photos" "$SHARED/video" --out "$OUT/photo_textures.npz"
 render --source ict --count 8000 --out "$OUT/ict_paired_v8" --seed 81 --yaw-deg 40 90 --profile-fraction 0.3 \
     --identity-scale 1.0 1.6 --detail-mm 5 --relief-deg 6 --photo-textures "$OUT/photo_textures.npz" --p-photo 0.6
+# v9 (session 34, campaign config ict_prior_c53.toml): as v8 (6 000 faces), half of them near-neutral (their random
+# mix of expressions scaled by U(0, 0.3)), as most real photos are
+render --source ict --count 6000 --out "$OUT/ict_paired_v9" --seed 91 --yaw-deg 40 90 --profile-fraction 0.3 \
+    --identity-scale 1.0 1.6 --detail-mm 5 --relief-deg 6 --photo-textures "$OUT/photo_textures.npz" --p-photo 0.6 \
+    --mild-expressions 0.5
 # validation (held out: other seeds; the James scan is the real-scan set: nothing of it enters training from c8 on)
 render --source ict --count 200 --out "$OUT/val_ict_v2" --seed 1000 --hard-fraction 0.3
 render --source "$SHARED/james" --count 60 --out "$OUT/val_james" --seed 1001
@@ -58,8 +63,10 @@ render --source ict --count 200 --out "$OUT/val_ict_v5" --seed 5000 --hard-fract
 render --source ict --count 200 --out "$OUT/val_ict_jskin" --seed 8001 --hard-fraction 0.3 "${jt[@]}" --p-transfer 1.0
 render --source ict --count 200 --out "$OUT/val_ict_pskin" --seed 8000 --hard-fraction 0.3 \
     --photo-textures "$OUT/photo_textures.npz" --p-photo 1.0
+# near-neutral faces (session 34): val_ict_v2's recipe, every face's expression mix scaled by U(0, 0.3)
+render --source ict --count 200 --out "$OUT/val_ict_mild" --seed 9000 --hard-fraction 0.3 --mild-expressions 1.0
 # MediaPipe's landmarks for every image (the loader draws each model's coarse face from them)
 sets=("$OUT/photos_image_only" "$OUT/photos_image_only_v2" "$OUT/ict_paired_v6" "$OUT/ict_paired_v7" "$OUT/ict_paired_v8" \
-    "$OUT/val_ict_v2" "$OUT/val_james" "$OUT/val_profile" "$OUT/val_ict_v5" "$OUT/val_ict_jskin" "$OUT/val_ict_pskin")
+    "$OUT/ict_paired_v9" "$OUT/val_ict_v2" "$OUT/val_james" "$OUT/val_profile" "$OUT/val_ict_v5" "$OUT/val_ict_jskin" "$OUT/val_ict_pskin" "$OUT/val_ict_mild")
 if [[ $SETS == all ]]; then sets+=("$OUT/ict_paired_v3" "$OUT/ict_profile_v3" "$OUT/ict_paired_v4" "$OUT/ict_paired_v5"); fi
 facenormals data prior --in "${sets[@]}"

@@ -25,6 +25,7 @@ def _cli(*argv: str) -> int:
     (["--identity-scale", "1.6", "1.0"], "--identity-scale"),
     (["--identity-scale", "1", "2", "3"], "--identity-scale"),
     (["--detail-mm", "9"], "--detail-mm"),
+    (["--mild-expressions", "1.5"], "--mild-expressions"),
     (["--profile-fraction", "0.3"], "--yaw-deg"),  # a profile share needs its yaw range
     (["--yaw-deg", "45", "90", "--profile-fraction", "1.5"], "--profile-fraction"),
 ])
@@ -177,3 +178,25 @@ def test_prior_dropout_rate_reaches_the_loader(ict_path, tmp_path):
     assert all(covered(0.0, i) for i in range(6))
     assert not any(covered(1.0, i) for i in range(6))
     assert 4 <= sum(covered(0.5, i) for i in range(24)) <= 20
+
+
+@pytest.mark.shared
+def test_mild_expressions_scale_the_expression_mix_of_their_share(ict_path, tmp_path):
+    """--mild-expressions P: a share of the faces gets its random expression mix scaled by U(0, 0.3), recorded per
+    face; without it the params carry no such field (older sets' params and random streams stay as they were)."""
+    import json
+
+    def render(out, *extra):
+        assert _cli("render", "--source", "ict", "--count", "16", "--out", str(out), "--seed", "91", "--size", "64",
+                    "--workers", "1", "--backgrounds", "--ict", str(ict_path), "--no-contact-sheet", *extra) == 0
+        return [json.loads(p.read_text()) for p in sorted((out / "params").glob("*.json"))]
+
+    mild = render(tmp_path / "mild", "--mild-expressions", "0.5")
+    scales = np.array([p["expression_scale"] for p in mild])
+    assert 0 < (scales < 1).sum() < len(mild) and set(scales[scales >= 1]) == {1.0}  # a share of them, not all
+    for p, scale in zip(mild, scales, strict=True):
+        weights = np.array(list(p["expressions"].values()) or [0.0])
+        assert weights.max() <= (0.3 if scale < 1 else 1.0) + 1e-3
+    assert max(max(p["expressions"].values(), default=0) for p, s in zip(mild, scales, strict=True) if s >= 1) > 0.3
+    plain = render(tmp_path / "plain")
+    assert all("expression_scale" not in p for p in plain)

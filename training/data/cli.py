@@ -37,6 +37,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     r.add_argument("--detail-mm", type=float, default=0.0,
                    help="ICT faces: add a smooth displacement along the normals outside ICT's identity span "
                         "(wavelengths 15–60 mm, faded near eyes and mouth) with peak uniform in [0, MM]; default 0")
+    r.add_argument("--mild-expressions", type=float, default=0.0, metavar="P",
+                   help="ICT faces: share with near-neutral expressions (the random mix of ~8 expressions scaled by "
+                        "U(0, 0.3)), as most real photos are; default 0. Recorded in params (expression_scale)")
     r.add_argument("--relief-deg", type=float, default=0.0,
                    help="ICT faces: fine skin relief below the mesh's resolution (wavelengths 4–16 mm) tilting the "
                         "normals of image and ground truth alike, RMS tilt uniform in [0, DEG] per face; default 0")
@@ -141,6 +144,8 @@ def _render(args: argparse.Namespace) -> int:
     identity_scale = _identity_scale(args.identity_scale)
     if not 0.0 <= args.p_photo <= 1.0:
         raise ValueError(f"--p-photo must be in [0, 1], got {args.p_photo:g}")
+    if not 0.0 <= args.mild_expressions <= 1.0:
+        raise ValueError(f"--mild-expressions must be in [0, 1], got {args.mild_expressions:g}")
     if args.detail_mm < 0 or args.detail_mm > 5:
         raise ValueError(f"--detail-mm must be in [0, 5] mm, got {args.detail_mm:g}")
     if not 0.0 <= args.relief_deg <= relief.MAX_RELIEF_DEG:
@@ -159,7 +164,7 @@ def _render(args: argparse.Namespace) -> int:
                     backgrounds=backgrounds, ict_path=args.ict, james_dir=args.james if args.source == "ict" else None,
                     p_transfer=args.p_transfer, photo_textures=args.photo_textures, p_photo=args.p_photo,
                     units=args.units, identity_scale=identity_scale,
-                    detail_mm=args.detail_mm)
+                    detail_mm=args.detail_mm, mild_expressions=args.mild_expressions)
     if args.source == "ict":
         from facenormals.training.data.ict import IctModel, default_ict_path
 

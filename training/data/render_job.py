@@ -28,13 +28,15 @@ class RenderJob(SampleJob):
     units: str = "auto"
     identity_scale: tuple[float, float] = (1.0, 1.0)  # ICT identity weights N(0, 1)·s, s uniform in this range
     detail_mm: float = 0.0  # peak of the smooth displacement outside ICT's span (detail.py), uniform in [0, this]
+    mild_expressions: float = 0.0  # share of ICT faces with their expression mix scaled down (sources.IctSource)
 
     def setup(self) -> None:
         from facenormals.training.data import sources
 
         if self.source == "ict":
             self._source = sources.IctSource(self.ict_path, p_transfer=self.p_transfer,
-                                             identity_scale=self.identity_scale, detail_mm=self.detail_mm)
+                                             identity_scale=self.identity_scale, detail_mm=self.detail_mm,
+                                             mild_expressions=self.mild_expressions)
             if self.james_dir is not None and self.kind == "paired" and self.p_transfer > 0:
                 self._source.enable_transfer(self.james_dir)
             if self.photo_textures is not None and self.kind == "paired" and self.p_photo > 0:

@@ -17,6 +17,7 @@ from facenormals.training.data.synth import SceneMesh
 
 FOLD_LIMIT = 0.002  # plausibility bound on a broadened identity: ≤ 0.2 % folded face triangles (ICT's own ≤ 0.17 %)
 RELIEF_FADE_MM = (3.0, 8.0)
+MILD_EXPRESSION_MAX = 0.3  # a mild face's expression weights are the random mix's times U(0, this)
 DETAIL_FOLD_LIMIT = 0.0003  # the detail field may fold over at most 0.03 % more (≈ 5 of the face's 18 460 triangles)
 
 
@@ -27,18 +28,24 @@ class IctSource:
     the model's own prior; a wider hi is a Gaussian scale mixture, heavier-tailed than N(0, 1) while most faces
     stay typical. A face whose skin folds more than ICT's own N(0, 1) faces do is shrunk toward N(0, 1) until it
     does not (``FOLD_LIMIT``); params record the scale kept. ``detail_mm`` > 0 adds a smooth displacement
-    outside the model's span (detail.py) whose peak is uniform in [0, detail_mm].
+    outside the model's span (detail.py) whose peak is uniform in [0, detail_mm]. A share ``mild_expressions`` of
+    the faces has its random expression mix (≈ 8 of ICT's 53 at U[0, 1] each) scaled by U(0, 0.3): near-neutral
+    faces, as most real photos are, where the mix alone never draws one.
     """
 
     name = "ict"
 
     def __init__(self, path: str | Path | None = None, p_transfer: float = 0.0,
-                 identity_scale: tuple[float, float] = (1.0, 1.0), detail_mm: float = 0.0) -> None:
+                 identity_scale: tuple[float, float] = (1.0, 1.0), detail_mm: float = 0.0,
+                 mild_expressions: float = 0.0) -> None:
         lo, hi = identity_scale
         if not 0.0 < lo <= hi:
             raise ValueError(f"identity_scale must satisfy 0 < lo ≤ hi, got {lo:g} {hi:g}")
         if detail_mm < 0:
             raise ValueError(f"detail_mm must be ≥ 0, got {detail_mm:g}")
+        if not 0.0 <= mild_expressions <= 1.0:
+            raise ValueError(f"mild_expressions must be in [0, 1], got {mild_expressions:g}")
+        self.mild_expressions = float(mild_expressions)
         self.model = ict.IctModel(path)
         self.identity_scale = (float(lo), float(hi))
         self.detail_mm = float(detail_mm)
@@ -103,7 +110,10 @@ class IctSource:
         lo, hi = self.identity_scale
         # drawn only when the range is open: sets rendered with the default keep their random streams
         scale = float(rng.uniform(lo, hi)) if hi > lo else lo
-        shape = self.model.sample(rng, identity_scale=scale)
+        # drawn only when asked for, likewise
+        mild = self.mild_expressions > 0 and rng.random() < self.mild_expressions
+        expression_scale = float(rng.uniform(0.0, MILD_EXPRESSION_MAX)) if mild else 1.0
+        shape = self.model.sample(rng, identity_scale=scale, expression_scale=expression_scale)
         if scale > 1.0:
             scale = self.keep_plausible(shape, scale)
         params: dict = {"source": "ict", "identity_norm": round(float(np.linalg.norm(shape.identity)), 3),
@@ -111,6 +121,8 @@ class IctSource:
                         "expressions": {self.model.expression_names[i]: round(float(shape.expression[i]), 3)
                                         for i in np.nonzero(shape.expression)[0]},
                         "gaze_deg": [round(g, 2) for g in shape.gaze]}
+        if self.mild_expressions > 0:  # sets rendered without it keep their params as they were
+            params["expression_scale"] = round(expression_scale, 4)
         colors = shininess = None
         verts = shape.vertices
         if self.detail is not None:
