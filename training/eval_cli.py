@@ -31,6 +31,7 @@ import argparse
 import json
 import sys
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
@@ -93,7 +94,7 @@ def _note(text: str) -> None:
     print(f"facenormals eval: note: {text}", file=sys.stderr)
 
 
-def _stored_points(folder: Path):
+def _stored_points(folder: Path) -> Callable[[str, tuple[int, ...]], np.ndarray | None]:
     """A set's stored landmarks as ``SetDiagnosis.points_of`` (the split by face part; none stored: no split)."""
     from facenormals.prior import stored_crop_points
 
