@@ -7,6 +7,7 @@ import json
 from pathlib import Path
 
 import cv2
+import pytest
 
 from facenormals.training.learning_curve import main, samples_seen, validation_series
 from facenormals.training.logs import FIELDS, SCALARS
@@ -43,3 +44,13 @@ def test_curve_is_drawn_per_set_with_references(tmp_path: Path) -> None:
     assert main([str(run), "--out", str(out), "--reference", str(refs), "--offset", "run1=5000"]) == 0
     image = cv2.imread(str(out))
     assert image is not None and image.shape[1] > 2 * image.shape[0]  # one panel per set, side by side
+
+
+def test_sets_option_picks_the_panels_and_refuses_unknown_ones(tmp_path: Path) -> None:
+    run = _run(tmp_path / "run1")
+    both, one = tmp_path / "both.png", tmp_path / "one.png"
+    assert main([str(run), "--out", str(both)]) == 0
+    assert main([str(run), "--out", str(one), "--sets", "b"]) == 0
+    assert cv2.imread(str(one)).shape[1] < 0.7 * cv2.imread(str(both)).shape[1]  # one panel, not two
+    with pytest.raises(ValueError, match="no run validated on them"):
+        main([str(run), "--out", str(tmp_path / "x.png"), "--sets", "b", "c"])

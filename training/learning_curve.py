@@ -51,7 +51,8 @@ REFERENCE_STYLES = ("--", ":", "-.", (0, (5, 1)), (0, (1, 3)), (0, (3, 1, 1, 1, 
 LEGEND_COLUMNS = 4
 
 
-def plot(runs: list[Path], out: Path, references: dict[str, dict[str, float]], offsets: dict[str, int]) -> Path:
+def plot(runs: list[Path], out: Path, references: dict[str, dict[str, float]], offsets: dict[str, int],
+         only_sets: list[str] | None = None) -> Path:
     import matplotlib
 
     matplotlib.use("Agg")
@@ -60,6 +61,11 @@ def plot(runs: list[Path], out: Path, references: dict[str, dict[str, float]], o
 
     per_run = {run: validation_series(run) for run in runs}
     sets = sorted({name for series in per_run.values() for name in series})
+    if only_sets:  # the panels asked for, in their order (a set no run validated on is an error, not a blank panel)
+        missing = [name for name in only_sets if name not in sets]
+        if missing:
+            raise ValueError(f"--sets {missing}: no run validated on them (sets found: {sets})")
+        sets = list(only_sets)
     if not sets:
         raise ValueError(f"no per-set validation rows in {[str(r) for r in runs]}")
     labels = len(runs) + len(references)
@@ -102,10 +108,12 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--out", type=Path, required=True)
     parser.add_argument("--reference", type=Path, default=None, help="JSON {LABEL: {SET: deg}} drawn as lines")
     parser.add_argument("--offset", action="append", default=[], help="RUN=SAMPLES seen before this run started")
+    parser.add_argument("--sets", nargs="+", default=None, metavar="SET",
+                        help="only these validation sets' panels, in this order (default: every set any run has)")
     args = parser.parse_args(argv)
     references = json.loads(args.reference.read_text()) if args.reference else {}
     offsets = {k: int(v) for k, v in (item.split("=", 1) for item in args.offset)}
-    plot(args.runs, args.out, references, offsets)
+    plot(args.runs, args.out, references, offsets, args.sets)
     print(f"wrote {args.out}")
     return 0
 
