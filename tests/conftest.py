@@ -20,6 +20,19 @@ def rng() -> np.random.Generator:
     return np.random.default_rng(0)
 
 
+@pytest.fixture(scope="session")
+def astronaut_landmarks() -> tuple[np.ndarray, np.ndarray]:
+    """skimage's astronaut photo (public domain, NASA) and MediaPipe's 478 landmarks on it (normalised)."""
+    from facenormals import mesh_prior
+
+    skimage_data = pytest.importorskip("skimage.data")
+    image = skimage_data.astronaut()
+    with mesh_prior.create_face_mesh() as face_mesh:
+        found = face_mesh.find(image)
+    assert found, "MediaPipe found no face on the astronaut photo"
+    return image, found[0].normalised.astype(np.float64)
+
+
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
     """Tests that read ../shared carry the ``shared`` marker (no silent switch to other fixtures): using the
     ``shared_data`` fixture without it is an error; without the data, marked tests skip and say where it was sought."""

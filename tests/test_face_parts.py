@@ -15,14 +15,9 @@ from facenormals.training.face_parts import PART_NAMES, REST, face_part_masks
 
 
 @pytest.fixture(scope="module")
-def crop_points() -> tuple[np.ndarray, np.ndarray]:
-    """MediaPipe's landmarks on skimage's astronaut (public domain, NASA) as crop points, and the crop's mask."""
-    skimage_data = pytest.importorskip("skimage.data")
-    image = skimage_data.astronaut()
-    with mesh_prior.create_face_mesh() as face_mesh:
-        found = face_mesh.find(image)
-    assert found, "MediaPipe found no face on the astronaut photo"
-    landmarks = found[0].normalised.astype(np.float64)
+def crop_points(astronaut_landmarks) -> tuple[np.ndarray, np.ndarray]:
+    """The astronaut's landmarks (conftest) as crop points on the paper's crop, and the crop's mask."""
+    image, landmarks = astronaut_landmarks
     crop = face_crop(image, mesh_to_pixels(landmarks, image.shape[1], image.shape[0], np.float64)[0])
     return mesh_prior.landmarks_in_crop(landmarks, image.shape, crop.matrix), crop.mask.astype(bool)
 

@@ -109,23 +109,12 @@ def test_nearer_surface_wins_where_two_overlap() -> None:
     assert angular_error_deg(normals[12, 12], np.array([0.0, 0.0, 1.0])) < 0.01
 
 
-@pytest.fixture(scope="module")
-def astronaut() -> tuple[np.ndarray, np.ndarray]:
-    """skimage's astronaut photo (public domain, NASA) and MediaPipe's 478 landmarks on it."""
-    skimage_data = pytest.importorskip("skimage.data")
-    image = skimage_data.astronaut()
-    with mesh_prior.create_face_mesh() as face_mesh:
-        found = face_mesh.find(image)
-    assert found, "MediaPipe found no face on the astronaut photo"
-    return image, found[0].normalised.astype(np.float64)
-
-
 def frame_pixels(landmarks: np.ndarray, shape: tuple[int, ...]) -> np.ndarray:
     return mesh_to_pixels(landmarks, shape[1], shape[0], np.float64)[0]
 
 
-def test_landmarks_in_crop_signs_and_scale(astronaut: tuple[np.ndarray, np.ndarray]) -> None:
-    image, landmarks = astronaut
+def test_landmarks_in_crop_signs_and_scale(astronaut_landmarks: tuple[np.ndarray, np.ndarray]) -> None:
+    image, landmarks = astronaut_landmarks
     crop = face_crop(image, frame_pixels(landmarks, image.shape))
     points = mesh_prior.landmarks_in_crop(landmarks, image.shape, crop.matrix)
     assert points.shape == (478, 3)
@@ -136,8 +125,8 @@ def test_landmarks_in_crop_signs_and_scale(astronaut: tuple[np.ndarray, np.ndarr
     np.testing.assert_allclose(points[:, 2], -landmarks[:, 2] * image.shape[1] * scale)
 
 
-def test_astronaut_mesh_normals_have_our_signs(astronaut: tuple[np.ndarray, np.ndarray]) -> None:
-    image, landmarks = astronaut
+def test_astronaut_mesh_normals_have_our_signs(astronaut_landmarks: tuple[np.ndarray, np.ndarray]) -> None:
+    image, landmarks = astronaut_landmarks
     crop = face_crop(image, frame_pixels(landmarks, image.shape))
     normals, coverage = mesh_prior.mesh_normals_from_landmarks(landmarks, image.shape, crop.matrix)
     points = mesh_prior.landmarks_in_crop(landmarks, image.shape, crop.matrix)
@@ -156,9 +145,9 @@ def test_astronaut_mesh_normals_have_our_signs(astronaut: tuple[np.ndarray, np.n
     assert coverage[round(-points[468, 1]), round(points[468, 0])]  # an iris centre: eye closed over
 
 
-def test_rasterisation_matches_a_per_pixel_zbuffer_on_a_turned_face(astronaut: tuple[np.ndarray, np.ndarray]) -> None:
+def test_rasterisation_matches_a_per_pixel_zbuffer_on_a_turned_face(astronaut_landmarks: tuple[np.ndarray, np.ndarray]) -> None:
     """Turn the face 50° so the nose hides part of the far eye and cheek: the nearest surface must win."""
-    image, landmarks = astronaut
+    image, landmarks = astronaut_landmarks
     crop = face_crop(image, frame_pixels(landmarks, image.shape), size=64)
     points = mesh_prior.landmarks_in_crop(landmarks, image.shape, crop.matrix)
     centre = points[:468].mean(axis=0)
@@ -172,8 +161,8 @@ def test_rasterisation_matches_a_per_pixel_zbuffer_on_a_turned_face(astronaut: t
     assert angular_error_deg(normals[coverage], reference[coverage].astype(np.float32)).max() < 0.01
 
 
-def test_mesh_normals_for_crop_on_a_real_crop(astronaut: tuple[np.ndarray, np.ndarray]) -> None:
-    image, landmarks = astronaut
+def test_mesh_normals_for_crop_on_a_real_crop(astronaut_landmarks: tuple[np.ndarray, np.ndarray]) -> None:
+    image, landmarks = astronaut_landmarks
     crop = face_crop(image, frame_pixels(landmarks, image.shape))
     with mesh_prior.create_face_mesh() as face_mesh:
         normals, coverage, found = mesh_prior.mesh_normals_for_crop(crop.image, face_mesh)
@@ -184,11 +173,11 @@ def test_mesh_normals_for_crop_on_a_real_crop(astronaut: tuple[np.ndarray, np.nd
     assert np.median(angular_error_deg(normals[both], from_frame[both])) < 8.0  # two MediaPipe runs, one face
 
 
-def test_a_missed_crop_is_looked_at_again_zoomed_out(astronaut: tuple[np.ndarray, np.ndarray]) -> None:
+def test_a_missed_crop_is_looked_at_again_zoomed_out(astronaut_landmarks: tuple[np.ndarray, np.ndarray]) -> None:
     """The zoomed-out second look (a face the tight crop hides from the mesh's detector, README "Coarse face")
     reads its landmarks back into the crop's own normalised coordinates: on a crop both views find, the two sets
     of landmarks are the same face (sub-pixel on average; two MediaPipe runs at two scales)."""
-    image, landmarks = astronaut
+    image, landmarks = astronaut_landmarks
     crop = face_crop(image, frame_pixels(landmarks, image.shape)).image
     side = crop.shape[0]
     with mesh_prior.create_face_mesh() as face_mesh:
@@ -225,11 +214,11 @@ def test_bad_inputs_name_the_problem() -> None:
 
 
 @pytest.mark.parametrize("source", ["mediapipe-mesh", "ict-fit", "ict-blend"])
-def test_data_prior_command_stores_landmarks_and_records_misses(astronaut, tmp_path, rng, source) -> None:
+def test_data_prior_command_stores_landmarks_and_records_misses(astronaut_landmarks, tmp_path, rng, source) -> None:
     from facenormals.dataset import DatasetWriter
     from facenormals.training.data.prior_cli import compute_priors, read_index
 
-    image, landmarks = astronaut
+    image, landmarks = astronaut_landmarks
     crop = face_crop(image, frame_pixels(landmarks, image.shape), size=128)
     writer = DatasetWriter(tmp_path)
     writer.write("face", crop.mask, image=crop.image)
@@ -246,13 +235,13 @@ def test_data_prior_command_stores_landmarks_and_records_misses(astronaut, tmp_p
     assert compute_priors(tmp_path) == (0, 0, 2)  # resumes: nothing recomputed
 
 
-def test_data_prior_retry_missed_recomputes_only_the_recorded_misses(astronaut, tmp_path, rng) -> None:
+def test_data_prior_retry_missed_recomputes_only_the_recorded_misses(astronaut_landmarks, tmp_path, rng) -> None:
     """A folder whose index records a face as missed (made before the crop's second look): ``retry_missed``
     computes it again and leaves the faces already found alone."""
     from facenormals.dataset import DatasetWriter
     from facenormals.training.data.prior_cli import compute_priors, read_index, write_index
 
-    image, landmarks = astronaut
+    image, landmarks = astronaut_landmarks
     crop = face_crop(image, frame_pixels(landmarks, image.shape), size=128)
     writer = DatasetWriter(tmp_path)
     for name in ("found", "missed"):
@@ -271,8 +260,8 @@ def test_data_prior_retry_missed_recomputes_only_the_recorded_misses(astronaut, 
     np.testing.assert_array_equal(np.load(mesh_prior.stored_prior_path(tmp_path, "missed")), np.load(stored))
 
 
-def test_prior_channels_for_a_batch_match_the_single_crop_call(astronaut) -> None:
-    image, landmarks = astronaut
+def test_prior_channels_for_a_batch_match_the_single_crop_call(astronaut_landmarks) -> None:
+    image, landmarks = astronaut_landmarks
     crop = face_crop(image, frame_pixels(landmarks, image.shape), size=128)
     batch = np.stack([crop.to_tensor_array(), np.zeros((3, 128, 128), np.float32)])
     with mesh_prior.create_face_mesh() as face_mesh:
@@ -297,12 +286,12 @@ def test_fill_prior_extends_the_nearest_mesh_normal() -> None:
     assert not mesh_prior.fill_prior(normals, np.zeros_like(coverage)).any()  # no mesh: stays empty
 
 
-def test_realtime_batches_carry_the_prior_for_prior_models(astronaut) -> None:
+def test_realtime_batches_carry_the_prior_for_prior_models(astronaut_landmarks) -> None:
     """The realtime detector keeps MediaPipe's depth; the batcher adds the prior channels for 7-channel models."""
     from facenormals.crops import CropBatcher
     from facenormals.faces import FaceMeshDetector
 
-    image, _ = astronaut
+    image, _ = astronaut_landmarks
     detector = FaceMeshDetector(max_faces=1, smoothing=None)
     try:
         faces = detector.detect(image, 0)
@@ -368,7 +357,7 @@ def _fill_by_indexing(normals: np.ndarray, coverage: np.ndarray) -> np.ndarray:
     return np.take(table, labels, axis=0)
 
 
-def test_fill_prior_equals_the_indexing_reference(astronaut: tuple[np.ndarray, np.ndarray]) -> None:
+def test_fill_prior_equals_the_indexing_reference(astronaut_landmarks: tuple[np.ndarray, np.ndarray]) -> None:
     """The fused label gather gives the table-and-take values bit for bit: random masks of every density (none, all
     included), odd sizes, and a real face mesh drawn on its crop."""
     rng = np.random.default_rng(5)
@@ -377,7 +366,7 @@ def test_fill_prior_equals_the_indexing_reference(astronaut: tuple[np.ndarray, n
         normals = rng.normal(size=(height, width, 3)).astype(np.float32)
         coverage = rng.random((height, width)) < density
         np.testing.assert_array_equal(mesh_prior.fill_prior(normals, coverage), _fill_by_indexing(normals, coverage))
-    image, landmarks = astronaut
+    image, landmarks = astronaut_landmarks
     crop = face_crop(image, frame_pixels(landmarks, image.shape), size=128)
     normals, coverage = mesh_prior.mesh_normals_from_landmarks(landmarks, image.shape, crop.matrix, 128)
     assert 0.2 < coverage.mean() < 0.9
@@ -385,11 +374,11 @@ def test_fill_prior_equals_the_indexing_reference(astronaut: tuple[np.ndarray, n
 
 
 @pytest.mark.parametrize("source", ["ict-blend", "ict-fit", "mediapipe-mesh"])
-def test_prior_input_equals_the_straightforward_prior(astronaut: tuple[np.ndarray, np.ndarray], source: str) -> None:
+def test_prior_input_equals_the_straightforward_prior(astronaut_landmarks: tuple[np.ndarray, np.ndarray], source: str) -> None:
     """The network's prior channels (fused blend, renormalisation and transpose) equal the step-by-step numpy
     computation bit for bit: ``coarse_prior`` (itself checked here against the unfused blend) transposed into the
     row, on a real face, a face half off the crop and a face off the crop (the empty prior)."""
-    image, landmarks = astronaut
+    image, landmarks = astronaut_landmarks
     pixels = frame_pixels(landmarks, image.shape)
     depth = landmarks[:, 2] * image.shape[1]
     for shift in (0.0, 90.0, 2000.0):
@@ -427,11 +416,11 @@ def _unfused_blend(points: np.ndarray, size: int) -> tuple[np.ndarray, np.ndarra
     return normals, cv2.resize(coverage.astype(np.float32), (size, size), interpolation=cv2.INTER_LINEAR) > 0.5
 
 
-def test_rasterize_checked_with_int32_triangles_equals_rasterize_mesh(astronaut: tuple[np.ndarray, np.ndarray]) -> None:
+def test_rasterize_checked_with_int32_triangles_equals_rasterize_mesh(astronaut_landmarks: tuple[np.ndarray, np.ndarray]) -> None:
     """The prior's fast path (cached int32 triangles, no index check) draws exactly what the checked call draws."""
     from facenormals import ict_fit
 
-    image, landmarks = astronaut
+    image, landmarks = astronaut_landmarks
     crop = face_crop(image, frame_pixels(landmarks, image.shape), size=128)
     points = mesh_prior.landmarks_in_crop(landmarks, image.shape, crop.matrix)
     face = ict_fit.load_ict_face()
