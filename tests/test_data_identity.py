@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import argparse
 import csv
+import json
 
 import numpy as np
 import pytest
@@ -184,8 +185,6 @@ def test_prior_dropout_rate_reaches_the_loader(ict_path, tmp_path):
 def test_mild_expressions_scale_the_expression_mix_of_their_share(ict_path, tmp_path):
     """--mild-expressions P: a share of the faces gets its random expression mix scaled by U(0, 0.3), recorded per
     face; without it the params carry no such field (older sets' params and random streams stay as they were)."""
-    import json
-
     def render(out, *extra):
         assert _cli("render", "--source", "ict", "--count", "16", "--out", str(out), "--seed", "91", "--size", "64",
                     "--workers", "1", "--backgrounds", "--ict", str(ict_path), "--no-contact-sheet", *extra) == 0

@@ -165,18 +165,17 @@ def _mean_of(splits: list[ImageSplit]) -> dict[str, float]:
             **{k: float(np.mean([s.parts[k] for s in splits])) for k in PARTS}}
 
 
-def _pooled_regions(splits: list[ImageSplit], names: Iterable[str], means: Callable[[ImageSplit], dict],
-                    pixels: Callable[[ImageSplit], dict[str, int]]) -> dict[str, dict[str, float]]:
-    """Set figures per region: images having it, its share of the pixels (of the images that have regions of this
-    kind), means over those images of their per-image means."""
-    counted = [s for s in splits if pixels(s)]
-    total_px = sum(sum(pixels(s).values()) for s in counted)
+def _pooled_regions(per_image: list[tuple[dict, dict[str, int]]], names: Iterable[str]) -> dict[str, dict[str, float]]:
+    """Set figures per region from each image's (means, pixel counts) of one kind of region: images having it, its
+    share of the pixels (of the images that have regions of this kind), means over those of their per-image means."""
+    counted = [(means, pixels) for means, pixels in per_image if pixels]
+    total_px = sum(sum(pixels.values()) for _, pixels in counted)
     out = {}
     for region in names:
-        having = [means(s)[region] for s in counted if region in means(s)]
+        having = [means[region] for means, _ in counted if region in means]
         if having:
             out[region] = {"n_images": len(having),
-                           "pixel_pct": 100.0 * sum(pixels(s)[region] for s in counted) / total_px,
+                           "pixel_pct": 100.0 * sum(pixels[region] for _, pixels in counted) / total_px,
                            **{k: float(np.mean([r[k] for r in having])) for k in ("mean_deg", *PARTS)}}
     return out
 
@@ -213,9 +212,8 @@ class SetDiagnosis:
                      "rotation_angle_deg": float(np.mean([s.rotation_angle_deg for s in splits])),
                      "blurred_prediction_deg": float(np.mean([s.blurred_prediction_deg for s in splits])),
                      "blurred_truth_deg": float(np.mean([s.blurred_truth_deg for s in splits])),
-                     "regions": _pooled_regions(splits, ("border", "interior"), lambda s: s.regions,
-                                                lambda s: s.region_pixels)}
-        parts = _pooled_regions(splits, (*PART_NAMES, REST), lambda s: s.face_parts, lambda s: s.face_part_pixels)
+                     "regions": _pooled_regions([(s.regions, s.region_pixels) for s in splits], ("border", "interior"))}
+        parts = _pooled_regions([(s.face_parts, s.face_part_pixels) for s in splits], (*PART_NAMES, REST))
         if parts:
             out["face_parts"] = parts
         for key, column, edges in (("by_yaw", "yaw_deg", YAW_BINS), ("by_light_angle", "light_angle_deg", LIGHT_BINS)):

@@ -95,10 +95,17 @@ def _note(text: str) -> None:
 
 
 def _stored_points(folder: Path) -> Callable[[str, tuple[int, ...]], np.ndarray | None]:
-    """A set's stored landmarks as ``SetDiagnosis.points_of`` (the split by face part; none stored: no split)."""
+    """A set's stored landmarks as ``SetDiagnosis.points_of`` (the split by face part; none stored: no split), each
+    read once: the model's diagnosis and every baseline's ask for the same crops."""
+    from functools import cache
+
     from facenormals.prior import stored_crop_points
 
-    return lambda name, shape: stored_crop_points(folder, name, shape)
+    @cache
+    def points_of(name: str, shape: tuple[int, ...]) -> np.ndarray | None:
+        return stored_crop_points(folder, name, shape)
+
+    return points_of
 
 
 def main(args: argparse.Namespace) -> int:
