@@ -91,3 +91,24 @@ def test_a_sample_is_regenerated_from_its_seed_and_a_wrong_seed_is_caught(ict_so
     np.testing.assert_array_equal(again.identity, drawn.identity)
     with pytest.raises(DataError, match=r"ict_000004\.json: the regenerated face differs"):
         ict_source.regenerate(13, 4, stored, tmp_path / "ict_000004.json")
+
+
+def test_a_near_neutral_set_is_regenerated_without_its_share(shared_data, tmp_path):
+    """Sets rendered with --mild-expressions draw the near-neutral choice before the identity: a source without the
+    share (what the identity map's trainer and the headroom benchmark build) replays it from the params."""
+    from facenormals.training.data.sources import IctSource
+
+    path = shared_data / "ict-facekit" / "ict_facekit.npz"
+    mild_source, plain_source = IctSource(path, mild_expressions=0.5), IctSource(path)
+    drawn = [mild_source.sample(sample_rng(91, i), with_albedo=False) for i in range(8)]
+    scales = [d.params["expression_scale"] for d in drawn]
+    assert min(scales) < 1.0 and max(scales) == 1.0  # both kinds among them
+    for index, face in enumerate(drawn):
+        again = plain_source.regenerate(91, index, face.params, tmp_path / f"ict_{index:06d}.json")
+        np.testing.assert_array_equal(again.identity, face.identity)
+        assert again.params["expressions"] == face.params["expressions"]
+        assert again.params["expression_scale"] == face.params["expression_scale"]
+    # and a source with the share regenerates a set rendered without one
+    plain = plain_source.sample(sample_rng(91, 0), with_albedo=False)
+    again = mild_source.regenerate(91, 0, plain.params, tmp_path / "ict_000000.json")
+    np.testing.assert_array_equal(again.identity, plain.identity)

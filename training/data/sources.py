@@ -106,12 +106,12 @@ class IctSource:
         self.photos = PhotoTextureBank(bank_path, self.model)
         self.p_photo = float(p_photo)
 
-    def sample(self, rng: np.random.Generator, with_albedo: bool = True) -> SceneMesh:
+    def sample(self, rng: np.random.Generator, with_albedo: bool = True, replay: dict | None = None) -> SceneMesh:
+        """A random face; ``replay``: a stored sample's params when drawing it again (:meth:`regenerate`)."""
         lo, hi = self.identity_scale
         # drawn only when the range is open: sets rendered with the default keep their random streams
         scale = float(rng.uniform(lo, hi)) if hi > lo else lo
-        # drawn only when asked for, likewise
-        mild = self.mild_expressions > 0 and rng.random() < self.mild_expressions
+        mild = self._near_neutral(rng, replay)
         expression_scale = float(rng.uniform(0.0, MILD_EXPRESSION_MAX)) if mild else 1.0
         shape = self.model.sample(rng, identity_scale=scale, expression_scale=expression_scale)
         if scale > 1.0:
@@ -121,7 +121,8 @@ class IctSource:
                         "expressions": {self.model.expression_names[i]: round(float(shape.expression[i]), 3)
                                         for i in np.nonzero(shape.expression)[0]},
                         "gaze_deg": [round(g, 2) for g in shape.gaze]}
-        if self.mild_expressions > 0:  # sets rendered without it keep their params as they were
+        if self.mild_expressions > 0 if replay is None else "expression_scale" in replay:
+            # sets rendered without a near-neutral share keep their params as they were
             params["expression_scale"] = round(expression_scale, 4)
         colors = shininess = None
         verts = shape.vertices
@@ -147,12 +148,25 @@ class IctSource:
                          relief_weight=self.relief.weight, relief_positions_mm=self.relief.positions_mm,
                          identity=shape.identity)
 
+    def _near_neutral(self, rng: np.random.Generator, replay: dict | None) -> bool:
+        """Whether this face's expression mix is scaled down: drawn (only when the source has a share, so that sets
+        rendered without one keep their random streams), or, replaying a stored sample, the draw its params record —
+        a set rendered with a share records ``expression_scale`` for every face — whatever this source's share."""
+        if replay is None:
+            return self.mild_expressions > 0 and rng.random() < self.mild_expressions
+        if "expression_scale" not in replay:
+            return False
+        rng.random()  # the share's draw, spent as when the sample was rendered
+        return float(replay["expression_scale"]) < 1.0
+
     def regenerate(self, seed: int, index: int, stored: dict, where: Path, with_albedo: bool = False) -> SceneMesh:
         """Sample ``index`` of a set rendered with ``seed`` by this source's settings, drawn again
-        (``sample_rng(seed, index)``); ``stored``: the sample's params (``where``: their file), checked against the
-        drawn face's identity norm, so that a wrong seed or identity range fails instead of measuring another face.
-        The identity is drawn first: ``with_albedo`` only matters for what the albedo moves (the hairline)."""
-        mesh = self.sample(sample_rng(seed, index), with_albedo=with_albedo)
+        (``sample_rng(seed, index)``; the near-neutral draw as its params record it, so the source needs the set's
+        identity range but not its ``--mild-expressions`` share); ``stored``: the sample's params (``where``: their
+        file), checked against the drawn face's identity norm, so that a wrong seed or identity range fails instead
+        of measuring another face. The identity is drawn before the albedo: ``with_albedo`` only matters for what the
+        albedo moves (the hairline)."""
+        mesh = self.sample(sample_rng(seed, index), with_albedo=with_albedo, replay=stored)
         if abs(mesh.params["identity_norm"] - stored["identity_norm"]) > 2e-3:
             raise DataError(f"{where}: the regenerated face differs from the stored one (identity norm "
                             f"{mesh.params['identity_norm']} vs {stored['identity_norm']}): wrong seed or "
