@@ -47,10 +47,16 @@ def three_channels(image: np.ndarray) -> np.ndarray:
     return np.ascontiguousarray(image[..., :3])
 
 
+# 8- or 16-bit, grey or colour as stored, alpha dropped, and turned upright by its EXIF orientation: phone photos
+# are stored sideways with a tag that every viewer applies (IMREAD_UNCHANGED ignores it)
+_PHOTO_FLAGS = cv2.IMREAD_ANYDEPTH | cv2.IMREAD_ANYCOLOR
+
+
 def read_rgb(path: str | Path) -> np.ndarray:
-    """Read an image as RGB uint8; grayscale is replicated to 3 channels, alpha dropped."""
+    """Read an image as RGB uint8, upright as viewers show it (EXIF orientation applied); grayscale is replicated to
+    3 channels, alpha dropped, 16-bit scaled to 8."""
     path = Path(path)
-    image = _imread(path, cv2.IMREAD_UNCHANGED)
+    image = _imread(path, _PHOTO_FLAGS)
     if image.dtype == np.uint16:
         image = (image >> 8).astype(np.uint8)
     if image.dtype != np.uint8:

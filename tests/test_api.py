@@ -136,6 +136,22 @@ def test_grey_and_rgba_arrays_are_one_image_each(api, astronaut):
         api(astronaut[..., :2])
 
 
+def test_a_photo_stored_sideways_is_read_upright(api, astronaut, tmp_path):
+    """Phones store portrait photos sideways with an EXIF orientation tag that every viewer applies."""
+    from PIL import Image
+
+    from facenormals.fileio import read_rgb
+
+    stored = Image.fromarray(np.ascontiguousarray(np.rot90(astronaut)))  # the pixels a quarter turn anticlockwise
+    exif = stored.getexif()
+    exif[0x0112] = 6  # orientation: turn a quarter clockwise to show
+    path = tmp_path / "portrait.png"  # lossless, so the upright pixels come back exactly
+    stored.save(path, exif=exif.tobytes())
+    assert np.array_equal(read_rgb(path), astronaut)
+    (face,), (upright,) = api(path), api(astronaut)
+    assert np.array_equal(face.normals, upright.normals, equal_nan=True)
+
+
 def test_bad_inputs_say_what_is_wrong(api, astronaut, tmp_path):
     with pytest.raises(ValueError, match="uint8"):
         api(astronaut.astype(np.float32) / 255)
