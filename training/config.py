@@ -20,6 +20,7 @@ from typing import Any, get_type_hints
 
 from facenormals.model_config import PRIOR_MODES, PRIOR_SOURCES, VARIANTS, WIDTHS
 from facenormals.training.anchor import AnchorSection
+from facenormals.training.angle_loss import AngleSection
 from facenormals.training.consistency import ConsistencySection
 from facenormals.training.detail_loss import DetailSection
 from facenormals.training.distill import DistillSection
@@ -192,6 +193,7 @@ class TrainConfig:
     distill: DistillSection = field(default_factory=DistillSection)  # follow a frozen teacher, off by default
     shading: ShadingSection = field(default_factory=ShadingSection)  # shape from shading on real photos, off by default
     detail: DetailSection = field(default_factory=DetailSection)  # high-pass term on labelled steps, off by default
+    angle: AngleSection = field(default_factory=AngleSection)  # mean-angle term on labelled steps, off by default
     phases: tuple[Phase, ...] = (Phase(steps=1000),)
     log_every: int = 10
     val_every: int = 200  # steps (0 = only at the end)

@@ -26,6 +26,7 @@ from torch import nn
 
 from facenormals.model import VARIANTS, CrossModalNet, ImageToNormal
 from facenormals.training.anchor import AnchorSection, anchor_loss
+from facenormals.training.angle_loss import AngleSection, masked_mean_angle
 from facenormals.training.consistency import ConsistencySection, consistency_loss, draw_view, second_view_input
 from facenormals.training.detail_loss import DetailSection, detail_loss
 from facenormals.training.distill import distill_loss
@@ -81,12 +82,14 @@ class StepLosses(nn.Module):
     (:mod:`facenormals.training.shading`) as ``shading``, from the anchor's image→normal forward.
     ``detail`` (optional, weight > 0): image→normal steps add the high-pass term
     (:mod:`facenormals.training.detail_loss`) as ``detail``.
+    ``angle`` (optional, weight > 0): image→normal steps add the mean angle to the truth
+    (:mod:`facenormals.training.angle_loss`) as ``angle``.
     """
 
     def __init__(self, net: CrossModalNet, consistency: ConsistencySection | None = None,
                  anchor: AnchorSection | None = None, teacher: ImageToNormal | None = None,
                  distill_weight: float = 0.0, shading: ShadingSection | None = None,
-                 detail: DetailSection | None = None) -> None:
+                 detail: DetailSection | None = None, angle: AngleSection | None = None) -> None:
         super().__init__()
         self.net = net
         self.consistency = consistency if consistency is not None and consistency.weight > 0 else None
@@ -96,6 +99,7 @@ class StepLosses(nn.Module):
         self.distill_weight = distill_weight
         self.shading = shading if shading is not None and shading.weight > 0 else None
         self.detail = detail if detail is not None and detail.weight > 0 else None
+        self.angle = angle if angle is not None and angle.weight > 0 else None
 
     def forward(self, kind: StepKind, batch: dict[str, torch.Tensor]) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
         loss, terms, normals = self._paper_step(kind, batch)
@@ -115,12 +119,16 @@ class StepLosses(nn.Module):
 
     def _normal_terms(self, normals: torch.Tensor, target: torch.Tensor, mask: torch.Tensor
                       ) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
-        """An image→normal output's loss against its ground truth: the paper's cosine, plus the detail term."""
+        """An image→normal output's loss against its ground truth: the paper's cosine, plus the detail and angle
+        terms."""
         loss = masked_cosine_distance(normals, target, mask)
         terms = {"i2n": loss.detach()}
         if self.detail is not None:
             term = detail_loss(normals, target, mask, self.detail)
             loss, terms = loss + self.detail.weight * term, {**terms, "detail": term.detach()}
+        if self.angle is not None:
+            term = masked_mean_angle(normals, target, mask)
+            loss, terms = loss + self.angle.weight * term, {**terms, "angle": term.detach()}
         return loss, terms
 
     def _paper_step(self, kind: StepKind, batch: dict[str, torch.Tensor]
