@@ -121,8 +121,9 @@ class IctSource:
                         "expressions": {self.model.expression_names[i]: round(float(shape.expression[i]), 3)
                                         for i in np.nonzero(shape.expression)[0]},
                         "gaze_deg": [round(g, 2) for g in shape.gaze]}
-        if self.mild_expressions > 0 if replay is None else "expression_scale" in replay:
-            # sets rendered without a near-neutral share keep their params as they were
+        # sets rendered without a near-neutral share keep their params as they were
+        recorded = self.mild_expressions > 0 if replay is None else "expression_scale" in replay
+        if recorded:
             params["expression_scale"] = round(expression_scale, 4)
         colors = shininess = None
         verts = shape.vertices
