@@ -154,3 +154,31 @@ def test_freezing_an_unknown_part_names_the_parts():
 
     with pytest.raises(ValueError, match=r"'encoder' is not a part.*image_encoder"):
         build_model(_frozen_config(["encoder"]))
+
+
+@pytest.mark.parametrize(("section", "weight", "bad"), [("detail", 2.0, {"sigma_px": -1.0}), ("angle", 0.1, {"weight": -1.0})])
+def test_optional_terms_are_off_by_default_and_join_image_to_normal_steps(section, weight, bad):
+    """The detail and angle terms (training/detail_loss.py, training/angle_loss.py): off unless configured, then
+    added with their weight to both image→normal step kinds, never to normal→normal (the paper's)."""
+    from test_anchor import SIZE, _face_mask, _normals
+
+    from facenormals.training.config import config_from_dict
+
+    assert getattr(config_from_dict({"phases": [{"steps": 1}]}), section).weight == 0
+    torch.manual_seed(3)
+    net = create_model("fast", "full")
+    batch = {"image": torch.rand(2, 3, SIZE, SIZE), "mask": _face_mask().expand(2, 1, SIZE, SIZE),
+             "normals": _normals(ripple=0.2).expand(2, 3, SIZE, SIZE)}
+    _, off_terms = StepLosses(net)(StepKind.IMAGE_TO_NORMAL, batch)
+    assert set(off_terms) == {"i2n"}
+    configured = {section: getattr(config_from_dict({section: {"weight": weight}, "phases": [{"steps": 1}]}), section)}
+    for kind, expected in ((StepKind.IMAGE_TO_NORMAL, {"i2n", section}),
+                           (StepKind.IMAGE_TO_NORMAL_AND_IMAGE, {"i2n", "i2i", section})):
+        loss, terms = StepLosses(net, **configured)(kind, batch)
+        assert set(terms) == expected and float(terms[section]) > 0
+        rest = float(terms["i2n"]) + float(terms.get("i2i", 0.0))
+        assert float(loss) == pytest.approx(rest + weight * float(terms[section]), rel=1e-5)
+    _, n2n_terms = StepLosses(net, **configured)(StepKind.NORMAL_TO_NORMAL, batch)
+    assert set(n2n_terms) == {"n2n"}
+    with pytest.raises(ValueError, match=section):
+        config_from_dict({section: bad, "phases": [{"steps": 1}]})
