@@ -4,8 +4,10 @@ from __future__ import annotations
 
 import pytest
 import torch
+from test_anchor import SIZE, _face_mask, _normals
 
 from facenormals.model import create_model
+from facenormals.training.config import config_from_dict
 from facenormals.training.losses import masked_cosine_distance, masked_l2
 from facenormals.training.schedule import StepKind, StepLosses, normal_encoder_input, steps_for_batch
 
@@ -160,10 +162,6 @@ def test_freezing_an_unknown_part_names_the_parts():
 def test_optional_terms_are_off_by_default_and_join_image_to_normal_steps(section, weight, bad):
     """The detail and angle terms (training/detail_loss.py, training/angle_loss.py): off unless configured, then
     added with their weight to both image→normal step kinds, never to normal→normal (the paper's)."""
-    from test_anchor import SIZE, _face_mask, _normals
-
-    from facenormals.training.config import config_from_dict
-
     assert getattr(config_from_dict({"phases": [{"steps": 1}]}), section).weight == 0
     torch.manual_seed(3)
     net = create_model("fast", "full")
