@@ -8,6 +8,7 @@ of grey level ``level(i)`` (MJPG keeps a flat image's mean within a grey level o
 from __future__ import annotations
 
 import json
+import struct
 from pathlib import Path
 
 import cv2
@@ -39,6 +40,24 @@ def write_video(path: Path, frames: int = 12, width: int = 64, height: int = 48,
     writer.release()
     return path
 
+
+
+def write_sideways_video(path: Path, frames: list[np.ndarray], fps: float = 15.0) -> Path:
+    """An MP4 as a phone stores a portrait clip: each RGB frame turned a quarter turn clockwise, and a display matrix
+    in the track header (ISO/IEC 14496-12 ``tkhd``) that turns it back, which every player applies."""
+    height, width = frames[0].shape[:2]
+    writer = cv2.VideoWriter(str(path), cv2.VideoWriter_fourcc(*"mp4v"), fps, (height, width))
+    assert writer.isOpened(), f"OpenCV cannot write {path}"
+    for frame in frames:
+        writer.write(cv2.cvtColor(np.ascontiguousarray(np.rot90(frame, -1)), cv2.COLOR_RGB2BGR))
+    writer.release()
+    data = bytearray(path.read_bytes())
+    box = data.find(b"tkhd") - 4  # the box starts with its 4-byte size
+    assert box >= 0 and data[box + 8] == 0, f"{path}: expected one version-0 tkhd box"
+    matrix = box + 48  # size, type, version+flags, 2 times, track id, reserved, duration, 8 reserved, 4 shorts
+    data[matrix:matrix + 36] = struct.pack(">9i", 0, -0x10000, 0, 0x10000, 0, 0, 0, 0, 0x40000000)  # display: ¼ turn back
+    path.write_bytes(bytes(data))
+    return path
 
 def truncate(path: Path, fraction: float) -> Path:
     """Cut a file to ``fraction`` of its bytes, as an interrupted copy or a full disk would."""

@@ -7,10 +7,11 @@ import logging
 
 import numpy as np
 import pytest
-from media import decode_index, truncate, write_image_folder, write_video
+from media import decode_index, truncate, write_image_folder, write_sideways_video, write_video
 
 from facenormals.realtime.sources.base import SourceError, open_source, parse_spec
 from facenormals.realtime.sources.images import ImageFolderSource
+from facenormals.realtime.sources.sample import render_sample_rgb
 from facenormals.realtime.sources.video import VideoSource
 
 
@@ -42,6 +43,22 @@ def test_video_is_rgb_not_bgr(tmp_path):
         rgb = next(iter(source)).rgb
     assert rgb[..., 0].mean() > 200 and rgb[..., 2].mean() < 40
 
+
+
+def test_a_phone_video_stored_sideways_is_read_upright(tmp_path):
+    # phones store portrait clips as landscape frames plus a display rotation; a face lying on its side would go
+    # through detection, the fit and the network a quarter turn off
+    upright = [render_sample_rgb(i, 240, 320) for i in range(0, 8, 2)]  # portrait frames of the sample's real face
+    path = write_sideways_video(tmp_path / "portrait.mp4", upright)
+    with open_source(f"video:{path}") as source:
+        assert source.size == (240, 320)
+        frames = [f.rgb for f in source]
+    assert len(frames) == len(upright)
+    for got, want in zip(frames, upright, strict=True):
+        assert got.shape == want.shape
+        error = np.abs(got.astype(np.int16) - want).mean()
+        assert error < 8, f"mean error {error:.1f} grey levels against the upright frame"
+        assert np.abs(np.rot90(got, 2).astype(np.int16) - want).mean() > 5 * error  # upright, not upside down
 
 def test_truncated_video_ends_cleanly_with_a_warning(tmp_path, caplog):
     path = truncate(write_video(tmp_path / "cut.avi", frames=20), 0.7)  # 0.5 would cut into the AVI header

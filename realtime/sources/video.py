@@ -25,6 +25,8 @@ class VideoSource(Source):
         if not self.path.is_file():
             raise SourceError(f"{self.path}: video file not found")
         self._cap = cv2.VideoCapture(str(self.path), cv2.CAP_FFMPEG)
+        # a phone's portrait clip is stored sideways with a display rotation: frames (and the size below) upright
+        self._cap.set(cv2.CAP_PROP_ORIENTATION_AUTO, 1)
         if not self._cap.isOpened():
             self._cap.release()
             raise SourceError(f"{self.path}: OpenCV cannot open this video (damaged, or a codec FFmpeg lacks)")
