@@ -244,14 +244,28 @@ def hud_lines(result: FrameResult, fps: float, backend: str, dropped: int, netwo
     return lines
 
 
+HUD_FONT = cv2.FONT_HERSHEY_SIMPLEX
+HUD_MARGIN_PX = 8
+
+
+def hud_scale(width: int, lines: list[str]) -> float:
+    """The HUD's font scale: grows with the image width, and shrinks further so the widest line fits (a phone's
+    portrait clip is narrow)."""
+    scale = max(0.4, min(0.7, width / 1100.0))
+    widest = max((cv2.getTextSize(text, HUD_FONT, 1.0, 1)[0][0] for text in lines), default=0)
+    if widest > 0:
+        scale = min(scale, 0.9 * (width - 2 * HUD_MARGIN_PX) / widest)  # glyphs do not scale exactly linearly
+    return max(scale, 0.2)
+
+
 def draw_hud(image: np.ndarray, lines: list[str]) -> np.ndarray:
     """Text lines at the top-left on a dark band, scaled to the image width."""
-    scale = max(0.4, min(0.7, image.shape[1] / 1100.0))
+    scale = hud_scale(image.shape[1], lines)
     line_h = int(26 * scale / 0.6)
     band = image[: line_h * len(lines) + 8, : min(image.shape[1], int(720 * scale / 0.6))]
     band //= 3  # darken in place: cheaper than a blended rectangle
     for i, text in enumerate(lines):
-        cv2.putText(image, text, (8, line_h * (i + 1)), cv2.FONT_HERSHEY_SIMPLEX, scale, (255, 255, 255), 1, cv2.LINE_AA)
+        cv2.putText(image, text, (HUD_MARGIN_PX, line_h * (i + 1)), HUD_FONT, scale, (255, 255, 255), 1, cv2.LINE_AA)
     return image
 
 
