@@ -1,4 +1,5 @@
-"""Distillation (issue 15): a student follows a frozen teacher's normals on every step with an image."""
+"""Distillation (issue 15): a student follows a frozen teacher's normals on every step with an image, or only on
+the real photos."""
 
 from __future__ import annotations
 
@@ -77,6 +78,27 @@ def test_normal_only_steps_and_a_teacher_equal_to_the_student(tmp_path):
     assert "distill" not in losses(StepKind.NORMAL_TO_NORMAL, _batch())[1]  # no image: nothing to distil
     assert float(losses(StepKind.IMAGE_TO_NORMAL_AND_IMAGE, _batch())[1]["distill"]) < 1e-5
 
+
+
+def test_real_photos_only_distils_the_image_only_steps(tmp_path):
+    """With ``real_photos_only`` the unlabelled real photos (image→image steps) follow the teacher and the labelled
+    steps keep their plain loss, in the trainer's config as in the step."""
+    teacher_net = _moved(create_model("fast", "full", prior="residual"), 1)
+    path = tmp_path / "teacher.safetensors"
+    save_checkpoint(teacher_net, path, inference_only=True)
+    student = _moved(create_model("fast", "no-normal-encoder", prior="residual"), 2)
+    section = config_from_dict({"phases": [{"steps": 1}],
+                                "distill": {"teacher": str(path), "weight": 2.0, "real_photos_only": True}}).distill
+    teacher = load_teacher(section, student.cfg, torch.device("cpu"))
+    losses = StepLosses(student, teacher=teacher, distill_weight=section.weight, distill_real_only=section.real_photos_only)
+    batch = _batch()
+    labelled_loss, labelled_terms = losses(StepKind.IMAGE_TO_NORMAL_AND_IMAGE, batch)
+    plain_loss, plain_terms = StepLosses(student)(StepKind.IMAGE_TO_NORMAL_AND_IMAGE, batch)
+    assert labelled_terms.keys() == plain_terms.keys()
+    assert float(labelled_loss) == pytest.approx(float(plain_loss), rel=1e-6)
+    real_loss, real_terms = losses(StepKind.IMAGE_TO_IMAGE, batch)
+    assert float(real_terms["distill"]) > 1e-3
+    assert float(real_loss) == pytest.approx(float(real_terms["i2i"]) + 2.0 * float(real_terms["distill"]), rel=1e-4)
 
 def test_teacher_must_take_the_students_input(tmp_path):
     rgb = tmp_path / "rgb.safetensors"

@@ -5,6 +5,10 @@ knows more than the labels say, above all about real faces — the image-only re
 there the teacher's output is the only normal target there is. Every step with an image (paired and image-only)
 adds the masked cosine distance between the student's image→normal output and the teacher's, on the same input.
 
+With ``real_photos_only`` only the image-only steps do: a network continued from the shipped weights keeps their
+behaviour on real faces (the one thing no label says is right or wrong) while the renders' labels train it freely —
+the real-photo anchor (:mod:`facenormals.training.anchor`) instead pulls real photos to the coarse face.
+
 Configured by ``[distill]`` in the training TOML (``teacher`` = a checkpoint, full or inference-only, with the
 student's input; ``weight``); off (``weight = 0``) by default. Costs one teacher forward (no gradient) per image step,
 and on image-only steps without the anchor one student image→normal forward.
@@ -26,6 +30,9 @@ from facenormals.training.losses import masked_cosine_distance
 class DistillSection:
     teacher: str | None = None  # checkpoint whose image→normal output the student follows
     weight: float = 0.0
+    # only the image-only steps (the unlabelled real photos) follow the teacher: what it does on real faces is kept
+    # while the labelled renders teach the rest
+    real_photos_only: bool = False
 
     def __post_init__(self) -> None:
         if not self.weight >= 0.0:

@@ -76,8 +76,9 @@ class StepLosses(nn.Module):
     (:mod:`facenormals.training.consistency`) as ``cons``.
     ``anchor`` (optional, weight > 0): image-only steps with a coarse face add the real-photo anchor
     (:mod:`facenormals.training.anchor`) as ``anchor``.
-    ``teacher`` (optional, with ``distill_weight`` > 0): every step with an image adds the distance to the frozen
-    teacher's normals (:mod:`facenormals.training.distill`) as ``distill``.
+    ``teacher`` (optional, with ``distill_weight`` > 0): every step with an image (only image→image steps, the real
+    photos, with ``distill_real_only``) adds the distance to the frozen teacher's normals
+    (:mod:`facenormals.training.distill`) as ``distill``.
     ``shading`` (optional, weight > 0): image-only steps add the shape-from-shading term
     (:mod:`facenormals.training.shading`) as ``shading``, from the anchor's image→normal forward.
     ``detail`` (optional, weight > 0): image→normal steps add the high-pass term
@@ -89,7 +90,8 @@ class StepLosses(nn.Module):
     def __init__(self, net: CrossModalNet, consistency: ConsistencySection | None = None,
                  anchor: AnchorSection | None = None, teacher: ImageToNormal | None = None,
                  distill_weight: float = 0.0, shading: ShadingSection | None = None,
-                 detail: DetailSection | None = None, angle: AngleSection | None = None) -> None:
+                 detail: DetailSection | None = None, angle: AngleSection | None = None,
+                 distill_real_only: bool = False) -> None:
         super().__init__()
         self.net = net
         self.consistency = consistency if consistency is not None and consistency.weight > 0 else None
@@ -97,17 +99,19 @@ class StepLosses(nn.Module):
         # a tuple: the frozen teacher is neither a submodule (state dict, DDP) nor trained
         self._teacher = (teacher,) if teacher is not None and distill_weight > 0 else ()
         self.distill_weight = distill_weight
+        self.distill_real_only = distill_real_only
         self.shading = shading if shading is not None and shading.weight > 0 else None
         self.detail = detail if detail is not None and detail.weight > 0 else None
         self.angle = angle if angle is not None and angle.weight > 0 else None
 
     def forward(self, kind: StepKind, batch: dict[str, torch.Tensor]) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
         loss, terms, normals = self._paper_step(kind, batch)
-        if kind is StepKind.NORMAL_TO_NORMAL or (self.consistency is None and not self._teacher):
+        distil = bool(self._teacher) and (kind is StepKind.IMAGE_TO_IMAGE or not self.distill_real_only)
+        if kind is StepKind.NORMAL_TO_NORMAL or (self.consistency is None and not distil):
             return loss, terms
         if normals is None:  # image→image: no normal output to reuse
             normals = self.net.image_to_normal(image_input(batch))
-        if self._teacher:
+        if distil:
             term = distill_loss(normals, self._teacher[0], image_input(batch), batch["mask"])
             loss, terms = loss + self.distill_weight * term, {**terms, "distill": term.detach()}
         if self.consistency is None:

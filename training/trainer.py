@@ -178,7 +178,7 @@ def train(cfg: TrainConfig, info: ddp.DistInfo | None = None) -> TrainResult:
               f"{len(val_samples)} validation images, resuming at step {progress.step}/{cfg.total_steps}", flush=True)
     teacher = load_teacher(cfg.distill, model.cfg, device)
     wrapped = ddp.wrap(StepLosses(model, cfg.consistency, cfg.anchor, teacher, cfg.distill.weight, cfg.shading,
-                                     cfg.detail, cfg.angle), info)
+                                     cfg.detail, cfg.angle, cfg.distill.real_photos_only), info)
     model.train()
 
     log = ScalarLog(run_dir, progress.step) if info.is_main else None
