@@ -41,7 +41,6 @@ def write_video(path: Path, frames: int = 12, width: int = 64, height: int = 48,
     return path
 
 
-
 def write_sideways_video(path: Path, frames: list[np.ndarray], fps: float = 15.0) -> Path:
     """An MP4 as a phone stores a portrait clip: each RGB frame turned a quarter turn clockwise, and a display matrix
     in the track header (ISO/IEC 14496-12 ``tkhd``) that turns it back, which every player applies."""
@@ -58,6 +57,7 @@ def write_sideways_video(path: Path, frames: list[np.ndarray], fps: float = 15.0
     data[matrix:matrix + 36] = struct.pack(">9i", 0, -0x10000, 0, 0x10000, 0, 0, 0, 0, 0x40000000)  # display: ¼ turn back
     path.write_bytes(bytes(data))
     return path
+
 
 def truncate(path: Path, fraction: float) -> Path:
     """Cut a file to ``fraction`` of its bytes, as an interrupted copy or a full disk would."""
