@@ -79,7 +79,6 @@ def test_normal_only_steps_and_a_teacher_equal_to_the_student(tmp_path):
     assert float(losses(StepKind.IMAGE_TO_NORMAL_AND_IMAGE, _batch())[1]["distill"]) < 1e-5
 
 
-
 def test_real_photos_only_distils_the_image_only_steps(tmp_path):
     """With ``real_photos_only`` the unlabelled real photos (image→image steps) follow the teacher and the labelled
     steps keep their plain loss, in the trainer's config as in the step."""
@@ -99,6 +98,7 @@ def test_real_photos_only_distils_the_image_only_steps(tmp_path):
     real_loss, real_terms = losses(StepKind.IMAGE_TO_IMAGE, batch)
     assert float(real_terms["distill"]) > 1e-3
     assert float(real_loss) == pytest.approx(float(real_terms["i2i"]) + 2.0 * float(real_terms["distill"]), rel=1e-4)
+
 
 def test_teacher_must_take_the_students_input(tmp_path):
     rgb = tmp_path / "rgb.safetensors"

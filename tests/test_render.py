@@ -111,7 +111,6 @@ def test_hud_is_drawn(result):
     assert "keyframe network after its frame 11.2 ms" in deferred[2]
 
 
-
 @pytest.mark.parametrize("width", [240, 360, 1280])
 def test_hud_fits_a_narrow_frame(result, width):
     # a phone's portrait clip: every line inside the frame, none cut at its right edge
@@ -119,6 +118,7 @@ def test_hud_fits_a_narrow_frame(result, width):
     image = render.draw_hud(np.zeros((200, width, 3), np.uint8), lines)
     text_columns = np.flatnonzero(image.any(axis=(0, 2)))
     assert text_columns.size and text_columns.max() < width - render.HUD_MARGIN_PX // 2
+
 
 def test_view_registry(monkeypatch, result):
     with pytest.raises(ValueError, match=r"unknown view 'nope'.*normals"):

@@ -44,7 +44,6 @@ def test_video_is_rgb_not_bgr(tmp_path):
     assert rgb[..., 0].mean() > 200 and rgb[..., 2].mean() < 40
 
 
-
 def test_a_phone_video_stored_sideways_is_read_upright(tmp_path):
     # phones store portrait clips as landscape frames plus a display rotation; a face lying on its side would go
     # through detection, the fit and the network a quarter turn off
@@ -59,6 +58,7 @@ def test_a_phone_video_stored_sideways_is_read_upright(tmp_path):
         error = np.abs(got.astype(np.int16) - want).mean()
         assert error < 8, f"mean error {error:.1f} grey levels against the upright frame"
         assert np.abs(np.rot90(got, 2).astype(np.int16) - want).mean() > 5 * error  # upright, not upside down
+
 
 def test_truncated_video_ends_cleanly_with_a_warning(tmp_path, caplog):
     path = truncate(write_video(tmp_path / "cut.avi", frames=20), 0.7)  # 0.5 would cut into the AVI header
