@@ -9,6 +9,7 @@ import pytest
 import torch
 
 from facenormals.checkpoint import save_checkpoint
+from facenormals.mirror_average import mirror_averaged
 from facenormals.model import create_model
 from facenormals.training.config import config_from_dict, load_config
 from facenormals.training.distill import DistillSection, load_teacher
@@ -98,6 +99,27 @@ def test_real_photos_only_distils_the_image_only_steps(tmp_path):
     real_loss, real_terms = losses(StepKind.IMAGE_TO_IMAGE, batch)
     assert float(real_terms["distill"]) > 1e-3
     assert float(real_loss) == pytest.approx(float(real_terms["i2i"]) + 2.0 * float(real_terms["distill"]), rel=1e-4)
+
+
+def test_a_mirrored_teacher_answers_as_the_api(tmp_path):
+    """With ``mirror`` the target is the teacher's mirror-averaged output, exactly the API's (numpy) mirror pass, and
+    not its one pass."""
+    teacher_net = _moved(create_model("fast", "full", prior="residual"), 5)
+    path = tmp_path / "teacher.safetensors"
+    save_checkpoint(teacher_net, path, inference_only=True)
+    student = create_model("lite", "full", prior="residual")
+    section = config_from_dict({"phases": [{"steps": 1}],
+                                "distill": {"teacher": str(path), "weight": 1.0, "mirror": True}}).distill
+    teacher = load_teacher(section, student.cfg, torch.device("cpu"))
+    one_pass = load_teacher(DistillSection(teacher=str(path), weight=1.0), student.cfg, torch.device("cpu"))
+    inputs = image_input(_batch())
+    with torch.no_grad():
+        target = teacher(inputs).numpy()
+        single = one_pass(inputs).numpy()
+    api = mirror_averaged(lambda batch: one_pass(torch.from_numpy(batch)).detach().numpy())(inputs.numpy())
+    assert abs(target - api).max() < 1e-5
+    assert abs(target - single).max() > 1e-2
+    assert all(not p.requires_grad for p in teacher.parameters())
 
 
 def test_teacher_must_take_the_students_input(tmp_path):

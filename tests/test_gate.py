@@ -46,6 +46,29 @@ def test_scores_equal_eval_and_the_cache_is_reused(setup: dict[str, Path]):
     assert list(setup["cache"].glob("*.npy")) == entries  # drawn once
 
 
+def test_one_pass_per_crop_scores_as_eval_without_the_mirror(setup: dict[str, Path], tmp_path: Path):
+    """``--no-mirror`` (the live loop's model): eval's one-pass numbers, the reference cached apart from its mirror
+    pass's."""
+    cache = tmp_path / "cache"
+    moved = []
+    for seed in (4, 5):  # networks that add to their coarse face (a fresh one returns it, mirror or not)
+        torch.manual_seed(seed)
+        model = create_model("lite", "full", prior="residual", prior_source="ict-blend")
+        with torch.no_grad():
+            model.normal_decoder.last.weight.normal_(std=0.2)
+        save_checkpoint(model, tmp_path / f"moved{seed}.safetensors")
+        moved.append(tmp_path / f"moved{seed}.safetensors")
+    reference, candidate = moved
+    mirrored = gate.run_gate([candidate], reference, [setup["set"]], cache)
+    single = gate.run_gate([candidate], reference, [setup["set"]], cache, mirror=False)
+    eval_scores = evaluate_predictor(load_predictor(candidate, mirror=False), paired_samples(setup["set"])).per_image_deg
+    gated = single["candidates"][str(candidate)]["sets"]["val_ellipsoids"]["per_image"]
+    assert all(abs(gated[n] - eval_scores[n]) < 1e-4 for n in eval_scores)
+    assert single["reference_per_image"] != mirrored["reference_per_image"]
+    assert len(list(cache.glob("val_ellipsoids-*-reference-*.json"))) == 2
+    assert "one pass per crop" in gate.format_report(single)
+
+
 def test_a_copy_of_the_reference_does_not_pass(setup: dict[str, Path], tmp_path: Path, capsys):
     copy = tmp_path / "copy.safetensors"
     copy.write_bytes(setup["reference"].read_bytes())

@@ -9,9 +9,14 @@ With ``real_photos_only`` only the image-only steps do: a network continued from
 behaviour on real faces (the one thing no label says is right or wrong) while the renders' labels train it freely —
 the real-photo anchor (:mod:`facenormals.training.anchor`) instead pulls real photos to the coarse face.
 
+With ``mirror`` the target is the teacher's mirror-averaged output (:mod:`facenormals.mirror_average`: the teacher
+on the crop and on its mirror image, averaged), what the API and ``facenormals eval`` get from it: better than its
+one pass on every validation set. The live loop runs its network once a frame, never mirrored, so a live student
+learns the averaged teacher's answer for the price of one pass.
+
 Configured by ``[distill]`` in the training TOML (``teacher`` = a checkpoint, full or inference-only, with the
-student's input; ``weight``); off (``weight = 0``) by default. Costs one teacher forward (no gradient) per image step,
-and on image-only steps without the anchor one student image→normal forward.
+student's input; ``weight``; ``mirror``); off (``weight = 0``) by default. Costs one teacher forward (no gradient) per
+image step (two with ``mirror``), and on image-only steps without the anchor one student image→normal forward.
 """
 
 from __future__ import annotations
@@ -22,6 +27,7 @@ from pathlib import Path
 import torch
 
 from facenormals.checkpoint import load_image_to_normal
+from facenormals.mirror_average import NORMAL_X_CHANNEL
 from facenormals.model import ImageToNormal, ModelCfg
 from facenormals.training.losses import masked_cosine_distance
 
@@ -33,6 +39,7 @@ class DistillSection:
     # only the image-only steps (the unlabelled real photos) follow the teacher: what it does on real faces is kept
     # while the labelled renders teach the rest
     real_photos_only: bool = False
+    mirror: bool = False  # the target is the teacher's mirror-averaged output (the API's), not its one pass
 
     def __post_init__(self) -> None:
         if not self.weight >= 0.0:
@@ -41,8 +48,26 @@ class DistillSection:
             raise ValueError("distill.weight > 0 needs distill.teacher (a checkpoint)")
 
 
-def load_teacher(section: DistillSection, student: ModelCfg, device: torch.device) -> ImageToNormal | None:
-    """The frozen teacher (eval mode, no gradients), or None when distillation is off."""
+class MirrorAveragedTeacher(torch.nn.Module):
+    """A teacher answering with the mean of its normals on the input and on the input's mirror image (brought back:
+    columns flipped, x negated), renormalised — :func:`facenormals.mirror_average.mirror_averaged` in torch."""
+
+    def __init__(self, teacher: ImageToNormal) -> None:
+        super().__init__()
+        self.teacher = teacher
+
+    def forward(self, inputs: torch.Tensor) -> torch.Tensor:
+        mirrored = inputs.flip(-1)
+        if mirrored.shape[1] > NORMAL_X_CHANNEL:  # the coarse face's normals turn with the crop
+            mirrored[:, NORMAL_X_CHANNEL] = -mirrored[:, NORMAL_X_CHANNEL]
+        back = self.teacher(mirrored).flip(-1)
+        back = torch.cat([-back[:, :1], back[:, 1:]], dim=1)
+        return torch.nn.functional.normalize(self.teacher(inputs) + back, dim=1)
+
+
+def load_teacher(section: DistillSection, student: ModelCfg, device: torch.device) -> torch.nn.Module | None:
+    """The frozen teacher (eval mode, no gradients; mirror-averaged with ``section.mirror``), or None when
+    distillation is off."""
     if section.weight <= 0:
         return None
     if not Path(section.teacher).is_file():
@@ -55,10 +80,10 @@ def load_teacher(section: DistillSection, student: ModelCfg, device: torch.devic
                          f"{student.prior_source!r}")
     for parameter in teacher.parameters():
         parameter.requires_grad_(False)
-    return teacher
+    return MirrorAveragedTeacher(teacher).eval() if section.mirror else teacher
 
 
-def distill_loss(student_normals: torch.Tensor, teacher: ImageToNormal, image: torch.Tensor,
+def distill_loss(student_normals: torch.Tensor, teacher: torch.nn.Module, image: torch.Tensor,
                  mask: torch.Tensor) -> torch.Tensor:
     """Masked cosine distance from the student's normals to the frozen teacher's on the same input."""
     with torch.no_grad():

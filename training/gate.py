@@ -9,7 +9,8 @@ costs only the network: ~4× faster per candidate than ``eval`` on these 2 cores
 cached too (keyed by its file's hash, the set's coarse faces and the package's code), so a repeated gate scores only
 its candidates. A gate decides on hundredths of a degree on one real face, so it reports each candidate's per-crop
 difference from the reference with its standard error and the share of crops it improves, not only the set means.
-Verdict: ``pass`` when the candidate's mean is lower on every set.
+Verdict: ``pass`` when the candidate's mean is lower on every set. ``--no-mirror`` scores one network pass per crop
+instead, as the live loop runs its model (``facenormals eval --no-mirror``): the gate of the live loop's model.
 """
 
 from __future__ import annotations
@@ -130,13 +131,14 @@ def cached_score(run: Callable[[np.ndarray], np.ndarray], inputs: np.ndarray, sa
     return scores
 
 
-def network(path: Path) -> tuple[Callable[[np.ndarray], np.ndarray], str, int]:
-    """(the mirror-averaged image→normal network of a model file, its prior source, its input side)."""
+def network(path: Path, mirror: bool = True) -> tuple[Callable[[np.ndarray], np.ndarray], str, int]:
+    """(the image→normal network of a model file, mirror-averaged unless ``mirror`` is off; its prior source; its
+    input side)."""
     module = load_image_to_normal(check_model_file(path, "model"))
     source = module.cfg.input_prior
     if source is None:
         raise ValueError(f"{path}: an RGB model; the gate compares prior models (the campaign's)")
-    return torch_network(module), source, int(module.cfg.input_size)
+    return torch_network(module, mirror), source, int(module.cfg.input_size)
 
 
 def score(run: Callable[[np.ndarray], np.ndarray], inputs: np.ndarray, samples: list[SampleFiles],
@@ -155,16 +157,17 @@ def score(run: Callable[[np.ndarray], np.ndarray], inputs: np.ndarray, samples: 
     return evaluate_predictor(cached, samples, label=label).per_image_deg
 
 
-def run_gate(candidates: list[Path], reference: Path, sets: list[Path], cache: Path) -> dict:
-    """Score the reference and every candidate on every set → a JSON-ready report with per-crop errors."""
-    models = {path: network(path) for path in (reference, *candidates)}
+def run_gate(candidates: list[Path], reference: Path, sets: list[Path], cache: Path, mirror: bool = True) -> dict:
+    """Score the reference and every candidate on every set → a JSON-ready report with per-crop errors; ``mirror``
+    off: one network pass per crop (the live loop's)."""
+    models = {path: network(path, mirror) for path in (reference, *candidates)}
     sources = {source for _, source, _ in models.values()}
     if len(sources) != 1:
         raise ValueError(f"the models draw different coarse faces {sorted(sources)}; the gate compares like with like")
     source = sources.pop()
     sides = {side for _, _, side in models.values()}
-    report: dict = {"reference": str(reference), "sets": {}, "candidates": {}}
-    reference_id = f"{file_sha256(reference)[:16]}-{_package_fingerprint()}"
+    report: dict = {"reference": str(reference), "mirror": mirror, "sets": {}, "candidates": {}}
+    reference_id = f"{file_sha256(reference)[:16]}-{_package_fingerprint()}{'' if mirror else '-single'}"
     per_set: dict[str, dict[Path, dict[str, float]]] = {}
     for folder in sets:
         samples = paired_samples(folder)
@@ -193,7 +196,7 @@ def run_gate(candidates: list[Path], reference: Path, sets: list[Path], cache: P
 
 def format_report(report: dict) -> str:
     """A table: per set, the reference's mean and each candidate's mean, Δ ± SE and share of crops improved."""
-    lines = [f"reference {report['reference']}"]
+    lines = [f"reference {report['reference']}" + ("" if report.get("mirror", True) else " (one pass per crop)")]
     for name, info in report["sets"].items():
         lines.append(f"  {name:<14} {info['images']:>4} crops  reference {info['reference_deg']:.3f}°")
     for path, result in report["candidates"].items():
@@ -212,12 +215,14 @@ def main(argv: list[str] | None = None) -> int:
                         help="the model to beat: a file or a shipped model's name (default: the shipped default)")
     parser.add_argument("--cache", type=Path, default=DEFAULT_CACHE, help=f"coarse-face cache (default {DEFAULT_CACHE})")
     parser.add_argument("--json", type=Path, default=None, help="write the report, per-crop errors included")
+    parser.add_argument("--no-mirror", action="store_true",
+                        help="one network pass per crop, as the live loop runs (default: the mirror pass, as the API)")
     args = parser.parse_args(argv)
     from facenormals.zoo import resolve_model
 
     reference = resolve_model(args.reference)
     try:
-        report = run_gate(list(args.candidates), reference, list(args.data), args.cache)
+        report = run_gate(list(args.candidates), reference, list(args.data), args.cache, mirror=not args.no_mirror)
     except (ValueError, FileNotFoundError) as err:
         print(f"error: {err}", file=sys.stderr)
         return 2

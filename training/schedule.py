@@ -24,7 +24,7 @@ import enum
 import torch
 from torch import nn
 
-from facenormals.model import VARIANTS, CrossModalNet, ImageToNormal
+from facenormals.model import VARIANTS, CrossModalNet
 from facenormals.training.anchor import AnchorSection, anchor_loss
 from facenormals.training.angle_loss import AngleSection, masked_mean_angle
 from facenormals.training.consistency import ConsistencySection, consistency_loss, draw_view, second_view_input
@@ -88,7 +88,7 @@ class StepLosses(nn.Module):
     """
 
     def __init__(self, net: CrossModalNet, consistency: ConsistencySection | None = None,
-                 anchor: AnchorSection | None = None, teacher: ImageToNormal | None = None,
+                 anchor: AnchorSection | None = None, teacher: nn.Module | None = None,
                  distill_weight: float = 0.0, shading: ShadingSection | None = None,
                  detail: DetailSection | None = None, angle: AngleSection | None = None,
                  distill_real_only: bool = False) -> None:
