@@ -53,18 +53,19 @@ REGISTRY: dict[str, ShippedModel] = {m.name: m for m in (
              "of an ICT-FaceKit face fitted to MediaPipe's landmarks, averaged with MediaPipe's mesh"),
     ShippedModel(
         "lite-prior", "lite-prior.safetensors",
-        "d9ee8922761450fd717b397c0b6275ec22569ab4f21bc6c2788d0cf5f806244b",
+        "a72e4f97cd8f743eaf5d7e92f1f17a1946371113a48c9d50d6e02eb806599162",
         in_chans=7, prior_source="ict-blend", input_size=256,
         int8_file="lite-prior.int8.onnx",
-        int8_sha256="5b6e251d4b0ced8b4748d8016493d85fe0f58ea62d9dcbd199ab288c411fcc08",
-        accuracy_deg={"val_ict_v2": 13.67, "val_james": 10.13, "val_profile": 14.36, "val_ict_v5": 14.59},
+        int8_sha256="71079fccb164cb9b82f8f4ab235d2304b9f7fbecc7fd155067ce1df7e03e581e",
+        accuracy_deg={"val_ict_v2": 13.66, "val_james": 10.10, "val_profile": 14.25, "val_ict_v5": 14.58},
         speed_ms={"ort-cpu-fp32": 33.0, "ort-cpu-int8": 18.7},
         note="the live loop's default (LIVE_PREFERENCE): the lite network (half-width encoders, 0.84 GMAC) pruned "
              "from fast-prior and distilled from it (run lite_e1, session 14); session 26: 0.5 of run lite_e3's "
              "snapshot mean 1 500–2 000 (distilled from fast-prior's weights under the new landmark points) + 0.5 "
              "of lite_e1's; session 33: 0.5 of run lite_e7's snapshot mean 1 500–2 000 (distilled from the shipped "
              "fast-prior under the landmark expression map, paired ICT 0.5 / real frames 0.35) + 0.5 of those; "
-             "same coarse face and input"),
+             "session 37: 0.5 of run lite_e12's snapshot mean 1 500–2 000 (distilled from the shipped fast-prior's "
+             "mirror pass at weight 30, two legs: lite_e11, lite_e12) + 0.5 of those; same coarse face and input"),
     ShippedModel(
         "fast", "fast.safetensors",
         "df11c2317602ddf490180faee7e42c93c0dd5ee8bda65cd25b250c97d1519567",
