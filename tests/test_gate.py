@@ -19,9 +19,14 @@ from facenormals.training.evaluation import evaluate_predictor, load_predictor, 
 from tests.synthetic import write_ellipsoids
 
 
-def _prior_model(path: Path, seed: int) -> Path:
+def _prior_model(path: Path, seed: int, moved: bool = False) -> Path:
+    """A lite prior model; ``moved``: one that adds to its coarse face (a fresh one returns it, mirror or not)."""
     torch.manual_seed(seed)
-    save_checkpoint(create_model("lite", "full", prior="residual", prior_source="ict-blend"), path)
+    model = create_model("lite", "full", prior="residual", prior_source="ict-blend")
+    if moved:
+        with torch.no_grad():
+            model.normal_decoder.last.weight.normal_(std=0.2)
+    save_checkpoint(model, path)
     return path
 
 
@@ -50,15 +55,7 @@ def test_one_pass_per_crop_scores_as_eval_without_the_mirror(setup: dict[str, Pa
     """``--no-mirror`` (the live loop's model): eval's one-pass numbers, the reference cached apart from its mirror
     pass's."""
     cache = tmp_path / "cache"
-    moved = []
-    for seed in (4, 5):  # networks that add to their coarse face (a fresh one returns it, mirror or not)
-        torch.manual_seed(seed)
-        model = create_model("lite", "full", prior="residual", prior_source="ict-blend")
-        with torch.no_grad():
-            model.normal_decoder.last.weight.normal_(std=0.2)
-        save_checkpoint(model, tmp_path / f"moved{seed}.safetensors")
-        moved.append(tmp_path / f"moved{seed}.safetensors")
-    reference, candidate = moved
+    reference, candidate = (_prior_model(tmp_path / f"moved{seed}.safetensors", seed, moved=True) for seed in (4, 5))
     mirrored = gate.run_gate([candidate], reference, [setup["set"]], cache)
     single = gate.run_gate([candidate], reference, [setup["set"]], cache, mirror=False)
     eval_scores = evaluate_predictor(load_predictor(candidate, mirror=False), paired_samples(setup["set"])).per_image_deg
