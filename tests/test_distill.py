@@ -122,6 +122,34 @@ def test_a_mirrored_teacher_answers_as_the_api(tmp_path):
     assert all(not p.requires_grad for p in teacher.parameters())
 
 
+def test_a_list_of_teachers_answers_with_their_renormalised_mean(tmp_path):
+    """A TOML list of teachers is their ensemble: each member's (mirror-averaged) normals summed with their weights
+    and renormalised, which is neither member's answer."""
+    paths = []
+    for seed in (5, 6):
+        paths.append(tmp_path / f"teacher{seed}.safetensors")
+        save_checkpoint(_moved(create_model("fast", "full", prior="residual"), seed), paths[-1], inference_only=True)
+    student = create_model("lite", "full", prior="residual")
+    section = config_from_dict({"phases": [{"steps": 1}], "distill": {
+        "teacher": [str(p) for p in paths], "teacher_weights": [1.0, 2.5], "weight": 1.0, "mirror": True}}).distill
+    ensemble = load_teacher(section, student.cfg, torch.device("cpu"))
+    members = [load_teacher(DistillSection(teacher=str(p), weight=1.0, mirror=True), student.cfg, torch.device("cpu"))
+               for p in paths]
+    inputs = image_input(_batch())
+    with torch.no_grad():
+        target = ensemble(inputs)
+        answers = [member(inputs) for member in members]
+    expected = torch.nn.functional.normalize(answers[0] + 2.5 * answers[1], dim=1)
+    assert (target - expected).abs().max() < 1e-5
+    assert min((target - answer).abs().max() for answer in answers) > 1e-2
+    assert all(not p.requires_grad for p in ensemble.parameters())
+    with pytest.raises(ValueError, match=r"one weight > 0 per teacher \(2\), got \[1\.0\]"):
+        DistillSection(teacher=tuple(str(p) for p in paths), teacher_weights=(1.0,), weight=1.0)
+    with pytest.raises(FileNotFoundError, match=r"distill\.teacher not found: .*none"):
+        load_teacher(DistillSection(teacher=(str(paths[0]), str(tmp_path / "none.safetensors")), weight=1.0),
+                     student.cfg, torch.device("cpu"))
+
+
 def test_teacher_must_take_the_students_input(tmp_path):
     rgb = tmp_path / "rgb.safetensors"
     save_checkpoint(create_model("fast"), rgb)
