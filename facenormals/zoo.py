@@ -53,11 +53,11 @@ REGISTRY: dict[str, ShippedModel] = {m.name: m for m in (
              "of an ICT-FaceKit face fitted to MediaPipe's landmarks, averaged with MediaPipe's mesh"),
     ShippedModel(
         "lite-prior", "lite-prior.safetensors",
-        "a72e4f97cd8f743eaf5d7e92f1f17a1946371113a48c9d50d6e02eb806599162",
+        "901830ac52f035c64dded697df3f8b1d25e684adca59628c4d66c323dcc48a89",
         in_chans=7, prior_source="ict-blend", input_size=256,
         int8_file="lite-prior.int8.onnx",
-        int8_sha256="71079fccb164cb9b82f8f4ab235d2304b9f7fbecc7fd155067ce1df7e03e581e",
-        accuracy_deg={"val_ict_v2": 13.66, "val_james": 10.10, "val_profile": 14.25, "val_ict_v5": 14.58},
+        int8_sha256="fb83dfec2e3b4b05091ade3d318e54638ec68938c2a706d1a632119087032959",
+        accuracy_deg={"val_ict_v2": 13.63, "val_james": 10.09, "val_profile": 14.08, "val_ict_v5": 14.55},
         speed_ms={"ort-cpu-fp32": 33.0, "ort-cpu-int8": 18.7},
         note="the live loop's default (LIVE_PREFERENCE): the lite network (half-width encoders, 0.84 GMAC) pruned "
              "from fast-prior and distilled from it (run lite_e1, session 14); session 26: 0.5 of run lite_e3's "
@@ -65,7 +65,9 @@ REGISTRY: dict[str, ShippedModel] = {m.name: m for m in (
              "of lite_e1's; session 33: 0.5 of run lite_e7's snapshot mean 1 500–2 000 (distilled from the shipped "
              "fast-prior under the landmark expression map, paired ICT 0.5 / real frames 0.35) + 0.5 of those; "
              "session 37: 0.5 of run lite_e12's snapshot mean 1 500–2 000 (distilled from the shipped fast-prior's "
-             "mirror pass at weight 30, two legs: lite_e11, lite_e12) + 0.5 of those; same coarse face and input"),
+             "mirror pass at weight 30, two legs: lite_e11, lite_e12) + 0.5 of those; session 38: 0.5 of run "
+             "lite_e14's snapshot mean 1 500–2 000 (distilled from an ensemble of three fast-prior campaign networks, "
+             "each mirrored, at weight 30; two legs: lite_e13, lite_e14) + 0.5 of those; same coarse face and input"),
     ShippedModel(
         "fast", "fast.safetensors",
         "df11c2317602ddf490180faee7e42c93c0dd5ee8bda65cd25b250c97d1519567",
