@@ -99,8 +99,18 @@ def test_file_as_an_option(recording):
     assert frames and all(f.rgb.shape == (48, 64, 3) and f.depth is not None for f in frames)
 
 
-def test_real_time_playback_is_live(recording):
-    with RealSenseSource(file=recording, real_time=True) as source:
+@pytest.fixture(scope="module")
+def long_recording(rs, tmp_path_factory):
+    """24 frames (the indices' period), three times the shared take: real-time playback drops frames when the reader
+    is slow, and a loaded machine once got none of the 8-frame take."""
+    path = tmp_path_factory.mktemp("rs") / "long_take.db3"
+    colour = [indexed_frame(i) for i in range(24)]
+    depth = [step_depth(i) for i in range(24)]
+    return record_realsense(path, colour, depth, COLOUR_K, DEPTH_K, depth_units_m=UNITS, translation_m=(TX, 0.0, 0.0))
+
+
+def test_real_time_playback_is_live(long_recording):
+    with RealSenseSource(file=long_recording, real_time=True) as source:
         assert source.live
         frames = list(source)
     indices = [decode_index(f.rgb) for f in frames]
