@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 import itertools
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -39,12 +40,17 @@ def step_depth(index: int) -> np.ndarray:
     return depth
 
 
+def _take(tmp_path_factory: pytest.TempPathFactory, frames: int) -> Path:
+    """A recording of ``frames`` indexed colour frames over the moving depth step."""
+    path = tmp_path_factory.mktemp("rs") / "take.db3"
+    colour = [indexed_frame(i) for i in range(frames)]
+    depth = [step_depth(i) for i in range(frames)]
+    return record_realsense(path, colour, depth, COLOUR_K, DEPTH_K, depth_units_m=UNITS, translation_m=(TX, 0.0, 0.0))
+
+
 @pytest.fixture(scope="module")
 def recording(rs, tmp_path_factory):
-    path = tmp_path_factory.mktemp("rs") / "take.db3"
-    colour = [indexed_frame(i) for i in range(8)]
-    depth = [step_depth(i) for i in range(8)]
-    return record_realsense(path, colour, depth, COLOUR_K, DEPTH_K, depth_units_m=UNITS, translation_m=(TX, 0.0, 0.0))
+    return _take(tmp_path_factory, 8)
 
 
 def test_playback_frames_intrinsics_and_scale(recording):
@@ -103,10 +109,7 @@ def test_file_as_an_option(recording):
 def long_recording(rs, tmp_path_factory):
     """24 frames (the indices' period), three times the shared take: real-time playback drops frames when the reader
     is slow, and a loaded machine once got none of the 8-frame take."""
-    path = tmp_path_factory.mktemp("rs") / "long_take.db3"
-    colour = [indexed_frame(i) for i in range(24)]
-    depth = [step_depth(i) for i in range(24)]
-    return record_realsense(path, colour, depth, COLOUR_K, DEPTH_K, depth_units_m=UNITS, translation_m=(TX, 0.0, 0.0))
+    return _take(tmp_path_factory, 24)
 
 
 def test_real_time_playback_is_live(long_recording):
