@@ -53,11 +53,11 @@ REGISTRY: dict[str, ShippedModel] = {m.name: m for m in (
              "of an ICT-FaceKit face fitted to MediaPipe's landmarks, averaged with MediaPipe's mesh"),
     ShippedModel(
         "lite-prior", "lite-prior.safetensors",
-        "901830ac52f035c64dded697df3f8b1d25e684adca59628c4d66c323dcc48a89",
+        "26ce02d1e9e7e93984c6908bc018a910b70343e42ec58e09a386f664fdf0136f",
         in_chans=7, prior_source="ict-blend", input_size=256,
         int8_file="lite-prior.int8.onnx",
-        int8_sha256="fb83dfec2e3b4b05091ade3d318e54638ec68938c2a706d1a632119087032959",
-        accuracy_deg={"val_ict_v2": 13.63, "val_james": 10.09, "val_profile": 14.08, "val_ict_v5": 14.55},
+        int8_sha256="9c9c1cadc896c1a6ccfde416f8d51cb004606f535a51a97c4707df18f3bafc98",
+        accuracy_deg={"val_ict_v2": 13.63, "val_james": 10.08, "val_profile": 13.96, "val_ict_v5": 14.53},
         speed_ms={"ort-cpu-fp32": 33.0, "ort-cpu-int8": 18.7},
         note="the live loop's default (LIVE_PREFERENCE): the lite network (half-width encoders, 0.84 GMAC) pruned "
              "from fast-prior and distilled from it (run lite_e1, session 14); session 26: 0.5 of run lite_e3's "
@@ -67,7 +67,9 @@ REGISTRY: dict[str, ShippedModel] = {m.name: m for m in (
              "session 37: 0.5 of run lite_e12's snapshot mean 1 500–2 000 (distilled from the shipped fast-prior's "
              "mirror pass at weight 30, two legs: lite_e11, lite_e12) + 0.5 of those; session 38: 0.5 of run "
              "lite_e14's snapshot mean 1 500–2 000 (distilled from an ensemble of three fast-prior campaign networks, "
-             "each mirrored, at weight 30; two legs: lite_e13, lite_e14) + 0.5 of those; same coarse face and input"),
+             "each mirrored, at weight 30; two legs: lite_e13, lite_e14) + 0.5 of those; session 39: 0.5 of run "
+             "lite_e15's snapshot mean 1 500–2 000 (a third leg on that ensemble) + 0.5 of those; same coarse face "
+             "and input"),
     ShippedModel(
         "fast", "fast.safetensors",
         "df11c2317602ddf490180faee7e42c93c0dd5ee8bda65cd25b250c97d1519567",
