@@ -41,16 +41,16 @@ class ShippedModel:
 REGISTRY: dict[str, ShippedModel] = {m.name: m for m in (
     ShippedModel(
         "fast-prior", "fast-prior.safetensors",
-        "eaf5bc15e86a904f5a1d9586b95861158ca120e67e46d0b0cfc241b8264dc6c3",
+        "17c78d6033887e2daa203cc67a53bdafcd647ed92414c8e8d1ca5afc9f5ae99e",
         in_chans=7, prior_source="ict-blend", input_size=256,
         int8_file="fast-prior.int8.onnx",
-        int8_sha256="b8ed2addaef9895cee737c423b1eb89523a85b5c0c5c50e8efe5404670c43156",
-        accuracy_deg={"val_ict_v2": 13.41, "val_james": 10.10, "val_profile": 13.32, "val_ict_v5": 14.33},
+        int8_sha256="d538a5eb277eb5ebb01b0f34fd7b2d0bcad3b472e158bb62bee8ddb9a85b2848",
+        accuracy_deg={"val_ict_v2": 13.41, "val_james": 10.10, "val_profile": 13.27, "val_ict_v5": 14.31},
         speed_ms={"ort-cpu-fp32": 37.7, "ort-cpu-int8": 17.6},
-        note="campaign run ict_prior_c35 (session 26; trained under the landmark points derived on ict_paired_v8, "
-             "60 % of its paired ICT faces in real skin, E_I's BatchNorm statistics frozen, from run c34's end): 0.3 "
-             "of its cool-down's snapshot mean + 0.7 of the previous weights (run c33's mix); detail on top "
-             "of an ICT-FaceKit face fitted to MediaPipe's landmarks, averaged with MediaPipe's mesh"),
+        note="campaign run ict_prior_c67 (session 39): session 26's weights (run c35's mix) distilled from an output "
+             "ensemble of three campaign networks (themselves, c54's and c59's snapshot means) for 9 600 samples; "
+             "0.5 of its cool-down's snapshot mean + 0.5 of session 26's weights; detail on top of an ICT-FaceKit "
+             "face fitted to MediaPipe's landmarks, averaged with MediaPipe's mesh"),
     ShippedModel(
         "lite-prior", "lite-prior.safetensors",
         "26ce02d1e9e7e93984c6908bc018a910b70343e42ec58e09a386f664fdf0136f",
