@@ -125,3 +125,40 @@ def test_cli_writes_a_new_file_with_recomputed_statistics(data: Path, tmp_path: 
     assert before.keys() == after.keys() and not any(torch.equal(before[k], after[k]) for k in before)
     with pytest.raises(SystemExit):
         main([str(model), str(model), "--config", str(config)])  # never over its input
+
+
+@pytest.mark.slow
+def test_a_warm_up_phase_trains_only_the_parts_it_names(data: Path, tmp_path: Path, capsys):
+    """``train_only``: a phase that warms up the decoder an inference-only init leaves random holds the rest as the
+    init has it; the next phase trains everything; a run whose first phase trains everything is warned."""
+    torch.manual_seed(0)
+    init = tmp_path / "shipped.safetensors"
+    save_checkpoint(create_model("lite", "full"), init, inference_only=True)
+    config = {**_config(data, tmp_path / "warm", init=str(init), freeze_batchnorm=True, batchnorm_crops=0),
+              "snapshot_every": 1}
+    config["data"]["mix"] = {"image-only": 1.0}  # every step reaches D_I
+    config["phases"] = [{"steps": 2, "size": 64, "batch_size": 2, "lr": 1e-3, "train_only": ["image_decoder"]},
+                        {"steps": 2, "size": 64, "batch_size": 2, "lr": 1e-3}]
+    path = tmp_path / "warm.json"
+    path.write_text(json.dumps(config))
+    done = subprocess.run([sys.executable, "-m", "facenormals.training.cli", "--config", str(path)],
+                          capture_output=True, text=True, timeout=300, env={**os.environ, "OMP_NUM_THREADS": "1"})
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert "fresh ['image_decoder']" in done.stdout and "warning: the first phase" not in done.stdout
+    shipped = load_file(str(init))
+    first, warm, later = (load_file(str(tmp_path / "warm" / "snapshots" / f"step_{s:06d}.safetensors"))
+                          for s in (1, 2, 4))
+    held = [k for k in shipped if k.startswith(("image_encoder.", "normal_decoder.", "skip_connections."))
+            and "num_batches" not in k]
+    assert held and all(torch.equal(warm[k].float(), shipped[k].float()) for k in held)  # the path as shipped
+    decoder = [k for k in warm if k.startswith("image_decoder.") and k.endswith("weight")]
+    assert decoder and any(not torch.equal(first[k], warm[k]) for k in decoder)  # the warm-up trains D_I
+    assert not torch.equal(warm["image_encoder.conv1.weight"], later["image_encoder.conv1.weight"])  # then all train
+
+    from facenormals.training.trainer import build_model
+
+    with pytest.raises(ValueError, match=r"phases\[0\]\.train_only: 'decoder' is not a part.*image_decoder"):
+        build_model(config_from_dict({**config, "phases": [{"steps": 1, "train_only": ["decoder"]}]}))
+    capsys.readouterr()
+    build_model(config_from_dict({**config, "phases": config["phases"][1:]}))
+    assert "warning: the first phase trains more than the fresh ['image_decoder']" in capsys.readouterr().out

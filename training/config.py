@@ -158,6 +158,9 @@ class Phase:
     # 1 = the whole crop resized; size/256 = a window at the crop's native scale (like 256² at test time)
     window: tuple[float, float] = (1.0, 1.0)
     lr: float | None = None  # this phase's learning rate; None = [optim] lr (a step-down schedule without new code)
+    # the sub-networks this phase trains (e.g. ["image_decoder"]: a warm-up of the parts an inference-only init leaves
+    # fresh, before their random gradients can reach the shared encoder); () = every part not in model.frozen
+    train_only: tuple[str, ...] = ()
 
     def __post_init__(self) -> None:
         if self.lr is not None and not self.lr > 0.0:

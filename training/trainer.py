@@ -63,6 +63,10 @@ def build_model(cfg: TrainConfig, load_init: bool = True) -> CrossModalNet:
         if is_inference_only(cfg.model.init):  # a shipped model: E_N, D_I derived/fresh
             fresh = init_from_image_to_normal(model, cfg.model.init)
             print(f"model.init {cfg.model.init}: inference-only; fresh {fresh}, E_N copied from E_I", flush=True)
+            if fresh and not (cfg.phases[0].train_only and set(cfg.phases[0].train_only) <= set(fresh)):
+                print(f"warning: the first phase trains more than the fresh {fresh}: their random first gradients "
+                      f"reach the shared encoder (session 40: val_profile +0.4 to +0.8 deg); warm them up first with a "
+                      f"phase of train_only = {fresh}", flush=True)
         else:
             model.load_state_dict(load_checkpoint(cfg.model.init).state_dict())
     if cfg.model.freeze_batchnorm:
@@ -70,13 +74,25 @@ def build_model(cfg: TrainConfig, load_init: bool = True) -> CrossModalNet:
             seen = recompute_statistics(model.image_encoder, training_mix_inputs(cfg, cfg.model.batchnorm_crops, cfg.seed))
             print(f"E_I BatchNorm statistics recomputed over {seen} crops of the training mix, then frozen", flush=True)
         freeze_batchnorm(model.image_encoder)
-    for name in cfg.model.frozen:
-        part = getattr(model, name, None)
-        if not isinstance(part, torch.nn.Module):
-            raise ValueError(f"model.frozen: {name!r} is not a part of the {cfg.model.arch}/{cfg.model.variant} "
-                             f"network (its parts: {sorted(n for n, _ in model.named_children())})")
-        part.requires_grad_(False)
+    check_part_names(model, cfg.model.frozen, "model.frozen")
+    for index, phase in enumerate(cfg.phases):
+        check_part_names(model, phase.train_only, f"phases[{index}].train_only")
+    set_trainable_parts(model, (), cfg.model.frozen)  # every phase's parts are registered (DDP); each step narrows
     return model
+
+
+def check_part_names(model: torch.nn.Module, names: tuple[str, ...], where: str) -> None:
+    """Refuse a sub-network name the model does not have, naming the ones it has."""
+    parts = sorted(n for n, _ in model.named_children())
+    for name in names:
+        if name not in parts:
+            raise ValueError(f"{where}: {name!r} is not a part of the network (its parts: {parts})")
+
+
+def set_trainable_parts(model: torch.nn.Module, train_only: tuple[str, ...], frozen: tuple[str, ...]) -> None:
+    """A phase's learning parts: those in ``train_only`` (all when empty), never those in ``frozen``."""
+    for name, part in model.named_children():
+        part.requires_grad_(name not in frozen and (not train_only or name in train_only))
 
 
 def validate(model: CrossModalNet, samples: list[SampleFiles], batch_size: int = 8) -> float:
@@ -218,7 +234,9 @@ def train(cfg: TrainConfig, info: ddp.DistInfo | None = None) -> TrainResult:
         for step, kind, batch in train_batches(cfg, groups, progress.step, info.world, info.rank,
                                                pin_memory=device.type == "cuda"):
             batch = to_device(batch, device)
-            set_learning_rate(optimizer, cfg.phase_at(step).lr or cfg.optim.lr)
+            phase = cfg.phase_at(step)
+            set_learning_rate(optimizer, phase.lr or cfg.optim.lr)
+            set_trainable_parts(model, phase.train_only, cfg.model.frozen)
             parts: dict[str, float] = {}
             for step_kind in steps_for_batch(kind, cfg.model.variant):
                 optimizer.zero_grad(set_to_none=True)
@@ -226,8 +244,9 @@ def train(cfg: TrainConfig, info: ddp.DistInfo | None = None) -> TrainResult:
                     loss, terms = wrapped(step_kind, batch)
                 if not math.isfinite(float(loss.detach())):
                     raise FloatingPointError(f"step {step} ({step_kind.value}): loss is {float(loss.detach())}")
-                loss.backward()
-                optimizer.step()
+                if loss.requires_grad:  # a step kind that reaches no part this phase trains has nothing to learn
+                    loss.backward()
+                    optimizer.step()
                 parts.update({k: float(v) for k, v in terms.items()})
             progress.step = step + 1
             now = time.monotonic()
