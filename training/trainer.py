@@ -231,12 +231,15 @@ def train(cfg: TrainConfig, info: ddp.DistInfo | None = None) -> TrainResult:
     try:
         tick = time.monotonic()
         out_of_time = False
+        trained_parts: tuple[str, ...] = ()  # build_model leaves every part not in model.frozen learning
         for step, kind, batch in train_batches(cfg, groups, progress.step, info.world, info.rank,
                                                pin_memory=device.type == "cuda"):
             batch = to_device(batch, device)
             phase = cfg.phase_at(step)
             set_learning_rate(optimizer, phase.lr or cfg.optim.lr)
-            set_trainable_parts(model, phase.train_only, cfg.model.frozen)
+            if phase.train_only != trained_parts:  # only where a phase changes what learns
+                trained_parts = phase.train_only
+                set_trainable_parts(model, trained_parts, cfg.model.frozen)
             parts: dict[str, float] = {}
             for step_kind in steps_for_batch(kind, cfg.model.variant):
                 optimizer.zero_grad(set_to_none=True)
