@@ -11,10 +11,10 @@ MediaPipe landmarks (``ModelCfg.prior_source``, stored in checkpoints and ONNX m
   to the crop: the fit's high-frequency detail is ICT's, not the person's. The smoothed face was ~1° closer to
   real scans than the sharp one; drawn at 128² rather than 256² it is 0.04–0.19° closer again on all three
   validation sets (real scan, ICT, profiles; session 4) and ~3.5 ms cheaper per face.
-* ``"ict-blend"``: the two above averaged per pixel (:data:`BLEND_ICT_WEIGHT` on the ICT fit), both drawn at the
-  ICT face's size and resized once, with the ICT face's coverage. Two coarse faces with different errors average
-  to a better one (issue 13 item 3): on all three validation sets the blend is closer to the truth than either
-  alone, most on profiles, where the fit alone is worse than the mesh (README "Coarse face").
+* ``"ict-blend"``: the two above averaged per pixel (the ICT fit's share :func:`blend_ict_weight`, by the fitted
+  yaw), both drawn at the ICT face's size and resized once, with the ICT face's coverage. Two coarse faces with
+  different errors average to a better one (issue 13 item 3): on all three validation sets the blend is closer to
+  the truth than either alone, most on profiles, where the fit alone is worse than the mesh (README "Coarse face").
 
 All three are also the parameter-free baselines ``facenormals eval --baseline mediapipe-mesh|ict-fit|ict-blend``.
 """
@@ -36,8 +36,21 @@ from facenormals.model_config import PRIOR_SOURCES
 
 ICT_SMOOTH_PX = 3.0  # Gaussian σ on a 256² crop
 ICT_DRAW_PX = 128  # the fitted face is drawn at most this size, then resized to the crop
-BLEND_ICT_WEIGHT = 0.65  # "ict-blend": the ICT fit's share (0.5–0.8 all beat both faces; README "Coarse face")
+# "ict-blend": the ICT fit's share on faces the fit turns less than BLEND_TURN_DEG[0], and beyond BLEND_TURN_DEG[1],
+# where the fit's outline guesses slide and MediaPipe's own depth is worth more (README "Coarse face", session 41)
+BLEND_ICT_WEIGHT = 0.8
+BLEND_PROFILE_ICT_WEIGHT = 0.5
+BLEND_TURN_DEG = (38.0, 50.0)
 IDENTITY = np.array([[1.0, 0.0, 0.0], [0.0, 1.0, 0.0]])
+
+
+def blend_ict_weight(yaw_deg: float) -> float:
+    """The ICT fit's share of "ict-blend" for a face fitted at this yaw (degrees, either side): ``BLEND_ICT_WEIGHT``
+    up to ``BLEND_TURN_DEG[0]``, ``BLEND_PROFILE_ICT_WEIGHT`` from ``BLEND_TURN_DEG[1]``, a smoothstep between (no
+    kink as a tracked face turns)."""
+    start, end = BLEND_TURN_DEG
+    t = min(max((abs(yaw_deg) - start) / (end - start), 0.0), 1.0)
+    return BLEND_ICT_WEIGHT + (BLEND_PROFILE_ICT_WEIGHT - BLEND_ICT_WEIGHT) * t * t * (3.0 - 2.0 * t)
 
 
 def check_source(source: str) -> str:
@@ -83,7 +96,7 @@ def _ict_source_drawn(fit: ict_fit.IctFit, points: np.ndarray, size: int, source
     draw = min(size, ICT_DRAW_PX)
     normals, coverage = draw_ict(fit, ict_fit.load_ict_face(), size, draw)
     if source == "ict-blend" and coverage.any():
-        normals = _blend_mesh(normals, points, size, draw)
+        normals = _blend_mesh(normals, points, size, draw, blend_ict_weight(fit.euler_deg()[0]))
     return normals, coverage
 
 
@@ -123,9 +136,10 @@ def _frozen(array: np.ndarray) -> np.ndarray:
     return array
 
 
-def _blend_mesh(fitted: np.ndarray, points: np.ndarray, size: int, draw: int) -> np.ndarray:
-    """"ict-blend": the drawn ICT normals averaged per pixel with MediaPipe's mesh drawn at the same size (the
-    mesh drawn at ``draw``² and blended before the one resize costs a quarter of drawing it at the crop's size).
+def _blend_mesh(fitted: np.ndarray, points: np.ndarray, size: int, draw: int, weight: float) -> np.ndarray:
+    """"ict-blend": the drawn ICT normals averaged per pixel with MediaPipe's mesh drawn at the same size, ``weight``
+    on the fit (the mesh drawn at ``draw``² and blended before the one resize costs a quarter of drawing it at the
+    crop's size).
 
     In place on ``fitted`` (C-contiguous float32), one pass: the mesh's extension (``fill_prior``), the weighted sum
     and the renormalisation fused (:func:`_blend_filled`), bit-identical to those three steps in numpy."""
@@ -134,8 +148,7 @@ def _blend_mesh(fitted: np.ndarray, points: np.ndarray, size: int, draw: int) ->
         labels = mesh_prior.nearest_labels(covered)
     else:  # no mesh: its extension is zero; all mesh: itself (each pixel its own label)
         labels = np.arange(covered.size, dtype=np.int32).reshape(covered.shape)
-    _blend_filled(fitted, mesh, covered, labels, np.float32(BLEND_ICT_WEIGHT), np.float32(1.0 - BLEND_ICT_WEIGHT),
-                  np.float32(1e-6))
+    _blend_filled(fitted, mesh, covered, labels, np.float32(weight), np.float32(1.0 - weight), np.float32(1e-6))
     return fitted
 
 

@@ -166,13 +166,30 @@ def test_ict_prior_channels_are_unit_smooth_and_cover_the_face(face: ict_fit.Ict
         prior.coarse_prior(points, SIZE, "flame")
 
 
-def test_blend_prior_is_the_weighted_mean_of_fit_and_mesh_with_the_fits_coverage(face: ict_fit.IctFace) -> None:
+def test_blend_weight_leans_on_the_fit_up_to_a_turned_face_and_on_the_mesh_at_profiles() -> None:
+    start, end = prior.BLEND_TURN_DEG
+    assert prior.blend_ict_weight(0.0) == prior.blend_ict_weight(start) == prior.BLEND_ICT_WEIGHT
+    assert prior.blend_ict_weight(end) == prior.blend_ict_weight(-90.0) == prior.BLEND_PROFILE_ICT_WEIGHT
+    assert prior.BLEND_PROFILE_ICT_WEIGHT < prior.BLEND_ICT_WEIGHT
+    yaws = np.linspace(0.0, 90.0, 901)
+    weights = np.array([prior.blend_ict_weight(y) for y in yaws])
+    assert np.all(np.diff(weights) <= 0.0)  # falls as the face turns, either side alike
+    assert np.abs(np.diff(weights)).max() < 0.005  # no jump for a tracked face turning 0.1° a frame
+    np.testing.assert_allclose([prior.blend_ict_weight(-y) for y in yaws], weights)
+
+
+@pytest.mark.parametrize(("yaw_deg", "fit_share"), [(25.0, prior.BLEND_ICT_WEIGHT),
+                                                    (65.0, prior.BLEND_PROFILE_ICT_WEIGHT)])
+def test_blend_prior_is_the_weighted_mean_of_fit_and_mesh_with_the_fits_coverage(face: ict_fit.IctFace,
+                                                                                 yaw_deg: float,
+                                                                                 fit_share: float) -> None:
     rng = np.random.default_rng(8)
-    _, points, _, _ = synthetic_face(face, rng, yaw_deg=25.0)
+    _, points, _, _ = synthetic_face(face, rng, yaw_deg=yaw_deg)
     fitted, fit_coverage, fit = prior.coarse_prior(points, SIZE, "ict-fit")
     mesh, _, _ = prior.coarse_prior(points, SIZE, "mediapipe-mesh")
     blend, coverage, blend_fit = prior.coarse_prior(points, SIZE, "ict-blend")
-    expected = prior.BLEND_ICT_WEIGHT * fitted + (1.0 - prior.BLEND_ICT_WEIGHT) * mesh
+    assert fit is not None and prior.blend_ict_weight(fit.euler_deg()[0]) == pytest.approx(fit_share)
+    expected = fit_share * fitted + (1.0 - fit_share) * mesh
     expected /= np.linalg.norm(expected, axis=2, keepdims=True)
     np.testing.assert_allclose(blend, expected, atol=1e-5)
     np.testing.assert_array_equal(coverage, fit_coverage)

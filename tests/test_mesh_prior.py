@@ -405,11 +405,13 @@ def _unfused_blend(points: np.ndarray, size: int) -> tuple[np.ndarray, np.ndarra
 
     draw = prior.ICT_DRAW_PX
     face = ict_fit.load_ict_face()
-    fitted, coverage = prior.draw_ict(ict_fit.fit_landmarks(points, face), face, size, draw)
+    fit = ict_fit.fit_landmarks(points, face)
+    fitted, coverage = prior.draw_ict(fit, face, size, draw)
     mesh, covered = mesh_prior.rasterize_mesh_normals(prior.resize_crop_points(points, size, draw),
                                                       mesh_prior.mesh_triangles(close_holes=True), draw)
-    fitted = fitted * prior.BLEND_ICT_WEIGHT
-    fitted += (1.0 - prior.BLEND_ICT_WEIGHT) * _fill_by_indexing(mesh, covered)
+    weight = prior.blend_ict_weight(fit.euler_deg()[0])
+    fitted = fitted * np.float32(weight)
+    fitted += np.float32(1.0 - weight) * _fill_by_indexing(mesh, covered)
     fitted = fitted / np.maximum(np.linalg.norm(fitted, axis=2, keepdims=True), np.float32(1e-6))
     normals = cv2.resize(fitted, (size, size), interpolation=cv2.INTER_LINEAR)
     normals = normals / np.maximum(np.linalg.norm(normals, axis=2, keepdims=True), np.float32(1e-6))
