@@ -71,7 +71,9 @@ def barycentric_points(vertices: np.ndarray, corners: np.ndarray, barycentric: n
 class FitSettings:
     """Weights and priors of the fit. Regularisers are in cm² of landmark residual per unit coefficient²."""
 
-    identity_prior: float = 4.0
+    # 4 until session 42: since the prior is centred where the landmark identity map puts it (sessions 30-31), the
+    # map's estimate is worth more than one view's fit to the landmarks (README "Coarse face")
+    identity_prior: float = 64.0
     expression_prior: float = 16.0  # 2 until session 6: stronger is closer on every set and steadier under light (README)
     depth_weight: float = 1.0  # MediaPipe's z relative to x/y (0.1–0.3 fitted val_james worse)
     measured_weights: bool = True  # per-landmark inverse noise measured on renders (README); False: the hand weights
