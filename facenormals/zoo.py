@@ -45,7 +45,7 @@ REGISTRY: dict[str, ShippedModel] = {m.name: m for m in (
         in_chans=7, prior_source="ict-blend", input_size=256,
         int8_file="fast-prior.int8.onnx",
         int8_sha256="d538a5eb277eb5ebb01b0f34fd7b2d0bcad3b472e158bb62bee8ddb9a85b2848",
-        accuracy_deg={"val_ict_v2": 13.31, "val_james": 10.03, "val_profile": 13.21, "val_ict_v5": 14.22},
+        accuracy_deg={"val_ict_v2": 13.22, "val_james": 10.00, "val_profile": 13.21, "val_ict_v5": 14.13},
         speed_ms={"ort-cpu-fp32": 37.7, "ort-cpu-int8": 17.6},
         note="campaign run ict_prior_c67 (session 39): session 26's weights (run c35's mix) distilled from an output "
              "ensemble of three campaign networks (themselves, c54's and c59's snapshot means) for 9 600 samples; "
@@ -57,7 +57,7 @@ REGISTRY: dict[str, ShippedModel] = {m.name: m for m in (
         in_chans=7, prior_source="ict-blend", input_size=256,
         int8_file="lite-prior.int8.onnx",
         int8_sha256="9c9c1cadc896c1a6ccfde416f8d51cb004606f535a51a97c4707df18f3bafc98",
-        accuracy_deg={"val_ict_v2": 13.50, "val_james": 10.02, "val_profile": 13.91, "val_ict_v5": 14.43},
+        accuracy_deg={"val_ict_v2": 13.41, "val_james": 9.99, "val_profile": 13.89, "val_ict_v5": 14.32},
         speed_ms={"ort-cpu-fp32": 33.0, "ort-cpu-int8": 18.7},
         note="the live loop's default (LIVE_PREFERENCE): the lite network (half-width encoders, 0.84 GMAC) pruned "
              "from fast-prior and distilled from it (run lite_e1, session 14); session 26: 0.5 of run lite_e3's "
