@@ -71,9 +71,12 @@ def barycentric_points(vertices: np.ndarray, corners: np.ndarray, barycentric: n
 class FitSettings:
     """Weights and priors of the fit. Regularisers are in cm² of landmark residual per unit coefficient²."""
 
-    # 4 until session 42: since the prior is centred where the landmark identity map puts it (sessions 30-31), the
-    # map's estimate is worth more than one view's fit to the landmarks (README "Coarse face")
+    # a still's (and a per-frame fit's): 4 until session 42; since the prior is centred where the landmark identity
+    # map puts it (sessions 30-31), the map's estimate is worth more than one view's fit (README "Coarse face")
     identity_prior: float = 64.0
+    # a tracked face's, whose identity is pooled over its frames (below): 64 there wandered more on real video and
+    # fitted the real scan's track worse than 4 (README "A stronger identity prior")
+    track_identity_prior: float = 4.0
     expression_prior: float = 16.0  # 2 until session 6: stronger is closer on every set and steadier under light (README)
     depth_weight: float = 1.0  # MediaPipe's z relative to x/y (0.1–0.3 fitted val_james worse)
     measured_weights: bool = True  # per-landmark inverse noise measured on renders (README); False: the hand weights
@@ -228,14 +231,16 @@ MIDLINE_CM = 1.0  # landmarks this close to the model's symmetry plane belong to
 
 
 @lru_cache(maxsize=8)
-def _design(face: IctFace, settings: FitSettings) -> _Design:
+def _design(face: IctFace, settings: FitSettings, tracked: bool = False) -> _Design:
+    """The fit's precomputed landmark rows, weights and ridge; ``tracked``: a pooled identity's ridge."""
     # each landmark's rows of the basis: its surface point's barycentric mix of three vertices' rows (a linear map)
     fitted = slice(0, NUM_FIT_POINTS)
     modes = np.moveaxis(face.basis.astype(np.float64), 0, 1)  # V×K×3: one row per vertex, as landmark_points takes
     basis = np.ascontiguousarray(np.moveaxis(face.landmark_points(modes)[fitted], 0, 1))
     weights = point_weights(settings)
     scaled = basis.reshape(len(basis), -1) * np.repeat(np.sqrt(weights), 3)
-    prior = np.concatenate([np.full(len(face.identity), settings.identity_prior),
+    identity_prior = settings.track_identity_prior if tracked else settings.identity_prior
+    prior = np.concatenate([np.full(len(face.identity), identity_prior),
                             np.full(len(face.expression), settings.expression_prior)])
     mean = face.landmark_points(face.neutral.astype(np.float64))[fitted]
     x = mean[:, 0] - mean[:, 0].mean()
@@ -282,9 +287,9 @@ def _fit(points: np.ndarray, face: IctFace, settings: FitSettings, previous: Ict
     if not np.isfinite(points).all():
         raise ValueError("landmark crop points contain NaN or infinite values")
     target = points[:NUM_FIT_POINTS]
-    design = _design(face, settings)
-    fade = (0, 0.0)
     tracked = previous is not None and settings.track_identity and held is None
+    design = _design(face, settings, tracked)
+    fade = (0, 0.0)
     track, identity = None, None if held is None else np.asarray(held, dtype=np.float64)
     if previous is not None:
         coeffs = np.concatenate([previous.identity, previous.expression]).astype(np.float64)

@@ -13,8 +13,9 @@ from facenormals import ict_fit
 from facenormals.identity_track import IdentityTrack
 from tests.test_ict_fit import SIZE, rotation
 
-PER_FRAME = replace(ict_fit.FitSettings(), track_identity=False)
 TRACKED = ict_fit.FitSettings()
+# one identity per frame under the track's ridge: pooling against not pooling, like for like
+PER_FRAME = replace(TRACKED, track_identity=False, identity_prior=TRACKED.track_identity_prior)
 
 
 @pytest.fixture(scope="module")
@@ -67,10 +68,26 @@ def test_a_tracked_identity_is_steadier_than_one_per_frame(face: ict_fit.IctFace
 
 def test_stills_fit_their_own_identity_as_before(face: ict_fit.IctFace) -> None:
     points = one_person(face, 1, seed=12)[0]
-    a, b = ict_fit.fit_landmarks(points, face, TRACKED), ict_fit.fit_landmarks(points, face, PER_FRAME)
+    per_frame = replace(TRACKED, track_identity=False)
+    a, b = ict_fit.fit_landmarks(points, face, TRACKED), ict_fit.fit_landmarks(points, face, per_frame)
     np.testing.assert_array_equal(a.identity, b.identity)
     np.testing.assert_array_equal(a.rotation, b.rotation)
     assert a.identity_track is None  # a track starts at a face's second frame
+
+
+def test_a_track_has_its_own_identity_ridge_and_a_still_the_still_ridge(face: ict_fit.IctFace) -> None:
+    """Stills take ``identity_prior``, a tracked face's frames ``track_identity_prior`` (session 42: the two differ)."""
+    clip = one_person(face, 6, seed=16)
+    other_track = replace(TRACKED, track_identity_prior=4.0 * TRACKED.track_identity_prior)
+    other_still = replace(TRACKED, identity_prior=4.0 * TRACKED.identity_prior)
+    # a still ignores the track's ridge and follows its own
+    still = ict_fit.fit_landmarks(clip[0], face, TRACKED)
+    np.testing.assert_array_equal(still.identity, ict_fit.fit_landmarks(clip[0], face, other_track).identity)
+    assert not np.array_equal(still.identity, ict_fit.fit_landmarks(clip[0], face, other_still).identity)
+    # a track's frames from the second on follow the track's ridge
+    tracked, retuned = fit_clip(face, clip, TRACKED), fit_clip(face, clip, other_track)
+    np.testing.assert_array_equal(tracked[0].identity, retuned[0].identity)
+    assert all(not np.array_equal(a.identity, b.identity) for a, b in zip(tracked[1:], retuned[1:], strict=True))
 
 
 def test_a_tracked_clip_is_deterministic(face: ict_fit.IctFace) -> None:
