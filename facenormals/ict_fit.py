@@ -35,7 +35,7 @@ then ``python -m facenormals.training.data.ict_landmark_points`` (the landmarks'
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from functools import lru_cache
 from pathlib import Path
 
@@ -233,14 +233,18 @@ MIDLINE_CM = 1.0  # landmarks this close to the model's symmetry plane belong to
 @lru_cache(maxsize=8)
 def _design(face: IctFace, settings: FitSettings, tracked: bool = False) -> _Design:
     """The fit's precomputed landmark rows, weights and ridge; ``tracked``: a pooled identity's ridge."""
+    if tracked:  # the still design's arrays, shared, with the track's identity ridge
+        still = _design(face, settings)
+        prior = still.prior.copy()
+        prior[:still.k_id] = settings.track_identity_prior
+        return replace(still, prior=prior)
     # each landmark's rows of the basis: its surface point's barycentric mix of three vertices' rows (a linear map)
     fitted = slice(0, NUM_FIT_POINTS)
     modes = np.moveaxis(face.basis.astype(np.float64), 0, 1)  # V×K×3: one row per vertex, as landmark_points takes
     basis = np.ascontiguousarray(np.moveaxis(face.landmark_points(modes)[fitted], 0, 1))
     weights = point_weights(settings)
     scaled = basis.reshape(len(basis), -1) * np.repeat(np.sqrt(weights), 3)
-    identity_prior = settings.track_identity_prior if tracked else settings.identity_prior
-    prior = np.concatenate([np.full(len(face.identity), identity_prior),
+    prior = np.concatenate([np.full(len(face.identity), settings.identity_prior),
                             np.full(len(face.expression), settings.expression_prior)])
     mean = face.landmark_points(face.neutral.astype(np.float64))[fitted]
     x = mean[:, 0] - mean[:, 0].mean()
